@@ -1,0 +1,217 @@
+//! Extractors. [`Auth`] is the only way a handler learns who is calling; [`Json`] and
+//! [`Query`] turn every framework rejection into the one error body.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::Caller;
+use crate::domain::{ClientMeta, PageReq};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+
+/// JSON body: requires `Content-Type: application/json`, honours the body limit, and reports
+/// the exact field of a type error.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !(mime == "application/json"
+            || (mime.starts_with("application/") && mime.ends_with("+json")))
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a JSON body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than this server accepts",
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// Parses JSON bytes into `T` with the one error shape.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            )
+        } else {
+            let field = if path == "." { String::new() } else { path };
+            let msg = inner.to_string();
+            // serde puts "missing field `x`" at the parent's path.
+            let field = match (field.is_empty(), msg.strip_prefix("missing field `")) {
+                (_, Some(rest)) => {
+                    let name = rest.split('`').next().unwrap_or("");
+                    if field.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{field}.{name}")
+                    }
+                }
+                _ => field,
+            };
+            let message = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "some fields are invalid",
+            )
+            .with_details(serde_json::json!({ "fields": [{ "field": field, "message": message }] }))
+        }
+    })
+}
+
+/// Query string with the one error shape.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| bad_query(&e.body_text()))
+    }
+}
+
+fn bad_query(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", msg.to_string())
+}
+
+/// `?limit=&cursor=` of list endpoints.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1-200, default 50.
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn to_req(&self) -> Result<PageReq, ApiError> {
+        let limit = match self.limit.as_deref() {
+            None | Some("") => PageReq::DEFAULT,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=PageReq::MAX).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("limit must be a number from 1 to {}", PageReq::MAX),
+                    ));
+                }
+            },
+        };
+        let cursor = self.cursor.clone().filter(|c| !c.is_empty());
+        if cursor.as_ref().is_some_and(|c| c.len() > 200) {
+            return Err(bad_query("cursor is not valid"));
+        }
+        Ok(PageReq { limit, cursor })
+    }
+}
+
+/// The authenticated caller (access token or API key), already rate limited.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let api_key = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        let caller = match (bearer, api_key) {
+            (Some(k), _) if k.starts_with("ak_") => {
+                let k = k.to_string();
+                state.run(move |s| s.authenticate_api_key(&k)).await?
+            }
+            (_, Some(k)) => {
+                let k = k.to_string();
+                state.run(move |s| s.authenticate_api_key(&k)).await?
+            }
+            (Some(t), None) => state.svc.authenticate_access(t)?,
+            (None, None) => return Err(ApiError::unauthorized()),
+        };
+        let key = match (&caller.api_key_id, &caller.user_id) {
+            (Some(k), _) => format!("k:{k}"),
+            (None, Some(u)) => format!("u:{u}"),
+            (None, None) => format!("t:{}", caller.tenant_id),
+        };
+        state.limits.api.check(&key)?;
+        tracing::Span::current().record("tenant", caller.tenant_id.as_str());
+        Ok(Auth(caller))
+    }
+}
+
+/// Client IP (the TCP peer) and user agent.
+pub struct Client(pub ClientMeta);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Client(ClientMeta {
+            ip: peer_ip(parts),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(300).collect()),
+        }))
+    }
+}
+
+pub fn peer_ip(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}

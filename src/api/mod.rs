@@ -1,0 +1,163 @@
+//! HTTP API: parse -> call the domain -> map. Never touches the store directly.
+
+pub mod api_keys;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod ratelimit;
+pub mod tenants;
+
+use crate::config::Config;
+use crate::domain::Services;
+use crate::mail::Mailer;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use error::{ApiError, ApiResult};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::time::Instant;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub svc: Arc<Services>,
+    pub config: Arc<Config>,
+    pub limits: ratelimit::Limits,
+    pub mailer: Mailer,
+    pub started: Instant,
+    pub metrics: PrometheusHandle,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+
+    /// Runs a (blocking) domain call on the blocking pool.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Services) -> crate::domain::Result<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let svc = self.svc.clone();
+        let span = tracing::Span::current();
+        let rid = error::current_request_id().unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            error::REQUEST_ID.sync_scope(rid, || f(&svc))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "blocking task failed");
+            ApiError::internal()
+        })?
+        .map_err(ApiError::from)
+    }
+}
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or ak_ API key")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "aigentable API", description = "Self-hosted AI agent platform. Errors everywhere: {\"error\":{\"code\",\"message\",\"details\"},\"requestId\"}. Lists take ?limit= (1-200, default 50) and ?cursor= and answer {data, nextCursor}."),
+    modifiers(&SecurityAddon),
+    security(("bearer" = []), ("apiKey" = [])),
+    tags(
+        (name = "auth", description = "Sign-up, sign-in, sessions, password reset, invitations"),
+        (name = "tenants", description = "Tenants and their users"),
+        (name = "api-keys", description = "Keys for programs"),
+        (name = "system", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// All API routes and their OpenAPI document.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::forgot))
+        .routes(routes!(auth::reset))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::accept_invite))
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::get, tenants::update, tenants::delete))
+        .routes(routes!(tenants::list_users, tenants::invite_user))
+        .routes(routes!(tenants::update_user, tenants::delete_user))
+        .routes(routes!(tenants::list_invitations))
+        .routes(routes!(tenants::revoke_invitation))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::delete))
+        .routes(routes!(health::health))
+        .split_for_parts()
+}
+
+/// The full router with middleware, for `serve` and for tests.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = routes();
+    let openapi_json = openapi.clone();
+    let body_limit = state.config.body_limit_bytes;
+    let cors = middleware::cors_layer(&state.config);
+    Router::new()
+        .merge(api)
+        .route("/metrics", axum::routing::get(health::metrics))
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi_json.clone();
+                async move { axum::Json(doc) }
+            }),
+        )
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/docs/openapi.json", openapi),
+        )
+        .fallback(middleware::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state.clone())
+        .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::security_headers,
+        ))
+        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .layer(axum::middleware::from_fn(middleware::metrics))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+}

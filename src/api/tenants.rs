@@ -1,0 +1,269 @@
+//! /api/tenants and /api/tenants/{id}/users: tenants, their users and invitations.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Auth, Json, PageParams, Query};
+use crate::domain::Paged;
+use crate::domain::auth::UserView;
+use crate::domain::tenants::TenantPatch;
+use crate::domain::users::UserPatch;
+use crate::model::{Invitation, Tenant, TenantStatus};
+use crate::types::{InvitationId, Role, TenantId, UserId};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+fn tenant_id(s: &str) -> ApiResult<TenantId> {
+    TenantId::parse(s).ok_or_else(|| ApiError::invalid_id("id"))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateTenantReq {
+    name: String,
+    slug: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateTenantReq {
+    name: Option<String>,
+    /// PLATFORM_ADMIN only.
+    status: Option<TenantStatus>,
+    settings: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct InviteReq {
+    email: String,
+    role: Role,
+    name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteResponse {
+    invitation: Invitation,
+    /// Link to hand to the invited person; contains the single-use token.
+    invite_url: String,
+    /// Whether the link was also emailed (SMTP configured).
+    emailed: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateUserReq {
+    role: Option<Role>,
+    name: Option<String>,
+}
+
+/// Tenants: all for a PLATFORM_ADMIN, one's own otherwise.
+#[utoipa::path(get, path = "/api/tenants", tag = "tenants", params(PageParams),
+    responses((status = 200, body = Paged<Tenant>), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(p): Query<PageParams>,
+) -> ApiResult<axum::Json<Paged<Tenant>>> {
+    let page = p.to_req()?;
+    let r = state.run(move |s| s.list_tenants(&caller, &page)).await?;
+    Ok(axum::Json(Paged {
+        data: r.items,
+        next_cursor: r.next,
+    }))
+}
+
+/// Create a tenant (PLATFORM_ADMIN).
+#[utoipa::path(post, path = "/api/tenants", tag = "tenants", request_body = CreateTenantReq,
+    responses((status = 201, body = Tenant), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Json(r): Json<CreateTenantReq>,
+) -> ApiResult<impl IntoResponse> {
+    let t = state
+        .run(move |s| s.create_tenant(&caller, &r.name, r.slug.as_deref()))
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(t)))
+}
+
+#[utoipa::path(get, path = "/api/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
+    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Tenant>> {
+    let id = tenant_id(&id)?;
+    Ok(axum::Json(
+        state.run(move |s| s.get_tenant(&caller, &id)).await?,
+    ))
+}
+
+#[utoipa::path(put, path = "/api/tenants/{id}", tag = "tenants", params(("id" = String, Path)), request_body = UpdateTenantReq,
+    responses((status = 200, body = Tenant), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<UpdateTenantReq>,
+) -> ApiResult<axum::Json<Tenant>> {
+    let id = tenant_id(&id)?;
+    let patch = TenantPatch {
+        name: r.name,
+        status: r.status,
+        settings: r.settings,
+    };
+    Ok(axum::Json(
+        state
+            .run(move |s| s.update_tenant(&caller, &id, patch))
+            .await?,
+    ))
+}
+
+/// Delete a tenant and every record and file of it.
+#[utoipa::path(delete, path = "/api/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = tenant_id(&id)?;
+    state.run(move |s| s.delete_tenant(&caller, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/tenants/{id}/users", tag = "tenants", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Paged<UserView>), (status = 404, body = ErrorBody)))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(p): Query<PageParams>,
+) -> ApiResult<axum::Json<Paged<UserView>>> {
+    let id = tenant_id(&id)?;
+    let page = p.to_req()?;
+    let r = state
+        .run(move |s| s.list_users(&caller, &id, &page))
+        .await?;
+    Ok(axum::Json(Paged {
+        data: r.items,
+        next_cursor: r.next,
+    }))
+}
+
+/// Invite a person; answers the invitation and a link to copy (also emailed when SMTP is set).
+#[utoipa::path(post, path = "/api/tenants/{id}/users", tag = "tenants", params(("id" = String, Path)), request_body = InviteReq,
+    responses((status = 201, body = InviteResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn invite_user(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<InviteReq>,
+) -> ApiResult<impl IntoResponse> {
+    let id = tenant_id(&id)?;
+    let invited = state
+        .run(move |s| s.invite_user(&caller, &id, &r.email, r.role, r.name.as_deref()))
+        .await?;
+    let emailed = state.mailer.is_smtp();
+    if emailed {
+        let st = state.clone();
+        let to = invited.invitation.email.clone();
+        let body = format!(
+            "Hello,\n\nYou have been invited to join {} on aigentable as {}.\nOpen this link to create your account:\n\n{}\n",
+            invited.tenant_name,
+            invited.invitation.role.as_str(),
+            invited.invite_url
+        );
+        tokio::spawn(async move {
+            st.mailer
+                .send(&to, "You are invited to aigentable", &body)
+                .await
+        });
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(InviteResponse {
+            invitation: invited.invitation,
+            invite_url: invited.invite_url,
+            emailed,
+        }),
+    ))
+}
+
+/// Pending and accepted invitations of a tenant.
+#[utoipa::path(get, path = "/api/tenants/{id}/invitations", tag = "tenants", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Paged<Invitation>), (status = 404, body = ErrorBody)))]
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(p): Query<PageParams>,
+) -> ApiResult<axum::Json<Paged<Invitation>>> {
+    let id = tenant_id(&id)?;
+    let page = p.to_req()?;
+    let r = state
+        .run(move |s| s.list_invitations(&caller, &id, &page))
+        .await?;
+    Ok(axum::Json(Paged {
+        data: r.items,
+        next_cursor: r.next,
+    }))
+}
+
+/// Withdraw an invitation; its link stops working.
+#[utoipa::path(delete, path = "/api/tenants/{id}/invitations/{invitationId}", tag = "tenants",
+    params(("id" = String, Path), ("invitationId" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, inv)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = tenant_id(&id)?;
+    let inv = InvitationId::parse(&inv).ok_or_else(|| ApiError::invalid_id("invitationId"))?;
+    state
+        .run(move |s| s.revoke_invitation(&caller, &id, &inv))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change a user's role or name (TENANT_ADMIN). The last admin cannot be demoted.
+#[utoipa::path(put, path = "/api/tenants/{id}/users/{userId}", tag = "tenants",
+    params(("id" = String, Path), ("userId" = String, Path)), request_body = UpdateUserReq,
+    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, uid)): Path<(String, String)>,
+    Json(r): Json<UpdateUserReq>,
+) -> ApiResult<axum::Json<UserView>> {
+    let id = tenant_id(&id)?;
+    let uid = UserId::parse(&uid).ok_or_else(|| ApiError::invalid_id("userId"))?;
+    let patch = UserPatch {
+        role: r.role,
+        name: r.name,
+    };
+    Ok(axum::Json(
+        state
+            .run(move |s| s.update_user(&caller, &id, &uid, patch))
+            .await?,
+    ))
+}
+
+/// Remove a user (TENANT_ADMIN). The last admin cannot be removed.
+#[utoipa::path(delete, path = "/api/tenants/{id}/users/{userId}", tag = "tenants",
+    params(("id" = String, Path), ("userId" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, uid)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = tenant_id(&id)?;
+    let uid = UserId::parse(&uid).ok_or_else(|| ApiError::invalid_id("userId"))?;
+    state
+        .run(move |s| s.delete_user(&caller, &id, &uid))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

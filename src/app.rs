@@ -1,0 +1,156 @@
+//! Startup and shutdown. Order: data dir -> secrets -> store (+ migrations) -> bootstrap
+//! admin -> router -> serve; on SIGINT/SIGTERM stop accepting, let in-flight requests finish
+//! (bounded), then close the store.
+
+use crate::api::{self, AppState, Inner};
+use crate::auth::secrets;
+use crate::auth::tokens::Keys;
+use crate::config::Config;
+use crate::domain::Services;
+use crate::mail::Mailer;
+use crate::store::Store;
+use anyhow::Context;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// A built application: its state (for shutdown) and router.
+pub struct App {
+    pub state: AppState,
+    pub router: Router,
+}
+
+/// Opens the data directory (creating it), the store, and builds the router. Everything that
+/// can fail at startup fails here, before the port is bound.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    config.validate()?;
+    let dir = config.data_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let jwt = match &config.jwt_secret {
+        Some(s) => s.expose().to_string(),
+        None => secrets::load_or_create(&dir, "jwt_secret")
+            .with_context(|| format!("JWT secret in {}", dir.join("secrets").display()))?,
+    };
+    let refresh = match &config.jwt_refresh_secret {
+        Some(s) => s.expose().to_string(),
+        None => secrets::load_or_create(&dir, "jwt_refresh_secret")
+            .with_context(|| format!("refresh secret in {}", dir.join("secrets").display()))?,
+    };
+    let cache = config.store_cache_mb * 1024 * 1024;
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache)).await??;
+    let keys = Keys::new(jwt.as_bytes(), refresh.as_bytes(), config.access_ttl());
+    let mailer = Mailer::from_config(&config)?;
+    let config = Arc::new(config);
+    let svc = Arc::new(Services {
+        store: Arc::new(store),
+        keys,
+        config: config.clone(),
+    });
+    if let (Some(email), Some(pw)) = (config.admin_email.clone(), config.admin_password.clone()) {
+        let s = svc.clone();
+        let created =
+            tokio::task::spawn_blocking(move || s.create_platform_admin(&email, pw.expose(), true))
+                .await?
+                .map_err(|e| {
+                    anyhow::anyhow!("creating the platform admin from ADMIN_EMAIL: {e:?}")
+                })?;
+        if created {
+            tracing::info!("created the first platform admin from ADMIN_EMAIL");
+        }
+    }
+    let state = AppState::new(Inner {
+        svc,
+        config: config.clone(),
+        limits: api::ratelimit::Limits::from_config(&config),
+        mailer,
+        started: Instant::now(),
+        metrics: crate::telemetry::metrics_handle(),
+    });
+    let router = api::router(state.clone());
+    Ok(App { state, router })
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests for
+/// at most the configured timeout.
+pub async fn serve_with_listener(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = app.state.clone();
+    let limits_state = state.clone();
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits_state.limits.prune();
+        }
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = Duration::from_secs(state.config.shutdown_timeout_secs);
+    let server = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        let _ = tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => { r??; }
+        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(secs = grace.as_secs(), "in-flight requests did not finish in time; closing");
+            server.abort();
+        }
+    }
+    pruner.abort();
+    // The store closes when the last handle drops; commits are already durable.
+    drop(state);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Builds and serves on the configured address until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    let data_dir = config.data_dir.clone();
+    let app = build(config).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(
+        %addr,
+        data_dir = %data_dir.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "aigentable listening on http://{addr}"
+    );
+    serve_with_listener(app, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

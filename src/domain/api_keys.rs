@@ -1,0 +1,133 @@
+//! API keys: `ak_` + 32 random bytes, shown once, stored as a keyed hash.
+
+use super::{Checks, Error, PageReq, Result, Services};
+use crate::auth::tokens::random_token;
+use crate::auth::{Action, Caller};
+use crate::model::ApiKey;
+use crate::store::{Index, Page, make_ref};
+use crate::types::*;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A key as listed (never the secret).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyView {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub prefix: String,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<Timestamp>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
+    pub created_by: Option<UserId>,
+}
+
+impl From<&ApiKey> for ApiKeyView {
+    fn from(k: &ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            role: k.role,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            created_by: k.created_by.clone(),
+        }
+    }
+}
+
+impl Services {
+    pub fn list_api_keys(&self, caller: &Caller, page: &PageReq) -> Result<Page<ApiKeyView>> {
+        caller
+            .require(Action::ManageApiKeys)
+            .map_err(|d| Error::denied(d, "api_key"))?;
+        let p = self.store.read(|tx| {
+            tx.list::<ApiKey>(
+                &caller.tenant_id,
+                None,
+                page.cursor.as_deref(),
+                page.limit,
+                false,
+            )
+        })?;
+        Ok(Page {
+            items: p.items.iter().map(ApiKeyView::from).collect(),
+            next: p.next,
+        })
+    }
+
+    /// Creates a key with at most the caller's role. Returns it and its secret (shown once).
+    pub fn create_api_key(
+        &self,
+        caller: &Caller,
+        name: &str,
+        role: Option<Role>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(ApiKeyView, String)> {
+        caller
+            .require(Action::ManageApiKeys)
+            .map_err(|d| Error::denied(d, "api_key"))?;
+        let role = role.unwrap_or(caller.role);
+        let mut c = Checks::default();
+        c.text("name", name, 100);
+        c.check(
+            caller.role.covers(role),
+            "role",
+            "cannot be higher than your own role",
+        );
+        c.check(
+            role != Role::PlatformAdmin || caller.tenant_id.is_platform(),
+            "role",
+            "PLATFORM_ADMIN keys can only be made by platform admins",
+        );
+        if let Some(e) = expires_at {
+            c.check(e > now(), "expiresAt", "must be in the future");
+        }
+        c.finish()?;
+        let secret = format!("ak_{}", random_token(32));
+        let key = ApiKey {
+            id: ApiKeyId::new(),
+            tenant_id: caller.tenant_id.clone(),
+            name: name.trim().into(),
+            prefix: secret.chars().take(11).collect(),
+            key_hash: self.keys.hash_token(&secret),
+            role,
+            created_by: caller.user_id.clone(),
+            created_at: now(),
+            last_used_at: None,
+            expires_at,
+        };
+        self.store.write(|tx| {
+            tx.index_insert_new(
+                Index::ApiKeyHash,
+                &key.key_hash,
+                &make_ref(&key.tenant_id, key.id.as_str()),
+            )?;
+            tx.put(&key)?;
+            Ok::<_, Error>(())
+        })?;
+        Ok((ApiKeyView::from(&key), secret))
+    }
+
+    pub fn delete_api_key(&self, caller: &Caller, id: &ApiKeyId) -> Result<()> {
+        caller
+            .require(Action::ManageApiKeys)
+            .map_err(|d| Error::denied(d, "api_key"))?;
+        self.store.write(|tx| {
+            let k = tx
+                .get::<ApiKey>(&caller.tenant_id, id.as_str())?
+                .ok_or(Error::NotFound("api_key"))?;
+            tx.index_remove(Index::ApiKeyHash, &k.key_hash)?;
+            tx.delete::<ApiKey>(&caller.tenant_id, id.as_str())?;
+            Ok(())
+        })
+    }
+}

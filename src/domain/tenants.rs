@@ -1,0 +1,142 @@
+//! Tenants: listing, creation by platform admins, settings, and complete deletion.
+
+use super::{Checks, Error, PageReq, Result, Services, slugify};
+use crate::auth::{Action, Caller};
+use crate::model::{Tenant, TenantStatus};
+use crate::store::Page;
+use crate::types::*;
+
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub status: Option<TenantStatus>,
+    pub settings: Option<serde_json::Value>,
+}
+
+impl Services {
+    pub fn list_tenants(&self, caller: &Caller, page: &PageReq) -> Result<Page<Tenant>> {
+        caller
+            .require(Action::ReadTenant)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        if caller.is_platform_admin() {
+            return Ok(self
+                .store
+                .read(|tx| tx.tenants(page.cursor.as_deref(), page.limit))?);
+        }
+        let own = self
+            .store
+            .read(|tx| tx.get::<Tenant>(&caller.tenant_id, ""))?;
+        Ok(Page {
+            items: own.into_iter().filter(|_| page.cursor.is_none()).collect(),
+            next: None,
+        })
+    }
+
+    pub fn create_tenant(&self, caller: &Caller, name: &str, slug: Option<&str>) -> Result<Tenant> {
+        caller
+            .require(Action::CreateTenant)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        let mut c = Checks::default();
+        c.text("name", name, 200);
+        if let Some(s) = slug {
+            c.check(
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "slug",
+                "must be 1-64 characters of a-z, 0-9 and -",
+            );
+        }
+        c.finish()?;
+        let now = now();
+        let t = Tenant {
+            id: TenantId::new(),
+            name: name.trim().into(),
+            slug: slug.map(str::to_string).unwrap_or_else(|| slugify(name)),
+            status: TenantStatus::Active,
+            settings: serde_json::json!({}),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.write(|tx| tx.put(&t))?;
+        Ok(t)
+    }
+
+    pub fn get_tenant(&self, caller: &Caller, id: &TenantId) -> Result<Tenant> {
+        caller
+            .require_in(id, Action::ReadTenant)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        self.store
+            .read(|tx| tx.get::<Tenant>(id, ""))?
+            .ok_or(Error::NotFound("tenant"))
+    }
+
+    pub fn update_tenant(
+        &self,
+        caller: &Caller,
+        id: &TenantId,
+        patch: TenantPatch,
+    ) -> Result<Tenant> {
+        caller
+            .require_in(id, Action::UpdateTenant)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        let mut c = Checks::default();
+        if let Some(n) = &patch.name {
+            c.text("name", n, 200);
+        }
+        if patch.status.is_some() && !caller.is_platform_admin() {
+            c.fail(
+                "status",
+                "only a platform admin can suspend or reactivate a tenant",
+            );
+        }
+        if let Some(s) = &patch.settings {
+            c.check(s.is_object(), "settings", "must be an object");
+            c.check(
+                serde_json::to_vec(s).map(|v| v.len()).unwrap_or(usize::MAX) <= 64 * 1024,
+                "settings",
+                "must be at most 64 KiB",
+            );
+        }
+        c.finish()?;
+        self.store.write(|tx| {
+            let mut t = tx.get::<Tenant>(id, "")?.ok_or(Error::NotFound("tenant"))?;
+            if let Some(n) = patch.name {
+                t.name = n.trim().into();
+            }
+            if let Some(s) = patch.status {
+                t.status = s;
+            }
+            if let Some(s) = patch.settings {
+                t.settings = s;
+            }
+            t.updated_at = now();
+            tx.put(&t)?;
+            Ok(t)
+        })
+    }
+
+    /// Removes the tenant, every record and index entry of it, and its files.
+    pub fn delete_tenant(&self, caller: &Caller, id: &TenantId) -> Result<()> {
+        caller
+            .require_in(id, Action::DeleteTenant)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        let rows = self.store.write(|tx| {
+            if tx.get::<Tenant>(id, "")?.is_none() {
+                return Err(Error::NotFound("tenant"));
+            }
+            Ok(tx.delete_tenant(id)?)
+        })?;
+        let dir = self.tenant_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(tenant = %id, dir = %dir.display(), error = %e, "could not remove tenant files");
+                return Err(Error::Internal(format!("removing tenant files: {e}")));
+            }
+        }
+        tracing::info!(tenant = %id, rows, "tenant deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! Users of a tenant: listing, invitations, role changes and removal (never the last admin).
+
+use super::auth::{UserView, revoke_user_sessions};
+use super::{Checks, Error, PageReq, Result, Services, normalize_email};
+use crate::auth::tokens::random_token;
+use crate::auth::{Action, Caller};
+use crate::model::{Invitation, Tenant, User};
+use crate::store::{Index, Page, WriteTx, make_ref};
+use crate::types::*;
+
+/// A created invitation, with the link to send (the token appears only here).
+pub struct Invited {
+    pub invitation: Invitation,
+    pub invite_url: String,
+    pub tenant_name: String,
+}
+
+pub struct UserPatch {
+    pub role: Option<Role>,
+    pub name: Option<String>,
+}
+
+impl Services {
+    fn tenant_exists(&self, id: &TenantId) -> Result<Tenant> {
+        self.store
+            .read(|tx| tx.get::<Tenant>(id, ""))?
+            .ok_or(Error::NotFound("tenant"))
+    }
+
+    pub fn list_users(
+        &self,
+        caller: &Caller,
+        tid: &TenantId,
+        page: &PageReq,
+    ) -> Result<Page<UserView>> {
+        caller
+            .require_in(tid, Action::ReadUsers)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        self.tenant_exists(tid)?;
+        let p = self
+            .store
+            .read(|tx| tx.list::<User>(tid, None, page.cursor.as_deref(), page.limit, false))?;
+        Ok(Page {
+            items: p.items.iter().map(UserView::from).collect(),
+            next: p.next,
+        })
+    }
+
+    pub fn list_invitations(
+        &self,
+        caller: &Caller,
+        tid: &TenantId,
+        page: &PageReq,
+    ) -> Result<Page<Invitation>> {
+        caller
+            .require_in(tid, Action::ManageUsers)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        self.tenant_exists(tid)?;
+        Ok(self.store.read(|tx| {
+            tx.list::<Invitation>(tid, None, page.cursor.as_deref(), page.limit, false)
+        })?)
+    }
+
+    pub fn revoke_invitation(
+        &self,
+        caller: &Caller,
+        tid: &TenantId,
+        id: &InvitationId,
+    ) -> Result<()> {
+        caller
+            .require_in(tid, Action::ManageUsers)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        self.store.write(|tx| {
+            let inv = tx
+                .get::<Invitation>(tid, id.as_str())?
+                .ok_or(Error::NotFound("invitation"))?;
+            tx.index_remove(Index::InvitationToken, &inv.token_hash)?;
+            tx.delete::<Invitation>(tid, id.as_str())?;
+            Ok(())
+        })
+    }
+
+    pub fn invite_user(
+        &self,
+        caller: &Caller,
+        tid: &TenantId,
+        email: &str,
+        role: Role,
+        name: Option<&str>,
+    ) -> Result<Invited> {
+        caller
+            .require_in(tid, Action::ManageUsers)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        if self.config.signup == SignupMode::Closed {
+            return Err(Error::Forbidden(
+                "signup_disabled",
+                "joining is turned off on this server (SIGNUP=closed)".into(),
+            ));
+        }
+        let mut c = Checks::default();
+        c.email("email", email);
+        c.check(
+            role != Role::PlatformAdmin,
+            "role",
+            "must be TENANT_ADMIN or TENANT_USER",
+        );
+        if let Some(n) = name {
+            c.text("name", n, 200);
+        }
+        c.finish()?;
+        let tenant = self.tenant_exists(tid)?;
+        let email = normalize_email(email);
+        let token = random_token(32);
+        let now = now();
+        let inv = Invitation {
+            id: InvitationId::new(),
+            tenant_id: tid.clone(),
+            email: email.clone(),
+            role,
+            name: name.map(|n| n.trim().to_string()),
+            token_hash: self.keys.hash_token(&token),
+            invited_by: caller.user_id.clone(),
+            created_at: now,
+            expires_at: now + self.config.invite_ttl(),
+            accepted_at: None,
+        };
+        self.store.write(|tx| {
+            if tx.index_get(Index::UserEmail, &email)?.is_some() {
+                return Err(Error::Conflict(
+                    "email_taken",
+                    "an account with this email already exists".into(),
+                    None,
+                ));
+            }
+            tx.index_insert_new(
+                Index::InvitationToken,
+                &inv.token_hash,
+                &make_ref(tid, inv.id.as_str()),
+            )?;
+            tx.put(&inv)?;
+            Ok(())
+        })?;
+        Ok(Invited {
+            invitation: inv,
+            invite_url: format!("{}/accept-invite?token={token}", self.public_url()),
+            tenant_name: tenant.name,
+        })
+    }
+
+    pub fn update_user(
+        &self,
+        caller: &Caller,
+        tid: &TenantId,
+        uid: &UserId,
+        patch: UserPatch,
+    ) -> Result<UserView> {
+        caller
+            .require_in(tid, Action::ManageUsers)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        let mut c = Checks::default();
+        if let Some(r) = patch.role {
+            c.check(
+                r != Role::PlatformAdmin,
+                "role",
+                "must be TENANT_ADMIN or TENANT_USER",
+            );
+        }
+        if let Some(n) = &patch.name {
+            c.text("name", n, 200);
+        }
+        c.finish()?;
+        self.store.write(|tx| {
+            let mut u = tx
+                .get::<User>(tid, uid.as_str())?
+                .ok_or(Error::NotFound("user"))?;
+            if let Some(r) = patch.role {
+                if u.role == Role::TenantAdmin && r != Role::TenantAdmin {
+                    ensure_not_last_admin(tx, tid, &u)?;
+                }
+                u.role = r;
+            }
+            if let Some(n) = patch.name {
+                u.name = n.trim().into();
+            }
+            u.updated_at = now();
+            tx.put(&u)?;
+            Ok(UserView::from(&u))
+        })
+    }
+
+    pub fn delete_user(&self, caller: &Caller, tid: &TenantId, uid: &UserId) -> Result<()> {
+        caller
+            .require_in(tid, Action::ManageUsers)
+            .map_err(|d| Error::denied(d, "tenant"))?;
+        self.store.write(|tx| {
+            let u = tx
+                .get::<User>(tid, uid.as_str())?
+                .ok_or(Error::NotFound("user"))?;
+            if u.role == Role::TenantAdmin {
+                ensure_not_last_admin(tx, tid, &u)?;
+            }
+            revoke_user_sessions(tx, &u, "user removed")?;
+            tx.index_remove(Index::UserEmail, &u.email)?;
+            tx.delete::<User>(tid, uid.as_str())?;
+            Ok(())
+        })
+    }
+}
+
+fn ensure_not_last_admin(tx: &WriteTx, tid: &TenantId, u: &User) -> Result<()> {
+    let admins = tx.scan::<User>(tid, None, |x| x.role == Role::TenantAdmin && x.id != u.id)?;
+    if admins.is_empty() {
+        return Err(Error::Conflict(
+            "last_admin",
+            "a tenant must keep at least one TENANT_ADMIN".into(),
+            None,
+        ));
+    }
+    Ok(())
+}

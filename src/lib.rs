@@ -1,0 +1,18 @@
+//! aigentable: a self-hosted AI agent platform in one binary.
+//!
+//! Layers point down: `api` -> `domain` -> `store`; `auth`, `config`, `types` and `model`
+//! are shared below them.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod mail;
+pub mod model;
+pub mod store;
+pub mod telemetry;
+pub mod types;
+
+pub use app::{App, build, serve_with_listener};

@@ -1,0 +1,39 @@
+use aigentable::cli::{AdminCommand, Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Some(Command::Admin {
+                command: AdminCommand::Create { email, password },
+            }) => aigentable::cli::admin_create(config, &email, &password).await,
+            Some(Command::Serve { .. }) | None => {
+                let _guard = aigentable::telemetry::init_logging(&config)?;
+                aigentable::app::run(config).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

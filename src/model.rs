@@ -1,0 +1,482 @@
+//! The whole data model, as stored records. Every tenant-scoped record carries its tenant id
+//! and is keyed in the store by `(tenant_id, id)`, so a tenant's data is one key range.
+//!
+//! Records are what the store keeps; the API shapes its own views from them (a User's
+//! password hash, a key's hash and similar never leave the server).
+
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// A business using the platform.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub slug: String,
+    pub status: TenantStatus,
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+/// A person who signs in. Platform admins live in the platform pseudo-tenant.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: UserId,
+    pub tenant_id: TenantId,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_login_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("role", &self.role)
+            .field("password_hash", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// One signed-in device: owns the current refresh token (stored as a keyed hash).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub id: SessionId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub refresh_hash: String,
+    /// Hashes of refresh tokens already rotated away; presenting one is token reuse.
+    #[serde(default)]
+    pub previous_hashes: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_used_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub revoked_reason: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An invitation to join a tenant; the token is only ever stored hashed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    pub id: InvitationId,
+    pub tenant_id: TenantId,
+    pub email: String,
+    pub role: Role,
+    pub name: Option<String>,
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub token_hash: String,
+    pub invited_by: Option<UserId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub accepted_at: Option<OffsetDateTime>,
+}
+
+/// A single-use password reset token (hashed), valid for one hour.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordReset {
+    pub id: PasswordResetId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub token_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// A long-lived key for programs. The secret is shown once; only its hash is kept.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// First characters of the key, for recognising it in a list (`ak_AbCd1234`).
+    pub prefix: String,
+    pub key_hash: String,
+    pub role: Role,
+    pub created_by: Option<UserId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalMode {
+    Hybrid,
+    Keyword,
+    Vector,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ActiveStatus {
+    Active,
+    Inactive,
+}
+
+/// An AI agent: personality, model settings, knowledge and tools.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub slug: String,
+    pub description: Option<String>,
+    pub system_prompt: String,
+    pub model: Option<String>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub top_k: u32,
+    pub retrieval_mode: RetrievalMode,
+    #[serde(default)]
+    pub document_ids: Vec<DocumentId>,
+    pub greeting: Option<String>,
+    pub fallback_message: Option<String>,
+    pub language: Option<String>,
+    /// Tool definitions (built-in names and tenant-defined HTTP tools).
+    #[serde(default)]
+    pub tools: serde_json::Value,
+    pub status: ActiveStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Per-agent, per-day rollup of conversation turns (latency, tokens, outcomes).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentAnalytics {
+    /// `<agentId>:<YYYY-MM-DD>`.
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub day: String,
+    pub turns: u64,
+    pub failed_turns: u64,
+    pub handoffs: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_latency_ms: u64,
+    pub conversations: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentStatus {
+    Queued,
+    Processing,
+    Ready,
+    Failed,
+}
+
+/// An uploaded file of the knowledge base. The original lives content-addressed on disk.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Document {
+    pub id: DocumentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub mime_type: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub status: DocumentStatus,
+    pub progress: u8,
+    pub error: Option<String>,
+    pub pages: Option<u32>,
+    pub chunk_count: u32,
+    pub title: Option<String>,
+    pub author: Option<String>,
+    #[serde(default)]
+    pub agent_ids: Vec<AgentId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub processed_at: Option<OffsetDateTime>,
+}
+
+/// A retrievable piece of a document, with where it came from and its vector.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chunk {
+    pub id: ChunkId,
+    pub tenant_id: TenantId,
+    pub document_id: DocumentId,
+    pub ordinal: u32,
+    pub text: String,
+    pub page: Option<u32>,
+    #[serde(default)]
+    pub headings: Vec<String>,
+    pub token_count: u32,
+    /// The embedding model id that made `vector`; vectors of different models never mix.
+    pub embedding_model: Option<String>,
+    #[serde(default)]
+    pub vector: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Web,
+    Whatsapp,
+    Messenger,
+    Instagram,
+    Telegram,
+}
+
+/// Where customers talk to an agent. Credentials are kept encrypted.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Channel {
+    pub id: ChannelId,
+    pub tenant_id: TenantId,
+    pub agent_id: Option<AgentId>,
+    pub kind: ChannelKind,
+    pub name: String,
+    pub status: ActiveStatus,
+    /// Public, non-secret settings (widget colours, page id ...).
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Credentials sealed with the data directory's key; never sent to clients.
+    #[serde(default)]
+    pub sealed_credentials: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationStatus {
+    Open,
+    PendingHuman,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationMode {
+    Ai,
+    Human,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub channel_id: Option<ChannelId>,
+    #[serde(default)]
+    pub customer: Customer,
+    pub status: ConversationStatus,
+    pub mode: ConversationMode,
+    pub assignee_id: Option<UserId>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_message_at: Option<OffsetDateTime>,
+    pub message_count: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub closed_at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    Customer,
+    Ai,
+    Human,
+    System,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Citation {
+    pub document_id: DocumentId,
+    pub document_name: String,
+    pub chunk_id: ChunkId,
+    pub page: Option<u32>,
+    pub snippet: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+/// One message of a conversation. Keyed by `(tenant, conversationId/messageId)` so a
+/// conversation's messages are one ordered range.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub conversation_id: ConversationId,
+    pub role: MessageRole,
+    pub content: String,
+    #[serde(default)]
+    pub citations: Vec<Citation>,
+    pub usage: Option<Usage>,
+    pub status: MessageStatus,
+    pub error: Option<String>,
+    pub author_id: Option<UserId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A live-update subscription (webhook target or socket room) of a tenant.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub tenant_id: TenantId,
+    pub user_id: Option<UserId>,
+    /// Event names, e.g. `message.created`.
+    pub events: Vec<String>,
+    pub target: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A raw analytics event (conversation started, message, handoff, resolution ...).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsEvent {
+    pub id: AnalyticsEventId,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub agent_id: Option<AgentId>,
+    pub conversation_id: Option<ConversationId>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// A unit of durable background work; a restart resumes queued and running jobs.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    pub status: JobStatus,
+    pub progress: u8,
+    pub attempts: u32,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}

@@ -1,0 +1,538 @@
+//! The only module that talks to redb: table definitions, tenant-first keys, transactions,
+//! migrations. Callers see typed records and never a redb type.
+//!
+//! Layout: every tenant-scoped table is keyed `(tenant_id, id)`, so one tenant's rows form a
+//! contiguous key range (listing in creation order comes free because ids are UUIDv7, and
+//! deleting a tenant is a range delete). Global unique lookups (email, token hashes) are
+//! `&str -> "tenantId/id"` index tables.
+
+mod migrate;
+
+use crate::model::*;
+use crate::types::TenantId;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+pub use migrate::SCHEMA_VERSION;
+
+pub type RecordTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
+pub type IndexTable = TableDefinition<'static, &'static str, &'static str>;
+
+pub(crate) const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage error: {0}")]
+    Db(#[from] redb::Error),
+    #[error(
+        "the data directory {path} was written by a newer aigentable (schema {found}, this build knows up to {known}); refusing to open it. Upgrade aigentable or use another --data-dir."
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u64,
+        known: u64,
+    },
+    #[error("the store at {path} is in use by another aigentable process")]
+    Locked { path: PathBuf },
+    #[error("corrupt record in {table}: {source}")]
+    Corrupt {
+        table: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A stored, tenant-scoped record.
+pub trait Record: Serialize + DeserializeOwned {
+    const TABLE: RecordTable;
+    fn tenant(&self) -> &TenantId;
+    /// The second key part: the record id, or `parentId/id` for records listed under a parent.
+    fn key_id(&self) -> String;
+}
+
+macro_rules! record {
+    ($ty:ty, $name:literal, |$r:ident| $key:expr) => {
+        impl Record for $ty {
+            const TABLE: RecordTable = TableDefinition::new($name);
+            fn tenant(&self) -> &TenantId {
+                &self.tenant_id
+            }
+            fn key_id(&self) -> String {
+                let $r = self;
+                $key
+            }
+        }
+    };
+}
+
+impl Record for Tenant {
+    const TABLE: RecordTable = TableDefinition::new("tenants");
+    fn tenant(&self) -> &TenantId {
+        &self.id
+    }
+    fn key_id(&self) -> String {
+        String::new()
+    }
+}
+record!(User, "users", |r| r.id.to_string());
+record!(Session, "sessions", |r| r.id.to_string());
+record!(Invitation, "invitations", |r| r.id.to_string());
+record!(PasswordReset, "password_resets", |r| r.id.to_string());
+record!(ApiKey, "api_keys", |r| r.id.to_string());
+record!(Agent, "agents", |r| r.id.to_string());
+record!(AgentAnalytics, "agent_analytics", |r| r.id.clone());
+record!(Document, "documents", |r| r.id.to_string());
+record!(Chunk, "chunks", |r| format!("{}/{}", r.document_id, r.id));
+record!(Channel, "channels", |r| r.id.to_string());
+record!(Conversation, "conversations", |r| r.id.to_string());
+record!(Message, "messages", |r| format!(
+    "{}/{}",
+    r.conversation_id, r.id
+));
+record!(Subscription, "subscriptions", |r| r.id.to_string());
+record!(AnalyticsEvent, "analytics_events", |r| r.id.to_string());
+record!(Job, "jobs", |r| r.id.to_string());
+
+/// Every record table; used by migrations and by whole-tenant operations.
+pub(crate) const RECORD_TABLES: &[RecordTable] = &[
+    Tenant::TABLE,
+    User::TABLE,
+    Session::TABLE,
+    Invitation::TABLE,
+    PasswordReset::TABLE,
+    ApiKey::TABLE,
+    Agent::TABLE,
+    AgentAnalytics::TABLE,
+    Document::TABLE,
+    Chunk::TABLE,
+    Channel::TABLE,
+    Conversation::TABLE,
+    Message::TABLE,
+    Subscription::TABLE,
+    AnalyticsEvent::TABLE,
+    Job::TABLE,
+];
+
+/// Unique lookups. Values are `tenantId/id`; keys of tenant-scoped indexes start with
+/// `tenantId/` themselves.
+#[derive(Clone, Copy, Debug)]
+pub enum Index {
+    /// lower-cased email -> user (emails are unique across the install: login is by email).
+    UserEmail,
+    /// keyed hash of an API key -> key
+    ApiKeyHash,
+    /// keyed hash of an invitation token -> invitation
+    InvitationToken,
+    /// keyed hash of a reset token -> password reset
+    ResetToken,
+    /// `tenantId/slug` -> agent
+    AgentSlug,
+    /// `tenantId/sha256` -> document
+    DocumentSha,
+}
+
+impl Index {
+    const ALL: [Index; 6] = [
+        Index::UserEmail,
+        Index::ApiKeyHash,
+        Index::InvitationToken,
+        Index::ResetToken,
+        Index::AgentSlug,
+        Index::DocumentSha,
+    ];
+    fn table(self) -> IndexTable {
+        match self {
+            Index::UserEmail => TableDefinition::new("idx_user_email"),
+            Index::ApiKeyHash => TableDefinition::new("idx_api_key_hash"),
+            Index::InvitationToken => TableDefinition::new("idx_invitation_token"),
+            Index::ResetToken => TableDefinition::new("idx_reset_token"),
+            Index::AgentSlug => TableDefinition::new("idx_agent_slug"),
+            Index::DocumentSha => TableDefinition::new("idx_document_sha"),
+        }
+    }
+}
+
+/// Splits an index value `tenantId/id`.
+pub fn split_ref(v: &str) -> Option<(TenantId, &str)> {
+    let (t, id) = v.split_once('/')?;
+    Some((TenantId::parse(t)?, id))
+}
+
+pub fn make_ref(tenant: &TenantId, id: &str) -> String {
+    format!("{tenant}/{id}")
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The key id to pass as `after` for the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Key bounds covering exactly one tenant's rows, optionally under a `parent/` prefix.
+fn tenant_bounds<'a>(
+    tenant: &'a str,
+    prefix: &'a str,
+    upper_tenant: &'a str,
+    upper_prefix: &'a str,
+) -> (Bound<(&'a str, &'a str)>, Bound<(&'a str, &'a str)>) {
+    if prefix.is_empty() {
+        (
+            Bound::Included((tenant, "")),
+            Bound::Excluded((upper_tenant, "")),
+        )
+    } else {
+        (
+            Bound::Included((tenant, prefix)),
+            Bound::Excluded((tenant, upper_prefix)),
+        )
+    }
+}
+
+fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        table: R::TABLE.name(),
+        source,
+    })
+}
+
+/// The embedded database of one data directory.
+pub struct Store {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `<dir>/aigentable.redb` and runs pending migrations. A store written
+    /// by a newer version is refused.
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self> {
+        let path = dir.join("aigentable.redb");
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked { path: path.clone() },
+                other => other.into(),
+            })?;
+        let store = Store { db, path };
+        migrate::run(&store.db, &store.path)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version on disk.
+    pub fn schema_version(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        Ok(meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Reads inside one consistent snapshot.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
+        let tx = ReadTx(self.db.begin_read()?);
+        f(&tx)
+    }
+
+    /// Runs `f` in one write transaction, committed (durably) only when `f` returns `Ok`.
+    /// Errors of type `E` (a caller's domain error) abort the transaction as well.
+    pub fn write<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&WriteTx) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let tx = WriteTx(self.db.begin_write().map_err(Error::from)?);
+        let out = f(&tx)?;
+        tx.0.commit().map_err(Error::from)?;
+        Ok(out)
+    }
+}
+
+macro_rules! read_ops {
+    () => {
+        /// One record by tenant and key id.
+        pub fn get<R: Record>(&self, tenant: &TenantId, id: &str) -> Result<Option<R>> {
+            let t = self.0.open_table(R::TABLE)?;
+            match t.get((tenant.as_str(), id))? {
+                Some(v) => Ok(Some(decode(v.value())?)),
+                None => Ok(None),
+            }
+        }
+
+        /// Up to `limit` records of a tenant (under `parent/` when given) after key id `after`,
+        /// oldest first, or newest first with `reverse`.
+        pub fn list<R: Record>(
+            &self,
+            tenant: &TenantId,
+            parent: Option<&str>,
+            after: Option<&str>,
+            limit: usize,
+            reverse: bool,
+        ) -> Result<Page<R>> {
+            self.list_filtered(tenant, parent, after, limit, reverse, |_: &R| true)
+        }
+
+        /// Like `list`, keeping only records that pass `keep` (the page is still `limit` long).
+        pub fn list_filtered<R: Record>(
+            &self,
+            tenant: &TenantId,
+            parent: Option<&str>,
+            after: Option<&str>,
+            limit: usize,
+            reverse: bool,
+            mut keep: impl FnMut(&R) -> bool,
+        ) -> Result<Page<R>> {
+            let t = self.0.open_table(R::TABLE)?;
+            let upper_tenant = format!("{tenant}\0");
+            let prefix = parent.map(|p| format!("{p}/")).unwrap_or_default();
+            let upper_prefix = parent.map(|p| format!("{p}0")).unwrap_or_default();
+            let (mut lo, mut hi) =
+                tenant_bounds(tenant.as_str(), &prefix, &upper_tenant, &upper_prefix);
+            if let Some(a) = after {
+                if reverse {
+                    hi = Bound::Excluded((tenant.as_str(), a));
+                } else {
+                    lo = Bound::Excluded((tenant.as_str(), a));
+                }
+            }
+            let iter = t.range::<(&str, &str)>((lo, hi))?;
+            let mut items = Vec::with_capacity(limit.min(256));
+            let mut last_key = None;
+            let mut more = false;
+            let mut step = |entry: std::result::Result<
+                (
+                    redb::AccessGuard<'_, (&str, &str)>,
+                    redb::AccessGuard<'_, &[u8]>,
+                ),
+                redb::StorageError,
+            >|
+             -> Result<bool> {
+                let (k, v) = entry?;
+                let rec: R = decode(v.value())?;
+                if !keep(&rec) {
+                    return Ok(true);
+                }
+                if items.len() == limit {
+                    more = true;
+                    return Ok(false);
+                }
+                last_key = Some(k.value().1.to_string());
+                items.push(rec);
+                Ok(true)
+            };
+            if reverse {
+                for e in iter.rev() {
+                    if !step(e)? {
+                        break;
+                    }
+                }
+            } else {
+                for e in iter {
+                    if !step(e)? {
+                        break;
+                    }
+                }
+            }
+            Ok(Page {
+                items,
+                next: if more { last_key } else { None },
+            })
+        }
+
+        /// Every record of a tenant (under `parent/`) that passes `keep`.
+        pub fn scan<R: Record>(
+            &self,
+            tenant: &TenantId,
+            parent: Option<&str>,
+            keep: impl FnMut(&R) -> bool,
+        ) -> Result<Vec<R>> {
+            Ok(self
+                .list_filtered(tenant, parent, None, usize::MAX, false, keep)?
+                .items)
+        }
+
+        /// Number of records in a whole table (all tenants).
+        pub fn count_all<R: Record>(&self) -> Result<u64> {
+            Ok(self.0.open_table(R::TABLE)?.len()?)
+        }
+
+        /// Every tenant record, oldest first, after `after`.
+        pub fn tenants(&self, after: Option<&str>, limit: usize) -> Result<Page<Tenant>> {
+            let t = self.0.open_table(Tenant::TABLE)?;
+            let lo = match after {
+                Some(a) => Bound::Excluded((a, "")),
+                None => Bound::Unbounded,
+            };
+            let mut items = Vec::new();
+            let mut more = false;
+            for e in t.range::<(&str, &str)>((lo, Bound::Unbounded))? {
+                let (_, v) = e?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(decode::<Tenant>(v.value())?);
+            }
+            let next = if more {
+                items.last().map(|t: &Tenant| t.id.to_string())
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        }
+
+        /// The `tenantId/id` stored under `key` in a unique index.
+        pub fn index_get(&self, index: Index, key: &str) -> Result<Option<String>> {
+            let t = self.0.open_table(index.table())?;
+            Ok(t.get(key)?.map(|v| v.value().to_string()))
+        }
+
+        /// How many rows (records and index entries) still mention this tenant. Zero after
+        /// the tenant is deleted.
+        pub fn tenant_footprint(&self, tenant: &TenantId) -> Result<u64> {
+            let mut n = 0;
+            let upper = format!("{tenant}\0");
+            for def in RECORD_TABLES {
+                let t = self.0.open_table(*def)?;
+                n += t
+                    .range::<(&str, &str)>((
+                        Bound::Included((tenant.as_str(), "")),
+                        Bound::Excluded((upper.as_str(), "")),
+                    ))?
+                    .count() as u64;
+            }
+            let needle = format!("{tenant}/");
+            for idx in Index::ALL {
+                let t = self.0.open_table(idx.table())?;
+                for e in t.iter()? {
+                    let (k, v) = e?;
+                    if k.value().starts_with(&needle) || v.value().starts_with(&needle) {
+                        n += 1;
+                    }
+                }
+            }
+            Ok(n)
+        }
+    };
+}
+
+/// A read snapshot.
+pub struct ReadTx(redb::ReadTransaction);
+
+impl ReadTx {
+    read_ops!();
+}
+
+/// A write transaction; see [`Store::write`].
+pub struct WriteTx(redb::WriteTransaction);
+
+impl WriteTx {
+    read_ops!();
+
+    /// Inserts or replaces a record.
+    pub fn put<R: Record>(&self, rec: &R) -> Result<()> {
+        let bytes = serde_json::to_vec(rec).map_err(|source| Error::Corrupt {
+            table: R::TABLE.name(),
+            source,
+        })?;
+        let mut t = self.0.open_table(R::TABLE)?;
+        t.insert(
+            (rec.tenant().as_str(), rec.key_id().as_str()),
+            bytes.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Removes a record; true when it existed.
+    pub fn delete<R: Record>(&self, tenant: &TenantId, id: &str) -> Result<bool> {
+        let mut t = self.0.open_table(R::TABLE)?;
+        Ok(t.remove((tenant.as_str(), id))?.is_some())
+    }
+
+    /// Removes every record of a tenant under `parent/`. Returns how many.
+    pub fn delete_under<R: Record>(&self, tenant: &TenantId, parent: &str) -> Result<u64> {
+        let mut t = self.0.open_table(R::TABLE)?;
+        let prefix = format!("{parent}/");
+        let upper = format!("{parent}0");
+        let mut n = 0;
+        t.retain_in::<(&str, &str), _>(
+            (tenant.as_str(), prefix.as_str())..(tenant.as_str(), upper.as_str()),
+            |_, _| {
+                n += 1;
+                false
+            },
+        )?;
+        Ok(n)
+    }
+
+    /// Sets a unique index entry; false (and nothing written) when the key is taken.
+    pub fn index_insert_new(&self, index: Index, key: &str, value: &str) -> Result<bool> {
+        let mut t = self.0.open_table(index.table())?;
+        if t.get(key)?.is_some() {
+            return Ok(false);
+        }
+        t.insert(key, value)?;
+        Ok(true)
+    }
+
+    pub fn index_remove(&self, index: Index, key: &str) -> Result<()> {
+        let mut t = self.0.open_table(index.table())?;
+        t.remove(key)?;
+        Ok(())
+    }
+
+    /// Removes every record and index entry of a tenant. Returns the number of rows removed.
+    pub fn delete_tenant(&self, tenant: &TenantId) -> Result<u64> {
+        let mut n = 0;
+        let upper = format!("{tenant}\0");
+        for def in RECORD_TABLES {
+            let mut t = self.0.open_table(*def)?;
+            t.retain_in::<(&str, &str), _>((tenant.as_str(), "")..(upper.as_str(), ""), |_, _| {
+                n += 1;
+                false
+            })?;
+        }
+        let needle = format!("{tenant}/");
+        for idx in Index::ALL {
+            let mut t = self.0.open_table(idx.table())?;
+            t.retain(|k, v| {
+                let hit = k.starts_with(&needle) || v.starts_with(&needle);
+                n += hit as u64;
+                !hit
+            })?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use super::*;
+use crate::types::*;
+
+fn tenant(name: &str) -> Tenant {
+    Tenant {
+        id: TenantId::new(),
+        name: name.into(),
+        slug: name.into(),
+        status: TenantStatus::Active,
+        settings: serde_json::Value::Null,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn key(t: &TenantId, name: &str) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId::new(),
+        tenant_id: t.clone(),
+        name: name.into(),
+        prefix: "ak_x".into(),
+        key_hash: format!("hash-{name}"),
+        role: Role::TenantUser,
+        created_by: None,
+        created_at: now(),
+        last_used_at: None,
+        expires_at: None,
+    }
+}
+
+#[test]
+fn pages_in_creation_order_and_stay_inside_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let (a, b) = (tenant("a"), tenant("b"));
+    store
+        .write(|tx| {
+            tx.put(&a)?;
+            tx.put(&b)?;
+            for i in 0..5 {
+                tx.put(&key(&a.id, &format!("a{i}")))?;
+                tx.put(&key(&b.id, &format!("b{i}")))?;
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let (p1, p2) = store
+        .read(|tx| {
+            let p1 = tx.list::<ApiKey>(&a.id, None, None, 3, false)?;
+            let p2 = tx.list::<ApiKey>(&a.id, None, p1.next.as_deref(), 3, false)?;
+            Ok((p1, p2))
+        })
+        .unwrap();
+    let names: Vec<_> = p1
+        .items
+        .iter()
+        .chain(&p2.items)
+        .map(|k| k.name.clone())
+        .collect();
+    assert_eq!(names, ["a0", "a1", "a2", "a3", "a4"]);
+    assert!(p2.next.is_none());
+    let newest = store
+        .read(|tx| tx.list::<ApiKey>(&b.id, None, None, 2, true))
+        .unwrap();
+    let names: Vec<_> = newest.items.iter().map(|k| k.name.clone()).collect();
+    assert_eq!(names, ["b4", "b3"]);
+}
+
+#[test]
+fn deleting_a_tenant_leaves_nothing_and_spares_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let (a, b) = (tenant("a"), tenant("b"));
+    store
+        .write(|tx| {
+            for t in [&a, &b] {
+                tx.put(t)?;
+                let k = key(&t.id, "k");
+                tx.index_insert_new(
+                    Index::ApiKeyHash,
+                    &format!("h{}", t.id),
+                    &make_ref(&t.id, k.id.as_str()),
+                )?;
+                tx.put(&k)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert!(store.read(|tx| tx.tenant_footprint(&a.id)).unwrap() >= 3);
+    store.write(|tx| tx.delete_tenant(&a.id)).unwrap();
+    assert_eq!(store.read(|tx| tx.tenant_footprint(&a.id)).unwrap(), 0);
+    assert_eq!(store.read(|tx| tx.tenant_footprint(&b.id)).unwrap(), 3);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Store::open(dir.path(), 1 << 20).unwrap_err();
+    assert!(matches!(err, Error::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("newer aigentable"));
+}
+
+#[test]
+fn failed_transactions_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let a = tenant("a");
+    let r: Result<()> = store.write(|tx| {
+        tx.put(&a)?;
+        Err(Error::Locked { path: "x".into() })
+    });
+    assert!(r.is_err());
+    assert!(
+        store
+            .read(|tx| tx.get::<Tenant>(&a.id, ""))
+            .unwrap()
+            .is_none()
+    );
+}

@@ -1,0 +1,74 @@
+//! Logging: human-readable on a terminal, JSON otherwise, plus a daily-rotated JSON file
+//! under `<data>/logs` keeping `log_retention_days` files. Metrics recorder (Prometheus).
+
+use crate::config::{Config, LogFormat};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{Builder, Rotation};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Installs the global subscriber. Keep the guard alive until exit: it flushes the file.
+pub fn init_logging(cfg: &Config) -> anyhow::Result<WorkerGuard> {
+    let filter = EnvFilter::try_new(&cfg.log_level)
+        .map_err(|e| anyhow::anyhow!("LOG_LEVEL `{}` is not a valid filter: {e}", cfg.log_level))?;
+    let dir = cfg.data_dir.join("logs");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
+    let appender = Builder::new()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("aigentable")
+        .filename_suffix("log")
+        .max_log_files(cfg.log_retention_days.max(1))
+        .build(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot open log file in {}: {e}", dir.display()))?;
+    let (file_writer, guard) = tracing_appender::non_blocking(appender);
+    let file_layer = tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(file_writer);
+    let json = match cfg.log_format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(file_layer);
+    if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init()?;
+    } else {
+        registry.with(tracing_subscriber::fmt::layer()).try_init()?;
+    }
+    Ok(guard)
+}
+
+/// The process-wide Prometheus recorder (installed once; later calls share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+                .expect("BUG: static buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,143 @@
+//! Typed ids and shared enums. Depends on nothing else in the crate.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use utoipa::ToSchema;
+
+macro_rules! id_type {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[serde(transparent)]
+        #[schema(value_type = String, format = Uuid)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh, time-ordered (UUIDv7) id.
+            pub fn new() -> Self {
+                Self(uuid::Uuid::now_v7().to_string())
+            }
+            /// Accepts only a canonical UUID string; anything else is `None`.
+            pub fn parse(s: &str) -> Option<Self> {
+                uuid::Uuid::parse_str(s).ok().map(|u| Self(u.hyphenated().to_string()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+
+id_type!(
+    /// A tenant (one business). The nil UUID is the platform scope.
+    TenantId,
+    UserId,
+    SessionId,
+    InvitationId,
+    PasswordResetId,
+    ApiKeyId,
+    AgentId,
+    DocumentId,
+    ChunkId,
+    ChannelId,
+    ConversationId,
+    MessageId,
+    SubscriptionId,
+    AnalyticsEventId,
+    JobId,
+);
+
+impl TenantId {
+    /// The pseudo-tenant that platform admins (and their keys) live in. No Tenant record exists
+    /// for it, so it never shows up in tenant listings.
+    pub fn platform() -> Self {
+        Self(uuid::Uuid::nil().to_string())
+    }
+    pub fn is_platform(&self) -> bool {
+        self.0 == "00000000-0000-0000-0000-000000000000"
+    }
+}
+
+/// Who a caller is allowed to be. Ordered from most to least privileged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    PlatformAdmin,
+    TenantAdmin,
+    TenantUser,
+}
+
+impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::PlatformAdmin => 3,
+            Role::TenantAdmin => 2,
+            Role::TenantUser => 1,
+        }
+    }
+    /// True when `self` grants at least what `other` grants.
+    pub fn covers(self, other: Role) -> bool {
+        self.rank() >= other.rank()
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::PlatformAdmin => "PLATFORM_ADMIN",
+            Role::TenantAdmin => "TENANT_ADMIN",
+            Role::TenantUser => "TENANT_USER",
+        }
+    }
+}
+
+/// Who may sign up on this install.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SignupMode {
+    /// Anyone can register a new tenant.
+    #[default]
+    Open,
+    /// Only invited people can join (existing tenants); registration of new tenants is off.
+    Invite,
+    /// Nobody can join by themselves.
+    Closed,
+}
+
+/// RFC 3339 timestamps everywhere in records and JSON.
+pub type Timestamp = time::OffsetDateTime;
+
+pub fn now() -> Timestamp {
+    time::OffsetDateTime::now_utc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_time_ordered_and_parse_strictly() {
+        let a = AgentId::new();
+        let b = AgentId::new();
+        assert!(a < b, "UUIDv7 ids must sort in creation order");
+        assert_eq!(AgentId::parse(a.as_str()), Some(a));
+        assert_eq!(AgentId::parse("not-a-uuid"), None);
+        assert_eq!(AgentId::parse("../../etc"), None);
+    }
+
+    #[test]
+    fn role_order() {
+        assert!(Role::PlatformAdmin.covers(Role::TenantAdmin));
+        assert!(Role::TenantAdmin.covers(Role::TenantUser));
+        assert!(!Role::TenantUser.covers(Role::TenantAdmin));
+    }
+}
