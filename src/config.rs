@@ -332,6 +332,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn file_then_env_layering() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -231,7 +231,7 @@ impl Services {
         };
         let hash = self.keys.hash_token(secret);
         enum Outcome {
-            Rotated(User, TokenPair),
+            Rotated(Box<(User, TokenPair)>),
             Reused,
             Invalid,
         }
@@ -273,10 +273,11 @@ impl Services {
                 refresh_token: format!("{tid}.{sid}.{new_secret}"),
                 expires_in: self.keys.access_ttl.as_secs(),
             };
-            Ok::<_, Error>(Outcome::Rotated(user, pair))
+            Ok::<_, Error>(Outcome::Rotated(Box::new((user, pair))))
         })?;
         match outcome {
-            Outcome::Rotated(u, p) => {
+            Outcome::Rotated(b) => {
+                let (u, p) = *b;
                 if !u.tenant_id.is_platform() {
                     self.active_tenant_of(&u)?;
                 }

@@ -191,13 +191,15 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+type KeyBound<'a> = Bound<(&'a str, &'a str)>;
+
 /// Key bounds covering exactly one tenant's rows, optionally under a `parent/` prefix.
 fn tenant_bounds<'a>(
     tenant: &'a str,
     prefix: &'a str,
     upper_tenant: &'a str,
     upper_prefix: &'a str,
-) -> (Bound<(&'a str, &'a str)>, Bound<(&'a str, &'a str)>) {
+) -> (KeyBound<'a>, KeyBound<'a>) {
     if prefix.is_empty() {
         (
             Bound::Included((tenant, "")),
