@@ -218,9 +218,9 @@ impl Config {
                 )));
             }
         }
-        if self.admin_email.is_some() != self.admin_password.is_some() {
+        if self.admin_email.is_some() && self.admin_password.is_none() {
             return Err(Error::Invalid(
-                "ADMIN_EMAIL and ADMIN_PASSWORD must be set together".into(),
+                "ADMIN_EMAIL is set but ADMIN_PASSWORD is not".into(),
             ));
         }
         if let Some(u) = &self.public_url

@@ -1,0 +1,343 @@
+//! Test harness: start the real app on an ephemeral port, small HTTP helpers, a fake SMTP
+//! server (the mail edge we do not own).
+
+#![allow(dead_code)]
+
+use aigentable::config::{Config, Secret};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+pub const ROOT_EMAIL: &str = "root@example.com";
+pub const ROOT_PASSWORD: &str = "root-password-123";
+
+pub struct Server {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: Arc<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A config for tests: temp data dir, limits off, a platform admin.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        rate_limit_auth_per_min: 0,
+        rate_limit_api_per_min: 0,
+        rate_limit_upload_per_min: 0,
+        admin_email: Some(ROOT_EMAIL.into()),
+        admin_password: Some(Secret::new(ROOT_PASSWORD)),
+        shutdown_timeout_secs: 5,
+        ..Config::default()
+    }
+}
+
+pub async fn start() -> Server {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(f: impl FnOnce(&mut Config)) -> Server {
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    start_in(dir, f).await
+}
+
+/// Starts on an existing data dir (for restart tests).
+pub async fn start_in(dir: Arc<tempfile::TempDir>, f: impl FnOnce(&mut Config)) -> Server {
+    let mut cfg = test_config(dir.path());
+    f(&mut cfg);
+    let app = aigentable::build(cfg).await.expect("app builds");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        aigentable::serve_with_listener(app, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    Server {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A response: status, headers and the JSON body (Null when not JSON).
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self
+    }
+    #[track_caller]
+    pub fn expect_err(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected error code; body: {}",
+            self.text
+        );
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        self
+    }
+}
+
+impl Server {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub async fn stop(mut self) -> Arc<tempfile::TempDir> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task");
+        }
+        self.dir.clone()
+    }
+
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        send(rb).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.req(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.req(Method::POST, path, token, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.req(Method::PUT, path, Some(token), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.req(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Registers a new tenant with its admin.
+    pub async fn register(&self, email: &str, tenant: &str) -> Account {
+        let r = self
+            .post(
+                "/api/auth/register",
+                None,
+                json!({"email": email, "password": "password-123", "name": "Owner", "tenantName": tenant}),
+            )
+            .await;
+        r.expect(201);
+        Account::from_auth(&r.body)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Account {
+        let r = self
+            .post(
+                "/api/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        r.expect(200);
+        Account::from_auth(&r.body)
+    }
+
+    pub async fn root(&self) -> Account {
+        self.login(ROOT_EMAIL, ROOT_PASSWORD).await
+    }
+
+    /// Invites `email` into `tenant` with `role` and accepts; returns the new account.
+    pub async fn invite_and_accept(
+        &self,
+        admin: &Account,
+        tenant: &str,
+        email: &str,
+        role: &str,
+    ) -> Account {
+        let r = self
+            .post(
+                &format!("/api/tenants/{tenant}/users"),
+                Some(&admin.token),
+                json!({"email": email, "role": role}),
+            )
+            .await;
+        r.expect(201);
+        let url = r.body["inviteUrl"].as_str().expect("inviteUrl").to_string();
+        let token = url
+            .split("token=")
+            .nth(1)
+            .expect("token in url")
+            .to_string();
+        let r = self
+            .post(
+                "/api/auth/accept-invite",
+                None,
+                json!({"token": token, "name": "Member", "password": "password-123"}),
+            )
+            .await;
+        r.expect(201);
+        Account::from_auth(&r.body)
+    }
+}
+
+pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
+    let resp = rb.send().await.expect("request sent");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub token: String,
+    pub refresh: String,
+    pub user_id: String,
+    pub tenant_id: String,
+}
+
+impl Account {
+    pub fn from_auth(v: &Value) -> Self {
+        Account {
+            token: v["accessToken"].as_str().expect("accessToken").into(),
+            refresh: v["refreshToken"].as_str().expect("refreshToken").into(),
+            user_id: v["user"]["id"].as_str().expect("user.id").into(),
+            tenant_id: v["user"]["tenantId"].as_str().unwrap_or("").into(),
+        }
+    }
+}
+
+/// A minimal SMTP server on 127.0.0.1 that accepts every mail and keeps its DATA.
+pub struct FakeSmtp {
+    pub url: String,
+    pub mails: Arc<Mutex<Vec<String>>>,
+}
+
+pub async fn fake_smtp() -> FakeSmtp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+    let addr = listener.local_addr().expect("addr");
+    let mails = Arc::new(Mutex::new(Vec::new()));
+    let store = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 fake ESMTP\r\n").await;
+                let mut in_data = false;
+                let mut data = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            store.lock().expect("lock").push(std::mem::take(&mut data));
+                            let _ = w.write_all(b"250 OK queued\r\n").await;
+                        } else {
+                            data.push_str(&line);
+                            data.push('\n');
+                        }
+                        continue;
+                    }
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                        b"250-fake\r\n250 8BITMIME\r\n"
+                    } else if cmd.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    FakeSmtp {
+        url: format!("smtp://{addr}"),
+        mails,
+    }
+}
+
+impl FakeSmtp {
+    /// Waits (bounded) until a mail containing `needle` arrives.
+    pub async fn wait_for(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            if let Some(m) = self
+                .mails
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|m| m.contains(needle))
+            {
+                return m.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no mail containing {needle:?} arrived");
+    }
+}
+
+/// The token after `token=` in a mail or URL (quoted-printable soft breaks removed).
+pub fn token_from(text: &str) -> String {
+    let t = text.replace("=\n", "").replace("=3D", "=");
+    let start = t.find("token=").expect("token= in text") + 6;
+    t[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
