@@ -150,18 +150,21 @@ pub enum Index {
     AgentSlug,
     /// `tenantId/sha256` -> document
     DocumentSha,
+    /// job id -> `tenantId/jobId` for every queued or running job (FIFO by UUIDv7 id).
+    JobQueue,
 }
 
 impl Index {
-    const ALL: [Index; 6] = [
+    pub(crate) const ALL: [Index; 7] = [
         Index::UserEmail,
         Index::ApiKeyHash,
         Index::InvitationToken,
         Index::ResetToken,
         Index::AgentSlug,
         Index::DocumentSha,
+        Index::JobQueue,
     ];
-    fn table(self) -> IndexTable {
+    pub(crate) fn table(self) -> IndexTable {
         match self {
             Index::UserEmail => TableDefinition::new("idx_user_email"),
             Index::ApiKeyHash => TableDefinition::new("idx_api_key_hash"),
@@ -169,6 +172,7 @@ impl Index {
             Index::ResetToken => TableDefinition::new("idx_reset_token"),
             Index::AgentSlug => TableDefinition::new("idx_agent_slug"),
             Index::DocumentSha => TableDefinition::new("idx_document_sha"),
+            Index::JobQueue => TableDefinition::new("idx_job_queue"),
         }
     }
 }
@@ -416,6 +420,29 @@ macro_rules! read_ops {
         pub fn index_get(&self, index: Index, key: &str) -> Result<Option<String>> {
             let t = self.0.open_table(index.table())?;
             Ok(t.get(key)?.map(|v| v.value().to_string()))
+        }
+
+        /// Up to `limit` entries of an index in key order, after `after`.
+        pub fn index_entries(
+            &self,
+            index: Index,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<(String, String)>> {
+            let t = self.0.open_table(index.table())?;
+            let lo = match after {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for e in t.range::<&str>((lo, Bound::Unbounded))? {
+                let (k, v) = e?;
+                out.push((k.value().to_string(), v.value().to_string()));
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
         }
 
         /// How many rows (records and index entries) still mention this tenant. Zero after
