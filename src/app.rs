@@ -39,6 +39,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         None => secrets::load_or_create(&dir, "jwt_refresh_secret")
             .with_context(|| format!("refresh secret in {}", dir.join("secrets").display()))?,
     };
+    let data_key = secrets::load_or_create(&dir, "data_key")
+        .with_context(|| format!("data key in {}", dir.join("secrets").display()))?;
     let cache = config.store_cache_mb * 1024 * 1024;
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache)).await??;
     let keys = Keys::new(jwt.as_bytes(), refresh.as_bytes(), config.access_ttl());
@@ -47,6 +49,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let svc = Arc::new(Services {
         store: Arc::new(store),
         keys,
+        sealer: crate::auth::seal::Sealer::from_secret(&data_key),
         config: config.clone(),
     });
     if let (Some(email), Some(pw)) = (config.admin_email.clone(), config.admin_password.clone()) {

@@ -201,14 +201,55 @@ pub struct Agent {
     pub greeting: Option<String>,
     pub fallback_message: Option<String>,
     pub language: Option<String>,
-    /// Tool definitions (built-in names and tenant-defined HTTP tools).
+    /// Enabled tools: the built-ins and tenant-defined HTTP tools.
     #[serde(default)]
-    pub tools: serde_json::Value,
+    pub tools: Vec<ToolSpec>,
     pub status: ActiveStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// A tool an agent may call.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToolSpec {
+    /// Search the agent's knowledge again with the model's own query.
+    SearchKnowledge,
+    /// Hand the conversation to a person (status pending_human) with a reason.
+    HandoffToHuman,
+    /// A tenant-defined HTTP endpoint, called server-side.
+    Http(HttpTool),
+}
+
+/// A tenant-defined HTTP tool.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpTool {
+    /// Function name shown to the model: `[a-zA-Z0-9_-]{1,64}`.
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments (an object schema).
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+    pub url: String,
+    /// GET, POST, PUT, PATCH or DELETE. GET sends arguments as the query string.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Extra request headers. Values are secrets: sealed at rest, never shown again.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Allow loopback and private-network URLs (off by default: SSRF protection).
+    #[serde(default)]
+    pub allow_private_network: bool,
+    /// Per-call timeout, default 10 s, max 60 s.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+fn default_method() -> String {
+    "POST".into()
 }
 
 /// Per-agent, per-day rollup of conversation turns (latency, tokens, outcomes).

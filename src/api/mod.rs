@@ -1,7 +1,9 @@
 //! HTTP API: parse -> call the domain -> map. Never touches the store directly.
 
+pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod conversations;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -99,6 +101,8 @@ impl Modify for SecurityAddon {
         (name = "auth", description = "Sign-up, sign-in, sessions, password reset, invitations"),
         (name = "tenants", description = "Tenants and their users"),
         (name = "api-keys", description = "Keys for programs"),
+        (name = "agents", description = "AI agents"),
+        (name = "conversations", description = "The inbox: conversations and messages"),
         (name = "system", description = "Health and metrics"),
     )
 )]
@@ -123,6 +127,13 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tenants::revoke_invitation))
         .routes(routes!(api_keys::list, api_keys::create))
         .routes(routes!(api_keys::delete))
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::get, agents::update, agents::delete))
+        .routes(routes!(conversations::list, conversations::create))
+        .routes(routes!(conversations::get))
+        .routes(routes!(conversations::messages))
+        .routes(routes!(conversations::assign))
+        .routes(routes!(conversations::close))
         .routes(routes!(health::health))
         .split_for_parts()
 }

@@ -2,6 +2,7 @@
 //! one permission matrix. Depends only on types/ and config.
 
 pub mod password;
+pub mod seal;
 pub mod secrets;
 pub mod tokens;
 

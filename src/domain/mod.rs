@@ -3,8 +3,10 @@
 //! commits, password hashing): the API calls them on the blocking pool.
 //! Must not depend on api/ or on axum.
 
+pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod conversations;
 pub mod tenants;
 pub mod users;
 
@@ -157,6 +159,7 @@ pub struct ClientMeta {
 pub struct Services {
     pub store: Arc<Store>,
     pub keys: Keys,
+    pub sealer: crate::auth::seal::Sealer,
     pub config: Arc<Config>,
 }
 

@@ -2,8 +2,10 @@
 
 mod common;
 
+mod agents;
 mod api_keys;
 mod auth;
+mod conversations;
 mod errors;
 mod smoke;
 mod system;

@@ -1,0 +1,216 @@
+//! /api/conversations: the inbox.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Auth, Json, PageParams, Query};
+use crate::domain::Paged;
+use crate::domain::conversations::{AssignTo, ConversationFilter};
+use crate::model::{Conversation, ConversationStatus, Customer, Message};
+use crate::types::{AgentId, ChannelId, ConversationId, UserId};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConversationReq {
+    agent_id: AgentId,
+    channel_id: Option<ChannelId>,
+    customer: Option<Customer>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ConversationListParams {
+    status: Option<ConversationStatus>,
+    agent_id: Option<String>,
+    channel_id: Option<String>,
+    assignee_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignReq {
+    user_id: Option<String>,
+    agent_id: Option<String>,
+}
+
+/// A conversation with its newest messages (oldest first among them).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    conversation: Conversation,
+    messages: Vec<Message>,
+    /// Pass as `cursor` to GET /api/conversations/{id}/messages for older messages.
+    older_messages_cursor: Option<String>,
+}
+
+pub fn conversation_id(s: &str) -> ApiResult<ConversationId> {
+    ConversationId::parse(s).ok_or_else(|| ApiError::invalid_id("id"))
+}
+
+fn opt_id<T>(v: Option<String>, name: &str, parse: fn(&str) -> Option<T>) -> ApiResult<Option<T>> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => parse(&s)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_id(name)),
+    }
+}
+
+#[utoipa::path(post, path = "/api/conversations", tag = "conversations", request_body = CreateConversationReq,
+    responses((status = 201, body = Conversation), (status = 404, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Json(r): Json<CreateConversationReq>,
+) -> ApiResult<impl IntoResponse> {
+    let c = state
+        .run(move |s| {
+            s.create_conversation(
+                &caller,
+                &r.agent_id,
+                r.channel_id.as_ref(),
+                r.customer.unwrap_or_default(),
+            )
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(c)))
+}
+
+/// Conversations, newest first, filtered by status, agent, channel and assignee.
+#[utoipa::path(get, path = "/api/conversations", tag = "conversations", params(ConversationListParams),
+    responses((status = 200, body = Paged<Conversation>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<ConversationListParams>,
+) -> ApiResult<axum::Json<Paged<Conversation>>> {
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .to_req()?;
+    let f = ConversationFilter {
+        status: q.status,
+        agent_id: opt_id(q.agent_id, "agentId", AgentId::parse)?,
+        channel_id: opt_id(q.channel_id, "channelId", ChannelId::parse)?,
+        assignee_id: opt_id(q.assignee_id, "assigneeId", UserId::parse)?,
+    };
+    let r = state
+        .run(move |s| s.list_conversations(&caller, &f, &page))
+        .await?;
+    Ok(axum::Json(Paged {
+        data: r.items,
+        next_cursor: r.next,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path)),
+    responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ConversationDetail>> {
+    let id = conversation_id(&id)?;
+    let (conversation, page) = state
+        .run(move |s| {
+            let c = s.get_conversation(&caller, &id)?;
+            let p = s.list_messages(
+                &caller,
+                &id,
+                &crate::domain::PageReq {
+                    limit: 50,
+                    cursor: None,
+                },
+            )?;
+            Ok((c, p))
+        })
+        .await?;
+    let mut messages = page.items;
+    messages.reverse();
+    Ok(axum::Json(ConversationDetail {
+        conversation,
+        messages,
+        older_messages_cursor: page.next,
+    }))
+}
+
+/// Messages, newest first; `cursor` pages towards older ones.
+#[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "conversations", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Paged<Message>), (status = 404, body = ErrorBody)))]
+pub async fn messages(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(p): Query<PageParams>,
+) -> ApiResult<axum::Json<Paged<Message>>> {
+    let id = conversation_id(&id)?;
+    let page = p.to_req()?;
+    if let Some(c) = &page.cursor
+        && crate::types::MessageId::parse(c).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "cursor is not valid",
+        ));
+    }
+    let r = state
+        .run(move |s| s.list_messages(&caller, &id, &page))
+        .await?;
+    Ok(axum::Json(Paged {
+        data: r.items,
+        next_cursor: r.next,
+    }))
+}
+
+/// Hand the conversation to a person (`userId`: the AI stops answering) or back to an AI agent (`agentId`).
+#[utoipa::path(put, path = "/api/conversations/{id}/assign", tag = "conversations", params(("id" = String, Path)), request_body = AssignReq,
+    responses((status = 200, body = Conversation), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn assign(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<AssignReq>,
+) -> ApiResult<axum::Json<Conversation>> {
+    let id = conversation_id(&id)?;
+    let to = match (
+        opt_id(r.user_id, "userId", UserId::parse)?,
+        opt_id(r.agent_id, "agentId", AgentId::parse)?,
+    ) {
+        (Some(u), None) => AssignTo::User(u),
+        (None, Some(a)) => AssignTo::Agent(a),
+        _ => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "give exactly one of userId or agentId")
+                .with_details(serde_json::json!({"fields": [{"field": "userId", "message": "give exactly one of userId or agentId"}]})));
+        }
+    };
+    Ok(axum::Json(
+        state
+            .run(move |s| s.assign_conversation(&caller, &id, to))
+            .await?,
+    ))
+}
+
+#[utoipa::path(put, path = "/api/conversations/{id}/close", tag = "conversations", params(("id" = String, Path)),
+    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
+pub async fn close(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Conversation>> {
+    let id = conversation_id(&id)?;
+    Ok(axum::Json(
+        state
+            .run(move |s| s.close_conversation(&caller, &id))
+            .await?,
+    ))
+}
