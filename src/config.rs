@@ -55,6 +55,16 @@ pub struct Config {
     pub jwt_refresh_expires_in: String,
     pub invite_expires_in: String,
     pub openai_api_key: Option<Secret>,
+    /// OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, LM Studio), up to `/v1`.
+    pub openai_base_url: String,
+    /// Default chat model of agents that do not name one.
+    pub openai_model: String,
+    /// Context window assumed for the default model, in tokens.
+    pub openai_context_window: u32,
+    /// Seconds a model call may take (non-streaming) / stay silent (streaming).
+    pub llm_timeout_secs: u64,
+    /// Let HTTP tools call loopback and private networks for every tenant.
+    pub allow_private_tool_urls: bool,
     /// Comma-separated list of allowed browser origins; empty allows none.
     pub cors_origins: String,
     pub log_level: String,
@@ -94,6 +104,11 @@ impl Default for Config {
             jwt_refresh_expires_in: "7d".into(),
             invite_expires_in: "7d".into(),
             openai_api_key: None,
+            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_model: "gpt-4o-mini".into(),
+            openai_context_window: 128_000,
+            llm_timeout_secs: 120,
+            allow_private_tool_urls: false,
             cors_origins: String::new(),
             log_level: "info".into(),
             log_format: LogFormat::Auto,
@@ -125,6 +140,11 @@ const ENV_KEYS: &[&str] = &[
     "JWT_REFRESH_EXPIRES_IN",
     "INVITE_EXPIRES_IN",
     "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_MODEL",
+    "OPENAI_CONTEXT_WINDOW",
+    "LLM_TIMEOUT_SECS",
+    "ALLOW_PRIVATE_TOOL_URLS",
     "CORS_ORIGINS",
     "LOG_LEVEL",
     "LOG_FORMAT",

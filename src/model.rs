@@ -32,6 +32,30 @@ pub enum TenantStatus {
     Suspended,
 }
 
+/// A tenant's provider settings (one record per tenant). Secrets in it are sealed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSettings {
+    pub tenant_id: TenantId,
+    #[serde(default)]
+    pub ai: AiSettings,
+    /// Per-tenant override of the global embedding settings (JSON of `embed::Settings`).
+    #[serde(default)]
+    pub embeddings: Option<serde_json::Value>,
+}
+
+/// Chat model provider override; unset fields fall back to the global configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AiSettings {
+    pub base_url: Option<String>,
+    /// Sealed with the data key; never returned.
+    pub api_key_sealed: Option<String>,
+    pub model: Option<String>,
+    /// Context window of the model in tokens, for history trimming.
+    pub context_window: Option<u32>,
+}
+
 /// A person who signs in. Platform admins live in the platform pseudo-tenant.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

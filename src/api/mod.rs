@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod ratelimit;
+pub mod settings;
 pub mod tenants;
 
 use crate::config::Config;
@@ -103,6 +104,7 @@ impl Modify for SecurityAddon {
         (name = "api-keys", description = "Keys for programs"),
         (name = "agents", description = "AI agents"),
         (name = "conversations", description = "The inbox: conversations and messages"),
+        (name = "settings", description = "Tenant provider settings"),
         (name = "system", description = "Health and metrics"),
     )
 )]
@@ -134,6 +136,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::messages))
         .routes(routes!(conversations::assign))
         .routes(routes!(conversations::close))
+        .routes(routes!(settings::get_ai, settings::put_ai))
         .routes(routes!(health::health))
         .split_for_parts()
 }

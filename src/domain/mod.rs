@@ -7,6 +7,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod conversations;
+pub mod settings;
 pub mod tenants;
 pub mod users;
 

@@ -5,12 +5,12 @@ use redb::{Database, ReadableDatabase};
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 type Step = fn(&redb::WriteTransaction) -> Result<()>;
 
 /// `STEPS[i]` upgrades a store at version `i` to `i + 1`.
-const STEPS: &[Step] = &[v1_initial, v2_job_queue];
+const STEPS: &[Step] = &[v1_initial, v2_job_queue, v3_tenant_settings];
 
 /// Creates every table of the data model.
 fn v1_initial(tx: &redb::WriteTransaction) -> Result<()> {
@@ -26,6 +26,12 @@ fn v1_initial(tx: &redb::WriteTransaction) -> Result<()> {
 /// Adds the durable job queue index.
 fn v2_job_queue(tx: &redb::WriteTransaction) -> Result<()> {
     tx.open_table(Index::JobQueue.table())?;
+    Ok(())
+}
+
+/// Adds per-tenant provider settings.
+fn v3_tenant_settings(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(<crate::model::TenantSettings as super::Record>::TABLE)?;
     Ok(())
 }
 

@@ -95,6 +95,7 @@ impl Record for Tenant {
         String::new()
     }
 }
+record!(TenantSettings, "tenant_settings", |_r| String::new());
 record!(User, "users", |r| r.id.to_string());
 record!(Session, "sessions", |r| r.id.to_string());
 record!(Invitation, "invitations", |r| r.id.to_string());
@@ -117,6 +118,7 @@ record!(Job, "jobs", |r| r.id.to_string());
 /// Every record table; used by migrations and by whole-tenant operations.
 pub(crate) const RECORD_TABLES: &[RecordTable] = &[
     Tenant::TABLE,
+    TenantSettings::TABLE,
     User::TABLE,
     Session::TABLE,
     Invitation::TABLE,

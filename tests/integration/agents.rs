@@ -230,3 +230,53 @@ async fn tenant_users_read_agents_but_cannot_edit_and_tenants_are_isolated() {
         .await
         .expect(201);
 }
+
+#[tokio::test]
+async fn ai_settings_key_is_write_only_and_sealed() {
+    let s = start().await;
+    let a = s.register("a@x.test", "A").await;
+    let user = s
+        .invite_and_accept(&a, &a.tenant_id, "u@x.test", "TENANT_USER")
+        .await;
+    let r = s.get("/api/settings/ai", &a.token).await;
+    r.expect(200);
+    assert_eq!(r.body["baseUrl"], "https://api.openai.com/v1");
+    assert_eq!(r.body["apiKeySet"], false);
+    let r = s
+        .put(
+            "/api/settings/ai",
+            &a.token,
+            json!({"baseUrl": "http://127.0.0.1:11434/v1/", "apiKey": "sk-tenant-secret-9876", "model": "llama3.1"}),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.body["baseUrl"], "http://127.0.0.1:11434/v1");
+    assert_eq!(r.body["model"], "llama3.1");
+    assert_eq!(r.body["apiKeySet"], true);
+    assert_eq!(r.body["apiKeyHint"], "…9876");
+    assert!(!r.text.contains("sk-tenant-secret"));
+    s.put(
+        "/api/settings/ai",
+        &a.token,
+        json!({"baseUrl": "not a url"}),
+    )
+    .await
+    .expect_err(400, "validation_failed");
+    s.get("/api/settings/ai", &user.token)
+        .await
+        .expect_err(403, "forbidden");
+    s.put("/api/settings/ai", &user.token, json!({"model": "x"}))
+        .await
+        .expect_err(403, "forbidden");
+    // null returns to the default.
+    let r = s
+        .put("/api/settings/ai", &a.token, json!({"model": null}))
+        .await;
+    assert_eq!(r.body["model"], "gpt-4o-mini");
+    let dir = s.stop().await;
+    let raw = std::fs::read(dir.path().join("aigentable.redb")).expect("read");
+    assert!(
+        !raw.windows(21).any(|w| w == b"sk-tenant-secret-9876"),
+        "API key stored in clear"
+    );
+}
