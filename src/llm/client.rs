@@ -33,7 +33,7 @@ const MAX_POOLS: usize = 8;
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, Error>> + Send>>;
 
 /// Where and how to reach one OpenAI-compatible endpoint.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Provider {
     /// Up to and including the version segment: `https://api.openai.com/v1`,
     /// `http://127.0.0.1:11434/v1` (Ollama), `http://host:8000/v1` (vLLM).
@@ -83,6 +83,28 @@ impl Provider {
 
     fn redact(&self, text: String) -> String {
         redact(text, self.key())
+    }
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A password in the URL (http://user:pass@host) is as secret as the key.
+        let base_url = match reqwest::Url::parse(&self.base_url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("redacted"));
+                u.to_string()
+            }
+            _ => self.base_url.clone(),
+        };
+        f.debug_struct("Provider")
+            .field("base_url", &base_url)
+            .field("api_key", &self.api_key)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .finish()
     }
 }
 
@@ -420,7 +442,7 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 1e12)
+        .filter(|ms| (0.0..1e12).contains(ms))
     {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
@@ -868,6 +890,8 @@ mod tests {
         let dbg = format!("{p:?}");
         assert!(!dbg.contains("very-secret"), "{dbg}");
         assert!(dbg.contains("http://x/v1"));
+        let p = Provider::new("https://user:hunter2@proxy.example/v1", None);
+        assert!(!format!("{p:?}").contains("hunter2"));
     }
 
     #[test]

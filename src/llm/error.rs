@@ -33,7 +33,9 @@ impl Error {
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Error::Connect(_) | Error::RateLimited { .. } => true,
-            Error::Upstream { status, .. } => *status >= 500,
+            // 408 and 409 are the provider's own timeouts and lock conflicts; the official
+            // OpenAI SDKs retry them too.
+            Error::Upstream { status, .. } => *status >= 500 || matches!(status, 408 | 409),
             Error::Timeout | Error::Protocol(_) | Error::Cancelled => false,
         }
     }
@@ -49,8 +51,9 @@ impl Error {
                     .to_string()
             }
             Error::Connect(m) => format!(
-                "Could not reach the model provider: {m}. Check the base URL and that the \
-                 server is running."
+                "Could not reach the model provider: {} Check the base URL and that the \
+                 server is running.",
+                sentence(m)
             ),
             Error::Upstream { status, message } => {
                 let hint = match status {
@@ -64,7 +67,10 @@ impl Error {
                 } else {
                     message
                 };
-                format!("The model provider returned HTTP {status}: {message}.{hint}")
+                format!(
+                    "The model provider returned HTTP {status}: {}{hint}",
+                    sentence(message)
+                )
             }
             Error::RateLimited { retry_after } => match retry_after {
                 Some(d) => format!(
@@ -73,10 +79,22 @@ impl Error {
                 ),
                 None => "The model provider is rate limiting requests.".to_string(),
             },
-            Error::Protocol(m) => format!("Unexpected answer from the model provider: {m}."),
+            Error::Protocol(m) => {
+                format!("Unexpected answer from the model provider: {}", sentence(m))
+            }
             Error::Cancelled => "The answer was cancelled.".to_string(),
         };
         mask_key_like(&one_line(&s, 600))
+    }
+}
+
+/// `m` ending in a full stop (unless it already ends in punctuation).
+fn sentence(m: &str) -> String {
+    let m = m.trim();
+    if m.ends_with(['.', '!', '?', '…']) {
+        m.to_string()
+    } else {
+        format!("{m}.")
     }
 }
 

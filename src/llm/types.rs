@@ -295,7 +295,8 @@ impl TryFrom<WireToolCall> for ToolCall {
 pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0 && secs < 1e9)
+        return (0.0..1e9)
+            .contains(&secs)
             .then(|| Duration::from_secs_f64(secs));
     }
     let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
