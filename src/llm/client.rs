@@ -197,29 +197,11 @@ impl Client {
     pub async fn chat(&self, p: &Provider, req: &ChatRequest) -> Result<ChatResponse, Error> {
         let url = p.url("chat/completions")?;
         let body = encode(req, false)?;
-        let mut retry = Retry::default();
-        let completion = loop {
-            let attempt = async {
-                let resp = self
-                    .post(p, url.clone(), body.clone(), "application/json")?
-                    .send()
-                    .await
-                    .map_err(|e| send_error(p, &e))?;
-                let resp = check_status(p, resp).await?;
-                read_capped(p, resp, MAX_BODY).await
-            };
-            let result = match tokio::time::timeout(p.timeout, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout),
-            };
-            match result {
-                Ok(bytes) => break bytes,
-                Err(e) => {
-                    let retryable = e.is_retryable();
-                    retry.after(p, e, retryable).await?;
-                }
-            }
-        };
+        let completion = self
+            .fetch(p, || {
+                self.post(p, url.clone(), body.clone(), "application/json")
+            })
+            .await?;
         let (model, message, finish_reason, usage) = parse_completion(p, &completion)?;
         let usage = match usage {
             Some(u) => u,
@@ -273,32 +255,18 @@ impl Client {
     /// Model ids the endpoint offers (`GET /models`), sorted.
     pub async fn list_models(&self, p: &Provider) -> Result<Vec<String>, Error> {
         let url = p.url("models")?;
-        let mut retry = Retry::default();
-        let body = loop {
-            let attempt = async {
-                let mut rb = self
+        let body = self
+            .fetch(p, || {
+                let rb = self
                     .http(p)?
                     .get(url.clone())
                     .header(ACCEPT, "application/json");
-                if let Some(k) = p.key() {
-                    rb = rb.bearer_auth(k);
-                }
-                let resp = rb.send().await.map_err(|e| send_error(p, &e))?;
-                let resp = check_status(p, resp).await?;
-                read_capped(p, resp, MAX_BODY).await
-            };
-            let result = match tokio::time::timeout(p.timeout, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout),
-            };
-            match result {
-                Ok(b) => break b,
-                Err(e) => {
-                    let retryable = e.is_retryable();
-                    retry.after(p, e, retryable).await?;
-                }
-            }
-        };
+                Ok(match p.key() {
+                    Some(k) => rb.bearer_auth(k),
+                    None => rb,
+                })
+            })
+            .await?;
         let list: ModelList = serde_json::from_slice(&body).map_err(|e| {
             Error::Protocol(p.redact(format!(
                 "invalid model list: {}",
@@ -309,6 +277,32 @@ impl Client {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// One non-streamed exchange, retried: send, check the status, read the capped body;
+    /// each attempt under `p.timeout`.
+    async fn fetch(
+        &self,
+        p: &Provider,
+        build: impl Fn() -> Result<reqwest::RequestBuilder, Error>,
+    ) -> Result<Vec<u8>, Error> {
+        let mut retry = Retry::default();
+        loop {
+            let attempt = async {
+                let resp = build()?.send().await.map_err(|e| send_error(p, &e))?;
+                let resp = check_status(p, resp).await?;
+                read_capped(p, resp, MAX_BODY).await
+            };
+            match tokio::time::timeout(p.timeout, attempt).await {
+                Ok(Ok(body)) => return Ok(body),
+                Ok(Err(e)) => {
+                    let retryable = e.is_retryable();
+                    retry.after(p, e, retryable).await?;
+                }
+                // Not retried: the provider has the prompt and may still be working on it.
+                Err(_) => return Err(Error::Timeout),
+            }
+        }
     }
 }
 

@@ -179,6 +179,36 @@ impl FakeOpenAi {
             .collect()
     }
 
+    /// All message contents of the last chat request, one per line: what the model was
+    /// shown (e.g. to check that a retrieved chunk reached the prompt).
+    pub fn last_prompt(&self) -> String {
+        let Some(body) = self.requests().pop() else {
+            return String::new();
+        };
+        body["messages"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| m["content"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded) until at least `n` chat requests arrived; for code under test that
+    /// calls the model in the background. Returns the bodies so far.
+    pub async fn wait_for_requests(&self, n: usize, within: Duration) -> Vec<Value> {
+        let end = Instant::now() + within;
+        loop {
+            let reqs = self.requests();
+            if reqs.len() >= n || Instant::now() >= end {
+                return reqs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every request (chat and models) with path and Authorization header.
     pub fn recorded(&self) -> Vec<Recorded> {
         self.inner.log.lock().expect("lock").clone()

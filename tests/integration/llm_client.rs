@@ -105,6 +105,10 @@ async fn llm_chat_returns_text_usage_and_sends_openai_request() {
                {"role": "user", "content": "What are your opening hours?"}])
     );
     assert!(body.get("tools").is_none());
+    assert_eq!(
+        fake.last_prompt(),
+        "You are a helpful assistant.\nWhat are your opening hours?"
+    );
 }
 
 #[tokio::test]
