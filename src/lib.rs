@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod jobs;
+pub mod llm;
 pub mod mail;
 pub mod model;
 pub mod store;
