@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod jobs;
 pub mod llm;
+pub mod ingest;
 pub mod mail;
 pub mod model;
 pub mod store;
