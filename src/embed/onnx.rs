@@ -585,6 +585,18 @@ mod tests {
     }
 
     #[test]
+    fn real_runtime_with_a_broken_graph_names_the_graph() {
+        let Some((_, ort)) = real_assets() else {
+            return;
+        };
+        let dir = fake_model_dir();
+        let err = OnnxEmbedder::load(dir.path(), &ort, 32, 256).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{msg}");
+        assert!(msg.contains("onnx/model.onnx"), "{msg}");
+    }
+
+    #[test]
     fn missing_model_dir_names_the_path() {
         let err = OnnxEmbedder::load(
             Path::new("/nonexistent/models/default"),

@@ -151,6 +151,26 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_library_that_is_not_onnx_runtime_is_an_error_not_a_panic() {
+        let Some(libm) = [
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "/usr/lib/libm.so.6",
+            "/lib64/libm.so.6",
+        ]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file()) else {
+            return;
+        };
+        // Either ort rejects it (no OrtGetApiBase), or, when another test already loaded the
+        // real runtime in this process, we refuse a second library; both name the path.
+        let err = environment(libm).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{msg}");
+        assert!(msg.contains("libm"), "{msg}");
+    }
+
+    #[test]
     fn magic_numbers() {
         assert!(is_shared_library_magic(&[0x7f, b'E', b'L', b'F']));
         assert!(is_shared_library_magic(b"MZ\x90\x00"));
