@@ -12,6 +12,7 @@ pub mod domain;
 pub mod jobs;
 pub mod llm;
 pub mod ingest;
+pub mod embed;
 pub mod mail;
 pub mod model;
 pub mod store;

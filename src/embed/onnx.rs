@@ -1,0 +1,711 @@
+//! [`OnnxEmbedder`]: a sentence-embedding model folder in the Hugging Face layout, run locally
+//! by ONNX Runtime through fastembed's user-defined model API. No network, ever: the model comes
+//! from the folder and the runtime from an explicit library path.
+//!
+//! Folder layout (what `sentence-transformers` repos ship):
+//! - `tokenizer.json`, `tokenizer_config.json` (required), `config.json`,
+//!   `special_tokens_map.json` (optional);
+//! - the graph, `onnx/model.onnx` by default (fp32), or another file chosen by
+//!   [`OnnxOptions::onnx_file`], e.g. `onnx/model_quantized.onnx` (int8); an external-data
+//!   file `<graph>_data` next to it is loaded too;
+//! - `1_Pooling/config.json` (optional) picks mean or CLS pooling; without it, mean.
+
+use super::{Embedder, Error, runtime};
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+/// The graph used when none is configured.
+pub const DEFAULT_ONNX_FILE: &str = "onnx/model.onnx";
+
+/// How to load an ONNX model. [`Default`] gives batches of 32, 256 tokens, the fp32 graph and
+/// one intra-op thread per available core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnnxOptions {
+    /// Texts per session run; `embed` splits larger inputs. Bounds memory per call.
+    pub batch_size: usize,
+    /// Tokens per text; longer texts are truncated. (MiniLM's tokenizer.json says 128 by
+    /// itself, so this is always set explicitly.)
+    pub max_length: usize,
+    /// The graph, relative to the model folder; default [`DEFAULT_ONNX_FILE`].
+    pub onnx_file: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads; default the cores available to this process. One session
+    /// serves all callers (behind a lock), so this bounds the CPU embedding can take.
+    pub threads: Option<usize>,
+}
+
+impl Default for OnnxOptions {
+    fn default() -> Self {
+        OnnxOptions {
+            batch_size: 32,
+            max_length: 256,
+            onnx_file: None,
+            threads: None,
+        }
+    }
+}
+
+/// A local embedding model. One ONNX Runtime session behind a mutex: fastembed's `embed` takes
+/// `&mut self`, and a single session already uses every configured thread, so callers take
+/// turns per batch rather than oversubscribing the cores with several sessions.
+pub struct OnnxEmbedder {
+    model: Mutex<TextEmbedding>,
+    id: String,
+    name: String,
+    variant: String,
+    dims: usize,
+    batch_size: usize,
+    max_length: usize,
+    threads: usize,
+    pooling: Pooling,
+    model_dir: PathBuf,
+    graph: PathBuf,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("id", &self.id)
+            .field("dims", &self.dims)
+            .field("batch_size", &self.batch_size)
+            .field("max_length", &self.max_length)
+            .field("threads", &self.threads)
+            .field("pooling", &self.pooling)
+            .field("graph", &self.graph)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OnnxEmbedder {
+    /// Loads the default (fp32) graph of `model_dir` with ONNX Runtime from `ort_dylib`.
+    pub fn load(
+        model_dir: &Path,
+        ort_dylib: &Path,
+        batch_size: usize,
+        max_length: usize,
+    ) -> Result<Self, Error> {
+        Self::load_with(
+            model_dir,
+            ort_dylib,
+            &OnnxOptions {
+                batch_size,
+                max_length,
+                ..OnnxOptions::default()
+            },
+        )
+    }
+
+    /// Loads a model folder with explicit options. Errors name the path or setting at fault.
+    /// Takes a second or two (reads and optimises the graph, then runs one probe text).
+    pub fn load_with(
+        model_dir: &Path,
+        ort_dylib: &Path,
+        options: &OnnxOptions,
+    ) -> Result<Self, Error> {
+        if options.batch_size == 0 {
+            return Err(Error::Config(
+                "batch_size (EMBEDDINGS_BATCH_SIZE) must be at least 1".into(),
+            ));
+        }
+        if options.max_length < 2 {
+            return Err(Error::Config(
+                "max_length (EMBEDDINGS_MAX_LENGTH) must be at least 2".into(),
+            ));
+        }
+        if options.threads == Some(0) {
+            return Err(Error::Config(
+                "threads (EMBEDDINGS_THREADS) must be at least 1".into(),
+            ));
+        }
+        // The folder first: it needs no runtime, so its mistakes are reported even on a
+        // machine without ONNX Runtime.
+        let folder = ModelFolder::open(model_dir, options.onnx_file.as_deref())?;
+        let environment = runtime::environment(ort_dylib)?;
+
+        let graph_bytes = read(&folder.graph, "ONNX graph")?;
+        let fingerprint = fingerprint(&graph_bytes);
+        let mut model = UserDefinedEmbeddingModel::new(graph_bytes, folder.tokenizer_files()?)
+            .with_pooling(folder.pooling.clone());
+        if let Some((file_name, buffer)) = folder.external_data()? {
+            model = model.with_external_initializer(file_name, buffer);
+        }
+        let threads = options.threads.unwrap_or_else(available_cores);
+        let init = InitOptionsUserDefined::new()
+            .with_environment(environment)
+            .with_max_length(options.max_length)
+            .with_intra_threads(threads);
+        let mut text_embedding =
+            TextEmbedding::try_new_from_user_defined(model, init).map_err(|e| {
+                Error::Config(format!(
+                    "cannot load ONNX model {}: {e}",
+                    folder.graph.display()
+                ))
+            })?;
+
+        // One probe both proves the graph runs end to end and tells us its width, which is
+        // then checked on every batch.
+        let probe = text_embedding
+            .embed(["dimension probe"], Some(1))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "ONNX model {} loaded but fails to run: {e}",
+                    folder.graph.display()
+                ))
+            })?;
+        let dims = probe.first().map(Vec::len).unwrap_or(0);
+        if dims == 0 {
+            return Err(Error::Config(format!(
+                "ONNX model {} produced no embedding (is it a sentence-embedding model?)",
+                folder.graph.display()
+            )));
+        }
+
+        let variant = variant_of(&folder.graph);
+        let id = format!("onnx:{}:{variant}:{fingerprint}", folder.name);
+        tracing::info!(model_id = %id, dims, threads, graph = %folder.graph.display(), "loaded embedding model");
+        Ok(OnnxEmbedder {
+            model: Mutex::new(text_embedding),
+            id,
+            name: folder.name,
+            variant,
+            dims,
+            batch_size: options.batch_size,
+            max_length: options.max_length,
+            threads,
+            pooling: folder.pooling,
+            model_dir: folder.dir,
+            graph: folder.graph,
+        })
+    }
+
+    /// One line for logs and the health endpoint.
+    pub fn description(&self) -> String {
+        format!(
+            "onnx {} ({} dims, {}, {} pooling, {} tokens, {} threads) from {}",
+            self.name,
+            self.dims,
+            self.variant,
+            match self.pooling {
+                Pooling::Cls => "cls",
+                Pooling::Mean => "mean",
+            },
+            self.max_length,
+            self.threads,
+            self.model_dir.display()
+        )
+    }
+
+    /// The graph file in use.
+    pub fn graph_path(&self) -> &Path {
+        &self.graph
+    }
+
+    /// ONNX Runtime intra-op threads of the session.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dims
+    }
+
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(self.batch_size) {
+            // Locked per batch, so concurrent callers interleave instead of one long input
+            // starving the rest. A panic inside a previous run leaves no state worth
+            // distrusting (sessions are stateless between runs), hence into_inner.
+            let vectors = {
+                let mut model = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+                model.embed(chunk, Some(chunk.len()))
+            }
+            .map_err(|e| Error::Runtime(format!("{}: {e}", self.id)))?;
+            if vectors.len() != chunk.len() || vectors.iter().any(|v| v.len() != self.dims) {
+                return Err(Error::Runtime(format!(
+                    "{}: expected {} vectors of {} dims, got {}",
+                    self.id,
+                    chunk.len(),
+                    self.dims,
+                    vectors.len()
+                )));
+            }
+            out.extend(vectors);
+        }
+        Ok(out)
+    }
+}
+
+/// What was found in a model folder, before anything heavy is read.
+struct ModelFolder {
+    dir: PathBuf,
+    /// The folder's own name (after resolving symlinks), used in the model id.
+    name: String,
+    graph: PathBuf,
+    pooling: Pooling,
+}
+
+impl ModelFolder {
+    fn open(dir: &Path, onnx_file: Option<&Path>) -> Result<Self, Error> {
+        let shown = dir.display();
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "model folder {shown} (EMBEDDINGS_MODEL_DIR) is not a folder"
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Config(format!(
+                    "model folder {shown} (EMBEDDINGS_MODEL_DIR) does not exist"
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "model folder {shown} (EMBEDDINGS_MODEL_DIR): {e}"
+                )));
+            }
+        }
+        let dir = std::fs::canonicalize(dir).map_err(|e| {
+            Error::Config(format!("model folder {shown} (EMBEDDINGS_MODEL_DIR): {e}"))
+        })?;
+        for required in ["tokenizer.json", "tokenizer_config.json"] {
+            if !dir.join(required).is_file() {
+                return Err(Error::Config(format!(
+                    "model folder {} has no {required} (expected the Hugging Face layout)",
+                    dir.display()
+                )));
+            }
+        }
+        let rel = onnx_file.unwrap_or(Path::new(DEFAULT_ONNX_FILE));
+        let graph = dir.join(rel);
+        if !graph.is_file() {
+            return Err(Error::Config(format!(
+                "ONNX graph {} does not exist (EMBEDDINGS_ONNX_FILE is {}, relative to the model folder)",
+                graph.display(),
+                rel.display()
+            )));
+        }
+        let pooling = read_pooling(&dir.join("1_Pooling").join("config.json"))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        Ok(ModelFolder {
+            dir,
+            name,
+            graph,
+            pooling,
+        })
+    }
+
+    fn tokenizer_files(&self) -> Result<TokenizerFiles, Error> {
+        let optional = |name: &str| -> Result<Vec<u8>, Error> {
+            let p = self.dir.join(name);
+            if p.is_file() {
+                read(&p, "tokenizer file")
+            } else {
+                Ok(b"{}".to_vec())
+            }
+        };
+        Ok(TokenizerFiles {
+            tokenizer_file: read(&self.dir.join("tokenizer.json"), "tokenizer file")?,
+            config_file: optional("config.json")?,
+            special_tokens_map_file: optional("special_tokens_map.json")?,
+            tokenizer_config_file: read(&self.dir.join("tokenizer_config.json"), "tokenizer file")?,
+        })
+    }
+
+    /// Graphs over 2 GB keep their weights in `<graph>_data`, referenced by file name.
+    fn external_data(&self) -> Result<Option<(String, Vec<u8>)>, Error> {
+        let mut name = self.graph.file_name().unwrap_or_default().to_os_string();
+        name.push("_data");
+        let path = self.graph.with_file_name(&name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Ok(Some((
+            name.to_string_lossy().into_owned(),
+            read(&path, "ONNX external data")?,
+        )))
+    }
+}
+
+/// sentence-transformers' pooling config. Only the modes fastembed implements are accepted;
+/// anything else would silently give wrong vectors.
+fn read_pooling(path: &Path) -> Result<Pooling, Error> {
+    if !path.is_file() {
+        return Ok(Pooling::Mean);
+    }
+    let bytes = read(path, "pooling config")?;
+    let cfg: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Config(format!("pooling config {}: {e}", path.display())))?;
+    let on = |key: &str| cfg.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
+    if on("pooling_mode_mean_tokens") {
+        Ok(Pooling::Mean)
+    } else if on("pooling_mode_cls_token") {
+        Ok(Pooling::Cls)
+    } else {
+        let enabled: Vec<&str> = cfg
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, v)| k.starts_with("pooling_mode") && v.as_bool() == Some(true))
+                    .map(|(k, _)| k.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Err(Error::Config(format!(
+            "pooling config {} asks for {}; only mean and cls pooling are supported",
+            path.display(),
+            if enabled.is_empty() {
+                "no pooling mode".to_string()
+            } else {
+                enabled.join(", ")
+            }
+        )))
+    }
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::Config(format!("{what} {}: {e}", path.display())))
+}
+
+/// `model.onnx` is the fp32 export and `model_quantized.onnx` the int8 one by Hugging Face
+/// convention; other names (`model_fp16.onnx`, `model_O4.onnx`) keep their suffix.
+fn variant_of(graph: &Path) -> String {
+    let stem = graph
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.as_str() {
+        "model" => "fp32".into(),
+        "model_quantized" => "int8".into(),
+        s => s.strip_prefix("model_").unwrap_or(s).to_string(),
+    }
+}
+
+/// 8 hex digits identifying the graph bytes, so replacing the file in a folder of the same
+/// name changes the model id (and so marks old vectors as incomparable). Hashes the length and
+/// 16 evenly spaced 64 KiB samples rather than every byte: enough to tell models apart, and
+/// cheap even in debug builds.
+fn fingerprint(bytes: &[u8]) -> String {
+    const SAMPLES: usize = 16;
+    const SAMPLE: usize = 64 * 1024;
+    let mut h = Sha256::new();
+    h.update((bytes.len() as u64).to_le_bytes());
+    if bytes.len() <= SAMPLES * SAMPLE {
+        h.update(bytes);
+    } else {
+        let step = (bytes.len() - SAMPLE) / (SAMPLES - 1);
+        for i in 0..SAMPLES {
+            let start = i * step;
+            h.update(&bytes[start..start + SAMPLE]);
+        }
+    }
+    hex::encode(&h.finalize()[..4])
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The real model and runtime, from the environment (CI sets both). None prints a line
+    /// that is visible even though the test harness captures output.
+    fn real_assets() -> Option<(PathBuf, PathBuf)> {
+        let model = std::env::var_os("AIGENTABLE_TEST_MODEL_DIR").filter(|s| !s.is_empty());
+        let ort = std::env::var_os("AIGENTABLE_TEST_ORT_DYLIB").filter(|s| !s.is_empty());
+        match (model, ort) {
+            (Some(m), Some(o)) => Some((PathBuf::from(m), PathBuf::from(o))),
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** SKIPPED real ONNX model test (set AIGENTABLE_TEST_MODEL_DIR/AIGENTABLE_TEST_ORT_DYLIB) ***\n"
+                );
+                None
+            }
+        }
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn norm(a: &[f32]) -> f32 {
+        a.iter().map(|x| x * x).sum::<f32>().sqrt()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A folder that passes the layout checks without being a real model.
+    fn fake_model_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), "{}").unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"model_max_length":512,"pad_token":"[PAD]"}"#,
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("onnx")).unwrap();
+        std::fs::write(dir.path().join("onnx/model.onnx"), "not a graph").unwrap();
+        dir
+    }
+
+    #[test]
+    fn real_model_embeds_meaningfully() {
+        let Some((model_dir, ort)) = real_assets() else {
+            return;
+        };
+        let e = OnnxEmbedder::load(&model_dir, &ort, 4, 256).unwrap();
+        assert_eq!(e.dimensions(), 384);
+        assert!(
+            e.model_id().starts_with("onnx:all-MiniLM-L6-v2:fp32:"),
+            "{}",
+            e.model_id()
+        );
+        assert_eq!(e.model_id().len(), "onnx:all-MiniLM-L6-v2:fp32:".len() + 8);
+        assert!(e.description().contains("384 dims"), "{}", e.description());
+
+        let texts = strings(&[
+            "A man is playing a guitar on stage.",
+            "Someone performs music with a guitar in front of an audience.",
+            "The quarterly tax return is due at the end of April.",
+            "How do I reset my password?",
+            "I forgot my login credentials and need to change them.",
+            "",
+        ]);
+        let vs = e.embed(&texts).unwrap();
+        assert_eq!(vs.len(), texts.len());
+        for v in &vs {
+            assert_eq!(v.len(), 384);
+            assert!((norm(v) - 1.0).abs() < 1e-4, "norm {}", norm(v));
+        }
+        assert!(cosine(&vs[0], &vs[1]) > cosine(&vs[0], &vs[2]) + 0.3);
+        assert!(cosine(&vs[3], &vs[4]) > cosine(&vs[3], &vs[2]) + 0.2);
+
+        // Batch results equal single results: padding must not leak into the pooling.
+        for (t, batched) in texts.iter().zip(&vs) {
+            let single = e.embed_query(t).unwrap();
+            assert!(cosine(&single, batched) > 0.9999, "{t:?}");
+            let max_diff = single
+                .iter()
+                .zip(batched)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(max_diff < 1e-4, "{t:?}: {max_diff}");
+        }
+
+        // Longer than max_length: truncated, not an error; empty input is no work.
+        let long = "word ".repeat(2000);
+        assert_eq!(e.embed(&[long]).unwrap()[0].len(), 384);
+        assert!(e.embed(&[]).unwrap().is_empty());
+
+        // Shared between threads: same answers as sequentially.
+        let e = std::sync::Arc::new(e);
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let e = e.clone();
+                let texts = texts.clone();
+                std::thread::spawn(move || e.embed(&texts).unwrap())
+            })
+            .collect();
+        for h in handles {
+            for (a, b) in h.join().unwrap().iter().zip(&vs) {
+                assert!(cosine(a, b) > 0.9999);
+            }
+        }
+    }
+
+    #[test]
+    fn real_int8_graph_is_selectable_and_close_to_fp32() {
+        let Some((model_dir, ort)) = real_assets() else {
+            return;
+        };
+        let fp32 = OnnxEmbedder::load(&model_dir, &ort, 32, 256).unwrap();
+        let int8 = OnnxEmbedder::load_with(
+            &model_dir,
+            &ort,
+            &OnnxOptions {
+                onnx_file: Some("onnx/model_quantized.onnx".into()),
+                threads: Some(1),
+                ..OnnxOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(int8.model_id().starts_with("onnx:all-MiniLM-L6-v2:int8:"));
+        assert_ne!(int8.model_id(), fp32.model_id());
+        assert_eq!(int8.threads(), 1);
+        let t = "Ethanol fuel needs energy to grow, ferment and distil.";
+        let c = cosine(&fp32.embed_query(t).unwrap(), &int8.embed_query(t).unwrap());
+        assert!(c > 0.98, "{c}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn real_runtime_loads_once_and_refuses_a_second_library() {
+        let Some((model_dir, ort)) = real_assets() else {
+            return;
+        };
+        runtime::environment(&ort).unwrap();
+        // The same library again, also through a symlink: fine.
+        runtime::environment(&ort).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("libonnxruntime.so");
+        std::os::unix::fs::symlink(std::fs::canonicalize(&ort).unwrap(), &link).unwrap();
+        runtime::environment(&link).unwrap();
+        // A different file: a clear error naming both, not a panic or a silent reuse.
+        let copy = dir.path().join("libonnxruntime.so.copy");
+        std::fs::copy(&ort, &copy).unwrap();
+        let err = OnnxEmbedder::load(&model_dir, &copy, 32, 256)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already loaded"), "{err}");
+        assert!(err.contains("libonnxruntime.so.copy"), "{err}");
+        assert_eq!(
+            runtime::loaded_path().unwrap(),
+            std::fs::canonicalize(&ort).unwrap()
+        );
+    }
+
+    #[test]
+    fn real_runtime_with_a_broken_graph_names_the_graph() {
+        let Some((_, ort)) = real_assets() else {
+            return;
+        };
+        let dir = fake_model_dir();
+        let err = OnnxEmbedder::load(dir.path(), &ort, 32, 256).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{msg}");
+        assert!(msg.contains("onnx/model.onnx"), "{msg}");
+    }
+
+    #[test]
+    fn missing_model_dir_names_the_path() {
+        let err = OnnxEmbedder::load(
+            Path::new("/nonexistent/models/default"),
+            Path::new("/nonexistent/libonnxruntime.so"),
+            32,
+            256,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{msg}");
+        assert!(msg.contains("/nonexistent/models/default"), "{msg}");
+        assert!(msg.contains("does not exist"), "{msg}");
+    }
+
+    #[test]
+    fn incomplete_model_dir_names_the_missing_file() {
+        let dir = fake_model_dir();
+        std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+        let err = OnnxEmbedder::load(dir.path(), Path::new("/x.so"), 32, 256)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+
+        let dir = fake_model_dir();
+        let err = OnnxEmbedder::load_with(
+            dir.path(),
+            Path::new("/x.so"),
+            &OnnxOptions {
+                onnx_file: Some("onnx/model_quantized.onnx".into()),
+                ..OnnxOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("onnx/model_quantized.onnx"), "{err}");
+    }
+
+    #[test]
+    fn missing_runtime_and_non_library_name_the_path() {
+        let dir = fake_model_dir();
+        let err = OnnxEmbedder::load(dir.path(), Path::new("/nonexistent/libort.so"), 32, 256)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{msg}");
+        assert!(msg.contains("/nonexistent/libort.so"), "{msg}");
+        assert!(msg.contains("ORT_DYLIB_PATH"), "{msg}");
+
+        let not_lib = dir.path().join("libonnxruntime.so");
+        std::fs::write(&not_lib, "#!/bin/sh\necho hi\n").unwrap();
+        let err = OnnxEmbedder::load(dir.path(), &not_lib, 32, 256)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a shared library"), "{err}");
+        assert!(err.contains(&not_lib.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn bad_options_name_the_setting() {
+        let dir = fake_model_dir();
+        let opts = |f: fn(&mut OnnxOptions)| {
+            let mut o = OnnxOptions::default();
+            f(&mut o);
+            OnnxEmbedder::load_with(dir.path(), Path::new("/x.so"), &o)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(opts(|o| o.batch_size = 0).contains("batch_size"));
+        assert!(opts(|o| o.max_length = 0).contains("max_length"));
+        assert!(opts(|o| o.threads = Some(0)).contains("threads"));
+    }
+
+    #[test]
+    fn pooling_config_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        assert_eq!(read_pooling(&p).unwrap(), Pooling::Mean, "absent: mean");
+        std::fs::write(
+            &p,
+            r#"{"pooling_mode_cls_token":true,"pooling_mode_mean_tokens":false}"#,
+        )
+        .unwrap();
+        assert_eq!(read_pooling(&p).unwrap(), Pooling::Cls);
+        std::fs::write(&p, r#"{"pooling_mode_mean_tokens":true}"#).unwrap();
+        assert_eq!(read_pooling(&p).unwrap(), Pooling::Mean);
+        std::fs::write(&p, r#"{"pooling_mode_max_tokens":true}"#).unwrap();
+        let err = read_pooling(&p).unwrap_err().to_string();
+        assert!(err.contains("pooling_mode_max_tokens"), "{err}");
+        std::fs::write(&p, "not json").unwrap();
+        assert!(
+            read_pooling(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("config.json")
+        );
+    }
+
+    #[test]
+    fn variant_and_fingerprint() {
+        assert_eq!(variant_of(Path::new("onnx/model.onnx")), "fp32");
+        assert_eq!(variant_of(Path::new("onnx/model_quantized.onnx")), "int8");
+        assert_eq!(variant_of(Path::new("onnx/model_fp16.onnx")), "fp16");
+        assert_eq!(variant_of(Path::new("custom.onnx")), "custom");
+
+        let a = vec![1u8; 3 * 1024 * 1024];
+        let mut b = a.clone();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        b[0] = 2;
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&a[1..]));
+        assert_eq!(fingerprint(b"small").len(), 8);
+    }
+}

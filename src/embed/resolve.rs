@@ -1,0 +1,394 @@
+//! [`resolve`]: from [`Settings`] and the data folder to an embedder (or none), applying the
+//! discovery rules. Only reads the filesystem; the one network-facing embedder is built without
+//! making a request.
+
+use super::onnx::DEFAULT_ONNX_FILE;
+use super::openai::{DEFAULT_BASE_URL, DEFAULT_MODEL};
+use super::{
+    Embedder, Error, OnnxEmbedder, OnnxOptions, OpenAiEmbedder, Provider, Resolved, Settings,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Applies the discovery rules and loads. Blocking (reading and optimising an ONNX graph takes
+/// a second or two): call it from `spawn_blocking` when in async code.
+///
+/// - `none`: no embedder; keyword retrieval only.
+/// - `openai`: [`OpenAiEmbedder`] at `base_url` (default OpenAI's) with `model` (default
+///   `text-embedding-3-small`); no request is made here.
+/// - `onnx`: the model folder `model_dir` (default `<data>/models/default`) with the library
+///   `ort_dylib_path`, else one found beside the executable or under `<data>/runtime/`.
+/// - unset (auto): ONNX when a model folder and a runtime library are both configured or found;
+///   otherwise OpenAI when `base_url` is set; otherwise none, with a description of what was
+///   looked for.
+///
+/// Anything explicitly configured but missing or broken is an `Err` naming the path or setting
+/// (never a panic). Auto mode with nothing found is `Ok` with no embedder.
+pub fn resolve(settings: &Settings, data_dir: &Path) -> Result<Resolved, Error> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    resolve_with(settings, data_dir, exe_dir.as_deref())
+}
+
+/// [`resolve`] with the executable's folder given, so tests control discovery.
+fn resolve_with(
+    settings: &Settings,
+    data_dir: &Path,
+    exe_dir: Option<&Path>,
+) -> Result<Resolved, Error> {
+    if settings.batch_size == 0 {
+        return Err(Error::Config(
+            "batch_size (EMBEDDINGS_BATCH_SIZE) must be at least 1".into(),
+        ));
+    }
+    let default_model_dir = data_dir.join("models").join("default");
+    let runtime_dir = data_dir.join("runtime");
+    match settings.provider {
+        Some(Provider::None) => Ok(Resolved {
+            embedder: None,
+            description: "none: keyword retrieval only (EMBEDDINGS_PROVIDER=none)".into(),
+        }),
+        Some(Provider::Openai) => openai(settings),
+        Some(Provider::Onnx) => {
+            let model_dir = settings.model_dir.clone().unwrap_or(default_model_dir);
+            let ort = match &settings.ort_dylib_path {
+                Some(p) => p.clone(),
+                None => find_runtime(exe_dir, &runtime_dir).ok_or_else(|| {
+                    Error::Config(format!(
+                        "EMBEDDINGS_PROVIDER=onnx but no ONNX Runtime library was found: set \
+                         ORT_DYLIB_PATH or put libonnxruntime.so beside the executable or under {}",
+                        runtime_dir.display()
+                    ))
+                })?,
+            };
+            onnx(settings, &model_dir, &ort)
+        }
+        None => {
+            // Paths set explicitly are intent: their problems are errors, not a quiet fallback.
+            let explicit = settings.model_dir.is_some() || settings.ort_dylib_path.is_some();
+            let model_dir = settings
+                .model_dir
+                .clone()
+                .unwrap_or_else(|| default_model_dir.clone());
+            let ort = settings
+                .ort_dylib_path
+                .clone()
+                .or_else(|| find_runtime(exe_dir, &runtime_dir));
+            let graph = model_dir.join(
+                settings
+                    .onnx_file
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_ONNX_FILE)),
+            );
+            let model_found = graph.is_file();
+            match ort {
+                Some(ort) if explicit || model_found => onnx(settings, &model_dir, &ort),
+                None if settings.model_dir.is_some() => Err(Error::Config(format!(
+                    "EMBEDDINGS_MODEL_DIR is {} but no ONNX Runtime library was found: set \
+                     ORT_DYLIB_PATH or put libonnxruntime.so beside the executable or under {}",
+                    model_dir.display(),
+                    runtime_dir.display()
+                ))),
+                _ if settings.base_url.is_some() => openai(settings),
+                None if model_found => Ok(Resolved {
+                    embedder: None,
+                    description: format!(
+                        "none: keyword retrieval only (found a model at {} but no ONNX Runtime \
+                         library beside the executable{} or under {}; set ORT_DYLIB_PATH)",
+                        model_dir.display(),
+                        exe_dir
+                            .map(|d| format!(" ({})", d.display()))
+                            .unwrap_or_default(),
+                        runtime_dir.display()
+                    ),
+                }),
+                _ => Ok(Resolved {
+                    embedder: None,
+                    description: format!(
+                        "none: keyword retrieval only (no model found at {})",
+                        model_dir.display()
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+fn onnx(settings: &Settings, model_dir: &Path, ort: &Path) -> Result<Resolved, Error> {
+    let embedder = OnnxEmbedder::load_with(
+        model_dir,
+        ort,
+        &OnnxOptions {
+            batch_size: settings.batch_size,
+            max_length: settings.max_length,
+            onnx_file: settings.onnx_file.clone(),
+            threads: settings.threads,
+        },
+    )?;
+    let description = embedder.description();
+    Ok(Resolved {
+        embedder: Some(Arc::new(embedder) as Arc<dyn Embedder>),
+        description,
+    })
+}
+
+fn openai(settings: &Settings) -> Result<Resolved, Error> {
+    let base_url = settings.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+    let model = settings.model.as_deref().unwrap_or(DEFAULT_MODEL);
+    let api_key = settings.api_key.as_deref().filter(|k| !k.trim().is_empty());
+    if settings.base_url.is_none() && api_key.is_none() {
+        return Err(Error::Config(
+            "EMBEDDINGS_PROVIDER=openai with the default EMBEDDINGS_BASE_URL (api.openai.com) \
+             needs EMBEDDINGS_API_KEY; for Ollama, LM Studio or vLLM set EMBEDDINGS_BASE_URL"
+                .into(),
+        ));
+    }
+    let embedder = OpenAiEmbedder::new(base_url, model, api_key, settings.dimensions)?
+        .with_batch_size(settings.batch_size);
+    let description = embedder.description();
+    Ok(Resolved {
+        embedder: Some(Arc::new(embedder) as Arc<dyn Embedder>),
+        description,
+    })
+}
+
+/// An ONNX Runtime library beside the executable, else under `<data>/runtime/` or one folder
+/// below it (an unpacked release keeps the version in its folder name). The highest version
+/// wins, so dropping in a newer release needs no config change.
+fn find_runtime(exe_dir: Option<&Path>, runtime_dir: &Path) -> Option<PathBuf> {
+    if let Some(found) = exe_dir.and_then(|d| best_library_in(&[d.to_path_buf()])) {
+        return Some(found);
+    }
+    let mut dirs = vec![runtime_dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(runtime_dir) {
+        dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    best_library_in(&dirs)
+}
+
+fn best_library_in(dirs: &[PathBuf]) -> Option<PathBuf> {
+    dirs.iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let version = library_version(&name)?;
+            e.path().is_file().then(|| (version, e.path()))
+        })
+        .max()
+        .map(|(_, path)| path)
+}
+
+/// The version in an ONNX Runtime library file name (`libonnxruntime.so.1.32.0` -> [1, 32, 0],
+/// `libonnxruntime.so` -> []), or None for other files such as
+/// `libonnxruntime_providers_shared.so`.
+fn library_version(name: &str) -> Option<Vec<u32>> {
+    let rest = name.strip_prefix(&format!("{}onnxruntime", std::env::consts::DLL_PREFIX))?;
+    let suffix = std::env::consts::DLL_SUFFIX;
+    // Linux puts the version after the suffix, macOS before it.
+    let version = rest
+        .strip_prefix(suffix)
+        .or_else(|| rest.strip_suffix(suffix))?;
+    if version.is_empty() {
+        return Some(Vec::new());
+    }
+    version
+        .strip_prefix('.')?
+        .split('.')
+        .map(|p| p.parse::<u32>().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(provider: Option<Provider>) -> Settings {
+        Settings {
+            provider,
+            ..Settings::default()
+        }
+    }
+
+    fn model_layout(dir: &Path) {
+        std::fs::create_dir_all(dir.join("onnx")).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), "{}").unwrap();
+        std::fs::write(dir.join("tokenizer_config.json"), "{}").unwrap();
+        std::fs::write(dir.join("onnx/model.onnx"), "graph").unwrap();
+    }
+
+    #[test]
+    fn none_means_keyword_only() {
+        let data = tempfile::tempdir().unwrap();
+        let r = resolve_with(&settings(Some(Provider::None)), data.path(), None).unwrap();
+        assert!(r.embedder.is_none());
+        assert!(r.description.starts_with("none: keyword retrieval only"));
+    }
+
+    #[test]
+    fn auto_with_nothing_found_is_keyword_only_and_says_where_it_looked() {
+        let data = tempfile::tempdir().unwrap();
+        let r = resolve_with(&Settings::default(), data.path(), None).unwrap();
+        assert!(r.embedder.is_none());
+        let expected = data.path().join("models").join("default");
+        assert!(
+            r.description.contains(&expected.display().to_string()),
+            "{}",
+            r.description
+        );
+    }
+
+    #[test]
+    fn auto_with_a_model_but_no_runtime_says_so() {
+        let data = tempfile::tempdir().unwrap();
+        model_layout(&data.path().join("models/default"));
+        let exe = tempfile::tempdir().unwrap();
+        let r = resolve_with(&Settings::default(), data.path(), Some(exe.path())).unwrap();
+        assert!(r.embedder.is_none());
+        assert!(
+            r.description.contains("no ONNX Runtime library"),
+            "{}",
+            r.description
+        );
+        assert!(r.description.contains("runtime"), "{}", r.description);
+    }
+
+    #[test]
+    fn auto_with_both_found_loads_onnx_and_reports_its_errors() {
+        // A runtime "found" under <data>/runtime/<release>/ is used; this one is fake, so the
+        // load fails, and because files were found that is an error, not a silent fallback.
+        let data = tempfile::tempdir().unwrap();
+        model_layout(&data.path().join("models/default"));
+        let rt = data.path().join("runtime/onnxruntime-1.32.0");
+        std::fs::create_dir_all(&rt).unwrap();
+        std::fs::write(rt.join("libonnxruntime.so.1.32.0"), "fake").unwrap();
+        let err = resolve_with(&Settings::default(), data.path(), None).unwrap_err();
+        assert!(
+            err.to_string().contains("libonnxruntime.so.1.32.0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn explicit_onnx_without_runtime_or_model_is_an_error() {
+        let data = tempfile::tempdir().unwrap();
+        let err = resolve_with(&settings(Some(Provider::Onnx)), data.path(), None).unwrap_err();
+        assert!(err.to_string().contains("ORT_DYLIB_PATH"), "{err}");
+
+        let s = Settings {
+            provider: Some(Provider::Onnx),
+            ort_dylib_path: Some("/nonexistent/libonnxruntime.so".into()),
+            ..Settings::default()
+        };
+        let err = resolve_with(&s, data.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("models/default") && err.contains("does not exist"),
+            "{err}"
+        );
+
+        // In auto mode too: a configured model folder is intent.
+        let s = Settings {
+            model_dir: Some(data.path().join("elsewhere")),
+            ..Settings::default()
+        };
+        let err = resolve_with(&s, data.path(), None).unwrap_err().to_string();
+        assert!(err.contains("elsewhere"), "{err}");
+    }
+
+    #[test]
+    fn openai_is_built_without_a_request() {
+        let data = tempfile::tempdir().unwrap();
+        let s = Settings {
+            provider: Some(Provider::Openai),
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+            model: Some("nomic-embed-text".into()),
+            ..Settings::default()
+        };
+        let r = resolve_with(&s, data.path(), None).unwrap();
+        let e = r.embedder.unwrap();
+        assert_eq!(e.model_id(), "openai:nomic-embed-text");
+        assert_eq!(e.dimensions(), 0);
+        assert!(
+            r.description.contains("http://127.0.0.1:9/v1/embeddings"),
+            "{}",
+            r.description
+        );
+
+        // Auto mode with only a base URL picks it too.
+        let s = Settings {
+            provider: None,
+            ..s
+        };
+        assert!(
+            resolve_with(&s, data.path(), None)
+                .unwrap()
+                .embedder
+                .is_some()
+        );
+
+        // OpenAI itself without a key is a configuration error, not a 401 at the first job.
+        let err = resolve_with(&settings(Some(Provider::Openai)), data.path(), None).unwrap_err();
+        assert!(err.to_string().contains("EMBEDDINGS_API_KEY"), "{err}");
+        let s = Settings {
+            provider: Some(Provider::Openai),
+            api_key: Some("sk-x".into()),
+            dimensions: Some(1536),
+            ..Settings::default()
+        };
+        let r = resolve_with(&s, data.path(), None).unwrap();
+        assert_eq!(
+            r.embedder.unwrap().model_id(),
+            "openai:text-embedding-3-small"
+        );
+        assert!(r.description.contains("1536 dims"), "{}", r.description);
+    }
+
+    #[test]
+    fn runtime_discovery_prefers_the_executable_folder_then_the_highest_version() {
+        let exe = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let rt = data.path().join("runtime");
+        std::fs::create_dir_all(rt.join("onnxruntime-1.32.0")).unwrap();
+        std::fs::write(rt.join("libonnxruntime.so.1.24.1"), "x").unwrap();
+        std::fs::write(rt.join("onnxruntime-1.32.0/libonnxruntime.so.1.32.0"), "x").unwrap();
+        std::fs::write(rt.join("libonnxruntime_providers_shared.so"), "x").unwrap();
+        assert_eq!(
+            find_runtime(Some(exe.path()), &rt),
+            Some(rt.join("onnxruntime-1.32.0/libonnxruntime.so.1.32.0"))
+        );
+        std::fs::write(exe.path().join("libonnxruntime.so"), "x").unwrap();
+        assert_eq!(
+            find_runtime(Some(exe.path()), &rt),
+            Some(exe.path().join("libonnxruntime.so"))
+        );
+        assert_eq!(find_runtime(None, &data.path().join("nothing")), None);
+    }
+
+    #[test]
+    fn library_names() {
+        assert_eq!(library_version("libonnxruntime.so"), Some(vec![]));
+        assert_eq!(
+            library_version("libonnxruntime.so.1.32.0"),
+            Some(vec![1, 32, 0])
+        );
+        assert_eq!(library_version("libonnxruntime_providers_shared.so"), None);
+        assert_eq!(library_version("libonnxruntime.so.bak"), None);
+        assert_eq!(library_version("libfoo.so"), None);
+    }
+
+    #[test]
+    fn zero_batch_size_is_a_config_error() {
+        let data = tempfile::tempdir().unwrap();
+        let s = Settings {
+            batch_size: 0,
+            ..Settings::default()
+        };
+        assert!(
+            resolve_with(&s, data.path(), None)
+                .unwrap_err()
+                .to_string()
+                .contains("batch_size")
+        );
+    }
+}
