@@ -1162,16 +1162,12 @@ mod tests {
         e.finish().unwrap()
     }
 
-    fn flate_bomb(len: usize) -> Vec<u8> {
-        let mut e = ZlibEncoder::new(Vec::new(), Compression::best());
-        let block = vec![b' '; 64 * 1024];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(block.len());
-            e.write_all(&block[..n]).unwrap();
-            left -= n;
-        }
-        e.finish().unwrap()
+    /// A zlib stream inflating to `mib` MiB of spaces (truncated after that: readers stop at
+    /// our limit first).
+    fn flate_bomb(mib: usize) -> Vec<u8> {
+        let mut bomb = vec![0x78, 0x9C];
+        bomb.extend(fixtures::deflate_spaces(b"", mib));
+        bomb
     }
 
     #[test]
@@ -1430,7 +1426,7 @@ mod tests {
     #[test]
     fn content_stream_bomb_hits_the_inflation_limit() {
         let mut pdf = Pdf::new();
-        let bomb = flate_bomb(8 * 1024 * 1024);
+        let bomb = flate_bomb(8);
         assert!(bomb.len() < 64 * 1024);
         let stream =
             Stream::new(dictionary! { "Filter" => "FlateDecode" }, bomb).with_compression(false);
@@ -1447,7 +1443,7 @@ mod tests {
         ));
         // The budget is per document: many pages under the per-page size still add up.
         let mut pdf = Pdf::new();
-        let text = b"BT /F1 12 Tf 72 700 Td (ok) Tj ET ".repeat(2_000);
+        let text = b"BT /F1 12 Tf 72 700 Td (ok) Tj ET ".repeat(1_000);
         for _ in 0..40 {
             let s = Stream::new(dictionary! { "Filter" => "FlateDecode" }, zlib(&text))
                 .with_compression(false);
@@ -1463,9 +1459,26 @@ mod tests {
     }
 
     #[test]
+    fn gigabyte_content_stream_with_default_limits() {
+        // zlib header + deflate data for ~1 GiB of spaces, about 1 MB on disk.
+        let bomb = flate_bomb(1024);
+        assert!(bomb.len() < 2 * 1024 * 1024);
+        let mut pdf = Pdf::new();
+        let stream =
+            Stream::new(dictionary! { "Filter" => "FlateDecode" }, bomb).with_compression(false);
+        let id = pdf.doc.add_object(stream);
+        pdf.page_with_content(id);
+        let bytes = pdf.finish(false);
+        assert!(matches!(
+            parse(Kind::Pdf, &bytes, &Limits::default()),
+            Err(Error::DecompressionLimit)
+        ));
+    }
+
+    #[test]
     fn to_unicode_bomb_hits_the_inflation_limit() {
         let mut pdf = Pdf::new();
-        let bomb = flate_bomb(8 * 1024 * 1024);
+        let bomb = flate_bomb(8);
         let cmap = pdf.doc.add_object(
             Stream::new(dictionary! { "Filter" => "FlateDecode" }, bomb).with_compression(false),
         );
@@ -1499,7 +1512,7 @@ mod tests {
     #[test]
     fn load_time_stream_bomb_hits_the_inflation_limit() {
         // A cross-reference stream (decoded while loading) that inflates to 8 MB.
-        let bomb = flate_bomb(8 * 1024 * 1024);
+        let bomb = flate_bomb(8);
         let mut pdf = b"%PDF-1.5\n".to_vec();
         let offset = pdf.len();
         pdf.extend_from_slice(
