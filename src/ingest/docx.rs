@@ -335,6 +335,13 @@ impl Styles {
         None
     }
 
+    /// Table-of-contents entries (built-in styles "toc 1".."toc 9", "TOC Heading") repeat the
+    /// headings with page numbers: noise for retrieval.
+    fn is_toc(&self, id: &str) -> bool {
+        let toc = |s: &str| s.trim().to_ascii_lowercase().starts_with("toc");
+        toc(id) || self.0.get(id).is_some_and(|def| toc(&def.name))
+    }
+
     fn numbered(&self, id: &str) -> bool {
         let mut current = Some(id);
         for _ in 0..MAX_STYLE_CHAIN {
@@ -616,6 +623,9 @@ impl<'s> Body<'s> {
             return Ok(());
         }
         let style = p.style.as_deref();
+        if style.is_some_and(|s| self.styles.is_toc(s)) {
+            return Ok(());
+        }
         let heading = p
             .outline
             .map(Heading::Level)
@@ -720,6 +730,41 @@ mod tests {
         assert!(parsed.sections.iter().all(|s| s.text != "Holidays"));
         // Entities and non-ASCII text survive.
         find("Caf\u{e9} & Co <Ltd>");
+    }
+
+    #[test]
+    fn table_of_contents_deleted_text_and_fallback_duplicates_are_skipped() {
+        let xml = r#"<w:document xmlns:w="w" xmlns:mc="mc"><w:body>
+            <w:p><w:pPr><w:pStyle w:val="TOC1"/></w:pPr><w:r><w:t>Introduction 1</w:t></w:r></w:p>
+            <w:p><w:pPr><w:pStyle w:val="Heading1"/><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs></w:pPr><w:r><w:t>Introduction</w:t></w:r></w:p>
+            <w:p><w:r><w:t xml:space="preserve">Kept </w:t></w:r><w:del><w:r><w:delText>deleted</w:delText></w:r></w:del><w:ins><w:r><w:t>inserted</w:t></w:r></w:ins>
+              <w:r><mc:AlternateContent><mc:Choice><w:drawing><w:txbxContent><w:p><w:r><w:t>Box text</w:t></w:r></w:p></w:txbxContent></w:drawing></mc:Choice>
+              <mc:Fallback><w:pict><w:txbxContent><w:p><w:r><w:t>Box text</w:t></w:r></w:p></w:txbxContent></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>
+            <w:p><w:pPr><w:outlineLvl w:val="1"/></w:pPr><w:r><w:t>Direct outline level</w:t></w:r></w:p>
+            <w:p><w:r><w:t>Under it</w:t><w:tab/><w:t>tabbed</w:t></w:r></w:p>
+        </w:body></w:document>"#;
+        let parsed = parse(Kind::Docx, &fixtures::docx_raw(xml), &Limits::default()).unwrap();
+        let got: Vec<(&str, Vec<&str>)> = parsed
+            .sections
+            .iter()
+            .map(|s| {
+                (
+                    s.text.as_str(),
+                    s.headings.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Box text", vec!["Introduction"]),
+                ("Kept inserted", vec!["Introduction"]),
+                (
+                    "Under it tabbed",
+                    vec!["Introduction", "Direct outline level"]
+                ),
+            ]
+        );
     }
 
     #[test]
