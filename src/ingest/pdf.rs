@@ -2,8 +2,8 @@
 //! reading order; we do not re-sort by position, which scrambles multi-column layouts), decoded
 //! through lopdf's font encodings (ToUnicode CMaps, WinAnsi/MacRoman/Standard, Differences),
 //! with line and word breaks recovered from text positions, headings from the outline
-//! (bookmarks) or, without one, from font sizes larger than the body text, and title/author
-//! from the Info dictionary.
+//! (bookmarks) or, without one, from font sizes larger than the body text, running headers,
+//! footers and page numbers dropped, and title/author from the Info dictionary.
 //!
 //! Bounds, and why they hold:
 //! - Page count: `/Count` of the page tree is checked right after loading, and pages are then
@@ -12,9 +12,11 @@
 //!   by `max_bytes`: a 10,000-page file with a shared content stream loads in milliseconds.
 //! - Decompression: lopdf 0.47 bounds each stream it inflates while loading (object and xref
 //!   streams) via `LoadOptions::max_decompressed_size`; we set it to the smaller of
-//!   `max_inflated_bytes` and 64 MB. Everything inflated afterwards (page content, form
-//!   XObjects, ToUnicode CMaps) goes through lopdf's `*_with_limit` calls against the
-//!   document's remaining `max_inflated_bytes` budget, so the total is bounded too.
+//!   `max_inflated_bytes` and 64 MB. That bound is per stream (lopdf has no total for the
+//!   load), so memory stays bounded while a file packed with many near-limit object streams
+//!   can still cost CPU. Everything inflated afterwards (page content, form XObjects,
+//!   ToUnicode CMaps) goes through lopdf's `*_with_limit` calls against the document's
+//!   remaining `max_inflated_bytes` budget, so that total is bounded.
 //! - Recursion: form XObjects nest at most 8 deep (cycles are cut), the graphics-state stack is
 //!   capped, and the outline is walked with an explicit stack and a visited set.
 //! - Encrypted files: lopdf opens files encrypted with an empty user password (permission-only
