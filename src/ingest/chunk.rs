@@ -82,10 +82,16 @@ impl Chunker {
         self.sizer.size(text)
     }
 
-    /// Chunks of at most `max_tokens` tokens, consecutive chunks of one group sharing up to
-    /// `overlap` tokens. Consecutive sections with the same page and heading path are merged
-    /// (joined as paragraphs) before splitting, so small paragraphs share chunks; sections with
-    /// a different page or heading path never do. `overlap` is clamped below `max_tokens`.
+    /// Chunks of at most `max_tokens` tokens. Consecutive sections with the same page and
+    /// heading path are merged (joined as paragraphs) while they fit, so small paragraphs share
+    /// chunks; sections with a different page or heading path never do. A section too large
+    /// for one chunk is split by text-splitter at its largest semantic boundaries (paragraphs,
+    /// lines, sentences, words), its pieces sharing up to `overlap` tokens; `overlap` is
+    /// clamped below `max_tokens`.
+    ///
+    /// Each section is tokenized once to plan the merge and each chunk once more for its exact
+    /// count, so the cost stays linear in the text; only oversized sections go through
+    /// text-splitter's search for split points.
     pub fn chunk(&self, parsed: &Parsed, max_tokens: usize, overlap: usize) -> Vec<ChunkText> {
         let capacity = max_tokens.max(1);
         let overlap = overlap.min(capacity - 1);
@@ -95,30 +101,96 @@ impl Chunker {
             Err(_) => ChunkConfig::new(capacity),
         };
         let splitter = TextSplitter::new(config.with_sizer(&self.sizer));
+        let separator = self.sizer.size(SEPARATOR);
 
         let mut chunks = Vec::new();
-        for (page, headings, text) in groups(parsed) {
-            let pieces = catch_unwind(AssertUnwindSafe(|| {
-                splitter
-                    .chunks(&text)
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            }))
-            .unwrap_or_else(|_| self.hard_split(&text, capacity));
-            for piece in pieces {
-                if piece.trim().is_empty() {
+        let groups = parsed
+            .sections
+            .chunk_by(|a, b| a.page == b.page && a.headings == b.headings);
+        for group in groups {
+            let Some(first) = group.first() else { continue };
+            let mut pieces = Vec::new();
+            let mut open = Open::default();
+            for section in group {
+                let text = section.text.trim();
+                if text.is_empty() {
                     continue;
                 }
-                let token_count = u32::try_from(self.sizer.size(&piece)).unwrap_or(u32::MAX);
-                chunks.push(ChunkText {
-                    text: piece,
-                    page,
-                    headings: headings.to_vec(),
-                    token_count,
-                });
+                let tokens = self.sizer.size(text);
+                if tokens > capacity {
+                    self.close(&mut open, &splitter, capacity, &mut pieces);
+                    let mut split = self.split(&splitter, text, capacity);
+                    // The remainder stays open so the following small sections can join it.
+                    let last = split.pop();
+                    for piece in split {
+                        let tokens = self.sizer.size(&piece);
+                        pieces.push((piece, tokens));
+                    }
+                    if let Some(last) = last {
+                        open.tokens = self.sizer.size(&last);
+                        open.text = last;
+                    }
+                    continue;
+                }
+                // Token counts are close to additive (exactly, for WordPiece); the separator's
+                // own count keeps the estimate on the safe side, and `close` checks it.
+                if !open.text.is_empty() && open.tokens + separator + tokens > capacity {
+                    self.close(&mut open, &splitter, capacity, &mut pieces);
+                }
+                if open.text.is_empty() {
+                    open.text.push_str(text);
+                    open.tokens = tokens;
+                } else {
+                    open.text.push_str(SEPARATOR);
+                    open.text.push_str(text);
+                    open.tokens += separator + tokens;
+                }
             }
+            self.close(&mut open, &splitter, capacity, &mut pieces);
+            chunks.extend(pieces.into_iter().map(|(text, tokens)| ChunkText {
+                text,
+                page: first.page,
+                headings: first.headings.clone(),
+                token_count: u32::try_from(tokens).unwrap_or(u32::MAX),
+            }));
         }
         chunks
+    }
+
+    /// Ends the open chunk with its exact token count; if merging made it larger than the
+    /// estimate allowed for (a tokenizer that is not additive), it is split again.
+    fn close(
+        &self,
+        open: &mut Open,
+        splitter: &TextSplitter<&Sizer>,
+        capacity: usize,
+        pieces: &mut Vec<(String, usize)>,
+    ) {
+        let text = std::mem::take(&mut open.text);
+        open.tokens = 0;
+        if text.trim().is_empty() {
+            return;
+        }
+        let tokens = self.sizer.size(&text);
+        if tokens <= capacity {
+            pieces.push((text, tokens));
+            return;
+        }
+        for piece in self.split(splitter, &text, capacity) {
+            let tokens = self.sizer.size(&piece);
+            pieces.push((piece, tokens));
+        }
+    }
+
+    fn split(&self, splitter: &TextSplitter<&Sizer>, text: &str, capacity: usize) -> Vec<String> {
+        catch_unwind(AssertUnwindSafe(|| {
+            splitter
+                .chunks(text)
+                .filter(|c| !c.trim().is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }))
+        .unwrap_or_else(|_| self.hard_split(text, capacity))
     }
 
     /// Last resort if text-splitter panics: cut at character boundaries, shrinking each piece
@@ -143,21 +215,14 @@ impl Chunker {
     }
 }
 
-/// Runs of consecutive sections sharing page and heading path, joined as paragraphs.
-fn groups(parsed: &Parsed) -> Vec<(Option<u32>, &[String], String)> {
-    let mut groups: Vec<(Option<u32>, &[String], String)> = Vec::new();
-    for section in &parsed.sections {
-        match groups.last_mut() {
-            Some((page, headings, text))
-                if *page == section.page && *headings == section.headings.as_slice() =>
-            {
-                text.push_str("\n\n");
-                text.push_str(&section.text);
-            }
-            _ => groups.push((section.page, &section.headings, section.text.clone())),
-        }
-    }
-    groups
+/// Sections are joined as paragraphs, the boundary text-splitter ranks highest.
+const SEPARATOR: &str = "\n\n";
+
+/// The chunk being filled.
+#[derive(Default)]
+struct Open {
+    text: String,
+    tokens: usize,
 }
 
 #[cfg(test)]
@@ -247,6 +312,27 @@ mod tests {
             chunks[0].text,
             chunks[1].text
         );
+    }
+
+    #[test]
+    fn remainder_of_a_split_section_absorbs_following_small_sections() {
+        let long = "Sentence number one is here. ".repeat(40); // 1160 chars, 290 tokens
+        let parsed = doc(vec![
+            section(&long, None, &[]),
+            section("Short tail.", None, &[]),
+            section("Another.", None, &[]),
+        ]);
+        let chunks = Chunker::approximate().chunk(&parsed, 100, 10);
+        let last = chunks.last().unwrap();
+        assert!(
+            last.text
+                .ends_with("Sentence number one is here.\n\nShort tail.\n\nAnother."),
+            "{last:?}"
+        );
+        assert!(chunks.iter().all(|c| c.token_count <= 100));
+        // Every sentence survives the split.
+        let joined: String = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert!(joined.matches("Sentence number one").count() >= 40);
     }
 
     #[test]

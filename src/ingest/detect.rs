@@ -10,6 +10,9 @@ use super::{Error, Kind, docx};
 /// Fails with [`Error::Unsupported`] (with a reason a user can act on) for images, executables,
 /// archives and other binary data, [`Error::InvalidUtf8`] for text in another encoding,
 /// [`Error::Encrypted`] for a password-protected Word file and [`Error::Empty`] for no bytes.
+///
+/// It reads at most the ZIP directory and `_rels/.rels` (1 MB budget) and validates UTF-8
+/// over the whole input; it does not apply `Limits::max_bytes`, so bound the upload first.
 pub fn detect(bytes: &[u8], file_name: &str, declared_mime: Option<&str>) -> Result<Kind, Error> {
     if bytes.is_empty() {
         return Err(Error::Empty);

@@ -2,8 +2,8 @@
 //! reading order; we do not re-sort by position, which scrambles multi-column layouts), decoded
 //! through lopdf's font encodings (ToUnicode CMaps, WinAnsi/MacRoman/Standard, Differences),
 //! with line and word breaks recovered from text positions, headings from the outline
-//! (bookmarks) or, without one, from font sizes larger than the body text, and title/author
-//! from the Info dictionary.
+//! (bookmarks) or, without one, from font sizes larger than the body text, running headers,
+//! footers and page numbers dropped, and title/author from the Info dictionary.
 //!
 //! Bounds, and why they hold:
 //! - Page count: `/Count` of the page tree is checked right after loading, and pages are then
@@ -12,9 +12,11 @@
 //!   by `max_bytes`: a 10,000-page file with a shared content stream loads in milliseconds.
 //! - Decompression: lopdf 0.47 bounds each stream it inflates while loading (object and xref
 //!   streams) via `LoadOptions::max_decompressed_size`; we set it to the smaller of
-//!   `max_inflated_bytes` and 64 MB. Everything inflated afterwards (page content, form
-//!   XObjects, ToUnicode CMaps) goes through lopdf's `*_with_limit` calls against the
-//!   document's remaining `max_inflated_bytes` budget, so the total is bounded too.
+//!   `max_inflated_bytes` and 64 MB. That bound is per stream (lopdf has no total for the
+//!   load), so memory stays bounded while a file packed with many near-limit object streams
+//!   can still cost CPU. Everything inflated afterwards (page content, form XObjects,
+//!   ToUnicode CMaps) goes through lopdf's `*_with_limit` calls against the document's
+//!   remaining `max_inflated_bytes` budget, so that total is bounded.
 //! - Recursion: form XObjects nest at most 8 deep (cycles are cut), the graphics-state stack is
 //!   capped, and the outline is walked with an explicit stack and a visited set.
 //! - Encrypted files: lopdf opens files encrypted with an empty user password (permission-only
@@ -76,6 +78,7 @@ pub(super) fn parse(bytes: &[u8], limits: &Limits) -> Result<Parsed, Error> {
         return Err(Error::ImageOnly);
     }
     let out = assemble(&page_lines, &outline, limits)?;
+    let title = title.or_else(|| first_page_title(&page_lines));
     let mut parsed = out.into_parsed(title, author);
     parsed.pages = Some(u32::try_from(pages.len()).unwrap_or(u32::MAX));
     Ok(parsed)
@@ -977,6 +980,109 @@ fn match_key(text: &str) -> String {
         .collect()
 }
 
+/// How a line relates to an outline title.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TitleMatch {
+    /// The line is the heading ("2.1 ASN.1 syntax" for the title "ASN.1 syntax").
+    Whole,
+    /// The line starts with the heading and goes on with body text.
+    Start,
+}
+
+fn title_match(line: &str, title_key: &str) -> Option<TitleMatch> {
+    if title_key.is_empty() {
+        return None;
+    }
+    let line = match_key(line);
+    if line == title_key {
+        return Some(TitleMatch::Whole);
+    }
+    // Section numbers the outline leaves out: "2.1", "A.1", "Chapter 3", "Appendix B".
+    if let Some(prefix) = line.strip_suffix(title_key) {
+        let numbered = {
+            let digits = prefix.trim_start_matches(|c: char| c.is_ascii_lowercase());
+            let word = &prefix[..prefix.len() - digits.len()];
+            let word_ok = word.len() <= 1
+                || matches!(
+                    word,
+                    "chapter" | "section" | "part" | "appendix" | "appendixa"
+                );
+            word_ok && digits.chars().all(|c| c.is_ascii_digit()) && prefix.len() <= 12
+        };
+        let appendix = matches!(prefix, "appendix" | "chapter" | "part" | "section")
+            || prefix
+                .strip_prefix("appendix")
+                .is_some_and(|r| r.len() == 1);
+        if !prefix.is_empty() && (numbered || appendix) {
+            return Some(TitleMatch::Whole);
+        }
+    }
+    (title_key.len() >= 4 && line.starts_with(title_key)).then_some(TitleMatch::Start)
+}
+
+/// Normalised text of a line for spotting running headers and footers: digits dropped (page
+/// numbers change), whitespace and case ignored.
+fn furniture_key(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_ascii_digit() && !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Lines to drop as page furniture: among the first two and last two lines of each page,
+/// those whose text (ignoring digits) recurs at the top or bottom of at least three pages,
+/// like running titles, "Chapter 2: ..." headers and page numbers.
+fn furniture(pages: &[Vec<Line>]) -> Vec<Vec<bool>> {
+    const EDGE: usize = 2;
+    const MIN_PAGES: usize = 3;
+    let mut drop: Vec<Vec<bool>> = pages.iter().map(|l| vec![false; l.len()]).collect();
+    if pages.iter().filter(|l| !l.is_empty()).count() < MIN_PAGES + 1 {
+        return drop;
+    }
+    let edges = |lines: &[Line]| -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..lines.len().min(EDGE)).collect();
+        idx.extend(lines.len().saturating_sub(EDGE).max(EDGE.min(lines.len()))..lines.len());
+        idx
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for lines in pages {
+        let keys: HashSet<String> = edges(lines)
+            .into_iter()
+            .map(|i| furniture_key(&lines[i].text))
+            .collect();
+        for key in keys {
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    for (lines, flags) in pages.iter().zip(drop.iter_mut()) {
+        for i in edges(lines) {
+            let key = furniture_key(&lines[i].text);
+            if key.chars().count() <= 80 && counts.get(&key).is_some_and(|n| *n >= MIN_PAGES) {
+                flags[i] = true;
+            }
+        }
+    }
+    drop
+}
+
+/// A title for documents without one in their Info dictionary: the largest text on the first
+/// page, if it stands out from the body text.
+fn first_page_title(pages: &[Vec<Line>]) -> Option<String> {
+    let body = body_size(pages);
+    let first = pages.first()?;
+    let top = first
+        .iter()
+        .max_by(|a, b| a.size.total_cmp(&b.size))
+        .filter(|l| (size_key(l.size) as f64) >= body as f64 * 1.15)?;
+    let title: Vec<&str> = first
+        .iter()
+        .filter(|l| size_key(l.size) == size_key(top.size))
+        .map(|l| l.text.as_str())
+        .take(MAX_HEADING_LINES)
+        .collect();
+    Some(title.join(" ")).filter(|t| t.chars().count() <= MAX_HEADING_CHARS)
+}
+
 /// Turns each page's lines into paragraphs under the heading path.
 fn assemble(
     pages: &[Vec<Line>],
@@ -989,23 +1095,24 @@ fn assemble(
     } else {
         HashMap::new()
     };
+    let furniture = furniture(pages);
     for (index, lines) in pages.iter().enumerate() {
         let page = Some(u32::try_from(index + 1).unwrap_or(u32::MAX));
+        // Running headers, footers and page numbers are not content.
+        let mut consumed = furniture[index].clone();
         // Outline entries for this page, anchored to the line that shows their title, or (if
         // no line does) to where the previous entry was found.
         let mut before: Vec<Vec<&OutlineEntry>> = vec![Vec::new(); lines.len() + 1];
-        let mut consumed = vec![false; lines.len()];
         let mut cursor = 0;
         for entry in outline.iter().filter(|e| e.page == index) {
             let key = match_key(&entry.title);
-            let found = (cursor..lines.len()).find(|&k| {
-                let line = match_key(&lines[k].text);
-                !key.is_empty() && (line == key || (line.starts_with(&key) && key.len() >= 4))
-            });
+            let found = (cursor..lines.len())
+                .filter(|&k| !consumed[k])
+                .find_map(|k| title_match(&lines[k].text, &key).map(|m| (k, m)));
             match found {
-                Some(k) => {
+                Some((k, how)) => {
                     before[k].push(entry);
-                    consumed[k] = match_key(&lines[k].text) == key;
+                    consumed[k] = how == TitleMatch::Whole;
                     cursor = k + 1;
                 }
                 None => before[cursor].push(entry),
@@ -1162,16 +1269,12 @@ mod tests {
         e.finish().unwrap()
     }
 
-    fn flate_bomb(len: usize) -> Vec<u8> {
-        let mut e = ZlibEncoder::new(Vec::new(), Compression::best());
-        let block = vec![b' '; 64 * 1024];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(block.len());
-            e.write_all(&block[..n]).unwrap();
-            left -= n;
-        }
-        e.finish().unwrap()
+    /// A zlib stream inflating to `mib` MiB of spaces (truncated after that: readers stop at
+    /// our limit first).
+    fn flate_bomb(mib: usize) -> Vec<u8> {
+        let mut bomb = vec![0x78, 0x9C];
+        bomb.extend(fixtures::deflate_spaces(b"", mib));
+        bomb
     }
 
     #[test]
@@ -1224,6 +1327,66 @@ mod tests {
         assert_eq!(find("Keep every").2, vec!["Expenses", "Receipts"]);
         // Bookmarked headings are not repeated as body text.
         assert!(got.iter().all(|s| s.0 != "Booking" && s.0 != "Meals"));
+    }
+
+    #[test]
+    fn running_headers_dropped_numbered_bookmarks_matched_title_from_first_page() {
+        let mut pdf = Pdf::new();
+        let bodies = [
+            ("1 Scope", "This handbook covers every office."),
+            ("1.2 Audience", "Managers and staff alike."),
+            ("2 Leave", "Leave is booked in the portal."),
+            ("2.1 Sick leave", "Call your manager before nine."),
+        ];
+        for (i, (heading, body)) in bodies.iter().enumerate() {
+            let footer = format!("Page {}", i + 1);
+            let mut lines = vec![(9.0, "ACME Handbook 2024"), (11.0, "")];
+            if i == 0 {
+                lines.push((20.0, "ACME Staff Handbook"));
+            }
+            lines.extend([
+                (11.0, *heading),
+                (11.0, *body),
+                (11.0, ""),
+                (9.0, footer.as_str()),
+            ]);
+            pdf.text_page(&lines);
+        }
+        pdf.bookmark(1, "Scope", 0, false);
+        pdf.bookmark(2, "Audience", 1, false);
+        pdf.bookmark(1, "2 Leave", 2, false);
+        pdf.bookmark(2, "Sick leave", 3, false);
+        let parsed = parse(Kind::Pdf, &pdf.finish(true), &Limits::default()).unwrap();
+        assert_eq!(parsed.title.as_deref(), Some("ACME Staff Handbook"));
+        assert_eq!(
+            sections(&parsed),
+            vec![
+                ("ACME Staff Handbook", Some(1), vec![]),
+                ("This handbook covers every office.", Some(1), vec!["Scope"]),
+                (
+                    "Managers and staff alike.",
+                    Some(2),
+                    vec!["Scope", "Audience"]
+                ),
+                ("Leave is booked in the portal.", Some(3), vec!["2 Leave"]),
+                (
+                    "Call your manager before nine.",
+                    Some(4),
+                    vec!["2 Leave", "Sick leave"]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn title_matching_accepts_section_numbers_only() {
+        let key = match_key("ASN.1 syntax");
+        assert!(title_match("2.1 ASN.1 syntax", &key) == Some(TitleMatch::Whole));
+        assert!(title_match("A.1 ASN.1 syntax", &key) == Some(TitleMatch::Whole));
+        assert!(title_match("Chapter 3 ASN.1 syntax", &key) == Some(TitleMatch::Whole));
+        assert!(title_match("ASN.1 syntax rules are strict", &key) == Some(TitleMatch::Start));
+        assert!(title_match("The ASN.1 syntax", &key).is_none());
+        assert!(title_match("anything", "").is_none());
     }
 
     /// ToUnicode CMaps (compressed, 2-byte Identity-H and 1-byte), a font whose /Encoding would
@@ -1430,7 +1593,7 @@ mod tests {
     #[test]
     fn content_stream_bomb_hits_the_inflation_limit() {
         let mut pdf = Pdf::new();
-        let bomb = flate_bomb(8 * 1024 * 1024);
+        let bomb = flate_bomb(8);
         assert!(bomb.len() < 64 * 1024);
         let stream =
             Stream::new(dictionary! { "Filter" => "FlateDecode" }, bomb).with_compression(false);
@@ -1447,7 +1610,7 @@ mod tests {
         ));
         // The budget is per document: many pages under the per-page size still add up.
         let mut pdf = Pdf::new();
-        let text = b"BT /F1 12 Tf 72 700 Td (ok) Tj ET ".repeat(2_000);
+        let text = b"BT /F1 12 Tf 72 700 Td (ok) Tj ET ".repeat(1_000);
         for _ in 0..40 {
             let s = Stream::new(dictionary! { "Filter" => "FlateDecode" }, zlib(&text))
                 .with_compression(false);
@@ -1463,9 +1626,26 @@ mod tests {
     }
 
     #[test]
+    fn gigabyte_content_stream_with_default_limits() {
+        // zlib header + deflate data for ~1 GiB of spaces, about 1 MB on disk.
+        let bomb = flate_bomb(1024);
+        assert!(bomb.len() < 2 * 1024 * 1024);
+        let mut pdf = Pdf::new();
+        let stream =
+            Stream::new(dictionary! { "Filter" => "FlateDecode" }, bomb).with_compression(false);
+        let id = pdf.doc.add_object(stream);
+        pdf.page_with_content(id);
+        let bytes = pdf.finish(false);
+        assert!(matches!(
+            parse(Kind::Pdf, &bytes, &Limits::default()),
+            Err(Error::DecompressionLimit)
+        ));
+    }
+
+    #[test]
     fn to_unicode_bomb_hits_the_inflation_limit() {
         let mut pdf = Pdf::new();
-        let bomb = flate_bomb(8 * 1024 * 1024);
+        let bomb = flate_bomb(8);
         let cmap = pdf.doc.add_object(
             Stream::new(dictionary! { "Filter" => "FlateDecode" }, bomb).with_compression(false),
         );
@@ -1499,7 +1679,7 @@ mod tests {
     #[test]
     fn load_time_stream_bomb_hits_the_inflation_limit() {
         // A cross-reference stream (decoded while loading) that inflates to 8 MB.
-        let bomb = flate_bomb(8 * 1024 * 1024);
+        let bomb = flate_bomb(8);
         let mut pdf = b"%PDF-1.5\n".to_vec();
         let offset = pdf.len();
         pdf.extend_from_slice(

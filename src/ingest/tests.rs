@@ -12,10 +12,13 @@ pub(crate) mod fixtures {
         match std::env::var_os("AIGENTABLE_TEST_MODEL_DIR") {
             Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
             _ => {
-                let msg = "SKIPPED: set AIGENTABLE_TEST_MODEL_DIR to a model directory with \
-                           tokenizer.json (e.g. /work/shared/models/all-MiniLM-L6-v2)";
-                println!("{msg}");
-                eprintln!("{msg}");
+                // Straight to stderr, not eprintln!: libtest captures the print macros of
+                // passing tests, and this line must show up in CI logs.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: set AIGENTABLE_TEST_MODEL_DIR to a model directory with \
+                     tokenizer.json (e.g. /work/shared/models/all-MiniLM-L6-v2)"
+                );
                 None
             }
         }
@@ -65,9 +68,7 @@ pub(crate) mod fixtures {
         let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
         zip.start_file("[Content_Types].xml", deflated()).unwrap();
         zip.write_all(CONTENT_TYPES.as_bytes()).unwrap();
-        let options = deflated()
-            .compression_level(Some(1))
-            .large_file(spaces > u32::MAX as usize / 2);
+        let options = deflated().large_file(spaces > u32::MAX as usize / 2);
         zip.start_file("word/document.xml", options).unwrap();
         write_bomb_document(&mut zip, spaces);
         zip.finish().unwrap().into_inner()
@@ -85,6 +86,77 @@ pub(crate) mod fixtures {
         let central = find(&bytes, b"PK\x01\x02").unwrap();
         bytes[central + 24..central + 28].copy_from_slice(&declared.to_le_bytes());
         bytes
+    }
+
+    /// Raw deflate data that inflates to `prefix` followed by about `mib` MiB of spaces, built
+    /// without compressing a gigabyte: after a sync flush, the encoding of 1 MiB of spaces
+    /// only refers back into a window that is all spaces, so one segment can be repeated. The
+    /// stream has no final block: a reader hits our limit long before the missing end.
+    pub fn deflate_spaces(prefix: &[u8], mib: usize) -> Vec<u8> {
+        use flate2::write::DeflateEncoder;
+        let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(prefix).unwrap();
+        enc.write_all(&[b' '; 64 * 1024]).unwrap();
+        enc.flush().unwrap();
+        let head = enc.get_ref().len();
+        enc.write_all(&vec![b' '; 1024 * 1024]).unwrap();
+        enc.flush().unwrap();
+        let segment = enc.get_ref()[head..].to_vec();
+        let mut out = enc.get_ref()[..head].to_vec();
+        for _ in 0..mib {
+            out.extend_from_slice(&segment);
+        }
+        out
+    }
+
+    /// A hand-written one-entry ZIP (stored as deflate) holding `word/document.xml` that
+    /// inflates to about 1 GiB of spaces, declaring `declared` uncompressed bytes.
+    pub fn docx_gigabyte_bomb(declared: u32) -> Vec<u8> {
+        let name = b"word/document.xml";
+        let data = deflate_spaces(
+            br#"<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:r><w:t>"#,
+            1024,
+        );
+        let compressed = u32::try_from(data.len()).unwrap();
+        let mut zip = Vec::new();
+        let header = |zip: &mut Vec<u8>, central: bool| {
+            zip.extend_from_slice(if central {
+                b"PK\x01\x02"
+            } else {
+                b"PK\x03\x04"
+            });
+            if central {
+                zip.extend_from_slice(&20u16.to_le_bytes()); // made by
+            }
+            zip.extend_from_slice(&20u16.to_le_bytes()); // needed
+            zip.extend_from_slice(&0u16.to_le_bytes()); // flags
+            zip.extend_from_slice(&8u16.to_le_bytes()); // deflate
+            zip.extend_from_slice(&[0, 0, 0x21, 0]); // time, date
+            zip.extend_from_slice(&0u32.to_le_bytes()); // crc (never checked: we stop first)
+            zip.extend_from_slice(&compressed.to_le_bytes());
+            zip.extend_from_slice(&declared.to_le_bytes());
+            zip.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            zip.extend_from_slice(&0u16.to_le_bytes()); // extra
+            if central {
+                zip.extend_from_slice(&[0; 6]); // comment len, disk, internal attrs
+                zip.extend_from_slice(&0u32.to_le_bytes()); // external attrs
+                zip.extend_from_slice(&0u32.to_le_bytes()); // local header offset
+            }
+            zip.extend_from_slice(name);
+        };
+        header(&mut zip, false);
+        zip.extend_from_slice(&data);
+        let central_at = zip.len();
+        header(&mut zip, true);
+        let central_len = zip.len() - central_at;
+        zip.extend_from_slice(b"PK\x05\x06");
+        zip.extend_from_slice(&[0; 4]);
+        zip.extend_from_slice(&1u16.to_le_bytes());
+        zip.extend_from_slice(&1u16.to_le_bytes());
+        zip.extend_from_slice(&(central_len as u32).to_le_bytes());
+        zip.extend_from_slice(&(central_at as u32).to_le_bytes());
+        zip.extend_from_slice(&0u16.to_le_bytes());
+        zip
     }
 
     /// A DOCX with `depth` nested elements in document.xml.
