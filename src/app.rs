@@ -64,8 +64,35 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             tracing::info!("created the first platform admin from ADMIN_EMAIL");
         }
     }
+    // Knowledge: models and indexes load here (blocking), before the port is bound.
+    let jobs = crate::jobs::Jobs::new(svc.store.clone());
+    let (s2, j2, es) = (svc.clone(), jobs.clone(), config.embed_settings());
+    let knowledge =
+        tokio::task::spawn_blocking(move || crate::knowledge::Knowledge::open(s2, j2, &es))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let knowledge = Arc::new(knowledge);
+    tracing::info!(embeddings = %knowledge.embeddings_description(), "knowledge base ready");
+    knowledge.register_jobs(&jobs);
+    let k2 = knowledge.clone();
+    tokio::task::spawn_blocking(move || k2.recover())
+        .await?
+        .map_err(|e| anyhow::anyhow!("rebuilding indexes: {e}"))?;
+    jobs.start(config.job_worker_count());
+    let resumed = jobs.recover()?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed unfinished jobs");
+    }
+    let engine = Arc::new(crate::agent::Engine {
+        svc: svc.clone(),
+        llm: crate::llm::Client::new(),
+        retriever: knowledge.clone(),
+    });
     let state = AppState::new(Inner {
         svc,
+        knowledge,
+        jobs,
+        engine,
         config: config.clone(),
         limits: api::ratelimit::Limits::from_config(&config),
         mailer,
@@ -90,6 +117,9 @@ pub async fn serve_with_listener(
         loop {
             tick.tick().await;
             limits_state.limits.prune();
+            let k = limits_state.knowledge.clone();
+            let _ = tokio::task::spawn_blocking(move || k.persist()).await;
+            metrics::gauge!("jobs_pending").set(limits_state.jobs.pending() as f64);
         }
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -114,6 +144,14 @@ pub async fn serve_with_listener(
         }
     }
     pruner.abort();
+    let _ = pruner.await;
+    // Let workers finish or park their current job, then write the vector indexes.
+    let st = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        st.jobs.shutdown();
+        st.knowledge.persist();
+    })
+    .await;
     // The store closes when the last handle drops; commits are already durable.
     drop(state);
     tracing::info!("stopped");

@@ -89,6 +89,27 @@ pub struct Config {
     pub smtp_from: String,
     /// redb page cache.
     pub store_cache_mb: usize,
+    /// Largest accepted upload (one file), bytes.
+    pub upload_max_bytes: u64,
+    /// Most pages of an accepted PDF.
+    pub ingest_max_pages: u32,
+    /// Chunk size in tokens of the embedding model's tokenizer.
+    pub chunk_tokens: usize,
+    /// Overlap between consecutive chunks, percent of the chunk size.
+    pub chunk_overlap_percent: usize,
+    /// Background job workers (parsing, embedding); 0 = number of cores.
+    pub job_workers: usize,
+    /// onnx | openai | none; unset = look for <data>/models/default and a runtime.
+    pub embeddings_provider: Option<String>,
+    /// A Hugging Face-layout model folder (tokenizer.json, config.json, onnx/model.onnx).
+    pub embeddings_model_dir: Option<PathBuf>,
+    /// The graph inside the model folder (default onnx/model.onnx).
+    pub embeddings_onnx_file: Option<PathBuf>,
+    /// The ONNX Runtime shared library (>= 1.24).
+    pub ort_dylib_path: Option<PathBuf>,
+    pub embeddings_base_url: Option<String>,
+    pub embeddings_model: Option<String>,
+    pub embeddings_api_key: Option<Secret>,
 }
 
 impl Default for Config {
@@ -125,6 +146,18 @@ impl Default for Config {
             smtp_url: None,
             smtp_from: "aigentable <no-reply@localhost>".into(),
             store_cache_mb: 32,
+            upload_max_bytes: 50 * 1024 * 1024,
+            ingest_max_pages: 2000,
+            chunk_tokens: 400,
+            chunk_overlap_percent: 15,
+            job_workers: 0,
+            embeddings_provider: None,
+            embeddings_model_dir: None,
+            embeddings_onnx_file: None,
+            ort_dylib_path: None,
+            embeddings_base_url: None,
+            embeddings_model: None,
+            embeddings_api_key: None,
         }
     }
 }
@@ -161,6 +194,18 @@ const ENV_KEYS: &[&str] = &[
     "SMTP_URL",
     "SMTP_FROM",
     "STORE_CACHE_MB",
+    "UPLOAD_MAX_BYTES",
+    "INGEST_MAX_PAGES",
+    "CHUNK_TOKENS",
+    "CHUNK_OVERLAP_PERCENT",
+    "JOB_WORKERS",
+    "EMBEDDINGS_PROVIDER",
+    "EMBEDDINGS_MODEL_DIR",
+    "EMBEDDINGS_ONNX_FILE",
+    "ORT_DYLIB_PATH",
+    "EMBEDDINGS_BASE_URL",
+    "EMBEDDINGS_MODEL",
+    "EMBEDDINGS_API_KEY",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +266,28 @@ impl Config {
             parse_duration(name, v)?;
         }
         self.listen_addr()?;
+        if let Some(p) = &self.embeddings_provider
+            && !matches!(p.as_str(), "onnx" | "openai" | "none")
+        {
+            return Err(Error::Invalid(format!(
+                "EMBEDDINGS_PROVIDER `{p}` must be onnx, openai or none"
+            )));
+        }
+        if !(50..=8192).contains(&self.chunk_tokens) {
+            return Err(Error::Invalid(
+                "CHUNK_TOKENS must be between 50 and 8192".into(),
+            ));
+        }
+        if self.chunk_overlap_percent > 50 {
+            return Err(Error::Invalid(
+                "CHUNK_OVERLAP_PERCENT must be at most 50".into(),
+            ));
+        }
+        if self.upload_max_bytes < 1024 {
+            return Err(Error::Invalid(
+                "UPLOAD_MAX_BYTES must be at least 1024".into(),
+            ));
+        }
         if self.body_limit_bytes < 1024 {
             return Err(Error::Invalid(
                 "BODY_LIMIT_BYTES must be at least 1024".into(),
@@ -280,6 +347,39 @@ impl Config {
     pub fn invite_ttl(&self) -> Duration {
         parse_duration("INVITE_EXPIRES_IN", &self.invite_expires_in)
             .unwrap_or(Duration::from_secs(7 * 86400))
+    }
+
+    /// The global embedding settings.
+    pub fn embed_settings(&self) -> crate::embed::Settings {
+        crate::embed::Settings {
+            provider: self.embeddings_provider.as_deref().map(|p| match p {
+                "onnx" => crate::embed::Provider::Onnx,
+                "openai" => crate::embed::Provider::Openai,
+                _ => crate::embed::Provider::None,
+            }),
+            model_dir: self.embeddings_model_dir.clone(),
+            ort_dylib_path: self.ort_dylib_path.clone(),
+            base_url: self.embeddings_base_url.clone(),
+            model: self.embeddings_model.clone(),
+            api_key: self
+                .embeddings_api_key
+                .as_ref()
+                .map(|k| k.expose().to_string()),
+            onnx_file: self.embeddings_onnx_file.clone(),
+            // 400-token chunks (+ special tokens) must not be cut by the model's input limit.
+            max_length: 512,
+            ..crate::embed::Settings::default()
+        }
+    }
+
+    pub fn job_worker_count(&self) -> usize {
+        if self.job_workers > 0 {
+            self.job_workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }
     }
 
     pub fn cors_origin_list(&self) -> Vec<String> {

@@ -3,16 +3,19 @@
 //! Layers point down: `api` -> `domain` -> `store`; `auth`, `config`, `types` and `model`
 //! are shared below them.
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
-pub mod jobs;
-pub mod llm;
-pub mod ingest;
 pub mod embed;
+pub mod index;
+pub mod ingest;
+pub mod jobs;
+pub mod knowledge;
+pub mod llm;
 pub mod mail;
 pub mod model;
 pub mod store;

@@ -10,7 +10,7 @@ use crate::types::{AgentId, DocumentId};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// `null` and absent are different for nullable fields: absent keeps, null clears.
@@ -159,4 +159,147 @@ pub async fn delete(
     let id = agent_id(&id)?;
     state.run(move |s| s.delete_agent(&caller, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct HistoryItem {
+    /// `user` / `customer`, or `assistant` / `ai`.
+    role: String,
+    content: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestReq {
+    message: String,
+    #[serde(default)]
+    history: Vec<HistoryItem>,
+    #[serde(default)]
+    stream: bool,
+}
+
+/// The playground's answer.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResponse {
+    reply: String,
+    citations: Vec<crate::model::Citation>,
+    usage: crate::model::Usage,
+    latency_ms: u64,
+    tool_calls: Vec<crate::agent::ToolCallRecord>,
+    /// Set when the agent would hand the conversation to a person.
+    handoff: Option<String>,
+}
+
+fn turn_for(
+    agent: crate::model::Agent,
+    caller_tenant: crate::types::TenantId,
+    r: TestReq,
+) -> ApiResult<crate::agent::Turn> {
+    let mut c = crate::domain::Checks::default();
+    c.check(!r.message.trim().is_empty(), "message", "must not be empty");
+    c.check(
+        r.message.chars().count() <= crate::domain::conversations::MAX_MESSAGE_CHARS,
+        "message",
+        "is too long",
+    );
+    c.check(r.history.len() <= 200, "history", "at most 200 messages");
+    let mut history = Vec::new();
+    for (i, h) in r.history.into_iter().enumerate() {
+        match h.role.as_str() {
+            "user" | "customer" => history.push(crate::llm::ChatMessage::user(h.content)),
+            "assistant" | "ai" | "human" => {
+                history.push(crate::llm::ChatMessage::assistant(h.content))
+            }
+            _ => c.fail(&format!("history[{i}].role"), "must be user or assistant"),
+        }
+    }
+    c.finish().map_err(ApiError::from)?;
+    Ok(crate::agent::Turn {
+        tenant: caller_tenant,
+        agent,
+        history,
+        message: r.message,
+    })
+}
+
+/// The playground: ask the agent without creating a conversation. With `stream: true`, a
+/// Server-Sent Events stream: `delta` events `{content}`, then one `done` event with
+/// `{reply, citations, usage, latencyMs, toolCalls}` (or an `error` event).
+#[utoipa::path(post, path = "/api/agents/{id}/test", tag = "agents", params(("id" = String, Path)), request_body = TestReq,
+    responses((status = 200, body = TestResponse, description = "JSON, or text/event-stream when stream is true"), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn test(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<TestReq>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let id = agent_id(&id)?;
+    let tenant = caller.tenant_id.clone();
+    let stored = state
+        .run(move |s| {
+            s.get_agent(&caller, &id)?;
+            s.store
+                .read(|tx| tx.get::<Agent>(&caller.tenant_id, id.as_str()))?
+                .ok_or(crate::domain::Error::NotFound("agent"))
+        })
+        .await?;
+    let stream = r.stream;
+    let turn = turn_for(stored, tenant, r)?;
+    let engine = state.engine.clone();
+    if !stream {
+        let res = engine
+            .run(turn, None)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", e.message))?;
+        return Ok(axum::Json(TestResponse {
+            reply: res.reply,
+            citations: res.citations,
+            usage: res.usage,
+            latency_ms: res.latency_ms,
+            tool_calls: res.tool_calls,
+            handoff: res.handoff,
+        })
+        .into_response());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(64);
+    tokio::spawn(async move {
+        let fwd = ev_tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(d) = rx.recv().await {
+                let ev = Event::default()
+                    .event("delta")
+                    .json_data(serde_json::json!({ "content": d }));
+                if let Ok(ev) = ev
+                    && fwd.send(Ok(ev)).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let res = engine.run(turn, Some(tx)).await;
+        let _ = forward.await;
+        let ev = match res {
+            Ok(res) => Event::default().event("done").json_data(TestResponse {
+                reply: res.reply,
+                citations: res.citations,
+                usage: res.usage,
+                latency_ms: res.latency_ms,
+                tool_calls: res.tool_calls,
+                handoff: res.handoff,
+            }),
+            Err(e) => Event::default().event("error").json_data(
+                serde_json::json!({ "error": { "code": "upstream_failed", "message": e.message } }),
+            ),
+        };
+        if let Ok(ev) = ev {
+            let _ = ev_tx.send(Ok(ev)).await;
+        }
+    });
+    let body = tokio_stream::wrappers::ReceiverStream::new(ev_rx);
+    Ok(Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -214,3 +214,72 @@ pub async fn close(
             .await?,
     ))
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostMessageReq {
+    content: String,
+    /// `customer` (from the customer's side) or `human` (a person of the team).
+    role: crate::model::MessageRole,
+    /// Answer later instead of in this response (`reply: null`).
+    #[serde(default, rename = "async")]
+    is_async: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PostMessageResponse {
+    message: Message,
+    /// The AI agent's answer (status `failed` with an `error` when the model call failed);
+    /// null for human messages, in human mode, or with `async: true`.
+    reply: Option<Message>,
+}
+
+/// Add a message. A customer message in AI mode makes the agent answer.
+#[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "conversations", params(("id" = String, Path)), request_body = PostMessageReq,
+    responses((status = 201, body = PostMessageResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn post_message(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<PostMessageReq>,
+) -> ApiResult<impl IntoResponse> {
+    let id = conversation_id(&id)?;
+    let content = r.content;
+    let role = r.role;
+    let posted = state
+        .run(move |s| s.post_message(&caller, &id, role, &content))
+        .await?;
+    if !posted.needs_ai_reply {
+        return Ok((
+            StatusCode::CREATED,
+            axum::Json(PostMessageResponse {
+                message: posted.message,
+                reply: None,
+            }),
+        ));
+    }
+    // The answer is produced in its own task so it is stored even if this client leaves.
+    let engine = state.engine.clone();
+    let (conv, msg) = (posted.conversation.clone(), posted.message.clone());
+    let task = tokio::spawn(async move { engine.answer_in_conversation(&conv, &msg).await });
+    if r.is_async {
+        return Ok((
+            StatusCode::CREATED,
+            axum::Json(PostMessageResponse {
+                message: posted.message,
+                reply: None,
+            }),
+        ));
+    }
+    let reply = task.await.map_err(|e| {
+        tracing::error!(error = %e, "answer task failed");
+        ApiError::internal()
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(PostMessageResponse {
+            message: posted.message,
+            reply: Some(reply),
+        }),
+    ))
+}

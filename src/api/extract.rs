@@ -8,7 +8,6 @@ use crate::domain::{ClientMeta, PageReq};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -41,20 +40,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "expected a JSON body with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let _ = state;
+        let limit = req
+            .extensions()
+            .get::<JsonLimit>()
+            .map(|l| l.0)
+            .unwrap_or(1024 * 1024);
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    "the request body is larger than this server accepts",
+                    format!("the JSON body is larger than {limit} bytes"),
                 )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
-            }
-        })?;
+            })?;
         parse_json(&bytes).map(Json)
     }
 }
+
+/// The JSON body limit, set on every request by the router (BODY_LIMIT_BYTES). The
+/// router-wide limit is the (larger) upload limit.
+#[derive(Clone, Copy)]
+pub struct JsonLimit(pub usize);
 
 /// Parses JSON bytes into `T` with the one error shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

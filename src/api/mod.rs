@@ -4,10 +4,12 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod conversations;
+pub mod documents;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod openai;
 pub mod ratelimit;
 pub mod settings;
 pub mod tenants;
@@ -37,6 +39,9 @@ pub struct Inner {
     pub mailer: Mailer,
     pub started: Instant,
     pub metrics: PrometheusHandle,
+    pub engine: Arc<crate::agent::Engine>,
+    pub knowledge: Arc<crate::knowledge::Knowledge>,
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 impl std::ops::Deref for AppState {
@@ -104,6 +109,7 @@ impl Modify for SecurityAddon {
         (name = "api-keys", description = "Keys for programs"),
         (name = "agents", description = "AI agents"),
         (name = "conversations", description = "The inbox: conversations and messages"),
+        (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
         (name = "system", description = "Health and metrics"),
     )
@@ -133,10 +139,21 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents::get, agents::update, agents::delete))
         .routes(routes!(conversations::list, conversations::create))
         .routes(routes!(conversations::get))
-        .routes(routes!(conversations::messages))
+        .routes(routes!(
+            conversations::messages,
+            conversations::post_message
+        ))
         .routes(routes!(conversations::assign))
         .routes(routes!(conversations::close))
         .routes(routes!(settings::get_ai, settings::put_ai))
+        .routes(routes!(agents::test))
+        .routes(routes!(documents::train))
+        .routes(routes!(documents::list, documents::upload))
+        .routes(routes!(documents::get, documents::delete))
+        .routes(routes!(documents::process))
+        .routes(routes!(documents::chunks))
+        .routes(routes!(documents::search))
+        .routes(routes!(documents::job))
         .routes(routes!(health::health))
         .split_for_parts()
 }
@@ -145,11 +162,20 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = routes();
     let openapi_json = openapi.clone();
-    let body_limit = state.config.body_limit_bytes;
+    let json_limit = state.config.body_limit_bytes;
+    // Uploads are the largest bodies; JSON bodies are held to their own limit by `Json`.
+    let body_limit = (state.config.upload_max_bytes as usize)
+        .saturating_mul(2)
+        .max(json_limit);
     let cors = middleware::cors_layer(&state.config);
     Router::new()
         .merge(api)
         .route("/metrics", axum::routing::get(health::metrics))
+        .route(
+            "/v1/chat/completions",
+            axum::routing::post(openai::chat_completions),
+        )
+        .route("/v1/models", axum::routing::get(openai::models))
         .route(
             "/api/openapi.json",
             axum::routing::get(move || {
@@ -163,6 +189,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(middleware::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone())
+        .layer(axum::Extension(extract::JsonLimit(json_limit)))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -4,6 +4,7 @@
 //! Must not depend on api/ or on axum.
 
 pub mod agents;
+pub mod analytics;
 pub mod api_keys;
 pub mod auth;
 pub mod conversations;

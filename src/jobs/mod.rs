@@ -210,6 +210,12 @@ impl Jobs {
         for h in handles {
             let _ = h.join();
         }
+        // Handlers hold their owners (which hold this queue): break the cycle so the store
+        // can close.
+        self.handlers
+            .lock()
+            .expect("BUG: poisoned handlers")
+            .clear();
     }
 
     /// Number of jobs waiting in memory (for metrics).

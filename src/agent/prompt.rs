@@ -1,0 +1,231 @@
+//! Prompt assembly: system prompt, numbered sources, history within the token budget, and
+//! citations read back from the answer.
+
+use crate::llm::{ChatMessage, count_message_tokens, count_tokens};
+use crate::model::{Agent, Citation};
+use crate::types::{ChunkId, DocumentId};
+
+/// A retrieved chunk offered to the model as a numbered source.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub chunk_id: ChunkId,
+    pub document_id: DocumentId,
+    pub document_name: String,
+    pub text: String,
+    pub page: Option<u32>,
+    pub headings: Vec<String>,
+    pub score: f32,
+}
+
+/// Tokens kept free besides the answer: message framing, tool definitions' slack.
+const SAFETY_TOKENS: usize = 256;
+
+pub fn source_block(sources: &[Source], first_number: usize) -> String {
+    let mut out = String::new();
+    for (i, s) in sources.iter().enumerate() {
+        out.push_str(&format!("[{}] {}", first_number + i, s.document_name));
+        if let Some(p) = s.page {
+            out.push_str(&format!(", page {p}"));
+        }
+        if !s.headings.is_empty() {
+            out.push_str(&format!(" ({})", s.headings.join(" > ")));
+        }
+        out.push('\n');
+        out.push_str(s.text.trim());
+        out.push_str("\n\n");
+    }
+    out
+}
+
+/// The system message: the agent's own prompt, language, sources and the citation and
+/// fallback rules.
+pub fn system_message(
+    agent: &Agent,
+    sources: &[Source],
+    uses_knowledge: bool,
+    can_handoff: bool,
+) -> String {
+    let mut s = agent.system_prompt.trim().to_string();
+    if let Some(l) = agent.language.as_deref().filter(|l| !l.trim().is_empty()) {
+        s.push_str(&format!("\n\nAlways answer in this language: {l}."));
+    }
+    let fallback = agent
+        .fallback_message
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or(crate::domain::agents::DEFAULT_FALLBACK);
+    if !sources.is_empty() {
+        s.push_str(&format!(
+            "\n\nAnswer from the numbered sources below. Cite every source you use with its number in square brackets, like [1]. If the sources do not contain the answer, reply exactly: {fallback}\n\nSources:\n\n{}",
+            source_block(sources, 1)
+        ));
+    } else if uses_knowledge {
+        s.push_str(&format!(
+            "\n\nNo source in the knowledge base matched the customer's message. Do not answer questions of fact from your own knowledge: if the customer asks for information, reply exactly: {fallback}\nYou may greet, thank, or ask a clarifying question{}.",
+            if can_handoff { ", or hand the conversation to a person with the handoff_to_human tool" } else { "" }
+        ));
+    }
+    s
+}
+
+/// Builds the message list: system, as much recent history as fits, the new message.
+/// Returns the messages and how many history messages were dropped.
+pub fn assemble(
+    model: &str,
+    system: String,
+    history: &[ChatMessage],
+    user: &str,
+    context_window: usize,
+    max_answer_tokens: usize,
+    tools_tokens: usize,
+) -> (Vec<ChatMessage>, usize) {
+    let sys = ChatMessage::system(system);
+    let new = ChatMessage::user(user);
+    let fixed = count_message_tokens(model, &[sys.clone(), new.clone()])
+        + tools_tokens
+        + max_answer_tokens
+        + SAFETY_TOKENS;
+    let mut budget = context_window.saturating_sub(fixed);
+    // Newest first: keep turns while they fit; the oldest go first.
+    let mut kept = Vec::new();
+    for m in history.iter().rev() {
+        let t = count_message_tokens(model, std::slice::from_ref(m));
+        if t > budget {
+            break;
+        }
+        budget -= t;
+        kept.push(m.clone());
+    }
+    let dropped = history.len() - kept.len();
+    kept.reverse();
+    let mut out = Vec::with_capacity(kept.len() + 2);
+    out.push(sys);
+    out.extend(kept);
+    out.push(new);
+    (out, dropped)
+}
+
+/// Drops the lowest-ranked sources until the system prompt leaves room for the answer and
+/// a little history.
+pub fn fit_sources(
+    model: &str,
+    sources: &mut Vec<Source>,
+    context_window: usize,
+    max_answer: usize,
+) {
+    let cap = context_window.saturating_sub(max_answer + SAFETY_TOKENS) * 3 / 4;
+    while !sources.is_empty() {
+        let total: usize = sources
+            .iter()
+            .map(|s| count_tokens(model, &s.text) + 16)
+            .sum();
+        if total <= cap {
+            break;
+        }
+        sources.pop();
+    }
+}
+
+/// `[n]` markers in the answer (also `[1, 2]` and `[1][3]`), first appearance order, mapped
+/// to citations. Numbers outside the sources are ignored.
+pub fn citations(answer: &str, sources: &[Source]) -> Vec<Citation> {
+    let mut seen = Vec::new();
+    let b = answer.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'[' {
+            let mut j = i + 1;
+            let mut nums = Vec::new();
+            let mut cur = String::new();
+            while j < b.len() && j - i < 40 {
+                let c = b[j] as char;
+                if c.is_ascii_digit() {
+                    cur.push(c);
+                } else if c == ',' || c == ' ' {
+                    if !cur.is_empty() {
+                        nums.push(std::mem::take(&mut cur));
+                    }
+                } else if c == ']' {
+                    if !cur.is_empty() {
+                        nums.push(std::mem::take(&mut cur));
+                    }
+                    for n in nums.drain(..) {
+                        if let Ok(n) = n.parse::<usize>()
+                            && (1..=sources.len()).contains(&n)
+                            && !seen.contains(&n)
+                        {
+                            seen.push(n);
+                        }
+                    }
+                    break;
+                } else {
+                    break;
+                }
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+    seen.into_iter()
+        .map(|n| {
+            let s = &sources[n - 1];
+            Citation {
+                document_id: s.document_id.clone(),
+                document_name: s.document_name.clone(),
+                chunk_id: s.chunk_id.clone(),
+                page: s.page,
+                snippet: s.text.chars().take(240).collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(n: u32) -> Source {
+        Source {
+            chunk_id: ChunkId::new(),
+            document_id: DocumentId::new(),
+            document_name: format!("doc{n}.pdf"),
+            text: format!("text {n}"),
+            page: Some(n),
+            headings: vec![],
+            score: 1.0,
+        }
+    }
+
+    #[test]
+    fn citation_markers_map_to_sources() {
+        let s = vec![src(1), src(2), src(3)];
+        let c = citations("Yes [2]. Also [1, 3] and [2][9] and [x].", &s);
+        let pages: Vec<_> = c.iter().map(|c| c.page).collect();
+        assert_eq!(pages, [Some(2), Some(1), Some(3)]);
+        assert!(citations("no markers", &s).is_empty());
+    }
+
+    #[test]
+    fn history_is_trimmed_oldest_first() {
+        let history: Vec<ChatMessage> = (0..50)
+            .map(|i| ChatMessage::user(format!("message number {i} {}", "word ".repeat(50))))
+            .collect();
+        let (msgs, dropped) = assemble("gpt-4o-mini", "sys".into(), &history, "new", 2000, 500, 0);
+        assert!(dropped > 0 && dropped < 50, "{dropped}");
+        assert_eq!(msgs.first().and_then(|m| m.content.as_deref()), Some("sys"));
+        assert_eq!(msgs.last().and_then(|m| m.content.as_deref()), Some("new"));
+        // The newest history message is kept, the oldest is not.
+        assert!(
+            msgs[msgs.len() - 2]
+                .content
+                .as_deref()
+                .is_some_and(|c| c.contains("number 49"))
+        );
+        assert!(!msgs.iter().any(|m| {
+            m.content
+                .as_deref()
+                .is_some_and(|c| c.contains("number 0 "))
+        }));
+        assert!(count_message_tokens("gpt-4o-mini", &msgs) <= 2000 - 500);
+    }
+}

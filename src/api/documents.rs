@@ -1,0 +1,550 @@
+//! /api/documents, /api/knowledge/search and /api/jobs: the knowledge base.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Auth, Json, PageParams, Query};
+use crate::auth::{Action, Caller};
+use crate::domain::{Error as DomainError, Paged};
+use crate::knowledge::pipeline::NewDocument;
+use crate::knowledge::{SearchMode, SearchQuery, SearchResult};
+use crate::model::{Agent, Chunk, Document, DocumentStatus, Job};
+use crate::types::{AgentId, DocumentId, JobId};
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+fn doc_id(s: &str) -> ApiResult<DocumentId> {
+    DocumentId::parse(s).ok_or_else(|| ApiError::invalid_id("id"))
+}
+
+fn require(c: &Caller, a: Action) -> ApiResult<()> {
+    c.require(a)
+        .map_err(|d| DomainError::denied(d, "document").into())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "knowledge operation failed");
+    ApiError::internal()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DocumentList {
+    data: Vec<Document>,
+}
+
+/// Upload one or more files (`file` parts) and optionally `agentIds` (comma-separated or a
+/// JSON array, or repeated). Each document starts `queued`; poll it for progress.
+#[utoipa::path(post, path = "/api/documents", tag = "knowledge",
+    request_body(content_type = "multipart/form-data", description = "`file` parts (PDF, DOCX, TXT, Markdown, HTML, CSV) and optional `agentIds`"),
+    responses((status = 202, body = DocumentList), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    mut mp: Multipart,
+) -> ApiResult<impl IntoResponse> {
+    require(&caller, Action::ManageDocuments)?;
+    state
+        .limits
+        .upload
+        .check(&format!("t:{}", caller.tenant_id))?;
+    let max = state.config.upload_max_bytes;
+    let mut files: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
+    let mut agent_ids: Vec<AgentId> = Vec::new();
+    let bad_multipart = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the upload is larger than this server accepts",
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
+        }
+    };
+    while let Some(mut field) = mp.next_field().await.map_err(bad_multipart)? {
+        match field.name() {
+            Some("file") | Some("files") | Some("file[]") | Some("files[]") => {
+                let name = field
+                    .file_name()
+                    .unwrap_or("upload")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(255)
+                    .collect::<String>();
+                let mime = field.content_type().map(str::to_string);
+                let mut buf = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
+                    if (buf.len() + chunk.len()) as u64 > max {
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            format!(
+                                "`{name}` is larger than the {} MB upload limit",
+                                max / (1024 * 1024)
+                            ),
+                        )
+                        .with_details(serde_json::json!({"file": name, "maxBytes": max})));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                if files.len() >= 20 {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "validation_failed",
+                        "at most 20 files per upload",
+                    ));
+                }
+                files.push((name, mime, buf));
+            }
+            Some("agentIds") | Some("agentIds[]") => {
+                let text = field.text().await.map_err(bad_multipart)?;
+                let items: Vec<String> = if text.trim_start().starts_with('[') {
+                    serde_json::from_str(&text).map_err(|_| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "validation_failed",
+                            "agentIds must be ids, comma-separated or a JSON array",
+                        )
+                    })?
+                } else {
+                    text.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                };
+                for i in items {
+                    agent_ids
+                        .push(AgentId::parse(&i).ok_or_else(|| ApiError::invalid_id("agentIds"))?);
+                }
+            }
+            _ => {} // unknown parts are ignored
+        }
+    }
+    if files.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "no `file` part in the upload",
+        )
+        .with_details(
+            serde_json::json!({"fields": [{"field": "file", "message": "is required"}]}),
+        ));
+    }
+    let k = state.knowledge.clone();
+    let tenant = caller.tenant_id.clone();
+    let created = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        // Agents must be this tenant's.
+        for a in &agent_ids {
+            if k.svc
+                .store
+                .read(|tx| tx.get::<Agent>(&tenant, a.as_str()))
+                .map_err(internal)?
+                .is_none()
+            {
+                return Err(ApiError::from(DomainError::NotFound("agent")));
+            }
+        }
+        let mut accepted = Vec::new();
+        for (name, mime, bytes) in files {
+            if bytes.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "empty_file",
+                    format!("`{name}` is empty"),
+                )
+                .with_details(serde_json::json!({"file": name})));
+            }
+            let kind = crate::ingest::detect(&bytes, &name, mime.as_deref()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("`{name}`: {e}. Supported: PDF, DOCX, plain text, Markdown, HTML, CSV"),
+                )
+                .with_details(serde_json::json!({"file": name}))
+            })?;
+            let sha = hex::encode(Sha256::digest(&bytes));
+            accepted.push((
+                NewDocument {
+                    name,
+                    mime: kind.mime().to_string(),
+                    size: bytes.len() as u64,
+                    sha256: sha,
+                },
+                bytes,
+            ));
+        }
+        for (d, bytes) in &accepted {
+            k.store_file(&tenant, &d.sha256, bytes).map_err(internal)?;
+        }
+        let docs: Vec<NewDocument> = accepted.into_iter().map(|(d, _)| d).collect();
+        match k
+            .create_documents(&tenant, docs, &agent_ids)
+            .map_err(internal)?
+        {
+            Ok(created) => Ok(created),
+            Err((name, existing)) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "duplicate_document",
+                format!("`{name}` was already uploaded"),
+            )
+            .with_details(serde_json::json!({"documentId": existing, "file": name}))),
+        }
+    })
+    .await
+    .map_err(internal)??;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(DocumentList {
+            data: created.into_iter().map(|(d, _)| d).collect(),
+        }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct DocumentListParams {
+    status: Option<DocumentStatus>,
+    agent_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/documents", tag = "knowledge", params(DocumentListParams),
+    responses((status = 200, body = Paged<Document>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<DocumentListParams>,
+) -> ApiResult<axum::Json<Paged<Document>>> {
+    require(&caller, Action::ReadDocuments)?;
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .to_req()?;
+    let agent = match q.agent_id.filter(|s| !s.is_empty()) {
+        Some(a) => Some(AgentId::parse(&a).ok_or_else(|| ApiError::invalid_id("agentId"))?),
+        None => None,
+    };
+    let status = q.status;
+    let r = state
+        .run(move |s| {
+            Ok(s.store.read(|tx| {
+                tx.list_filtered::<Document>(
+                    &caller.tenant_id,
+                    None,
+                    page.cursor.as_deref(),
+                    page.limit,
+                    true,
+                    |d| {
+                        status.is_none_or(|st| d.status == st)
+                            && agent.as_ref().is_none_or(|a| d.agent_ids.contains(a))
+                    },
+                )
+            })?)
+        })
+        .await?;
+    Ok(axum::Json(Paged {
+        data: r.items,
+        next_cursor: r.next,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/documents/{id}", tag = "knowledge", params(("id" = String, Path)),
+    responses((status = 200, body = Document), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Document>> {
+    require(&caller, Action::ReadDocuments)?;
+    let id = doc_id(&id)?;
+    let d = state
+        .run(move |s| {
+            s.store
+                .read(|tx| tx.get::<Document>(&caller.tenant_id, id.as_str()))?
+                .ok_or(DomainError::NotFound("document"))
+        })
+        .await?;
+    Ok(axum::Json(d))
+}
+
+/// Delete a document with its file, chunks, vectors and index entries (safe while processing).
+#[utoipa::path(delete, path = "/api/documents/{id}", tag = "knowledge", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    require(&caller, Action::ManageDocuments)?;
+    let id = doc_id(&id)?;
+    let k = state.knowledge.clone();
+    let t = caller.tenant_id.clone();
+    let removed = tokio::task::spawn_blocking(move || k.delete_document(&t, &id))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    if !removed {
+        return Err(DomainError::NotFound("document").into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Reprocessing {
+    document: Document,
+    job: Job,
+}
+
+/// Run the pipeline again (e.g. after a model change).
+#[utoipa::path(post, path = "/api/documents/{id}/process", tag = "knowledge", params(("id" = String, Path)),
+    responses((status = 202, body = Reprocessing), (status = 404, body = ErrorBody)))]
+pub async fn process(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    require(&caller, Action::ManageDocuments)?;
+    let id = doc_id(&id)?;
+    let k = state.knowledge.clone();
+    let t = caller.tenant_id.clone();
+    let r = tokio::task::spawn_blocking(move || k.reprocess(&t, &id))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    let (document, job) = r.ok_or(DomainError::NotFound("document"))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Reprocessing { document, job }),
+    ))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkView {
+    id: crate::types::ChunkId,
+    ordinal: u32,
+    text: String,
+    page: Option<u32>,
+    headings: Vec<String>,
+    token_count: u32,
+    embedding_model: Option<String>,
+}
+
+/// The chunks of a document, in order.
+#[utoipa::path(get, path = "/api/documents/{id}/chunks", tag = "knowledge", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Paged<ChunkView>), (status = 404, body = ErrorBody)))]
+pub async fn chunks(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(p): Query<PageParams>,
+) -> ApiResult<axum::Json<Paged<ChunkView>>> {
+    require(&caller, Action::ReadDocuments)?;
+    let id = doc_id(&id)?;
+    let page = p.to_req()?;
+    let r = state
+        .run(move |s| {
+            let t = &caller.tenant_id;
+            let out = s.store.read(|tx| {
+                if tx.get::<Document>(t, id.as_str())?.is_none() {
+                    return Ok(None);
+                }
+                let after = page.cursor.as_ref().map(|c| format!("{id}/{c}"));
+                Ok(Some(tx.list::<Chunk>(
+                    t,
+                    Some(id.as_str()),
+                    after.as_deref(),
+                    page.limit,
+                    false,
+                )?))
+            })?;
+            out.ok_or(DomainError::NotFound("document"))
+        })
+        .await?;
+    Ok(axum::Json(Paged {
+        next_cursor: r
+            .next
+            .and_then(|k| k.rsplit('/').next().map(str::to_string)),
+        data: r
+            .items
+            .into_iter()
+            .map(|c| ChunkView {
+                id: c.id,
+                ordinal: c.ordinal,
+                text: c.text,
+                page: c.page,
+                headings: c.headings,
+                token_count: c.token_count,
+                embedding_model: c.embedding_model,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchReq {
+    query: String,
+    agent_id: Option<AgentId>,
+    document_ids: Option<Vec<DocumentId>>,
+    /// 1-50, default 8.
+    top_k: Option<usize>,
+    #[serde(default)]
+    mode: SearchMode,
+}
+
+/// Search the tenant's knowledge: keyword (BM25), vector, or hybrid (fused; see README).
+#[utoipa::path(post, path = "/api/knowledge/search", tag = "knowledge", request_body = SearchReq,
+    responses((status = 200, body = SearchResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn search(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Json(r): Json<SearchReq>,
+) -> ApiResult<axum::Json<SearchResult>> {
+    require(&caller, Action::ReadDocuments)?;
+    let mut c = crate::domain::Checks::default();
+    c.check(!r.query.trim().is_empty(), "query", "must not be empty");
+    c.check(
+        r.query.chars().count() <= 2000,
+        "query",
+        "must be at most 2000 characters",
+    );
+    c.check(
+        r.top_k.is_none_or(|k| (1..=50).contains(&k)),
+        "topK",
+        "must be between 1 and 50",
+    );
+    c.finish().map_err(ApiError::from)?;
+    let k = state.knowledge.clone();
+    let t = caller.tenant_id.clone();
+    let res = tokio::task::spawn_blocking(move || -> ApiResult<SearchResult> {
+        let mut documents = r.document_ids.clone();
+        if let Some(a) = &r.agent_id {
+            let agent = k
+                .svc
+                .store
+                .read(|tx| tx.get::<Agent>(&t, a.as_str()))
+                .map_err(internal)?
+                .ok_or(DomainError::NotFound("agent"))?;
+            documents = Some(match documents {
+                Some(ds) => ds
+                    .into_iter()
+                    .filter(|d| agent.document_ids.contains(d))
+                    .collect(),
+                None => agent.document_ids.clone(),
+            });
+        }
+        let q = SearchQuery {
+            query: r.query,
+            documents,
+            top_k: r.top_k.unwrap_or(8),
+            mode: r.mode,
+        };
+        k.search(&t, &q).map_err(|e| match e {
+            crate::knowledge::search::SearchError::NoEmbeddings => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "embeddings_unavailable",
+                e.to_string(),
+            ),
+            other => internal(other),
+        })
+    })
+    .await
+    .map_err(internal)??;
+    Ok(axum::Json(res))
+}
+
+/// A background job (processing, training), for polling.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "knowledge", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub async fn job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Job>> {
+    require(&caller, Action::ReadDocuments)?;
+    let id = JobId::parse(&id).ok_or_else(|| ApiError::invalid_id("id"))?;
+    let j = state
+        .run(move |s| {
+            s.store
+                .read(|tx| tx.get::<Job>(&caller.tenant_id, id.as_str()))?
+                .ok_or(DomainError::NotFound("job"))
+        })
+        .await?;
+    Ok(axum::Json(j))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainReq {
+    /// Documents to attach to the agent before training.
+    #[serde(default)]
+    document_ids: Vec<DocumentId>,
+}
+
+/// Attach documents to an agent and (re)index those not ready yet. Answers the job.
+#[utoipa::path(post, path = "/api/agents/{id}/train", tag = "agents", params(("id" = String, Path)), request_body = TrainReq,
+    responses((status = 202, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn train(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    require(&caller, Action::ManageAgents)?;
+    let id = super::agents::agent_id(&id)?;
+    let req: TrainReq = if body.iter().all(u8::is_ascii_whitespace) {
+        TrainReq::default()
+    } else {
+        super::extract::parse_json(&body)?
+    };
+    let k = state.knowledge.clone();
+    let job = state
+        .run(move |s| {
+            let t = caller.tenant_id.clone();
+            let agent = s.get_agent(&caller, &id)?;
+            let mut docs = agent.document_ids.clone();
+            for d in req.document_ids {
+                if !docs.contains(&d) {
+                    docs.push(d);
+                }
+            }
+            let agent = s.update_agent(
+                &caller,
+                &id,
+                crate::domain::agents::AgentInput {
+                    document_ids: Some(docs.clone()),
+                    ..Default::default()
+                },
+            )?;
+            let pending: Vec<DocumentId> = s.store.read(|tx| {
+                let mut v = Vec::new();
+                for d in &agent.document_ids {
+                    if let Some(doc) = tx.get::<Document>(&t, d.as_str())?
+                        && doc.status != DocumentStatus::Ready
+                    {
+                        v.push(doc.id);
+                    }
+                }
+                Ok(v)
+            })?;
+            let job = s.store.write(|tx| {
+                crate::jobs::Jobs::enqueue_in(
+                    tx,
+                    &t,
+                    crate::knowledge::JOB_TRAIN,
+                    serde_json::json!({"agentId": agent.id, "documentIds": pending}),
+                )
+            })?;
+            Ok(job)
+        })
+        .await?;
+    k.jobs.wake(&job);
+    Ok((StatusCode::ACCEPTED, axum::Json(job)))
+}

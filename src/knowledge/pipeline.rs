@@ -1,0 +1,523 @@
+//! The ingestion pipeline and the other knowledge jobs. Runs on job worker threads.
+
+use super::{Error, JOB_PROCESS, JOB_REEMBED, JOB_TRAIN, Knowledge, Space};
+use crate::index::TextDoc;
+use crate::ingest;
+use crate::jobs::{JobCtx, JobError, Jobs};
+use crate::model::*;
+use crate::store::{self, Index, make_ref};
+use crate::types::*;
+use std::sync::Arc;
+
+/// Texts per embedding call: small enough to report progress often.
+const EMBED_BATCH: usize = 32;
+
+pub fn text_doc(c: &Chunk, agents: &[AgentId]) -> TextDoc {
+    TextDoc {
+        tenant: c.tenant_id.clone(),
+        document: c.document_id.clone(),
+        chunk: c.id.clone(),
+        agents: agents.to_vec(),
+        text: c.text.clone(),
+        headings: c.headings.clone(),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> JobError {
+    JobError::Failed(e.to_string())
+}
+
+impl Knowledge {
+    /// Registers the knowledge job handlers.
+    pub fn register_jobs(self: &Arc<Self>, jobs: &Jobs) {
+        let k = self.clone();
+        jobs.register(JOB_PROCESS, Arc::new(move |ctx| k.process_job(ctx)));
+        let k = self.clone();
+        jobs.register(
+            &format!("{JOB_PROCESS}#failed"),
+            Arc::new(move |ctx| {
+                k.mark_failed_from_job(ctx);
+                Ok(())
+            }),
+        );
+        let k = self.clone();
+        jobs.register(JOB_REEMBED, Arc::new(move |ctx| k.reembed_job(ctx)));
+        let k = self.clone();
+        jobs.register(JOB_TRAIN, Arc::new(move |ctx| k.train_job(ctx)));
+    }
+
+    fn doc_of(ctx: &JobCtx) -> Option<DocumentId> {
+        ctx.job
+            .payload
+            .get("documentId")
+            .and_then(|v| v.as_str())
+            .and_then(DocumentId::parse)
+    }
+
+    /// The job gave up outside its handler (crashes): the document shows why.
+    fn mark_failed_from_job(&self, ctx: &JobCtx) {
+        if let Some(id) = Self::doc_of(ctx) {
+            let reason = ctx
+                .job
+                .error
+                .clone()
+                .unwrap_or_else(|| "processing failed".into());
+            let _ = self.set_status(
+                &ctx.job.tenant_id,
+                &id,
+                DocumentStatus::Failed,
+                0,
+                Some(reason),
+            );
+        }
+    }
+
+    fn set_status(
+        &self,
+        t: &TenantId,
+        id: &DocumentId,
+        status: DocumentStatus,
+        progress: u8,
+        error: Option<String>,
+    ) -> Result<bool, Error> {
+        Ok(self.svc.store.write(|tx| {
+            let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
+                return Ok::<_, store::Error>(false);
+            };
+            d.status = status;
+            d.progress = progress;
+            d.error = error;
+            d.updated_at = now();
+            tx.put(&d)?;
+            Ok(true)
+        })?)
+    }
+
+    fn process_job(&self, ctx: &JobCtx) -> Result<(), JobError> {
+        let Some(id) = Self::doc_of(ctx) else {
+            return Err(JobError::Failed("the job names no document".into()));
+        };
+        let t = ctx.job.tenant_id.clone();
+        match self.process_document(ctx, &t, &id) {
+            Ok(()) => Ok(()),
+            Err(JobError::Failed(reason)) => {
+                let _ = self.set_status(&t, &id, DocumentStatus::Failed, 0, Some(reason.clone()));
+                Err(JobError::Failed(reason))
+            }
+            Err(JobError::Interrupted) => {
+                let _ = self.set_status(&t, &id, DocumentStatus::Queued, 0, None);
+                Err(JobError::Interrupted)
+            }
+        }
+    }
+
+    /// Parse, chunk, embed, store and index one document.
+    pub(crate) fn process_document(
+        &self,
+        ctx: &JobCtx,
+        t: &TenantId,
+        id: &DocumentId,
+    ) -> Result<(), JobError> {
+        let store = &self.svc.store;
+        let Some(doc) = store
+            .read(|tx| tx.get::<Document>(t, id.as_str()))
+            .map_err(failed)?
+        else {
+            return Ok(()); // deleted before we got to it
+        };
+        if !self
+            .set_status(t, id, DocumentStatus::Processing, 5, None)
+            .map_err(failed)?
+        {
+            return Ok(());
+        }
+        let path = self.files_dir(t).join(&doc.sha256);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| JobError::Failed(format!("the original file could not be read: {e}")))?;
+        let kind = ingest::detect(&bytes, &doc.name, Some(&doc.mime_type)).map_err(failed)?;
+        let parsed = ingest::parse(kind, &bytes, &self.limits).map_err(failed)?;
+        drop(bytes);
+        let cfg = &self.svc.config;
+        let overlap = cfg.chunk_tokens * cfg.chunk_overlap_percent / 100;
+        let pieces = self.chunker.chunk(&parsed, cfg.chunk_tokens, overlap);
+        if pieces.is_empty() {
+            return Err(JobError::Failed(ingest::Error::Empty.to_string()));
+        }
+        self.set_status(t, id, DocumentStatus::Processing, 20, None)
+            .map_err(failed)?;
+        let space = self.space_for(t).map_err(failed)?;
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; pieces.len()];
+        if let Some(space) = &space {
+            let total = pieces.len();
+            for (b, batch) in pieces.chunks(EMBED_BATCH).enumerate() {
+                if ctx.shutting_down() {
+                    return Err(JobError::Interrupted);
+                }
+                let texts: Vec<String> = batch
+                    .iter()
+                    .map(|p| embed_text(&p.headings, &p.text))
+                    .collect();
+                let vs = space
+                    .embedder
+                    .embed(&texts)
+                    .map_err(|e| JobError::Failed(format!("embedding failed: {e}")))?;
+                for (i, v) in vs.into_iter().enumerate() {
+                    vectors[b * EMBED_BATCH + i] = Some(v);
+                }
+                let done = ((b + 1) * EMBED_BATCH).min(total);
+                let p = 20 + (done * 70 / total) as u8;
+                ctx.progress(p);
+                let _ = self.set_status(t, id, DocumentStatus::Processing, p, None);
+            }
+        }
+        let model_id = space.as_ref().map(|s| s.model_id().to_string());
+        let chunks: Vec<Chunk> = pieces
+            .into_iter()
+            .zip(vectors)
+            .enumerate()
+            .map(|(i, (p, v))| Chunk {
+                id: ChunkId::new(),
+                tenant_id: t.clone(),
+                document_id: id.clone(),
+                ordinal: i as u32,
+                text: p.text,
+                page: p.page,
+                headings: p.headings,
+                token_count: p.token_count,
+                embedding_model: v.as_ref().and(model_id.clone()),
+                vector: v,
+            })
+            .collect();
+        // Store the chunks (replacing any from an earlier run) only if the document still exists.
+        let agents = store
+            .write(|tx| {
+                let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
+                    return Ok::<_, store::Error>(None);
+                };
+                tx.delete_under::<Chunk>(t, id.as_str())?;
+                for c in &chunks {
+                    tx.put(c)?;
+                }
+                d.pages = parsed.pages;
+                d.title = parsed.title.clone().filter(|s| !s.trim().is_empty());
+                d.author = parsed.author.clone().filter(|s| !s.trim().is_empty());
+                d.chunk_count = chunks.len() as u32;
+                d.progress = 95;
+                d.updated_at = now();
+                tx.put(&d)?;
+                Ok(Some(d.agent_ids))
+            })
+            .map_err(failed)?;
+        let Some(agents) = agents else { return Ok(()) };
+        self.index_chunks(t, id, &chunks, &agents, space.as_deref())
+            .map_err(failed)?;
+        let still = store
+            .write(|tx| {
+                let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
+                    return Ok::<_, store::Error>(false);
+                };
+                d.status = DocumentStatus::Ready;
+                d.progress = 100;
+                d.error = None;
+                d.processed_at = Some(now());
+                d.updated_at = now();
+                tx.put(&d)?;
+                Ok(true)
+            })
+            .map_err(failed)?;
+        if !still {
+            // Deleted while we indexed: take its entries out again.
+            let _ = self.unindex_document(t, id);
+        }
+        Ok(())
+    }
+
+    fn index_chunks(
+        &self,
+        t: &TenantId,
+        id: &DocumentId,
+        chunks: &[Chunk],
+        agents: &[AgentId],
+        space: Option<&Space>,
+    ) -> Result<(), Error> {
+        self.text.delete_document(t, id)?;
+        let docs: Vec<TextDoc> = chunks.iter().map(|c| text_doc(c, agents)).collect();
+        self.text.add(&docs)?;
+        if let Some(space) = space {
+            space.index.delete_document(t, id)?;
+            let items: Vec<_> = chunks
+                .iter()
+                .filter_map(|c| {
+                    c.vector
+                        .clone()
+                        .map(|v| (c.id.clone(), c.document_id.clone(), v))
+                })
+                .collect();
+            space.index.insert(t, &items)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn unindex_document(&self, t: &TenantId, id: &DocumentId) -> Result<(), Error> {
+        self.text.delete_document(t, id)?;
+        if let Some(space) = self.space_for(t)? {
+            space.index.delete_document(t, id)?;
+        }
+        Ok(())
+    }
+
+    /// Re-embeds every chunk of a tenant whose vector is missing or from another model.
+    fn reembed_job(&self, ctx: &JobCtx) -> Result<(), JobError> {
+        let t = ctx.job.tenant_id.clone();
+        let Some(space) = self.space_for(&t).map_err(failed)? else {
+            return Ok(());
+        };
+        let model = space.model_id().to_string();
+        let todo: Vec<Chunk> = self
+            .svc
+            .store
+            .read(|tx| {
+                tx.scan::<Chunk>(&t, None, |c| {
+                    c.embedding_model.as_deref() != Some(model.as_str())
+                })
+            })
+            .map_err(failed)?;
+        let total = todo.len().max(1);
+        for (b, batch) in todo.chunks(EMBED_BATCH).enumerate() {
+            if ctx.shutting_down() {
+                return Err(JobError::Interrupted);
+            }
+            let texts: Vec<String> = batch
+                .iter()
+                .map(|c| embed_text(&c.headings, &c.text))
+                .collect();
+            let vs = space
+                .embedder
+                .embed(&texts)
+                .map_err(|e| JobError::Failed(format!("embedding failed: {e}")))?;
+            self.svc
+                .store
+                .write(|tx| {
+                    for (c, v) in batch.iter().zip(vs) {
+                        // Skip chunks deleted meanwhile.
+                        if let Some(mut cur) =
+                            tx.get::<Chunk>(&t, &format!("{}/{}", c.document_id, c.id))?
+                        {
+                            cur.vector = Some(v);
+                            cur.embedding_model = Some(model.clone());
+                            tx.put(&cur)?;
+                        }
+                    }
+                    Ok::<_, store::Error>(())
+                })
+                .map_err(failed)?;
+            ctx.progress((((b + 1) * EMBED_BATCH).min(total) * 100 / total) as u8);
+        }
+        self.reindex_vectors(&t, &space).map_err(failed)?;
+        Ok(())
+    }
+
+    /// (Re)processes the documents of an agent that are not ready.
+    fn train_job(&self, ctx: &JobCtx) -> Result<(), JobError> {
+        let t = ctx.job.tenant_id.clone();
+        let ids: Vec<DocumentId> = ctx
+            .job
+            .payload
+            .get("documentIds")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let total = ids.len().max(1);
+        let mut failures = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if ctx.shutting_down() {
+                return Err(JobError::Interrupted);
+            }
+            match self.process_document(ctx, &t, id) {
+                Ok(()) => {}
+                Err(JobError::Interrupted) => return Err(JobError::Interrupted),
+                Err(JobError::Failed(r)) => {
+                    let _ = self.set_status(&t, id, DocumentStatus::Failed, 0, Some(r.clone()));
+                    failures.push(format!("{id}: {r}"));
+                }
+            }
+            ctx.progress(((i + 1) * 100 / total) as u8);
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(JobError::Failed(format!(
+                "{} of {} documents failed: {}",
+                failures.len(),
+                ids.len(),
+                failures.join("; ")
+            )))
+        }
+    }
+
+    /// Stores an upload's bytes content-addressed (atomic write). Blocking.
+    pub fn store_file(&self, t: &TenantId, sha: &str, bytes: &[u8]) -> Result<(), Error> {
+        let dir = self.files_dir(t);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(sha);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = dir.join(format!(".{sha}.{}", uuid::Uuid::now_v7()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Io(format!("cannot store the upload: {e}"))
+        })
+    }
+
+    /// Creates documents for accepted uploads and queues their processing, in one
+    /// transaction per upload batch.
+    pub fn create_documents(
+        &self,
+        t: &TenantId,
+        uploads: Vec<NewDocument>,
+        agents: &[AgentId],
+    ) -> Result<Created, Error> {
+        let out = self.svc.store.write(|tx| {
+            let mut created = Vec::new();
+            for u in &uploads {
+                let key = make_ref(t, &u.sha256);
+                if let Some(existing) = tx.index_get(Index::DocumentSha, &key)? {
+                    let id = existing
+                        .rsplit('/')
+                        .next()
+                        .and_then(DocumentId::parse)
+                        .unwrap_or_default();
+                    return Ok::<_, store::Error>(Err((u.name.clone(), id)));
+                }
+                let now = now();
+                let doc = Document {
+                    id: DocumentId::new(),
+                    tenant_id: t.clone(),
+                    name: u.name.clone(),
+                    mime_type: u.mime.clone(),
+                    size_bytes: u.size,
+                    sha256: u.sha256.clone(),
+                    status: DocumentStatus::Queued,
+                    progress: 0,
+                    error: None,
+                    pages: None,
+                    chunk_count: 0,
+                    title: None,
+                    author: None,
+                    agent_ids: agents.to_vec(),
+                    created_at: now,
+                    updated_at: now,
+                    processed_at: None,
+                };
+                tx.index_insert_new(Index::DocumentSha, &key, &make_ref(t, doc.id.as_str()))?;
+                tx.put(&doc)?;
+                for a in agents {
+                    if let Some(mut agent) = tx.get::<Agent>(t, a.as_str())?
+                        && !agent.document_ids.contains(&doc.id)
+                    {
+                        agent.document_ids.push(doc.id.clone());
+                        agent.updated_at = now;
+                        tx.put(&agent)?;
+                    }
+                }
+                let job = Jobs::enqueue_in(
+                    tx,
+                    t,
+                    JOB_PROCESS,
+                    serde_json::json!({"documentId": doc.id}),
+                )?;
+                created.push((doc, job));
+            }
+            Ok(Ok(created))
+        })?;
+        if let Ok(created) = &out {
+            for (_, job) in created {
+                self.jobs.wake(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a document: record, chunks, index entries, agent links and (when no other
+    /// document of the tenant uses it) the original file. Safe while it is processing.
+    pub fn delete_document(&self, t: &TenantId, id: &DocumentId) -> Result<bool, Error> {
+        let removed = self.svc.store.write(|tx| {
+            let Some(d) = tx.get::<Document>(t, id.as_str())? else {
+                return Ok::<_, store::Error>(None);
+            };
+            tx.delete_under::<Chunk>(t, id.as_str())?;
+            tx.index_remove(Index::DocumentSha, &make_ref(t, &d.sha256))?;
+            for a in &d.agent_ids {
+                if let Some(mut agent) = tx.get::<Agent>(t, a.as_str())? {
+                    agent.document_ids.retain(|x| x != id);
+                    tx.put(&agent)?;
+                }
+            }
+            tx.delete::<Document>(t, id.as_str())?;
+            Ok(Some(d))
+        })?;
+        let Some(d) = removed else { return Ok(false) };
+        self.unindex_document(t, id)?;
+        let path = self.files_dir(t).join(&d.sha256);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a document's file");
+        }
+        Ok(true)
+    }
+
+    /// Re-runs the pipeline of a document (e.g. after a model change).
+    pub fn reprocess(
+        &self,
+        t: &TenantId,
+        id: &DocumentId,
+    ) -> Result<Option<(Document, Job)>, Error> {
+        let out = self.svc.store.write(|tx| {
+            let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
+                return Ok::<_, store::Error>(None);
+            };
+            d.status = DocumentStatus::Queued;
+            d.progress = 0;
+            d.error = None;
+            d.updated_at = now();
+            tx.put(&d)?;
+            let job =
+                Jobs::enqueue_in(tx, t, JOB_PROCESS, serde_json::json!({"documentId": d.id}))?;
+            Ok(Some((d, job)))
+        })?;
+        if let Some((_, job)) = &out {
+            self.jobs.wake(job);
+        }
+        Ok(out)
+    }
+}
+
+/// The created documents and their jobs, or the name of a duplicate upload and the id of
+/// the document that already has its content.
+pub type Created = Result<Vec<(Document, Job)>, (String, DocumentId)>;
+
+/// An accepted upload, already stored on disk.
+pub struct NewDocument {
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What is embedded for a chunk: its heading path gives the text its context.
+fn embed_text(headings: &[String], text: &str) -> String {
+    if headings.is_empty() {
+        text.to_string()
+    } else {
+        format!("{}\n{}", headings.join(" > "), text)
+    }
+}

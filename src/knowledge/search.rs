@@ -1,0 +1,227 @@
+//! Knowledge search: keyword (BM25), vector (cosine) or hybrid (fused), always inside the
+//! caller's tenant, optionally restricted to an agent's or a list of documents.
+
+use super::{Error, Knowledge};
+use crate::agent::{Retrieve, Retrieved, Source};
+use crate::index::{Filter, FusionParams, Hit, fuse};
+use crate::model::{Agent, Chunk, Document, RetrievalMode};
+use crate::types::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Instant;
+use utoipa::ToSchema;
+
+/// Cosine similarity under which a vector-only hit is not considered an answer.
+pub const MIN_SIMILARITY: f32 = 0.25;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    #[default]
+    Hybrid,
+    Keyword,
+    Vector,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub query: String,
+    /// Restrict to these documents (an agent's, or the caller's list).
+    pub documents: Option<Vec<DocumentId>>,
+    pub top_k: usize,
+    pub mode: SearchMode,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    pub chunk_id: ChunkId,
+    pub document_id: DocumentId,
+    pub document_name: String,
+    pub text: String,
+    pub score: f32,
+    pub page: Option<u32>,
+    pub headings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchResult {
+    pub data: Vec<SearchHit>,
+    /// The mode actually used (hybrid falls back to keyword without embeddings).
+    pub mode: SearchMode,
+    pub took_ms: f64,
+    /// Best cosine similarity among vector hits, when vectors were searched.
+    #[serde(skip)]
+    pub best_similarity: Option<f32>,
+    #[serde(skip)]
+    pub keyword_hits: usize,
+}
+
+/// Vectors unavailable for a vector-only search.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("vector search needs an embedding model; none is configured (keyword search works)")]
+    NoEmbeddings,
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+impl Knowledge {
+    /// Searches one tenant. Blocking.
+    pub fn search(&self, t: &TenantId, q: &SearchQuery) -> Result<SearchResult, SearchError> {
+        let started = Instant::now();
+        let k = q.top_k.clamp(1, 50);
+        let wide = (3 * k).max(50);
+        if q.documents.as_ref().is_some_and(|d| d.is_empty()) || q.query.trim().is_empty() {
+            return Ok(SearchResult {
+                data: vec![],
+                mode: q.mode,
+                took_ms: 0.0,
+                best_similarity: None,
+                keyword_hits: 0,
+            });
+        }
+        let space = self.space_for(t)?;
+        let mode = match (q.mode, &space) {
+            (SearchMode::Vector, None) => return Err(SearchError::NoEmbeddings),
+            (SearchMode::Hybrid, None) => SearchMode::Keyword,
+            (m, _) => m,
+        };
+        let filter = Filter {
+            documents: q.documents.clone(),
+            agent: None,
+        };
+        let keyword = if mode != SearchMode::Vector {
+            self.text
+                .search(
+                    t,
+                    &q.query,
+                    &filter,
+                    if mode == SearchMode::Hybrid { wide } else { k },
+                )
+                .map_err(Error::from)?
+        } else {
+            vec![]
+        };
+        let vector = match (&space, mode) {
+            (Some(space), SearchMode::Vector | SearchMode::Hybrid) => {
+                let v = space.embedder.embed_query(&q.query).map_err(Error::from)?;
+                space
+                    .index
+                    .search(
+                        t,
+                        &v,
+                        q.documents.as_deref(),
+                        if mode == SearchMode::Hybrid { wide } else { k },
+                    )
+                    .map_err(Error::from)?
+            }
+            _ => vec![],
+        };
+        let best_similarity = vector.first().map(|h| h.score);
+        let keyword_hits = keyword.len();
+        let ranked: Vec<Hit> = match mode {
+            SearchMode::Keyword => keyword.into_iter().take(k).collect(),
+            SearchMode::Vector => vector.into_iter().take(k).collect(),
+            SearchMode::Hybrid => fuse(&keyword, &vector, k, &FusionParams::default()),
+        };
+        let data = self.load_hits(t, &ranked)?;
+        Ok(SearchResult {
+            data,
+            mode,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+            best_similarity,
+            keyword_hits,
+        })
+    }
+
+    /// Chunk text and document names for ranked hits; hits whose chunk is gone are dropped.
+    fn load_hits(&self, t: &TenantId, hits: &[Hit]) -> Result<Vec<SearchHit>, Error> {
+        Ok(self.svc.store.read(|tx| {
+            let mut names: HashMap<DocumentId, Option<String>> = HashMap::new();
+            let mut out = Vec::with_capacity(hits.len());
+            for h in hits {
+                let Some(c) = tx.get::<Chunk>(t, &format!("{}/{}", h.document, h.chunk))? else {
+                    continue;
+                };
+                let name = match names.get(&h.document) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n = tx.get::<Document>(t, h.document.as_str())?.map(|d| d.name);
+                        names.insert(h.document.clone(), n.clone());
+                        n
+                    }
+                };
+                let Some(document_name) = name else { continue };
+                out.push(SearchHit {
+                    chunk_id: c.id,
+                    document_id: c.document_id,
+                    document_name,
+                    text: c.text,
+                    score: h.score,
+                    page: c.page,
+                    headings: c.headings,
+                });
+            }
+            Ok(out)
+        })?)
+    }
+}
+
+impl Retrieve for Knowledge {
+    fn retrieve(
+        &self,
+        t: &TenantId,
+        agent: &Agent,
+        query: &str,
+        top_k: usize,
+    ) -> Result<Retrieved, String> {
+        let mode = match agent.retrieval_mode {
+            RetrievalMode::Off => return Ok(Retrieved::default()),
+            RetrievalMode::Keyword => SearchMode::Keyword,
+            RetrievalMode::Vector => SearchMode::Vector,
+            RetrievalMode::Hybrid => SearchMode::Hybrid,
+        };
+        let q = SearchQuery {
+            query: query.to_string(),
+            documents: Some(agent.document_ids.clone()),
+            top_k,
+            mode,
+        };
+        let r = match self.search(t, &q) {
+            Ok(r) => r,
+            // Without a model, vector agents fall back to keywords rather than fail.
+            Err(SearchError::NoEmbeddings) => self
+                .search(
+                    t,
+                    &SearchQuery {
+                        mode: SearchMode::Keyword,
+                        ..q
+                    },
+                )
+                .map_err(|e| e.to_string())?,
+            Err(e) => return Err(e.to_string()),
+        };
+        // Nothing relevant: no keyword match and no vector close enough.
+        let relevant = r.keyword_hits > 0 || r.best_similarity.is_some_and(|s| s >= MIN_SIMILARITY);
+        if !relevant {
+            return Ok(Retrieved::default());
+        }
+        Ok(Retrieved {
+            sources: r
+                .data
+                .into_iter()
+                .map(|h| Source {
+                    chunk_id: h.chunk_id,
+                    document_id: h.document_id,
+                    document_name: h.document_name,
+                    text: h.text,
+                    page: h.page,
+                    headings: h.headings,
+                    score: h.score,
+                })
+                .collect(),
+        })
+    }
+}
