@@ -17,6 +17,12 @@ pub struct Health {
     /// `ok` or `error`.
     storage: &'static str,
     schema_version: Option<u64>,
+    /// The embedding model, or why retrieval is keyword-only.
+    embeddings: String,
+    /// `hybrid` with an embedding model, `keyword` without one.
+    retrieval: &'static str,
+    /// Background jobs waiting for a worker.
+    jobs_pending: usize,
 }
 
 /// Liveness and storage check: 200 when the store can be read, 503 otherwise.
@@ -35,6 +41,13 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         uptime_seconds: state.started.elapsed().as_secs(),
         storage: if ok { "ok" } else { "error" },
         schema_version: schema,
+        embeddings: state.knowledge.embeddings_description().to_string(),
+        retrieval: if state.knowledge.has_global_embedder() {
+            "hybrid"
+        } else {
+            "keyword"
+        },
+        jobs_pending: state.jobs.pending(),
     };
     let code = if ok {
         StatusCode::OK

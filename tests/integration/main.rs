@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 mod conversations;
 mod errors;
+mod knowledge;
 mod llm_client;
 mod smoke;
 mod system;

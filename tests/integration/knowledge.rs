@@ -1,0 +1,665 @@
+//! Knowledge base: uploads, the ingestion pipeline, search, deletion, isolation, restart.
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+pub async fn upload(
+    s: &Server,
+    token: &str,
+    files: &[(&str, &str, Vec<u8>)],
+    agent_ids: Option<&str>,
+) -> Resp {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, mime, bytes) in files {
+        let part = reqwest::multipart::Part::bytes(bytes.clone())
+            .file_name(name.to_string())
+            .mime_str(mime)
+            .expect("mime");
+        form = form.part("file", part);
+    }
+    if let Some(a) = agent_ids {
+        form = form.text("agentIds", a.to_string());
+    }
+    send(
+        s.http
+            .post(format!("{}/api/documents", s.base))
+            .bearer_auth(token)
+            .multipart(form),
+    )
+    .await
+}
+
+/// Polls a document until it leaves queued/processing (bounded).
+pub async fn wait_done(s: &Server, token: &str, id: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let r = s.get(&format!("/api/documents/{id}"), token).await;
+        r.expect(200);
+        let st = r.body["status"].as_str().unwrap_or("");
+        if st == "ready" || st == "failed" {
+            return r.body;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "document stuck in {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const HANDBOOK: &str = "# Employee Handbook\n\n## Holidays\n\nEvery employee gets twenty-five paid vacation days per year. Unused days carry over until March.\n\n## Expenses\n\nTravel expenses are reimbursed within fourteen days when receipts are attached.\n\n### Meals\n\nMeals during business trips are covered up to forty euros per day.\n";
+
+fn pdf(pages: &[&str]) -> Vec<u8> {
+    use lopdf::content::{Content, Operation};
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(
+        dictionary! {"Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica"},
+    );
+    let resources_id = doc.add_object(dictionary! {"Font" => dictionary! {"F1" => font_id}});
+    let mut kids = Vec::new();
+    for text in pages {
+        let content = Content {
+            operations: vec![
+                Operation::new("BT", vec![]),
+                Operation::new("Tf", vec!["F1".into(), 12.into()]),
+                Operation::new("Td", vec![72.into(), 700.into()]),
+                Operation::new("Tj", vec![Object::string_literal(*text)]),
+                Operation::new("ET", vec![]),
+            ],
+        };
+        let content_id = doc.add_object(Stream::new(
+            dictionary! {},
+            content.encode().expect("encode"),
+        ));
+        let page_id = doc.add_object(dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()]});
+        kids.push(page_id.into());
+    }
+    let count = kids.len() as i64;
+    doc.objects.insert(pages_id, Object::Dictionary(dictionary! {"Type" => "Pages", "Kids" => kids, "Count" => count, "Resources" => resources_id}));
+    let catalog_id = doc.add_object(dictionary! {"Type" => "Catalog", "Pages" => pages_id});
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).expect("save pdf");
+    out
+}
+
+#[tokio::test]
+async fn upload_process_search_and_delete() {
+    let s = start().await;
+    let a = s.register("a@x.test", "A").await;
+    let html = "<html><head><title>Returns</title><style>p{color:red}</style><script>alert('x')</script></head><body><h1>Returns policy</h1><p>Items can be returned within thirty days with the original receipt.</p></body></html>";
+    let csv = "product,price,stock\nwidget,9.99,120\ngadget,24.50,8\n";
+    let r = upload(
+        &s,
+        &a.token,
+        &[
+            ("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec()),
+            ("returns.html", "text/html", html.as_bytes().to_vec()),
+            ("prices.csv", "text/csv", csv.as_bytes().to_vec()),
+            (
+                "manual.pdf",
+                "application/pdf",
+                pdf(&[
+                    "Warranty lasts two years from purchase.",
+                    "Batteries are not covered by the warranty.",
+                ]),
+            ),
+        ],
+        None,
+    )
+    .await;
+    r.expect(202);
+    let docs = r.body["data"].as_array().expect("data").clone();
+    assert_eq!(docs.len(), 4);
+    assert!(docs.iter().all(|d| d["status"] == "queued" && d["sha256"].as_str().is_some_and(|h| h.len() == 64)));
+    let mut ids = Vec::new();
+    for d in &docs {
+        let id = d["id"].as_str().expect("id").to_string();
+        let done = wait_done(&s, &a.token, &id).await;
+        assert_eq!(done["status"], "ready", "{done}");
+        assert_eq!(done["progress"], 100);
+        assert!(done["chunkCount"].as_u64().unwrap_or(0) >= 1);
+        assert!(done["processedAt"].is_string());
+        ids.push(id);
+    }
+    let pdf_doc = s.get(&format!("/api/documents/{}", ids[3]), &a.token).await;
+    assert_eq!(pdf_doc.body["pages"], 2);
+    assert_eq!(pdf_doc.body["mimeType"], "application/pdf");
+
+    // Chunks carry the heading path and page.
+    let chunks = s
+        .get(&format!("/api/documents/{}/chunks", ids[0]), &a.token)
+        .await;
+    chunks.expect(200);
+    let all: Vec<Value> = chunks.body["data"].as_array().expect("chunks").clone();
+    assert!(
+        all.iter().any(|c| c["headings"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|x| x == "Holidays"))),
+        "{}",
+        chunks.text
+    );
+    let html_chunks = s
+        .get(&format!("/api/documents/{}/chunks", ids[1]), &a.token)
+        .await;
+    assert!(!html_chunks.text.contains("alert"), "scripts are dropped");
+    assert!(
+        !html_chunks.text.contains("color:red"),
+        "styles are dropped"
+    );
+
+    // Keyword search finds the right chunk, with document name and page.
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "how many vacation days", "mode": "keyword"}),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.body["mode"], "keyword");
+    assert!(r.body["tookMs"].is_number());
+    assert_eq!(r.body["data"][0]["documentName"], "handbook.md");
+    assert!(
+        r.body["data"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("twenty-five")
+    );
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "batteries warranty", "mode": "keyword"}),
+        )
+        .await;
+    assert_eq!(r.body["data"][0]["page"], 2, "{}", r.text);
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "gadget price"}),
+        )
+        .await;
+    assert_eq!(r.body["data"][0]["documentName"], "prices.csv");
+    assert!(
+        r.body["data"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("24.50")
+    );
+    // documentIds restricts.
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "vacation days", "documentIds": [ids[1]]}),
+        )
+        .await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|h| h["documentName"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["returns.html"],
+        "only the listed document: {}",
+        r.text
+    );
+
+    // Same file again: 409 with the existing id.
+    let dup = upload(
+        &s,
+        &a.token,
+        &[("again.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    dup.expect_err(409, "duplicate_document");
+    assert_eq!(
+        dup.body["error"]["details"]["documentId"].as_str(),
+        Some(ids[0].as_str())
+    );
+
+    // Filters and paging.
+    let ready = s.get("/api/documents?status=ready&limit=3", &a.token).await;
+    assert_eq!(ready.body["data"].as_array().map(Vec::len), Some(3));
+    assert!(ready.body["nextCursor"].is_string());
+
+    // Delete: gone from search, chunks and disk.
+    let sha = docs[0]["sha256"].as_str().expect("sha").to_string();
+    let file = s
+        .data_dir()
+        .join("tenants")
+        .join(&a.tenant_id)
+        .join("files")
+        .join(&sha);
+    assert!(file.exists());
+    s.delete(&format!("/api/documents/{}", ids[0]), &a.token)
+        .await
+        .expect(204);
+    assert!(!file.exists(), "the original is removed");
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "vacation days", "mode": "keyword"}),
+        )
+        .await;
+    assert!(
+        !r.text.contains("twenty-five"),
+        "deleted chunks never come back: {}",
+        r.text
+    );
+    s.get(&format!("/api/documents/{}/chunks", ids[0]), &a.token)
+        .await
+        .expect_err(404, "document_not_found");
+    // Now the same content can be uploaded again.
+    upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await
+    .expect(202);
+}
+
+#[tokio::test]
+async fn bad_uploads_fail_clearly_and_the_server_keeps_serving() {
+    let s = start_with(|c| {
+        c.upload_max_bytes = 64 * 1024;
+        c.ingest_max_pages = 50;
+    })
+    .await;
+    let a = s.register("a@x.test", "A").await;
+    upload(&s, &a.token, &[("empty.txt", "text/plain", vec![])], None)
+        .await
+        .expect_err(400, "empty_file");
+    let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
+    elf.extend(std::iter::repeat_n(0u8, 4000));
+    upload(&s, &a.token, &[("notes.txt", "text/plain", elf)], None)
+        .await
+        .expect_err(415, "unsupported_media_type");
+    upload(
+        &s,
+        &a.token,
+        &[(
+            "pic.png",
+            "image/png",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec(),
+        )],
+        None,
+    )
+    .await
+    .expect_err(415, "unsupported_media_type");
+    upload(
+        &s,
+        &a.token,
+        &[("big.txt", "text/plain", vec![b'a'; 100 * 1024])],
+        None,
+    )
+    .await
+    .expect_err(413, "payload_too_large");
+    let none = send(
+        s.http
+            .post(format!("{}/api/documents", s.base))
+            .bearer_auth(&a.token)
+            .multipart(reqwest::multipart::Form::new().text("x", "y")),
+    )
+    .await;
+    none.expect_err(400, "validation_failed");
+
+    // Accepted at upload, failed with a reason in the pipeline.
+    let mut corrupt = b"%PDF-1.7\n".to_vec();
+    corrupt.extend(b"1 0 obj << /Type /Catalog >> garbage garbage");
+    let mut latin1 = b"caf\xe9 cr\xe8me ".to_vec();
+    latin1.extend(b"plain words ".repeat(20));
+    let many: Vec<&str> = vec!["page"; 60];
+    let r = upload(
+        &s,
+        &a.token,
+        &[
+            ("broken.pdf", "application/pdf", corrupt),
+            ("latin1.txt", "text/plain", latin1),
+            ("long.pdf", "application/pdf", pdf(&many)),
+            ("ok.md", "text/markdown", HANDBOOK.as_bytes().to_vec()),
+        ],
+        None,
+    )
+    .await;
+    let code = r.status.as_u16();
+    assert!(code == 202 || code == 415, "{}", r.text);
+    if code == 202 {
+        let docs = r.body["data"].as_array().expect("data").clone();
+        let mut failed = 0;
+        for d in &docs {
+            let done = wait_done(&s, &a.token, d["id"].as_str().expect("id")).await;
+            if done["name"] == "ok.md" {
+                assert_eq!(
+                    done["status"], "ready",
+                    "a failing document never blocks the others"
+                );
+            } else {
+                assert_eq!(done["status"], "failed", "{done}");
+                assert!(
+                    done["error"].as_str().is_some_and(|e| e.len() > 10),
+                    "a clear reason: {done}"
+                );
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 3);
+    }
+    s.get("/api/health", &a.token).await.expect(200);
+}
+
+#[tokio::test]
+async fn knowledge_is_isolated_between_tenants_and_roles() {
+    let s = start().await;
+    let a = s.register("a@x.test", "A").await;
+    let b = s.register("b@x.test", "B").await;
+    let user = s
+        .invite_and_accept(&a, &a.tenant_id, "u@x.test", "TENANT_USER")
+        .await;
+    let r = upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    let id = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    wait_done(&s, &a.token, &id).await;
+    // The same content in B is not a duplicate (per tenant), and B never sees A's chunks.
+    let rb = upload(
+        &s,
+        &b.token,
+        &[(
+            "other.md",
+            "text/markdown",
+            b"# Other\n\nNothing about holidays here, just parking rules.".to_vec(),
+        )],
+        None,
+    )
+    .await;
+    rb.expect(202);
+    wait_done(&s, &b.token, rb.body["data"][0]["id"].as_str().expect("id")).await;
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&b.token),
+            json!({"query": "vacation days twenty-five", "mode": "keyword"}),
+        )
+        .await;
+    assert!(!r.text.contains("twenty-five"), "{}", r.text);
+    for (m, path) in [
+        (reqwest::Method::GET, format!("/api/documents/{id}")),
+        (reqwest::Method::GET, format!("/api/documents/{id}/chunks")),
+        (reqwest::Method::DELETE, format!("/api/documents/{id}")),
+        (
+            reqwest::Method::POST,
+            format!("/api/documents/{id}/process"),
+        ),
+    ] {
+        s.req(m.clone(), &path, Some(&b.token), None)
+            .await
+            .expect_err(404, "document_not_found");
+    }
+    // TENANT_USER reads and searches, but cannot upload or delete.
+    s.get(&format!("/api/documents/{id}"), &user.token)
+        .await
+        .expect(200);
+    s.post(
+        "/api/knowledge/search",
+        Some(&user.token),
+        json!({"query": "vacation"}),
+    )
+    .await
+    .expect(200);
+    upload(
+        &s,
+        &user.token,
+        &[("x.md", "text/markdown", b"# x\n\ny".to_vec())],
+        None,
+    )
+    .await
+    .expect_err(403, "forbidden");
+    s.delete(&format!("/api/documents/{id}"), &user.token)
+        .await
+        .expect_err(403, "forbidden");
+}
+
+#[tokio::test]
+async fn agents_restrict_search_and_train_attaches_documents() {
+    let s = start().await;
+    let a = s.register("a@x.test", "A").await;
+    let bot = s
+        .post("/api/agents", Some(&a.token), json!({"name": "HR"}))
+        .await;
+    let bot_id = bot.body["id"].as_str().expect("id").to_string();
+    let r = upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        Some(&bot_id),
+    )
+    .await;
+    r.expect(202);
+    let hid = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    assert_eq!(r.body["data"][0]["agentIds"], json!([bot_id]));
+    let other = upload(
+        &s,
+        &a.token,
+        &[(
+            "parking.md",
+            "text/markdown",
+            b"# Parking\n\nVacation parking is free on weekends.".to_vec(),
+        )],
+        None,
+    )
+    .await;
+    let pid = other.body["data"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_done(&s, &a.token, &hid).await;
+    wait_done(&s, &a.token, &pid).await;
+    let agent = s.get(&format!("/api/agents/{bot_id}"), &a.token).await;
+    assert_eq!(agent.body["documentIds"], json!([hid]));
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "vacation", "agentId": bot_id, "mode": "keyword"}),
+        )
+        .await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|h| h["documentName"].as_str())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "handbook.md"),
+        "{names:?}"
+    );
+    // Train attaches the parking doc; the job can be polled.
+    let job = s
+        .post(
+            &format!("/api/agents/{bot_id}/train"),
+            Some(&a.token),
+            json!({"documentIds": [pid]}),
+        )
+        .await;
+    job.expect(202);
+    let jid = job.body["id"].as_str().expect("job id").to_string();
+    let t0 = Instant::now();
+    loop {
+        let j = s.get(&format!("/api/jobs/{jid}"), &a.token).await;
+        if j.body["status"] == "done" {
+            break;
+        }
+        assert!(j.body["status"] != "failed", "{}", j.text);
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "parking", "agentId": bot_id, "mode": "keyword"}),
+        )
+        .await;
+    assert_eq!(
+        r.body["data"][0]["documentName"], "parking.md",
+        "{}",
+        r.text
+    );
+    s.post(
+        "/api/knowledge/search",
+        Some(&a.token),
+        json!({"query": "x", "mode": "vector"}),
+    )
+    .await
+    .expect_err(422, "embeddings_unavailable");
+}
+
+#[tokio::test]
+async fn restart_keeps_documents_chunks_and_results() {
+    let s = start().await;
+    let a = s.register("a@x.test", "A").await;
+    let r = upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    let id = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    wait_done(&s, &a.token, &id).await;
+    let q = json!({"query": "meals business trips", "mode": "keyword"});
+    let before = s
+        .post("/api/knowledge/search", Some(&a.token), q.clone())
+        .await;
+    let chunks_before = s
+        .get(&format!("/api/documents/{id}/chunks"), &a.token)
+        .await;
+    let dir = s.stop().await;
+    // A lost text index is rebuilt from the store at start.
+    std::fs::remove_dir_all(dir.path().join("index/text")).expect("remove index");
+    let s = start_in(dir, |_| {}).await;
+    let after = s.post("/api/knowledge/search", Some(&a.token), q).await;
+    assert_eq!(before.body["data"], after.body["data"]);
+    assert_eq!(
+        chunks_before.body,
+        s.get(&format!("/api/documents/{id}/chunks"), &a.token)
+            .await
+            .body
+    );
+}
+
+/// The real embedding model, from the environment `.ci/run` sets.
+fn real_model() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let m = std::env::var_os("AIGENTABLE_TEST_MODEL_DIR")?;
+    let o = std::env::var_os("AIGENTABLE_TEST_ORT_DYLIB")?;
+    Some((m.into(), o.into()))
+}
+
+#[tokio::test]
+async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
+    let Some((model, ort)) = real_model() else {
+        eprintln!(
+            "SKIPPED paraphrases_are_found_by_vector_and_hybrid_but_not_keyword: set AIGENTABLE_TEST_MODEL_DIR and AIGENTABLE_TEST_ORT_DYLIB (the real model) to run it"
+        );
+        return;
+    };
+    let s = start_with(move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(model);
+        c.ort_dylib_path = Some(ort);
+    })
+    .await;
+    let health = s.get("/api/health", "").await;
+    assert!(
+        health.body["embeddings"]
+            .as_str()
+            .is_some_and(|e| e.contains("onnx")),
+        "{}",
+        health.text
+    );
+    let a = s.register("a@x.test", "A").await;
+    let extra = "# Office\n\n## Parking\n\nThe garage opens at seven and closes at midnight.\n\n## Kitchen\n\nPlease clean the coffee machine after use.\n\n## Security\n\nVisitors must sign in at the front desk.\n";
+    let r = upload(
+        &s,
+        &a.token,
+        &[
+            ("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec()),
+            ("office.md", "text/markdown", extra.as_bytes().to_vec()),
+        ],
+        None,
+    )
+    .await;
+    for d in r.body["data"].as_array().expect("data") {
+        let done = wait_done(&s, &a.token, d["id"].as_str().expect("id")).await;
+        assert_eq!(done["status"], "ready", "{done}");
+    }
+    let chunks = s
+        .get(
+            &format!(
+                "/api/documents/{}/chunks",
+                r.body["data"][0]["id"].as_str().expect("id")
+            ),
+            &a.token,
+        )
+        .await;
+    assert!(
+        chunks.body["data"][0]["embeddingModel"]
+            .as_str()
+            .is_some_and(|m| m.contains("onnx")),
+        "{}",
+        chunks.text
+    );
+    let question = "how much annual leave do staff receive";
+    let in_top3 = |r: &Resp| {
+        r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .take(3)
+            .any(|h| h["text"].as_str().unwrap_or("").contains("twenty-five"))
+    };
+    let kw = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": question, "mode": "keyword"}),
+        )
+        .await;
+    assert!(
+        !in_top3(&kw),
+        "keyword alone should miss the paraphrase: {}",
+        kw.text
+    );
+    for mode in ["vector", "hybrid"] {
+        let r = s
+            .post(
+                "/api/knowledge/search",
+                Some(&a.token),
+                json!({"query": question, "mode": mode}),
+            )
+            .await;
+        r.expect(200);
+        assert_eq!(r.body["mode"], mode);
+        assert!(
+            in_top3(&r),
+            "{mode} should find the paraphrase in the top 3: {}",
+            r.text
+        );
+    }
+}
