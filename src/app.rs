@@ -78,11 +78,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     tokio::task::spawn_blocking(move || k2.recover())
         .await?
         .map_err(|e| anyhow::anyhow!("rebuilding indexes: {e}"))?;
-    jobs.start(config.job_worker_count());
-    let resumed = jobs.recover()?;
-    if resumed > 0 {
-        tracing::info!(resumed, "resumed unfinished jobs");
-    }
     let engine = Arc::new(crate::agent::Engine {
         svc: svc.clone(),
         llm: crate::llm::Client::new(),
@@ -111,6 +106,13 @@ pub async fn serve_with_listener(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = app.state.clone();
+    // Workers start with the server (not in `build`, which the CLI commands use too).
+    state.jobs.start(state.config.job_worker_count());
+    let jobs = state.jobs.clone();
+    let resumed = tokio::task::spawn_blocking(move || jobs.recover()).await??;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed unfinished jobs");
+    }
     let limits_state = state.clone();
     let pruner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

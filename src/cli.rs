@@ -35,6 +35,9 @@ pub enum Command {
         #[arg(long)]
         bind: Option<String>,
     },
+    /// Rebuild the search indexes (text and vectors) from the store. Run it while the
+    /// server is stopped.
+    Reindex,
     /// Administration tasks.
     Admin {
         #[command(subcommand)]
@@ -88,5 +91,20 @@ pub async fn admin_create(config: Config, email: &str, password: &str) -> anyhow
             other => anyhow::anyhow!("{other}"),
         })?;
     println!("created platform admin {email}");
+    Ok(())
+}
+
+/// `aigentable reindex`: rebuilds every index from the store.
+pub async fn reindex(config: Config) -> anyhow::Result<()> {
+    let app = crate::app::build(config).await?;
+    let k = app.state.knowledge.clone();
+    let n = tokio::task::spawn_blocking(move || {
+        let n = k.reindex_all()?;
+        k.persist();
+        Ok::<_, crate::knowledge::Error>(n)
+    })
+    .await??;
+    app.state.jobs.shutdown();
+    println!("rebuilt the indexes of {n} tenants");
     Ok(())
 }

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             Some(Command::Admin {
                 command: AdminCommand::Create { email, password },
             }) => aigentable::cli::admin_create(config, &email, &password).await,
+            Some(Command::Reindex) => aigentable::cli::reindex(config).await,
             Some(Command::Serve { .. }) | None => {
                 let _guard = aigentable::telemetry::init_logging(&config)?;
                 aigentable::app::run(config).await

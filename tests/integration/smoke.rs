@@ -164,3 +164,129 @@ async fn binary_serves_then_shuts_down_gracefully() {
     // Data written by a newer version is refused with a clear message.
     drop(dir);
 }
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/api/health")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn serve(data: &std::path::Path, port: u16) -> std::process::Child {
+    bin()
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .env("PORT", port.to_string())
+        .env("LOG_LEVEL", "warn")
+        .env("RATE_LIMIT_AUTH_PER_MIN", "0")
+        .env("RATE_LIMIT_UPLOAD_PER_MIN", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+#[tokio::test]
+async fn kill_9_during_ingestion_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut child = serve(&data, port);
+    wait_healthy(&http, &base).await;
+    let reg: serde_json::Value = http
+        .post(format!("{base}/api/auth/register"))
+        .json(&serde_json::json!({"email": "k@x.test", "password": "password-123", "name": "K", "tenantName": "K"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let token = reg["accessToken"].as_str().expect("token").to_string();
+    let mut form = reqwest::multipart::Form::new();
+    for i in 0..20 {
+        let mut text = format!("# Document {i}\n\n");
+        for p in 0..400 {
+            text.push_str(&format!("## Section {p}\n\nParagraph {p} of document {i} talks about topic {} in some detail.\n\n", p * 7 + i));
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(text.into_bytes())
+                .file_name(format!("doc{i}.md"))
+                .mime_str("text/markdown")
+                .expect("mime"),
+        );
+    }
+    let up = http
+        .post(format!("{base}/api/documents"))
+        .bearer_auth(&token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(up.status().as_u16(), 202);
+    // kill -9 while the queue is being worked.
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+
+    let mut child = serve(&data, port);
+    wait_healthy(&http, &base).await;
+    let t0 = Instant::now();
+    loop {
+        let list: serde_json::Value = http
+            .get(format!("{base}/api/documents?limit=200"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        let docs = list["data"].as_array().expect("data");
+        assert_eq!(docs.len(), 20, "every accepted document is kept");
+        let done = docs
+            .iter()
+            .filter(|d| d["status"] == "ready" || d["status"] == "failed")
+            .count();
+        if done == 20 {
+            assert!(docs.iter().all(|d| d["status"] == "ready"), "{list}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "documents stuck after restart: {done}/20 done"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let _ = child.wait();
+    // The indexes can always be rebuilt from the store.
+    let out = bin()
+        .arg("reindex")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("reindex");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rebuilt"));
+}
