@@ -146,6 +146,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::assign))
         .routes(routes!(conversations::close))
         .routes(routes!(settings::get_ai, settings::put_ai))
+        .routes(routes!(settings::get_embeddings, settings::put_embeddings))
         .routes(routes!(agents::test))
         .routes(routes!(documents::train))
         .routes(routes!(documents::list, documents::upload))

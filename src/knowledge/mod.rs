@@ -339,10 +339,23 @@ impl Knowledge {
 
 /// A tenant's embedding override, with its API key opened.
 fn tenant_embed_settings(s: &TenantSettings, svc: &Services) -> Option<embed::Settings> {
-    let v = s.embeddings.as_ref()?;
-    let mut set: embed::Settings = serde_json::from_value(v.clone()).ok()?;
-    if let Some(sealed) = v.get("apiKeySealed").and_then(|k| k.as_str()) {
-        set.api_key = svc.sealer.open(sealed);
+    let v = s.embeddings.as_ref()?.as_object()?;
+    // The server's settings are the base (runtime path, lengths); the tenant's keys win.
+    let global = svc.config.embed_settings();
+    let mut base = serde_json::to_value(&global).ok()?;
+    let obj = base.as_object_mut()?;
+    for (k, val) in v {
+        if k != "apiKeySealed" {
+            obj.insert(k.clone(), val.clone());
+        }
     }
+    let mut set: embed::Settings = serde_json::from_value(base).ok()?;
+    set.api_key = match v.get("apiKeySealed").and_then(|k| k.as_str()) {
+        Some(sealed) => svc.sealer.open(sealed),
+        None if set.provider == global.provider && set.base_url == global.base_url => {
+            global.api_key
+        }
+        None => None,
+    };
     Some(set)
 }

@@ -663,3 +663,130 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
         );
     }
 }
+
+#[tokio::test]
+async fn embedding_settings_per_tenant_and_reembedding() {
+    let s = start().await;
+    let a = s.register("a@x.test", "A").await;
+    let user = s
+        .invite_and_accept(&a, &a.tenant_id, "u@x.test", "TENANT_USER")
+        .await;
+    let r = s.get("/api/settings/embeddings", &a.token).await;
+    r.expect(200);
+    assert!(
+        r.body["modelId"].is_null(),
+        "keyword-only by default in tests: {}",
+        r.text
+    );
+    s.get("/api/settings/embeddings", &user.token)
+        .await
+        .expect_err(403, "forbidden");
+    s.put(
+        "/api/settings/embeddings",
+        &a.token,
+        json!({"provider": "magic"}),
+    )
+    .await
+    .expect_err(400, "validation_failed");
+    s.put(
+        "/api/settings/embeddings",
+        &a.token,
+        json!({"modelFolder": "../../etc"}),
+    )
+    .await
+    .expect_err(400, "validation_failed");
+    let r = s
+        .put(
+            "/api/settings/embeddings",
+            &a.token,
+            json!({"provider": "none", "apiKey": "sk-embed-secret"}),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.body["apiKeySet"], true);
+    assert!(!r.text.contains("sk-embed-secret"));
+
+    let Some((model, ort)) = real_model() else {
+        eprintln!(
+            "SKIPPED the re-embedding part of embedding_settings_per_tenant_and_reembedding: set AIGENTABLE_TEST_MODEL_DIR and AIGENTABLE_TEST_ORT_DYLIB"
+        );
+        return;
+    };
+    // A server with the runtime but no global model; the tenant picks a model folder.
+    let s = start_with(move |c| {
+        c.ort_dylib_path = Some(ort);
+        c.embeddings_provider = Some("none".into());
+    })
+    .await;
+    let a = s.register("a@x.test", "A").await;
+    let doc = upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    let id = doc.body["data"][0]["id"].as_str().expect("id").to_string();
+    wait_done(&s, &a.token, &id).await;
+    let before = s
+        .get(&format!("/api/documents/{id}/chunks"), &a.token)
+        .await;
+    assert!(
+        before.body["data"][0]["embeddingModel"].is_null(),
+        "{}",
+        before.text
+    );
+    std::fs::create_dir_all(s.data_dir().join("models")).expect("mkdir");
+    std::os::unix::fs::symlink(&model, s.data_dir().join("models/mini")).expect("symlink");
+    let r = s
+        .put(
+            "/api/settings/embeddings",
+            &a.token,
+            json!({"provider": "onnx", "modelFolder": "mini"}),
+        )
+        .await;
+    r.expect(200);
+    assert!(
+        r.body["modelId"]
+            .as_str()
+            .is_some_and(|m| m.contains("onnx")),
+        "{}",
+        r.text
+    );
+    // The chunks are re-embedded in the background; then vector search works.
+    let t0 = Instant::now();
+    loop {
+        let c = s
+            .get(&format!("/api/documents/{id}/chunks"), &a.token)
+            .await;
+        if c.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .all(|c| c["embeddingModel"].is_string())
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "re-embedding did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = s
+        .post(
+            "/api/knowledge/search",
+            Some(&a.token),
+            json!({"query": "annual leave for staff", "mode": "vector"}),
+        )
+        .await;
+    v.expect(200);
+    assert!(
+        v.body["data"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("twenty-five"),
+        "{}",
+        v.text
+    );
+}
