@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod index;
 pub mod mail;
 pub mod model;
 pub mod store;

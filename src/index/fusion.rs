@@ -1,0 +1,193 @@
+//! Fusion of a keyword (BM25) ranking and a vector (cosine) ranking into one ranking.
+//!
+//! Pure functions over [`Hit`] lists; depends on nothing but `types`.
+
+use super::Hit;
+use crate::types::ChunkId;
+use std::collections::HashMap;
+
+/// How to fuse. [`FusionParams::default`] is the one setting measured in
+/// `BENCHMARKS-index.md`; the other methods are kept for comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FusionMethod {
+    /// Weighted reciprocal rank fusion: `w / (rrf_k + rank)` summed over lists.
+    Rrf,
+    /// Convex combination of min-max normalised scores.
+    MinMax,
+    /// Convex combination of z-score normalised scores.
+    ZScore,
+}
+
+/// Fusion settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusionParams {
+    pub method: FusionMethod,
+    /// Weight of the vector list in [0, 1]; the keyword list gets `1 - vector_weight`.
+    pub vector_weight: f32,
+    /// The rank offset of RRF.
+    pub rrf_k: f32,
+}
+
+impl Default for FusionParams {
+    fn default() -> Self {
+        Self {
+            method: FusionMethod::ZScore,
+            vector_weight: 0.5,
+            rrf_k: 60.0,
+        }
+    }
+}
+
+/// Fuses a keyword ranking and a vector ranking (each best first, as returned by the
+/// indexes) into the top `k` of one ranking, best first. Chunks found by both lists gain
+/// from both; a chunk missing from one list gets that list's lowest contribution. Ties
+/// break on the vector rank, then the keyword rank, so the output is deterministic.
+/// Pass each list with at least `max(3k, 50)` hits so the normalisation sees the score
+/// distribution, not just its head.
+pub fn fuse(keyword: &[Hit], vector: &[Hit], k: usize, params: &FusionParams) -> Vec<Hit> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let wv = params.vector_weight.clamp(0.0, 1.0);
+    let wk = 1.0 - wv;
+    // Normalised scores per list, and the value for a chunk the list did not return.
+    let ((kw, kw_missing), (vw, vw_missing)) = match params.method {
+        FusionMethod::Rrf => (
+            (rrf(keyword, params.rrf_k), 0.0),
+            (rrf(vector, params.rrf_k), 0.0),
+        ),
+        FusionMethod::MinMax => {
+            let (k, v) = (min_max(keyword), min_max(vector));
+            let (km, vm) = (min_of(&k), min_of(&v));
+            ((k, km), (v, vm))
+        }
+        FusionMethod::ZScore => {
+            let n = keyword.len().max(vector.len());
+            // BM25 of a chunk matching no query term is exactly 0; below the vector
+            // list's last hit nothing is known, so it is not padded.
+            (z_score(keyword, n, 0.0), z_score(vector, 0, 0.0))
+        }
+    };
+
+    struct Entry<'a> {
+        hit: &'a Hit,
+        k: Option<(usize, f32)>,
+        v: Option<(usize, f32)>,
+    }
+    let mut by_chunk: HashMap<&ChunkId, Entry<'_>> = HashMap::new();
+    for (rank, (h, s)) in keyword.iter().zip(&kw).enumerate() {
+        by_chunk.entry(&h.chunk).or_insert(Entry {
+            hit: h,
+            k: Some((rank, *s)),
+            v: None,
+        });
+    }
+    for (rank, (h, s)) in vector.iter().zip(&vw).enumerate() {
+        let e = by_chunk.entry(&h.chunk).or_insert(Entry {
+            hit: h,
+            k: None,
+            v: None,
+        });
+        if e.v.is_none() {
+            e.v = Some((rank, *s));
+        }
+    }
+    let mut fused: Vec<(f32, usize, usize, &Hit)> = by_chunk
+        .into_values()
+        .map(|e| {
+            let ks = e.k.map_or(kw_missing, |x| x.1);
+            let vs = e.v.map_or(vw_missing, |x| x.1);
+            let score = wk * ks + wv * vs;
+            let vr = e.v.map_or(usize::MAX, |x| x.0);
+            let kr = e.k.map_or(usize::MAX, |x| x.0);
+            (score, vr, kr, e.hit)
+        })
+        .collect();
+    fused.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then_with(|| a.3.chunk.cmp(&b.3.chunk))
+    });
+    fused.truncate(k);
+    fused
+        .into_iter()
+        .map(|(score, _, _, h)| Hit {
+            chunk: h.chunk.clone(),
+            document: h.document.clone(),
+            score,
+        })
+        .collect()
+}
+
+fn rrf(list: &[Hit], k: f32) -> Vec<f32> {
+    (0..list.len())
+        .map(|r| 1.0 / (k + r as f32 + 1.0))
+        .collect()
+}
+
+fn min_max(list: &[Hit]) -> Vec<f32> {
+    let (lo, hi) = list
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), h| {
+            (lo.min(h.score), hi.max(h.score))
+        });
+    let span = hi - lo;
+    list.iter()
+        .map(|h| {
+            if span > 0.0 {
+                (h.score - lo) / span
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Z-scores of a list, and the z-score given to chunks the list did not return (its
+/// lowest value). `pad_to` > len counts the missing entries as `floor` in the statistics: a
+/// BM25 list shorter than the other list means the rest of the tenant scored 0, and
+/// counting those zeros keeps a lone keyword match from looking average.
+fn z_score(list: &[Hit], pad_to: usize, floor: f32) -> (Vec<f32>, f32) {
+    if list.is_empty() {
+        return (Vec::new(), 0.0);
+    }
+    let pad = pad_to.saturating_sub(list.len());
+    let n = (list.len() + pad) as f64;
+    let floor = f64::from(floor);
+    let sum = list.iter().map(|h| f64::from(h.score)).sum::<f64>() + pad as f64 * floor;
+    let mean = sum / n;
+    let sq = list
+        .iter()
+        .map(|h| (f64::from(h.score) - mean).powi(2))
+        .sum::<f64>()
+        + pad as f64 * (floor - mean).powi(2);
+    let sd = (sq / n).sqrt();
+    let z = |x: f64| {
+        if sd > 0.0 {
+            ((x - mean) / sd) as f32
+        } else {
+            0.0
+        }
+    };
+    let mut lowest = list
+        .iter()
+        .map(|h| f64::from(h.score))
+        .fold(f64::INFINITY, f64::min);
+    if pad > 0 {
+        lowest = lowest.min(floor);
+    }
+    (
+        list.iter().map(|h| z(f64::from(h.score))).collect(),
+        z(lowest),
+    )
+}
+
+/// The contribution of a min-max list for a chunk it did not return: its minimum.
+fn min_of(normalised: &[f32]) -> f32 {
+    normalised
+        .iter()
+        .copied()
+        .fold(f32::INFINITY, f32::min)
+        .min(0.0)
+}

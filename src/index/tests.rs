@@ -1,0 +1,648 @@
+//! Unit tests of the index layer: tenancy, filters, deletion, persistence, corruption
+//! recovery and fusion properties.
+
+use super::*;
+use crate::types::{AgentId, ChunkId, DocumentId, TenantId};
+
+fn tdoc(tenant: &TenantId, doc: &DocumentId, text: &str, agents: &[AgentId]) -> TextDoc {
+    TextDoc {
+        tenant: tenant.clone(),
+        document: doc.clone(),
+        chunk: ChunkId::new(),
+        agents: agents.to_vec(),
+        text: text.to_string(),
+        headings: vec!["Handbook".into()],
+    }
+}
+
+fn all() -> Filter {
+    Filter::default()
+}
+
+mod text {
+    use super::*;
+
+    #[test]
+    fn fresh_index_needs_rebuild_and_reopened_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        assert!(idx.needs_rebuild());
+        let t = TenantId::new();
+        idx.add(&[tdoc(&t, &DocumentId::new(), "refund policy", &[])])
+            .unwrap();
+        drop(idx);
+        let idx = TextIndex::open(dir.path()).unwrap();
+        assert!(!idx.needs_rebuild());
+        assert_eq!(idx.search(&t, "refund", &all(), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tenants_never_see_each_other_even_with_identical_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let da = tdoc(
+            &a,
+            &DocumentId::new(),
+            "opening hours are nine to five",
+            &[],
+        );
+        let db = tdoc(
+            &b,
+            &DocumentId::new(),
+            "opening hours are nine to five",
+            &[],
+        );
+        idx.add(&[da.clone(), db.clone()]).unwrap();
+        let hits = idx.search(&a, "opening hours", &all(), 10).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].chunk, da.chunk);
+        let hits = idx.search(&b, "opening hours", &all(), 10).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].chunk, db.chunk);
+        // A filter naming another tenant's document finds nothing.
+        let f = Filter {
+            documents: Some(vec![db.document.clone()]),
+            agent: None,
+        };
+        assert!(idx.search(&a, "opening hours", &f, 10).unwrap().is_empty());
+        assert!(
+            idx.search(&TenantId::new(), "opening", &all(), 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn scores_use_the_tenants_own_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        idx.add(&[
+            tdoc(&a, &DocumentId::new(), "invoice overdue reminder", &[]),
+            tdoc(&a, &DocumentId::new(), "shipping to europe", &[]),
+        ])
+        .unwrap();
+        let before = idx.search(&a, "invoice", &all(), 1).unwrap()[0].score;
+        // Another tenant making "invoice" common must not change tenant a's scores.
+        let many: Vec<TextDoc> = (0..50)
+            .map(|i| tdoc(&b, &DocumentId::new(), &format!("invoice number {i}"), &[]))
+            .collect();
+        idx.add(&many).unwrap();
+        let after = idx.search(&a, "invoice", &all(), 1).unwrap()[0].score;
+        assert!((before - after).abs() < 1e-6, "{before} vs {after}");
+    }
+
+    #[test]
+    fn document_and_agent_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let t = TenantId::new();
+        let (sales, support) = (AgentId::new(), AgentId::new());
+        let (d1, d2, d3) = (DocumentId::new(), DocumentId::new(), DocumentId::new());
+        idx.add(&[
+            tdoc(&t, &d1, "price list for widgets", &[sales.clone()]),
+            tdoc(&t, &d2, "widgets repair guide", &[support.clone()]),
+            tdoc(
+                &t,
+                &d3,
+                "widgets overview",
+                &[sales.clone(), support.clone()],
+            ),
+        ])
+        .unwrap();
+        let docs = |hits: Vec<Hit>| {
+            let mut d: Vec<DocumentId> = hits.into_iter().map(|h| h.document).collect();
+            d.sort();
+            d
+        };
+        let mut expect = vec![d1.clone(), d3.clone()];
+        expect.sort();
+        let f = Filter {
+            documents: None,
+            agent: Some(sales.clone()),
+        };
+        assert_eq!(docs(idx.search(&t, "widgets", &f, 10).unwrap()), expect);
+        let f = Filter {
+            documents: Some(vec![d2.clone(), d3.clone()]),
+            agent: Some(sales.clone()),
+        };
+        assert_eq!(docs(idx.search(&t, "widgets", &f, 10).unwrap()), vec![d3]);
+        let f = Filter {
+            documents: Some(vec![]),
+            agent: None,
+        };
+        assert!(idx.search(&t, "widgets", &f, 10).unwrap().is_empty());
+        let f = Filter {
+            documents: None,
+            agent: Some(AgentId::new()),
+        };
+        assert!(idx.search(&t, "widgets", &f, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn deletes_stick_across_reopen_and_add_replaces_by_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (d1, d2) = (DocumentId::new(), DocumentId::new());
+        {
+            let idx = TextIndex::open(dir.path()).unwrap();
+            let mut c = tdoc(&a, &d1, "alpha beta", &[]);
+            idx.add(std::slice::from_ref(&c)).unwrap();
+            // Same chunk id again: replaced, not duplicated.
+            c.text = "alpha gamma".into();
+            idx.add(std::slice::from_ref(&c)).unwrap();
+            assert!(idx.search(&a, "beta", &all(), 10).unwrap().is_empty());
+            assert_eq!(idx.search(&a, "alpha", &all(), 10).unwrap().len(), 1);
+            idx.add(&[
+                tdoc(&a, &d2, "alpha delta", &[]),
+                tdoc(&b, &d2, "alpha", &[]),
+            ])
+            .unwrap();
+            idx.delete_document(&a, &d1).unwrap();
+            let hits = idx.search(&a, "alpha", &all(), 10).unwrap();
+            assert_eq!(hits.len(), 1);
+            assert_eq!(hits[0].document, d2);
+            idx.delete_tenant(&a).unwrap();
+            assert!(idx.search(&a, "alpha", &all(), 10).unwrap().is_empty());
+            assert_eq!(idx.search(&b, "alpha", &all(), 10).unwrap().len(), 1);
+        }
+        let idx = TextIndex::open(dir.path()).unwrap();
+        assert!(idx.search(&a, "alpha", &all(), 10).unwrap().is_empty());
+        assert_eq!(idx.search(&b, "alpha", &all(), 10).unwrap().len(), 1);
+        idx.clear().unwrap();
+        assert!(idx.search(&b, "alpha", &all(), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn query_text_is_never_parsed_as_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let t = TenantId::new();
+        idx.add(&[tdoc(
+            &t,
+            &DocumentId::new(),
+            "what is the return window",
+            &[],
+        )])
+        .unwrap();
+        for q in [
+            "\"return",
+            "return AND (",
+            "-return +window:",
+            "",
+            "   ",
+            "***",
+        ] {
+            let hits = idx.search(&t, q, &all(), 10).unwrap();
+            assert!(hits.len() <= 1, "{q}");
+        }
+        assert_eq!(
+            idx.search(&t, "Returns?", &all(), 10).unwrap().len(),
+            1,
+            "stemming and case folding apply to queries"
+        );
+        assert!(idx.search(&t, "return", &all(), 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn corrupt_index_is_recreated_and_reports_rebuild() {
+        let t = TenantId::new();
+        for damage in ["meta", "segment"] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let idx = TextIndex::open(dir.path()).unwrap();
+                idx.add(&[tdoc(&t, &DocumentId::new(), "warranty terms", &[])])
+                    .unwrap();
+            }
+            if damage == "meta" {
+                std::fs::write(dir.path().join("meta.json"), b"{ not json").unwrap();
+            } else {
+                // Flip bytes in the middle of every segment file.
+                for e in std::fs::read_dir(dir.path()).unwrap() {
+                    let p = e.unwrap().path();
+                    let name = p.file_name().unwrap().to_string_lossy().to_string();
+                    if name.ends_with(".idx") || name.ends_with(".term") {
+                        let mut b = std::fs::read(&p).unwrap();
+                        let mid = b.len() / 2;
+                        b[mid] ^= 0xff;
+                        std::fs::write(&p, b).unwrap();
+                    }
+                }
+            }
+            let idx = TextIndex::open(dir.path()).unwrap();
+            assert!(idx.needs_rebuild(), "{damage}");
+            assert!(idx.search(&t, "warranty", &all(), 10).unwrap().is_empty());
+            idx.add(&[tdoc(&t, &DocumentId::new(), "warranty terms", &[])])
+                .unwrap();
+            assert_eq!(idx.search(&t, "warranty", &all(), 10).unwrap().len(), 1);
+        }
+    }
+}
+
+mod vector {
+    use super::*;
+
+    const DIMS: usize = 16;
+
+    /// Deterministic pseudo-random vectors (splitmix64).
+    fn vecs(seed: u64, n: usize) -> Vec<Vec<f32>> {
+        let mut s = seed;
+        let mut next = move || {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) as f64 / u64::MAX as f64) as f32 - 0.5
+        };
+        (0..n)
+            .map(|_| (0..DIMS).map(|_| next()).collect())
+            .collect()
+    }
+
+    fn small_graph() -> HnswParams {
+        // Graph above 50 vectors so tests exercise HNSW, tombstones and compaction.
+        HnswParams {
+            exact_max: 50,
+            ..HnswParams::default()
+        }
+    }
+
+    type Item = (ChunkId, DocumentId, Vec<f32>);
+
+    fn items(doc: &DocumentId, vs: &[Vec<f32>]) -> Vec<Item> {
+        vs.iter()
+            .map(|v| (ChunkId::new(), doc.clone(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn tenants_never_see_each_other() {
+        for params in [HnswParams::default(), small_graph()] {
+            let dir = tempfile::tempdir().unwrap();
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
+            let (a, b) = (TenantId::new(), TenantId::new());
+            let vs = vecs(1, 200);
+            let ia = items(&DocumentId::new(), &vs);
+            let ib = items(&DocumentId::new(), &vs);
+            idx.insert(&a, &ia).unwrap();
+            idx.insert(&b, &ib).unwrap();
+            let a_chunks: std::collections::HashSet<_> = ia.iter().map(|i| &i.0).collect();
+            for q in vs.iter().take(20) {
+                let hits = idx.search(&a, q, None, 10).unwrap();
+                assert_eq!(hits.len(), 10);
+                assert!(hits.iter().all(|h| a_chunks.contains(&h.chunk)));
+            }
+            let other = [ib[0].1.clone()];
+            assert!(idx.search(&a, &vs[0], Some(&other), 10).unwrap().is_empty());
+            assert!(
+                idx.search(&TenantId::new(), &vs[0], None, 10)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn exact_and_graph_find_the_vector_itself_first() {
+        for params in [HnswParams::default(), small_graph()] {
+            let dir = tempfile::tempdir().unwrap();
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
+            let t = TenantId::new();
+            let vs = vecs(2, 300);
+            let it = items(&DocumentId::new(), &vs);
+            idx.insert(&t, &it).unwrap();
+            for (i, v) in vs.iter().enumerate().take(50) {
+                let hits = idx.search(&t, v, None, 5).unwrap();
+                assert_eq!(hits[0].chunk, it[i].0);
+                assert!((hits[0].score - 1.0).abs() < 1e-4);
+                assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+            }
+        }
+    }
+
+    #[test]
+    fn document_filter_restricts_results() {
+        for params in [HnswParams::default(), small_graph()] {
+            let dir = tempfile::tempdir().unwrap();
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
+            let t = TenantId::new();
+            let docs: Vec<DocumentId> = (0..4).map(|_| DocumentId::new()).collect();
+            for (i, d) in docs.iter().enumerate() {
+                idx.insert(&t, &items(d, &vecs(10 + i as u64, 100)))
+                    .unwrap();
+            }
+            let q = &vecs(99, 1)[0];
+            let want = [docs[1].clone(), docs[3].clone()];
+            let hits = idx.search(&t, q, Some(&want), 30).unwrap();
+            assert_eq!(hits.len(), 30);
+            assert!(hits.iter().all(|h| want.contains(&h.document)));
+            assert!(idx.search(&t, q, Some(&[]), 30).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn deleted_chunks_never_come_back_even_after_persist_and_reopen() {
+        for params in [HnswParams::default(), small_graph()] {
+            let dir = tempfile::tempdir().unwrap();
+            let t = TenantId::new();
+            let (keep, gone) = (DocumentId::new(), DocumentId::new());
+            let vs = vecs(3, 120);
+            {
+                let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params.clone()).unwrap();
+                idx.insert(&t, &items(&keep, &vs[..100])).unwrap();
+                idx.insert(&t, &items(&gone, &vs[100..])).unwrap();
+                idx.persist().unwrap();
+                idx.delete_document(&t, &gone).unwrap();
+                for q in &vs[100..] {
+                    let hits = idx.search(&t, q, None, 50).unwrap();
+                    assert!(hits.iter().all(|h| h.document == keep));
+                }
+                idx.persist().unwrap();
+            }
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
+            assert!(idx.tenants_needing_rebuild().is_empty());
+            for q in &vs[100..] {
+                let hits = idx.search(&t, q, None, 50).unwrap();
+                assert_eq!(hits.len(), 50);
+                assert!(hits.iter().all(|h| h.document == keep));
+            }
+        }
+    }
+
+    #[test]
+    fn heavy_deletion_compacts_and_stays_correct() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+        let t = TenantId::new();
+        let docs: Vec<DocumentId> = (0..10).map(|_| DocumentId::new()).collect();
+        let vs = vecs(4, 600);
+        for (i, d) in docs.iter().enumerate() {
+            idx.insert(&t, &items(d, &vs[i * 60..(i + 1) * 60]))
+                .unwrap();
+        }
+        for d in &docs[..7] {
+            idx.delete_document(&t, d).unwrap();
+        }
+        for q in vs.iter().step_by(7) {
+            let hits = idx.search(&t, q, None, 20).unwrap();
+            assert_eq!(hits.len(), 20);
+            assert!(hits.iter().all(|h| docs[7..].contains(&h.document)));
+        }
+        // The survivors are still found exactly.
+        let hits = idx.search(&t, &vs[599], None, 1).unwrap();
+        assert!((hits[0].score - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn persistence_round_trip_keeps_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let vs = vecs(5, 300);
+        let qs = vecs(6, 20);
+        let before: Vec<Vec<Hit>>;
+        {
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+            assert!(idx.needs_rebuild_all());
+            idx.insert(&a, &items(&DocumentId::new(), &vs)).unwrap();
+            idx.insert(&b, &items(&DocumentId::new(), &vs[..30]))
+                .unwrap();
+            before = qs
+                .iter()
+                .map(|q| idx.search(&a, q, None, 10).unwrap())
+                .collect();
+            idx.persist().unwrap();
+        }
+        let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+        assert!(!idx.needs_rebuild_all());
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        for (q, want) in qs.iter().zip(&before) {
+            assert_eq!(&idx.search(&a, q, None, 10).unwrap(), want);
+        }
+        assert_eq!(idx.search(&b, &vs[0], None, 100).unwrap().len(), 30);
+        // The loaded graph keeps accepting inserts.
+        let extra = items(&DocumentId::new(), &vecs(7, 10));
+        idx.insert(&a, &extra).unwrap();
+        let hits = idx.search(&a, &extra[3].2, None, 1).unwrap();
+        assert_eq!(hits[0].chunk, extra[3].0);
+        idx.persist().unwrap();
+        // Only the current generation is kept.
+        let tdir = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir())
+            .unwrap();
+        let gens = std::fs::read_dir(tdir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(gens, 1);
+    }
+
+    #[test]
+    fn corrupt_tenant_files_mean_that_tenant_needs_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let vs = vecs(8, 100);
+        {
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+            idx.insert(&a, &items(&DocumentId::new(), &vs)).unwrap();
+            idx.insert(&b, &items(&DocumentId::new(), &vs)).unwrap();
+            idx.persist().unwrap();
+        }
+        // Damage one file of tenant a's current generation at a time.
+        let a_dir = dir.path().join(format!("t-{}", hex::encode(a.as_str())));
+        for file in [
+            "meta.bin",
+            "vectors.f32",
+            "graph.hnsw.graph",
+            "graph.hnsw.data",
+        ] {
+            let current = std::fs::read_to_string(a_dir.join("CURRENT")).unwrap();
+            let p = a_dir.join(current.trim()).join(file);
+            let orig = std::fs::read(&p).unwrap();
+            let mut bad = orig.clone();
+            let mid = bad.len() / 2;
+            bad[mid] ^= 0x5a;
+            std::fs::write(&p, &bad).unwrap();
+            {
+                let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+                assert_eq!(idx.tenants_needing_rebuild(), vec![a.clone()], "{file}");
+                assert!(idx.needs_rebuild(&a) && !idx.needs_rebuild(&b));
+                assert!(idx.search(&a, &vs[0], None, 5).unwrap().is_empty());
+                assert_eq!(idx.search(&b, &vs[0], None, 5).unwrap().len(), 5);
+                // Persisting does not make the unrebuilt tenant look valid.
+                idx.persist().unwrap();
+            }
+            std::fs::write(&p, &orig).unwrap();
+            // Still untrusted until rebuilt, even with the file repaired.
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+            assert!(idx.needs_rebuild(&a), "{file}");
+            idx.rebuild_tenant(&a, items(&DocumentId::new(), &vs).into_iter())
+                .unwrap();
+            assert!(!idx.needs_rebuild(&a));
+            assert_eq!(idx.search(&a, &vs[0], None, 5).unwrap().len(), 5);
+            idx.persist().unwrap();
+            drop(idx);
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+            assert!(idx.tenants_needing_rebuild().is_empty());
+        }
+    }
+
+    #[test]
+    fn unpersisted_changes_make_the_tenant_untrusted_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let gone = DocumentId::new();
+        let vs = vecs(9, 40);
+        {
+            let idx = VectorIndex::open(dir.path(), DIMS, "m").unwrap();
+            idx.insert(&a, &items(&gone, &vs)).unwrap();
+            idx.insert(&b, &items(&DocumentId::new(), &vs)).unwrap();
+            idx.persist().unwrap();
+            idx.delete_document(&a, &gone).unwrap();
+            // Dropped without persist: a crash.
+        }
+        let idx = VectorIndex::open(dir.path(), DIMS, "m").unwrap();
+        assert_eq!(idx.tenants_needing_rebuild(), vec![a.clone()]);
+        // The stale files (which still hold the deleted document) are not served.
+        assert!(idx.search(&a, &vs[0], None, 5).unwrap().is_empty());
+        assert_eq!(idx.search(&b, &vs[0], None, 5).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn other_model_or_dims_means_rebuild_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new();
+        {
+            let idx = VectorIndex::open(dir.path(), DIMS, "m").unwrap();
+            idx.insert(&t, &items(&DocumentId::new(), &vecs(1, 5)))
+                .unwrap();
+            idx.persist().unwrap();
+        }
+        let idx = VectorIndex::open(dir.path(), DIMS, "m").unwrap();
+        assert!(!idx.needs_rebuild_all());
+        drop(idx);
+        let idx = VectorIndex::open(dir.path(), DIMS, "other-model").unwrap();
+        assert!(idx.needs_rebuild_all());
+        assert!(idx.search(&t, &vecs(1, 1)[0], None, 5).unwrap().is_empty());
+        drop(idx);
+        let idx = VectorIndex::open(dir.path(), DIMS * 2, "other-model").unwrap();
+        assert!(idx.needs_rebuild_all());
+    }
+
+    #[test]
+    fn bad_vectors_are_rejected_and_chunks_upsert() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = VectorIndex::open(dir.path(), DIMS, "m").unwrap();
+        let t = TenantId::new();
+        let d = DocumentId::new();
+        let c = ChunkId::new();
+        assert!(matches!(
+            idx.insert(&t, &[(c.clone(), d.clone(), vec![1.0; DIMS + 1])]),
+            Err(Error::Dimensions { .. })
+        ));
+        let mut nan = vec![1.0; DIMS];
+        nan[3] = f32::NAN;
+        assert!(idx.insert(&t, &[(c.clone(), d.clone(), nan)]).is_err());
+        assert!(idx.search(&t, &[0.0; 3], None, 1).is_err());
+        let vs = vecs(11, 2);
+        idx.insert(&t, &[(c.clone(), d.clone(), vs[0].clone())])
+            .unwrap();
+        idx.insert(&t, &[(c.clone(), d.clone(), vs[1].clone())])
+            .unwrap();
+        let hits = idx.search(&t, &vs[0], None, 10).unwrap();
+        assert_eq!(hits.len(), 1, "re-inserting a chunk replaces it");
+        assert_eq!(hits[0].chunk, c);
+        idx.delete_tenant(&t).unwrap();
+        assert!(idx.search(&t, &vs[0], None, 10).unwrap().is_empty());
+    }
+}
+
+mod fusion {
+    use super::*;
+    use crate::index::fusion::FusionMethod;
+
+    fn hits(scores: &[f32]) -> Vec<Hit> {
+        scores
+            .iter()
+            .map(|&score| Hit {
+                chunk: ChunkId::new(),
+                document: DocumentId::new(),
+                score,
+            })
+            .collect()
+    }
+
+    fn methods() -> Vec<FusionParams> {
+        let mut out = vec![FusionParams::default()];
+        for method in [
+            FusionMethod::Rrf,
+            FusionMethod::MinMax,
+            FusionMethod::ZScore,
+        ] {
+            out.push(FusionParams {
+                method,
+                ..FusionParams::default()
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn found_by_both_beats_found_by_one_at_the_same_ranks() {
+        for p in methods() {
+            let kw = hits(&[9.0, 7.0, 5.0, 3.0]);
+            let mut vs = hits(&[0.8, 0.7, 0.6, 0.5]);
+            // The second of each list is the same chunk.
+            vs[1] = Hit {
+                score: 0.7,
+                ..kw[1].clone()
+            };
+            let out = fuse(&kw, &vs, 10, &p);
+            let pos = |c: &ChunkId| out.iter().position(|h| &h.chunk == c).unwrap();
+            assert!(pos(&kw[1].chunk) < pos(&kw[2].chunk), "{p:?}");
+            assert!(pos(&kw[1].chunk) < pos(&vs[2].chunk), "{p:?}");
+            assert_eq!(out.len(), 7, "union of both lists, once each");
+        }
+    }
+
+    #[test]
+    fn empty_lists() {
+        for p in methods() {
+            assert!(fuse(&[], &[], 10, &p).is_empty());
+            let kw = hits(&[3.0, 2.0, 1.0]);
+            let out = fuse(&kw, &[], 10, &p);
+            let order: Vec<_> = out.iter().map(|h| h.chunk.clone()).collect();
+            let want: Vec<_> = kw.iter().map(|h| h.chunk.clone()).collect();
+            assert_eq!(order, want, "{p:?}");
+            let vs = hits(&[0.9, 0.5]);
+            let out = fuse(&[], &vs, 1, &p);
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].chunk, vs[0].chunk);
+            assert!(fuse(&kw, &vs, 0, &p).is_empty());
+        }
+    }
+
+    #[test]
+    fn output_is_sorted_truncated_and_deterministic() {
+        for p in methods() {
+            let kw = hits(&[5.0, 5.0, 4.0, 1.0, 0.5]);
+            let vs = hits(&[0.5, 0.5, 0.49, 0.2]);
+            let a = fuse(&kw, &vs, 6, &p);
+            let b = fuse(&kw, &vs, 6, &p);
+            assert_eq!(a, b);
+            assert_eq!(a.len(), 6);
+            assert!(a.windows(2).all(|w| w[0].score >= w[1].score));
+        }
+    }
+
+    #[test]
+    fn single_element_and_constant_lists_do_not_produce_nan() {
+        for p in methods() {
+            let out = fuse(&hits(&[2.0]), &hits(&[0.3, 0.3]), 10, &p);
+            assert_eq!(out.len(), 3);
+            assert!(out.iter().all(|h| h.score.is_finite()), "{p:?}");
+        }
+    }
+}

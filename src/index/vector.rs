@@ -1,0 +1,978 @@
+//! Per-tenant vector index: exact cosine search for small tenants, one HNSW graph per
+//! tenant (hnsw_rs) above a size threshold, tombstones for deletion, atomic dumps.
+//!
+//! Owns `<dir>` and nothing else; must not depend on `api/`, `domain/` or `store/`. A
+//! tenant's query only ever touches that tenant's vectors and graph.
+//!
+//! On disk:
+//! ```text
+//! <dir>/MANIFEST                 format, model id and dimensions of everything below
+//! <dir>/UNTRUSTED                tenants whose files are stale or invalid (see below)
+//! <dir>/t-<hex tenant>/CURRENT   name of the current generation directory
+//! <dir>/t-<hex tenant>/g<N>/     meta.bin, vectors.f32 [, graph.hnsw.graph, graph.hnsw.data]
+//! ```
+//! A generation is written to `g<N>.tmp`, synced, renamed, then `CURRENT` is replaced by
+//! rename, so a crash leaves either the old or the new generation. A tenant is added to
+//! `UNTRUSTED` (synced) before its first unpersisted change and removed when it is
+//! persisted again, so after a crash its stale files (which could still hold deleted
+//! chunks) are not served: it comes back empty and reported by
+//! [`VectorIndex::tenants_needing_rebuild`].
+
+use super::{Error, Hit};
+use crate::types::{ChunkId, DocumentId, TenantId};
+use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+const MANIFEST_FORMAT: &str = "aigentable-vector-index 1";
+const META_MAGIC: &[u8; 4] = b"AIGV";
+const META_VERSION: u32 = 1;
+const GRAPH_BASENAME: &str = "graph";
+
+/// HNSW and search tuning. The defaults are the ones measured in `BENCHMARKS-index.md`.
+#[derive(Clone, Debug)]
+pub struct HnswParams {
+    /// Links per node (M). hnsw_rs exits the process above 256, so it is capped at 64.
+    pub max_conn: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+    /// Candidate list size while searching (raised to k when k is larger).
+    pub ef_search: usize,
+    /// Tenants (or document-filtered sets) with at most this many live vectors are
+    /// searched exactly; no graph is built below it.
+    pub exact_max: usize,
+    /// Compact (and rebuild the graph) when this fraction of slots is deleted.
+    pub max_dead_ratio: f32,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            max_conn: 16,
+            ef_construction: 200,
+            ef_search: 96,
+            exact_max: 4096,
+            max_dead_ratio: 0.2,
+        }
+    }
+}
+
+/// Cosine distance on vectors normalised at insert: `1 - dot`, clamped at 0 because
+/// hnsw_rs asserts non-negative distances and rounding can make `1 - dot` slightly
+/// negative for near-identical vectors.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CosineDist;
+
+impl Distance<f32> for CosineDist {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - dot(a, b)).max(0.0)
+    }
+}
+
+/// Dot product with eight independent accumulators, which lets the compiler vectorise it
+/// without fast-math (a single running sum forces sequential adds).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+}
+
+type Graph<'a> = Hnsw<'a, f32, CosineDist>;
+
+self_cell::self_cell!(
+    /// A graph loaded from a dump borrows its `HnswIo`; this keeps the two together.
+    struct LoadedGraph {
+        owner: HnswIo,
+        #[not_covariant]
+        dependent: Graph,
+    }
+);
+
+enum TenantGraph {
+    Built(Graph<'static>),
+    Loaded(LoadedGraph),
+}
+
+impl TenantGraph {
+    fn with<R>(&self, f: impl for<'x> FnOnce(&Graph<'x>) -> R) -> R {
+        match self {
+            TenantGraph::Built(g) => f(g),
+            TenantGraph::Loaded(l) => l.with_dependent(|_, g| f(g)),
+        }
+    }
+}
+
+struct Slot {
+    chunk: ChunkId,
+    document: DocumentId,
+    alive: bool,
+}
+
+/// One tenant's vectors. Slots are append-only between compactions; the slot number is the
+/// HNSW data id, and `vectors[slot * dims..]` holds the normalised vector (kept beside the
+/// graph because exact search, filtered search and rebuilds need vectors by slot).
+#[derive(Default)]
+struct Tenant {
+    slots: Vec<Slot>,
+    vectors: Vec<f32>,
+    by_chunk: HashMap<ChunkId, u32>,
+    by_doc: HashMap<DocumentId, Vec<u32>>,
+    dead: usize,
+    /// Covers every slot when present.
+    graph: Option<TenantGraph>,
+    /// Changed since the last dump (and listed in UNTRUSTED).
+    dirty: AtomicBool,
+    /// Its files were missing, stale or invalid: served empty until `rebuild_tenant`.
+    needs_rebuild: bool,
+}
+
+impl Tenant {
+    fn live(&self) -> usize {
+        self.slots.len() - self.dead
+    }
+
+    fn vector(&self, slot: u32, dims: usize) -> &[f32] {
+        let s = slot as usize * dims;
+        &self.vectors[s..s + dims]
+    }
+
+    fn kill(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if s.alive {
+            s.alive = false;
+            self.dead += 1;
+            if self.by_chunk.get(&s.chunk) == Some(&slot) {
+                self.by_chunk.remove(&s.chunk);
+            }
+            if let Some(list) = self.by_doc.get_mut(&s.document) {
+                list.retain(|&x| x != slot);
+                if list.is_empty() {
+                    self.by_doc.remove(&s.document);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, chunk: ChunkId, document: DocumentId, v: &[f32]) -> Result<u32, Error> {
+        if let Some(&old) = self.by_chunk.get(&chunk) {
+            self.kill(old);
+        }
+        let slot = u32::try_from(self.slots.len())
+            .map_err(|_| Error::Invalid("too many vectors in one tenant".into()))?;
+        self.vectors.extend_from_slice(v);
+        self.by_chunk.insert(chunk.clone(), slot);
+        self.by_doc.entry(document.clone()).or_default().push(slot);
+        self.slots.push(Slot {
+            chunk,
+            document,
+            alive: true,
+        });
+        Ok(slot)
+    }
+
+    /// Drops dead slots, renumbers, and rebuilds the graph if the tenant is large enough.
+    fn compact(&mut self, dims: usize, params: &HnswParams) {
+        let old_slots = std::mem::take(&mut self.slots);
+        let old_vectors = std::mem::take(&mut self.vectors);
+        let mut fresh = Tenant {
+            slots: Vec::with_capacity(old_slots.len() - self.dead),
+            vectors: Vec::with_capacity((old_slots.len() - self.dead) * dims),
+            ..Tenant::default()
+        };
+        for (i, s) in old_slots.into_iter().enumerate() {
+            if s.alive {
+                let v = &old_vectors[i * dims..(i + 1) * dims];
+                // Chunks are unique among live slots, so push never kills here.
+                let _ = fresh.push(s.chunk, s.document, v);
+            }
+        }
+        fresh.graph = None;
+        fresh.dirty = AtomicBool::new(self.dirty.load(Ordering::Relaxed));
+        fresh.needs_rebuild = self.needs_rebuild;
+        *self = fresh;
+        if self.live() > params.exact_max {
+            self.graph = Some(TenantGraph::Built(build_graph(self, dims, params)));
+        }
+    }
+
+    fn maybe_compact(&mut self, dims: usize, params: &HnswParams) {
+        // Small tenants compact too (it frees memory), but not for a handful of deletions.
+        if self.dead > 64 && self.dead as f32 > params.max_dead_ratio * self.slots.len() as f32 {
+            self.compact(dims, params);
+        }
+    }
+}
+
+fn new_graph(capacity: usize, params: &HnswParams) -> Graph<'static> {
+    // max_layer 16 is hnsw_rs's maximum; the level generator rarely goes past 4.
+    Hnsw::new(
+        params.max_conn.clamp(4, 64),
+        capacity.max(1),
+        16,
+        params.ef_construction.max(params.max_conn),
+        CosineDist,
+    )
+}
+
+/// Builds a graph over every live slot (data id = slot), inserting on all cores.
+fn build_graph(t: &Tenant, dims: usize, params: &HnswParams) -> Graph<'static> {
+    let g = new_graph(t.slots.len() + t.slots.len() / 4, params);
+    let items: Vec<(&[f32], usize)> = t
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.alive)
+        .map(|(i, _)| (t.vector(i as u32, dims), i))
+        .collect();
+    g.parallel_insert_slice(&items);
+    g
+}
+
+/// Normalises to unit length; rejects wrong lengths and non-finite values.
+fn normalised(v: &[f32], dims: usize) -> Result<Vec<f32>, Error> {
+    if v.len() != dims {
+        return Err(Error::Dimensions {
+            expected: dims,
+            got: v.len(),
+        });
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Invalid(
+            "vector has a NaN or infinite component".into(),
+        ));
+    }
+    let norm = dot(v, v).sqrt();
+    // A zero vector has no direction: it is kept as zeros and scores 0 against everything.
+    let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    Ok(v.iter().map(|x| x * scale).collect())
+}
+
+/// Per-tenant cosine vector index. `Send + Sync`; tenants are locked independently.
+pub struct VectorIndex {
+    dir: PathBuf,
+    dims: usize,
+    model_id: String,
+    params: HnswParams,
+    tenants: RwLock<HashMap<TenantId, Arc<RwLock<Tenant>>>>,
+    /// Hex names listed in `<dir>/UNTRUSTED`; the mutex also serialises rewriting it.
+    untrusted: Mutex<HashSet<String>>,
+    rebuild_all: bool,
+}
+
+impl VectorIndex {
+    /// Opens `<dir>` (creating it) for vectors of `dims` dimensions made by `model_id`, with
+    /// default [`HnswParams`]. All tenants are loaded now (their vectors are needed in
+    /// memory to serve anyway). If the directory is new or was made for another model or
+    /// dimension count, it is emptied and [`needs_rebuild_all`](Self::needs_rebuild_all) is
+    /// true; a tenant whose files are missing pieces, corrupt or stale is loaded empty and
+    /// listed by [`tenants_needing_rebuild`](Self::tenants_needing_rebuild).
+    pub fn open(dir: &Path, dims: usize, model_id: &str) -> Result<Self, Error> {
+        Self::open_with(dir, dims, model_id, HnswParams::default())
+    }
+
+    /// [`open`](Self::open) with explicit tuning.
+    pub fn open_with(
+        dir: &Path,
+        dims: usize,
+        model_id: &str,
+        params: HnswParams,
+    ) -> Result<Self, Error> {
+        if dims == 0 {
+            return Err(Error::Invalid("dimensions must be positive".into()));
+        }
+        fs::create_dir_all(dir)?;
+        let manifest = format!("{MANIFEST_FORMAT}\nmodel={model_id}\ndims={dims}\n");
+        let manifest_path = dir.join("MANIFEST");
+        let rebuild_all = fs::read_to_string(&manifest_path).ok().as_deref() != Some(&manifest);
+        if rebuild_all {
+            tracing::info!(dir = %dir.display(), "vector index is new or for another model; starting empty");
+            for entry in fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+            write_atomic(&manifest_path, manifest.as_bytes())?;
+        }
+        let untrusted: HashSet<String> = fs::read_to_string(dir.join("UNTRUSTED"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+
+        let mut tenants = HashMap::new();
+        let mut untrusted_now = untrusted.clone();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hex_name) = name.strip_prefix("t-") else {
+                continue;
+            };
+            let Some(tenant) = tenant_from_hex(hex_name) else {
+                tracing::warn!(dir = %entry.path().display(), "ignoring a vector index directory with an unreadable name");
+                continue;
+            };
+            let loaded = if untrusted.contains(hex_name) {
+                Err("changes were not persisted before the last stop".to_string())
+            } else {
+                load_tenant(&entry.path(), dims, model_id)
+            };
+            let t = match loaded {
+                Ok(t) => t,
+                Err(reason) => {
+                    tracing::warn!(tenant = %tenant, %reason, "vector index of tenant unusable; it needs a rebuild");
+                    untrusted_now.insert(hex_name.to_string());
+                    Tenant {
+                        needs_rebuild: true,
+                        dirty: AtomicBool::new(true),
+                        ..Tenant::default()
+                    }
+                }
+            };
+            tenants.insert(tenant, Arc::new(RwLock::new(t)));
+        }
+        // Untrusted tenants whose directory is gone entirely still need a rebuild.
+        for hex_name in &untrusted {
+            if let Some(tenant) = tenant_from_hex(hex_name) {
+                tenants.entry(tenant).or_insert_with(|| {
+                    Arc::new(RwLock::new(Tenant {
+                        needs_rebuild: true,
+                        dirty: AtomicBool::new(true),
+                        ..Tenant::default()
+                    }))
+                });
+            }
+        }
+        if untrusted_now != untrusted {
+            write_untrusted(dir, &untrusted_now)?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            dims,
+            model_id: model_id.to_string(),
+            params,
+            tenants: RwLock::new(tenants),
+            untrusted: Mutex::new(untrusted_now),
+            rebuild_all,
+        })
+    }
+
+    /// Dimensions every vector must have.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// True when `open` found no index for this model and dimension count: the caller
+    /// must rebuild every tenant (ideally from a durable job, so a restart resumes it).
+    pub fn needs_rebuild_all(&self) -> bool {
+        self.rebuild_all
+    }
+
+    /// Tenants whose index was invalid or stale at open and has not been rebuilt since.
+    pub fn tenants_needing_rebuild(&self) -> Vec<TenantId> {
+        self.read_tenants()
+            .iter()
+            .filter(|(_, t)| read(t).needs_rebuild)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// True when this tenant's index must be rebuilt from the store before it can be
+    /// trusted (see [`needs_rebuild_all`](Self::needs_rebuild_all)).
+    pub fn needs_rebuild(&self, tenant: &TenantId) -> bool {
+        self.read_tenants()
+            .get(tenant)
+            .map(|t| read(t).needs_rebuild)
+            .unwrap_or(false)
+    }
+
+    /// Adds (or replaces, by chunk id) vectors of one tenant. Vectors are normalised; the
+    /// tenant's graph is built once it grows past `exact_max` vectors.
+    pub fn insert(
+        &self,
+        tenant: &TenantId,
+        items: &[(ChunkId, DocumentId, Vec<f32>)],
+    ) -> Result<(), Error> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let normed = items
+            .iter()
+            .map(|(_, _, v)| normalised(v, self.dims))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cell = self.tenant_or_create(tenant);
+        let mut t = write(&cell);
+        self.mark_dirty(tenant, &t)?;
+        let mut new_slots = Vec::with_capacity(items.len());
+        for ((chunk, doc, _), v) in items.iter().zip(&normed) {
+            new_slots.push(t.push(chunk.clone(), doc.clone(), v)?);
+        }
+        match &t.graph {
+            Some(g) => {
+                let batch: Vec<(&[f32], usize)> = new_slots
+                    .iter()
+                    .map(|&s| (t.vector(s, self.dims), s as usize))
+                    .collect();
+                g.with(|g| {
+                    // Rayon only pays off for larger batches.
+                    if batch.len() >= 64 {
+                        g.parallel_insert_slice(&batch);
+                    } else {
+                        for &item in &batch {
+                            g.insert_slice(item);
+                        }
+                    }
+                });
+                t.maybe_compact(self.dims, &self.params);
+            }
+            None => {
+                t.maybe_compact(self.dims, &self.params);
+                if t.graph.is_none() && t.live() > self.params.exact_max {
+                    let g = build_graph(&t, self.dims, &self.params);
+                    t.graph = Some(TenantGraph::Built(g));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a document's vectors (tombstones; compacts past `max_dead_ratio`).
+    pub fn delete_document(&self, tenant: &TenantId, doc: &DocumentId) -> Result<(), Error> {
+        let Some(cell) = self.tenant(tenant) else {
+            return Ok(());
+        };
+        let mut t = write(&cell);
+        let Some(slots) = t.by_doc.get(doc).cloned() else {
+            return Ok(());
+        };
+        self.mark_dirty(tenant, &t)?;
+        for s in slots {
+            t.kill(s);
+        }
+        t.maybe_compact(self.dims, &self.params);
+        Ok(())
+    }
+
+    /// Removes a tenant from memory and disk.
+    pub fn delete_tenant(&self, tenant: &TenantId) -> Result<(), Error> {
+        let removed = self.write_tenants().remove(tenant);
+        if let Some(cell) = removed {
+            // Wait for in-flight users of the tenant before deleting its files.
+            drop(write(&cell));
+        }
+        let tdir = self.tenant_dir(tenant);
+        if tdir.exists() {
+            fs::remove_dir_all(&tdir)?;
+        }
+        let mut untrusted = self.lock_untrusted();
+        if untrusted.remove(&hex::encode(tenant.as_str())) {
+            write_untrusted(&self.dir, &untrusted)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a tenant's vectors with `items` (e.g. from the store after
+    /// [`needs_rebuild`](Self::needs_rebuild)), building the graph if it is large enough.
+    pub fn rebuild_tenant(
+        &self,
+        tenant: &TenantId,
+        items: impl Iterator<Item = (ChunkId, DocumentId, Vec<f32>)>,
+    ) -> Result<(), Error> {
+        let mut fresh = Tenant::default();
+        for (chunk, doc, v) in items {
+            let v = normalised(&v, self.dims)?;
+            fresh.push(chunk, doc, &v)?;
+        }
+        if fresh.dead > 0 {
+            fresh.compact(self.dims, &self.params);
+        } else if fresh.live() > self.params.exact_max {
+            fresh.graph = Some(TenantGraph::Built(build_graph(
+                &fresh,
+                self.dims,
+                &self.params,
+            )));
+        }
+        let cell = self.tenant_or_create(tenant);
+        let mut t = write(&cell);
+        self.mark_dirty(tenant, &t)?;
+        fresh.dirty = AtomicBool::new(true);
+        *t = fresh;
+        Ok(())
+    }
+
+    /// Top-`k` chunks of one tenant by cosine similarity (`score` = cosine), optionally
+    /// restricted to some documents. Exact when the tenant or the filtered set is small,
+    /// HNSW otherwise. Deleted chunks are never returned.
+    pub fn search(
+        &self,
+        tenant: &TenantId,
+        query: &[f32],
+        filter_docs: Option<&[DocumentId]>,
+        k: usize,
+    ) -> Result<Vec<Hit>, Error> {
+        let q = normalised(query, self.dims)?;
+        let Some(cell) = self.tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        let t = read(&cell);
+        if k == 0 || t.live() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut scored: Vec<(f32, u32)> = match filter_docs {
+            Some(docs) => {
+                let mut allowed: Vec<u32> = docs
+                    .iter()
+                    .filter_map(|d| t.by_doc.get(d))
+                    .flatten()
+                    .copied()
+                    .collect();
+                allowed.sort_unstable();
+                allowed.dedup();
+                // Filtered graph walks lose recall when few nodes pass; exact search over
+                // up to 1/8 of a large tenant is still cheaper than a bad answer.
+                let exact_limit = self.params.exact_max.max(t.live() / 8);
+                match &t.graph {
+                    Some(g) if allowed.len() > exact_limit => {
+                        let ids: Vec<usize> = allowed.iter().map(|&s| s as usize).collect();
+                        let ef = self.ef(k) * 2;
+                        g.with(|g| g.search_filter(&q, ef, ef, Some(&ids)))
+                            .into_iter()
+                            .map(|n| (1.0 - n.distance, n.d_id as u32))
+                            .collect()
+                    }
+                    _ => exact(&t, &q, allowed.into_iter(), k, self.dims),
+                }
+            }
+            None => match &t.graph {
+                Some(g) if t.live() > self.params.exact_max => {
+                    let ef = self.ef(k);
+                    let slots = &t.slots;
+                    let mut found: Vec<(f32, u32)> = g
+                        .with(|g| g.search(&q, ef, ef))
+                        .into_iter()
+                        .filter(|n| slots.get(n.d_id).is_some_and(|s| s.alive))
+                        .map(|n| (1.0 - n.distance, n.d_id as u32))
+                        .collect();
+                    if found.len() < k && t.dead > 0 {
+                        // Tombstones crowded the candidate list: walk again, skipping them.
+                        let alive = |id: &usize| slots.get(*id).is_some_and(|s| s.alive);
+                        found = g
+                            .with(|g| g.search_filter(&q, ef, ef, Some(&alive)))
+                            .into_iter()
+                            .map(|n| (1.0 - n.distance, n.d_id as u32))
+                            .collect();
+                    }
+                    found
+                }
+                _ => exact(&t, &q, 0..t.slots.len() as u32, k, self.dims),
+            },
+        };
+        scored.retain(|&(_, s)| t.slots.get(s as usize).is_some_and(|s| s.alive));
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.truncate(k);
+        Ok(scored
+            .into_iter()
+            .map(|(score, s)| {
+                let slot = &t.slots[s as usize];
+                Hit {
+                    chunk: slot.chunk.clone(),
+                    document: slot.document.clone(),
+                    score,
+                }
+            })
+            .collect())
+    }
+
+    /// Writes every changed tenant to disk (a new generation per tenant, switched
+    /// atomically). Call it periodically and on shutdown. Tenants that still need a
+    /// rebuild are skipped: their files must stay untrusted.
+    pub fn persist(&self) -> Result<(), Error> {
+        let tenants: Vec<(TenantId, Arc<RwLock<Tenant>>)> = self
+            .read_tenants()
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        for (id, cell) in tenants {
+            // Readers keep searching while a tenant is dumped; writers wait.
+            let t = read(&cell);
+            if !t.dirty.load(Ordering::Acquire) || t.needs_rebuild {
+                continue;
+            }
+            self.dump_tenant(&id, &t)?;
+            t.dirty.store(false, Ordering::Release);
+            let mut untrusted = self.lock_untrusted();
+            if untrusted.remove(&hex::encode(id.as_str())) {
+                write_untrusted(&self.dir, &untrusted)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ef(&self, k: usize) -> usize {
+        self.params.ef_search.max(k)
+    }
+
+    fn dump_tenant(&self, id: &TenantId, t: &Tenant) -> Result<(), Error> {
+        let tdir = self.tenant_dir(id);
+        fs::create_dir_all(&tdir)?;
+        let current = fs::read_to_string(tdir.join("CURRENT")).unwrap_or_default();
+        let next = current
+            .trim()
+            .strip_prefix('g')
+            .and_then(|n| u64::from_str_radix(n, 16).ok())
+            .map_or(1, |n| n + 1);
+        let gen_name = format!("g{next:016x}");
+        let tmp = tdir.join(format!("{gen_name}.tmp"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+
+        let mut vec_bytes = Vec::with_capacity(t.vectors.len() * 4);
+        for x in &t.vectors {
+            vec_bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        write_synced(&tmp.join("vectors.f32"), &vec_bytes)?;
+        let (graph_name, graph_crc, data_crc) = match &t.graph {
+            None => (String::new(), 0, 0),
+            Some(g) => {
+                let dump = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    g.with(|g| g.file_dump(&tmp, GRAPH_BASENAME))
+                }));
+                let name = match dump {
+                    Ok(Ok(name)) => name,
+                    Ok(Err(e)) => return Err(Error::Vector(format!("graph dump failed: {e}"))),
+                    Err(_) => return Err(Error::Vector("graph dump panicked".into())),
+                };
+                let graph_crc = sync_and_crc(&tmp.join(format!("{name}.hnsw.graph")))?;
+                let data_crc = sync_and_crc(&tmp.join(format!("{name}.hnsw.data")))?;
+                (name, graph_crc, data_crc)
+            }
+        };
+        let meta = encode_meta(
+            t,
+            self.dims,
+            &self.model_id,
+            crc32fast::hash(&vec_bytes),
+            &graph_name,
+            graph_crc,
+            data_crc,
+        );
+        write_synced(&tmp.join("meta.bin"), &meta)?;
+        sync_dir(&tmp)?;
+        let gen_dir = tdir.join(&gen_name);
+        fs::rename(&tmp, &gen_dir)?;
+        write_atomic(&tdir.join("CURRENT"), format!("{gen_name}\n").as_bytes())?;
+        // Older generations are garbage once CURRENT points past them.
+        for entry in fs::read_dir(&tdir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if entry.path().is_dir() && name.to_string_lossy() != gen_name {
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the tenant in UNTRUSTED (synced) before its first unpersisted change.
+    fn mark_dirty(&self, id: &TenantId, t: &Tenant) -> Result<(), Error> {
+        if t.dirty.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut untrusted = self.lock_untrusted();
+        if untrusted.insert(hex::encode(id.as_str())) {
+            write_untrusted(&self.dir, &untrusted)?;
+        }
+        t.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn tenant_dir(&self, id: &TenantId) -> PathBuf {
+        // Hex keeps any id (typed ids are UUIDs, but serde accepts any string) a plain,
+        // non-traversing file name.
+        self.dir.join(format!("t-{}", hex::encode(id.as_str())))
+    }
+
+    fn tenant(&self, id: &TenantId) -> Option<Arc<RwLock<Tenant>>> {
+        self.read_tenants().get(id).cloned()
+    }
+
+    fn tenant_or_create(&self, id: &TenantId) -> Arc<RwLock<Tenant>> {
+        if let Some(t) = self.tenant(id) {
+            return t;
+        }
+        Arc::clone(self.write_tenants().entry(id.clone()).or_default())
+    }
+
+    // Locks: a panic inside an index operation leaves a tenant's slots and vectors
+    // consistent (pushes append both before anything reads them), so poisoned locks are
+    // reused rather than turning one panic into failures forever.
+    fn read_tenants(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, Arc<RwLock<Tenant>>>> {
+        self.tenants.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_tenants(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, Arc<RwLock<Tenant>>>> {
+        self.tenants.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_untrusted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.untrusted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn read(t: &RwLock<Tenant>) -> std::sync::RwLockReadGuard<'_, Tenant> {
+    t.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(t: &RwLock<Tenant>) -> std::sync::RwLockWriteGuard<'_, Tenant> {
+    t.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Exact top-`k` over the given live-or-dead slots (dead ones are skipped).
+fn exact(
+    t: &Tenant,
+    q: &[f32],
+    slots: impl Iterator<Item = u32>,
+    k: usize,
+    dims: usize,
+) -> Vec<(f32, u32)> {
+    let mut scored: Vec<(f32, u32)> = slots
+        .filter(|&s| t.slots.get(s as usize).is_some_and(|s| s.alive))
+        .map(|s| (dot(q, t.vector(s, dims)), s))
+        .collect();
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+        scored.truncate(k);
+    }
+    scored
+}
+
+fn tenant_from_hex(name: &str) -> Option<TenantId> {
+    let bytes = hex::decode(name).ok()?;
+    TenantId::parse(std::str::from_utf8(&bytes).ok()?)
+}
+
+fn write_untrusted(dir: &Path, set: &HashSet<String>) -> Result<(), Error> {
+    let mut names: Vec<&str> = set.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut body = names.join("\n");
+    body.push('\n');
+    write_atomic(&dir.join("UNTRUSTED"), body.as_bytes())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// temp + fsync + rename + fsync(dir): readers see the old or the new file, never half.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn sync_and_crc(path: &Path) -> Result<u32, Error> {
+    let f = File::options().read(true).write(true).open(path)?;
+    f.sync_all()?;
+    crc_of(path)
+}
+
+fn crc_of(path: &Path) -> Result<u32, Error> {
+    let mut f = File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize())
+}
+
+fn encode_meta(
+    t: &Tenant,
+    dims: usize,
+    model_id: &str,
+    vectors_crc: u32,
+    graph_name: &str,
+    graph_crc: u32,
+    data_crc: u32,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 + t.slots.len() * 80);
+    b.extend_from_slice(META_MAGIC);
+    b.extend_from_slice(&META_VERSION.to_le_bytes());
+    b.extend_from_slice(&(dims as u64).to_le_bytes());
+    put_str(&mut b, model_id);
+    b.extend_from_slice(&(t.slots.len() as u64).to_le_bytes());
+    for s in &t.slots {
+        b.push(u8::from(s.alive));
+        put_str(&mut b, s.chunk.as_str());
+        put_str(&mut b, s.document.as_str());
+    }
+    b.extend_from_slice(&vectors_crc.to_le_bytes());
+    put_str(&mut b, graph_name);
+    b.extend_from_slice(&graph_crc.to_le_bytes());
+    b.extend_from_slice(&data_crc.to_le_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+/// A cursor over meta.bin whose every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.0.len() < n {
+            return Err("meta.bin is truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let lo = u64::from(self.u32()?);
+        let hi = u64::from(self.u32()?);
+        Ok(lo | (hi << 32))
+    }
+    fn str(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "meta.bin has a bad string".into())
+    }
+}
+
+/// Loads one tenant's current generation, verifying every checksum first so that hnsw_rs
+/// (which panics on malformed input) only ever parses files we wrote completely.
+fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Tenant, String> {
+    let current = fs::read_to_string(tdir.join("CURRENT")).map_err(|e| format!("CURRENT: {e}"))?;
+    let gen_dir = tdir.join(current.trim());
+    let meta = fs::read(gen_dir.join("meta.bin")).map_err(|e| format!("meta.bin: {e}"))?;
+    if meta.len() < 4 {
+        return Err("meta.bin is truncated".into());
+    }
+    let (body, crc) = meta.split_at(meta.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err("meta.bin checksum mismatch".into());
+    }
+    let mut r = Reader(body);
+    if r.take(4)? != META_MAGIC || r.u32()? != META_VERSION {
+        return Err("meta.bin has another format".into());
+    }
+    if r.u64()? != dims as u64 || r.str()? != model_id {
+        return Err("made for another model or dimension count".into());
+    }
+    let n = r.u64()? as usize;
+    let mut t = Tenant::default();
+    let mut dead_slots = Vec::new();
+    let mut alive_count = 0usize;
+    let mut entries = Vec::with_capacity(n.min(1 << 24));
+    for i in 0..n {
+        let alive = r.u8()? == 1;
+        let chunk = ChunkId::parse(&r.str()?).ok_or("meta.bin has a bad chunk id")?;
+        let doc = DocumentId::parse(&r.str()?).ok_or("meta.bin has a bad document id")?;
+        if alive {
+            alive_count += 1;
+        } else {
+            dead_slots.push(i as u32);
+        }
+        entries.push((chunk, doc));
+    }
+    let vectors_crc = r.u32()?;
+    let graph_name = r.str()?;
+    let graph_crc = r.u32()?;
+    let data_crc = r.u32()?;
+
+    let bytes = fs::read(gen_dir.join("vectors.f32")).map_err(|e| format!("vectors.f32: {e}"))?;
+    if bytes.len() != n * dims * 4 || crc32fast::hash(&bytes) != vectors_crc {
+        return Err("vectors.f32 does not match meta.bin".into());
+    }
+    let vectors: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    for (i, (chunk, doc)) in entries.into_iter().enumerate() {
+        // Push alive and dead alike to keep slot numbers (the graph's data ids), then kill.
+        t.push(chunk, doc, &vectors[i * dims..(i + 1) * dims])
+            .map_err(|e| e.to_string())?;
+    }
+    for s in dead_slots {
+        t.kill(s);
+    }
+    if t.live() != alive_count {
+        return Err("meta.bin lists a live chunk twice".into());
+    }
+    if !graph_name.is_empty() {
+        let graph_path = gen_dir.join(format!("{graph_name}.hnsw.graph"));
+        let data_path = gen_dir.join(format!("{graph_name}.hnsw.data"));
+        if crc_of(&graph_path).map_err(|e| e.to_string())? != graph_crc
+            || crc_of(&data_path).map_err(|e| e.to_string())? != data_crc
+        {
+            return Err("graph files do not match meta.bin".into());
+        }
+        let io = HnswIo::new(&gen_dir, &graph_name);
+        let loaded = std::panic::catch_unwind(|| {
+            LoadedGraph::try_new(io, |io| io.load_hnsw_with_dist(CosineDist))
+        });
+        let graph = match loaded {
+            Ok(Ok(g)) => g,
+            Ok(Err(e)) => return Err(format!("graph load failed: {e}")),
+            Err(_) => return Err("graph load panicked".into()),
+        };
+        let points = graph.with_dependent(|_, g| g.get_nb_point());
+        if points != n {
+            return Err(format!("graph has {points} points, meta.bin {n}"));
+        }
+        t.graph = Some(TenantGraph::Loaded(graph));
+    }
+    Ok(t)
+}
