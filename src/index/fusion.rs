@@ -50,14 +50,24 @@ pub fn fuse(keyword: &[Hit], vector: &[Hit], k: usize, params: &FusionParams) ->
     }
     let wv = params.vector_weight.clamp(0.0, 1.0);
     let wk = 1.0 - wv;
-    let (kw, vw) = match params.method {
-        FusionMethod::Rrf => (rrf(keyword, params.rrf_k), rrf(vector, params.rrf_k)),
-        FusionMethod::MinMax => (min_max(keyword), min_max(vector)),
-        FusionMethod::ZScore => (z_score(keyword), z_score(vector)),
+    // Normalised scores per list, and the value for a chunk the list did not return.
+    let ((kw, kw_missing), (vw, vw_missing)) = match params.method {
+        FusionMethod::Rrf => (
+            (rrf(keyword, params.rrf_k), 0.0),
+            (rrf(vector, params.rrf_k), 0.0),
+        ),
+        FusionMethod::MinMax => {
+            let (k, v) = (min_max(keyword), min_max(vector));
+            let (km, vm) = (min_of(&k), min_of(&v));
+            ((k, km), (v, vm))
+        }
+        FusionMethod::ZScore => {
+            let n = keyword.len().max(vector.len());
+            // BM25 of a chunk matching no query term is exactly 0; below the vector
+            // list's last hit nothing is known, so it is not padded.
+            (z_score(keyword, n, 0.0), z_score(vector, 0, 0.0))
+        }
     };
-    // Contribution of a list for a chunk it did not return.
-    let kw_missing = missing(&kw, &params.method);
-    let vw_missing = missing(&vw, &params.method);
 
     struct Entry<'a> {
         hit: &'a Hit,
@@ -134,26 +144,50 @@ fn min_max(list: &[Hit]) -> Vec<f32> {
         .collect()
 }
 
-fn z_score(list: &[Hit]) -> Vec<f32> {
-    let n = list.len() as f32;
+/// Z-scores of a list, and the z-score given to chunks the list did not return (its
+/// lowest value). `pad_to` > len counts the missing entries as `floor` in the statistics: a
+/// BM25 list shorter than the other list means the rest of the tenant scored 0, and
+/// counting those zeros keeps a lone keyword match from looking average.
+fn z_score(list: &[Hit], pad_to: usize, floor: f32) -> (Vec<f32>, f32) {
     if list.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0.0);
     }
-    let mean = list.iter().map(|h| h.score).sum::<f32>() / n;
-    let var = list.iter().map(|h| (h.score - mean).powi(2)).sum::<f32>() / n;
-    let sd = var.sqrt();
-    list.iter()
-        .map(|h| if sd > 0.0 { (h.score - mean) / sd } else { 0.0 })
-        .collect()
+    let pad = pad_to.saturating_sub(list.len());
+    let n = (list.len() + pad) as f64;
+    let floor = f64::from(floor);
+    let sum = list.iter().map(|h| f64::from(h.score)).sum::<f64>() + pad as f64 * floor;
+    let mean = sum / n;
+    let sq = list
+        .iter()
+        .map(|h| (f64::from(h.score) - mean).powi(2))
+        .sum::<f64>()
+        + pad as f64 * (floor - mean).powi(2);
+    let sd = (sq / n).sqrt();
+    let z = |x: f64| {
+        if sd > 0.0 {
+            ((x - mean) / sd) as f32
+        } else {
+            0.0
+        }
+    };
+    let mut lowest = list
+        .iter()
+        .map(|h| f64::from(h.score))
+        .fold(f64::INFINITY, f64::min);
+    if pad > 0 {
+        lowest = lowest.min(floor);
+    }
+    (
+        list.iter().map(|h| z(f64::from(h.score))).collect(),
+        z(lowest),
+    )
 }
 
-fn missing(normalised: &[f32], method: &FusionMethod) -> f32 {
-    match method {
-        FusionMethod::Rrf => 0.0,
-        _ => normalised
-            .iter()
-            .copied()
-            .fold(f32::INFINITY, f32::min)
-            .min(0.0),
-    }
+/// The contribution of a min-max list for a chunk it did not return: its minimum.
+fn min_of(normalised: &[f32]) -> f32 {
+    normalised
+        .iter()
+        .copied()
+        .fold(f32::INFINITY, f32::min)
+        .min(0.0)
 }

@@ -11,7 +11,7 @@ pub mod text;
 pub mod vector;
 
 pub use fusion::{FusionParams, fuse};
-pub use text::{Filter, TextDoc, TextIndex};
+pub use text::{Filter, TextDoc, TextIndex, TextParams};
 pub use vector::{HnswParams, VectorIndex};
 
 use crate::types::{ChunkId, DocumentId};

@@ -33,9 +33,6 @@ const ANALYZER: &str = "aig_en";
 /// above tantivy's 15 MB per-thread floor and bounds the writer's memory.
 const WRITER_THREADS: usize = 1;
 const WRITER_BUDGET: usize = 32_000_000;
-/// Headings are also indexed in `body`; matching them again in their own field gives a
-/// chunk under a matching section title a modest lift.
-const HEADINGS_BOOST: f32 = 0.3;
 /// Queries are user text; past this many distinct terms the extra clauses only cost time.
 const MAX_QUERY_TERMS: usize = 64;
 
@@ -61,6 +58,23 @@ pub struct Filter {
 }
 
 pub use super::Hit;
+
+/// Query-time tuning of the text index.
+#[derive(Clone, Debug)]
+pub struct TextParams {
+    /// Headings are also indexed in `body`; a query term matching them again in their own
+    /// field adds this fraction of that field's BM25, lifting chunks under a matching
+    /// section or document title.
+    pub headings_boost: f32,
+}
+
+impl Default for TextParams {
+    fn default() -> Self {
+        Self {
+            headings_boost: 0.3,
+        }
+    }
+}
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -128,6 +142,7 @@ pub struct TextIndex {
     writer: Mutex<IndexWriter>,
     fields: Fields,
     analyzer: TextAnalyzer,
+    params: TextParams,
     needs_rebuild: bool,
     /// Per-tenant (document count, body token count) for the current searcher generation.
     /// Cleared whenever the generation changes, so it holds at most one entry per tenant.
@@ -139,6 +154,11 @@ impl TextIndex {
     /// empty and [`needs_rebuild`](Self::needs_rebuild) says so, so the caller re-feeds it
     /// from the store. A lock held by another process is an error, not corruption.
     pub fn open(dir: &Path) -> Result<Self, Error> {
+        Self::open_with(dir, TextParams::default())
+    }
+
+    /// [`open`](Self::open) with explicit tuning.
+    pub fn open_with(dir: &Path, params: TextParams) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
         let (index, needs_rebuild) = match open_existing(dir, &schema) {
@@ -162,6 +182,7 @@ impl TextIndex {
             writer: Mutex::new(writer),
             fields,
             analyzer: analyzer(),
+            params,
             needs_rebuild,
             tenant_stats: Mutex::new((u64::MAX, HashMap::new())),
         })
@@ -256,16 +277,18 @@ impl TextIndex {
                     IndexRecordOption::WithFreqs,
                 )),
             ));
-            text.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(
-                    Box::new(TermQuery::new(
-                        Term::from_field_text(f.headings, t),
-                        IndexRecordOption::WithFreqs,
+            if self.params.headings_boost > 0.0 {
+                text.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(f.headings, t),
+                            IndexRecordOption::WithFreqs,
+                        )),
+                        self.params.headings_boost,
                     )),
-                    HEADINGS_BOOST,
-                )),
-            ));
+                ));
+            }
         }
         let tenant_term = Term::from_field_text(f.tenant, tenant.as_str());
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
