@@ -245,6 +245,15 @@ impl Engine {
                     ok,
                     result: result.chars().take(500).collect(),
                 });
+                // History was trimmed to the window; tool results must fit in what is left.
+                let room = prompt::room_left(
+                    &model,
+                    &messages,
+                    tools_tokens,
+                    context_window as usize,
+                    agent.max_tokens as usize,
+                );
+                let result = prompt::fit_tool_result(&model, result, room);
                 messages.push(ChatMessage::tool_result(call.id.clone(), result));
             }
         }

@@ -126,6 +126,46 @@ pub fn fit_sources(
     }
 }
 
+/// Tokens a next request with `messages` leaves for more input, keeping room for the
+/// answer and the tool definitions.
+pub fn room_left(
+    model: &str,
+    messages: &[ChatMessage],
+    tools_tokens: usize,
+    context_window: usize,
+    max_answer: usize,
+) -> usize {
+    context_window.saturating_sub(
+        count_message_tokens(model, messages) + tools_tokens + max_answer + SAFETY_TOKENS,
+    )
+}
+
+/// Marks a tool result that was cut to fit the context window.
+pub const TRUNCATED: &str = "\n[truncated: the rest does not fit in the model's context window]";
+
+/// A tool result of at most `room` tokens: a long HTTP response or many sources must not
+/// push the next request past the context window (the provider would refuse it).
+pub fn fit_tool_result(model: &str, text: String, room: usize) -> String {
+    let mut n = count_tokens(model, &text);
+    if n <= room {
+        return text;
+    }
+    let target = room.saturating_sub(count_tokens(model, TRUNCATED));
+    if target < 16 {
+        return "error: the tool's result does not fit in the model's context window".into();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut keep = chars.len();
+    // Shrink in proportion with a margin; converges in a few rounds.
+    while n > target && keep > 0 {
+        keep = (keep * target / n.max(1)) * 9 / 10;
+        n = count_tokens(model, &chars[..keep].iter().collect::<String>());
+    }
+    let mut out: String = chars[..keep].iter().collect();
+    out.push_str(TRUNCATED);
+    out
+}
+
 /// `[n]` markers in the answer (also `[1, 2]` and `[1][3]`), first appearance order, mapped
 /// to citations. Numbers outside the sources are ignored.
 pub fn citations(answer: &str, sources: &[Source]) -> Vec<Citation> {
@@ -203,6 +243,21 @@ mod tests {
         let pages: Vec<_> = c.iter().map(|c| c.page).collect();
         assert_eq!(pages, [Some(2), Some(1), Some(3)]);
         assert!(citations("no markers", &s).is_empty());
+    }
+
+    #[test]
+    fn tool_results_are_cut_to_the_room_left() {
+        let long = "the quick brown fox jumps over the lazy dog ".repeat(500);
+        let cut = fit_tool_result("gpt-4o-mini", long.clone(), 300);
+        assert!(cut.ends_with(TRUNCATED));
+        assert!(count_tokens("gpt-4o-mini", &cut) <= 300);
+        assert!(
+            count_tokens("gpt-4o-mini", &cut) > 200,
+            "not cut more than needed"
+        );
+        assert!(long.starts_with(cut.trim_end_matches(TRUNCATED)));
+        assert_eq!(fit_tool_result("gpt-4o-mini", "short".into(), 300), "short");
+        assert!(fit_tool_result("gpt-4o-mini", long, 5).starts_with("error:"));
     }
 
     #[test]

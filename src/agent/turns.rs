@@ -22,6 +22,17 @@ pub fn history_of(msgs: &[Message]) -> Vec<ChatMessage> {
         .collect()
 }
 
+/// True when none of `earlier` (the conversation's messages before this turn) is an
+/// answer of a turn, i.e. this turn opens the conversation for analytics. A greeting is
+/// not a turn: it has no usage and never fails.
+pub fn is_first_turn(earlier: &[Message]) -> bool {
+    // A full page without a turn may hide one further back: do not count twice.
+    earlier.len() < HISTORY_MESSAGES
+        && !earlier.iter().any(|m| {
+            m.role == MessageRole::Ai && (m.usage.is_some() || m.status == MessageStatus::Failed)
+        })
+}
+
 pub fn outcome_of(r: &TurnResult, fallback: Option<&str>) -> Outcome {
     if r.handoff.is_some() {
         Outcome::Handoff
@@ -68,11 +79,13 @@ impl Engine {
                         String::new(),
                         0,
                         None,
+                        false,
                     )
                     .await;
             }
         };
         earlier.reverse();
+        let first = is_first_turn(&earlier);
         let turn = Turn {
             tenant: tenant.clone(),
             agent: agent.clone(),
@@ -103,6 +116,7 @@ impl Engine {
                     completion_tokens: r.usage.completion_tokens,
                     latency_ms: r.latency_ms,
                     upstream_ms: r.upstream_ms,
+                    new_conversation: first,
                 };
                 self.persist(&tenant, reply, r.handoff.clone(), stats).await
             }
@@ -111,9 +125,47 @@ impl Engine {
                 partial,
                 latency_ms,
             }) => {
-                self.store_failure(conv, message, partial, latency_ms, Some(agent.id))
+                self.store_failure(conv, message, partial, latency_ms, Some(agent.id), first)
                     .await
             }
+        }
+    }
+
+    /// Records a turn that belongs to no conversation (the /v1 API) in the agent's daily
+    /// rollup. Failures to store are logged: the caller already has its answer.
+    pub async fn record_detached(
+        &self,
+        tenant: &TenantId,
+        agent: &Agent,
+        r: &Result<TurnResult, TurnError>,
+    ) {
+        let stats = match r {
+            Ok(r) => TurnStats {
+                agent_id: agent.id.clone(),
+                conversation_id: None,
+                outcome: outcome_of(r, agent.fallback_message.as_deref()),
+                prompt_tokens: r.usage.prompt_tokens,
+                completion_tokens: r.usage.completion_tokens,
+                latency_ms: r.latency_ms,
+                upstream_ms: r.upstream_ms,
+                new_conversation: false,
+            },
+            Err(e) => TurnStats {
+                agent_id: agent.id.clone(),
+                conversation_id: None,
+                outcome: Outcome::Failed,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                latency_ms: e.latency_ms,
+                upstream_ms: 0,
+                new_conversation: false,
+            },
+        };
+        let (svc, t) = (self.svc.clone(), tenant.clone());
+        match tokio::task::spawn_blocking(move || svc.record_turn(&t, &stats)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "storing turn analytics failed"),
+            Err(e) => tracing::error!(error = %e, "storing turn analytics panicked"),
         }
     }
 
@@ -124,6 +176,7 @@ impl Engine {
         partial: String,
         latency_ms: u64,
         agent: Option<AgentId>,
+        first: bool,
     ) -> Message {
         tracing::warn!(conversation = %conv.id, reason = %reason, "AI reply failed");
         let failed = Message {
@@ -147,6 +200,7 @@ impl Engine {
             completion_tokens: 0,
             latency_ms,
             upstream_ms: 0,
+            new_conversation: first,
         };
         self.persist(&conv.tenant_id, failed, None, stats).await
     }

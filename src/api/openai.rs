@@ -137,7 +137,12 @@ pub async fn chat_completions(
     let mut agent = state
         .run(move |s| s.find_agent(&caller, &model))
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            // Only a missing agent is an unknown model; a role without access or our own
+            // failure must not be reported as one.
+            if e.status != StatusCode::NOT_FOUND {
+                return OaiError::from(e);
+            }
             OaiError(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -193,6 +198,8 @@ pub async fn chat_completions(
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     let created = crate::auth::tokens::unix_now();
     let slug = agent.slug.clone();
+    let stats_agent = agent.clone();
+    let stats_tenant = tenant.clone();
     let turn = Turn {
         tenant,
         agent,
@@ -201,10 +208,12 @@ pub async fn chat_completions(
     };
     let engine = state.engine.clone();
     if !req.stream {
-        let r = engine
-            .run(turn, None)
-            .await
-            .map_err(|e| OaiError(StatusCode::BAD_GATEWAY, e.message, "upstream_error", None))?;
+        let r = engine.run(turn, None).await;
+        engine
+            .record_detached(&stats_tenant, &stats_agent, &r)
+            .await;
+        let r =
+            r.map_err(|e| OaiError(StatusCode::BAD_GATEWAY, e.message, "upstream_error", None))?;
         let body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": slug,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": r.reply, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
@@ -245,6 +254,9 @@ pub async fn chat_completions(
                 },
                 r = &mut run, if result.is_none() => { result = Some(r); }
             }
+        }
+        if let Some(r) = &result {
+            engine.record_detached(&stats_tenant, &stats_agent, r).await;
         }
         match result {
             Some(Ok(r)) => {

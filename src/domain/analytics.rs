@@ -34,6 +34,9 @@ pub struct TurnStats {
     pub completion_tokens: u32,
     pub latency_ms: u64,
     pub upstream_ms: u64,
+    /// The agent's first turn in this conversation: the conversation counts towards the
+    /// day's `conversations` (once, so rollups of several days add up).
+    pub new_conversation: bool,
 }
 
 impl Services {
@@ -66,6 +69,7 @@ impl Services {
             a.turns += 1;
             a.failed_turns += (s.outcome == Outcome::Failed) as u64;
             a.handoffs += (s.outcome == Outcome::Handoff) as u64;
+            a.conversations += s.new_conversation as u64;
             a.prompt_tokens += s.prompt_tokens as u64;
             a.completion_tokens += s.completion_tokens as u64;
             a.total_latency_ms += s.latency_ms;
