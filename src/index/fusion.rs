@@ -1,29 +1,42 @@
 //! Fusion of a keyword (BM25) ranking and a vector (cosine) ranking into one ranking.
 //!
 //! Pure functions over [`Hit`] lists; depends on nothing but `types`.
+//!
+//! The default (measured in `BENCHMARKS-index.md`) is a convex combination of z-scores
+//! whose vector weight follows the vector list's own confidence: the best cosine of the
+//! query. Z-scores alone make any list look decisive, including a dense list that matches
+//! nothing well (a query of rare words, names or codes); the top cosine says whether the
+//! embedding model recognised the query at all, so below a floor the ranking falls back to
+//! BM25 and above floor + span the vector list gets its full weight.
 
 use super::Hit;
 use crate::types::ChunkId;
 use std::collections::HashMap;
 
-/// How to fuse. [`FusionParams::default`] is the one setting measured in
-/// `BENCHMARKS-index.md`; the other methods are kept for comparison.
+/// How scores are normalised before they are combined.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FusionMethod {
     /// Weighted reciprocal rank fusion: `w / (rrf_k + rank)` summed over lists.
     Rrf,
     /// Convex combination of min-max normalised scores.
     MinMax,
-    /// Convex combination of z-score normalised scores.
+    /// Convex combination of z-score normalised scores (the default).
     ZScore,
 }
 
-/// Fusion settings.
+/// Fusion settings. The default is the one setting evaluated on every data set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FusionParams {
     pub method: FusionMethod,
-    /// Weight of the vector list in [0, 1]; the keyword list gets `1 - vector_weight`.
+    /// Weight of the vector list in [0, 1] when it is confident; the keyword list always
+    /// gets `1 - vector_weight`.
     pub vector_weight: f32,
+    /// Query-adaptive vector weight: with `Some(floor)`, the vector weight is scaled by
+    /// `clamp((top cosine - floor) / confidence_span, 0, 1)`. The values are calibrated for
+    /// all-MiniLM-L6-v2 cosines; another embedding model needs its own (or `None`).
+    pub confidence_floor: Option<f32>,
+    /// See `confidence_floor`.
+    pub confidence_span: f32,
     /// The rank offset of RRF.
     pub rrf_k: f32,
 }
@@ -32,8 +45,22 @@ impl Default for FusionParams {
     fn default() -> Self {
         Self {
             method: FusionMethod::ZScore,
-            vector_weight: 0.5,
+            vector_weight: 0.75,
+            confidence_floor: Some(0.4),
+            confidence_span: 0.2,
             rrf_k: 60.0,
+        }
+    }
+}
+
+impl FusionParams {
+    /// The fixed-weight variant of a method, for comparisons.
+    pub fn fixed(method: FusionMethod, vector_weight: f32) -> Self {
+        Self {
+            method,
+            vector_weight,
+            confidence_floor: None,
+            ..Self::default()
         }
     }
 }
@@ -42,14 +69,23 @@ impl Default for FusionParams {
 /// indexes) into the top `k` of one ranking, best first. Chunks found by both lists gain
 /// from both; a chunk missing from one list gets that list's lowest contribution. Ties
 /// break on the vector rank, then the keyword rank, so the output is deterministic.
-/// Pass each list with at least `max(3k, 50)` hits so the normalisation sees the score
-/// distribution, not just its head.
+/// Pass each list with the same depth of at least `max(3k, 50)` hits, so the
+/// normalisation sees the score distribution rather than just its head. The vector list's
+/// scores must be cosines (as [`VectorIndex`](super::VectorIndex) returns) for the
+/// confidence weighting to mean anything.
 pub fn fuse(keyword: &[Hit], vector: &[Hit], k: usize, params: &FusionParams) -> Vec<Hit> {
     if k == 0 {
         return Vec::new();
     }
-    let wv = params.vector_weight.clamp(0.0, 1.0);
-    let wk = 1.0 - wv;
+    let full = params.vector_weight.clamp(0.0, 1.0);
+    let wk = 1.0 - full;
+    let wv = match (params.confidence_floor, vector.first()) {
+        (Some(floor), Some(top)) => {
+            let span = params.confidence_span.max(f32::EPSILON);
+            full * ((top.score - floor) / span).clamp(0.0, 1.0)
+        }
+        _ => full,
+    };
     // Normalised scores per list, and the value for a chunk the list did not return.
     let ((kw, kw_missing), (vw, vw_missing)) = match params.method {
         FusionMethod::Rrf => (

@@ -16,6 +16,10 @@ pub use vector::{HnswParams, VectorIndex};
 
 use crate::types::{ChunkId, DocumentId};
 
+/// Largest `k` a search honours: result buffers are sized by `k`, so an absurd request
+/// must not allocate without bound. Retrieval for a prompt needs a few dozen.
+pub const MAX_K: usize = 10_000;
+
 /// One ranked chunk. `score` is only comparable within the list that produced it: BM25 for
 /// the text index, cosine similarity for the vector index, the fused score after [`fuse`].
 #[derive(Clone, Debug, PartialEq)]

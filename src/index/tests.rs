@@ -591,10 +591,7 @@ mod fusion {
             FusionMethod::MinMax,
             FusionMethod::ZScore,
         ] {
-            out.push(FusionParams {
-                method,
-                ..FusionParams::default()
-            });
+            out.push(FusionParams::fixed(method, 0.5));
         }
         out
     }
@@ -654,5 +651,34 @@ mod fusion {
             assert_eq!(out.len(), 3);
             assert!(out.iter().all(|h| h.score.is_finite()), "{p:?}");
         }
+    }
+
+    #[test]
+    fn an_unconfident_vector_list_defers_to_keywords() {
+        let p = FusionParams::default();
+        let kw = hits(&[12.0, 6.0, 5.0]);
+        // Top cosine under the floor: the embedding model did not recognise the query.
+        let vs = hits(&[0.35, 0.34, 0.33]);
+        let out = fuse(&kw, &vs, 6, &p);
+        let order: Vec<_> = out.iter().take(3).map(|h| h.chunk.clone()).collect();
+        let want: Vec<_> = kw.iter().map(|h| h.chunk.clone()).collect();
+        assert_eq!(order, want);
+        // A confident vector list moves its top hit first.
+        let vs = hits(&[0.9, 0.5, 0.45]);
+        let out = fuse(&kw, &vs, 6, &p);
+        assert_eq!(out[0].chunk, vs[0].chunk);
+    }
+
+    #[test]
+    fn a_lone_keyword_match_still_counts() {
+        // One chunk matched the query terms at all; it is also the vector list's second.
+        let kw = hits(&[7.5]);
+        let mut vs = hits(&[0.80, 0.78, 0.70, 0.69, 0.65, 0.6, 0.55, 0.5]);
+        vs[1] = Hit {
+            score: 0.78,
+            ..kw[0].clone()
+        };
+        let out = fuse(&kw, &vs, 3, &FusionParams::default());
+        assert_eq!(out[0].chunk, kw[0].chunk);
     }
 }

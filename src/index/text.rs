@@ -5,7 +5,7 @@
 //! count, average length, document frequencies) are computed inside the tenant, so neither
 //! the results nor their scores depend on other tenants' data.
 
-use super::Error;
+use super::{Error, MAX_K};
 use crate::types::{AgentId, ChunkId, DocumentId, TenantId};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -255,7 +255,8 @@ impl TextIndex {
     /// BM25 top-`k` chunks of one tenant, optionally restricted to documents and/or an
     /// agent. Never returns other tenants' chunks. The query is plain user text: it is
     /// tokenised like the indexed text, never parsed as query syntax, so it cannot fail on
-    /// quotes or operators. Chunks matching no query term are not returned.
+    /// quotes or operators. Chunks matching no query term are not returned. `k` is capped
+    /// at [`MAX_K`].
     pub fn search(
         &self,
         tenant: &TenantId,
@@ -264,6 +265,7 @@ impl TextIndex {
         k: usize,
     ) -> Result<Vec<Hit>, Error> {
         let f = self.fields;
+        let k = k.min(MAX_K);
         let terms = self.query_terms(query);
         if k == 0 || terms.is_empty() {
             return Ok(Vec::new());

@@ -18,7 +18,7 @@
 //! chunks) are not served: it comes back empty and reported by
 //! [`VectorIndex::tenants_needing_rebuild`].
 
-use super::{Error, Hit};
+use super::{Error, Hit, MAX_K};
 use crate::types::{ChunkId, DocumentId, TenantId};
 use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
 use std::collections::{HashMap, HashSet};
@@ -390,20 +390,20 @@ impl VectorIndex {
 
     /// Tenants whose index was invalid or stale at open and has not been rebuilt since.
     pub fn tenants_needing_rebuild(&self) -> Vec<TenantId> {
-        self.read_tenants()
-            .iter()
+        let mut ids: Vec<TenantId> = self
+            .snapshot()
+            .into_iter()
             .filter(|(_, t)| read(t).needs_rebuild)
-            .map(|(id, _)| id.clone())
-            .collect()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// True when this tenant's index must be rebuilt from the store before it can be
     /// trusted (see [`needs_rebuild_all`](Self::needs_rebuild_all)).
     pub fn needs_rebuild(&self, tenant: &TenantId) -> bool {
-        self.read_tenants()
-            .get(tenant)
-            .map(|t| read(t).needs_rebuild)
-            .unwrap_or(false)
+        self.tenant(tenant).is_some_and(|t| read(&t).needs_rebuild)
     }
 
     /// Adds (or replaces, by chunk id) vectors of one tenant. Vectors are normalised; the
@@ -522,7 +522,7 @@ impl VectorIndex {
 
     /// Top-`k` chunks of one tenant by cosine similarity (`score` = cosine), optionally
     /// restricted to some documents. Exact when the tenant or the filtered set is small,
-    /// HNSW otherwise. Deleted chunks are never returned.
+    /// HNSW otherwise. Deleted chunks are never returned. `k` is capped at [`MAX_K`].
     pub fn search(
         &self,
         tenant: &TenantId,
@@ -530,6 +530,7 @@ impl VectorIndex {
         filter_docs: Option<&[DocumentId]>,
         k: usize,
     ) -> Result<Vec<Hit>, Error> {
+        let k = k.min(MAX_K);
         let q = normalised(query, self.dims)?;
         let Some(cell) = self.tenant(tenant) else {
             return Ok(Vec::new());
@@ -607,15 +608,15 @@ impl VectorIndex {
     /// atomically). Call it periodically and on shutdown. Tenants that still need a
     /// rebuild are skipped: their files must stay untrusted.
     pub fn persist(&self) -> Result<(), Error> {
-        let tenants: Vec<(TenantId, Arc<RwLock<Tenant>>)> = self
-            .read_tenants()
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::clone(v)))
-            .collect();
-        for (id, cell) in tenants {
+        for (id, cell) in self.snapshot() {
             // Readers keep searching while a tenant is dumped; writers wait.
             let t = read(&cell);
             if !t.dirty.load(Ordering::Acquire) || t.needs_rebuild {
+                continue;
+            }
+            // delete_tenant unmaps the tenant before it waits for this lock and removes its
+            // files after: checking under the lock keeps a dump from resurrecting them.
+            if !self.tenant(&id).is_some_and(|c| Arc::ptr_eq(&c, &cell)) {
                 continue;
             }
             self.dump_tenant(&id, &t)?;
@@ -711,6 +712,14 @@ impl VectorIndex {
         // Hex keeps any id (typed ids are UUIDs, but serde accepts any string) a plain,
         // non-traversing file name.
         self.dir.join(format!("t-{}", hex::encode(id.as_str())))
+    }
+
+    /// The tenants, copied out so no tenant lock is ever taken while the map is locked.
+    fn snapshot(&self) -> Vec<(TenantId, Arc<RwLock<Tenant>>)> {
+        self.read_tenants()
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect()
     }
 
     fn tenant(&self, id: &TenantId) -> Option<Arc<RwLock<Tenant>>> {
