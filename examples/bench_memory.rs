@@ -1,0 +1,888 @@
+//! Memory benchmark (issue 3): resident memory (VmRSS) of the server with the real embedding
+//! model loaded and 100k chunks (384-dimension vectors) indexed in one tenant.
+//!
+//! ```text
+//! cargo run --release --example bench_memory -- [options]
+//! ```
+//!
+//! Options (all optional):
+//!
+//! * `--model-dir DIR`     embedding model (default /work/shared/models/all-MiniLM-L6-v2)
+//! * `--ort PATH`          ONNX Runtime library
+//!   (default /work/shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0)
+//! * `--docs N`            documents to seed (default 500)
+//! * `--chunks-per-doc N`  chunks per document (default 200)
+//! * `--words N`           words per chunk (default 110)
+//! * `--base-texts N`      distinct texts embedded with the real model (default 2000)
+//! * `--searches N`        hybrid searches after seeding (default 50)
+//! * `--idle-secs N`       idle wait before the last reading (default 12)
+//!
+//! The parent process only sequences two children, each a server built in-process with
+//! `aigentable::build` on 127.0.0.1 and one data directory, and each reading its own
+//! `/proc/self/status`:
+//!
+//! 1. `seed`: fresh data dir; RSS at start, after building the app (model loaded), after
+//!    the first inference, while and after seeding (the seeding's own garbage is counted:
+//!    this is what a server that just ingested 100k chunks holds), after searches, idle.
+//! 2. `reopen`: the same data dir opened by a fresh process, as after a restart: RSS after
+//!    opening, after the first search (indexes loaded), after more searches, idle.
+//!
+//! Linux only. Every phase is bounded by a count; children are killed after 30 minutes.
+
+use aigentable::config::Config;
+use aigentable::index::TextDoc;
+use aigentable::knowledge::Knowledge;
+use aigentable::model::{Chunk, Document, DocumentStatus};
+use aigentable::types::{AgentId, ChunkId, DocumentId, TenantId};
+use anyhow::{Context, Result, anyhow, bail};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Upper bound of a child process' run.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[derive(Clone)]
+struct Opts {
+    model_dir: PathBuf,
+    ort: PathBuf,
+    docs: usize,
+    chunks_per_doc: usize,
+    words: usize,
+    base_texts: usize,
+    searches: usize,
+    idle_secs: u64,
+    /// `seed DIR` or `reopen DIR` in a child; None in the parent.
+    phase: Option<(String, PathBuf)>,
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut o = Opts {
+        model_dir: PathBuf::from("/work/shared/models/all-MiniLM-L6-v2"),
+        ort: PathBuf::from("/work/shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
+        docs: 500,
+        chunks_per_doc: 200,
+        words: 110,
+        base_texts: 2000,
+        searches: 50,
+        idle_secs: 12,
+        phase: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        match a.as_str() {
+            "--model-dir" => o.model_dir = PathBuf::from(value("--model-dir")?),
+            "--ort" => o.ort = PathBuf::from(value("--ort")?),
+            "--docs" => o.docs = value("--docs")?.parse()?,
+            "--chunks-per-doc" => o.chunks_per_doc = value("--chunks-per-doc")?.parse()?,
+            "--words" => o.words = value("--words")?.parse()?,
+            "--base-texts" => o.base_texts = value("--base-texts")?.parse()?,
+            "--searches" => o.searches = value("--searches")?.parse()?,
+            "--idle-secs" => o.idle_secs = value("--idle-secs")?.parse()?,
+            "--phase" => {
+                let p = value("--phase")?;
+                let d = value("--phase")?;
+                o.phase = Some((p, PathBuf::from(d)));
+            }
+            "-h" | "--help" => {
+                println!("usage: bench_memory [options]; see the top of examples/bench_memory.rs");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument `{other}` (try --help)"),
+        }
+    }
+    o.docs = o.docs.clamp(1, 1000);
+    o.chunks_per_doc = o.chunks_per_doc.clamp(1, 10_000);
+    o.words = o.words.clamp(5, 1000);
+    o.base_texts = o.base_texts.clamp(1, 100_000);
+    o.searches = o.searches.clamp(1, 10_000);
+    o.idle_secs = o.idle_secs.min(600);
+    Ok(o)
+}
+
+const TOPICS: &[&str] = &[
+    "shipping",
+    "returns",
+    "warranty",
+    "billing",
+    "invoices",
+    "subscriptions",
+    "delivery",
+    "refunds",
+    "accounts",
+    "passwords",
+    "discounts",
+    "coupons",
+    "gift cards",
+    "payments",
+    "installation",
+    "maintenance",
+    "cleaning",
+    "batteries",
+    "chargers",
+    "firmware",
+    "orders",
+    "exchanges",
+    "sizing",
+    "allergens",
+    "ingredients",
+    "reservations",
+    "appointments",
+    "opening hours",
+    "loyalty points",
+    "privacy",
+    "security",
+    "insurance",
+    "repairs",
+    "spare parts",
+    "assembly",
+    "pickup",
+    "tracking",
+    "customs",
+    "taxes",
+    "bulk orders",
+];
+const NOUNS: &[&str] = &[
+    "order",
+    "parcel",
+    "receipt",
+    "label",
+    "courier",
+    "invoice",
+    "card",
+    "account",
+    "profile",
+    "router",
+    "charger",
+    "battery",
+    "cable",
+    "filter",
+    "pump",
+    "valve",
+    "lid",
+    "handle",
+    "screen",
+    "sensor",
+    "remote",
+    "adapter",
+    "cartridge",
+    "belt",
+    "motor",
+    "nozzle",
+    "hose",
+    "blade",
+    "panel",
+    "switch",
+    "warehouse",
+    "store",
+    "counter",
+    "manager",
+    "technician",
+    "customer",
+    "voucher",
+    "balance",
+    "statement",
+    "deposit",
+    "booking",
+    "table",
+    "menu",
+    "recipe",
+    "sauce",
+    "dough",
+    "oven",
+    "kettle",
+    "grinder",
+    "bottle",
+    "jar",
+    "box",
+    "pallet",
+    "form",
+    "signature",
+    "address",
+    "postcode",
+    "phone",
+    "email",
+    "password",
+    "code",
+    "serial number",
+    "manual",
+    "guide",
+    "policy",
+    "contract",
+    "schedule",
+    "calendar",
+    "holiday",
+    "weekend",
+    "morning",
+    "evening",
+    "fee",
+    "price",
+    "discount",
+    "tax",
+    "refund",
+];
+const VERBS: &[&str] = &[
+    "check",
+    "replace",
+    "reset",
+    "clean",
+    "update",
+    "cancel",
+    "return",
+    "exchange",
+    "track",
+    "confirm",
+    "verify",
+    "register",
+    "activate",
+    "install",
+    "remove",
+    "charge",
+    "refund",
+    "ship",
+    "deliver",
+    "collect",
+    "book",
+    "reschedule",
+    "repair",
+    "inspect",
+    "measure",
+    "adjust",
+    "tighten",
+    "unlock",
+    "renew",
+    "transfer",
+    "print",
+    "scan",
+    "sign",
+    "store",
+];
+const ADJS: &[&str] = &[
+    "new",
+    "old",
+    "damaged",
+    "missing",
+    "original",
+    "spare",
+    "standard",
+    "express",
+    "international",
+    "local",
+    "monthly",
+    "annual",
+    "free",
+    "paid",
+    "broken",
+    "loose",
+    "full",
+    "empty",
+    "sealed",
+    "unused",
+    "defective",
+    "compatible",
+    "official",
+    "digital",
+    "printed",
+    "secure",
+    "temporary",
+    "permanent",
+    "large",
+    "small",
+    "quick",
+    "careful",
+    "weekly",
+];
+const FILLER: &[&str] = &[
+    "please",
+    "usually",
+    "within",
+    "before",
+    "after",
+    "unless",
+    "always",
+    "only",
+    "also",
+    "then",
+    "because",
+    "however",
+    "otherwise",
+    "instead",
+    "each",
+    "every",
+    "any",
+    "your",
+];
+
+fn pick<'a>(rng: &mut StdRng, list: &[&'a str]) -> &'a str {
+    list[rng.random_range(0..list.len())]
+}
+
+/// A sentence of plain support-documentation English.
+fn sentence(rng: &mut StdRng, topic: &str) -> String {
+    match rng.random_range(0..6) {
+        0 => format!(
+            "To {} the {} {}, {} open the {} page and {} the {}.",
+            pick(rng, VERBS),
+            pick(rng, ADJS),
+            pick(rng, NOUNS),
+            pick(rng, FILLER),
+            topic,
+            pick(rng, VERBS),
+            pick(rng, NOUNS)
+        ),
+        1 => format!(
+            "Our {} team can {} a {} {} within {} working days.",
+            topic,
+            pick(rng, VERBS),
+            pick(rng, ADJS),
+            pick(rng, NOUNS),
+            rng.random_range(1..15)
+        ),
+        2 => format!(
+            "If the {} is {}, {} {} the {} and contact the {} about {}.",
+            pick(rng, NOUNS),
+            pick(rng, ADJS),
+            pick(rng, FILLER),
+            pick(rng, VERBS),
+            pick(rng, NOUNS),
+            pick(rng, NOUNS),
+            topic
+        ),
+        3 => format!(
+            "The {} fee for {} is {} euros per {}, {} for {} customers.",
+            pick(rng, ADJS),
+            topic,
+            rng.random_range(1..200),
+            pick(rng, NOUNS),
+            pick(rng, FILLER),
+            pick(rng, ADJS)
+        ),
+        4 => format!(
+            "You need the {} {} and the {} to {} a {} {}.",
+            pick(rng, ADJS),
+            pick(rng, NOUNS),
+            pick(rng, NOUNS),
+            pick(rng, VERBS),
+            pick(rng, ADJS),
+            pick(rng, NOUNS)
+        ),
+        _ => format!(
+            "Model {}-{} {} {} the {} {} {} {}.",
+            pick(rng, NOUNS).replace(' ', "").to_uppercase(),
+            rng.random_range(100..9999),
+            pick(rng, FILLER),
+            pick(rng, VERBS),
+            pick(rng, NOUNS),
+            pick(rng, FILLER),
+            pick(rng, ADJS),
+            topic
+        ),
+    }
+}
+
+/// A chunk's text of about `words` words on `topic`.
+fn chunk_text(rng: &mut StdRng, topic: &str, words: usize) -> String {
+    let mut s = String::new();
+    while s.split_whitespace().count() < words {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(&sentence(rng, topic));
+    }
+    s
+}
+
+/// A customer question from the corpus' vocabulary.
+fn question(rng: &mut StdRng, n: usize) -> String {
+    format!(
+        "How do I {} the {} {} for {}? (ticket {n})",
+        pick(rng, VERBS),
+        pick(rng, ADJS),
+        pick(rng, NOUNS),
+        pick(rng, TOPICS)
+    )
+}
+
+/// One standard normal sample (Box-Muller), without extra crates.
+fn gauss(rng: &mut StdRng) -> f32 {
+    let u1: f32 = rng.random::<f32>().max(1e-12);
+    let u2: f32 = rng.random::<f32>();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+#[derive(Default)]
+struct SeedReport {
+    chunks: usize,
+    text_bytes: usize,
+    embed_base: Duration,
+    store: Duration,
+    text_index: Duration,
+    vector_index: Duration,
+    total: Duration,
+}
+
+/// Per-dimension standard deviation of the noise added to a base vector (before
+/// normalising): cosine to the base is about 0.86 for 384 dimensions.
+const PERTURB_SIGMA: f32 = 0.03;
+
+/// Seeds `docs` x `chunks_per_doc` chunks into one tenant, the way the pipeline writes them:
+/// Document + Chunk records (with vectors) in one transaction per document, then the text
+/// index (one commit per document) and the vector index (one insert per document).
+/// Vectors: `base_texts` distinct synthetic texts embedded with the real model, each reused
+/// for many chunks with Gaussian noise, normalised. Blocking.
+fn seed(
+    k: &Knowledge,
+    tenant: &TenantId,
+    agent: &AgentId,
+    o: &Opts,
+    checkpoint: &dyn Fn(&str),
+) -> Result<(Vec<DocumentId>, SeedReport)> {
+    let started = Instant::now();
+    let mut rep = SeedReport::default();
+    let space = k
+        .space_for(tenant)?
+        .ok_or_else(|| anyhow!("no embedding model is loaded"))?;
+    let model_id = space.model_id().to_string();
+    let mut rng = StdRng::seed_from_u64(42);
+    // Real embeddings of distinct texts.
+    let t0 = Instant::now();
+    let base_texts: Vec<String> = (0..o.base_texts)
+        .map(|i| {
+            let topic = TOPICS[i % TOPICS.len()];
+            chunk_text(&mut rng, topic, o.words)
+        })
+        .collect();
+    let mut base: Vec<Vec<f32>> = Vec::with_capacity(base_texts.len());
+    for batch in base_texts.chunks(64) {
+        base.extend(space.embedder.embed(batch)?);
+    }
+    drop(base_texts);
+    rep.embed_base = t0.elapsed();
+    checkpoint("after embedding the base texts (ONNX arenas warm)");
+    eprintln!(
+        "  embedded {} base texts in {:.1} s",
+        base.len(),
+        rep.embed_base.as_secs_f64()
+    );
+    let mut doc_ids = Vec::with_capacity(o.docs);
+    for d in 0..o.docs {
+        let doc_id = DocumentId::new();
+        let topic = TOPICS[d % TOPICS.len()];
+        let now = time::OffsetDateTime::now_utc();
+        let mut chunks = Vec::with_capacity(o.chunks_per_doc);
+        let mut size = 0usize;
+        for i in 0..o.chunks_per_doc {
+            let text = chunk_text(&mut rng, topic, o.words);
+            size += text.len();
+            // A base vector of the same topic, perturbed.
+            let b = (rng.random_range(0..base.len().max(TOPICS.len()) / TOPICS.len())
+                * TOPICS.len()
+                + d % TOPICS.len())
+                % base.len();
+            let mut v: Vec<f32> = base[b]
+                .iter()
+                .map(|x| x + PERTURB_SIGMA * gauss(&mut rng))
+                .collect();
+            normalise(&mut v);
+            chunks.push(Chunk {
+                id: ChunkId::new(),
+                tenant_id: tenant.clone(),
+                document_id: doc_id.clone(),
+                ordinal: i as u32,
+                token_count: (text.split_whitespace().count() * 4 / 3) as u32,
+                text,
+                page: Some(1 + i as u32 / 4),
+                headings: vec![
+                    format!("{} guide {d}", topic),
+                    format!("Section {}", 1 + i / 10),
+                ],
+                embedding_model: Some(model_id.clone()),
+                vector: Some(v),
+            });
+        }
+        rep.text_bytes += size;
+        let doc = Document {
+            id: doc_id.clone(),
+            tenant_id: tenant.clone(),
+            name: format!("{topic}-guide-{d}.txt"),
+            mime_type: "text/plain".into(),
+            size_bytes: size as u64,
+            sha256: format!("{:064x}", rng.random::<u128>()),
+            status: DocumentStatus::Ready,
+            progress: 100,
+            error: None,
+            pages: Some(o.chunks_per_doc.div_ceil(4) as u32),
+            chunk_count: chunks.len() as u32,
+            title: Some(format!("{topic} guide {d}")),
+            author: None,
+            agent_ids: vec![agent.clone()],
+            created_at: now,
+            updated_at: now,
+            processed_at: Some(now),
+        };
+        let t = Instant::now();
+        k.svc.store.write(|tx| {
+            tx.put(&doc)?;
+            for c in &chunks {
+                tx.put(c)?;
+            }
+            Ok::<_, aigentable::store::Error>(())
+        })?;
+        rep.store += t.elapsed();
+        let t = Instant::now();
+        let docs: Vec<TextDoc> = chunks
+            .iter()
+            .map(|c| TextDoc {
+                tenant: tenant.clone(),
+                document: doc_id.clone(),
+                chunk: c.id.clone(),
+                agents: vec![agent.clone()],
+                text: c.text.clone(),
+                headings: c.headings.clone(),
+            })
+            .collect();
+        k.text.add(&docs)?;
+        rep.text_index += t.elapsed();
+        let t = Instant::now();
+        let items: Vec<_> = chunks
+            .into_iter()
+            .filter_map(|c| Some((c.id, c.document_id, c.vector?)))
+            .collect();
+        space.index.insert(tenant, &items)?;
+        rep.vector_index += t.elapsed();
+        rep.chunks += items.len();
+        doc_ids.push(doc_id);
+        if d + 1 == o.docs / 2 {
+            checkpoint("after seeding half the chunks");
+        }
+        if (d + 1).is_multiple_of(50) {
+            eprintln!(
+                "  seeded {} documents ({} chunks) in {:.1} s",
+                d + 1,
+                rep.chunks,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    rep.total = started.elapsed();
+    Ok((doc_ids, rep))
+}
+
+/// VmRSS, VmHWM and RssAnon of this process, in MiB.
+fn mem() -> (f64, f64, f64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
+}
+
+fn row(phase: &str, what: &str) {
+    let (rss, hwm, anon) = mem();
+    println!("| {phase} | {what} | {rss:.0} | {anon:.0} | {hwm:.0} |");
+}
+
+/// Total size of the files under `p`, in MiB.
+fn du(p: &Path) -> f64 {
+    let mut total = 0u64;
+    let mut stack = vec![p.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        seen += 1;
+        if seen > 100_000 {
+            break;
+        }
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total as f64 / (1024.0 * 1024.0)
+}
+
+fn config(o: &Opts, data: &Path) -> Config {
+    Config {
+        data_dir: data.to_path_buf(),
+        rate_limit_auth_per_min: 0,
+        rate_limit_api_per_min: 0,
+        rate_limit_upload_per_min: 0,
+        jwt_expires_in: "4h".into(),
+        embeddings_provider: Some("onnx".into()),
+        embeddings_model_dir: Some(o.model_dir.clone()),
+        ort_dylib_path: Some(o.ort.clone()),
+        job_workers: 1,
+        log_level: "warn".into(),
+        shutdown_timeout_secs: 5,
+        ..Config::default()
+    }
+}
+
+struct Running {
+    base: String,
+    http: reqwest::Client,
+    knowledge: std::sync::Arc<Knowledge>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(o: &Opts, data: &Path) -> Result<Running> {
+    let app = aigentable::build(config(o, data)).await?;
+    let knowledge = app.state.knowledge.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        aigentable::serve_with_listener(app, listener, async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Ok(Running {
+        base,
+        http: reqwest::Client::new(),
+        knowledge,
+        stop,
+        task,
+    })
+}
+
+async fn post(r: &Running, token: Option<&str>, path: &str, body: Value) -> Result<Value> {
+    let mut rb = r
+        .http
+        .post(format!("{}{path}", r.base))
+        .timeout(Duration::from_secs(60))
+        .json(&body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let resp = rb.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("POST {path}: {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Hybrid searches through the API; returns the mean hits per search.
+async fn searches(r: &Running, token: &str, n: usize, seed: u64) -> Result<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut hits = 0usize;
+    for i in 0..n {
+        let q = question(&mut rng, i);
+        let v = post(
+            r,
+            Some(token),
+            "/api/knowledge/search",
+            json!({"query": q, "mode": "hybrid", "topK": 8}),
+        )
+        .await?;
+        hits += v["data"].as_array().map(Vec::len).unwrap_or(0);
+    }
+    Ok(hits as f64 / n.max(1) as f64)
+}
+
+async fn stop(r: Running) {
+    let _ = r.stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), r.task).await;
+}
+
+async fn phase_seed(o: &Opts, data: &Path) -> Result<()> {
+    row("seed", "process start (tokio runtime, nothing built)");
+    let r = start(o, data).await?;
+    row(
+        "seed",
+        "app built: store open, ONNX model loaded, no inference yet",
+    );
+    let reg = post(
+        &r,
+        None,
+        "/api/auth/register",
+        json!({"email": "bench@example.com", "password": "bench-password-123",
+            "name": "Bench", "tenantName": "Bench Shop"}),
+    )
+    .await?;
+    let token = reg["accessToken"]
+        .as_str()
+        .ok_or_else(|| anyhow!("register failed: {reg}"))?
+        .to_string();
+    std::fs::write(data.join("bench-token"), &token)?;
+    let tenant = reg["user"]["tenantId"]
+        .as_str()
+        .and_then(TenantId::parse)
+        .ok_or_else(|| anyhow!("no tenant id"))?;
+    let agent = post(
+        &r,
+        Some(&token),
+        "/api/agents",
+        json!({"name": "Support", "retrievalMode": "hybrid"}),
+    )
+    .await?;
+    let agent = agent["id"]
+        .as_str()
+        .and_then(AgentId::parse)
+        .ok_or_else(|| anyhow!("no agent id"))?;
+    {
+        let k = r.knowledge.clone();
+        let t = tenant.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let s = k.space_for(&t)?.ok_or_else(|| anyhow!("no model"))?;
+            s.embedder.embed_query("warm up the model")?;
+            Ok(())
+        })
+        .await??;
+    }
+    row("seed", "after the first inference (one query embedded)");
+    let (k, t, a, o2) = (
+        r.knowledge.clone(),
+        tenant.clone(),
+        agent.clone(),
+        o.clone(),
+    );
+    let started = Instant::now();
+    let (_docs, rep) =
+        tokio::task::spawn_blocking(move || seed(&k, &t, &a, &o2, &|what: &str| row("seed", what)))
+            .await??;
+    row(
+        "seed",
+        &format!(
+            "after seeding {} chunks ({:.0} s; store + text index + vector index)",
+            rep.chunks,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let k = r.knowledge.clone();
+    tokio::task::spawn_blocking(move || k.persist()).await?;
+    row("seed", "after persisting the vector index");
+    let hits = searches(&r, &token, o.searches, 1).await?;
+    row(
+        "seed",
+        &format!("after {} hybrid searches ({hits:.1} hits each)", o.searches),
+    );
+    tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
+    row("seed", &format!("idle {} s later", o.idle_secs));
+    stop(r).await;
+    Ok(())
+}
+
+async fn phase_reopen(o: &Opts, data: &Path) -> Result<()> {
+    row("reopen", "process start");
+    let r = start(o, data).await?;
+    row("reopen", "app built on the seeded data dir (model loaded)");
+    let token = std::fs::read_to_string(data.join("bench-token"))?;
+    let hits = searches(&r, &token, 1, 2).await?;
+    row(
+        "reopen",
+        &format!("after the first hybrid search ({hits:.0} hits)"),
+    );
+    let hits = searches(&r, &token, o.searches, 3).await?;
+    row(
+        "reopen",
+        &format!(
+            "after {} more hybrid searches ({hits:.1} hits each)",
+            o.searches
+        ),
+    );
+    tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
+    row("reopen", &format!("idle {} s later", o.idle_secs));
+    stop(r).await;
+    Ok(())
+}
+
+fn run_child(o: &Opts, phase: &str, data: &Path) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--phase", phase])
+        .arg(data)
+        .arg("--model-dir")
+        .arg(&o.model_dir)
+        .arg("--ort")
+        .arg(&o.ort);
+    for (k, v) in [
+        ("--docs", o.docs.to_string()),
+        ("--chunks-per-doc", o.chunks_per_doc.to_string()),
+        ("--words", o.words.to_string()),
+        ("--base-texts", o.base_texts.to_string()),
+        ("--searches", o.searches.to_string()),
+        ("--idle-secs", o.idle_secs.to_string()),
+    ] {
+        cmd.arg(k).arg(v);
+    }
+    let mut child = cmd.spawn().context("spawning a child")?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("the {phase} child failed: {status}");
+            }
+            return Ok(());
+        }
+        if started.elapsed() > CHILD_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the {phase} child took longer than {CHILD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn main() -> Result<()> {
+    let o = parse_args()?;
+    if let Some((phase, data)) = o.phase.clone() {
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(async {
+            match phase.as_str() {
+                "seed" => phase_seed(&o, &data).await,
+                "reopen" => phase_reopen(&o, &data).await,
+                other => bail!("unknown phase {other}"),
+            }
+        });
+    }
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    println!(
+        "corpus: {} documents x {} chunks, ~{} words each; vectors: {} real all-MiniLM-L6-v2 \
+         embeddings, perturbed and reused (raw f32 vectors alone: {:.0} MiB)\n",
+        o.docs,
+        o.chunks_per_doc,
+        o.words,
+        o.base_texts,
+        (o.docs * o.chunks_per_doc * 384 * 4) as f64 / (1024.0 * 1024.0)
+    );
+    println!("| process | point | VmRSS MiB | RssAnon MiB | VmHWM (peak) MiB |");
+    println!("|---|---|---|---|---|");
+    run_child(&o, "seed", &data)?;
+    run_child(&o, "reopen", &data)?;
+    println!(
+        "\non disk: store {:.0} MiB, text index {:.0} MiB, vector index {:.0} MiB, data dir total {:.0} MiB",
+        std::fs::metadata(data.join("aigentable.redb"))
+            .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+            .unwrap_or(f64::NAN),
+        du(&data.join("index/text")),
+        du(&data.join("index/vectors")),
+        du(&data)
+    );
+    Ok(())
+}
