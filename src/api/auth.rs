@@ -1,7 +1,7 @@
 //! /api/auth: sign-up, sign-in, token refresh, logout, password reset, invitations, me.
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{Auth, Client, Json};
 use crate::domain::auth::{RegisterInput, SignedIn, TokenPair, UserView};
 use crate::model::Tenant;
@@ -287,15 +287,17 @@ pub async fn me(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<axum::Json<MeResponse>> {
-    let (user, tenant) = state.svc.me(&caller).map_err(ApiError::from)?;
+    let role = caller.role;
+    let via = if caller.api_key_id.is_some() {
+        "apiKey"
+    } else {
+        "session"
+    };
+    let (user, tenant) = state.run(move |s| s.me(&caller)).await?;
     Ok(axum::Json(MeResponse {
         user: user.as_ref().map(UserView::from),
         tenant,
-        role: caller.role,
-        via: if caller.api_key_id.is_some() {
-            "apiKey"
-        } else {
-            "session"
-        },
+        role,
+        via,
     }))
 }
