@@ -101,8 +101,18 @@ mod text {
         let (sales, support) = (AgentId::new(), AgentId::new());
         let (d1, d2, d3) = (DocumentId::new(), DocumentId::new(), DocumentId::new());
         idx.add(&[
-            tdoc(&t, &d1, "price list for widgets", &[sales.clone()]),
-            tdoc(&t, &d2, "widgets repair guide", &[support.clone()]),
+            tdoc(
+                &t,
+                &d1,
+                "price list for widgets",
+                std::slice::from_ref(&sales),
+            ),
+            tdoc(
+                &t,
+                &d2,
+                "widgets repair guide",
+                std::slice::from_ref(&support),
+            ),
             tdoc(
                 &t,
                 &d3,
