@@ -121,7 +121,7 @@ fn main() -> Result<()> {
                 c
             })
             .collect();
-        let mut point = |rng: &mut StdRng| {
+        let point = |rng: &mut StdRng| {
             let c = &centres[rng.random_range(0..centres.len())];
             let mut v: Vec<f32> = c.iter().map(|x| x + 0.08 * gaussian(rng)).collect();
             normalise(&mut v);

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release --example bench_vector -- [--tenants 10] [--per-tenant 10000] \
-//!     [--dims 384] [--queries 200] [--m 16] [--ef-construction 200] [--ef 32,64,96,128]
+//!     [--dims 384] [--queries 200] [--m 16] [--ef-construction 100] [--ef 32,48,64,96] \
+//!     [--exact-max 4096] [--real <beir_eval cache>[,<cache>...]]
 //! ```
 //!
 //! Vectors are clustered like real embeddings: each tenant has 100 random centres and every
@@ -10,7 +11,9 @@
 //! trivial nor uniform noise. Queries are fresh points drawn the same way. The index is
 //! built through `VectorIndex::insert` in batches of 1,000 (as ingest does), persisted,
 //! then reopened once per `--ef` value (so load time is measured too). Ground truth is a
-//! brute-force scan done here, outside the index.
+//! brute-force scan done here, outside the index. `--real` replaces the synthetic data by
+//! real MiniLM embeddings from `beir_eval` caches (one tenant: all documents, up to
+//! `--queries` queries); use `--exact-max 0` with it so the graph is searched.
 
 use aigentable::index::vector::dot;
 use aigentable::index::{HnswParams, VectorIndex};
@@ -28,6 +31,8 @@ struct Args {
     m: usize,
     ef_construction: usize,
     efs: Vec<usize>,
+    exact_max: usize,
+    real: Vec<String>,
 }
 
 fn args() -> Result<Args> {
@@ -38,7 +43,9 @@ fn args() -> Result<Args> {
         queries: 200,
         m: HnswParams::default().max_conn,
         ef_construction: HnswParams::default().ef_construction,
-        efs: vec![32, 64, 96, 128],
+        efs: vec![32, 48, 64, 96],
+        exact_max: HnswParams::default().exact_max,
+        real: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +57,8 @@ fn args() -> Result<Args> {
             "--queries" => a.queries = v.parse()?,
             "--m" => a.m = v.parse()?,
             "--ef-construction" => a.ef_construction = v.parse()?,
+            "--exact-max" => a.exact_max = v.parse()?,
+            "--real" => a.real = v.split(',').map(str::to_string).collect(),
             "--ef" => a.efs = v.split(',').map(str::parse).collect::<Result<_, _>>()?,
             other => bail!("unknown argument {other}"),
         }
@@ -72,7 +81,7 @@ fn normalise(v: &mut [f32]) {
 }
 
 /// A clustered data set: `n` points around `centres` random centres.
-fn clustered(rng: &mut StdRng, n: usize, dims: usize, centres: &[Vec<f32>]) -> Vec<Vec<f32>> {
+fn clustered(rng: &mut StdRng, n: usize, centres: &[Vec<f32>]) -> Vec<Vec<f32>> {
     (0..n)
         .map(|_| {
             let c = &centres[rng.random_range(0..centres.len())];
@@ -83,19 +92,64 @@ fn clustered(rng: &mut StdRng, n: usize, dims: usize, centres: &[Vec<f32>]) -> V
         .collect()
 }
 
+/// Real embeddings from `beir_eval` caches: documents (`d:` keys) and queries (`q:`).
+type Vectors = Vec<Vec<f32>>;
+
+fn read_caches(paths: &[String], max_queries: usize) -> Result<(Vectors, Vectors)> {
+    let (mut docs, mut queries) = (Vec::new(), Vec::new());
+    for p in paths {
+        let b = std::fs::read(p)?;
+        let mut pos = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let s = b
+                .get(pos..pos + n)
+                .ok_or_else(|| anyhow!("{p}: truncated"))?;
+            pos += n;
+            Ok(s)
+        };
+        let u64_at = |s: &[u8]| -> Result<usize> { Ok(u64::from_le_bytes(s.try_into()?) as usize) };
+        let n = u64_at(take(8)?)?;
+        let dims = u64_at(take(8)?)?;
+        for _ in 0..n {
+            let len = u32::from_le_bytes(take(4)?.try_into()?) as usize;
+            let is_doc = take(len)?.starts_with(b"d:");
+            let v: Vec<f32> = take(dims * 4)?
+                .chunks_exact(4)
+                .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                .collect();
+            if is_doc {
+                docs.push(v);
+            } else if queries.len() < max_queries {
+                queries.push(v);
+            }
+        }
+    }
+    Ok((docs, queries))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() -> Result<()> {
-    let a = args()?;
+    let mut a = args()?;
     let mut rng = StdRng::seed_from_u64(42);
     let dir = tempfile::tempdir()?;
     let params = HnswParams {
         max_conn: a.m,
         ef_construction: a.ef_construction,
+        exact_max: a.exact_max,
         ..HnswParams::default()
+    };
+    let real = if a.real.is_empty() {
+        None
+    } else {
+        let (docs, queries) = read_caches(&a.real, a.queries)?;
+        a.tenants = 1;
+        a.per_tenant = docs.len();
+        a.dims = docs.first().map_or(0, Vec::len);
+        Some((docs, queries))
     };
     println!(
         "{} tenants x {} vectors x {} dims, M={} ef_construction={}, exact below {}",
@@ -105,7 +159,6 @@ fn main() -> Result<()> {
     struct T {
         id: TenantId,
         data: Vec<Vec<f32>>,
-        chunks: Vec<ChunkId>,
         queries: Vec<Vec<f32>>,
         truth: Vec<Vec<ChunkId>>,
     }
@@ -123,8 +176,13 @@ fn main() -> Result<()> {
                     c
                 })
                 .collect();
-            let data = clustered(&mut rng, a.per_tenant, a.dims, &centres);
-            let queries = clustered(&mut rng, a.queries, a.dims, &centres);
+            let (data, queries) = match &real {
+                Some((d, q)) => (d.clone(), q.clone()),
+                None => (
+                    clustered(&mut rng, a.per_tenant, &centres),
+                    clustered(&mut rng, a.queries, &centres),
+                ),
+            };
             let id = TenantId::new();
             let chunks: Vec<ChunkId> = (0..data.len()).map(|_| ChunkId::new()).collect();
             let start = Instant::now();
@@ -153,7 +211,6 @@ fn main() -> Result<()> {
             tenants.push(T {
                 id,
                 data,
-                chunks,
                 queries,
                 truth,
             });

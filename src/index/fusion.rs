@@ -180,8 +180,12 @@ fn min_max(list: &[Hit]) -> Vec<f32> {
         .collect()
 }
 
-/// Z-scores of a list, and the z-score given to chunks the list did not return (its
-/// lowest value). `pad_to` > len counts the missing entries as `floor` in the statistics: a
+/// Margin (in standard deviations) below a list's lowest z-score for chunks it did not
+/// return.
+const MISSING_MARGIN: f32 = 0.1;
+
+/// Z-scores of a list, and the z-score given to chunks the list did not return (just
+/// under its lowest value). `pad_to` > len counts the missing entries as `floor` in the statistics: a
 /// BM25 list shorter than the other list means the rest of the tenant scored 0, and
 /// counting those zeros keeps a lone keyword match from looking average.
 fn z_score(list: &[Hit], pad_to: usize, floor: f32) -> (Vec<f32>, f32) {
@@ -213,9 +217,11 @@ fn z_score(list: &[Hit], pad_to: usize, floor: f32) -> (Vec<f32>, f32) {
     if pad > 0 {
         lowest = lowest.min(floor);
     }
+    // Not returned is a little worse than the worst returned: without the margin a chunk
+    // missing from one list ties with that list's last hit.
     (
         list.iter().map(|h| z(f64::from(h.score))).collect(),
-        z(lowest),
+        z(lowest) - MISSING_MARGIN,
     )
 }
 

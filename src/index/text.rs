@@ -133,9 +133,6 @@ fn key(tenant: &TenantId, id: &str) -> String {
 
 /// BM25 index of chunks for all tenants. `Send + Sync`; writes are serialised on one
 /// `IndexWriter`, searches run concurrently on the latest committed state.
-/// Documents and tokens of the whole index, and per tenant.
-type StatsTable = (u64, HashMap<String, (u64, u64)>);
-
 pub struct TextIndex {
     dir: PathBuf,
     reader: IndexReader,
@@ -144,9 +141,34 @@ pub struct TextIndex {
     analyzer: TextAnalyzer,
     params: TextParams,
     needs_rebuild: bool,
-    /// Per-tenant (document count, body token count) for the current searcher generation.
-    /// Cleared whenever the generation changes, so it holds at most one entry per tenant.
-    tenant_stats: Mutex<StatsTable>,
+    /// Per-tenant statistics for the current searcher generation; see [`StatsCache`].
+    tenant_stats: Mutex<StatsCache>,
+}
+
+/// BM25 statistics of tenants, valid for one searcher generation (any commit clears it).
+/// Document frequencies inside a tenant cost an intersection each, and query terms repeat
+/// (the common words of a language), so they are cached too, up to `MAX_CACHED_TERMS`.
+#[derive(Default)]
+struct StatsCache {
+    generation: Option<u64>,
+    /// tenant -> (live documents, body tokens)
+    totals: HashMap<String, (u64, u64)>,
+    /// (tenant, term) -> documents of the tenant containing the term
+    doc_freqs: HashMap<(String, Term), u64>,
+}
+
+const MAX_CACHED_TERMS: usize = 50_000;
+
+impl StatsCache {
+    fn at(&mut self, generation: u64) -> &mut Self {
+        if self.generation != Some(generation) {
+            *self = StatsCache {
+                generation: Some(generation),
+                ..StatsCache::default()
+            };
+        }
+        self
+    }
 }
 
 impl TextIndex {
@@ -184,7 +206,7 @@ impl TextIndex {
             analyzer: analyzer(),
             params,
             needs_rebuild,
-            tenant_stats: Mutex::new((u64::MAX, HashMap::new())),
+            tenant_stats: Mutex::new(StatsCache::default()),
         })
     }
 
@@ -330,6 +352,7 @@ impl TextIndex {
         }
         let stats = TenantStats {
             searcher: &searcher,
+            cache: &self.tenant_stats,
             tenant: tenant_term,
             body: f.body,
             docs,
@@ -382,14 +405,9 @@ impl TextIndex {
     /// (live documents, body tokens) of one tenant, cached per searcher generation.
     fn tenant_totals(&self, searcher: &Searcher, tenant: &Term) -> Result<(u64, u64), Error> {
         let generation = searcher.generation().generation_id();
-        let name = tenant.value().as_str().unwrap_or_default().to_string();
-        {
-            let cache = self.lock_stats();
-            if cache.0 == generation
-                && let Some(v) = cache.1.get(&name)
-            {
-                return Ok(*v);
-            }
+        let name = tenant_name(tenant);
+        if let Some(v) = self.lock_stats().at(generation).totals.get(&name) {
+            return Ok(*v);
         }
         let mut docs = 0u64;
         let mut tokens = 0u64;
@@ -409,11 +427,10 @@ impl TextIndex {
                 doc = postings.advance();
             }
         }
-        let mut cache = self.lock_stats();
-        if cache.0 != generation {
-            *cache = (generation, HashMap::new());
-        }
-        cache.1.insert(name, (docs, tokens));
+        self.lock_stats()
+            .at(generation)
+            .totals
+            .insert(name, (docs, tokens));
         Ok((docs, tokens))
     }
 
@@ -430,7 +447,7 @@ impl TextIndex {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_stats(&self) -> std::sync::MutexGuard<'_, StatsTable> {
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, StatsCache> {
         self.tenant_stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -443,6 +460,7 @@ fn filter_clause(q: impl Query) -> Box<dyn Query> {
 /// BM25 statistics restricted to one tenant.
 struct TenantStats<'a> {
     searcher: &'a Searcher,
+    cache: &'a Mutex<StatsCache>,
     tenant: Term,
     body: Field,
     docs: u64,
@@ -467,6 +485,19 @@ impl Bm25StatisticsProvider for TenantStats<'_> {
     }
 
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        // Every live document is this tenant's: the index-wide count is the tenant's.
+        // (Its count includes deleted documents not merged away yet, hence the clamp:
+        // tantivy asserts doc_freq <= total_num_docs.)
+        if self.docs == self.searcher.num_docs() {
+            return Ok(self.searcher.doc_freq(term)?.min(self.docs));
+        }
+        let generation = self.searcher.generation().generation_id();
+        let key = (tenant_name(&self.tenant), term.clone());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&n) = cache.at(generation).doc_freqs.get(&key) {
+            return Ok(n);
+        }
+        drop(cache);
         let both = BooleanQuery::intersection(vec![
             Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)) as Box<dyn Query>,
             Box::new(TermQuery::new(
@@ -474,8 +505,19 @@ impl Bm25StatisticsProvider for TenantStats<'_> {
                 IndexRecordOption::Basic,
             )),
         ]);
-        Ok(self.searcher.search(&both, &Count)? as u64)
+        let n = self.searcher.search(&both, &Count)? as u64;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = cache.at(generation);
+        if cache.doc_freqs.len() >= MAX_CACHED_TERMS {
+            cache.doc_freqs.clear();
+        }
+        cache.doc_freqs.insert(key, n);
+        Ok(n)
     }
+}
+
+fn tenant_name(tenant: &Term) -> String {
+    tenant.value().as_str().unwrap_or_default().to_string()
 }
 
 /// `Ok(None)`: no index here yet. `Err(reason)`: an index that cannot be used.

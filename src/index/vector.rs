@@ -53,8 +53,8 @@ impl Default for HnswParams {
     fn default() -> Self {
         Self {
             max_conn: 16,
-            ef_construction: 200,
-            ef_search: 96,
+            ef_construction: 100,
+            ef_search: 64,
             exact_max: 4096,
             max_dead_ratio: 0.2,
         }
@@ -87,8 +87,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *a += x * y;
         }
     }
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
