@@ -17,6 +17,10 @@
 //! * `--connections N`     concurrent connections of the /api/auth/me load (default 64)
 //! * `--threads N`         wrk threads (default 2)
 //! * `--no-wrk`            use the built-in reqwest load loop even when `wrk` is on PATH
+//! * `--idle-wait SECS`    idle time before the last RSS reading (default 15; idle tokio
+//!   blocking threads exit after 10 s)
+//! * `--server-env K=V`    extra environment variable for the server (repeatable), e.g. to
+//!   try allocator settings
 //!
 //! Every server is a child process on 127.0.0.1 with a fresh temporary data directory; it is
 //! killed when the benchmark ends or fails. Only 127.0.0.1 is contacted. Linux only (RSS is
@@ -45,6 +49,8 @@ struct Opts {
     connections: usize,
     threads: usize,
     no_wrk: bool,
+    idle_wait_secs: u64,
+    server_env: Vec<(String, String)>,
 }
 
 fn parse_args() -> Result<Opts> {
@@ -56,6 +62,8 @@ fn parse_args() -> Result<Opts> {
         connections: 64,
         threads: 2,
         no_wrk: false,
+        idle_wait_secs: 15,
+        server_env: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -68,10 +76,19 @@ fn parse_args() -> Result<Opts> {
             "--connections" => o.connections = value("--connections")?.parse()?,
             "--threads" => o.threads = value("--threads")?.parse()?,
             "--no-wrk" => o.no_wrk = true,
+            "--idle-wait" => o.idle_wait_secs = value("--idle-wait")?.parse()?,
+            "--server-env" => {
+                let kv = value("--server-env")?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--server-env expects KEY=VALUE, got `{kv}`"))?;
+                o.server_env.push((k.to_string(), v.to_string()));
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: bench_foundation [--bin PATH] [--startup-runs N] [--logins N] \
-                     [--duration SECS] [--connections N] [--threads N] [--no-wrk]"
+                     [--duration SECS] [--connections N] [--threads N] [--no-wrk] \
+                     [--idle-wait SECS] [--server-env KEY=VALUE]..."
                 );
                 std::process::exit(0);
             }
@@ -83,6 +100,7 @@ fn parse_args() -> Result<Opts> {
     o.duration_secs = o.duration_secs.clamp(1, 600);
     o.connections = o.connections.clamp(1, 4096);
     o.threads = o.threads.clamp(1, o.connections);
+    o.idle_wait_secs = o.idle_wait_secs.min(600);
     Ok(o)
 }
 
@@ -97,7 +115,7 @@ struct Server {
 impl Server {
     /// Spawns `bin` with a fresh data directory on a free port. Returns the server and the
     /// instant just before the spawn.
-    fn spawn(bin: &Path) -> Result<(Server, Instant)> {
+    fn spawn(bin: &Path, extra_env: &[(String, String)]) -> Result<(Server, Instant)> {
         let dir = tempfile::tempdir().context("creating a temporary data directory")?;
         let port = free_port()?;
         let stderr_path = dir.path().join("bench-stderr.log");
@@ -115,6 +133,7 @@ impl Server {
             .env("LOG_FORMAT", "json")
             .env("RATE_LIMIT_API_PER_MIN", "0")
             .env("RATE_LIMIT_AUTH_PER_MIN", "0")
+            .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr));
@@ -196,6 +215,7 @@ fn free_port() -> Result<u16> {
 struct Mem {
     rss_kb: u64,
     hwm_kb: u64,
+    threads: u64,
 }
 
 fn read_mem(pid: u32) -> Result<Mem> {
@@ -211,7 +231,16 @@ fn read_mem(pid: u32) -> Result<Mem> {
     Ok(Mem {
         rss_kb: field("VmRSS:")?,
         hwm_kb: field("VmHWM:")?,
+        threads: field("Threads:")?,
     })
+}
+
+/// The 1-minute load average, to tell whether other work shared the machine.
+fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn mb(kb: u64) -> f64 {
@@ -511,6 +540,8 @@ async fn main() -> Result<()> {
         )
     })?;
     let c = client()?;
+    let load_before = load_avg();
+    println!("1-minute load average before: {load_before}");
 
     // 3. Binary size.
     let size = std::fs::metadata(&bin)?.len();
@@ -520,7 +551,7 @@ async fn main() -> Result<()> {
     let mut starts = Vec::new();
     let mut start_rss = Vec::new();
     for i in 0..o.startup_runs {
-        let (mut srv, t0) = Server::spawn(&bin)?;
+        let (mut srv, t0) = Server::spawn(&bin, &o.server_env)?;
         let d = srv.wait_ready(&c, t0).await?;
         start_rss.push(srv.rss()?.rss_kb);
         println!("startup run {:>2}: {}", i + 1, ms(d));
@@ -530,7 +561,7 @@ async fn main() -> Result<()> {
     starts.sort();
 
     // Main server for the remaining measurements.
-    let (mut srv, t0) = Server::spawn(&bin)?;
+    let (mut srv, t0) = Server::spawn(&bin, &o.server_env)?;
     srv.wait_ready(&c, t0).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     // 2. Idle RSS right after start.
@@ -578,8 +609,14 @@ async fn main() -> Result<()> {
     if let Some(raw) = &load.raw {
         println!("{raw}");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_load = srv.rss()?;
+    println!(
+        "waiting {} s idle before the last RSS reading",
+        o.idle_wait_secs
+    );
+    tokio::time::sleep(Duration::from_secs(o.idle_wait_secs)).await;
+    let rss_idle = srv.rss()?;
     // The server must still be healthy after all this.
     let health = c.get(srv.url("/api/health")).send().await?.status();
     drop(srv);
@@ -627,7 +664,7 @@ async fn main() -> Result<()> {
         goal_rss(rss_warm.rss_kb),
     );
     row(
-        &format!("idle RSS after {} logins", seq.n + conc.n),
+        &format!("RSS 1 s after {} logins", seq.n + conc.n),
         format!(
             "{:.1} MB (peak {:.1} MB)",
             mb(rss_login.rss_kb),
@@ -636,11 +673,24 @@ async fn main() -> Result<()> {
         "-",
     );
     row(
-        "idle RSS after /api/auth/me load",
+        "RSS 1 s after /api/auth/me load",
         format!(
             "{:.1} MB (peak {:.1} MB)",
             mb(rss_load.rss_kb),
             mb(rss_load.hwm_kb)
+        ),
+        "-",
+    );
+    row(
+        &format!("idle RSS {} s later (end of run)", o.idle_wait_secs),
+        format!("{:.1} MB", mb(rss_idle.rss_kb)),
+        goal_rss(rss_idle.rss_kb),
+    );
+    row(
+        "server threads: start / after logins / end",
+        format!(
+            "{} / {} / {}",
+            rss_start.threads, rss_login.threads, rss_idle.threads
         ),
         "-",
     );
@@ -694,12 +744,20 @@ async fn main() -> Result<()> {
         "0 errors",
     );
     println!("{}", "-".repeat(96));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "load generator: {}; it shares the machine's {} cores with the server.",
-        load.tool,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "load generator: {}; it shares the machine's {cores} cores with the server.",
+        load.tool
     );
     println!("health after the run: {health}");
+    let load_after = load_avg();
+    println!("1-minute load average before / after: {load_before} / {load_after}");
+    if load_before.parse::<f64>().unwrap_or(0.0) > cores as f64 * 0.5 {
+        println!(
+            "WARNING: the machine was busy before the run (load {load_before} on {cores} cores); \
+             the numbers are pessimistic"
+        );
+    }
     if load.errors > 0 || health != reqwest::StatusCode::OK {
         bail!("errors during the run (see above)");
     }
