@@ -139,8 +139,10 @@ impl OnnxEmbedder {
             .with_intra_threads(threads);
         let mut text_embedding =
             TextEmbedding::try_new_from_user_defined(model, init).map_err(|e| {
+                // fastembed reads the tokenizer files here too, so name the folder as well.
                 Error::Config(format!(
-                    "cannot load ONNX model {}: {e}",
+                    "cannot load model folder {} (graph {}): {e}",
+                    folder.dir.display(),
                     folder.graph.display()
                 ))
             })?;
