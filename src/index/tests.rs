@@ -74,6 +74,26 @@ mod text {
     }
 
     #[test]
+    fn a_tenant_alone_in_the_index_stays_isolated_when_others_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let da = tdoc(&a, &DocumentId::new(), "delivery times", &[]);
+        idx.add(std::slice::from_ref(&da)).unwrap();
+        // a owns every document: the tenant clause is skipped for speed.
+        assert_eq!(idx.search(&a, "delivery", &all(), 10).unwrap().len(), 1);
+        assert!(idx.search(&b, "delivery", &all(), 10).unwrap().is_empty());
+        idx.add(&[tdoc(&b, &DocumentId::new(), "delivery times", &[])])
+            .unwrap();
+        let hits = idx.search(&a, "delivery", &all(), 10).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].chunk, da.chunk);
+        idx.delete_document(&a, &da.document).unwrap();
+        assert!(idx.search(&a, "delivery", &all(), 10).unwrap().is_empty());
+        assert_eq!(idx.search(&b, "delivery", &all(), 10).unwrap().len(), 1);
+    }
+
+    #[test]
     fn scores_use_the_tenants_own_statistics() {
         let dir = tempfile::tempdir().unwrap();
         let idx = TextIndex::open(dir.path()).unwrap();

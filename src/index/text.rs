@@ -315,16 +315,25 @@ impl TextIndex {
             }
         }
         let tenant_term = Term::from_field_text(f.tenant, tenant.as_str());
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
-            (Occur::Must, Box::new(BooleanQuery::new(text))),
-            (
+        let searcher = self.reader.searcher();
+        let (docs, tokens) = self.tenant_totals(&searcher, &tenant_term)?;
+        if docs == 0 {
+            return Ok(Vec::new());
+        }
+        let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(text));
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(4);
+        // The tenant clause is mandatory, except when this tenant owns every live document
+        // of `searcher` (a fixed snapshot, the one searched below): then it filters nothing
+        // and only costs time, because it turns off tantivy's top-k pruning.
+        if docs != searcher.num_docs() {
+            clauses.push((
                 Occur::Must,
                 filter_clause(TermQuery::new(
                     tenant_term.clone(),
                     IndexRecordOption::Basic,
                 )),
-            ),
-        ];
+            ));
+        }
         if let Some(docs) = &filter.documents {
             if docs.is_empty() {
                 return Ok(Vec::new());
@@ -343,13 +352,12 @@ impl TextIndex {
                 )),
             ));
         }
-        let query = BooleanQuery::new(clauses);
-
-        let searcher = self.reader.searcher();
-        let (docs, tokens) = self.tenant_totals(&searcher, &tenant_term)?;
-        if docs == 0 {
-            return Ok(Vec::new());
-        }
+        let query: Box<dyn Query> = if clauses.is_empty() {
+            text_query
+        } else {
+            clauses.push((Occur::Must, text_query));
+            Box::new(BooleanQuery::new(clauses))
+        };
         let stats = TenantStats {
             searcher: &searcher,
             cache: &self.tenant_stats,
@@ -359,7 +367,7 @@ impl TextIndex {
             tokens,
         };
         let top = searcher.search_with_statistics_provider(
-            &query,
+            query.as_ref(),
             &TopDocs::with_limit(k).order_by_score(),
             &stats,
         )?;
