@@ -10,15 +10,10 @@ use crate::types::{AgentId, DocumentId};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// `null` and absent are different for nullable fields: absent keeps, null clears.
-fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
-}
+use super::extract::double;
 
 /// Agent fields; on create `name` is required, on update every field is optional.
 #[derive(Deserialize, ToSchema, Default)]

@@ -223,3 +223,11 @@ pub fn peer_ip(parts: &Parts) -> Option<String> {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
 }
+
+/// For nullable PATCH-like fields, `null` and absent differ: absent keeps, null clears.
+/// Use with `#[serde(default, deserialize_with = "double")]` on an `Option<Option<T>>`.
+pub fn double<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}

@@ -5,14 +5,10 @@ use super::error::{ApiResult, ErrorBody};
 use super::extract::{Auth, Json};
 use crate::domain::settings::{AiSettingsPatch, AiSettingsView};
 use axum::extract::State;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Ok(Some(Option::deserialize(d)?))
-}
+use super::extract::double;
 
 /// Absent keeps a value; `null` returns to the server default. `apiKey` is write-only.
 #[derive(Deserialize, ToSchema)]
