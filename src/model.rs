@@ -345,8 +345,84 @@ pub struct Chunk {
     pub token_count: u32,
     /// The embedding model id that made `vector`; vectors of different models never mix.
     pub embedding_model: Option<String>,
-    #[serde(default)]
+    /// Stored as base64 of little-endian f32s (a third of a JSON number list); a list of
+    /// numbers, as schema 3 wrote it, is still read.
+    #[serde(default, with = "vector_bytes")]
     pub vector: Option<Vec<f32>>,
+}
+
+/// Serde for embedding vectors: `"<base64 of little-endian f32s>"`, or a JSON number list.
+mod vector_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<f32>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(v) => {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                s.serialize_str(&STANDARD.encode(bytes))
+            }
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f32>>, D::Error> {
+        d.deserialize_option(OptionVisitor)
+    }
+
+    struct OptionVisitor;
+
+    impl<'de> Visitor<'de> for OptionVisitor {
+        type Value = Option<Vec<f32>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("null, a base64 string of little-endian f32s or a list of numbers")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(VectorVisitor).map(Some)
+        }
+    }
+
+    struct VectorVisitor;
+
+    impl<'de> Visitor<'de> for VectorVisitor {
+        type Value = Vec<f32>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a base64 string of little-endian f32s or a list of numbers")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let bytes = STANDARD.decode(v).map_err(E::custom)?;
+            if bytes.len() % 4 != 0 {
+                return Err(E::custom("vector bytes are not a whole number of f32s"));
+            }
+            Ok(bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(x) = seq.next_element::<f32>()? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -544,4 +620,55 @@ pub struct Job {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(vector: Option<Vec<f32>>) -> Chunk {
+        Chunk {
+            id: ChunkId::new(),
+            tenant_id: TenantId::new(),
+            document_id: DocumentId::new(),
+            ordinal: 0,
+            text: "text".into(),
+            page: Some(1),
+            headings: vec![],
+            token_count: 1,
+            embedding_model: Some("m".into()),
+            vector,
+        }
+    }
+
+    #[test]
+    fn vectors_round_trip_exactly_as_compact_base64() {
+        let v: Vec<f32> = (0..384).map(|i| (i as f32 * 0.37).sin() / 7.0).collect();
+        let json = serde_json::to_string(&chunk(Some(v.clone()))).unwrap();
+        assert!(json.len() < 2_400, "{} bytes", json.len());
+        let back: Chunk = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.vector, Some(v));
+        let none: Chunk =
+            serde_json::from_str(&serde_json::to_string(&chunk(None)).unwrap()).unwrap();
+        assert_eq!(none.vector, None);
+    }
+
+    #[test]
+    fn vectors_written_as_number_lists_are_still_read() {
+        let mut json = serde_json::to_value(chunk(None)).unwrap();
+        json["vector"] = serde_json::json!([0.5, -1.25, 3.0]);
+        let back: Chunk = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.vector, Some(vec![0.5, -1.25, 3.0]));
+        json.as_object_mut().unwrap().remove("vector");
+        assert_eq!(serde_json::from_value::<Chunk>(json).unwrap().vector, None);
+    }
+
+    #[test]
+    fn broken_vector_bytes_are_an_error() {
+        let mut json = serde_json::to_value(chunk(None)).unwrap();
+        json["vector"] = serde_json::json!("AAAAAAA=");
+        assert!(serde_json::from_value::<Chunk>(json.clone()).is_err());
+        json["vector"] = serde_json::json!("not base64!");
+        assert!(serde_json::from_value::<Chunk>(json).is_err());
+    }
 }

@@ -126,3 +126,69 @@ fn failed_transactions_write_nothing() {
             .is_none()
     );
 }
+
+#[test]
+fn schema_3_vectors_are_rewritten_compactly_and_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TenantId::new();
+    let doc = DocumentId::new();
+    // 2,500 chunks: more than two of the migration's batches.
+    let chunks: Vec<Chunk> = (0..2_500)
+        .map(|i| Chunk {
+            id: ChunkId::new(),
+            tenant_id: t.clone(),
+            document_id: doc.clone(),
+            ordinal: i,
+            text: format!("chunk {i}"),
+            page: None,
+            headings: vec![],
+            token_count: 2,
+            embedding_model: Some("m".into()),
+            vector: (i % 3 != 0).then(|| vec![i as f32 * 0.25, -1.0, 0.1]),
+        })
+        .collect();
+    {
+        // Written the way schema 3 wrote them: the vector as a JSON number list.
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(Chunk::TABLE).unwrap();
+            for c in &chunks {
+                let mut v = serde_json::to_value(c).unwrap();
+                v["vector"] = serde_json::to_value(&c.vector).unwrap();
+                let key = c.key_id();
+                table
+                    .insert(
+                        (t.as_str(), key.as_str()),
+                        serde_json::to_vec(&v).unwrap().as_slice(),
+                    )
+                    .unwrap();
+            }
+        }
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", 3)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let raw: Vec<Vec<u8>> = {
+        let tx = store.db.begin_read().unwrap();
+        let table = tx.open_table(Chunk::TABLE).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().1.value().to_vec())
+            .collect()
+    };
+    assert_eq!(raw.len(), chunks.len());
+    assert!(
+        raw.iter()
+            .all(|b| !b.windows(10).any(|w| w == b"\"vector\":["))
+    );
+    for c in &chunks {
+        let back: Chunk = store.read(|tx| tx.get(&t, &c.key_id())).unwrap().unwrap();
+        assert_eq!(back.vector, c.vector);
+        assert_eq!(back.text, c.text);
+    }
+}
