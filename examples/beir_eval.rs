@@ -5,16 +5,19 @@
 //!     --model-dir <sentence-transformers ONNX dir> --ort <libonnxruntime.so> \
 //!     [--modes keyword,vector,hybrid] [--depth 100] [--cache <file>] [--runs <file>] \
 //!     [--fusion default | zscore:0.75 | zscore:0.75:0.4:0.2 | minmax:0.7 | rrf:0.5]... \
-//!     [--headings-boost 0.3,1]
+//!     [--headings-boost 0.3,1] [--max-length 512] [--prf beta:depth]...
 //! ```
 //!
 //! Each corpus document becomes one chunk of one document of one tenant (headings = title,
 //! text = text) and goes through the product's `TextIndex` / `VectorIndex` / `fuse`.
-//! Embeddings are computed with fastembed (mean pooling, max length 256, vectors of
-//! "title text") and cached in `--cache` (default under /tmp) so reruns skip the model.
+//! Embeddings are computed by the product's `OnnxEmbedder` (mean pooling; `--max-length`
+//! tokens, default the product's; vectors of "title text") and cached in `--cache` (default
+//! under /tmp, keyed by data, model and max length) so reruns skip the model. The cache does
+//! not record the max length: use one cache file per setting.
 //! Prints nDCG@10 and Recall@10 per mode; `--fusion` may be repeated to compare fusion
 //! settings on the same runs; `--runs` writes each query's keyword and vector lists as
-//! JSON lines for offline analysis.
+//! JSON lines for offline analysis; `--prf` adds hybrid runs with Rocchio pseudo-relevance
+//! feedback on the query vector (an experiment, see BENCHMARKS.md).
 
 use aigentable::index::fusion::FusionMethod;
 use aigentable::index::{
@@ -22,9 +25,7 @@ use aigentable::index::{
 };
 use aigentable::types::{ChunkId, DocumentId, TenantId};
 use anyhow::{Context, Result, anyhow, bail};
-use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
-};
+use aigentable::embed::{Embedder as _, OnnxEmbedder};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,6 @@ use std::time::Instant;
 
 const K: usize = 10;
 const BATCH: usize = 32;
-const MAX_LENGTH: usize = 256;
 
 struct Args {
     data: PathBuf,
@@ -44,6 +44,11 @@ struct Args {
     runs: Option<PathBuf>,
     fusions: Vec<(String, FusionParams)>,
     headings_boosts: Vec<f32>,
+    prf: Vec<(f32, usize)>,
+    max_length: usize,
+    sentences: usize,
+    mixes: Vec<f32>,
+    coverage: Vec<f32>,
 }
 
 /// `default`, or `method:vector_weight[:floor:span]` (fixed weight without floor).
@@ -78,6 +83,11 @@ fn args() -> Result<Args> {
         runs: None,
         fusions: Vec::new(),
         headings_boosts: vec![TextParams::default().headings_boost],
+        prf: Vec::new(),
+        max_length: aigentable::config::Config::default().embed_settings().max_length,
+        sentences: 0,
+        mixes: vec![0.5],
+        coverage: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,6 +105,25 @@ fn args() -> Result<Args> {
                     .split(',')
                     .map(str::parse)
                     .collect::<Result<_, _>>()?
+            }
+            "--max-length" => a.max_length = val()?.parse()?,
+            "--sentences" => a.sentences = val()?.parse()?,
+            "--coverage" => {
+                a.coverage = val()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--mix" => {
+                a.mixes = val()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--prf" => {
+                let v = val()?;
+                let (b, d) = v.split_once(':').unwrap_or((&v, "3"));
+                a.prf.push((b.parse()?, d.parse()?));
             }
             "--fusion" => {
                 let v = val()?;
@@ -136,45 +165,27 @@ fn field(v: &serde_json::Value, k: &str) -> String {
     }
 }
 
-struct Embedder(TextEmbedding);
+/// The product's embedder (`OnnxEmbedder`), as the knowledge pipeline loads it.
+struct Embedder(OnnxEmbedder);
 
 impl Embedder {
-    fn new(model_dir: &Path, ort: &Path) -> Result<Self> {
-        if !ort.is_file() {
-            bail!("ONNX Runtime library not found at {}", ort.display());
-        }
-        let builder = ort::init_from(ort).map_err(|e| anyhow!("loading ONNX Runtime: {e}"))?;
-        drop(builder);
-        let read = |name: &str| {
-            std::fs::read(model_dir.join(name))
-                .with_context(|| format!("reading {}", model_dir.join(name).display()))
-        };
-        let onnx = read("onnx/model.onnx")?;
-        let files = TokenizerFiles {
-            tokenizer_file: read("tokenizer.json")?,
-            config_file: read("config.json")?,
-            special_tokens_map_file: read("special_tokens_map.json")?,
-            tokenizer_config_file: read("tokenizer_config.json")?,
-        };
-        let model = UserDefinedEmbeddingModel::new(onnx, files).with_pooling(Pooling::Mean);
-        let te = TextEmbedding::try_new_from_user_defined(
-            model,
-            InitOptionsUserDefined::new().with_max_length(MAX_LENGTH),
-        )
-        .map_err(|e| anyhow!("loading the model: {e}"))?;
-        Ok(Self(te))
+    fn new(model_dir: &Path, ort: &Path, max_length: usize) -> Result<Self> {
+        Ok(Self(
+            OnnxEmbedder::load(model_dir, ort, BATCH, max_length)
+                .map_err(|e| anyhow!("loading the model: {e}"))?,
+        ))
     }
 
     fn embed(&mut self, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
         let start = Instant::now();
         let mut out = Vec::with_capacity(texts.len());
-        for (i, batch) in texts.chunks(BATCH).enumerate() {
+        for (i, batch) in texts.chunks(BATCH * 8).enumerate() {
             out.extend(
                 self.0
-                    .embed(batch, Some(BATCH))
+                    .embed(batch)
                     .map_err(|e| anyhow!("embedding: {e}"))?,
             );
-            if i % 20 == 0 {
+            if i % 3 == 0 {
                 eprint!("\r{what}: {}/{}", out.len(), texts.len());
             }
         }
@@ -232,6 +243,11 @@ fn save_cache(path: &Path, items: &HashMap<String, Vec<f32>>) -> Result<()> {
     drop(w);
     std::fs::rename(tmp, path)?;
     Ok(())
+}
+
+fn normalised(v: &[f32]) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter().map(|x| x / n).collect()
 }
 
 /// nDCG@10 with graded qrels, and Recall@10.
@@ -314,9 +330,16 @@ fn main() -> Result<()> {
     let need_vectors = a.modes.iter().any(|m| m != "keyword");
     let mut doc_vecs = HashMap::new();
     let mut query_vecs = HashMap::new();
+    let mut window_keys: HashMap<String, Vec<String>> = HashMap::new();
+    let mut window_vecs: HashMap<String, Vec<Vec<f32>>> = HashMap::new();
     if need_vectors {
         let cache = a.cache.clone().unwrap_or_else(|| {
-            let key = format!("{}|{}", a.data.display(), a.model_dir.display());
+            let key = format!(
+                "{}|{}|{}",
+                a.data.display(),
+                a.model_dir.display(),
+                a.max_length
+            );
             PathBuf::from(format!(
                 "/tmp/aig-beir-{:08x}.vec",
                 crc32fast::hash(key.as_bytes())
@@ -338,7 +361,7 @@ fn main() -> Result<()> {
         if docs_todo.is_empty() && queries_todo.is_empty() {
             eprintln!("embeddings from {}", cache.display());
         } else {
-            let mut e = Embedder::new(&a.model_dir, &a.ort)?;
+            let mut e = Embedder::new(&a.model_dir, &a.ort, a.max_length)?;
             let texts: Vec<String> = docs_todo
                 .iter()
                 .map(|d| format!("{} {}", d.title, d.text).trim().to_string())
@@ -352,6 +375,41 @@ fn main() -> Result<()> {
             }
             save_cache(&cache, &all)?;
             eprintln!("embeddings cached in {}", cache.display());
+        }
+        if a.sentences > 0 {
+            // Windows of whole sentences of at most `sentences` characters, each embedded
+            // with the title, for passages longer than one window.
+            let splitter = text_splitter::TextSplitter::new(a.sentences);
+            let mut todo: Vec<(String, String)> = Vec::new();
+            for d in &corpus {
+                let ws: Vec<&str> = splitter.chunks(&d.text).collect();
+                if ws.len() < 2 {
+                    continue;
+                }
+                let mut keys = Vec::new();
+                for (i, w) in ws.iter().enumerate() {
+                    let key = format!("s{}:{}:{i}", a.sentences, d.id);
+                    if !all.contains_key(&key) {
+                        todo.push((key.clone(), format!("{} {}", d.title, w).trim().to_string()));
+                    }
+                    keys.push(key);
+                }
+                window_keys.insert(d.id.clone(), keys);
+            }
+            if !todo.is_empty() {
+                let mut e = Embedder::new(&a.model_dir, &a.ort, a.max_length)?;
+                let texts: Vec<String> = todo.iter().map(|t| t.1.clone()).collect();
+                for ((key, _), v) in todo.iter().zip(e.embed(&texts, "windows")?) {
+                    all.insert(key.clone(), v);
+                }
+                save_cache(&cache, &all)?;
+            }
+            for (d, keys) in &window_keys {
+                window_vecs.insert(
+                    d.clone(),
+                    keys.iter().map(|k| normalised(&all[k])).collect::<Vec<_>>(),
+                );
+            }
         }
         for d in &corpus {
             doc_vecs.insert(d.id.clone(), all[&doc_key(d)].clone());
@@ -425,6 +483,31 @@ fn main() -> Result<()> {
             .collect()
     };
     let mut sums: HashMap<String, (f64, f64)> = HashMap::new();
+    // Keyword coverage experiment: the IDF-weighted share of the query's words found in the
+    // keyword list's first hit.
+    let words = |s: &str| -> std::collections::HashSet<String> {
+        s.to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() >= 2)
+            .map(str::to_string)
+            .collect()
+    };
+    let doc_words: HashMap<String, std::collections::HashSet<String>> = corpus
+        .iter()
+        .map(|d| (d.id.clone(), words(&format!("{} {}", d.title, d.text))))
+        .collect();
+    let mut df: HashMap<&str, f32> = HashMap::new();
+    for ws in doc_words.values() {
+        for w in ws {
+            *df.entry(w.as_str()).or_default() += 1.0;
+        }
+    }
+    let n_docs = corpus.len() as f32;
+    let idf = |w: &str| -> f32 {
+        let d = df.get(w).copied().unwrap_or(0.0);
+        if d == 0.0 { 0.0 } else { (1.0 + (n_docs - d + 0.5) / (d + 0.5)).ln() }
+    };
+    let mut coverages: Vec<f32> = Vec::new();
     let start = Instant::now();
     for q in &qids {
         let rel = &qrels[q];
@@ -453,10 +536,103 @@ fn main() -> Result<()> {
             }
             if a.modes.iter().any(|m| m == "hybrid") {
                 for (name, p) in &fusions {
-                    add(
-                        format!("hybrid {name}{label}"),
-                        names(&fuse(&kw, &vs, K, p)),
-                    );
+                    let fused = fuse(&kw, &vs, K, p);
+                    for &(beta, depth) in &a.prf {
+                        // Rocchio on the fused top: the query vector moved towards the
+                        // vectors of the first `depth` fused hits, searched again, fused again.
+                        let Some(qv) = query_vecs.get(q) else { continue };
+                        let mut nv = qv.clone();
+                        for h in fused.iter().take(depth) {
+                            if let Some(dv) = by_chunk.get(&h.chunk).and_then(|d| doc_vecs.get(d)) {
+                                for (x, y) in nv.iter_mut().zip(dv) {
+                                    *x += beta * y / depth as f32;
+                                }
+                            }
+                        }
+                        let norm = nv.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                        nv.iter_mut().for_each(|x| *x /= norm);
+                        let vs2 = vectors.search(&tenant, &nv, None, a.depth)?;
+                        add(
+                            format!("hybrid {name} prf{beta}:{depth}{label}"),
+                            names(&fuse(&kw, &vs2, K, p)),
+                        );
+                        // The same, with the confidence taken from the original query.
+                        let mut vs3 = vs2.clone();
+                        if let (Some(top), Some(first)) = (vs.first(), vs3.first()) {
+                            let shift = first.score - top.score;
+                            vs3.iter_mut().for_each(|h| h.score -= shift);
+                        }
+                        add(
+                            format!("hybrid {name} prfc{beta}:{depth}{label}"),
+                            names(&fuse(&kw, &vs3, K, p)),
+                        );
+                    }
+                    add(format!("hybrid {name}{label}"), names(&fused));
+                    if !a.coverage.is_empty() && label.is_empty() {
+                        let qw = words(&queries[q]);
+                        let total: f32 = qw.iter().map(|w| idf(w)).sum();
+                        let cov = match kw.first().and_then(|h| by_chunk.get(&h.chunk)) {
+                            Some(d) if total > 0.0 => {
+                                qw.iter().filter(|w| doc_words[d].contains(*w)).map(|w| idf(w)).sum::<f32>()
+                                    / total
+                            }
+                            _ => 0.0,
+                        };
+                        if name == &fusions[0].0 {
+                            coverages.push(cov);
+                        }
+                        for &theta in &a.coverage {
+                          for short in [0usize, 3, 4, 5, 6] {
+                            // Full coverage above theta hands the ranking to the keyword list
+                            // in proportion; with `short`, only for queries of up to that
+                            // many words, fading out over three more.
+                            let mut f = ((cov - theta) / (1.0 - theta).max(1e-3)).clamp(0.0, 1.0);
+                            if short > 0 {
+                                f *= ((short as f32 + 3.0 - qw.len() as f32) / 3.0).clamp(0.0, 1.0);
+                            }
+                            let mut p2 = p.clone();
+                            p2.vector_weight *= 1.0 - f;
+                            add(
+                                format!("hybrid {name} cov{theta}w{short}"),
+                                names(&fuse(&kw, &vs, K, &p2)),
+                            );
+                          }
+                        }
+                    }
+                    if !window_vecs.is_empty()
+                        && let Some(qv) = query_vecs.get(q)
+                    {
+                        let qv = normalised(qv);
+                        let dot = |x: &[f32]| x.iter().zip(&qv).map(|(a, b)| a * b).sum::<f32>();
+                        for &mix in &a.mixes {
+                            // The vector list re-scored exactly: (1 - mix) * passage cosine +
+                            // mix * best window cosine, over every document.
+                            let mut scored: Vec<Hit> = vec_items
+                                .iter()
+                                .map(|(chunk, document, v)| {
+                                    let p = dot(&normalised(v));
+                                    let id = &by_chunk[chunk];
+                                    let w = window_vecs.get(id).map_or(p, |ws| {
+                                        ws.iter().map(|w| dot(w)).fold(f32::MIN, f32::max)
+                                    });
+                                    Hit {
+                                        chunk: chunk.clone(),
+                                        document: document.clone(),
+                                        score: (1.0 - mix) * p + mix * w,
+                                    }
+                                })
+                                .collect();
+                            scored.sort_by(|x, y| y.score.total_cmp(&x.score));
+                            scored.truncate(a.depth);
+                            if label.is_empty() && name == &fusions[0].0 {
+                                add(format!("vector maxp{mix}"), names(&scored));
+                            }
+                            add(
+                                format!("hybrid {name} maxp{mix}{label}"),
+                                names(&fuse(&kw, &scored, K, p)),
+                            );
+                        }
+                    }
                 }
             }
             if first_kw.is_empty() {
@@ -481,6 +657,14 @@ fn main() -> Result<()> {
         qids.len(),
         start.elapsed().as_secs_f32()
     );
+    if !coverages.is_empty() {
+        coverages.sort_by(f32::total_cmp);
+        let at = |p: f32| coverages[((coverages.len() - 1) as f32 * p) as usize];
+        eprintln!(
+            "keyword coverage of the first hit: p10 {:.2} p25 {:.2} p50 {:.2} p75 {:.2} p90 {:.2}",
+            at(0.1), at(0.25), at(0.5), at(0.75), at(0.9)
+        );
+    }
     let n = qids.len().max(1) as f64;
     let mut modes: Vec<_> = sums.into_iter().collect();
     modes.sort_by(|a, b| a.0.cmp(&b.0));
