@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod auth;
 pub mod conversations;
+pub mod documents;
 pub mod settings;
 pub mod tenants;
 pub mod users;
