@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Auth, Json, PageParams, Query};
+use super::extract::{Auth, Json, PageParams, Query, page_req};
 use crate::auth::{Action, Caller};
 use crate::domain::documents::DocumentFilter;
 use crate::domain::{Error as DomainError, Paged};
@@ -191,11 +191,7 @@ pub async fn list(
     Auth(caller): Auth,
     Query(q): Query<DocumentListParams>,
 ) -> ApiResult<axum::Json<Paged<Document>>> {
-    let page = PageParams {
-        limit: q.limit,
-        cursor: q.cursor,
-    }
-    .to_req()?;
+    let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
     let agent = match q.agent_id.filter(|s| !s.is_empty()) {
         Some(a) => Some(AgentId::parse(&a).ok_or_else(|| ApiError::invalid_id("agentId"))?),
         None => None,
@@ -207,10 +203,7 @@ pub async fn list(
     let r = state
         .run(move |s| s.list_documents(&caller, &f, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 #[utoipa::path(get, path = "/api/documents/{id}", tag = "knowledge", params(("id" = String, Path)),

@@ -151,6 +151,15 @@ pub struct Paged<T: ToSchema> {
     pub next_cursor: Option<String>,
 }
 
+impl<T: ToSchema> From<store::Page<T>> for Paged<T> {
+    fn from(p: store::Page<T>) -> Self {
+        Paged {
+            data: p.items,
+            next_cursor: p.next,
+        }
+    }
+}
+
 /// Where a request came from, recorded on sessions.
 #[derive(Debug, Clone, Default)]
 pub struct ClientMeta {
