@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Auth, Json, PageParams, Query};
+use super::extract::{Auth, Json, Query, page_req};
 use crate::domain::Paged;
 use crate::domain::agents::AgentInput;
 use crate::model::{ActiveStatus, Agent, RetrievalMode, ToolSpec};
@@ -87,19 +87,12 @@ pub async fn list(
     Auth(caller): Auth,
     Query(q): Query<AgentListParams>,
 ) -> ApiResult<axum::Json<Paged<Agent>>> {
-    let page = PageParams {
-        limit: q.limit,
-        cursor: q.cursor,
-    }
-    .to_req()?;
+    let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
     let status = q.status;
     let r = state
         .run(move |s| s.list_agents(&caller, status, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 #[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = AgentReq,

@@ -41,10 +41,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Paged<ApiKeyView>>> {
     let page = p.to_req()?;
     let r = state.run(move |s| s.list_api_keys(&caller, &page)).await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 /// Create a key. The `secret` (`ak_...`) is in this answer only.

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Auth, Json, PageParams, Query};
+use super::extract::{Auth, Json, PageParams, Query, page_req};
 use crate::domain::Paged;
 use crate::domain::conversations::{AssignTo, ConversationFilter};
 use crate::model::{Conversation, ConversationStatus, Customer, Message};
@@ -92,11 +92,7 @@ pub async fn list(
     Auth(caller): Auth,
     Query(q): Query<ConversationListParams>,
 ) -> ApiResult<axum::Json<Paged<Conversation>>> {
-    let page = PageParams {
-        limit: q.limit,
-        cursor: q.cursor,
-    }
-    .to_req()?;
+    let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
     let f = ConversationFilter {
         status: q.status,
         agent_id: opt_id(q.agent_id, "agentId", AgentId::parse)?,
@@ -106,10 +102,7 @@ pub async fn list(
     let r = state
         .run(move |s| s.list_conversations(&caller, &f, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 #[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path)),
@@ -166,10 +159,7 @@ pub async fn messages(
     let r = state
         .run(move |s| s.list_messages(&caller, &id, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 /// Hand the conversation to a person (`userId`: the AI stops answering) or back to an AI agent (`agentId`).

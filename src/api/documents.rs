@@ -2,18 +2,18 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Auth, Json, PageParams, Query};
+use super::extract::{Auth, Json, PageParams, Query, page_req};
 use crate::auth::{Action, Caller};
+use crate::domain::documents::DocumentFilter;
 use crate::domain::{Error as DomainError, Paged};
-use crate::knowledge::pipeline::NewDocument;
+use crate::knowledge::pipeline::{Upload, UploadError};
 use crate::knowledge::{SearchMode, SearchQuery, SearchResult};
-use crate::model::{Agent, Chunk, Document, DocumentStatus, Job};
+use crate::model::{Document, DocumentStatus, Job};
 use crate::types::{AgentId, DocumentId, JobId};
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 fn doc_id(s: &str) -> ApiResult<DocumentId> {
@@ -51,7 +51,7 @@ pub async fn upload(
         .upload
         .check(&format!("t:{}", caller.tenant_id))?;
     let max = state.config.upload_max_bytes;
-    let mut files: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
+    let mut files: Vec<Upload> = Vec::new();
     let mut agent_ids: Vec<AgentId> = Vec::new();
     let bad_multipart = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -97,7 +97,11 @@ pub async fn upload(
                         "at most 20 files per upload",
                     ));
                 }
-                files.push((name, mime, buf));
+                files.push(Upload {
+                    name,
+                    mime,
+                    bytes: buf,
+                });
             }
             Some("agentIds") | Some("agentIds[]") => {
                 let text = field.text().await.map_err(bad_multipart)?;
@@ -135,66 +139,33 @@ pub async fn upload(
     }
     let k = state.knowledge.clone();
     let tenant = caller.tenant_id.clone();
-    let created = tokio::task::spawn_blocking(move || -> ApiResult<_> {
-        // Agents must be this tenant's.
-        for a in &agent_ids {
-            if k.svc
-                .store
-                .read(|tx| tx.get::<Agent>(&tenant, a.as_str()))
-                .map_err(internal)?
-                .is_none()
-            {
-                return Err(ApiError::from(DomainError::NotFound("agent")));
-            }
-        }
-        let mut accepted = Vec::new();
-        for (name, mime, bytes) in files {
-            if bytes.is_empty() {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "empty_file",
-                    format!("`{name}` is empty"),
-                )
-                .with_details(serde_json::json!({"file": name})));
-            }
-            let kind = crate::ingest::detect(&bytes, &name, mime.as_deref()).map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    format!("`{name}`: {e}. Supported: PDF, DOCX, plain text, Markdown, HTML, CSV"),
-                )
-                .with_details(serde_json::json!({"file": name}))
-            })?;
-            let sha = hex::encode(Sha256::digest(&bytes));
-            accepted.push((
-                NewDocument {
-                    name,
-                    mime: kind.mime().to_string(),
-                    size: bytes.len() as u64,
-                    sha256: sha,
-                },
-                bytes,
-            ));
-        }
-        for (d, bytes) in &accepted {
-            k.store_file(&tenant, &d.sha256, bytes).map_err(internal)?;
-        }
-        let docs: Vec<NewDocument> = accepted.into_iter().map(|(d, _)| d).collect();
-        match k
-            .create_documents(&tenant, docs, &agent_ids)
-            .map_err(internal)?
-        {
-            Ok(created) => Ok(created),
-            Err((name, existing)) => Err(ApiError::new(
+    let created = tokio::task::spawn_blocking(move || k.upload(&tenant, files, &agent_ids))
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            UploadError::AgentNotFound => ApiError::from(DomainError::NotFound("agent")),
+            UploadError::Empty { file } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "empty_file",
+                format!("`{file}` is empty"),
+            )
+            .with_details(serde_json::json!({"file": file})),
+            UploadError::Unsupported { file, reason } => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "`{file}`: {reason}. Supported: PDF, DOCX, plain text, Markdown, HTML, CSV"
+                ),
+            )
+            .with_details(serde_json::json!({"file": file})),
+            UploadError::Duplicate { file, existing } => ApiError::new(
                 StatusCode::CONFLICT,
                 "duplicate_document",
-                format!("`{name}` was already uploaded"),
+                format!("`{file}` was already uploaded"),
             )
-            .with_details(serde_json::json!({"documentId": existing, "file": name}))),
-        }
-    })
-    .await
-    .map_err(internal)??;
+            .with_details(serde_json::json!({"documentId": existing, "file": file})),
+            UploadError::Failed(e) => internal(e),
+        })?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(DocumentList {
@@ -220,38 +191,19 @@ pub async fn list(
     Auth(caller): Auth,
     Query(q): Query<DocumentListParams>,
 ) -> ApiResult<axum::Json<Paged<Document>>> {
-    require(&caller, Action::ReadDocuments)?;
-    let page = PageParams {
-        limit: q.limit,
-        cursor: q.cursor,
-    }
-    .to_req()?;
+    let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
     let agent = match q.agent_id.filter(|s| !s.is_empty()) {
         Some(a) => Some(AgentId::parse(&a).ok_or_else(|| ApiError::invalid_id("agentId"))?),
         None => None,
     };
-    let status = q.status;
+    let f = DocumentFilter {
+        status: q.status,
+        agent_id: agent,
+    };
     let r = state
-        .run(move |s| {
-            Ok(s.store.read(|tx| {
-                tx.list_filtered::<Document>(
-                    &caller.tenant_id,
-                    None,
-                    page.cursor.as_deref(),
-                    page.limit,
-                    true,
-                    |d| {
-                        status.is_none_or(|st| d.status == st)
-                            && agent.as_ref().is_none_or(|a| d.agent_ids.contains(a))
-                    },
-                )
-            })?)
-        })
+        .run(move |s| s.list_documents(&caller, &f, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 #[utoipa::path(get, path = "/api/documents/{id}", tag = "knowledge", params(("id" = String, Path)),
@@ -261,15 +213,8 @@ pub async fn get(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Document>> {
-    require(&caller, Action::ReadDocuments)?;
     let id = doc_id(&id)?;
-    let d = state
-        .run(move |s| {
-            s.store
-                .read(|tx| tx.get::<Document>(&caller.tenant_id, id.as_str()))?
-                .ok_or(DomainError::NotFound("document"))
-        })
-        .await?;
+    let d = state.run(move |s| s.get_document(&caller, &id)).await?;
     Ok(axum::Json(d))
 }
 
@@ -345,32 +290,13 @@ pub async fn chunks(
     Path(id): Path<String>,
     Query(p): Query<PageParams>,
 ) -> ApiResult<axum::Json<Paged<ChunkView>>> {
-    require(&caller, Action::ReadDocuments)?;
     let id = doc_id(&id)?;
     let page = p.to_req()?;
     let r = state
-        .run(move |s| {
-            let t = &caller.tenant_id;
-            let out = s.store.read(|tx| {
-                if tx.get::<Document>(t, id.as_str())?.is_none() {
-                    return Ok(None);
-                }
-                let after = page.cursor.as_ref().map(|c| format!("{id}/{c}"));
-                Ok(Some(tx.list::<Chunk>(
-                    t,
-                    Some(id.as_str()),
-                    after.as_deref(),
-                    page.limit,
-                    false,
-                )?))
-            })?;
-            out.ok_or(DomainError::NotFound("document"))
-        })
+        .run(move |s| s.list_chunks(&caller, &id, &page))
         .await?;
     Ok(axum::Json(Paged {
-        next_cursor: r
-            .next
-            .and_then(|k| k.rsplit('/').next().map(str::to_string)),
+        next_cursor: r.next,
         data: r
             .items
             .into_iter()
@@ -424,22 +350,14 @@ pub async fn search(
     let k = state.knowledge.clone();
     let t = caller.tenant_id.clone();
     let res = tokio::task::spawn_blocking(move || -> ApiResult<SearchResult> {
-        let mut documents = r.document_ids.clone();
-        if let Some(a) = &r.agent_id {
-            let agent = k
-                .svc
-                .store
-                .read(|tx| tx.get::<Agent>(&t, a.as_str()))
-                .map_err(internal)?
-                .ok_or(DomainError::NotFound("agent"))?;
-            documents = Some(match documents {
-                Some(ds) => ds
-                    .into_iter()
-                    .filter(|d| agent.document_ids.contains(d))
-                    .collect(),
-                None => agent.document_ids.clone(),
-            });
-        }
+        let documents = match &r.agent_id {
+            Some(a) => Some(
+                k.agent_scope(&t, a, r.document_ids)
+                    .map_err(internal)?
+                    .ok_or(DomainError::NotFound("agent"))?,
+            ),
+            None => r.document_ids,
+        };
         let q = SearchQuery {
             query: r.query,
             documents,
@@ -468,15 +386,8 @@ pub async fn job(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Job>> {
-    require(&caller, Action::ReadDocuments)?;
     let id = JobId::parse(&id).ok_or_else(|| ApiError::invalid_id("id"))?;
-    let j = state
-        .run(move |s| {
-            s.store
-                .read(|tx| tx.get::<Job>(&caller.tenant_id, id.as_str()))?
-                .ok_or(DomainError::NotFound("job"))
-        })
-        .await?;
+    let j = state.run(move |s| s.get_job(&caller, &id)).await?;
     Ok(axum::Json(j))
 }
 
@@ -506,45 +417,7 @@ pub async fn train(
     };
     let k = state.knowledge.clone();
     let job = state
-        .run(move |s| {
-            let t = caller.tenant_id.clone();
-            let agent = s.get_agent(&caller, &id)?;
-            let mut docs = agent.document_ids.clone();
-            for d in req.document_ids {
-                if !docs.contains(&d) {
-                    docs.push(d);
-                }
-            }
-            let agent = s.update_agent(
-                &caller,
-                &id,
-                crate::domain::agents::AgentInput {
-                    document_ids: Some(docs.clone()),
-                    ..Default::default()
-                },
-            )?;
-            let pending: Vec<DocumentId> = s.store.read(|tx| {
-                let mut v = Vec::new();
-                for d in &agent.document_ids {
-                    if let Some(doc) = tx.get::<Document>(&t, d.as_str())?
-                        && doc.status != DocumentStatus::Ready
-                    {
-                        v.push(doc.id);
-                    }
-                }
-                Ok(v)
-            })?;
-            let job = s.store.write(|tx| {
-                crate::jobs::Jobs::enqueue_in(
-                    tx,
-                    &t,
-                    crate::knowledge::JOB_TRAIN,
-                    serde_json::json!({"agentId": agent.id, "documentIds": pending}),
-                )
-            })?;
-            Ok(job)
-        })
+        .run(move |_| k.train_agent(&caller, &id, req.document_ids))
         .await?;
-    k.jobs.wake(&job);
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }

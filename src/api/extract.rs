@@ -131,25 +131,31 @@ pub struct PageParams {
 
 impl PageParams {
     pub fn to_req(&self) -> Result<PageReq, ApiError> {
-        let limit = match self.limit.as_deref() {
-            None | Some("") => PageReq::DEFAULT,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) if (1..=PageReq::MAX).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_query",
-                        format!("limit must be a number from 1 to {}", PageReq::MAX),
-                    ));
-                }
-            },
-        };
-        let cursor = self.cursor.clone().filter(|c| !c.is_empty());
-        if cursor.as_ref().is_some_and(|c| c.len() > 200) {
-            return Err(bad_query("cursor is not valid"));
-        }
-        Ok(PageReq { limit, cursor })
+        page_req(self.limit.as_deref(), self.cursor.as_deref())
     }
+}
+
+/// `limit` and `cursor` of a list endpoint whose query also has filters, checked and
+/// clamped like [`PageParams`].
+pub fn page_req(limit: Option<&str>, cursor: Option<&str>) -> Result<PageReq, ApiError> {
+    let limit = match limit {
+        None | Some("") => PageReq::DEFAULT,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=PageReq::MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("limit must be a number from 1 to {}", PageReq::MAX),
+                ));
+            }
+        },
+    };
+    let cursor = cursor.filter(|c| !c.is_empty()).map(str::to_string);
+    if cursor.as_ref().is_some_and(|c| c.len() > 200) {
+        return Err(bad_query("cursor is not valid"));
+    }
+    Ok(PageReq { limit, cursor })
 }
 
 /// The authenticated caller (access token or API key), already rate limited.

@@ -66,10 +66,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Paged<Tenant>>> {
     let page = p.to_req()?;
     let r = state.run(move |s| s.list_tenants(&caller, &page)).await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 /// Create a tenant (PLATFORM_ADMIN).
@@ -156,10 +153,7 @@ pub async fn list_users(
     let r = state
         .run(move |s| s.list_users(&caller, &id, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 /// Invite a person; answers the invitation and a link to copy (also emailed when SMTP is set).
@@ -215,10 +209,7 @@ pub async fn list_invitations(
     let r = state
         .run(move |s| s.list_invitations(&caller, &id, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        data: r.items,
-        next_cursor: r.next,
-    }))
+    Ok(axum::Json(r.into()))
 }
 
 /// Withdraw an invitation; its link stops working.

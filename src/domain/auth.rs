@@ -164,15 +164,7 @@ impl Services {
     pub fn login(&self, email: &str, pw: &str, meta: &ClientMeta) -> Result<SignedIn> {
         let bad = || Error::Unauthorized("invalid_credentials", "invalid email or password".into());
         let email = normalize_email(email);
-        let user = self.store.read(|tx| {
-            let Some(r) = tx.index_get(Index::UserEmail, &email)? else {
-                return Ok(None);
-            };
-            let Some((tid, uid)) = split_ref(&r) else {
-                return Ok(None);
-            };
-            tx.get::<User>(&tid, uid)
-        })?;
+        let user = self.user_by_email(&email)?;
         let Some(mut user) = user else {
             password::verify_dummy(pw);
             return Err(bad());
@@ -191,6 +183,19 @@ impl Services {
             tenant,
             tokens,
         })
+    }
+
+    /// The user with a (normalised) email, in whichever tenant.
+    fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        Ok(self.store.read(|tx| {
+            let Some(r) = tx.index_get(Index::UserEmail, email)? else {
+                return Ok(None);
+            };
+            let Some((tid, uid)) = split_ref(&r) else {
+                return Ok(None);
+            };
+            tx.get::<User>(&tid, uid)
+        })?)
     }
 
     /// The user's tenant (none for platform admins); a suspended tenant cannot sign in.
@@ -328,15 +333,7 @@ impl Services {
     /// the caller answers the same either way.
     pub fn forgot(&self, email: &str) -> Result<Option<ResetMail>> {
         let email = normalize_email(email);
-        let user = self.store.read(|tx| {
-            let Some(r) = tx.index_get(Index::UserEmail, &email)? else {
-                return Ok(None);
-            };
-            let Some((tid, uid)) = split_ref(&r) else {
-                return Ok(None);
-            };
-            tx.get::<User>(&tid, uid)
-        })?;
+        let user = self.user_by_email(&email)?;
         let Some(user) = user else { return Ok(None) };
         let token = random_token(32);
         let now = now();

@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod auth;
 pub mod conversations;
+pub mod documents;
 pub mod settings;
 pub mod tenants;
 pub mod users;
@@ -148,6 +149,15 @@ impl PageReq {
 pub struct Paged<T: ToSchema> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> From<store::Page<T>> for Paged<T> {
+    fn from(p: store::Page<T>) -> Self {
+        Paged {
+            data: p.items,
+            next_cursor: p.next,
+        }
+    }
 }
 
 /// Where a request came from, recorded on sessions.

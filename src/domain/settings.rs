@@ -164,6 +164,111 @@ impl Services {
     }
 }
 
+/// An embedding-override PUT body: absent = unchanged, null = cleared.
+#[derive(Debug, Default)]
+pub struct EmbeddingSettingsPatch {
+    /// `onnx`, `openai` or `none`.
+    pub provider: Option<Option<String>>,
+    /// For `onnx`: the name of a model folder under `<data>/models/`.
+    pub model_folder: Option<Option<String>>,
+    pub base_url: Option<Option<String>>,
+    pub model: Option<Option<String>>,
+    pub api_key: Option<Option<String>>,
+}
+
+impl EmbeddingSettingsPatch {
+    /// The values a patch may carry.
+    pub fn check(&self) -> Result<()> {
+        let mut c = Checks::default();
+        if let Some(Some(p)) = &self.provider {
+            c.check(
+                matches!(p.as_str(), "onnx" | "openai" | "none"),
+                "provider",
+                "must be onnx, openai or none",
+            );
+        }
+        if let Some(Some(f)) = &self.model_folder {
+            c.check(
+                !f.is_empty()
+                    && f.len() <= 100
+                    && f.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && !f.starts_with('.'),
+                "modelFolder",
+                "must be the name of a folder under <data>/models",
+            );
+        }
+        if let Some(Some(u)) = &self.base_url {
+            c.check(
+                url::Url::parse(u)
+                    .map(|u| matches!(u.scheme(), "http" | "https"))
+                    .unwrap_or(false),
+                "baseUrl",
+                "must be an http(s) URL",
+            );
+        }
+        c.finish()
+    }
+}
+
+impl Services {
+    /// Applies an embedding-override patch to the caller's tenant. The key is sealed; a
+    /// model folder is stored as its path under the data directory. Re-embedding after a
+    /// model change is the knowledge base's business.
+    pub fn put_embedding_settings(&self, caller: &Caller, p: EmbeddingSettingsPatch) -> Result<()> {
+        caller
+            .require(Action::ManageSettings)
+            .map_err(|d| Error::denied(d, "settings"))?;
+        p.check()?;
+        let t = &caller.tenant_id;
+        let data_dir = &self.config.data_dir;
+        self.store.write(|tx| {
+            let mut s = tx
+                .get::<TenantSettings>(t, "")?
+                .unwrap_or_else(|| TenantSettings {
+                    tenant_id: t.clone(),
+                    ..Default::default()
+                });
+            let mut o = match s.embeddings.take() {
+                Some(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            };
+            let mut set = |k: &str, v: Option<Option<String>>| match v {
+                Some(Some(x)) => {
+                    o.insert(k.into(), serde_json::Value::String(x));
+                }
+                Some(None) => {
+                    o.remove(k);
+                }
+                None => {}
+            };
+            set("provider", p.provider);
+            set("baseUrl", p.base_url);
+            set("model", p.model);
+            set(
+                "modelDir",
+                p.model_folder
+                    .map(|f| f.map(|f| data_dir.join("models").join(f).display().to_string())),
+            );
+            match &p.api_key {
+                Some(Some(k)) => {
+                    o.insert(
+                        "apiKeySealed".into(),
+                        serde_json::Value::String(self.sealer.seal(k)),
+                    );
+                }
+                Some(None) => {
+                    o.remove("apiKeySealed");
+                }
+                None => {}
+            }
+            s.embeddings = (!o.is_empty()).then_some(serde_json::Value::Object(o));
+            tx.put(&s)?;
+            Ok::<_, Error>(())
+        })
+    }
+}
+
 fn view(s: &AiSettings, eff: &EffectiveAi) -> AiSettingsView {
     let mut overrides = Vec::new();
     if s.base_url.is_some() {

@@ -744,16 +744,7 @@ mod tests {
             <w:p><w:r><w:t>Under it</w:t><w:tab/><w:t>tabbed</w:t></w:r></w:p>
         </w:body></w:document>"#;
         let parsed = parse(Kind::Docx, &fixtures::docx_raw(xml), &Limits::default()).unwrap();
-        let got: Vec<(&str, Vec<&str>)> = parsed
-            .sections
-            .iter()
-            .map(|s| {
-                (
-                    s.text.as_str(),
-                    s.headings.iter().map(String::as_str).collect(),
-                )
-            })
-            .collect();
+        let got = fixtures::text_and_headings(&parsed);
         assert_eq!(
             got,
             vec![

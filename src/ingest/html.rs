@@ -396,6 +396,7 @@ fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::tests::fixtures;
     use crate::ingest::{Kind, parse};
 
     const PAGE: &str = r#"<!DOCTYPE html>
@@ -421,16 +422,7 @@ mod tests {
         let parsed = parse(Kind::Html, PAGE.as_bytes(), &Limits::default()).unwrap();
         assert_eq!(parsed.title.as_deref(), Some("Shop & Care"));
         assert_eq!(parsed.author.as_deref(), Some("Linus"));
-        let got: Vec<(&str, Vec<&str>)> = parsed
-            .sections
-            .iter()
-            .map(|s| {
-                (
-                    s.text.as_str(),
-                    s.headings.iter().map(String::as_str).collect(),
-                )
-            })
-            .collect();
+        let got = fixtures::text_and_headings(&parsed);
         assert_eq!(
             got,
             vec![

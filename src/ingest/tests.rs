@@ -24,6 +24,20 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// Each parsed section as (text, heading path), for comparing with an expected outline.
+    pub fn text_and_headings(parsed: &crate::ingest::Parsed) -> Vec<(&str, Vec<&str>)> {
+        parsed
+            .sections
+            .iter()
+            .map(|s| {
+                (
+                    s.text.as_str(),
+                    s.headings.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect()
+    }
+
     fn deflated() -> SimpleFileOptions {
         SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)
     }

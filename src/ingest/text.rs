@@ -272,6 +272,7 @@ fn strip_tags(html: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::tests::fixtures;
     use crate::ingest::{Kind, parse};
 
     #[test]
@@ -330,16 +331,7 @@ mod tests {
         let parsed = parse(Kind::Markdown, md.as_bytes(), &Limits::default()).unwrap();
         assert_eq!(parsed.title.as_deref(), Some("Ops Guide"));
         assert_eq!(parsed.author.as_deref(), Some("Grace"));
-        let got: Vec<(&str, Vec<&str>)> = parsed
-            .sections
-            .iter()
-            .map(|s| {
-                (
-                    s.text.as_str(),
-                    s.headings.iter().map(String::as_str).collect(),
-                )
-            })
-            .collect();
+        let got = fixtures::text_and_headings(&parsed);
         assert_eq!(
             got,
             vec![

@@ -5,6 +5,7 @@
 
 pub mod pipeline;
 pub mod search;
+pub mod settings;
 
 use crate::domain::Services;
 use crate::embed::{self, Embedder};

@@ -1,12 +1,14 @@
 //! The ingestion pipeline and the other knowledge jobs. Runs on job worker threads.
 
 use super::{Error, JOB_PROCESS, JOB_REEMBED, JOB_TRAIN, Knowledge, Space};
+use crate::auth::Caller;
 use crate::index::TextDoc;
 use crate::ingest;
 use crate::jobs::{JobCtx, JobError, Jobs};
 use crate::model::*;
 use crate::store::{self, Index, make_ref};
 use crate::types::*;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Texts per embedding call: small enough to report progress often.
@@ -354,6 +356,114 @@ impl Knowledge {
         }
     }
 
+    /// Accepts one upload batch: checks that the agents are the tenant's and that every
+    /// file is non-empty and of a supported kind (in that order, stopping at the first
+    /// problem), stores the files, then creates the documents and queues their processing.
+    /// Blocking.
+    pub fn upload(
+        &self,
+        t: &TenantId,
+        files: Vec<Upload>,
+        agents: &[AgentId],
+    ) -> Result<Vec<(Document, Job)>, UploadError> {
+        for a in agents {
+            if self
+                .svc
+                .store
+                .read(|tx| tx.get::<Agent>(t, a.as_str()))
+                .map_err(|e| UploadError::Failed(e.into()))?
+                .is_none()
+            {
+                return Err(UploadError::AgentNotFound);
+            }
+        }
+        let mut accepted = Vec::new();
+        for Upload { name, mime, bytes } in files {
+            if bytes.is_empty() {
+                return Err(UploadError::Empty { file: name });
+            }
+            let kind = match ingest::detect(&bytes, &name, mime.as_deref()) {
+                Ok(k) => k,
+                Err(e) => {
+                    return Err(UploadError::Unsupported {
+                        file: name,
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            let sha = hex::encode(Sha256::digest(&bytes));
+            accepted.push((
+                NewDocument {
+                    name,
+                    mime: kind.mime().to_string(),
+                    size: bytes.len() as u64,
+                    sha256: sha,
+                },
+                bytes,
+            ));
+        }
+        for (d, bytes) in &accepted {
+            self.store_file(t, &d.sha256, bytes)
+                .map_err(UploadError::Failed)?;
+        }
+        let docs: Vec<NewDocument> = accepted.into_iter().map(|(d, _)| d).collect();
+        match self
+            .create_documents(t, docs, agents)
+            .map_err(UploadError::Failed)?
+        {
+            Ok(created) => Ok(created),
+            Err((file, existing)) => Err(UploadError::Duplicate { file, existing }),
+        }
+    }
+
+    /// Attaches `documents` to an agent and queues a training job that (re)indexes those
+    /// of its documents that are not ready yet. Blocking.
+    pub fn train_agent(
+        &self,
+        caller: &Caller,
+        id: &AgentId,
+        documents: Vec<DocumentId>,
+    ) -> crate::domain::Result<Job> {
+        let s = &self.svc;
+        let t = &caller.tenant_id;
+        let agent = s.get_agent(caller, id)?;
+        let mut docs = agent.document_ids.clone();
+        for d in documents {
+            if !docs.contains(&d) {
+                docs.push(d);
+            }
+        }
+        let agent = s.update_agent(
+            caller,
+            id,
+            crate::domain::agents::AgentInput {
+                document_ids: Some(docs),
+                ..Default::default()
+            },
+        )?;
+        let pending: Vec<DocumentId> = s.store.read(|tx| {
+            let mut v = Vec::new();
+            for d in &agent.document_ids {
+                if let Some(doc) = tx.get::<Document>(t, d.as_str())?
+                    && doc.status != DocumentStatus::Ready
+                {
+                    v.push(doc.id);
+                }
+            }
+            Ok(v)
+        })?;
+        let job = s.store.write(|tx| {
+            Jobs::enqueue_in(
+                tx,
+                t,
+                JOB_TRAIN,
+                serde_json::json!({"agentId": agent.id, "documentIds": pending}),
+            )
+        })?;
+        self.jobs.wake(&job);
+        Ok(job)
+    }
+
     /// Stores an upload's bytes content-addressed (atomic write). Blocking.
     pub fn store_file(&self, t: &TenantId, sha: &str, bytes: &[u8]) -> Result<(), Error> {
         let dir = self.files_dir(t);
@@ -504,6 +614,29 @@ impl Knowledge {
 /// The created documents and their jobs, or the name of a duplicate upload and the id of
 /// the document that already has its content.
 pub type Created = Result<Vec<(Document, Job)>, (String, DocumentId)>;
+
+/// One file of an upload request, as received.
+pub struct Upload {
+    pub name: String,
+    /// The type the client declared, if any.
+    pub mime: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// Why an upload batch was refused: the caller's mistakes first, our faults last.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("agent not found")]
+    AgentNotFound,
+    #[error("`{file}` is empty")]
+    Empty { file: String },
+    #[error("`{file}`: {reason}")]
+    Unsupported { file: String, reason: String },
+    #[error("`{file}` was already uploaded")]
+    Duplicate { file: String, existing: DocumentId },
+    #[error(transparent)]
+    Failed(Error),
+}
 
 /// An accepted upload, already stored on disk.
 pub struct NewDocument {

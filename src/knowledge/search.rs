@@ -68,6 +68,31 @@ pub enum SearchError {
 }
 
 impl Knowledge {
+    /// Narrows a search's documents to those of an agent of the tenant: `documents` when
+    /// given (keeping only the agent's), else all of the agent's. `None` when the tenant has
+    /// no such agent. Blocking.
+    pub fn agent_scope(
+        &self,
+        t: &TenantId,
+        agent: &AgentId,
+        documents: Option<Vec<DocumentId>>,
+    ) -> Result<Option<Vec<DocumentId>>, Error> {
+        let Some(agent) = self
+            .svc
+            .store
+            .read(|tx| tx.get::<Agent>(t, agent.as_str()))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(match documents {
+            Some(ds) => ds
+                .into_iter()
+                .filter(|d| agent.document_ids.contains(d))
+                .collect(),
+            None => agent.document_ids,
+        }))
+    }
+
     /// Searches one tenant. Blocking.
     pub fn search(&self, t: &TenantId, q: &SearchQuery) -> Result<SearchResult, SearchError> {
         let started = Instant::now();

@@ -6,8 +6,10 @@
 use aigentable::config::{Config, Secret};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -340,4 +342,130 @@ pub fn token_from(text: &str) -> String {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
+}
+
+// Agents and the knowledge base, shared by the engine and knowledge tests.
+
+/// Every awaited call in these tests is bounded: a hang is a failure, not a stuck run.
+pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 60 s"))
+}
+
+pub async fn create_agent(s: &Server, a: &Account, body: Value) -> Value {
+    let r = s.post("/api/agents", Some(&a.token), body).await;
+    r.expect(201);
+    r.body
+}
+
+pub fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// Uploads `files` (name, type, bytes) as one multipart request, linked to `agent_ids`.
+pub async fn upload(
+    s: &Server,
+    token: &str,
+    files: &[(&str, &str, Vec<u8>)],
+    agent_ids: Option<&str>,
+) -> Resp {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, mime, bytes) in files {
+        let part = reqwest::multipart::Part::bytes(bytes.clone())
+            .file_name(name.to_string())
+            .mime_str(mime)
+            .expect("mime");
+        form = form.part("file", part);
+    }
+    if let Some(a) = agent_ids {
+        form = form.text("agentIds", a.to_string());
+    }
+    send(
+        s.http
+            .post(format!("{}/api/documents", s.base))
+            .bearer_auth(token)
+            .multipart(form),
+    )
+    .await
+}
+
+/// Polls a document until it leaves queued/processing (bounded).
+pub async fn wait_done(s: &Server, token: &str, id: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let r = s.get(&format!("/api/documents/{id}"), token).await;
+        r.expect(200);
+        let st = r.body["status"].as_str().unwrap_or("");
+        if st == "ready" || st == "failed" {
+            return r.body;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "document stuck in {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Uploads one file, linked to `agent` if given, and waits until it is ready; its id.
+pub async fn upload_doc(
+    s: &Server,
+    token: &str,
+    name: &str,
+    mime: &str,
+    bytes: &[u8],
+    agent: Option<&str>,
+) -> String {
+    let r = upload(s, token, &[(name, mime, bytes.to_vec())], agent).await;
+    r.expect(202);
+    let doc = r.body["data"][0]["id"]
+        .as_str()
+        .expect("doc id")
+        .to_string();
+    let d = wait_done(s, token, &doc).await;
+    assert_eq!(d["status"], "ready", "document failed: {d}");
+    doc
+}
+
+/// A PDF with one line of text per page.
+pub fn pdf(pages: &[&str]) -> Vec<u8> {
+    use lopdf::content::{Content, Operation};
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(
+        dictionary! {"Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica"},
+    );
+    let resources_id = doc.add_object(dictionary! {"Font" => dictionary! {"F1" => font_id}});
+    let mut kids = Vec::new();
+    for text in pages {
+        let content = Content {
+            operations: vec![
+                Operation::new("BT", vec![]),
+                Operation::new("Tf", vec!["F1".into(), 12.into()]),
+                Operation::new("Td", vec![72.into(), 700.into()]),
+                Operation::new("Tj", vec![Object::string_literal(*text)]),
+                Operation::new("ET", vec![]),
+            ],
+        };
+        let content_id = doc.add_object(Stream::new(
+            dictionary! {},
+            content.encode().expect("encode"),
+        ));
+        let page_id = doc.add_object(dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()]});
+        kids.push(page_id.into());
+    }
+    let count = kids.len() as i64;
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(
+            dictionary! {"Type" => "Pages", "Kids" => kids, "Count" => count, "Resources" => resources_id},
+        ),
+    );
+    let catalog_id = doc.add_object(dictionary! {"Type" => "Catalog", "Pages" => pages_id});
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).expect("save pdf");
+    out
 }

@@ -3,18 +3,12 @@
 //! trimming, upstream failures, inbox rules with AI replies, analytics and the playground.
 
 use crate::common::*;
+// Moved to common; re-exported for the tests that import them from here.
+pub use crate::common::{bounded, create_agent, id, pdf, upload_doc};
 use crate::fake_openai::{FakeOpenAi, Reply};
 use serde_json::{Value, json};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Every awaited call in these tests is bounded: a hang is a failure, not a stuck run.
-pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within 60 s"))
-}
 
 /// Points the tenant at the fake model provider.
 pub async fn point_at(s: &Server, a: &Account, fake: &FakeOpenAi) {
@@ -34,116 +28,7 @@ pub async fn ai_tenant(s: &Server, email: &str, fake: &FakeOpenAi) -> Account {
     a
 }
 
-pub async fn create_agent(s: &Server, a: &Account, body: Value) -> Value {
-    let r = s.post("/api/agents", Some(&a.token), body).await;
-    r.expect(201);
-    r.body
-}
-
-pub fn id(v: &Value) -> String {
-    v["id"].as_str().expect("id").to_string()
-}
-
-/// Uploads one file (multipart built by hand), linked to `agent`; waits until it is ready.
-pub async fn upload_doc(
-    s: &Server,
-    token: &str,
-    name: &str,
-    mime: &str,
-    bytes: &[u8],
-    agent: Option<&str>,
-) -> String {
-    const B: &str = "----engine-test-boundary-7f3a";
-    let mut body = Vec::new();
-    body.extend_from_slice(
-        format!(
-            "--{B}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(b"\r\n");
-    if let Some(a) = agent {
-        body.extend_from_slice(
-            format!("--{B}\r\nContent-Disposition: form-data; name=\"agentIds\"\r\n\r\n{a}\r\n")
-                .as_bytes(),
-        );
-    }
-    body.extend_from_slice(format!("--{B}--\r\n").as_bytes());
-    let r = send(
-        s.http
-            .post(format!("{}/api/documents", s.base))
-            .bearer_auth(token)
-            .header("content-type", format!("multipart/form-data; boundary={B}"))
-            .body(body),
-    )
-    .await;
-    r.expect(202);
-    let doc = r.body["data"][0]["id"]
-        .as_str()
-        .expect("doc id")
-        .to_string();
-    let t0 = Instant::now();
-    loop {
-        let r = s.get(&format!("/api/documents/{doc}"), token).await;
-        r.expect(200);
-        match r.body["status"].as_str().unwrap_or("") {
-            "ready" => return doc,
-            "failed" => panic!("document failed: {}", r.text),
-            _ => {}
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "document not ready: {}",
-            r.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 pub const GUIDE: &str = "# Store Guide\n\n## Opening hours\n\nThe Lisbon shop opens at nine o'clock and closes at six o'clock on weekdays.\n";
-
-/// A PDF with one line of text per page.
-pub fn pdf(pages: &[&str]) -> Vec<u8> {
-    use lopdf::content::{Content, Operation};
-    use lopdf::{Document, Object, Stream, dictionary};
-    let mut doc = Document::with_version("1.5");
-    let pages_id = doc.new_object_id();
-    let font_id = doc.add_object(
-        dictionary! {"Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica"},
-    );
-    let resources_id = doc.add_object(dictionary! {"Font" => dictionary! {"F1" => font_id}});
-    let mut kids = Vec::new();
-    for text in pages {
-        let content = Content {
-            operations: vec![
-                Operation::new("BT", vec![]),
-                Operation::new("Tf", vec!["F1".into(), 12.into()]),
-                Operation::new("Td", vec![72.into(), 700.into()]),
-                Operation::new("Tj", vec![Object::string_literal(*text)]),
-                Operation::new("ET", vec![]),
-            ],
-        };
-        let content_id = doc.add_object(Stream::new(
-            dictionary! {},
-            content.encode().expect("encode"),
-        ));
-        let page_id = doc.add_object(dictionary! {"Type" => "Page", "Parent" => pages_id, "Contents" => content_id, "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()]});
-        kids.push(page_id.into());
-    }
-    let count = kids.len() as i64;
-    doc.objects.insert(
-        pages_id,
-        Object::Dictionary(
-            dictionary! {"Type" => "Pages", "Kids" => kids, "Count" => count, "Resources" => resources_id},
-        ),
-    );
-    let catalog_id = doc.add_object(dictionary! {"Type" => "Catalog", "Pages" => pages_id});
-    doc.trailer.set("Root", catalog_id);
-    let mut out = Vec::new();
-    doc.save_to(&mut out).expect("save pdf");
-    out
-}
 
 pub async fn new_conversation(s: &Server, token: &str, agent: &str) -> String {
     let r = s
