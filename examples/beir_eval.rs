@@ -4,7 +4,7 @@
 //! cargo run --release --example beir_eval -- --data <BEIR folder> \
 //!     --model-dir <sentence-transformers ONNX dir> --ort <libonnxruntime.so> \
 //!     [--modes keyword,vector,hybrid] [--depth 100] [--cache <file>] [--runs <file>] \
-//!     [--fusion default | zscore:0.75 | zscore:0.75:0.4:0.2 | minmax:0.7 | rrf:0.5]... \
+//!     [--fusion default | default-nolookup | zscore:0.75 | zscore:0.75:0.4:0.2 | minmax:0.7 | rrf:0.5]... \
 //!     [--headings-boost 0.3,1] [--max-length 512] [--prf beta:depth]...
 //! ```
 //!
@@ -19,13 +19,14 @@
 //! JSON lines for offline analysis; `--prf` adds hybrid runs with Rocchio pseudo-relevance
 //! feedback on the query vector (an experiment, see BENCHMARKS.md).
 
+use aigentable::embed::{Embedder as _, OnnxEmbedder};
 use aigentable::index::fusion::FusionMethod;
 use aigentable::index::{
-    Filter, FusionParams, Hit, TextDoc, TextIndex, TextParams, VectorIndex, fuse,
+    Filter, FusionParams, Hit, TextDoc, TextIndex, TextParams, VectorIndex, fuse_lookup,
+    lookup_share,
 };
 use aigentable::types::{ChunkId, DocumentId, TenantId};
 use anyhow::{Context, Result, anyhow, bail};
-use aigentable::embed::{Embedder as _, OnnxEmbedder};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -48,13 +49,18 @@ struct Args {
     max_length: usize,
     sentences: usize,
     mixes: Vec<f32>,
-    coverage: Vec<f32>,
 }
 
 /// `default`, or `method:vector_weight[:floor:span]` (fixed weight without floor).
 fn parse_fusion(s: &str) -> Result<FusionParams> {
     if s == "default" {
         return Ok(FusionParams::default());
+    }
+    if s == "default-nolookup" {
+        return Ok(FusionParams {
+            lookup_terms: None,
+            ..FusionParams::default()
+        });
     }
     let parts: Vec<&str> = s.split(':').collect();
     let method = match parts[0] {
@@ -84,10 +90,11 @@ fn args() -> Result<Args> {
         fusions: Vec::new(),
         headings_boosts: vec![TextParams::default().headings_boost],
         prf: Vec::new(),
-        max_length: aigentable::config::Config::default().embed_settings().max_length,
+        max_length: aigentable::config::Config::default()
+            .embed_settings()
+            .max_length,
         sentences: 0,
         mixes: vec![0.5],
-        coverage: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -108,12 +115,6 @@ fn args() -> Result<Args> {
             }
             "--max-length" => a.max_length = val()?.parse()?,
             "--sentences" => a.sentences = val()?.parse()?,
-            "--coverage" => {
-                a.coverage = val()?
-                    .split(',')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()?
-            }
             "--mix" => {
                 a.mixes = val()?
                     .split(',')
@@ -180,11 +181,7 @@ impl Embedder {
         let start = Instant::now();
         let mut out = Vec::with_capacity(texts.len());
         for (i, batch) in texts.chunks(BATCH * 8).enumerate() {
-            out.extend(
-                self.0
-                    .embed(batch)
-                    .map_err(|e| anyhow!("embedding: {e}"))?,
-            );
+            out.extend(self.0.embed(batch).map_err(|e| anyhow!("embedding: {e}"))?);
             if i % 3 == 0 {
                 eprint!("\r{what}: {}/{}", out.len(), texts.len());
             }
@@ -483,31 +480,7 @@ fn main() -> Result<()> {
             .collect()
     };
     let mut sums: HashMap<String, (f64, f64)> = HashMap::new();
-    // Keyword coverage experiment: the IDF-weighted share of the query's words found in the
-    // keyword list's first hit.
-    let words = |s: &str| -> std::collections::HashSet<String> {
-        s.to_lowercase()
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| w.len() >= 2)
-            .map(str::to_string)
-            .collect()
-    };
-    let doc_words: HashMap<String, std::collections::HashSet<String>> = corpus
-        .iter()
-        .map(|d| (d.id.clone(), words(&format!("{} {}", d.title, d.text))))
-        .collect();
-    let mut df: HashMap<&str, f32> = HashMap::new();
-    for ws in doc_words.values() {
-        for w in ws {
-            *df.entry(w.as_str()).or_default() += 1.0;
-        }
-    }
-    let n_docs = corpus.len() as f32;
-    let idf = |w: &str| -> f32 {
-        let d = df.get(w).copied().unwrap_or(0.0);
-        if d == 0.0 { 0.0 } else { (1.0 + (n_docs - d + 0.5) / (d + 0.5)).ln() }
-    };
-    let mut coverages: Vec<f32> = Vec::new();
+    let by_id: HashMap<&str, &Doc> = corpus.iter().map(|d| (d.id.as_str(), d)).collect();
     let start = Instant::now();
     for q in &qids {
         let rel = &qrels[q];
@@ -535,12 +508,23 @@ fn main() -> Result<()> {
                 add(format!("keyword{label}"), names(&kw));
             }
             if a.modes.iter().any(|m| m == "hybrid") {
+                // The keyword-lookup rule reads the best keyword hit, as the product does.
+                let best_text = kw
+                    .first()
+                    .and_then(|h| by_chunk.get(&h.chunk))
+                    .and_then(|id| by_id.get(id.as_str()))
+                    .map(|d| format!("{}\n{}", d.title, d.text))
+                    .unwrap_or_default();
+                let (covered, terms) = text.coverage(&queries[q], &best_text);
                 for (name, p) in &fusions {
-                    let fused = fuse(&kw, &vs, K, p);
+                    let lookup = lookup_share(covered, terms, p);
+                    let fused = fuse_lookup(&kw, &vs, K, p, lookup);
                     for &(beta, depth) in &a.prf {
                         // Rocchio on the fused top: the query vector moved towards the
                         // vectors of the first `depth` fused hits, searched again, fused again.
-                        let Some(qv) = query_vecs.get(q) else { continue };
+                        let Some(qv) = query_vecs.get(q) else {
+                            continue;
+                        };
                         let mut nv = qv.clone();
                         for h in fused.iter().take(depth) {
                             if let Some(dv) = by_chunk.get(&h.chunk).and_then(|d| doc_vecs.get(d)) {
@@ -554,7 +538,7 @@ fn main() -> Result<()> {
                         let vs2 = vectors.search(&tenant, &nv, None, a.depth)?;
                         add(
                             format!("hybrid {name} prf{beta}:{depth}{label}"),
-                            names(&fuse(&kw, &vs2, K, p)),
+                            names(&fuse_lookup(&kw, &vs2, K, p, lookup)),
                         );
                         // The same, with the confidence taken from the original query.
                         let mut vs3 = vs2.clone();
@@ -564,41 +548,10 @@ fn main() -> Result<()> {
                         }
                         add(
                             format!("hybrid {name} prfc{beta}:{depth}{label}"),
-                            names(&fuse(&kw, &vs3, K, p)),
+                            names(&fuse_lookup(&kw, &vs3, K, p, lookup)),
                         );
                     }
                     add(format!("hybrid {name}{label}"), names(&fused));
-                    if !a.coverage.is_empty() && label.is_empty() {
-                        let qw = words(&queries[q]);
-                        let total: f32 = qw.iter().map(|w| idf(w)).sum();
-                        let cov = match kw.first().and_then(|h| by_chunk.get(&h.chunk)) {
-                            Some(d) if total > 0.0 => {
-                                qw.iter().filter(|w| doc_words[d].contains(*w)).map(|w| idf(w)).sum::<f32>()
-                                    / total
-                            }
-                            _ => 0.0,
-                        };
-                        if name == &fusions[0].0 {
-                            coverages.push(cov);
-                        }
-                        for &theta in &a.coverage {
-                          for short in [0usize, 3, 4, 5, 6] {
-                            // Full coverage above theta hands the ranking to the keyword list
-                            // in proportion; with `short`, only for queries of up to that
-                            // many words, fading out over three more.
-                            let mut f = ((cov - theta) / (1.0 - theta).max(1e-3)).clamp(0.0, 1.0);
-                            if short > 0 {
-                                f *= ((short as f32 + 3.0 - qw.len() as f32) / 3.0).clamp(0.0, 1.0);
-                            }
-                            let mut p2 = p.clone();
-                            p2.vector_weight *= 1.0 - f;
-                            add(
-                                format!("hybrid {name} cov{theta}w{short}"),
-                                names(&fuse(&kw, &vs, K, &p2)),
-                            );
-                          }
-                        }
-                    }
                     if !window_vecs.is_empty()
                         && let Some(qv) = query_vecs.get(q)
                     {
@@ -629,7 +582,7 @@ fn main() -> Result<()> {
                             }
                             add(
                                 format!("hybrid {name} maxp{mix}{label}"),
-                                names(&fuse(&kw, &scored, K, p)),
+                                names(&fuse_lookup(&kw, &scored, K, p, lookup)),
                             );
                         }
                     }
@@ -657,14 +610,6 @@ fn main() -> Result<()> {
         qids.len(),
         start.elapsed().as_secs_f32()
     );
-    if !coverages.is_empty() {
-        coverages.sort_by(f32::total_cmp);
-        let at = |p: f32| coverages[((coverages.len() - 1) as f32 * p) as usize];
-        eprintln!(
-            "keyword coverage of the first hit: p10 {:.2} p25 {:.2} p50 {:.2} p75 {:.2} p90 {:.2}",
-            at(0.1), at(0.25), at(0.5), at(0.75), at(0.9)
-        );
-    }
     let n = qids.len().max(1) as f64;
     let mut modes: Vec<_> = sums.into_iter().collect();
     modes.sort_by(|a, b| a.0.cmp(&b.0));

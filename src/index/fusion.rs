@@ -39,6 +39,29 @@ pub struct FusionParams {
     pub confidence_span: f32,
     /// The rank offset of RRF.
     pub rrf_k: f32,
+    /// Keyword lookups: a query of at most this many terms, all of which occur in the
+    /// keyword list's best hit, is ranked by the keyword list alone; the effect fades out
+    /// over the next [`LOOKUP_FADE`] terms. `None` turns it off. See [`lookup_share`].
+    pub lookup_terms: Option<usize>,
+}
+
+/// Terms over which the keyword-lookup rule fades out; see [`FusionParams::lookup_terms`].
+pub const LOOKUP_FADE: usize = 3;
+
+/// How much a query is a keyword lookup, in [0, 1]: 1 for a short query (at most
+/// `lookup_terms` terms) whose every term occurs in the keyword list's best hit, falling
+/// linearly to 0 over the next [`LOOKUP_FADE`] terms; 0 when a term is missing. Short exact
+/// queries (names, codes, jargon) are where an embedding model has least to go on and BM25
+/// is most reliable; a long question that happens to share all its words with one passage
+/// still leaves the vector list its say.
+pub fn lookup_share(covered: bool, terms: usize, params: &FusionParams) -> f32 {
+    match params.lookup_terms {
+        Some(max) if covered && terms > 0 => {
+            let fade = (max + LOOKUP_FADE) as f32 - terms as f32;
+            (fade / LOOKUP_FADE as f32).clamp(0.0, 1.0)
+        }
+        _ => 0.0,
+    }
 }
 
 impl Default for FusionParams {
@@ -49,6 +72,7 @@ impl Default for FusionParams {
             confidence_floor: Some(0.4),
             confidence_span: 0.2,
             rrf_k: 60.0,
+            lookup_terms: Some(3),
         }
     }
 }
@@ -60,6 +84,7 @@ impl FusionParams {
             method,
             vector_weight,
             confidence_floor: None,
+            lookup_terms: None,
             ..Self::default()
         }
     }
@@ -74,6 +99,18 @@ impl FusionParams {
 /// scores must be cosines (as [`VectorIndex`](super::VectorIndex) returns) for the
 /// confidence weighting to mean anything.
 pub fn fuse(keyword: &[Hit], vector: &[Hit], k: usize, params: &FusionParams) -> Vec<Hit> {
+    fuse_lookup(keyword, vector, k, params, 0.0)
+}
+
+/// [`fuse`] for a query that is a keyword lookup to the degree `lookup` (in [0, 1], from
+/// [`lookup_share`]): the vector list's weight is scaled by `1 - lookup`.
+pub fn fuse_lookup(
+    keyword: &[Hit],
+    vector: &[Hit],
+    k: usize,
+    params: &FusionParams,
+    lookup: f32,
+) -> Vec<Hit> {
     if k == 0 {
         return Vec::new();
     }
@@ -85,7 +122,7 @@ pub fn fuse(keyword: &[Hit], vector: &[Hit], k: usize, params: &FusionParams) ->
             full * ((top.score - floor) / span).clamp(0.0, 1.0)
         }
         _ => full,
-    };
+    } * (1.0 - lookup.clamp(0.0, 1.0));
     // Normalised scores per list, and the value for a chunk the list did not return.
     let ((kw, kw_missing), (vw, vw_missing)) = match params.method {
         FusionMethod::Rrf => (

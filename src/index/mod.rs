@@ -10,7 +10,7 @@ pub mod fusion;
 pub mod text;
 pub mod vector;
 
-pub use fusion::{FusionParams, fuse};
+pub use fusion::{FusionParams, fuse, fuse_lookup, lookup_share};
 pub use text::{Filter, TextDoc, TextIndex, TextParams};
 pub use vector::{HnswParams, VectorIndex};
 

@@ -701,4 +701,38 @@ mod fusion {
         let out = fuse(&kw, &vs, 3, &FusionParams::default());
         assert_eq!(out[0].chunk, kw[0].chunk);
     }
+
+    #[test]
+    fn a_short_fully_matched_query_is_led_by_keywords() {
+        let p = FusionParams::default();
+        assert_eq!(lookup_share(true, 2, &p), 1.0);
+        assert_eq!(lookup_share(true, 3, &p), 1.0);
+        assert!((lookup_share(true, 4, &p) - 2.0 / 3.0).abs() < 1e-6);
+        assert_eq!(lookup_share(true, 6, &p), 0.0);
+        assert_eq!(lookup_share(false, 2, &p), 0.0, "a term the best hit lacks");
+        assert_eq!(lookup_share(true, 0, &p), 0.0);
+        let off = FusionParams::fixed(FusionMethod::ZScore, 0.75);
+        assert_eq!(lookup_share(true, 2, &off), 0.0);
+
+        let kw = hits(&[12.0, 6.0, 5.0]);
+        // A confident vector list that disagrees wins a question ...
+        let vs = hits(&[0.9, 0.5, 0.45]);
+        assert_eq!(fuse_lookup(&kw, &vs, 6, &p, 0.0)[0].chunk, vs[0].chunk);
+        // ... but not a lookup: the keyword order stands.
+        let out = fuse_lookup(&kw, &vs, 6, &p, 1.0);
+        let order: Vec<_> = out.iter().take(3).map(|h| h.chunk.clone()).collect();
+        let want: Vec<_> = kw.iter().map(|h| h.chunk.clone()).collect();
+        assert_eq!(order, want);
+    }
+
+    #[test]
+    fn coverage_uses_the_index_analyser() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let text = "Resetting the XR-200 router: hold the reset button for ten seconds.";
+        // Stemmed and case-folded: "routers" and "Reset" match "router" and "Resetting".
+        assert_eq!(idx.coverage("XR-200 routers Reset", text), (true, 4));
+        assert_eq!(idx.coverage("XR-300 router", text), (false, 3));
+        assert_eq!(idx.coverage("", text), (false, 0));
+    }
 }

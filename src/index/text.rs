@@ -396,6 +396,24 @@ impl TextIndex {
     }
 
     /// Query text -> distinct analysed terms, in first-seen order.
+    /// Whether every term of `query` (as this index analyses it) occurs in `text`, and how
+    /// many distinct terms the query has: the input of [`lookup_share`](super::fusion::lookup_share).
+    pub fn coverage(&self, query: &str, text: &str) -> (bool, usize) {
+        let terms = self.query_terms(query);
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(text);
+        let mut missing: HashSet<&str> = terms.iter().map(String::as_str).collect();
+        while !missing.is_empty() && stream.advance() {
+            missing.remove(stream.token().text.as_str());
+        }
+        (missing.is_empty() && !terms.is_empty(), terms.len())
+    }
+
+    /// Distinct terms of `query` as this index analyses it.
+    pub fn term_count(&self, query: &str) -> usize {
+        self.query_terms(query).len()
+    }
+
     fn query_terms(&self, query: &str) -> Vec<String> {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(query);

@@ -3,7 +3,7 @@
 
 use super::{Error, Knowledge};
 use crate::agent::{Retrieve, Retrieved, Source};
-use crate::index::{Filter, FusionParams, Hit, fuse};
+use crate::index::{Filter, FusionParams, Hit, fuse_lookup, lookup_share};
 use crate::model::{Agent, Chunk, Document, RetrievalMode};
 use crate::types::*;
 use serde::{Deserialize, Serialize};
@@ -149,7 +149,11 @@ impl Knowledge {
         let ranked: Vec<Hit> = match mode {
             SearchMode::Keyword => keyword.into_iter().take(k).collect(),
             SearchMode::Vector => vector.into_iter().take(k).collect(),
-            SearchMode::Hybrid => fuse(&keyword, &vector, k, &FusionParams::default()),
+            SearchMode::Hybrid => {
+                let params = FusionParams::default();
+                let lookup = self.lookup_share(t, &q.query, keyword.first(), &params)?;
+                fuse_lookup(&keyword, &vector, k, &params, lookup)
+            }
         };
         let data = self.load_hits(t, &ranked)?;
         Ok(SearchResult {
@@ -159,6 +163,33 @@ impl Knowledge {
             best_similarity,
             keyword_hits,
         })
+    }
+
+    /// How much the query is a keyword lookup ([`lookup_share`]): only short queries pay for
+    /// reading the best keyword hit's chunk.
+    fn lookup_share(
+        &self,
+        t: &TenantId,
+        query: &str,
+        best: Option<&Hit>,
+        params: &FusionParams,
+    ) -> Result<f32, Error> {
+        let Some(best) = best else {
+            return Ok(0.0);
+        };
+        if lookup_share(true, self.text.term_count(query), params) == 0.0 {
+            return Ok(0.0);
+        }
+        let Some(c) = self
+            .svc
+            .store
+            .read(|tx| tx.get::<Chunk>(t, &format!("{}/{}", best.document, best.chunk)))?
+        else {
+            return Ok(0.0);
+        };
+        let text = format!("{}\n{}", c.headings.join("\n"), c.text);
+        let (covered, terms) = self.text.coverage(query, &text);
+        Ok(lookup_share(covered, terms, params))
     }
 
     /// Chunk text and document names for ranked hits; hits whose chunk is gone are dropped.
