@@ -4,7 +4,7 @@
 //! cargo run --release --example beir_eval -- --data <BEIR folder> \
 //!     --model-dir <sentence-transformers ONNX dir> --ort <libonnxruntime.so> \
 //!     [--modes keyword,vector,hybrid] [--depth 100] [--cache <file>] [--runs <file>] \
-//!     [--fusion default | default-nolookup | zscore:0.75 | zscore:0.75:0.4:0.2 | minmax:0.7 | rrf:0.5]... \
+//!     [--fusion default | default-nolookup | zscore:0.75 | zscore:0.75:0.4:0.2:3 | minmax:0.7 | rrf:0.5]... \
 //!     [--headings-boost 0.3,1] [--max-length 512] [--prf beta:depth]...
 //! ```
 //!
@@ -51,7 +51,8 @@ struct Args {
     mixes: Vec<f32>,
 }
 
-/// `default`, or `method:vector_weight[:floor:span]` (fixed weight without floor).
+/// `default`, `default-nolookup`, or `method:vector_weight[:floor:span[:lookup terms]]`
+/// (fixed weight, no confidence floor and no lookup rule unless given).
 fn parse_fusion(s: &str) -> Result<FusionParams> {
     if s == "default" {
         return Ok(FusionParams::default());
@@ -74,6 +75,9 @@ fn parse_fusion(s: &str) -> Result<FusionParams> {
     if let (Some(floor), Some(span)) = (parts.get(2), parts.get(3)) {
         p.confidence_floor = Some(floor.parse()?);
         p.confidence_span = span.parse()?;
+    }
+    if let Some(terms) = parts.get(4) {
+        p.lookup_terms = Some(terms.parse()?);
     }
     Ok(p)
 }
