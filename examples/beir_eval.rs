@@ -20,7 +20,7 @@
 //! feedback on the query vector (an experiment, see BENCHMARKS.md).
 
 use aigentable::embed::{Embedder as _, OnnxEmbedder};
-use aigentable::index::fusion::FusionMethod;
+use aigentable::index::fusion::{FusionMethod, LOOKUP_HITS};
 use aigentable::index::{
     Filter, FusionParams, Hit, TextDoc, TextIndex, TextParams, VectorIndex, fuse_lookup,
     lookup_share,
@@ -512,14 +512,19 @@ fn main() -> Result<()> {
                 add(format!("keyword{label}"), names(&kw));
             }
             if a.modes.iter().any(|m| m == "hybrid") {
-                // The keyword-lookup rule reads the best keyword hit, as the product does.
-                let best_text = kw
-                    .first()
-                    .and_then(|h| by_chunk.get(&h.chunk))
-                    .and_then(|id| by_id.get(id.as_str()))
-                    .map(|d| format!("{}\n{}", d.title, d.text))
-                    .unwrap_or_default();
-                let (covered, terms) = text.coverage(&queries[q], &best_text);
+                // The keyword-lookup rule reads the first keyword hits, as the product does.
+                let mut covered = false;
+                let mut terms = 0;
+                for h in kw.iter().take(LOOKUP_HITS) {
+                    let best_text = by_chunk
+                        .get(&h.chunk)
+                        .and_then(|id| by_id.get(id.as_str()))
+                        .map(|d| format!("{}\n{}", d.title, d.text))
+                        .unwrap_or_default();
+                    let (c, t) = text.coverage(&queries[q], &best_text);
+                    covered |= c;
+                    terms = t;
+                }
                 for (name, p) in &fusions {
                     let lookup = lookup_share(covered, terms, p);
                     let fused = fuse_lookup(&kw, &vs, K, p, lookup);

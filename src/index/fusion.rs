@@ -39,8 +39,8 @@ pub struct FusionParams {
     pub confidence_span: f32,
     /// The rank offset of RRF.
     pub rrf_k: f32,
-    /// Keyword lookups: a query of at most this many terms, all of which occur in the
-    /// keyword list's best hit, is ranked by the keyword list alone; the effect fades out
+    /// Keyword lookups: a query of at most this many terms, all of which occur in one of
+    /// the keyword list's first [`LOOKUP_HITS`] hits, is ranked by the keyword list alone; the effect fades out
     /// over the next [`LOOKUP_FADE`] terms. `None` turns it off. See [`lookup_share`].
     pub lookup_terms: Option<usize>,
 }
@@ -48,8 +48,13 @@ pub struct FusionParams {
 /// Terms over which the keyword-lookup rule fades out; see [`FusionParams::lookup_terms`].
 pub const LOOKUP_FADE: usize = 3;
 
+/// Keyword hits searched for one that contains every query term; see
+/// [`FusionParams::lookup_terms`]. (1 hit: 0.002 under BM25 on keyword-only queries; 3: even.)
+pub const LOOKUP_HITS: usize = 3;
+
 /// How much a query is a keyword lookup, in [0, 1]: 1 for a short query (at most
-/// `lookup_terms` terms) whose every term occurs in the keyword list's best hit, falling
+/// `lookup_terms` terms) whose every term occurs in one of the keyword list's first hits
+/// (`covered`, see [`LOOKUP_HITS`]), falling
 /// linearly to 0 over the next [`LOOKUP_FADE`] terms; 0 when a term is missing. Short exact
 /// queries (names, codes, jargon) are where an embedding model has least to go on and BM25
 /// is most reliable; a long question that happens to share all its words with one passage

@@ -3,6 +3,7 @@
 
 use super::{Error, Knowledge};
 use crate::agent::{Retrieve, Retrieved, Source};
+use crate::index::fusion::LOOKUP_HITS;
 use crate::index::{Filter, FusionParams, Hit, fuse_lookup, lookup_share};
 use crate::model::{Agent, Chunk, Document, RetrievalMode};
 use crate::types::*;
@@ -151,7 +152,7 @@ impl Knowledge {
             SearchMode::Vector => vector.into_iter().take(k).collect(),
             SearchMode::Hybrid => {
                 let params = FusionParams::default();
-                let lookup = self.lookup_share(t, &q.query, keyword.first(), &params)?;
+                let lookup = self.lookup_share(t, &q.query, &keyword, &params)?;
                 fuse_lookup(&keyword, &vector, k, &params, lookup)
             }
         };
@@ -165,30 +166,30 @@ impl Knowledge {
         })
     }
 
-    /// How much the query is a keyword lookup ([`lookup_share`]): only short queries pay for
-    /// reading the best keyword hit's chunk.
+    /// How much the query is a keyword lookup ([`lookup_share`]), judged on the first
+    /// [`LOOKUP_HITS`] keyword hits: only short queries pay for reading their chunks.
     fn lookup_share(
         &self,
         t: &TenantId,
         query: &str,
-        best: Option<&Hit>,
+        keyword: &[Hit],
         params: &FusionParams,
     ) -> Result<f32, Error> {
-        let Some(best) = best else {
-            return Ok(0.0);
-        };
-        if lookup_share(true, self.text.term_count(query), params) == 0.0 {
+        let terms = self.text.term_count(query);
+        if keyword.is_empty() || lookup_share(true, terms, params) == 0.0 {
             return Ok(0.0);
         }
-        let Some(c) = self
-            .svc
-            .store
-            .read(|tx| tx.get::<Chunk>(t, &format!("{}/{}", best.document, best.chunk)))?
-        else {
-            return Ok(0.0);
-        };
-        let text = format!("{}\n{}", c.headings.join("\n"), c.text);
-        let (covered, terms) = self.text.coverage(query, &text);
+        let covered = self.svc.store.read(|tx| {
+            for h in keyword.iter().take(LOOKUP_HITS) {
+                if let Some(c) = tx.get::<Chunk>(t, &format!("{}/{}", h.document, h.chunk))? {
+                    let text = format!("{}\n{}", c.headings.join("\n"), c.text);
+                    if self.text.coverage(query, &text).0 {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        })?;
         Ok(lookup_share(covered, terms, params))
     }
 
