@@ -214,6 +214,7 @@ pub fn citations(answer: &str, sources: &[Source]) -> Vec<Citation> {
                 document_name: s.document_name.clone(),
                 chunk_id: s.chunk_id.clone(),
                 page: s.page,
+                headings: s.headings.clone(),
                 snippet: s.text.chars().take(240).collect(),
             }
         })
@@ -231,7 +232,7 @@ mod tests {
             document_name: format!("doc{n}.pdf"),
             text: format!("text {n}"),
             page: Some(n),
-            headings: vec![],
+            headings: vec![format!("Guide {n}"), "Setup".into()],
             score: 1.0,
         }
     }
@@ -242,6 +243,14 @@ mod tests {
         let c = citations("Yes [2]. Also [1, 3] and [2][9] and [x].", &s);
         let pages: Vec<_> = c.iter().map(|c| c.page).collect();
         assert_eq!(pages, [Some(2), Some(1), Some(3)]);
+        assert_eq!(c[0].headings, ["Guide 2", "Setup"]);
+        let json = serde_json::to_value(&c[0]).unwrap();
+        assert_eq!(json["headings"], serde_json::json!(["Guide 2", "Setup"]));
+        // Citations stored before `headings` existed still read back.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("headings");
+        let back: Citation = serde_json::from_value(old).unwrap();
+        assert!(back.headings.is_empty());
         assert!(citations("no markers", &s).is_empty());
     }
 
