@@ -347,6 +347,18 @@ fn summary(name: &str, samples: &[f64]) -> String {
 }
 
 /// User + system CPU time of this process so far.
+/// This process's resident set, in MiB (NaN when /proc is unavailable).
+fn vm_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn cpu_time() -> Duration {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which is in parentheses and may contain spaces).
@@ -515,11 +527,21 @@ async fn main() -> Result<()> {
         .to_string();
     let agent = AgentId::parse(&agent_str).ok_or_else(|| anyhow!("bad agent id"))?;
 
-    eprintln!("seeding {} x {} chunks ...", o.docs, o.chunks_per_doc);
+    eprintln!(
+        "seeding {} x {} chunks (VmRSS {:.0} MiB) ...",
+        o.docs,
+        o.chunks_per_doc,
+        vm_rss_mib()
+    );
     let seeded = {
         let (k, t, a) = (knowledge.clone(), tenant.clone(), agent.clone());
         let o2 = o.clone();
-        tokio::task::spawn_blocking(move || seed(&k, &t, &a, &o2.seed_spec(), &|_| {})).await??
+        tokio::task::spawn_blocking(move || {
+            seed(&k, &t, &a, &o2.seed_spec(), &|what: &str| {
+                eprintln!("  VmRSS {:.0} MiB {what}", vm_rss_mib());
+            })
+        })
+        .await??
     };
     let (doc_ids, rep) = seeded;
     // Attach every document through the API (the agent's list is what retrieval filters on).
