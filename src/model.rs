@@ -535,6 +535,10 @@ pub struct Citation {
     pub document_name: String,
     pub chunk_id: ChunkId,
     pub page: Option<u32>,
+    /// The chunk's heading path in its document, outermost first (empty when it has none).
+    /// Messages stored before this field existed read back with none.
+    #[serde(default)]
+    pub headings: Vec<String>,
     pub snippet: String,
 }
 

@@ -61,7 +61,7 @@ pub struct TurnResult {
     pub handoff: Option<String>,
     pub latency_ms: u64,
     /// Time spent waiting for the model provider, included in `latency_ms`.
-    pub upstream_ms: u64,
+    pub upstream: Duration,
     pub history_dropped: usize,
     /// No relevant source was found for a knowledge agent.
     pub no_sources: bool,
@@ -74,6 +74,11 @@ pub struct TurnError {
     /// Text already streamed to the user before the failure.
     pub partial: String,
     pub latency_ms: u64,
+    /// Tokens the model reported for the steps that completed before the failure (tool
+    /// rounds): they were used and billed even though the turn failed.
+    pub usage: Usage,
+    /// Time spent waiting for the model provider, included in `latency_ms`.
+    pub upstream: Duration,
 }
 
 /// One turn to answer.
@@ -97,6 +102,8 @@ impl Engine {
             message: format!("cannot read the model settings: {e}"),
             partial: String::new(),
             latency_ms: 0,
+            usage: Usage::default(),
+            upstream: Duration::ZERO,
         })?;
         let mut p = Provider::new(eff.base_url, eff.api_key.map(crate::config::Secret::new));
         let t = Duration::from_secs(self.svc.config.llm_timeout_secs.max(1));
@@ -135,6 +142,8 @@ impl Engine {
             message,
             partial,
             latency_ms: started.elapsed().as_millis() as u64,
+            usage: Usage::default(),
+            upstream: Duration::ZERO,
         };
         let (provider, default_model, context_window) = self.provider(&turn.tenant)?;
         let agent = &turn.agent;
@@ -186,48 +195,56 @@ impl Engine {
                 req.tools = tool_defs.clone();
             }
             let t0 = Instant::now();
-            let (message, step_usage) = match &deltas {
-                None => {
-                    let r = self
-                        .llm
-                        .chat(&provider, &req)
-                        .await
-                        .map_err(|e| fail(e.user_message(), streamed.clone()))?;
-                    (r.message, Some(r.usage))
-                }
-                Some(tx) => {
-                    let mut stream = self
-                        .llm
-                        .chat_stream(&provider, &req)
-                        .await
-                        .map_err(|e| fail(e.user_message(), streamed.clone()))?;
-                    let mut done = None;
-                    while let Some(ev) = stream.next().await {
-                        match ev.map_err(|e| fail(e.user_message(), streamed.clone()))? {
-                            StreamEvent::Delta(d) => {
-                                streamed.push_str(&d);
-                                if tx.send(d).await.is_err() {
-                                    // The client went away: dropping the stream aborts upstream.
-                                    return Err(fail(
-                                        "cancelled: the client disconnected".into(),
-                                        streamed.clone(),
-                                    ));
+            let step = async {
+                Ok(match &deltas {
+                    None => {
+                        let r = self
+                            .llm
+                            .chat(&provider, &req)
+                            .await
+                            .map_err(|e| fail(e.user_message(), streamed.clone()))?;
+                        (r.message, Some(r.usage))
+                    }
+                    Some(tx) => {
+                        let mut stream = self
+                            .llm
+                            .chat_stream(&provider, &req)
+                            .await
+                            .map_err(|e| fail(e.user_message(), streamed.clone()))?;
+                        let mut done = None;
+                        while let Some(ev) = stream.next().await {
+                            match ev.map_err(|e| fail(e.user_message(), streamed.clone()))? {
+                                StreamEvent::Delta(d) => {
+                                    streamed.push_str(&d);
+                                    if tx.send(d).await.is_err() {
+                                        // The client went away: dropping the stream aborts upstream.
+                                        return Err(fail(
+                                            "cancelled: the client disconnected".into(),
+                                            streamed.clone(),
+                                        ));
+                                    }
+                                }
+                                StreamEvent::Done { message, usage, .. } => {
+                                    done = Some((message, usage));
                                 }
                             }
-                            StreamEvent::Done { message, usage, .. } => {
-                                done = Some((message, usage));
-                            }
                         }
+                        done.ok_or_else(|| {
+                            fail(
+                                "the model's stream ended without a final message".into(),
+                                streamed.clone(),
+                            )
+                        })?
                     }
-                    done.ok_or_else(|| {
-                        fail(
-                            "the model's stream ended without a final message".into(),
-                            streamed.clone(),
-                        )
-                    })?
-                }
+                })
             };
+            let step: Result<_, TurnError> = step.await;
             upstream += t0.elapsed();
+            let (message, step_usage) = step.map_err(|e| TurnError {
+                usage: usage.clone(),
+                upstream,
+                ..e
+            })?;
             if let Some(u) = step_usage {
                 usage.prompt_tokens += u.prompt_tokens;
                 usage.completion_tokens += u.completion_tokens;
@@ -279,7 +296,7 @@ impl Engine {
             tool_calls: records,
             handoff,
             latency_ms: started.elapsed().as_millis() as u64,
-            upstream_ms: upstream.as_millis() as u64,
+            upstream,
             history_dropped,
             no_sources: uses_knowledge && sources.is_empty(),
         })

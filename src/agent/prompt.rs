@@ -1,7 +1,7 @@
 //! Prompt assembly: system prompt, numbered sources, history within the token budget, and
 //! citations read back from the answer.
 
-use crate::llm::{ChatMessage, count_message_tokens, count_tokens};
+use crate::llm::{ChatMessage, count_message_tokens, count_tokens, max_message_tokens};
 use crate::model::{Agent, Citation};
 use crate::types::{ChunkId, DocumentId};
 
@@ -81,10 +81,19 @@ pub fn assemble(
 ) -> (Vec<ChatMessage>, usize) {
     let sys = ChatMessage::system(system);
     let new = ChatMessage::user(user);
-    let fixed = count_message_tokens(model, &[sys.clone(), new.clone()])
-        + tools_tokens
-        + max_answer_tokens
-        + SAFETY_TOKENS;
+    let reserved = tools_tokens + max_answer_tokens + SAFETY_TOKENS;
+    // The usual case, a short conversation in a large window, needs no exact counting.
+    let bound = max_message_tokens(std::slice::from_ref(&sys))
+        + max_message_tokens(history)
+        + max_message_tokens(std::slice::from_ref(&new));
+    if bound + reserved <= context_window {
+        let mut out = Vec::with_capacity(history.len() + 2);
+        out.push(sys);
+        out.extend_from_slice(history);
+        out.push(new);
+        return (out, 0);
+    }
+    let fixed = count_message_tokens(model, &[sys.clone(), new.clone()]) + reserved;
     let mut budget = context_window.saturating_sub(fixed);
     // Newest first: keep turns while they fit; the oldest go first.
     let mut kept = Vec::new();
@@ -114,14 +123,20 @@ pub fn fit_sources(
     max_answer: usize,
 ) {
     let cap = context_window.saturating_sub(max_answer + SAFETY_TOKENS) * 3 / 4;
-    while !sources.is_empty() {
-        let total: usize = sources
-            .iter()
-            .map(|s| count_tokens(model, &s.text) + 16)
-            .sum();
-        if total <= cap {
-            break;
-        }
+    // Bytes bound tokens from above: when they fit, the exact count is not needed.
+    if sources.iter().map(|s| s.text.len() + 16).sum::<usize>() <= cap {
+        return;
+    }
+    let mut total: usize = 0;
+    let counts: Vec<usize> = sources
+        .iter()
+        .map(|s| count_tokens(model, &s.text) + 16)
+        .inspect(|n| total += n)
+        .collect();
+    while total > cap
+        && let Some(n) = counts.get(sources.len().wrapping_sub(1))
+    {
+        total -= n;
         sources.pop();
     }
 }
@@ -214,6 +229,7 @@ pub fn citations(answer: &str, sources: &[Source]) -> Vec<Citation> {
                 document_name: s.document_name.clone(),
                 chunk_id: s.chunk_id.clone(),
                 page: s.page,
+                headings: s.headings.clone(),
                 snippet: s.text.chars().take(240).collect(),
             }
         })
@@ -231,7 +247,7 @@ mod tests {
             document_name: format!("doc{n}.pdf"),
             text: format!("text {n}"),
             page: Some(n),
-            headings: vec![],
+            headings: vec![format!("Guide {n}"), "Setup".into()],
             score: 1.0,
         }
     }
@@ -242,6 +258,14 @@ mod tests {
         let c = citations("Yes [2]. Also [1, 3] and [2][9] and [x].", &s);
         let pages: Vec<_> = c.iter().map(|c| c.page).collect();
         assert_eq!(pages, [Some(2), Some(1), Some(3)]);
+        assert_eq!(c[0].headings, ["Guide 2", "Setup"]);
+        let json = serde_json::to_value(&c[0]).unwrap();
+        assert_eq!(json["headings"], serde_json::json!(["Guide 2", "Setup"]));
+        // Citations stored before `headings` existed still read back.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("headings");
+        let back: Citation = serde_json::from_value(old).unwrap();
+        assert!(back.headings.is_empty());
         assert!(citations("no markers", &s).is_empty());
     }
 
@@ -282,5 +306,36 @@ mod tests {
                 .is_some_and(|c| c.contains("number 0 "))
         }));
         assert!(count_message_tokens("gpt-4o-mini", &msgs) <= 2000 - 500);
+        // A window that holds everything keeps everything (without counting).
+        let (msgs, dropped) = assemble(
+            "gpt-4o-mini",
+            "sys".into(),
+            &history,
+            "new",
+            128_000,
+            500,
+            0,
+        );
+        assert_eq!((msgs.len(), dropped), (52, 0));
+    }
+
+    #[test]
+    fn sources_are_dropped_lowest_ranked_first_until_they_fit() {
+        let mut s: Vec<Source> = (1..=8).map(src).collect();
+        for x in &mut s {
+            x.text = "word ".repeat(200);
+        }
+        fit_sources("gpt-4o-mini", &mut s, 128_000, 500);
+        assert_eq!(s.len(), 8);
+        // 200 tokens + 16 each; cap = (2000 - 500 - safety) * 3/4.
+        fit_sources("gpt-4o-mini", &mut s, 2000, 500);
+        let cap = (2000 - 500 - SAFETY_TOKENS) * 3 / 4;
+        assert!(!s.is_empty() && s.len() < 8, "{}", s.len());
+        assert!(
+            s.len() * 216 <= cap && (s.len() + 1) * 216 > cap,
+            "{}",
+            s.len()
+        );
+        assert_eq!(s[0].page, Some(1));
     }
 }

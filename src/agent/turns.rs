@@ -6,6 +6,15 @@ use crate::domain::analytics::{Outcome, TurnStats};
 use crate::llm::ChatMessage;
 use crate::model::*;
 use crate::types::*;
+use std::time::Duration;
+
+/// A conversation turn's stored answer.
+pub struct Answer {
+    /// The reply as stored (status `failed`, with the reason, when the turn failed).
+    pub message: Message,
+    /// Time spent waiting for the model provider during the turn.
+    pub upstream: Duration,
+}
 
 /// Most earlier messages loaded for a turn; the token budget trims further.
 pub const HISTORY_MESSAGES: usize = 100;
@@ -46,7 +55,7 @@ pub fn outcome_of(r: &TurnResult, fallback: Option<&str>) -> Outcome {
 impl Engine {
     /// Answers the customer message `msg` of a conversation and stores the reply (or a
     /// failed message with the reason). Never returns an error: failures become messages.
-    pub async fn answer_in_conversation(&self, conv: &Conversation, msg: &Message) -> Message {
+    pub async fn answer_in_conversation(&self, conv: &Conversation, msg: &Message) -> Answer {
         let tenant = conv.tenant_id.clone();
         let svc = self.svc.clone();
         let (t2, cid, aid, mid) = (
@@ -72,16 +81,14 @@ impl Engine {
         let (agent, mut earlier) = match loaded {
             Ok(Ok((Some(a), items))) => (a, items),
             _ => {
-                return self
-                    .store_failure(
-                        conv,
-                        "the conversation's agent no longer exists".into(),
-                        String::new(),
-                        0,
-                        None,
-                        false,
-                    )
-                    .await;
+                let e = TurnError {
+                    message: "the conversation's agent no longer exists".into(),
+                    partial: String::new(),
+                    latency_ms: 0,
+                    usage: Usage::default(),
+                    upstream: Duration::ZERO,
+                };
+                return self.store_failure(conv, e, None, false).await;
             }
         };
         earlier.reverse();
@@ -115,19 +122,14 @@ impl Engine {
                     prompt_tokens: r.usage.prompt_tokens,
                     completion_tokens: r.usage.completion_tokens,
                     latency_ms: r.latency_ms,
-                    upstream_ms: r.upstream_ms,
+                    upstream_ms: r.upstream.as_millis() as u64,
                     new_conversation: first,
                 };
-                self.persist(&tenant, reply, r.handoff.clone(), stats).await
-            }
-            Err(TurnError {
-                message,
-                partial,
-                latency_ms,
-            }) => {
-                self.store_failure(conv, message, partial, latency_ms, Some(agent.id), first)
+                let upstream = r.upstream;
+                self.persist(&tenant, reply, r.handoff.clone(), stats, upstream)
                     .await
             }
+            Err(e) => self.store_failure(conv, e, Some(agent.id), first).await,
         }
     }
 
@@ -147,17 +149,17 @@ impl Engine {
                 prompt_tokens: r.usage.prompt_tokens,
                 completion_tokens: r.usage.completion_tokens,
                 latency_ms: r.latency_ms,
-                upstream_ms: r.upstream_ms,
+                upstream_ms: r.upstream.as_millis() as u64,
                 new_conversation: false,
             },
             Err(e) => TurnStats {
                 agent_id: agent.id.clone(),
                 conversation_id: None,
                 outcome: Outcome::Failed,
-                prompt_tokens: 0,
-                completion_tokens: 0,
+                prompt_tokens: e.usage.prompt_tokens,
+                completion_tokens: e.usage.completion_tokens,
                 latency_ms: e.latency_ms,
-                upstream_ms: 0,
+                upstream_ms: e.upstream.as_millis() as u64,
                 new_conversation: false,
             },
         };
@@ -172,37 +174,39 @@ impl Engine {
     async fn store_failure(
         &self,
         conv: &Conversation,
-        reason: String,
-        partial: String,
-        latency_ms: u64,
+        e: TurnError,
         agent: Option<AgentId>,
         first: bool,
-    ) -> Message {
-        tracing::warn!(conversation = %conv.id, reason = %reason, "AI reply failed");
+    ) -> Answer {
+        let upstream = e.upstream;
+        tracing::warn!(conversation = %conv.id, reason = %e.message, "AI reply failed");
+        let used = e.usage.prompt_tokens > 0 || e.usage.completion_tokens > 0;
+        let stats = TurnStats {
+            agent_id: agent.unwrap_or_else(|| conv.agent_id.clone()),
+            conversation_id: Some(conv.id.clone()),
+            outcome: Outcome::Failed,
+            prompt_tokens: e.usage.prompt_tokens,
+            completion_tokens: e.usage.completion_tokens,
+            latency_ms: e.latency_ms,
+            upstream_ms: e.upstream.as_millis() as u64,
+            new_conversation: first,
+        };
         let failed = Message {
             id: MessageId::new(),
             tenant_id: conv.tenant_id.clone(),
             conversation_id: conv.id.clone(),
             role: MessageRole::Ai,
-            content: partial,
+            content: e.partial,
             citations: vec![],
-            usage: None,
+            // Tokens spent on the steps before the failure (tool rounds) were still used.
+            usage: used.then_some(e.usage),
             status: MessageStatus::Failed,
-            error: Some(reason),
+            error: Some(e.message),
             author_id: None,
             created_at: now(),
         };
-        let stats = TurnStats {
-            agent_id: agent.unwrap_or_else(|| conv.agent_id.clone()),
-            conversation_id: Some(conv.id.clone()),
-            outcome: Outcome::Failed,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            latency_ms,
-            upstream_ms: 0,
-            new_conversation: first,
-        };
-        self.persist(&conv.tenant_id, failed, None, stats).await
+        self.persist(&conv.tenant_id, failed, None, stats, upstream)
+            .await
     }
 
     async fn persist(
@@ -211,19 +215,22 @@ impl Engine {
         msg: Message,
         handoff: Option<String>,
         stats: TurnStats,
-    ) -> Message {
+        upstream: Duration,
+    ) -> Answer {
         let svc = self.svc.clone();
         let (t, m) = (tenant.clone(), msg.clone());
         let r = tokio::task::spawn_blocking(move || {
-            svc.record_ai_message(&t, &m, handoff.as_deref())?;
-            svc.record_turn(&t, &stats)
+            svc.record_ai_reply(&t, &m, handoff.as_deref(), &stats)
         })
         .await;
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "storing the AI reply failed"),
             Err(e) => tracing::error!(error = %e, "storing the AI reply panicked"),
         }
-        msg
+        Answer {
+            message: msg,
+            upstream,
+        }
     }
 }

@@ -173,7 +173,10 @@ pub struct TestResponse {
     reply: String,
     citations: Vec<crate::model::Citation>,
     usage: crate::model::Usage,
+    /// The whole turn (retrieval, prompt, model calls), in ms.
     latency_ms: u64,
+    /// The part of `latencyMs` spent waiting for the model provider, in ms (fractional).
+    upstream_ms: f64,
     tool_calls: Vec<crate::agent::ToolCallRecord>,
     /// Set when the agent would hand the conversation to a person.
     handoff: Option<String>,
@@ -213,7 +216,7 @@ fn turn_for(
 
 /// The playground: ask the agent without creating a conversation. With `stream: true`, a
 /// Server-Sent Events stream: `delta` events `{content}`, then one `done` event with
-/// `{reply, citations, usage, latencyMs, toolCalls}` (or an `error` event).
+/// `{reply, citations, usage, latencyMs, upstreamMs, toolCalls}` (or an `error` event).
 #[utoipa::path(post, path = "/api/agents/{id}/test", tag = "agents", params(("id" = String, Path)), request_body = TestReq,
     responses((status = 200, body = TestResponse, description = "JSON, or text/event-stream when stream is true"), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn test(
@@ -246,6 +249,7 @@ pub async fn test(
             citations: res.citations,
             usage: res.usage,
             latency_ms: res.latency_ms,
+            upstream_ms: res.upstream.as_secs_f64() * 1000.0,
             tool_calls: res.tool_calls,
             handoff: res.handoff,
         })
@@ -275,6 +279,7 @@ pub async fn test(
                 citations: res.citations,
                 usage: res.usage,
                 latency_ms: res.latency_ms,
+                upstream_ms: res.upstream.as_secs_f64() * 1000.0,
                 tool_calls: res.tool_calls,
                 handoff: res.handoff,
             }),

@@ -222,6 +222,22 @@ pub struct PostMessageResponse {
     /// The AI agent's answer (status `failed` with an `error` when the model call failed);
     /// null for human messages, in human mode, or with `async: true`.
     reply: Option<Message>,
+    /// Where the time of this request went; only when `reply` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timing: Option<TurnTiming>,
+}
+
+/// Time spent on a request that produced an AI reply, in milliseconds (fractional).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnTiming {
+    /// From the parsed request to the stored reply: storing the message, retrieval,
+    /// prompt assembly, the model calls and storing the reply.
+    total_ms: f64,
+    /// Waiting for the model provider (every model call of the turn).
+    upstream_ms: f64,
+    /// `totalMs - upstreamMs`: the server's own share.
+    server_ms: f64,
 }
 
 /// Add a message. A customer message in AI mode makes the agent answer.
@@ -233,6 +249,7 @@ pub async fn post_message(
     Path(id): Path<String>,
     Json(r): Json<PostMessageReq>,
 ) -> ApiResult<impl IntoResponse> {
+    let started = std::time::Instant::now();
     let id = conversation_id(&id)?;
     let content = r.content;
     let role = r.role;
@@ -245,6 +262,7 @@ pub async fn post_message(
             axum::Json(PostMessageResponse {
                 message: posted.message,
                 reply: None,
+                timing: None,
             }),
         ));
     }
@@ -258,18 +276,26 @@ pub async fn post_message(
             axum::Json(PostMessageResponse {
                 message: posted.message,
                 reply: None,
+                timing: None,
             }),
         ));
     }
-    let reply = task.await.map_err(|e| {
+    let answer = task.await.map_err(|e| {
         tracing::error!(error = %e, "answer task failed");
         ApiError::internal()
     })?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let (total, upstream) = (started.elapsed(), answer.upstream);
     Ok((
         StatusCode::CREATED,
         axum::Json(PostMessageResponse {
             message: posted.message,
-            reply: Some(reply),
+            reply: Some(answer.message),
+            timing: Some(TurnTiming {
+                total_ms: ms(total),
+                upstream_ms: ms(upstream),
+                server_ms: ms(total.saturating_sub(upstream)),
+            }),
         }),
     ))
 }

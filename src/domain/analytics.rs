@@ -2,6 +2,7 @@
 
 use super::{Result, Services};
 use crate::model::{AgentAnalytics, AnalyticsEvent};
+use crate::store::WriteTx;
 use crate::types::*;
 
 /// How a turn ended.
@@ -42,6 +43,12 @@ pub struct TurnStats {
 impl Services {
     /// Adds a turn to the agent's rollup of today (UTC) and stores the raw event.
     pub fn record_turn(&self, tenant: &TenantId, s: &TurnStats) -> Result<()> {
+        self.store.write(|tx| Self::put_turn(tx, tenant, s))
+    }
+
+    /// [`record_turn`](Self::record_turn) inside a caller's transaction, so a turn's reply
+    /// and its analytics are one commit.
+    pub(crate) fn put_turn(tx: &WriteTx, tenant: &TenantId, s: &TurnStats) -> Result<()> {
         let now = now();
         let day = format!(
             "{:04}-{:02}-{:02}",
@@ -50,47 +57,45 @@ impl Services {
             now.day()
         );
         let id = format!("{}:{day}", s.agent_id);
-        self.store.write(|tx| {
-            let mut a = tx
-                .get::<AgentAnalytics>(tenant, &id)?
-                .unwrap_or_else(|| AgentAnalytics {
-                    id: id.clone(),
-                    tenant_id: tenant.clone(),
-                    agent_id: s.agent_id.clone(),
-                    day: day.clone(),
-                    turns: 0,
-                    failed_turns: 0,
-                    handoffs: 0,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    total_latency_ms: 0,
-                    conversations: 0,
-                });
-            a.turns += 1;
-            a.failed_turns += (s.outcome == Outcome::Failed) as u64;
-            a.handoffs += (s.outcome == Outcome::Handoff) as u64;
-            a.conversations += s.new_conversation as u64;
-            a.prompt_tokens += s.prompt_tokens as u64;
-            a.completion_tokens += s.completion_tokens as u64;
-            a.total_latency_ms += s.latency_ms;
-            tx.put(&a)?;
-            tx.put(&AnalyticsEvent {
-                id: AnalyticsEventId::new(),
+        let mut a = tx
+            .get::<AgentAnalytics>(tenant, &id)?
+            .unwrap_or_else(|| AgentAnalytics {
+                id: id.clone(),
                 tenant_id: tenant.clone(),
-                kind: "turn".into(),
-                agent_id: Some(s.agent_id.clone()),
-                conversation_id: s.conversation_id.clone(),
-                data: serde_json::json!({
-                    "outcome": s.outcome.as_str(),
-                    "promptTokens": s.prompt_tokens,
-                    "completionTokens": s.completion_tokens,
-                    "latencyMs": s.latency_ms,
-                    "upstreamMs": s.upstream_ms,
-                }),
-                created_at: now,
-            })?;
-            Ok(())
-        })
+                agent_id: s.agent_id.clone(),
+                day: day.clone(),
+                turns: 0,
+                failed_turns: 0,
+                handoffs: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                total_latency_ms: 0,
+                conversations: 0,
+            });
+        a.turns += 1;
+        a.failed_turns += (s.outcome == Outcome::Failed) as u64;
+        a.handoffs += (s.outcome == Outcome::Handoff) as u64;
+        a.conversations += s.new_conversation as u64;
+        a.prompt_tokens += s.prompt_tokens as u64;
+        a.completion_tokens += s.completion_tokens as u64;
+        a.total_latency_ms += s.latency_ms;
+        tx.put(&a)?;
+        tx.put(&AnalyticsEvent {
+            id: AnalyticsEventId::new(),
+            tenant_id: tenant.clone(),
+            kind: "turn".into(),
+            agent_id: Some(s.agent_id.clone()),
+            conversation_id: s.conversation_id.clone(),
+            data: serde_json::json!({
+                "outcome": s.outcome.as_str(),
+                "promptTokens": s.prompt_tokens,
+                "completionTokens": s.completion_tokens,
+                "latencyMs": s.latency_ms,
+                "upstreamMs": s.upstream_ms,
+            }),
+            created_at: now,
+        })?;
+        Ok(())
     }
 
     /// The daily rollups of an agent (oldest first).

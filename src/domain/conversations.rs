@@ -1,6 +1,7 @@
 //! Conversations and messages: the inbox rules (AI or human mode, assignment, close and
 //! reopen). Generating AI replies lives in agent/; this module stores what it decides.
 
+use super::analytics::TurnStats;
 use super::{Checks, Error, PageReq, Result, Services};
 use crate::auth::{Action, Caller};
 use crate::model::*;
@@ -252,13 +253,17 @@ impl Services {
 
     /// Stores the agent's answer (or its failure) and, on handoff, moves the conversation
     /// to pending_human.
-    pub fn record_ai_message(
+    pub fn record_ai_reply(
         &self,
         tenant: &TenantId,
         msg: &Message,
         handoff: Option<&str>,
+        stats: &TurnStats,
     ) -> Result<Conversation> {
+        // One durable commit for the reply, the conversation and the turn's analytics: each
+        // commit syncs the disk, and a turn used to make two of them here.
         self.store.write(|tx| {
+            Self::put_turn(tx, tenant, stats)?;
             let mut conv = Self::load_conversation(tx, tenant, &msg.conversation_id)?;
             tx.put(msg)?;
             conv.message_count += 1;

@@ -171,6 +171,58 @@ mod text {
     }
 
     #[test]
+    fn document_filters_covering_all_most_or_few_documents_are_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let (t, other) = (TenantId::new(), TenantId::new());
+        let docs: Vec<DocumentId> = (0..5).map(|_| DocumentId::new()).collect();
+        let gone = DocumentId::new();
+        let foreign = DocumentId::new();
+        let mut batch: Vec<TextDoc> = Vec::new();
+        for d in docs.iter().chain([&gone]) {
+            for i in 0..3 {
+                batch.push(tdoc(&t, d, &format!("widget manual part {i}"), &[]));
+            }
+        }
+        batch.push(tdoc(&other, &foreign, "widget manual", &[]));
+        idx.add(&batch).unwrap();
+        idx.delete_document(&t, &gone).unwrap();
+        let search = |documents: Vec<DocumentId>| {
+            let f = Filter {
+                documents: Some(documents),
+                agent: None,
+            };
+            let mut d: Vec<DocumentId> = idx
+                .search(&t, "widget manual", &f, 100)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.document)
+                .collect();
+            d.sort();
+            d.dedup();
+            d
+        };
+        let mut live = docs.clone();
+        live.sort();
+        // Every live document (plus a deleted, a foreign and an unknown one): no filter.
+        let mut all_docs = docs.clone();
+        all_docs.extend([gone.clone(), foreign.clone(), DocumentId::new()]);
+        assert_eq!(search(all_docs), live);
+        let unfiltered = idx.search(&t, "widget manual", &all(), 100).unwrap();
+        assert_eq!(unfiltered.len(), 15);
+        // Four of five (excluded by complement) and one of five (included).
+        let mut most = docs[1..].to_vec();
+        most.push(gone.clone());
+        let mut want = docs[1..].to_vec();
+        want.sort();
+        assert_eq!(search(most), want);
+        assert_eq!(search(vec![docs[2].clone()]), vec![docs[2].clone()]);
+        // Nothing live: nothing, even for another tenant's document.
+        assert!(search(vec![gone.clone()]).is_empty());
+        assert!(search(vec![foreign.clone()]).is_empty());
+    }
+
+    #[test]
     fn deletes_stick_across_reopen_and_add_replaces_by_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (TenantId::new(), TenantId::new());
@@ -368,6 +420,75 @@ mod vector {
             assert_eq!(hits.len(), 30);
             assert!(hits.iter().all(|h| want.contains(&h.document)));
             assert!(idx.search(&t, q, Some(&[]), 30).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_filter_covering_every_live_document_searches_like_no_filter() {
+        for params in [HnswParams::default(), small_graph()] {
+            let dir = tempfile::tempdir().unwrap();
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
+            let t = TenantId::new();
+            let docs: Vec<DocumentId> = (0..4).map(|_| DocumentId::new()).collect();
+            for (i, d) in docs.iter().enumerate() {
+                idx.insert(&t, &items(d, &vecs(20 + i as u64, 100)))
+                    .unwrap();
+            }
+            // Below the compaction threshold: the deleted document stays as tombstones.
+            let small = DocumentId::new();
+            idx.insert(&t, &items(&small, &vecs(30, 10))).unwrap();
+            idx.delete_document(&t, &small).unwrap();
+            // Every live document, in another order, with a duplicate, the deleted
+            // document and one the index never saw.
+            let mut all: Vec<DocumentId> = docs.iter().rev().cloned().collect();
+            all.extend([docs[0].clone(), small.clone(), DocumentId::new()]);
+            for q in vecs(31, 10).iter().chain(&vecs(30, 10)) {
+                let filtered = idx.search(&t, q, Some(&all), 20).unwrap();
+                let unfiltered = idx.search(&t, q, None, 20).unwrap();
+                assert_eq!(filtered, unfiltered);
+                assert_eq!(filtered.len(), 20);
+                assert!(filtered.iter().all(|h| h.document != small));
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_filter_returns_only_live_chunks_of_its_documents() {
+        for params in [HnswParams::default(), small_graph()] {
+            let dir = tempfile::tempdir().unwrap();
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
+            let t = TenantId::new();
+            let docs: Vec<DocumentId> = (0..4).map(|_| DocumentId::new()).collect();
+            let mut inserted = Vec::new();
+            for (i, d) in docs.iter().enumerate() {
+                let it = items(d, &vecs(40 + i as u64, 100));
+                idx.insert(&t, &it).unwrap();
+                inserted.push(it);
+            }
+            // Re-insert ten chunks of docs[2] under docs[0]: their old slots (in docs[2],
+            // which the filter allows) are tombstones that must not come back.
+            let moved: Vec<Item> = inserted[2][..10]
+                .iter()
+                .map(|(c, _, v)| (c.clone(), docs[0].clone(), v.clone()))
+                .collect();
+            idx.insert(&t, &moved).unwrap();
+            let gone = DocumentId::new();
+            idx.insert(&t, &items(&gone, &vecs(49, 10))).unwrap();
+            idx.delete_document(&t, &gone).unwrap();
+            let want = [docs[2].clone(), docs[3].clone(), gone.clone()];
+            for (i, q) in inserted[2].iter().map(|(_, _, v)| v).enumerate().take(30) {
+                let hits = idx.search(&t, q, Some(&want), 20).unwrap();
+                assert_eq!(hits.len(), 20);
+                assert!(
+                    hits.iter()
+                        .all(|h| h.document == docs[2] || h.document == docs[3])
+                );
+                assert!(hits.iter().all(|h| !moved.iter().any(|m| m.0 == h.chunk)));
+                if i >= 10 {
+                    // A chunk still in docs[2] is its own nearest neighbour.
+                    assert_eq!(hits[0].chunk, inserted[2][i].0);
+                }
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use super::{Error, MAX_K};
 use crate::types::{AgentId, ChunkId, DocumentId, TenantId};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
     Bm25StatisticsProvider, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery,
@@ -155,6 +155,8 @@ struct StatsCache {
     totals: HashMap<String, (u64, u64)>,
     /// (tenant, term) -> documents of the tenant containing the term
     doc_freqs: HashMap<(String, Term), u64>,
+    /// tenant -> `doc_key`s (`tenant/document`) with at least one live chunk
+    documents: HashMap<String, Arc<HashSet<String>>>,
 }
 
 const MAX_CACHED_TERMS: usize = 50_000;
@@ -335,13 +337,30 @@ impl TextIndex {
             ));
         }
         if let Some(docs) = &filter.documents {
-            if docs.is_empty() {
+            // Only the filter's documents that have live chunks matter. When they are all
+            // of the tenant's (an agent holding every document) the clause filters nothing
+            // and, like the tenant clause, would only turn off top-k pruning: dropped.
+            // When most are, excluding the few others reads fewer postings than including
+            // the many.
+            let live = self.tenant_documents(&searcher, tenant)?;
+            let wanted: HashSet<String> = docs
+                .iter()
+                .map(|d| key(tenant, d.as_str()))
+                .filter(|k| live.contains(k))
+                .collect();
+            if wanted.is_empty() {
                 return Ok(Vec::new());
             }
-            let keys = docs
-                .iter()
-                .map(|d| Term::from_field_text(f.doc_key, &key(tenant, d.as_str())));
-            clauses.push((Occur::Must, filter_clause(TermSetQuery::new(keys))));
+            if wanted.len() < live.len() {
+                let term = |k: &String| Term::from_field_text(f.doc_key, k);
+                if live.len() - wanted.len() < wanted.len() {
+                    let others = live.iter().filter(|k| !wanted.contains(*k)).map(term);
+                    clauses.push((Occur::MustNot, Box::new(TermSetQuery::new(others))));
+                } else {
+                    let keys = wanted.iter().map(term);
+                    clauses.push((Occur::Must, filter_clause(TermSetQuery::new(keys))));
+                }
+            }
         }
         if let Some(agent) = &filter.agent {
             clauses.push((
@@ -458,6 +477,56 @@ impl TextIndex {
             .totals
             .insert(name, (docs, tokens));
         Ok((docs, tokens))
+    }
+
+    /// `doc_key`s of one tenant's documents that have a live chunk in `searcher`, cached
+    /// per searcher generation. Reads the tenant's range of the `doc_key` term dictionary
+    /// (one term per document and segment), not the chunks.
+    fn tenant_documents(
+        &self,
+        searcher: &Searcher,
+        tenant: &TenantId,
+    ) -> Result<Arc<HashSet<String>>, Error> {
+        let generation = searcher.generation().generation_id();
+        if let Some(v) = self
+            .lock_stats()
+            .at(generation)
+            .documents
+            .get(tenant.as_str())
+        {
+            return Ok(Arc::clone(v));
+        }
+        // Keys are `tenant/document`; '0' is the byte after '/'.
+        let from = format!("{}/", tenant.as_str());
+        let to = format!("{}0", tenant.as_str());
+        let mut live = HashSet::new();
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.fields.doc_key)?;
+            let mut terms = inverted.terms().range().ge(&from).lt(&to).into_stream()?;
+            while terms.advance() {
+                let Ok(k) = std::str::from_utf8(terms.key()) else {
+                    continue;
+                };
+                if live.contains(k) {
+                    continue;
+                }
+                let mut postings = inverted
+                    .read_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)?;
+                let mut doc = postings.doc();
+                while doc != TERMINATED && segment.is_deleted(doc) {
+                    doc = postings.advance();
+                }
+                if doc != TERMINATED {
+                    live.insert(k.to_string());
+                }
+            }
+        }
+        let live = Arc::new(live);
+        self.lock_stats()
+            .at(generation)
+            .documents
+            .insert(tenant.as_str().to_string(), Arc::clone(&live));
+        Ok(live)
     }
 
     fn commit(&self, writer: &mut IndexWriter) -> Result<(), Error> {

@@ -121,7 +121,8 @@ impl TenantGraph {
 
 struct Slot {
     chunk: ChunkId,
-    document: DocumentId,
+    /// Index into `Tenant::docs`: a document filter tests slots by number, not by id.
+    doc: u32,
     alive: bool,
 }
 
@@ -133,7 +134,11 @@ struct Tenant {
     slots: Vec<Slot>,
     vectors: Vec<f32>,
     by_chunk: HashMap<ChunkId, u32>,
+    /// Live slots per document; a document is absent once it has none.
     by_doc: HashMap<DocumentId, Vec<u32>>,
+    /// Document numbers (interned ids) used by slots, stable until the next compaction.
+    docs: Vec<DocumentId>,
+    doc_nums: HashMap<DocumentId, u32>,
     dead: usize,
     /// Covers every slot when present.
     graph: Option<TenantGraph>,
@@ -161,10 +166,11 @@ impl Tenant {
             if self.by_chunk.get(&s.chunk) == Some(&slot) {
                 self.by_chunk.remove(&s.chunk);
             }
-            if let Some(list) = self.by_doc.get_mut(&s.document) {
+            let document = &self.docs[s.doc as usize];
+            if let Some(list) = self.by_doc.get_mut(document) {
                 list.retain(|&x| x != slot);
                 if list.is_empty() {
-                    self.by_doc.remove(&s.document);
+                    self.by_doc.remove(document);
                 }
             }
         }
@@ -176,21 +182,36 @@ impl Tenant {
         }
         let slot = u32::try_from(self.slots.len())
             .map_err(|_| Error::Invalid("too many vectors in one tenant".into()))?;
+        let doc = match self.doc_nums.get(&document) {
+            Some(&n) => n,
+            None => {
+                let n = u32::try_from(self.docs.len())
+                    .map_err(|_| Error::Invalid("too many documents in one tenant".into()))?;
+                self.docs.push(document.clone());
+                self.doc_nums.insert(document.clone(), n);
+                n
+            }
+        };
         self.vectors.extend_from_slice(v);
         self.by_chunk.insert(chunk.clone(), slot);
-        self.by_doc.entry(document.clone()).or_default().push(slot);
+        self.by_doc.entry(document).or_default().push(slot);
         self.slots.push(Slot {
             chunk,
-            document,
+            doc,
             alive: true,
         });
         Ok(slot)
+    }
+
+    fn document(&self, slot: &Slot) -> &DocumentId {
+        &self.docs[slot.doc as usize]
     }
 
     /// Drops dead slots, renumbers, and rebuilds the graph if the tenant is large enough.
     fn compact(&mut self, dims: usize, params: &HnswParams) {
         let old_slots = std::mem::take(&mut self.slots);
         let old_vectors = std::mem::take(&mut self.vectors);
+        let old_docs = std::mem::take(&mut self.docs);
         let mut fresh = Tenant {
             slots: Vec::with_capacity(old_slots.len() - self.dead),
             vectors: Vec::with_capacity((old_slots.len() - self.dead) * dims),
@@ -200,7 +221,8 @@ impl Tenant {
             if s.alive {
                 let v = &old_vectors[i * dims..(i + 1) * dims];
                 // Chunks are unique among live slots, so push never kills here.
-                let _ = fresh.push(s.chunk, s.document, v);
+                let document = old_docs[s.doc as usize].clone();
+                let _ = fresh.push(s.chunk, document, v);
             }
         }
         fresh.graph = None;
@@ -541,52 +563,52 @@ impl VectorIndex {
         }
         let mut scored: Vec<(f32, u32)> = match filter_docs {
             Some(docs) => {
-                let mut allowed: Vec<u32> = docs
-                    .iter()
-                    .filter_map(|d| t.by_doc.get(d))
-                    .flatten()
-                    .copied()
-                    .collect();
-                allowed.sort_unstable();
-                allowed.dedup();
+                // The filter's live documents, as a bitmap over document numbers (a few
+                // hundred bytes) rather than a list of every allowed slot: building that
+                // list cost several ms per query at 100k vectors.
+                let mut allowed = vec![false; t.docs.len()];
+                let mut chosen: Vec<&[u32]> = Vec::new();
+                let mut allowed_slots = 0usize;
+                for d in docs {
+                    let (Some(&n), Some(list)) = (t.doc_nums.get(d), t.by_doc.get(d)) else {
+                        continue;
+                    };
+                    if !std::mem::replace(&mut allowed[n as usize], true) {
+                        chosen.push(list);
+                        allowed_slots += list.len();
+                    }
+                }
                 // Filtered graph walks lose recall when few nodes pass; exact search over
                 // up to 1/8 of a large tenant is still cheaper than a bad answer.
                 let exact_limit = self.params.exact_max.max(t.live() / 8);
-                match &t.graph {
-                    Some(g) if allowed.len() > exact_limit => {
-                        let ids: Vec<usize> = allowed.iter().map(|&s| s as usize).collect();
-                        let ef = self.ef(k) * 2;
-                        g.with(|g| g.search_filter(&q, ef, ef, Some(&ids)))
+                if chosen.is_empty() {
+                    Vec::new()
+                } else if chosen.len() == t.by_doc.len() {
+                    // Every live document passes (an agent holding all of them): the
+                    // filter excludes nothing, so search without it.
+                    self.search_unfiltered(&t, &q, k)
+                } else if allowed_slots <= exact_limit || t.graph.is_none() {
+                    let slots = chosen.iter().flat_map(|l| l.iter().copied());
+                    exact(&t, &q, slots, k, self.dims)
+                } else {
+                    let ef = self.ef(k) * 2;
+                    let slots = &t.slots;
+                    let pass = |id: &usize| {
+                        slots
+                            .get(*id)
+                            .is_some_and(|s| s.alive && allowed[s.doc as usize])
+                    };
+                    match &t.graph {
+                        Some(g) => g
+                            .with(|g| g.search_filter(&q, ef, ef, Some(&pass)))
                             .into_iter()
                             .map(|n| (1.0 - n.distance, n.d_id as u32))
-                            .collect()
+                            .collect(),
+                        None => Vec::new(),
                     }
-                    _ => exact(&t, &q, allowed.into_iter(), k, self.dims),
                 }
             }
-            None => match &t.graph {
-                Some(g) if t.live() > self.params.exact_max => {
-                    let ef = self.ef(k);
-                    let slots = &t.slots;
-                    let mut found: Vec<(f32, u32)> = g
-                        .with(|g| g.search(&q, ef, ef))
-                        .into_iter()
-                        .filter(|n| slots.get(n.d_id).is_some_and(|s| s.alive))
-                        .map(|n| (1.0 - n.distance, n.d_id as u32))
-                        .collect();
-                    if found.len() < k && t.dead > 0 {
-                        // Tombstones crowded the candidate list: walk again, skipping them.
-                        let alive = |id: &usize| slots.get(*id).is_some_and(|s| s.alive);
-                        found = g
-                            .with(|g| g.search_filter(&q, ef, ef, Some(&alive)))
-                            .into_iter()
-                            .map(|n| (1.0 - n.distance, n.d_id as u32))
-                            .collect();
-                    }
-                    found
-                }
-                _ => exact(&t, &q, 0..t.slots.len() as u32, k, self.dims),
-            },
+            None => self.search_unfiltered(&t, &q, k),
         };
         scored.retain(|&(_, s)| t.slots.get(s as usize).is_some_and(|s| s.alive));
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -597,7 +619,7 @@ impl VectorIndex {
                 let slot = &t.slots[s as usize];
                 Hit {
                     chunk: slot.chunk.clone(),
-                    document: slot.document.clone(),
+                    document: t.document(slot).clone(),
                     score,
                 }
             })
@@ -627,6 +649,33 @@ impl VectorIndex {
             }
         }
         Ok(())
+    }
+
+    /// Top candidates of the whole tenant (live slots only, possibly more than `k`).
+    fn search_unfiltered(&self, t: &Tenant, q: &[f32], k: usize) -> Vec<(f32, u32)> {
+        match &t.graph {
+            Some(g) if t.live() > self.params.exact_max => {
+                let ef = self.ef(k);
+                let slots = &t.slots;
+                let mut found: Vec<(f32, u32)> = g
+                    .with(|g| g.search(q, ef, ef))
+                    .into_iter()
+                    .filter(|n| slots.get(n.d_id).is_some_and(|s| s.alive))
+                    .map(|n| (1.0 - n.distance, n.d_id as u32))
+                    .collect();
+                if found.len() < k && t.dead > 0 {
+                    // Tombstones crowded the candidate list: walk again, skipping them.
+                    let alive = |id: &usize| slots.get(*id).is_some_and(|s| s.alive);
+                    found = g
+                        .with(|g| g.search_filter(q, ef, ef, Some(&alive)))
+                        .into_iter()
+                        .map(|n| (1.0 - n.distance, n.d_id as u32))
+                        .collect();
+                }
+                found
+            }
+            _ => exact(t, q, 0..t.slots.len() as u32, k, self.dims),
+        }
     }
 
     fn ef(&self, k: usize) -> usize {
@@ -854,7 +903,7 @@ fn encode_meta(
     for s in &t.slots {
         b.push(u8::from(s.alive));
         put_str(&mut b, s.chunk.as_str());
-        put_str(&mut b, s.document.as_str());
+        put_str(&mut b, t.document(s).as_str());
     }
     b.extend_from_slice(&vectors_crc.to_le_bytes());
     put_str(&mut b, graph_name);

@@ -13,7 +13,7 @@ mod wire;
 
 pub use client::{ChatStream, Client, MAX_BODY, MAX_SSE_LINE, Provider};
 pub use error::Error;
-pub use tokens::{count_message_tokens, count_tokens};
+pub use tokens::{count_message_tokens, count_tokens, max_message_tokens};
 pub use types::{
     ChatMessage, ChatRequest, ChatResponse, Role, StreamEvent, ToolCall, ToolDef, Usage,
 };

@@ -40,18 +40,28 @@ pub fn count_tokens(model: &str, text: &str) -> usize {
 /// elsewhere).
 pub fn count_message_tokens(model: &str, msgs: &[ChatMessage]) -> usize {
     let bpe = bpe_for(model);
-    let count = |s: &str| {
+    message_tokens_with(msgs, |s| {
         if s.is_empty() {
             0
         } else {
             bpe.encode_ordinary(s).len()
         }
-    };
+    })
+}
+
+/// An upper bound of [`count_message_tokens`] for any model, without encoding: a BPE token
+/// covers at least one byte, so a text has at most as many tokens as bytes. When the bound
+/// already fits a budget, the exact count (a few ms for a full prompt) is not needed.
+pub fn max_message_tokens(msgs: &[ChatMessage]) -> usize {
+    message_tokens_with(msgs, str::len)
+}
+
+fn message_tokens_with(msgs: &[ChatMessage], count: impl Fn(&str) -> usize) -> usize {
     let mut total = REPLY_PRIMING;
     for m in msgs {
         total += TOKENS_PER_MESSAGE;
         total += 1; // the role
-        total += m.content.as_deref().map_or(0, count);
+        total += m.content.as_deref().map_or(0, &count);
         if let Some(name) = &m.name {
             total += TOKENS_PER_NAME + count(name);
         }
@@ -70,6 +80,18 @@ pub fn count_message_tokens(model: &str, msgs: &[ChatMessage]) -> usize {
 mod tests {
     use super::*;
     use crate::llm::ToolCall;
+
+    #[test]
+    fn the_byte_bound_is_never_below_the_count() {
+        let msgs = vec![
+            ChatMessage::system("You are helpful. Sources: [1] ..."),
+            ChatMessage::user("¿Dónde está la tienda? 東京 🙂 tiktoken is great!"),
+            ChatMessage::assistant("a"),
+        ];
+        for model in ["gpt-4o", "gpt-4", "llama3.1:8b"] {
+            assert!(max_message_tokens(&msgs) >= count_message_tokens(model, &msgs));
+        }
+    }
 
     #[test]
     fn known_counts() {

@@ -15,3 +15,4 @@ mod openai_api;
 mod smoke;
 mod system;
 mod tenants;
+mod turns;
