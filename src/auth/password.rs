@@ -4,8 +4,9 @@
 //! Every hash needs a 19 MiB work area. Computed on whatever thread calls, glibc keeps a
 //! freed work area cached in that thread's malloc arena, so after logins on many blocking
 //! threads the idle RSS grew by ~19 MiB per arena (hundreds of MB measured). All hashing
-//! therefore runs on ONE dedicated thread, which keeps ONE work area for its whole life
-//! (no 19 MiB allocate/free cycle at all). Hashes are standard PHC strings.
+//! therefore runs on ONE dedicated thread, which keeps ONE work area while it is busy (no
+//! 19 MiB allocate/free cycle per login) and gives it back after [`IDLE_RELEASE`] without
+//! work, so an idle server does not carry it. Hashes are standard PHC strings.
 //! Login throughput is bounded to one core's worth (~20/s), far above the auth rate limit.
 
 use argon2::password_hash::PasswordVerifier;
@@ -17,6 +18,12 @@ pub const MAX_LEN: usize = 256;
 
 type Task = Box<dyn FnOnce() + Send>;
 
+/// How long the hashing thread keeps its work area after the last hash.
+#[cfg(not(test))]
+pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(10);
+#[cfg(test)]
+pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Runs `f` on the hashing thread and waits for its result.
 fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     static TX: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Task>>> = OnceLock::new();
@@ -25,8 +32,15 @@ fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         std::thread::Builder::new()
             .name("password-hash".into())
             .spawn(move || {
-                while let Ok(task) = rx.recv() {
-                    task();
+                use std::sync::mpsc::RecvTimeoutError;
+                loop {
+                    match rx.recv_timeout(IDLE_RELEASE) {
+                        Ok(task) => task(),
+                        // Freed whole: a block this size is its own mapping, returned to
+                        // the OS (the next hash maps a fresh one).
+                        Err(RecvTimeoutError::Timeout) => WORK.with(|w| *w.borrow_mut() = Vec::new()),
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
                 }
             })
             .expect("BUG: cannot spawn the password hashing thread");
@@ -55,6 +69,11 @@ const PHC_PREFIX: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
 thread_local! {
     /// The hashing thread's reusable work area.
     static WORK: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Bytes of the hashing thread's work area right now (0 once released).
+pub fn work_area_bytes() -> usize {
+    on_hash_thread(|| WORK.with(|w| std::mem::size_of_val(w.borrow().as_slice())))
 }
 
 /// argon2id of `pw` with `salt` into 32 bytes, in the thread's reusable work area.
@@ -123,6 +142,23 @@ pub fn verify_dummy(password: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_work_area_is_given_back_when_idle() {
+        let h = super::hash("correct horse").unwrap();
+        assert!(super::verify("correct horse", &h));
+        // Other tests hash on the same thread, so wait for a quiet spell rather than once.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            std::thread::sleep(super::IDLE_RELEASE * 2);
+            if super::work_area_bytes() == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "work area never released");
+        }
+        // And comes back for the next hash.
+        assert!(super::verify("correct horse", &h));
+    }
+
     #[test]
     fn round_trip_and_phc_form() {
         let h = super::hash("correct horse").unwrap();
