@@ -2,12 +2,14 @@
 //!
 //! Pure functions over [`Hit`] lists; depends on nothing but `types`.
 //!
-//! The default (measured in `BENCHMARKS-index.md`) is a convex combination of z-scores
+//! The default (measured in `BENCHMARKS.md`) is a convex combination of z-scores
 //! whose vector weight follows the vector list's own confidence: the best cosine of the
 //! query. Z-scores alone make any list look decisive, including a dense list that matches
 //! nothing well (a query of rare words, names or codes); the top cosine says whether the
 //! embedding model recognised the query at all, so below a floor the ranking falls back to
-//! BM25 and above floor + span the vector list gets its full weight.
+//! BM25 and above floor + span the vector list gets its full weight. Short queries whose
+//! every term one of the first keyword hits contains (a lookup of a name or code) are
+//! ranked by the keyword list alone: see [`lookup_share`].
 
 use super::Hit;
 use crate::types::ChunkId;

@@ -33,7 +33,7 @@ const META_MAGIC: &[u8; 4] = b"AIGV";
 const META_VERSION: u32 = 1;
 const GRAPH_BASENAME: &str = "graph";
 
-/// HNSW and search tuning. The defaults are the ones measured in `BENCHMARKS-index.md`.
+/// HNSW and search tuning. The defaults are the ones measured in `BENCHMARKS.md`.
 #[derive(Clone, Debug)]
 pub struct HnswParams {
     /// Links per node (M). hnsw_rs exits the process above 256, so it is capped at 64.
