@@ -38,7 +38,9 @@ fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
                         Ok(task) => task(),
                         // Freed whole: a block this size is its own mapping, returned to
                         // the OS (the next hash maps a fresh one).
-                        Err(RecvTimeoutError::Timeout) => WORK.with(|w| *w.borrow_mut() = Vec::new()),
+                        Err(RecvTimeoutError::Timeout) => {
+                            WORK.with(|w| *w.borrow_mut() = Vec::new())
+                        }
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
                 }
@@ -153,7 +155,10 @@ mod tests {
             if super::work_area_bytes() == 0 {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "work area never released");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "work area never released"
+            );
         }
         // And comes back for the next hash.
         assert!(super::verify("correct horse", &h));
