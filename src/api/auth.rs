@@ -192,13 +192,8 @@ pub async fn refresh(
 pub async fn logout(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    body: axum::body::Bytes,
+    super::extract::OptionalJson(req): super::extract::OptionalJson<LogoutReq>,
 ) -> ApiResult<StatusCode> {
-    let req: LogoutReq = if body.iter().all(u8::is_ascii_whitespace) {
-        LogoutReq::default()
-    } else {
-        super::extract::parse_json(&body)?
-    };
     state
         .run(move |s| s.logout(&caller, req.refresh_token.as_deref()))
         .await?;

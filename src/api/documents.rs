@@ -406,15 +406,12 @@ pub async fn train(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    axum::Extension(limit): axum::Extension<super::extract::JsonLimit>,
+    body: axum::body::Body,
 ) -> ApiResult<impl IntoResponse> {
     require(&caller, Action::ManageAgents)?;
     let id = super::agents::agent_id(&id)?;
-    let req: TrainReq = if body.iter().all(u8::is_ascii_whitespace) {
-        TrainReq::default()
-    } else {
-        super::extract::parse_json(&body)?
-    };
+    let req: TrainReq = super::extract::optional_json(body, limit).await?;
     let k = state.knowledge.clone();
     let job = state
         .run(move |_| k.train_agent(&caller, &id, req.document_ids))

@@ -41,22 +41,57 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             ));
         }
         let _ = state;
-        let limit = req
-            .extensions()
-            .get::<JsonLimit>()
-            .map(|l| l.0)
-            .unwrap_or(1024 * 1024);
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the JSON body is larger than {limit} bytes"),
-                )
-            })?;
-        parse_json(&bytes).map(Json)
+        let limit = json_limit(&req);
+        parse_json(&read_limited(req.into_body(), limit).await?).map(Json)
     }
+}
+
+/// An optional JSON body (any Content-Type): empty or blank means `T::default()`; anything
+/// else is parsed as [`Json`] is, within the JSON limit (not the router-wide upload limit).
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = json_limit(&req);
+        optional_json(req.into_body(), limit)
+            .await
+            .map(OptionalJson)
+    }
+}
+
+/// [`OptionalJson`] for a handler that reads its body after other checks (so a refused
+/// caller hears 403 before any complaint about the body).
+pub async fn optional_json<T: DeserializeOwned + Default>(
+    body: axum::body::Body,
+    limit: JsonLimit,
+) -> Result<T, ApiError> {
+    let bytes = read_limited(body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&bytes)
+}
+
+fn json_limit(req: &Request) -> JsonLimit {
+    req.extensions()
+        .get::<JsonLimit>()
+        .copied()
+        .unwrap_or(JsonLimit(1024 * 1024))
+}
+
+async fn read_limited(
+    body: axum::body::Body,
+    JsonLimit(limit): JsonLimit,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the JSON body is larger than {limit} bytes"),
+        )
+    })
 }
 
 /// The JSON body limit, set on every request by the router (BODY_LIMIT_BYTES). The

@@ -74,7 +74,24 @@ async fn oversized_bodies_get_413_and_the_server_keeps_serving() {
         )
         .await;
     r.expect_err(413, "payload_too_large");
-    s.register("a@x.test", "A").await;
+    let a = s.register("a@x.test", "A").await;
+    // Optional bodies (logout, train) are held to the JSON limit too, not the upload limit.
+    let agent = s
+        .post("/api/agents", Some(&a.token), json!({"name": "Helper"}))
+        .await;
+    agent.expect(201);
+    let train = format!(
+        "/api/agents/{}/train",
+        agent.body["id"].as_str().expect("id")
+    );
+    for path in [train.as_str(), "/api/auth/logout"] {
+        s.post(path, Some(&a.token), json!({"documentIds": [], "pad": big}))
+            .await
+            .expect_err(413, "payload_too_large");
+    }
+    s.post("/api/auth/logout", Some(&a.token), json!({}))
+        .await
+        .expect(204);
 }
 
 #[tokio::test]
