@@ -228,13 +228,9 @@ pub async fn test(
     use axum::response::sse::{Event, KeepAlive, Sse};
     let id = agent_id(&id)?;
     let tenant = caller.tenant_id.clone();
+    // The stored record (sealed tool secrets included), for the engine.
     let stored = state
-        .run(move |s| {
-            s.get_agent(&caller, &id)?;
-            s.store
-                .read(|tx| tx.get::<Agent>(&caller.tenant_id, id.as_str()))?
-                .ok_or(crate::domain::Error::NotFound("agent"))
-        })
+        .run(move |s| s.find_agent(&caller, id.as_str()))
         .await?;
     let stream = r.stream;
     let turn = turn_for(stored, tenant, r)?;
