@@ -38,14 +38,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 #[path = "common/seed.rs"]
 mod seed;
-use seed::{PERTURB_SIGMA, SeedSpec, question, seed};
+use seed::{PERTURB_SIGMA, SeedArgs, question, seed};
 
 /// Upper bound of any single HTTP call of the benchmark.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,12 +55,7 @@ const MAX_TURNS_PER_LEVEL: usize = 50_000;
 
 #[derive(Clone)]
 struct Opts {
-    model_dir: PathBuf,
-    ort: PathBuf,
-    docs: usize,
-    chunks_per_doc: usize,
-    words: usize,
-    base_texts: usize,
+    seed: SeedArgs,
     delay_ms: u64,
     turns: usize,
     stream_turns: usize,
@@ -69,25 +63,9 @@ struct Opts {
     level_secs: u64,
 }
 
-impl Opts {
-    fn seed_spec(&self) -> SeedSpec {
-        SeedSpec {
-            docs: self.docs,
-            chunks_per_doc: self.chunks_per_doc,
-            words: self.words,
-            base_texts: self.base_texts,
-        }
-    }
-}
-
 fn parse_args() -> Result<Opts> {
     let mut o = Opts {
-        model_dir: PathBuf::from("/work/shared/models/all-MiniLM-L6-v2"),
-        ort: PathBuf::from("/work/shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
-        docs: 500,
-        chunks_per_doc: 200,
-        words: 110,
-        base_texts: 2000,
+        seed: SeedArgs::default(),
         delay_ms: 50,
         turns: 200,
         stream_turns: 100,
@@ -97,13 +75,10 @@ fn parse_args() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        if o.seed.take(&a, &mut value)? {
+            continue;
+        }
         match a.as_str() {
-            "--model-dir" => o.model_dir = PathBuf::from(value("--model-dir")?),
-            "--ort" => o.ort = PathBuf::from(value("--ort")?),
-            "--docs" => o.docs = value("--docs")?.parse()?,
-            "--chunks-per-doc" => o.chunks_per_doc = value("--chunks-per-doc")?.parse()?,
-            "--words" => o.words = value("--words")?.parse()?,
-            "--base-texts" => o.base_texts = value("--base-texts")?.parse()?,
             "--delay-ms" => o.delay_ms = value("--delay-ms")?.parse()?,
             "--turns" => o.turns = value("--turns")?.parse()?,
             "--stream-turns" => o.stream_turns = value("--stream-turns")?.parse()?,
@@ -121,10 +96,7 @@ fn parse_args() -> Result<Opts> {
             other => bail!("unknown argument `{other}` (try --help)"),
         }
     }
-    o.docs = o.docs.clamp(1, 1000); // an agent holds at most 1000 documents
-    o.chunks_per_doc = o.chunks_per_doc.clamp(1, 10_000);
-    o.words = o.words.clamp(5, 1000);
-    o.base_texts = o.base_texts.clamp(1, 100_000);
+    o.seed.clamp();
     o.turns = o.turns.clamp(1, 100_000);
     o.stream_turns = o.stream_turns.clamp(1, 100_000);
     o.level_secs = o.level_secs.clamp(1, 600);
@@ -464,8 +436,8 @@ async fn main() -> Result<()> {
         rate_limit_upload_per_min: 0,
         jwt_expires_in: "4h".into(),
         embeddings_provider: Some("onnx".into()),
-        embeddings_model_dir: Some(o.model_dir.clone()),
-        ort_dylib_path: Some(o.ort.clone()),
+        embeddings_model_dir: Some(o.seed.model_dir.clone()),
+        ort_dylib_path: Some(o.seed.ort.clone()),
         job_workers: 1,
         log_level: "warn".into(),
         shutdown_timeout_secs: 5,
@@ -529,15 +501,15 @@ async fn main() -> Result<()> {
 
     eprintln!(
         "seeding {} x {} chunks (VmRSS {:.0} MiB) ...",
-        o.docs,
-        o.chunks_per_doc,
+        o.seed.spec.docs,
+        o.seed.spec.chunks_per_doc,
         vm_rss_mib()
     );
     let seeded = {
         let (k, t, a) = (knowledge.clone(), tenant.clone(), agent.clone());
         let o2 = o.clone();
         tokio::task::spawn_blocking(move || {
-            seed(&k, &t, &a, &o2.seed_spec(), &|what: &str| {
+            seed(&k, &t, &a, &o2.seed.spec, &|what: &str| {
                 eprintln!("  VmRSS {:.0} MiB {what}", vm_rss_mib());
             })
         })
@@ -557,18 +529,18 @@ async fn main() -> Result<()> {
     println!("## Setup\n");
     println!(
         "- corpus: {} documents x {} chunks = {} chunks, ~{} words each, {:.1} MB of text",
-        o.docs,
-        o.chunks_per_doc,
+        o.seed.spec.docs,
+        o.seed.spec.chunks_per_doc,
         rep.chunks,
-        o.words,
+        o.seed.spec.words,
         rep.text_bytes as f64 / 1e6
     );
     println!(
         "- vectors: {} real embeddings (all-MiniLM-L6-v2, 384-d) of distinct synthetic texts, \
          each reused for ~{} chunks of the same topic with N(0, {PERTURB_SIGMA}) noise per \
          dimension, normalised",
-        o.base_texts,
-        rep.chunks / o.base_texts.max(1)
+        o.seed.spec.base_texts,
+        rep.chunks / o.seed.spec.base_texts.max(1)
     );
     println!(
         "- seeding: {:.1} s total (embedding base texts {:.1} s, store {:.1} s, text index {:.1} s, \

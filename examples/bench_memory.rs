@@ -42,44 +42,23 @@ use tokio::net::TcpListener;
 
 #[path = "common/seed.rs"]
 mod seed;
-use seed::{SeedSpec, question, seed};
+use seed::{SeedArgs, question, seed};
 
 /// Upper bound of a child process' run.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(1800);
 
 #[derive(Clone)]
 struct Opts {
-    model_dir: PathBuf,
-    ort: PathBuf,
-    docs: usize,
-    chunks_per_doc: usize,
-    words: usize,
-    base_texts: usize,
+    seed: SeedArgs,
     searches: usize,
     idle_secs: u64,
     /// `seed DIR` or `reopen DIR` in a child; None in the parent.
     phase: Option<(String, PathBuf)>,
 }
 
-impl Opts {
-    fn seed_spec(&self) -> SeedSpec {
-        SeedSpec {
-            docs: self.docs,
-            chunks_per_doc: self.chunks_per_doc,
-            words: self.words,
-            base_texts: self.base_texts,
-        }
-    }
-}
-
 fn parse_args() -> Result<Opts> {
     let mut o = Opts {
-        model_dir: PathBuf::from("/work/shared/models/all-MiniLM-L6-v2"),
-        ort: PathBuf::from("/work/shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
-        docs: 500,
-        chunks_per_doc: 200,
-        words: 110,
-        base_texts: 2000,
+        seed: SeedArgs::default(),
         searches: 50,
         idle_secs: 12,
         phase: None,
@@ -87,13 +66,10 @@ fn parse_args() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        if o.seed.take(&a, &mut value)? {
+            continue;
+        }
         match a.as_str() {
-            "--model-dir" => o.model_dir = PathBuf::from(value("--model-dir")?),
-            "--ort" => o.ort = PathBuf::from(value("--ort")?),
-            "--docs" => o.docs = value("--docs")?.parse()?,
-            "--chunks-per-doc" => o.chunks_per_doc = value("--chunks-per-doc")?.parse()?,
-            "--words" => o.words = value("--words")?.parse()?,
-            "--base-texts" => o.base_texts = value("--base-texts")?.parse()?,
             "--searches" => o.searches = value("--searches")?.parse()?,
             "--idle-secs" => o.idle_secs = value("--idle-secs")?.parse()?,
             "--phase" => {
@@ -108,10 +84,7 @@ fn parse_args() -> Result<Opts> {
             other => bail!("unknown argument `{other}` (try --help)"),
         }
     }
-    o.docs = o.docs.clamp(1, 1000);
-    o.chunks_per_doc = o.chunks_per_doc.clamp(1, 10_000);
-    o.words = o.words.clamp(5, 1000);
-    o.base_texts = o.base_texts.clamp(1, 100_000);
+    o.seed.clamp();
     o.searches = o.searches.clamp(1, 10_000);
     o.idle_secs = o.idle_secs.min(600);
     Ok(o)
@@ -168,8 +141,8 @@ fn config(o: &Opts, data: &Path) -> Config {
         rate_limit_upload_per_min: 0,
         jwt_expires_in: "4h".into(),
         embeddings_provider: Some("onnx".into()),
-        embeddings_model_dir: Some(o.model_dir.clone()),
-        ort_dylib_path: Some(o.ort.clone()),
+        embeddings_model_dir: Some(o.seed.model_dir.clone()),
+        ort_dylib_path: Some(o.seed.ort.clone()),
         job_workers: 1,
         log_level: "warn".into(),
         shutdown_timeout_secs: 5,
@@ -301,7 +274,7 @@ async fn phase_seed(o: &Opts, data: &Path) -> Result<()> {
     );
     let started = Instant::now();
     let (_docs, rep) = tokio::task::spawn_blocking(move || {
-        seed(&k, &t, &a, &o2.seed_spec(), &|what: &str| row("seed", what))
+        seed(&k, &t, &a, &o2.seed.spec, &|what: &str| row("seed", what))
     })
     .await??;
     row(
@@ -356,14 +329,14 @@ fn run_child(o: &Opts, phase: &str, data: &Path) -> Result<()> {
     cmd.args(["--phase", phase])
         .arg(data)
         .arg("--model-dir")
-        .arg(&o.model_dir)
+        .arg(&o.seed.model_dir)
         .arg("--ort")
-        .arg(&o.ort);
+        .arg(&o.seed.ort);
     for (k, v) in [
-        ("--docs", o.docs.to_string()),
-        ("--chunks-per-doc", o.chunks_per_doc.to_string()),
-        ("--words", o.words.to_string()),
-        ("--base-texts", o.base_texts.to_string()),
+        ("--docs", o.seed.spec.docs.to_string()),
+        ("--chunks-per-doc", o.seed.spec.chunks_per_doc.to_string()),
+        ("--words", o.seed.spec.words.to_string()),
+        ("--base-texts", o.seed.spec.base_texts.to_string()),
         ("--searches", o.searches.to_string()),
         ("--idle-secs", o.idle_secs.to_string()),
     ] {
@@ -404,11 +377,11 @@ fn main() -> Result<()> {
     println!(
         "corpus: {} documents x {} chunks, ~{} words each; vectors: {} real all-MiniLM-L6-v2 \
          embeddings, perturbed and reused (raw f32 vectors alone: {:.0} MiB)\n",
-        o.docs,
-        o.chunks_per_doc,
-        o.words,
-        o.base_texts,
-        (o.docs * o.chunks_per_doc * 384 * 4) as f64 / (1024.0 * 1024.0)
+        o.seed.spec.docs,
+        o.seed.spec.chunks_per_doc,
+        o.seed.spec.words,
+        o.seed.spec.base_texts,
+        (o.seed.spec.docs * o.seed.spec.chunks_per_doc * 384 * 4) as f64 / (1024.0 * 1024.0)
     );
     println!("| process | point | VmRSS MiB | RssAnon MiB | VmHWM (peak) MiB |");
     println!("|---|---|---|---|---|");

@@ -9,9 +9,64 @@ use aigentable::types::{AgentId, ChunkId, DocumentId, TenantId};
 use anyhow::{Result, anyhow};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The model and corpus options both seeding benchmarks take, with their defaults.
+#[derive(Clone)]
+pub struct SeedArgs {
+    pub model_dir: PathBuf,
+    pub ort: PathBuf,
+    pub spec: SeedSpec,
+}
+
+impl Default for SeedArgs {
+    fn default() -> Self {
+        SeedArgs {
+            model_dir: PathBuf::from("/work/shared/models/all-MiniLM-L6-v2"),
+            ort: PathBuf::from("/work/shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0"),
+            spec: SeedSpec {
+                docs: 500,
+                chunks_per_doc: 200,
+                words: 110,
+                base_texts: 2000,
+            },
+        }
+    }
+}
+
+impl SeedArgs {
+    /// Takes `flag` when it is one of these options, reading its value with `value`;
+    /// false for any other flag.
+    pub fn take(
+        &mut self,
+        flag: &str,
+        value: &mut dyn FnMut(&str) -> Result<String>,
+    ) -> Result<bool> {
+        match flag {
+            "--model-dir" => self.model_dir = PathBuf::from(value(flag)?),
+            "--ort" => self.ort = PathBuf::from(value(flag)?),
+            "--docs" => self.spec.docs = value(flag)?.parse()?,
+            "--chunks-per-doc" => self.spec.chunks_per_doc = value(flag)?.parse()?,
+            "--words" => self.spec.words = value(flag)?.parse()?,
+            "--base-texts" => self.spec.base_texts = value(flag)?.parse()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Bounds every option (an agent holds at most 1000 documents).
+    pub fn clamp(&mut self) {
+        let s = &mut self.spec;
+        s.docs = s.docs.clamp(1, 1000);
+        s.chunks_per_doc = s.chunks_per_doc.clamp(1, 10_000);
+        s.words = s.words.clamp(5, 1000);
+        s.base_texts = s.base_texts.clamp(1, 100_000);
+    }
+}
+
 /// What to seed.
+#[derive(Clone)]
 pub struct SeedSpec {
     /// Documents, each of `chunks_per_doc` chunks of about `words` words.
     pub docs: usize,
