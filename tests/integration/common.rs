@@ -124,6 +124,24 @@ impl Server {
         self.dir.path().to_path_buf()
     }
 
+    /// Stops the server and reads one agent's daily analytics rows from its store.
+    pub async fn stop_and_read_analytics(
+        self,
+        tenant_id: &str,
+        agent: &str,
+    ) -> Vec<aigentable::model::AgentAnalytics> {
+        let tenant = aigentable::types::TenantId::parse(tenant_id).expect("tenant id");
+        let dir = self.stop().await;
+        let store = aigentable::store::Store::open(dir.path(), 1 << 20).expect("open store");
+        store
+            .read(|tx| {
+                tx.scan::<aigentable::model::AgentAnalytics>(&tenant, None, |r| {
+                    r.agent_id.as_str() == agent
+                })
+            })
+            .expect("scan")
+    }
+
     pub async fn stop(mut self) -> Arc<tempfile::TempDir> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

@@ -984,16 +984,7 @@ async fn turns_are_counted_in_the_daily_rollup() {
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 4);
 
-    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
-    let dir = s.stop().await;
-    let store = aigentable::store::Store::open(dir.path(), 1 << 20).expect("open store");
-    let rows = store
-        .read(|tx| {
-            tx.scan::<aigentable::model::AgentAnalytics>(&tenant, None, |r| {
-                r.agent_id.as_str() == agent
-            })
-        })
-        .expect("scan");
+    let rows = s.stop_and_read_analytics(&a.tenant_id, &agent).await;
     assert_eq!(rows.len(), 1, "one day: {rows:?}");
     let day = &rows[0];
     assert_eq!(day.turns, 3, "{day:?}");

@@ -55,6 +55,17 @@ fn api_error(e: OpenAIError) -> (u16, async_openai::error::ApiError) {
     }
 }
 
+/// POST /v1/chat/completions with `body` as is, bypassing the SDK (which retries 5xx).
+async fn chat_raw(s: &Server, key: &str, body: Value) -> Resp {
+    send(
+        s.http
+            .post(format!("{}/v1/chat/completions", s.base))
+            .bearer_auth(key)
+            .json(&body),
+    )
+    .await
+}
+
 /// Asserts OpenAI's error shape on a raw response.
 #[track_caller]
 fn assert_openai_error(r: &Resp, status: u16, code: &str) {
@@ -214,28 +225,16 @@ async fn models_and_chat_completions_through_the_sdk() {
 
     // An upstream failure is a 502 for the caller (raw: the SDK would retry a 5xx).
     fake.push(Reply::rate_limited(3600));
-    let raw = send(
-        s.http
-            .post(format!("{}/v1/chat/completions", s.base))
-            .bearer_auth(&key)
-            .json(
-                &json!({"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}),
-            ),
+    let raw = chat_raw(
+        &s,
+        &key,
+        json!({"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
     assert_eq!(raw.status.as_u16(), 502, "{}", raw.text);
 
     // API turns count in the agent's analytics like conversation turns.
-    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
-    let dir = s.stop().await;
-    let store = aigentable::store::Store::open(dir.path(), 1 << 20).expect("open store");
-    let rows = store
-        .read(|tx| {
-            tx.scan::<aigentable::model::AgentAnalytics>(&tenant, None, |r| {
-                r.agent_id.as_str() == support_id
-            })
-        })
-        .expect("scan");
+    let rows = s.stop_and_read_analytics(&a.tenant_id, &support_id).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].turns, 5, "{rows:?}");
     assert_eq!(rows[0].failed_turns, 1, "{rows:?}");
@@ -269,13 +268,10 @@ async fn openai_errors_keep_openais_shape() {
         .await
         .expect_err("inactive model");
     assert_eq!(api_error(e).0, 404);
-    let raw = send(
-        s.http
-            .post(format!("{}/v1/chat/completions", s.base))
-            .bearer_auth(&key)
-            .json(
-                &json!({"model": "no-such-agent", "messages": [{"role": "user", "content": "hi"}]}),
-            ),
+    let raw = chat_raw(
+        &s,
+        &key,
+        json!({"model": "no-such-agent", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
     assert_openai_error(&raw, 404, "model_not_found");
@@ -295,25 +291,16 @@ async fn openai_errors_keep_openais_shape() {
     assert_eq!(api_error(e).0, 401);
     let raw = send(s.http.get(format!("{}/v1/models", s.base))).await;
     assert_openai_error(&raw, 401, "invalid_api_key");
-    let raw = send(
-        s.http
-            .post(format!("{}/v1/chat/completions", s.base))
-            .bearer_auth("ak_not-a-real-key")
-            .json(
-                &json!({"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}),
-            ),
+    let raw = chat_raw(
+        &s,
+        "ak_not-a-real-key",
+        json!({"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
     assert_openai_error(&raw, 401, "invalid_api_key");
 
     // Malformed requests: 400 in OpenAI's shape.
-    let raw = send(
-        s.http
-            .post(format!("{}/v1/chat/completions", s.base))
-            .bearer_auth(&key)
-            .json(&json!({"model": "support-bot", "messages": []})),
-    )
-    .await;
+    let raw = chat_raw(&s, &key, json!({"model": "support-bot", "messages": []})).await;
     assert_openai_error(&raw, 400, "invalid_request");
     let raw = send(
         s.http
@@ -344,13 +331,10 @@ async fn openai_errors_keep_openais_shape() {
 
     // Upstream failures: 502 in OpenAI's shape; streamed, an error chunk.
     fake.push(Reply::rate_limited(3600));
-    let raw = send(
-        s.http
-            .post(format!("{}/v1/chat/completions", s.base))
-            .bearer_auth(&key)
-            .json(
-                &json!({"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}),
-            ),
+    let raw = chat_raw(
+        &s,
+        &key,
+        json!({"model": "support-bot", "messages": [{"role": "user", "content": "hi"}]}),
     )
     .await;
     assert_openai_error(&raw, 502, "upstream_error");
@@ -358,12 +342,7 @@ async fn openai_errors_keep_openais_shape() {
     fake.push(Reply::BrokenStream);
     let raw = bounded(
         "a broken stream",
-        send(
-            s.http
-                .post(format!("{}/v1/chat/completions", s.base))
-                .bearer_auth(&key)
-                .json(&json!({"model": "support-bot", "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
-        ),
+        chat_raw(&s, &key, json!({"model": "support-bot", "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
     )
     .await;
     assert_eq!(raw.status.as_u16(), 200);

@@ -130,16 +130,7 @@ async fn a_turn_failing_after_tool_calls_counts_the_tokens_it_used() {
     assert!(prompt > 0 && completion > 0, "{}", r.text);
 
     // And in the agent's rollup.
-    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
-    let dir = s.stop().await;
-    let store = aigentable::store::Store::open(dir.path(), 1 << 20).expect("open store");
-    let rows = store
-        .read(|tx| {
-            tx.scan::<aigentable::model::AgentAnalytics>(&tenant, None, |r| {
-                r.agent_id.as_str() == agent
-            })
-        })
-        .expect("scan");
+    let rows = s.stop_and_read_analytics(&a.tenant_id, &agent).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].failed_turns, 1, "{rows:?}");
     assert_eq!(rows[0].prompt_tokens, prompt, "{rows:?}");
