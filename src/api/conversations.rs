@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Auth, Json, PageParams, Query, page_req};
+use super::extract::{Auth, Json, PageParams, Query, opt_id, page_req};
 use crate::domain::Paged;
 use crate::domain::conversations::{AssignTo, ConversationFilter};
 use crate::model::{Conversation, ConversationStatus, Customer, Message};
@@ -53,15 +53,6 @@ pub struct ConversationDetail {
 
 pub fn conversation_id(s: &str) -> ApiResult<ConversationId> {
     ConversationId::parse(s).ok_or_else(|| ApiError::invalid_id("id"))
-}
-
-fn opt_id<T>(v: Option<String>, name: &str, parse: fn(&str) -> Option<T>) -> ApiResult<Option<T>> {
-    match v.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => parse(&s)
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid_id(name)),
-    }
 }
 
 #[utoipa::path(post, path = "/api/conversations", tag = "conversations", request_body = CreateConversationReq,

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Auth, Json, PageParams, Query, page_req};
+use super::extract::{Auth, Json, PageParams, Query, opt_id, page_req};
 use crate::auth::{Action, Caller};
 use crate::domain::documents::DocumentFilter;
 use crate::domain::{Error as DomainError, Paged};
@@ -192,10 +192,7 @@ pub async fn list(
     Query(q): Query<DocumentListParams>,
 ) -> ApiResult<axum::Json<Paged<Document>>> {
     let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
-    let agent = match q.agent_id.filter(|s| !s.is_empty()) {
-        Some(a) => Some(AgentId::parse(&a).ok_or_else(|| ApiError::invalid_id("agentId"))?),
-        None => None,
-    };
+    let agent = opt_id(q.agent_id, "agentId", AgentId::parse)?;
     let f = DocumentFilter {
         status: q.status,
         agent_id: agent,

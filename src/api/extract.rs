@@ -2,7 +2,7 @@
 //! [`Query`] turn every framework rejection into the one error body.
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiResult};
 use crate::auth::Caller;
 use crate::domain::{ClientMeta, PageReq};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -271,4 +271,19 @@ pub fn double<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Ok(Some(Option::deserialize(d)?))
+}
+
+/// An optional id filter from a query string: absent or empty is `None`, anything else must
+/// parse (400 `invalid_id` naming `name` otherwise).
+pub fn opt_id<T>(
+    v: Option<String>,
+    name: &str,
+    parse: fn(&str) -> Option<T>,
+) -> ApiResult<Option<T>> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => parse(&s)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_id(name)),
+    }
 }
