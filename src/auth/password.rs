@@ -74,7 +74,8 @@ thread_local! {
 }
 
 /// Bytes of the hashing thread's work area right now (0 once released).
-pub fn work_area_bytes() -> usize {
+#[cfg(test)]
+fn work_area_bytes() -> usize {
     on_hash_thread(|| WORK.with(|w| std::mem::size_of_val(w.borrow().as_slice())))
 }
 
