@@ -6,6 +6,7 @@ use crate::index::TextDoc;
 use crate::ingest;
 use crate::jobs::{JobCtx, JobError, Jobs};
 use crate::model::*;
+use crate::store::chunk_key;
 use crate::store::{self, Index, make_ref};
 use crate::types::*;
 use sha2::{Digest, Sha256};
@@ -303,7 +304,7 @@ impl Knowledge {
                     for (c, v) in batch.iter().zip(vs) {
                         // Skip chunks deleted meanwhile.
                         if let Some(mut cur) =
-                            tx.get::<Chunk>(&t, &format!("{}/{}", c.document_id, c.id))?
+                            tx.get::<Chunk>(&t, &chunk_key(&c.document_id, &c.id))?
                         {
                             cur.vector = Some(v);
                             cur.embedding_model = Some(model.clone());

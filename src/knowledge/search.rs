@@ -6,6 +6,7 @@ use crate::agent::{Retrieve, Retrieved, Source};
 use crate::index::fusion::LOOKUP_HITS;
 use crate::index::{Filter, FusionParams, Hit, fuse_lookup, lookup_share};
 use crate::model::{Agent, Chunk, Document, RetrievalMode};
+use crate::store::chunk_key;
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -181,7 +182,7 @@ impl Knowledge {
         }
         let covered = self.svc.store.read(|tx| {
             for h in keyword.iter().take(LOOKUP_HITS) {
-                if let Some(c) = tx.get::<Chunk>(t, &format!("{}/{}", h.document, h.chunk))? {
+                if let Some(c) = tx.get::<Chunk>(t, &chunk_key(&h.document, &h.chunk))? {
                     let text = format!("{}\n{}", c.headings.join("\n"), c.text);
                     if self.text.coverage(query, &text).0 {
                         return Ok(true);
@@ -199,7 +200,7 @@ impl Knowledge {
             let mut names: HashMap<DocumentId, Option<String>> = HashMap::new();
             let mut out = Vec::with_capacity(hits.len());
             for h in hits {
-                let Some(c) = tx.get::<Chunk>(t, &format!("{}/{}", h.document, h.chunk))? else {
+                let Some(c) = tx.get::<Chunk>(t, &chunk_key(&h.document, &h.chunk))? else {
                     continue;
                 };
                 let name = match names.get(&h.document) {

@@ -97,6 +97,11 @@ impl Record for Tenant {
 }
 record!(TenantSettings, "tenant_settings", |_r| String::new());
 record!(User, "users", |r| r.id.to_string());
+/// The store key of a chunk: under its document, so a document's chunks are one range.
+pub fn chunk_key(document: &crate::types::DocumentId, chunk: &crate::types::ChunkId) -> String {
+    format!("{document}/{chunk}")
+}
+
 record!(Session, "sessions", |r| r.id.to_string());
 record!(Invitation, "invitations", |r| r.id.to_string());
 record!(PasswordReset, "password_resets", |r| r.id.to_string());
@@ -104,7 +109,7 @@ record!(ApiKey, "api_keys", |r| r.id.to_string());
 record!(Agent, "agents", |r| r.id.to_string());
 record!(AgentAnalytics, "agent_analytics", |r| r.id.clone());
 record!(Document, "documents", |r| r.id.to_string());
-record!(Chunk, "chunks", |r| format!("{}/{}", r.document_id, r.id));
+record!(Chunk, "chunks", |r| chunk_key(&r.document_id, &r.id));
 record!(Channel, "channels", |r| r.id.to_string());
 record!(Conversation, "conversations", |r| r.id.to_string());
 record!(Message, "messages", |r| format!(
