@@ -403,17 +403,35 @@ mod vector {
         }
     }
 
+    /// An index with four documents of 100 vectors each (seeds `seed..seed + 4`), and the
+    /// items inserted per document.
+    fn four_documents(
+        params: HnswParams,
+        seed: u64,
+    ) -> (
+        tempfile::TempDir,
+        VectorIndex,
+        TenantId,
+        Vec<DocumentId>,
+        Vec<Vec<Item>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
+        let t = TenantId::new();
+        let docs: Vec<DocumentId> = (0..4).map(|_| DocumentId::new()).collect();
+        let mut inserted = Vec::new();
+        for (i, d) in docs.iter().enumerate() {
+            let it = items(d, &vecs(seed + i as u64, 100));
+            idx.insert(&t, &it).unwrap();
+            inserted.push(it);
+        }
+        (dir, idx, t, docs, inserted)
+    }
+
     #[test]
     fn document_filter_restricts_results() {
         for params in [HnswParams::default(), small_graph()] {
-            let dir = tempfile::tempdir().unwrap();
-            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
-            let t = TenantId::new();
-            let docs: Vec<DocumentId> = (0..4).map(|_| DocumentId::new()).collect();
-            for (i, d) in docs.iter().enumerate() {
-                idx.insert(&t, &items(d, &vecs(10 + i as u64, 100)))
-                    .unwrap();
-            }
+            let (_dir, idx, t, docs, _) = four_documents(params, 10);
             let q = &vecs(99, 1)[0];
             let want = [docs[1].clone(), docs[3].clone()];
             let hits = idx.search(&t, q, Some(&want), 30).unwrap();
@@ -426,14 +444,7 @@ mod vector {
     #[test]
     fn a_filter_covering_every_live_document_searches_like_no_filter() {
         for params in [HnswParams::default(), small_graph()] {
-            let dir = tempfile::tempdir().unwrap();
-            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
-            let t = TenantId::new();
-            let docs: Vec<DocumentId> = (0..4).map(|_| DocumentId::new()).collect();
-            for (i, d) in docs.iter().enumerate() {
-                idx.insert(&t, &items(d, &vecs(20 + i as u64, 100)))
-                    .unwrap();
-            }
+            let (_dir, idx, t, docs, _) = four_documents(params, 20);
             // Below the compaction threshold: the deleted document stays as tombstones.
             let small = DocumentId::new();
             idx.insert(&t, &items(&small, &vecs(30, 10))).unwrap();
@@ -455,16 +466,7 @@ mod vector {
     #[test]
     fn a_partial_filter_returns_only_live_chunks_of_its_documents() {
         for params in [HnswParams::default(), small_graph()] {
-            let dir = tempfile::tempdir().unwrap();
-            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", params).unwrap();
-            let t = TenantId::new();
-            let docs: Vec<DocumentId> = (0..4).map(|_| DocumentId::new()).collect();
-            let mut inserted = Vec::new();
-            for (i, d) in docs.iter().enumerate() {
-                let it = items(d, &vecs(40 + i as u64, 100));
-                idx.insert(&t, &it).unwrap();
-                inserted.push(it);
-            }
+            let (_dir, idx, t, docs, inserted) = four_documents(params, 40);
             // Re-insert ten chunks of docs[2] under docs[0]: their old slots (in docs[2],
             // which the filter allows) are tombstones that must not come back.
             let moved: Vec<Item> = inserted[2][..10]
