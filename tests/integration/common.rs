@@ -172,6 +172,11 @@ impl Server {
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.req(Method::GET, path, Some(token), None).await
     }
+    /// POST /api/knowledge/search.
+    pub async fn search(&self, token: &str, body: Value) -> Resp {
+        self.post("/api/knowledge/search", Some(token), body).await
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
         self.req(Method::POST, path, token, Some(body)).await
     }

@@ -73,9 +73,8 @@ async fn upload_process_search_and_delete() {
 
     // Keyword search finds the right chunk, with document name and page.
     let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
+        .search(
+            &a.token,
             json!({"query": "how many vacation days", "mode": "keyword"}),
         )
         .await;
@@ -90,20 +89,13 @@ async fn upload_process_search_and_delete() {
             .contains("twenty-five")
     );
     let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
+        .search(
+            &a.token,
             json!({"query": "batteries warranty", "mode": "keyword"}),
         )
         .await;
     assert_eq!(r.body["data"][0]["page"], 2, "{}", r.text);
-    let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
-            json!({"query": "gadget price"}),
-        )
-        .await;
+    let r = s.search(&a.token, json!({"query": "gadget price"})).await;
     assert_eq!(r.body["data"][0]["documentName"], "prices.csv");
     assert!(
         r.body["data"][0]["text"]
@@ -113,9 +105,8 @@ async fn upload_process_search_and_delete() {
     );
     // documentIds restricts.
     let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
+        .search(
+            &a.token,
             json!({"query": "vacation days", "documentIds": [ids[1]]}),
         )
         .await;
@@ -165,9 +156,8 @@ async fn upload_process_search_and_delete() {
         .expect(204);
     assert!(!file.exists(), "the original is removed");
     let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
+        .search(
+            &a.token,
             json!({"query": "vacation days", "mode": "keyword"}),
         )
         .await;
@@ -311,9 +301,8 @@ async fn knowledge_is_isolated_between_tenants_and_roles() {
     rb.expect(202);
     wait_done(&s, &b.token, rb.body["data"][0]["id"].as_str().expect("id")).await;
     let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&b.token),
+        .search(
+            &b.token,
             json!({"query": "vacation days twenty-five", "mode": "keyword"}),
         )
         .await;
@@ -335,13 +324,9 @@ async fn knowledge_is_isolated_between_tenants_and_roles() {
     s.get(&format!("/api/documents/{id}"), &user.token)
         .await
         .expect(200);
-    s.post(
-        "/api/knowledge/search",
-        Some(&user.token),
-        json!({"query": "vacation"}),
-    )
-    .await
-    .expect(200);
+    s.search(&user.token, json!({"query": "vacation"}))
+        .await
+        .expect(200);
     upload(
         &s,
         &user.token,
@@ -393,9 +378,8 @@ async fn agents_restrict_search_and_train_attaches_documents() {
     let agent = s.get(&format!("/api/agents/{bot_id}"), &a.token).await;
     assert_eq!(agent.body["documentIds"], json!([hid]));
     let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
+        .search(
+            &a.token,
             json!({"query": "vacation", "agentId": bot_id, "mode": "keyword"}),
         )
         .await;
@@ -430,9 +414,8 @@ async fn agents_restrict_search_and_train_attaches_documents() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let r = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
+        .search(
+            &a.token,
             json!({"query": "parking", "agentId": bot_id, "mode": "keyword"}),
         )
         .await;
@@ -441,13 +424,9 @@ async fn agents_restrict_search_and_train_attaches_documents() {
         "{}",
         r.text
     );
-    s.post(
-        "/api/knowledge/search",
-        Some(&a.token),
-        json!({"query": "x", "mode": "vector"}),
-    )
-    .await
-    .expect_err(422, "embeddings_unavailable");
+    s.search(&a.token, json!({"query": "x", "mode": "vector"}))
+        .await
+        .expect_err(422, "embeddings_unavailable");
 }
 
 #[tokio::test]
@@ -464,9 +443,7 @@ async fn restart_keeps_documents_chunks_and_results() {
     let id = r.body["data"][0]["id"].as_str().expect("id").to_string();
     wait_done(&s, &a.token, &id).await;
     let q = json!({"query": "meals business trips", "mode": "keyword"});
-    let before = s
-        .post("/api/knowledge/search", Some(&a.token), q.clone())
-        .await;
+    let before = s.search(&a.token, q.clone()).await;
     let chunks_before = s
         .get(&format!("/api/documents/{id}/chunks"), &a.token)
         .await;
@@ -474,7 +451,7 @@ async fn restart_keeps_documents_chunks_and_results() {
     // A lost text index is rebuilt from the store at start.
     std::fs::remove_dir_all(dir.path().join("index/text")).expect("remove index");
     let s = start_in(dir, |_| {}).await;
-    let after = s.post("/api/knowledge/search", Some(&a.token), q).await;
+    let after = s.search(&a.token, q).await;
     assert_eq!(before.body["data"], after.body["data"]);
     assert_eq!(
         chunks_before.body,
@@ -555,11 +532,7 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
             .any(|h| h["text"].as_str().unwrap_or("").contains("twenty-five"))
     };
     let kw = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
-            json!({"query": question, "mode": "keyword"}),
-        )
+        .search(&a.token, json!({"query": question, "mode": "keyword"}))
         .await;
     assert!(
         !in_top3(&kw),
@@ -568,11 +541,7 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
     );
     for mode in ["vector", "hybrid"] {
         let r = s
-            .post(
-                "/api/knowledge/search",
-                Some(&a.token),
-                json!({"query": question, "mode": mode}),
-            )
+            .search(&a.token, json!({"query": question, "mode": mode}))
             .await;
         r.expect(200);
         assert_eq!(r.body["mode"], mode);
@@ -694,9 +663,8 @@ async fn embedding_settings_per_tenant_and_reembedding() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let v = s
-        .post(
-            "/api/knowledge/search",
-            Some(&a.token),
+        .search(
+            &a.token,
             json!({"query": "annual leave for staff", "mode": "vector"}),
         )
         .await;
