@@ -36,6 +36,9 @@ pub struct AiSettingsPatch {
 #[derive(Clone)]
 pub struct EffectiveAi {
     pub base_url: String,
+    /// The base URL is the tenant's own (not the operator's): it gets the outbound policy
+    /// for tenant-set URLs and never the operator's key.
+    pub tenant_url: bool,
     pub api_key: Option<String>,
     pub model: String,
     pub context_window: u32,
@@ -65,14 +68,25 @@ impl Services {
     }
 
     /// The chat provider of a tenant: its overrides, else the server configuration.
+    ///
+    /// The operator's `OPENAI_API_KEY` only ever goes to the operator's `OPENAI_BASE_URL`:
+    /// a tenant that points its base URL elsewhere without a key of its own calls without
+    /// one (the rule the embedding settings follow too).
     pub fn effective_ai(&self, tenant: &TenantId) -> Result<EffectiveAi> {
         let s = self.tenant_settings(tenant)?.ai;
+        let operator_url = self.config.openai_base_url.trim().trim_end_matches('/');
+        let tenant_url = s
+            .base_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/'))
+            .filter(|u| *u != operator_url);
         let api_key = match &s.api_key_sealed {
             Some(sealed) => Some(self.sealer.open(sealed).ok_or_else(|| {
                 Error::Internal(
                     "the stored model API key cannot be decrypted (data key changed?)".into(),
                 )
             })?),
+            None if tenant_url.is_some() => None,
             None => self
                 .config
                 .openai_api_key
@@ -80,6 +94,7 @@ impl Services {
                 .map(|k| k.expose().to_string()),
         };
         Ok(EffectiveAi {
+            tenant_url: tenant_url.is_some(),
             base_url: s
                 .base_url
                 .clone()

@@ -12,6 +12,7 @@ mod errors;
 mod knowledge;
 mod llm_client;
 mod openai_api;
+mod outbound;
 mod smoke;
 mod system;
 mod tenants;
