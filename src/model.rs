@@ -1,8 +1,10 @@
 //! The whole data model, as stored records. Every tenant-scoped record carries its tenant id
 //! and is keyed in the store by `(tenant_id, id)`, so a tenant's data is one key range.
 //!
-//! Records are what the store keeps; the API shapes its own views from them (a User's
-//! password hash, a key's hash and similar never leave the server).
+//! Records are what the store keeps, serialised whole (serde here describes the stored form,
+//! never what a client sees). The API shapes its own views from them in `api::views`; a
+//! record is never a response body, so a field added here never reaches a client by
+//! accident. Shared enums and request value types (`ToolSpec`, `Customer`) keep `ToSchema`.
 
 use crate::types::*;
 use serde::{Deserialize, Serialize};
@@ -10,7 +12,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 /// A business using the platform.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     pub id: TenantId,
@@ -123,7 +125,7 @@ impl std::fmt::Debug for Session {
 }
 
 /// An invitation to join a tenant; the token is only ever stored hashed.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Invitation {
     pub id: InvitationId,
@@ -131,8 +133,7 @@ pub struct Invitation {
     pub email: String,
     pub role: Role,
     pub name: Option<String>,
-    #[serde(skip_serializing, default)]
-    #[schema(ignore)]
+    /// Keyed hash of the token; the key of its row in the token index.
     pub token_hash: String,
     pub invited_by: Option<UserId>,
     #[serde(with = "time::serde::rfc3339")]
@@ -206,7 +207,7 @@ pub enum ActiveStatus {
 }
 
 /// An AI agent: personality, model settings, knowledge and tools.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
     pub id: AgentId,
@@ -277,7 +278,7 @@ fn default_method() -> String {
 }
 
 /// Per-agent, per-day rollup of conversation turns (latency, tokens, outcomes).
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentAnalytics {
     /// `<agentId>:<YYYY-MM-DD>`.
@@ -304,7 +305,7 @@ pub enum DocumentStatus {
 }
 
 /// An uploaded file of the knowledge base. The original lives content-addressed on disk.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Document {
     pub id: DocumentId,
@@ -489,7 +490,7 @@ pub enum ConversationMode {
     Human,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
     pub id: ConversationId,
@@ -528,7 +529,7 @@ pub enum MessageStatus {
     Failed,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Citation {
     pub document_id: DocumentId,
@@ -542,7 +543,7 @@ pub struct Citation {
     pub snippet: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub prompt_tokens: u32,
@@ -551,7 +552,7 @@ pub struct Usage {
 
 /// One message of a conversation. Keyed by `(tenant, conversationId/messageId)` so a
 /// conversation's messages are one ordered range.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: MessageId,
@@ -570,7 +571,7 @@ pub struct Message {
 }
 
 /// A live-update subscription (webhook target or socket room) of a tenant.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub id: SubscriptionId,
@@ -584,7 +585,7 @@ pub struct Subscription {
 }
 
 /// A raw analytics event (conversation started, message, handoff, resolution ...).
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalyticsEvent {
     pub id: AnalyticsEventId,
@@ -608,7 +609,7 @@ pub enum JobStatus {
 }
 
 /// A unit of durable background work; a restart resumes queued and running jobs.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: JobId,

@@ -3,9 +3,9 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, Query, page_req};
-use crate::domain::Paged;
+use super::views::{AgentView, CitationView, Paged, UsageView, paged};
 use crate::domain::agents::AgentInput;
-use crate::model::{ActiveStatus, Agent, RetrievalMode, ToolSpec};
+use crate::model::{ActiveStatus, RetrievalMode, ToolSpec};
 use crate::types::{AgentId, DocumentId};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -81,22 +81,22 @@ pub fn agent_id(s: &str) -> ApiResult<AgentId> {
 }
 
 #[utoipa::path(get, path = "/api/agents", tag = "agents", params(AgentListParams),
-    responses((status = 200, body = Paged<Agent>)))]
+    responses((status = 200, body = Paged<AgentView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Query(q): Query<AgentListParams>,
-) -> ApiResult<axum::Json<Paged<Agent>>> {
+) -> ApiResult<axum::Json<Paged<AgentView>>> {
     let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
     let status = q.status;
     let r = state
         .run(move |s| s.list_agents(&caller, status, &page))
         .await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 #[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = AgentReq,
-    responses((status = 201, body = Agent), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = AgentView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -105,36 +105,34 @@ pub async fn create(
     let a = state
         .run(move |s| s.create_agent(&caller, r.into()))
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(a)))
+    Ok((StatusCode::CREATED, axum::Json(AgentView::from(&a))))
 }
 
 #[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path)),
-    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Agent>> {
+) -> ApiResult<axum::Json<AgentView>> {
     let id = agent_id(&id)?;
-    Ok(axum::Json(
-        state.run(move |s| s.get_agent(&caller, &id)).await?,
-    ))
+    let a = state.run(move |s| s.get_agent(&caller, &id)).await?;
+    Ok(axum::Json(AgentView::from(&a)))
 }
 
 #[utoipa::path(put, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = AgentReq,
-    responses((status = 200, body = Agent), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
     Json(r): Json<AgentReq>,
-) -> ApiResult<axum::Json<Agent>> {
+) -> ApiResult<axum::Json<AgentView>> {
     let id = agent_id(&id)?;
-    Ok(axum::Json(
-        state
-            .run(move |s| s.update_agent(&caller, &id, r.into()))
-            .await?,
-    ))
+    let a = state
+        .run(move |s| s.update_agent(&caller, &id, r.into()))
+        .await?;
+    Ok(axum::Json(AgentView::from(&a)))
 }
 
 #[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path)),
@@ -171,8 +169,8 @@ pub struct TestReq {
 #[serde(rename_all = "camelCase")]
 pub struct TestResponse {
     reply: String,
-    citations: Vec<crate::model::Citation>,
-    usage: crate::model::Usage,
+    citations: Vec<CitationView>,
+    usage: UsageView,
     /// The whole turn (retrieval, prompt, model calls), in ms.
     latency_ms: u64,
     /// The part of `latencyMs` spent waiting for the model provider, in ms (fractional).
@@ -242,8 +240,8 @@ pub async fn test(
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", e.message))?;
         return Ok(axum::Json(TestResponse {
             reply: res.reply,
-            citations: res.citations,
-            usage: res.usage,
+            citations: res.citations.iter().map(CitationView::from).collect(),
+            usage: UsageView::from(&res.usage),
             latency_ms: res.latency_ms,
             upstream_ms: res.upstream.as_secs_f64() * 1000.0,
             tool_calls: res.tool_calls,
@@ -272,8 +270,8 @@ pub async fn test(
         let ev = match res {
             Ok(res) => Event::default().event("done").json_data(TestResponse {
                 reply: res.reply,
-                citations: res.citations,
-                usage: res.usage,
+                citations: res.citations.iter().map(CitationView::from).collect(),
+                usage: UsageView::from(&res.usage),
                 latency_ms: res.latency_ms,
                 upstream_ms: res.upstream.as_secs_f64() * 1000.0,
                 tool_calls: res.tool_calls,

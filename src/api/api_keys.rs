@@ -3,8 +3,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, PageParams, Query};
-use crate::domain::Paged;
-use crate::domain::api_keys::ApiKeyView;
+use super::views::{ApiKeyView, Paged};
 use crate::types::{ApiKeyId, Role};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -3,8 +3,8 @@
 use super::AppState;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{Auth, Client, Json};
+use super::views::TenantView;
 use crate::domain::auth::{RegisterInput, SignedIn, TokenPair, UserView};
-use crate::model::Tenant;
 use crate::types::Role;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -62,7 +62,7 @@ pub struct AcceptInviteReq {
 #[serde(rename_all = "camelCase")]
 pub struct AuthResponse {
     user: UserView,
-    tenant: Option<Tenant>,
+    tenant: Option<TenantView>,
     access_token: String,
     refresh_token: String,
     expires_in: u64,
@@ -72,7 +72,7 @@ impl From<SignedIn> for AuthResponse {
     fn from(s: SignedIn) -> Self {
         AuthResponse {
             user: UserView::from(&s.user),
-            tenant: s.tenant,
+            tenant: s.tenant.as_ref().map(TenantView::from),
             access_token: s.tokens.access_token,
             refresh_token: s.tokens.refresh_token,
             expires_in: s.tokens.expires_in,
@@ -93,7 +93,7 @@ pub struct RefreshResponse {
 pub struct MeResponse {
     /// Null when calling with an API key.
     user: Option<UserView>,
-    tenant: Option<Tenant>,
+    tenant: Option<TenantView>,
     role: Role,
     /// `session` or `apiKey`.
     via: &'static str,
@@ -291,7 +291,7 @@ pub async fn me(
     let (user, tenant) = state.run(move |s| s.me(&caller)).await?;
     Ok(axum::Json(MeResponse {
         user: user.as_ref().map(UserView::from),
-        tenant,
+        tenant: tenant.as_ref().map(TenantView::from),
         role,
         via,
     }))

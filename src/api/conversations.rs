@@ -3,9 +3,9 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, PageParams, Query, opt_id, page_req};
-use crate::domain::Paged;
+use super::views::{ConversationView, MessageView, Paged, paged};
 use crate::domain::conversations::{AssignTo, ConversationFilter};
-use crate::model::{Conversation, ConversationStatus, Customer, Message};
+use crate::model::{ConversationStatus, Customer};
 use crate::types::{AgentId, ChannelId, ConversationId, UserId};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -45,8 +45,8 @@ pub struct AssignReq {
 #[serde(rename_all = "camelCase")]
 pub struct ConversationDetail {
     #[serde(flatten)]
-    conversation: Conversation,
-    messages: Vec<Message>,
+    conversation: ConversationView,
+    messages: Vec<MessageView>,
     /// Pass as `cursor` to GET /api/conversations/{id}/messages for older messages.
     older_messages_cursor: Option<String>,
 }
@@ -56,7 +56,7 @@ pub fn conversation_id(s: &str) -> ApiResult<ConversationId> {
 }
 
 #[utoipa::path(post, path = "/api/conversations", tag = "conversations", request_body = CreateConversationReq,
-    responses((status = 201, body = Conversation), (status = 404, body = ErrorBody)))]
+    responses((status = 201, body = ConversationView), (status = 404, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -72,17 +72,17 @@ pub async fn create(
             )
         })
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(c)))
+    Ok((StatusCode::CREATED, axum::Json(ConversationView::from(&c))))
 }
 
 /// Conversations, newest first, filtered by status, agent, channel and assignee.
 #[utoipa::path(get, path = "/api/conversations", tag = "conversations", params(ConversationListParams),
-    responses((status = 200, body = Paged<Conversation>)))]
+    responses((status = 200, body = Paged<ConversationView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Query(q): Query<ConversationListParams>,
-) -> ApiResult<axum::Json<Paged<Conversation>>> {
+) -> ApiResult<axum::Json<Paged<ConversationView>>> {
     let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
     let f = ConversationFilter {
         status: q.status,
@@ -93,7 +93,7 @@ pub async fn list(
     let r = state
         .run(move |s| s.list_conversations(&caller, &f, &page))
         .await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 #[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path)),
@@ -118,10 +118,9 @@ pub async fn get(
             Ok((c, p))
         })
         .await?;
-    let mut messages = page.items;
-    messages.reverse();
+    let messages = page.items.iter().rev().map(MessageView::from).collect();
     Ok(axum::Json(ConversationDetail {
-        conversation,
+        conversation: ConversationView::from(&conversation),
         messages,
         older_messages_cursor: page.next,
     }))
@@ -129,13 +128,13 @@ pub async fn get(
 
 /// Messages, newest first; `cursor` pages towards older ones.
 #[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "conversations", params(("id" = String, Path), PageParams),
-    responses((status = 200, body = Paged<Message>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Paged<MessageView>), (status = 404, body = ErrorBody)))]
 pub async fn messages(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
     Query(p): Query<PageParams>,
-) -> ApiResult<axum::Json<Paged<Message>>> {
+) -> ApiResult<axum::Json<Paged<MessageView>>> {
     let id = conversation_id(&id)?;
     let page = p.to_req()?;
     if let Some(c) = &page.cursor
@@ -150,18 +149,18 @@ pub async fn messages(
     let r = state
         .run(move |s| s.list_messages(&caller, &id, &page))
         .await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 /// Hand the conversation to a person (`userId`: the AI stops answering) or back to an AI agent (`agentId`).
 #[utoipa::path(put, path = "/api/conversations/{id}/assign", tag = "conversations", params(("id" = String, Path)), request_body = AssignReq,
-    responses((status = 200, body = Conversation), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConversationView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn assign(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
     Json(r): Json<AssignReq>,
-) -> ApiResult<axum::Json<Conversation>> {
+) -> ApiResult<axum::Json<ConversationView>> {
     let id = conversation_id(&id)?;
     let to = match (
         opt_id(r.user_id, "userId", UserId::parse)?,
@@ -174,26 +173,24 @@ pub async fn assign(
                 .with_details(serde_json::json!({"fields": [{"field": "userId", "message": "give exactly one of userId or agentId"}]})));
         }
     };
-    Ok(axum::Json(
-        state
-            .run(move |s| s.assign_conversation(&caller, &id, to))
-            .await?,
-    ))
+    let c = state
+        .run(move |s| s.assign_conversation(&caller, &id, to))
+        .await?;
+    Ok(axum::Json(ConversationView::from(&c)))
 }
 
 #[utoipa::path(put, path = "/api/conversations/{id}/close", tag = "conversations", params(("id" = String, Path)),
-    responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody)))]
 pub async fn close(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Conversation>> {
+) -> ApiResult<axum::Json<ConversationView>> {
     let id = conversation_id(&id)?;
-    Ok(axum::Json(
-        state
-            .run(move |s| s.close_conversation(&caller, &id))
-            .await?,
-    ))
+    let c = state
+        .run(move |s| s.close_conversation(&caller, &id))
+        .await?;
+    Ok(axum::Json(ConversationView::from(&c)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -209,10 +206,10 @@ pub struct PostMessageReq {
 
 #[derive(Serialize, ToSchema)]
 pub struct PostMessageResponse {
-    message: Message,
+    message: MessageView,
     /// The AI agent's answer (status `failed` with an `error` when the model call failed);
     /// null for human messages, in human mode, or with `async: true`.
-    reply: Option<Message>,
+    reply: Option<MessageView>,
     /// Where the time of this request went; only when `reply` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     timing: Option<TurnTiming>,
@@ -251,7 +248,7 @@ pub async fn post_message(
         return Ok((
             StatusCode::CREATED,
             axum::Json(PostMessageResponse {
-                message: posted.message,
+                message: MessageView::from(&posted.message),
                 reply: None,
                 timing: None,
             }),
@@ -265,7 +262,7 @@ pub async fn post_message(
         return Ok((
             StatusCode::CREATED,
             axum::Json(PostMessageResponse {
-                message: posted.message,
+                message: MessageView::from(&posted.message),
                 reply: None,
                 timing: None,
             }),
@@ -280,8 +277,8 @@ pub async fn post_message(
     Ok((
         StatusCode::CREATED,
         axum::Json(PostMessageResponse {
-            message: posted.message,
-            reply: Some(answer.message),
+            message: MessageView::from(&posted.message),
+            reply: Some(MessageView::from(&answer.message)),
             timing: Some(TurnTiming {
                 total_ms: ms(total),
                 upstream_ms: ms(upstream),

@@ -3,12 +3,13 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, PageParams, Query, opt_id, page_req};
+use super::views::{ChunkView, DocumentView, JobView, Paged, paged};
 use crate::auth::{Action, Caller};
+use crate::domain::Error as DomainError;
 use crate::domain::documents::DocumentFilter;
-use crate::domain::{Error as DomainError, Paged};
 use crate::knowledge::pipeline::{Upload, UploadError};
 use crate::knowledge::{SearchMode, SearchQuery, SearchResult};
-use crate::model::{Document, DocumentStatus, Job};
+use crate::model::DocumentStatus;
 use crate::types::{AgentId, DocumentId, JobId};
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
@@ -32,7 +33,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 #[derive(Serialize, ToSchema)]
 pub struct DocumentList {
-    data: Vec<Document>,
+    data: Vec<DocumentView>,
 }
 
 /// Upload one or more files (`file` parts) and optionally `agentIds` (comma-separated or a
@@ -169,7 +170,7 @@ pub async fn upload(
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(DocumentList {
-            data: created.into_iter().map(|(d, _)| d).collect(),
+            data: created.iter().map(|(d, _)| DocumentView::from(d)).collect(),
         }),
     ))
 }
@@ -185,12 +186,12 @@ pub struct DocumentListParams {
 }
 
 #[utoipa::path(get, path = "/api/documents", tag = "knowledge", params(DocumentListParams),
-    responses((status = 200, body = Paged<Document>)))]
+    responses((status = 200, body = Paged<DocumentView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Query(q): Query<DocumentListParams>,
-) -> ApiResult<axum::Json<Paged<Document>>> {
+) -> ApiResult<axum::Json<Paged<DocumentView>>> {
     let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
     let agent = opt_id(q.agent_id, "agentId", AgentId::parse)?;
     let f = DocumentFilter {
@@ -200,19 +201,19 @@ pub async fn list(
     let r = state
         .run(move |s| s.list_documents(&caller, &f, &page))
         .await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 #[utoipa::path(get, path = "/api/documents/{id}", tag = "knowledge", params(("id" = String, Path)),
-    responses((status = 200, body = Document), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DocumentView), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Document>> {
+) -> ApiResult<axum::Json<DocumentView>> {
     let id = doc_id(&id)?;
     let d = state.run(move |s| s.get_document(&caller, &id)).await?;
-    Ok(axum::Json(d))
+    Ok(axum::Json(DocumentView::from(&d)))
 }
 
 /// Delete a document with its file, chunks, vectors and index entries (safe while processing).
@@ -239,8 +240,8 @@ pub async fn delete(
 
 #[derive(Serialize, ToSchema)]
 pub struct Reprocessing {
-    document: Document,
-    job: Job,
+    document: DocumentView,
+    job: JobView,
 }
 
 /// Run the pipeline again (e.g. after a model change).
@@ -262,20 +263,11 @@ pub async fn process(
     let (document, job) = r.ok_or(DomainError::NotFound("document"))?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(Reprocessing { document, job }),
+        axum::Json(Reprocessing {
+            document: DocumentView::from(&document),
+            job: JobView::from(&job),
+        }),
     ))
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ChunkView {
-    id: crate::types::ChunkId,
-    ordinal: u32,
-    text: String,
-    page: Option<u32>,
-    headings: Vec<String>,
-    token_count: u32,
-    embedding_model: Option<String>,
 }
 
 /// The chunks of a document, in order.
@@ -292,22 +284,7 @@ pub async fn chunks(
     let r = state
         .run(move |s| s.list_chunks(&caller, &id, &page))
         .await?;
-    Ok(axum::Json(Paged {
-        next_cursor: r.next,
-        data: r
-            .items
-            .into_iter()
-            .map(|c| ChunkView {
-                id: c.id,
-                ordinal: c.ordinal,
-                text: c.text,
-                page: c.page,
-                headings: c.headings,
-                token_count: c.token_count,
-                embedding_model: c.embedding_model,
-            })
-            .collect(),
-    }))
+    Ok(axum::Json(paged(r)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -377,15 +354,15 @@ pub async fn search(
 
 /// A background job (processing, training), for polling.
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "knowledge", params(("id" = String, Path)),
-    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
 pub async fn job(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Job>> {
+) -> ApiResult<axum::Json<JobView>> {
     let id = JobId::parse(&id).ok_or_else(|| ApiError::invalid_id("id"))?;
     let j = state.run(move |s| s.get_job(&caller, &id)).await?;
-    Ok(axum::Json(j))
+    Ok(axum::Json(JobView::from(&j)))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -398,7 +375,7 @@ pub struct TrainReq {
 
 /// Attach documents to an agent and (re)index those not ready yet. Answers the job.
 #[utoipa::path(post, path = "/api/agents/{id}/train", tag = "agents", params(("id" = String, Path)), request_body = TrainReq,
-    responses((status = 202, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 202, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn train(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -413,5 +390,5 @@ pub async fn train(
     let job = state
         .run(move |_| k.train_agent(&caller, &id, req.document_ids))
         .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(job)))
+    Ok((StatusCode::ACCEPTED, axum::Json(JobView::from(&job))))
 }

@@ -13,6 +13,7 @@ pub mod openai;
 pub mod ratelimit;
 pub mod settings;
 pub mod tenants;
+pub mod views;
 
 use crate::config::Config;
 use crate::domain::Services;

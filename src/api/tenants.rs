@@ -3,11 +3,10 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, PageParams, Query};
-use crate::domain::Paged;
-use crate::domain::auth::UserView;
+use super::views::{InvitationView, Paged, TenantView, UserView, paged};
 use crate::domain::tenants::TenantPatch;
 use crate::domain::users::UserPatch;
-use crate::model::{Invitation, Tenant, TenantStatus};
+use crate::model::TenantStatus;
 use crate::types::{InvitationId, Role, TenantId, UserId};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -43,7 +42,7 @@ pub struct InviteReq {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InviteResponse {
-    invitation: Invitation,
+    invitation: InvitationView,
     /// Link to hand to the invited person; contains the single-use token.
     invite_url: String,
     /// Whether the link was also emailed (SMTP configured).
@@ -58,20 +57,20 @@ pub struct UpdateUserReq {
 
 /// Tenants: all for a PLATFORM_ADMIN, one's own otherwise.
 #[utoipa::path(get, path = "/api/tenants", tag = "tenants", params(PageParams),
-    responses((status = 200, body = Paged<Tenant>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Paged<TenantView>), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Query(p): Query<PageParams>,
-) -> ApiResult<axum::Json<Paged<Tenant>>> {
+) -> ApiResult<axum::Json<Paged<TenantView>>> {
     let page = p.to_req()?;
     let r = state.run(move |s| s.list_tenants(&caller, &page)).await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 /// Create a tenant (PLATFORM_ADMIN).
 #[utoipa::path(post, path = "/api/tenants", tag = "tenants", request_body = CreateTenantReq,
-    responses((status = 201, body = Tenant), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, body = TenantView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -80,41 +79,39 @@ pub async fn create(
     let t = state
         .run(move |s| s.create_tenant(&caller, &r.name, r.slug.as_deref()))
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(t)))
+    Ok((StatusCode::CREATED, axum::Json(TenantView::from(&t))))
 }
 
 #[utoipa::path(get, path = "/api/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
-    responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Tenant>> {
+) -> ApiResult<axum::Json<TenantView>> {
     let id = tenant_id(&id)?;
-    Ok(axum::Json(
-        state.run(move |s| s.get_tenant(&caller, &id)).await?,
-    ))
+    let t = state.run(move |s| s.get_tenant(&caller, &id)).await?;
+    Ok(axum::Json(TenantView::from(&t)))
 }
 
 #[utoipa::path(put, path = "/api/tenants/{id}", tag = "tenants", params(("id" = String, Path)), request_body = UpdateTenantReq,
-    responses((status = 200, body = Tenant), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
     Json(r): Json<UpdateTenantReq>,
-) -> ApiResult<axum::Json<Tenant>> {
+) -> ApiResult<axum::Json<TenantView>> {
     let id = tenant_id(&id)?;
     let patch = TenantPatch {
         name: r.name,
         status: r.status,
         settings: r.settings,
     };
-    Ok(axum::Json(
-        state
-            .run(move |s| s.update_tenant(&caller, &id, patch))
-            .await?,
-    ))
+    let t = state
+        .run(move |s| s.update_tenant(&caller, &id, patch))
+        .await?;
+    Ok(axum::Json(TenantView::from(&t)))
 }
 
 /// Delete a tenant and every record and file of it.
@@ -188,7 +185,7 @@ pub async fn invite_user(
     Ok((
         StatusCode::CREATED,
         axum::Json(InviteResponse {
-            invitation: invited.invitation,
+            invitation: InvitationView::from(&invited.invitation),
             invite_url: invited.invite_url,
             emailed,
         }),
@@ -197,19 +194,19 @@ pub async fn invite_user(
 
 /// Pending and accepted invitations of a tenant.
 #[utoipa::path(get, path = "/api/tenants/{id}/invitations", tag = "tenants", params(("id" = String, Path), PageParams),
-    responses((status = 200, body = Paged<Invitation>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Paged<InvitationView>), (status = 404, body = ErrorBody)))]
 pub async fn list_invitations(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
     Query(p): Query<PageParams>,
-) -> ApiResult<axum::Json<Paged<Invitation>>> {
+) -> ApiResult<axum::Json<Paged<InvitationView>>> {
     let id = tenant_id(&id)?;
     let page = p.to_req()?;
     let r = state
         .run(move |s| s.list_invitations(&caller, &id, &page))
         .await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 /// Withdraw an invitation; its link stops working.

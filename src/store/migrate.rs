@@ -1,13 +1,19 @@
 //! Ordered schema migrations, run before the server binds its port.
+//!
+//! A step reads the data as the version it upgrades from wrote it, with frozen per-version
+//! types private to this module (`v3`, `v4`, ...), never with today's `crate::model` structs:
+//! those move on, and a migration must keep meaning what it meant when it was written. The
+//! frozen types name only the fields the step changes and carry every other field through
+//! untouched (`#[serde(flatten)]` into a JSON map). Table names are frozen here too.
 
-use super::{Error, Index, META, RECORD_TABLES, Record, Result, WriteTx, decode};
-use crate::model::Chunk;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use super::{Error, Index, META, RECORD_TABLES, RecordTable, Result};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -23,7 +29,70 @@ const STEPS: &[Step] = &[
     Step::Schema(v2_job_queue),
     Step::Schema(v3_tenant_settings),
     Step::Rewrite(v4_compact_vectors),
+    Step::Schema(v5_invitation_token_hashes),
 ];
+
+const CHUNKS: RecordTable = TableDefinition::new("chunks");
+const INVITATIONS: RecordTable = TableDefinition::new("invitations");
+const TENANT_SETTINGS: RecordTable = TableDefinition::new("tenant_settings");
+const IDX_INVITATION_TOKEN: super::IndexTable = TableDefinition::new("idx_invitation_token");
+
+/// Records as schema 3 wrote them.
+mod v3 {
+    use serde::Deserialize;
+
+    /// A chunk whose vector is a JSON number list.
+    #[derive(Deserialize)]
+    pub struct Chunk {
+        #[serde(default)]
+        pub vector: Option<Vec<f32>>,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+}
+
+/// Records as schema 4 wrote them.
+mod v4 {
+    use serde::{Deserialize, Serialize};
+
+    /// A chunk whose vector is base64 of little-endian f32s.
+    #[derive(Serialize)]
+    pub struct Chunk {
+        pub vector: Option<String>,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+
+    /// An invitation; schema 4 never wrote `tokenHash` (it was kept off the wire with
+    /// `skip_serializing`, which also kept it out of the store).
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Invitation {
+        #[serde(default)]
+        pub token_hash: Option<String>,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+}
+
+/// Records as schema 5 writes them.
+mod v5 {
+    use serde::Serialize;
+
+    /// An invitation with the keyed hash of its token (empty once no token index row
+    /// refers to it: accepted, or its row already gone).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Invitation {
+        pub token_hash: String,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+}
+
+fn corrupt(table: &'static str) -> impl Fn(serde_json::Error) -> Error {
+    move |source| Error::Corrupt { table, source }
+}
 
 /// Creates every table of the data model.
 fn v1_initial(tx: &redb::WriteTransaction) -> Result<()> {
@@ -44,19 +113,20 @@ fn v2_job_queue(tx: &redb::WriteTransaction) -> Result<()> {
 
 /// Adds per-tenant provider settings.
 fn v3_tenant_settings(tx: &redb::WriteTransaction) -> Result<()> {
-    tx.open_table(<crate::model::TenantSettings as super::Record>::TABLE)?;
+    tx.open_table(TENANT_SETTINGS)?;
     Ok(())
 }
 
 /// Rewrites every chunk so its vector is stored as base64 bytes instead of a JSON number
 /// list (about a third of the size), 1,000 chunks per transaction.
 fn v4_compact_vectors(db: &Database) -> Result<()> {
+    use base64::Engine as _;
     const BATCH: usize = 1_000;
     let mut after: Option<(String, String)> = None;
     loop {
         let tx = db.begin_write()?;
         let batch: Vec<(String, String, Vec<u8>)> = {
-            let t = tx.open_table(Chunk::TABLE)?;
+            let t = tx.open_table(CHUNKS)?;
             let lower = match &after {
                 Some((a, b)) => Bound::Excluded((a.as_str(), b.as_str())),
                 None => Bound::Unbounded,
@@ -70,19 +140,71 @@ fn v4_compact_vectors(db: &Database) -> Result<()> {
                 })
                 .collect::<Result<_>>()?
         };
-        let tx = WriteTx(tx);
-        for (_, _, bytes) in &batch {
-            if bytes.windows(10).any(|w| w == b"\"vector\":[") {
-                tx.put(&decode::<Chunk>(bytes)?)?;
+        {
+            let mut t = tx.open_table(CHUNKS)?;
+            for (tenant, id, bytes) in &batch {
+                if !bytes.windows(10).any(|w| w == b"\"vector\":[") {
+                    continue; // already compact (a re-run after a crash)
+                }
+                let old: v3::Chunk = serde_json::from_slice(bytes).map_err(corrupt("chunks"))?;
+                let new = v4::Chunk {
+                    vector: old.vector.map(|v| {
+                        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        base64::engine::general_purpose::STANDARD.encode(b)
+                    }),
+                    rest: old.rest,
+                };
+                let out = serde_json::to_vec(&new).map_err(corrupt("chunks"))?;
+                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
             }
         }
-        tx.0.commit()?;
+        tx.commit()?;
         let full = batch.len() == BATCH;
         match batch.into_iter().last() {
             Some((tenant, id, _)) if full => after = Some((tenant, id)),
             _ => return Ok(()),
         }
     }
+}
+
+/// Stores each invitation's token hash, which schema 4 dropped on write. The hash survives
+/// as the key of the invitation's row in the token index, so it is read back from there;
+/// index rows whose invitation no longer exists (left behind by revocations that removed
+/// the key "" instead of the real one) are removed.
+fn v5_invitation_token_hashes(tx: &redb::WriteTransaction) -> Result<()> {
+    let mut idx = tx.open_table(IDX_INVITATION_TOKEN)?;
+    let mut by_ref: HashMap<String, String> = HashMap::new();
+    for e in idx.iter()? {
+        let (k, v) = e?;
+        by_ref.insert(v.value().to_string(), k.value().to_string());
+    }
+    let mut invitations = tx.open_table(INVITATIONS)?;
+    let rows: Vec<(String, String, Vec<u8>)> = invitations
+        .iter()?
+        .map(|e| {
+            let (k, v) = e?;
+            let (tenant, id) = k.value();
+            Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    for (tenant, id, bytes) in rows {
+        let old: v4::Invitation = serde_json::from_slice(&bytes).map_err(corrupt("invitations"))?;
+        let hash = by_ref
+            .remove(&format!("{tenant}/{id}"))
+            .or(old.token_hash.filter(|h| !h.is_empty()))
+            .unwrap_or_default();
+        let new = v5::Invitation {
+            token_hash: hash,
+            rest: old.rest,
+        };
+        let out = serde_json::to_vec(&new).map_err(corrupt("invitations"))?;
+        invitations.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+    }
+    // What is left in `by_ref` points at invitations that are gone.
+    for hash in by_ref.values() {
+        idx.remove(hash.as_str())?;
+    }
+    Ok(())
 }
 
 pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
@@ -115,4 +237,86 @@ pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
         tracing::info!(from = i, to, "migrated store schema");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Store, WriteTx};
+    use super::*;
+    use crate::model::Invitation;
+    use crate::types::*;
+
+    fn invitation(t: &TenantId) -> Invitation {
+        Invitation {
+            id: InvitationId::new(),
+            tenant_id: t.clone(),
+            email: "new@example.com".into(),
+            role: Role::TenantUser,
+            name: None,
+            token_hash: "hash-of-live-token".into(),
+            invited_by: None,
+            created_at: now(),
+            expires_at: now(),
+            accepted_at: None,
+        }
+    }
+
+    #[test]
+    fn schema_4_invitations_get_their_hash_back_and_orphan_token_rows_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new();
+        let live = invitation(&t);
+        {
+            // Written the way schema 4 wrote them: no tokenHash in the record, the hash only
+            // as the key of the index row; plus a row left behind by a revocation.
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let tx = store.db.begin_write().unwrap();
+            {
+                let mut v = serde_json::to_value(&live).unwrap();
+                v.as_object_mut().unwrap().remove("tokenHash");
+                let mut table = tx.open_table(INVITATIONS).unwrap();
+                table
+                    .insert(
+                        (t.as_str(), live.id.as_str()),
+                        serde_json::to_vec(&v).unwrap().as_slice(),
+                    )
+                    .unwrap();
+                let mut idx = tx.open_table(IDX_INVITATION_TOKEN).unwrap();
+                idx.insert("hash-of-live-token", format!("{t}/{}", live.id).as_str())
+                    .unwrap();
+                idx.insert(
+                    "hash-of-revoked-token",
+                    format!("{t}/{}", InvitationId::new()).as_str(),
+                )
+                .unwrap();
+            }
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 4)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let back: Invitation = store
+            .read(|tx| tx.get(&t, live.id.as_str()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.token_hash, "hash-of-live-token");
+        assert_eq!(back.email, live.email);
+        let rows = store
+            .read(|tx| tx.index_entries(Index::InvitationToken, None, 10))
+            .unwrap();
+        assert_eq!(
+            rows,
+            [("hash-of-live-token".to_string(), format!("{t}/{}", live.id))]
+        );
+        // Written whole now: the hash survives another write and read.
+        store.write(|tx: &WriteTx| tx.put(&back)).unwrap();
+        let again: Invitation = store
+            .read(|tx| tx.get(&t, live.id.as_str()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.token_hash, "hash-of-live-token");
+    }
 }

@@ -6,6 +6,7 @@ mod fake_openai;
 mod agents;
 mod api_keys;
 mod auth;
+mod contract;
 mod conversations;
 mod engine;
 mod errors;

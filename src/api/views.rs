@@ -1,0 +1,521 @@
+//! What clients see: every JSON response body of the API is one of these types (or one of
+//! the views re-exported at the end, which other layers already shape from records).
+//!
+//! The records of `crate::model` are what the store keeps; they do not derive `ToSchema` and
+//! are never serialised to a client. Each view here is built from its record by an explicit
+//! `From` conversion that names every field it copies, so a record that gains a field (a hash,
+//! a job payload, a sealed secret) changes nothing on the wire until someone adds it here.
+//! Depends on `model` and `types` only.
+
+use crate::model::{
+    ActiveStatus, Agent, Chunk, Citation, Conversation, ConversationMode, ConversationStatus,
+    Customer, Document, DocumentStatus, HttpTool, Invitation, Job, JobStatus, Message, MessageRole,
+    MessageStatus, RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage,
+};
+use crate::types::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+pub use crate::domain::Paged;
+pub use crate::domain::api_keys::ApiKeyView;
+pub use crate::domain::auth::UserView;
+pub use crate::domain::settings::AiSettingsView;
+pub use crate::knowledge::SearchResult;
+pub use crate::knowledge::settings::EmbeddingSettingsView;
+
+/// Shown instead of a tool header's value: header values are secrets. The domain takes the
+/// same mask back on update to mean "keep the stored value".
+pub use crate::domain::agents::MASK as HEADER_MASK;
+
+/// Maps a page of records to a page of views.
+pub fn paged<R, V: ToSchema + for<'a> From<&'a R>>(p: crate::store::Page<R>) -> Paged<V> {
+    Paged {
+        data: p.items.iter().map(V::from).collect(),
+        next_cursor: p.next,
+    }
+}
+
+/// A tenant (business).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    pub id: TenantId,
+    pub name: String,
+    pub slug: String,
+    pub status: TenantStatus,
+    /// Free-form settings of the tenant (JSON object).
+    pub settings: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(t: &Tenant) -> Self {
+        TenantView {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            slug: t.slug.clone(),
+            status: t.status,
+            settings: t.settings.clone(),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// An invitation (never its token or the token's hash).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvitationView {
+    pub id: InvitationId,
+    pub tenant_id: TenantId,
+    pub email: String,
+    pub role: Role,
+    pub name: Option<String>,
+    pub invited_by: Option<UserId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub accepted_at: Option<OffsetDateTime>,
+}
+
+impl From<&Invitation> for InvitationView {
+    fn from(i: &Invitation) -> Self {
+        InvitationView {
+            id: i.id.clone(),
+            tenant_id: i.tenant_id.clone(),
+            email: i.email.clone(),
+            role: i.role,
+            name: i.name.clone(),
+            invited_by: i.invited_by.clone(),
+            created_at: i.created_at,
+            expires_at: i.expires_at,
+            accepted_at: i.accepted_at,
+        }
+    }
+}
+
+/// An AI agent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentView {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub slug: String,
+    pub description: Option<String>,
+    pub system_prompt: String,
+    pub model: Option<String>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub top_k: u32,
+    pub retrieval_mode: RetrievalMode,
+    pub document_ids: Vec<DocumentId>,
+    pub greeting: Option<String>,
+    pub fallback_message: Option<String>,
+    pub language: Option<String>,
+    pub tools: Vec<ToolView>,
+    pub status: ActiveStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(a: &Agent) -> Self {
+        AgentView {
+            id: a.id.clone(),
+            tenant_id: a.tenant_id.clone(),
+            name: a.name.clone(),
+            slug: a.slug.clone(),
+            description: a.description.clone(),
+            system_prompt: a.system_prompt.clone(),
+            model: a.model.clone(),
+            temperature: a.temperature,
+            max_tokens: a.max_tokens,
+            top_k: a.top_k,
+            retrieval_mode: a.retrieval_mode,
+            document_ids: a.document_ids.clone(),
+            greeting: a.greeting.clone(),
+            fallback_message: a.fallback_message.clone(),
+            language: a.language.clone(),
+            tools: a.tools.iter().map(ToolView::from).collect(),
+            status: a.status,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// A tool an agent may call, as shown (header values masked).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToolView {
+    /// Search the agent's knowledge again with the model's own query.
+    SearchKnowledge,
+    /// Hand the conversation to a person (status pending_human) with a reason.
+    HandoffToHuman,
+    /// A tenant-defined HTTP endpoint, called server-side.
+    Http(HttpToolView),
+}
+
+impl From<&ToolSpec> for ToolView {
+    fn from(t: &ToolSpec) -> Self {
+        match t {
+            ToolSpec::SearchKnowledge => ToolView::SearchKnowledge,
+            ToolSpec::HandoffToHuman => ToolView::HandoffToHuman,
+            ToolSpec::Http(h) => ToolView::Http(HttpToolView::from(h)),
+        }
+    }
+}
+
+/// A tenant-defined HTTP tool; header values are always the mask `********`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpToolView {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
+    pub url: String,
+    pub method: String,
+    /// Header names with masked values; send the mask back to keep a stored value.
+    pub headers: BTreeMap<String, String>,
+    pub allow_private_network: bool,
+    pub timeout_ms: Option<u64>,
+}
+
+impl From<&HttpTool> for HttpToolView {
+    fn from(h: &HttpTool) -> Self {
+        HttpToolView {
+            name: h.name.clone(),
+            description: h.description.clone(),
+            parameters: h.parameters.clone(),
+            url: h.url.clone(),
+            method: h.method.clone(),
+            headers: h
+                .headers
+                .keys()
+                .map(|k| (k.clone(), HEADER_MASK.to_string()))
+                .collect(),
+            allow_private_network: h.allow_private_network,
+            timeout_ms: h.timeout_ms,
+        }
+    }
+}
+
+/// An uploaded document of the knowledge base.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentView {
+    pub id: DocumentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub mime_type: String,
+    pub size_bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    pub status: DocumentStatus,
+    /// 0-100.
+    pub progress: u8,
+    pub error: Option<String>,
+    pub pages: Option<u32>,
+    pub chunk_count: u32,
+    pub title: Option<String>,
+    pub author: Option<String>,
+    pub agent_ids: Vec<AgentId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub processed_at: Option<OffsetDateTime>,
+}
+
+impl From<&Document> for DocumentView {
+    fn from(d: &Document) -> Self {
+        DocumentView {
+            id: d.id.clone(),
+            tenant_id: d.tenant_id.clone(),
+            name: d.name.clone(),
+            mime_type: d.mime_type.clone(),
+            size_bytes: d.size_bytes,
+            sha256: d.sha256.clone(),
+            status: d.status,
+            progress: d.progress,
+            error: d.error.clone(),
+            pages: d.pages,
+            chunk_count: d.chunk_count,
+            title: d.title.clone(),
+            author: d.author.clone(),
+            agent_ids: d.agent_ids.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            processed_at: d.processed_at,
+        }
+    }
+}
+
+/// A retrievable piece of a document (never its vector).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkView {
+    pub id: ChunkId,
+    pub ordinal: u32,
+    pub text: String,
+    pub page: Option<u32>,
+    pub headings: Vec<String>,
+    pub token_count: u32,
+    pub embedding_model: Option<String>,
+}
+
+impl From<&Chunk> for ChunkView {
+    fn from(c: &Chunk) -> Self {
+        ChunkView {
+            id: c.id.clone(),
+            ordinal: c.ordinal,
+            text: c.text.clone(),
+            page: c.page,
+            headings: c.headings.clone(),
+            token_count: c.token_count,
+            embedding_model: c.embedding_model.clone(),
+        }
+    }
+}
+
+/// A background job, for polling (never its payload or attempt count).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    /// `process_document`, `train_agent`, ...
+    pub kind: String,
+    pub status: JobStatus,
+    /// 0-100.
+    pub progress: u8,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<&Job> for JobView {
+    fn from(j: &Job) -> Self {
+        JobView {
+            id: j.id.clone(),
+            tenant_id: j.tenant_id.clone(),
+            kind: j.kind.clone(),
+            status: j.status,
+            progress: j.progress,
+            error: j.error.clone(),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+/// Who the customer of a conversation is.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerView {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+}
+
+impl From<&Customer> for CustomerView {
+    fn from(c: &Customer) -> Self {
+        CustomerView {
+            name: c.name.clone(),
+            email: c.email.clone(),
+            external_id: c.external_id.clone(),
+        }
+    }
+}
+
+/// A conversation of the inbox.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationView {
+    pub id: ConversationId,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub channel_id: Option<ChannelId>,
+    pub customer: CustomerView,
+    pub status: ConversationStatus,
+    pub mode: ConversationMode,
+    pub assignee_id: Option<UserId>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_message_at: Option<OffsetDateTime>,
+    pub message_count: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub closed_at: Option<OffsetDateTime>,
+}
+
+impl From<&Conversation> for ConversationView {
+    fn from(c: &Conversation) -> Self {
+        ConversationView {
+            id: c.id.clone(),
+            tenant_id: c.tenant_id.clone(),
+            agent_id: c.agent_id.clone(),
+            channel_id: c.channel_id.clone(),
+            customer: CustomerView::from(&c.customer),
+            status: c.status,
+            mode: c.mode,
+            assignee_id: c.assignee_id.clone(),
+            last_message_at: c.last_message_at,
+            message_count: c.message_count,
+            created_at: c.created_at,
+            closed_at: c.closed_at,
+        }
+    }
+}
+
+/// Where an answer came from.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CitationView {
+    pub document_id: DocumentId,
+    pub document_name: String,
+    pub chunk_id: ChunkId,
+    pub page: Option<u32>,
+    /// The chunk's heading path in its document, outermost first.
+    pub headings: Vec<String>,
+    pub snippet: String,
+}
+
+impl From<&Citation> for CitationView {
+    fn from(c: &Citation) -> Self {
+        CitationView {
+            document_id: c.document_id.clone(),
+            document_name: c.document_name.clone(),
+            chunk_id: c.chunk_id.clone(),
+            page: c.page,
+            headings: c.headings.clone(),
+            snippet: c.snippet.clone(),
+        }
+    }
+}
+
+/// Tokens a model call used.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl From<&Usage> for UsageView {
+    fn from(u: &Usage) -> Self {
+        UsageView {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub id: MessageId,
+    pub tenant_id: TenantId,
+    pub conversation_id: ConversationId,
+    pub role: MessageRole,
+    pub content: String,
+    pub citations: Vec<CitationView>,
+    pub usage: Option<UsageView>,
+    pub status: MessageStatus,
+    pub error: Option<String>,
+    pub author_id: Option<UserId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        MessageView {
+            id: m.id.clone(),
+            tenant_id: m.tenant_id.clone(),
+            conversation_id: m.conversation_id.clone(),
+            role: m.role,
+            content: m.content.clone(),
+            citations: m.citations.iter().map(CitationView::from).collect(),
+            usage: m.usage.as_ref().map(UsageView::from),
+            status: m.status,
+            error: m.error.clone(),
+            author_id: m.author_id.clone(),
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::now;
+
+    #[test]
+    fn internal_fields_of_records_never_reach_a_view() {
+        let inv = Invitation {
+            id: InvitationId::new(),
+            tenant_id: TenantId::new(),
+            email: "a@example.com".into(),
+            role: Role::TenantUser,
+            name: None,
+            token_hash: "secret-hash".into(),
+            invited_by: None,
+            created_at: now(),
+            expires_at: now(),
+            accepted_at: None,
+        };
+        let v = serde_json::to_value(InvitationView::from(&inv)).unwrap();
+        assert!(v.get("tokenHash").is_none());
+        assert!(!v.to_string().contains("secret-hash"));
+        assert_eq!(v["email"], "a@example.com");
+
+        let job = Job {
+            id: JobId::new(),
+            tenant_id: TenantId::new(),
+            kind: "process_document".into(),
+            payload: serde_json::json!({"path": "/data/originals/x"}),
+            status: JobStatus::Queued,
+            progress: 0,
+            attempts: 3,
+            error: None,
+            created_at: now(),
+            updated_at: now(),
+        };
+        let v = serde_json::to_value(JobView::from(&job)).unwrap();
+        assert!(v.get("payload").is_none() && v.get("attempts").is_none());
+        assert_eq!(v["kind"], "process_document");
+    }
+
+    #[test]
+    fn tool_header_values_are_masked() {
+        let tool = ToolSpec::Http(HttpTool {
+            name: "crm".into(),
+            description: "d".into(),
+            parameters: serde_json::json!({"type": "object"}),
+            url: "https://crm.example.com".into(),
+            method: "POST".into(),
+            headers: [("Authorization".to_string(), "sealed:abc".to_string())].into(),
+            allow_private_network: false,
+            timeout_ms: None,
+        });
+        let v = serde_json::to_value(ToolView::from(&tool)).unwrap();
+        assert_eq!(v["type"], "http");
+        assert_eq!(v["headers"]["Authorization"], HEADER_MASK);
+    }
+}
