@@ -57,6 +57,8 @@ id_type!(
     SubscriptionId,
     AnalyticsEventId,
     JobId,
+    /// A website-widget visitor (anonymous, one per browser).
+    VisitorId,
 );
 
 impl TenantId {

@@ -225,7 +225,7 @@ pub async fn test(
 ) -> ApiResult<axum::response::Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let id = agent_id(&id)?;
-    let tenant = caller.tenant_id.clone();
+    let tenant = caller.tenant().clone();
     // The stored record (sealed tool secrets included), for the engine.
     let stored = state
         .run(move |s| s.find_agent(&caller, id.as_str()))

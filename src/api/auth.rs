@@ -1,7 +1,7 @@
 //! /api/auth: sign-up, sign-in, token refresh, logout, password reset, invitations, me.
 
 use super::AppState;
-use super::error::{ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Client, Json};
 use super::views::TenantView;
 use crate::domain::auth::{RegisterInput, SignedIn, TokenPair, UserView};
@@ -282,8 +282,9 @@ pub async fn me(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<axum::Json<MeResponse>> {
-    let role = caller.role;
-    let via = if caller.api_key_id.is_some() {
+    // Auth only makes people and keys, which always have a role.
+    let role = caller.role().ok_or_else(ApiError::unauthorized)?;
+    let via = if caller.api_key_id().is_some() {
         "apiKey"
     } else {
         "session"

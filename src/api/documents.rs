@@ -50,7 +50,7 @@ pub async fn upload(
     state
         .limits
         .upload
-        .check(&format!("t:{}", caller.tenant_id))?;
+        .check(&format!("t:{}", caller.tenant()))?;
     let max = state.config.upload_max_bytes;
     let mut files: Vec<Upload> = Vec::new();
     let mut agent_ids: Vec<AgentId> = Vec::new();
@@ -139,7 +139,7 @@ pub async fn upload(
         ));
     }
     let k = state.knowledge.clone();
-    let tenant = caller.tenant_id.clone();
+    let tenant = caller.tenant().clone();
     let created = tokio::task::spawn_blocking(move || k.upload(&tenant, files, &agent_ids))
         .await
         .map_err(internal)?
@@ -227,7 +227,7 @@ pub async fn delete(
     require(&caller, Action::ManageDocuments)?;
     let id = doc_id(&id)?;
     let k = state.knowledge.clone();
-    let t = caller.tenant_id.clone();
+    let t = caller.tenant().clone();
     let removed = tokio::task::spawn_blocking(move || k.delete_document(&t, &id))
         .await
         .map_err(internal)?
@@ -255,7 +255,7 @@ pub async fn process(
     require(&caller, Action::ManageDocuments)?;
     let id = doc_id(&id)?;
     let k = state.knowledge.clone();
-    let t = caller.tenant_id.clone();
+    let t = caller.tenant().clone();
     let r = tokio::task::spawn_blocking(move || k.reprocess(&t, &id))
         .await
         .map_err(internal)?
@@ -322,7 +322,7 @@ pub async fn search(
     );
     c.finish().map_err(ApiError::from)?;
     let k = state.knowledge.clone();
-    let t = caller.tenant_id.clone();
+    let t = caller.tenant().clone();
     let res = tokio::task::spawn_blocking(move || -> ApiResult<SearchResult> {
         let documents = match &r.agent_id {
             Some(a) => Some(

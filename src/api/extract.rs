@@ -229,13 +229,13 @@ impl FromRequestParts<AppState> for Auth {
             (Some(t), None) => state.svc.authenticate_access(t)?,
             (None, None) => return Err(ApiError::unauthorized()),
         };
-        let key = match (&caller.api_key_id, &caller.user_id) {
+        let key = match (caller.api_key_id(), caller.user()) {
             (Some(k), _) => format!("k:{k}"),
             (None, Some(u)) => format!("u:{u}"),
-            (None, None) => format!("t:{}", caller.tenant_id),
+            (None, None) => format!("t:{}", caller.tenant()),
         };
         state.limits.api.check(&key)?;
-        tracing::Span::current().record("tenant", caller.tenant_id.as_str());
+        tracing::Span::current().record("tenant", caller.tenant().as_str());
         Ok(Auth(caller))
     }
 }

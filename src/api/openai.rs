@@ -132,7 +132,7 @@ pub async fn chat_completions(
 ) -> Result<Response, OaiError> {
     let req: CompletionReq = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("invalid request body: {e}"), "body"))?;
-    let tenant = caller.tenant_id.clone();
+    let tenant = caller.tenant().clone();
     let model = req.model.clone();
     let mut agent = state
         .run(move |s| s.find_agent(&caller, &model))

@@ -238,7 +238,7 @@ impl Services {
             .map_err(|d| Error::denied(d, "agent"))?;
         let p = self.store.read(|tx| {
             tx.list_filtered::<Agent>(
-                &caller.tenant_id,
+                caller.tenant(),
                 None,
                 page.cursor.as_deref(),
                 page.limit,
@@ -257,7 +257,7 @@ impl Services {
             .require(Action::ReadAgents)
             .map_err(|d| Error::denied(d, "agent"))?;
         self.store
-            .read(|tx| tx.get::<Agent>(&caller.tenant_id, id.as_str()))?
+            .read(|tx| tx.get::<Agent>(caller.tenant(), id.as_str()))?
             .map(|a| Self::agent_view(&a))
             .ok_or(Error::NotFound("agent"))
     }
@@ -267,7 +267,7 @@ impl Services {
         caller
             .require(Action::ReadAgents)
             .map_err(|d| Error::denied(d, "agent"))?;
-        let t = &caller.tenant_id;
+        let t = caller.tenant();
         self.store
             .read(|tx| {
                 if let Some(id) = AgentId::parse(id_or_slug)
@@ -299,7 +299,7 @@ impl Services {
         c.finish()?;
         let name = input.name.clone().unwrap_or_default().trim().to_string();
         let now = now();
-        let tenant = caller.tenant_id.clone();
+        let tenant = caller.tenant().clone();
         let tools = self.seal_tools(input.tools.clone().unwrap_or_else(default_tools), &[]);
         let agent = Agent {
             id: AgentId::new(),
@@ -373,7 +373,7 @@ impl Services {
         let mut c = Checks::default();
         self.check_agent_input(&mut c, &input);
         c.finish()?;
-        let tenant = caller.tenant_id.clone();
+        let tenant = caller.tenant().clone();
         self.store.write(|tx| {
             let mut a = tx
                 .get::<Agent>(&tenant, id.as_str())?
@@ -450,7 +450,7 @@ impl Services {
         caller
             .require(Action::ManageAgents)
             .map_err(|d| Error::denied(d, "agent"))?;
-        let tenant = caller.tenant_id.clone();
+        let tenant = caller.tenant().clone();
         self.store.write(|tx| {
             let mut a = tx
                 .get::<Agent>(&tenant, id.as_str())?

@@ -51,7 +51,7 @@ impl Services {
             .map_err(|d| Error::denied(d, "api_key"))?;
         let p = self.store.read(|tx| {
             tx.list::<ApiKey>(
-                &caller.tenant_id,
+                caller.tenant(),
                 None,
                 page.cursor.as_deref(),
                 page.limit,
@@ -75,16 +75,20 @@ impl Services {
         caller
             .require(Action::ManageApiKeys)
             .map_err(|d| Error::denied(d, "api_key"))?;
-        let role = role.unwrap_or(caller.role);
+        // Only people and keys may manage keys, and they have a role.
+        let own = caller
+            .role()
+            .ok_or(Error::denied(crate::auth::Denied::Forbidden, "api_key"))?;
+        let role = role.unwrap_or(own);
         let mut c = Checks::default();
         c.text("name", name, 100);
         c.check(
-            caller.role.covers(role),
+            own.covers(role),
             "role",
             "cannot be higher than your own role",
         );
         c.check(
-            role != Role::PlatformAdmin || caller.tenant_id.is_platform(),
+            role != Role::PlatformAdmin || caller.tenant().is_platform(),
             "role",
             "PLATFORM_ADMIN keys can only be made by platform admins",
         );
@@ -95,12 +99,12 @@ impl Services {
         let secret = format!("ak_{}", random_token(32));
         let key = ApiKey {
             id: ApiKeyId::new(),
-            tenant_id: caller.tenant_id.clone(),
+            tenant_id: caller.tenant().clone(),
             name: name.trim().into(),
             prefix: secret.chars().take(11).collect(),
             key_hash: self.keys.hash_token(&secret),
             role,
-            created_by: caller.user_id.clone(),
+            created_by: caller.user().cloned(),
             created_at: now(),
             last_used_at: None,
             expires_at,
@@ -123,10 +127,10 @@ impl Services {
             .map_err(|d| Error::denied(d, "api_key"))?;
         self.store.write(|tx| {
             let k = tx
-                .get::<ApiKey>(&caller.tenant_id, id.as_str())?
+                .get::<ApiKey>(caller.tenant(), id.as_str())?
                 .ok_or(Error::NotFound("api_key"))?;
             tx.index_remove(Index::ApiKeyHash, &k.key_hash)?;
-            tx.delete::<ApiKey>(&caller.tenant_id, id.as_str())?;
+            tx.delete::<ApiKey>(caller.tenant(), id.as_str())?;
             Ok(())
         })
     }

@@ -302,13 +302,15 @@ impl Services {
     /// Revokes the caller's session, and the session of `refresh` when it is the caller's too.
     pub fn logout(&self, caller: &Caller, refresh: Option<&str>) -> Result<()> {
         let mut sids = Vec::new();
-        if let Some(s) = &caller.session_id {
+        if let Some(s) = caller.session() {
             sids.push(s.clone());
         }
+        // A platform admin acting in a tenant still has its session at home.
+        let home = caller.home_tenant();
         if let Some(r) = refresh {
             let mut p = r.splitn(3, '.');
             if let (Some(t), Some(s)) = (p.next(), p.next())
-                && TenantId::parse(t).as_ref() == Some(&caller.tenant_id)
+                && TenantId::parse(t).as_ref() == Some(home)
                 && let Some(sid) = SessionId::parse(s)
             {
                 sids.push(sid);
@@ -316,8 +318,8 @@ impl Services {
         }
         self.store.write(|tx| {
             for sid in &sids {
-                if let Some(mut s) = tx.get::<Session>(&caller.tenant_id, sid.as_str())?
-                    && Some(&s.user_id) == caller.user_id.as_ref()
+                if let Some(mut s) = tx.get::<Session>(home, sid.as_str())?
+                    && Some(&s.user_id) == caller.user()
                     && s.revoked_at.is_none()
                 {
                     s.revoked_at = Some(now());
@@ -512,16 +514,12 @@ impl Services {
                 Some(_) => {}
             }
         }
-        Ok(Caller {
-            tenant_id: claims.tid,
-            user_id: Some(user.id),
-            role: user.role,
-            session_id: Some(claims.sid),
-            api_key_id: None,
-        })
+        Ok(Caller::staff_session(&user, claims.sid))
     }
 
-    /// Checks an `ak_...` key. `lastUsedAt` is written at most once a minute per key.
+    /// Checks an `ak_...` key. The key acts with the lesser of its role and its creator's
+    /// current role, and stops working when its creator leaves the tenant or is deleted.
+    /// `lastUsedAt` is written at most once a minute per key.
     pub fn authenticate_api_key(&self, key: &str) -> Result<Caller> {
         let bad = || {
             Error::Unauthorized(
@@ -540,17 +538,30 @@ impl Services {
             let Some((tid, kid)) = split_ref(&r) else {
                 return Ok(None);
             };
-            let k = tx.get::<ApiKey>(&tid, kid)?;
+            let Some(k) = tx.get::<ApiKey>(&tid, kid)? else {
+                return Ok(None);
+            };
             let t = if tid.is_platform() {
                 None
             } else {
                 tx.get::<Tenant>(&tid, "")?
             };
-            Ok(k.map(|k| (k, t)))
+            // The creator as of now: a member of the key's tenant, or a platform admin
+            // (whose user lives in the platform scope) who made the key while acting there.
+            let creator = match &k.created_by {
+                Some(u) => match tx.get::<User>(&tid, u.as_str())? {
+                    Some(u) => Some(u),
+                    None => tx.get::<User>(&TenantId::platform(), u.as_str())?,
+                },
+                None => None,
+            };
+            Ok(Some((k, t, creator)))
         })?;
-        let Some((mut k, tenant)) = found else {
+        let Some((mut k, tenant, Some(creator))) = found else {
             return Err(bad());
         };
+        // Min(key role, creator's current role); none at all once the creator is gone.
+        let caller = Caller::api_key(&k, &creator).ok_or_else(bad)?;
         let now = now();
         if k.expires_at.is_some_and(|e| e <= now) {
             return Err(bad());
@@ -580,27 +591,21 @@ impl Services {
                 Ok::<_, Error>(())
             })?;
         }
-        Ok(Caller {
-            tenant_id: k.tenant_id,
-            user_id: k.created_by,
-            role: k.role,
-            session_id: None,
-            api_key_id: Some(k.id),
-        })
+        Ok(caller)
     }
 
     /// The caller's user and tenant.
     pub fn me(&self, caller: &Caller) -> Result<(Option<User>, Option<Tenant>)> {
         self.store
             .read(|tx| {
-                let user = match (&caller.user_id, &caller.api_key_id) {
-                    (Some(u), None) => tx.get::<User>(&caller.tenant_id, u.as_str())?,
+                let user = match (caller.user(), caller.api_key_id()) {
+                    (Some(u), None) => tx.get::<User>(caller.home_tenant(), u.as_str())?,
                     _ => None,
                 };
-                let tenant = if caller.tenant_id.is_platform() {
+                let tenant = if caller.tenant().is_platform() {
                     None
                 } else {
-                    tx.get::<Tenant>(&caller.tenant_id, "")?
+                    tx.get::<Tenant>(caller.tenant(), "")?
                 };
                 Ok((user, tenant))
             })

@@ -61,7 +61,7 @@ impl Services {
             }
         }
         c.finish()?;
-        let t = caller.tenant_id.clone();
+        let t = caller.tenant().clone();
         self.store.write(|tx| {
             let agent = tx
                 .get::<Agent>(&t, agent_id.as_str())?
@@ -124,7 +124,7 @@ impl Services {
             .map_err(|d| Error::denied(d, "conversation"))?;
         Ok(self.store.read(|tx| {
             tx.list_filtered::<Conversation>(
-                &caller.tenant_id,
+                caller.tenant(),
                 None,
                 page.cursor.as_deref(),
                 page.limit,
@@ -148,7 +148,7 @@ impl Services {
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
         self.store
-            .read(|tx| tx.get::<Conversation>(&caller.tenant_id, id.as_str()))?
+            .read(|tx| tx.get::<Conversation>(caller.tenant(), id.as_str()))?
             .ok_or(Error::NotFound("conversation"))
     }
 
@@ -162,7 +162,7 @@ impl Services {
         caller
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
-        let t = &caller.tenant_id;
+        let t = caller.tenant();
         let page = self.store.read(|tx| {
             if tx.get::<Conversation>(t, id.as_str())?.is_none() {
                 return Ok(None);
@@ -205,7 +205,7 @@ impl Services {
             "must be customer or human",
         );
         c.finish()?;
-        let t = caller.tenant_id.clone();
+        let t = caller.tenant().clone();
         self.store.write(|tx| {
             let mut conv = Self::load_conversation(tx, &t, id)?;
             let now = now();
@@ -220,7 +220,7 @@ impl Services {
                 status: MessageStatus::Sent,
                 error: None,
                 author_id: if role == MessageRole::Human {
-                    caller.user_id.clone()
+                    caller.user().cloned()
                 } else {
                     None
                 },
@@ -301,7 +301,7 @@ impl Services {
         caller
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
-        let t = caller.tenant_id.clone();
+        let t = caller.tenant().clone();
         self.store.write(|tx| {
             let mut conv = Self::load_conversation(tx, &t, id)?;
             let note = match &to {
@@ -337,7 +337,7 @@ impl Services {
                 usage: None,
                 status: MessageStatus::Sent,
                 error: None,
-                author_id: caller.user_id.clone(),
+                author_id: caller.user().cloned(),
                 created_at: now,
             })?;
             conv.message_count += 1;
@@ -351,7 +351,7 @@ impl Services {
         caller
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
-        let t = caller.tenant_id.clone();
+        let t = caller.tenant().clone();
         self.store.write(|tx| {
             let mut conv = Self::load_conversation(tx, &t, id)?;
             if conv.status != ConversationStatus::Closed {

@@ -32,7 +32,7 @@ impl Services {
         require(caller, Action::ReadDocuments)?;
         Ok(self.store.read(|tx| {
             tx.list_filtered::<Document>(
-                &caller.tenant_id,
+                caller.tenant(),
                 None,
                 page.cursor.as_deref(),
                 page.limit,
@@ -48,7 +48,7 @@ impl Services {
     pub fn get_document(&self, caller: &Caller, id: &DocumentId) -> Result<Document> {
         require(caller, Action::ReadDocuments)?;
         self.store
-            .read(|tx| tx.get::<Document>(&caller.tenant_id, id.as_str()))?
+            .read(|tx| tx.get::<Document>(caller.tenant(), id.as_str()))?
             .ok_or(Error::NotFound("document"))
     }
 
@@ -61,7 +61,7 @@ impl Services {
         page: &PageReq,
     ) -> Result<Page<Chunk>> {
         require(caller, Action::ReadDocuments)?;
-        let t = &caller.tenant_id;
+        let t = caller.tenant();
         let out = self.store.read(|tx| {
             if tx.get::<Document>(t, id.as_str())?.is_none() {
                 return Ok(None);
@@ -88,7 +88,7 @@ impl Services {
     pub fn get_job(&self, caller: &Caller, id: &JobId) -> Result<Job> {
         require(caller, Action::ReadDocuments)?;
         self.store
-            .read(|tx| tx.get::<Job>(&caller.tenant_id, id.as_str()))?
+            .read(|tx| tx.get::<Job>(caller.tenant(), id.as_str()))?
             .ok_or(Error::NotFound("job"))
     }
 }

@@ -114,8 +114,8 @@ impl Services {
         caller
             .require(Action::ManageSettings)
             .map_err(|d| Error::denied(d, "settings"))?;
-        let s = self.tenant_settings(&caller.tenant_id)?.ai;
-        let eff = self.effective_ai(&caller.tenant_id)?;
+        let s = self.tenant_settings(caller.tenant())?.ai;
+        let eff = self.effective_ai(caller.tenant())?;
         Ok(view(&s, &eff))
     }
 
@@ -152,7 +152,7 @@ impl Services {
             );
         }
         c.finish()?;
-        let t = caller.tenant_id.clone();
+        let t = caller.tenant().clone();
         self.store.write(|tx| {
             let mut s = tx
                 .get::<TenantSettings>(&t, "")?
@@ -235,7 +235,7 @@ impl Services {
             .require(Action::ManageSettings)
             .map_err(|d| Error::denied(d, "settings"))?;
         p.check()?;
-        let t = &caller.tenant_id;
+        let t = caller.tenant();
         let data_dir = &self.config.data_dir;
         self.store.write(|tx| {
             let mut s = tx

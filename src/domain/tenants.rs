@@ -24,7 +24,7 @@ impl Services {
         }
         let own = self
             .store
-            .read(|tx| tx.get::<Tenant>(&caller.tenant_id, ""))?;
+            .read(|tx| tx.get::<Tenant>(caller.tenant(), ""))?;
         Ok(Page {
             items: own.into_iter().filter(|_| page.cursor.is_none()).collect(),
             next: None,

@@ -119,7 +119,7 @@ impl Services {
             role,
             name: name.map(|n| n.trim().to_string()),
             token_hash: self.keys.hash_token(&token),
-            invited_by: caller.user_id.clone(),
+            invited_by: caller.user().cloned(),
             created_at: now,
             expires_at: now + self.config.invite_ttl(),
             accepted_at: None,

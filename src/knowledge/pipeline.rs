@@ -426,7 +426,7 @@ impl Knowledge {
         documents: Vec<DocumentId>,
     ) -> crate::domain::Result<Job> {
         let s = &self.svc;
-        let t = &caller.tenant_id;
+        let t = caller.tenant();
         let agent = s.get_agent(caller, id)?;
         let mut docs = agent.document_ids.clone();
         for d in documents {

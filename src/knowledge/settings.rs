@@ -47,7 +47,7 @@ impl Knowledge {
         caller: &Caller,
     ) -> Result<EmbeddingSettingsView, SettingsError> {
         require(caller)?;
-        self.embedding_view(&caller.tenant_id)
+        self.embedding_view(caller.tenant())
     }
 
     /// Changes the tenant's embedding override; when that changes the model, queues the
@@ -61,7 +61,7 @@ impl Knowledge {
         // Checked before the current model is looked up, so a refused request loads none.
         require(caller)?;
         p.check()?;
-        let t = &caller.tenant_id;
+        let t = caller.tenant();
         let before = self
             .space_for(t)
             .ok()

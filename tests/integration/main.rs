@@ -16,5 +16,6 @@ mod openai_api;
 mod outbound;
 mod smoke;
 mod system;
+mod tenancy;
 mod tenants;
 mod turns;
