@@ -1,22 +1,8 @@
 //! The one error body of the API, `{"error":{"code","message","details"},"requestId"}`, and
 //! the mapping from domain errors and framework rejections to it.
 //!
-//! Error codes are a public contract: never rename one. The table:
-//!
-//! | status | code |
-//! |---|---|
-//! | 400 | `validation_failed` (details.fields: [{field, message}]), `malformed_json`, `invalid_id`, `invalid_query`, `invalid_token` |
-//! | 401 | `unauthorized`, `invalid_credentials`, `invalid_token`, `session_revoked`, `invalid_refresh_token`, `refresh_token_reused`, `invalid_api_key` |
-//! | 403 | `forbidden`, `signup_disabled`, `tenant_suspended` |
-//! | 404 | `route_not_found`, `<resource>_not_found` (`tenant_not_found`, `user_not_found`, `api_key_not_found`, `invitation_not_found`, ...) |
-//! | 405 | `method_not_allowed` |
-//! | 409 | `email_taken`, `last_admin`, `conflict` |
-//! | 413 | `payload_too_large` |
-//! | 415 | `unsupported_media_type` |
-//! | 422 | `unprocessable` |
-//! | 429 | `rate_limited` (with `Retry-After`) |
-//! | 500 | `internal_error` (no internals; the request id is in the log) |
-//! | 503 | `unavailable` |
+//! Error codes are a public contract: never rename one. They are listed, with status and
+//! meaning, in the one table of [`super::error_codes`] (which also says how to add one).
 
 use crate::domain;
 use axum::Json;
@@ -25,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::borrow::Cow;
 use utoipa::ToSchema;
+
+pub use super::error_codes::ErrorCode;
 
 tokio::task_local! {
     /// The current request's id, set by the request-id middleware for the whole handler.
@@ -44,7 +32,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable snake_case code.
+    /// Stable snake_case code (one of the table in `ErrorCode`).
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,40 +64,34 @@ impl ApiError {
             retry_after: None,
         }
     }
+    /// An error with a code of the table, answered with the table's status for it.
+    pub fn of(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code.status(), code, message)
+    }
     pub fn with_details(mut self, d: serde_json::Value) -> Self {
         self.details = Some(d);
         self
     }
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "authentication required",
-        )
+        Self::of(ErrorCode::Unauthorized, "authentication required")
     }
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+        Self::of(
+            ErrorCode::InternalError,
             "something went wrong on our side; the request id identifies it in the server log",
         )
     }
     pub fn rate_limited(retry_after_secs: u64) -> Self {
-        let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+        let mut e = Self::of(
+            ErrorCode::RateLimited,
             format!("too many requests; retry in {retry_after_secs} s"),
         );
         e.retry_after = Some(retry_after_secs);
         e
     }
     pub fn invalid_id(param: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            format!("`{param}` is not a valid id"),
-        )
-        .with_details(serde_json::json!({ "param": param }))
+        Self::of(ErrorCode::InvalidId, format!("`{param}` is not a valid id"))
+            .with_details(serde_json::json!({ "param": param }))
     }
 }
 

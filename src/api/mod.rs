@@ -6,6 +6,7 @@ pub mod auth;
 pub mod conversations;
 pub mod documents;
 pub mod error;
+pub mod error_codes;
 pub mod extract;
 pub mod health;
 pub mod middleware;

@@ -59,3 +59,24 @@ async fn a_revoked_invitation_cannot_be_accepted_and_leaves_no_token_row() {
     assert!(rows[0].1.ends_with(&kept), "rows: {rows:?}");
     assert!(!rows.iter().any(|(k, v)| k.is_empty() || v.ends_with(&inv)));
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_error_code() {
+    use aigentable::api::error::ErrorCode;
+    let s = start().await;
+    let r = send(s.http.get(format!("{}/api/openapi.json", s.base))).await;
+    r.expect(200);
+    let schemas = &r.body["components"]["schemas"];
+    let listed: Vec<&str> = schemas["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode enum")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let table: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(listed, table);
+    assert_eq!(
+        schemas["ErrorDetail"]["properties"]["code"]["$ref"],
+        "#/components/schemas/ErrorCode"
+    );
+}
