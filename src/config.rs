@@ -65,6 +65,9 @@ pub struct Config {
     pub llm_timeout_secs: u64,
     /// Let HTTP tools call loopback and private networks for every tenant.
     pub allow_private_tool_urls: bool,
+    /// Private hosts tenant-set URLs (model provider, embeddings, HTTP tools) may reach:
+    /// comma-separated host names, IP addresses and CIDR networks. Empty: public only.
+    pub outbound_allowed_private_hosts: String,
     /// Comma-separated list of allowed browser origins; empty allows none.
     pub cors_origins: String,
     pub log_level: String,
@@ -130,6 +133,7 @@ impl Default for Config {
             openai_context_window: 128_000,
             llm_timeout_secs: 120,
             allow_private_tool_urls: false,
+            outbound_allowed_private_hosts: String::new(),
             cors_origins: String::new(),
             log_level: "info".into(),
             log_format: LogFormat::Auto,
@@ -178,6 +182,7 @@ const ENV_KEYS: &[&str] = &[
     "OPENAI_CONTEXT_WINDOW",
     "LLM_TIMEOUT_SECS",
     "ALLOW_PRIVATE_TOOL_URLS",
+    "OUTBOUND_ALLOWED_PRIVATE_HOSTS",
     "CORS_ORIGINS",
     "LOG_LEVEL",
     "LOG_FORMAT",
@@ -266,6 +271,8 @@ impl Config {
             parse_duration(name, v)?;
         }
         self.listen_addr()?;
+        crate::net::Allowlist::parse(&self.outbound_allowed_private_hosts)
+            .map_err(|e| Error::Invalid(format!("OUTBOUND_ALLOWED_PRIVATE_HOSTS: {e}")))?;
         if let Some(p) = &self.embeddings_provider
             && !matches!(p.as_str(), "onnx" | "openai" | "none")
         {
@@ -372,6 +379,25 @@ impl Config {
         }
     }
 
+    /// The outbound policy of URLs a tenant sets (model provider, embeddings, tools):
+    /// public addresses plus OUTBOUND_ALLOWED_PRIVATE_HOSTS.
+    pub fn tenant_outbound(&self) -> crate::net::Policy {
+        // Validated at startup; a list that does not parse allows nothing extra.
+        crate::net::Policy::tenant(
+            crate::net::Allowlist::parse(&self.outbound_allowed_private_hosts).unwrap_or_default(),
+        )
+    }
+
+    /// The outbound policy of tenant HTTP tools: the tenant policy, unless the operator let
+    /// every tool reach private networks (ALLOW_PRIVATE_TOOL_URLS).
+    pub fn tool_outbound(&self) -> crate::net::Policy {
+        if self.allow_private_tool_urls {
+            crate::net::Policy::Operator
+        } else {
+            self.tenant_outbound()
+        }
+    }
+
     pub fn job_worker_count(&self) -> usize {
         if self.job_workers > 0 {
             self.job_workers
@@ -444,6 +470,15 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("BIND"));
+        let c = Config {
+            outbound_allowed_private_hosts: "ollama.internal, 10.0.0.0/33".into(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("OUTBOUND_ALLOWED_PRIVATE_HOSTS") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
         let c = Config {
             bind: "0.0.0.0:8080".into(),
             ..Config::default()

@@ -18,6 +18,7 @@ pub mod knowledge;
 pub mod llm;
 pub mod mail;
 pub mod model;
+pub mod net;
 pub mod store;
 pub mod telemetry;
 pub mod types;

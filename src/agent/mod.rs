@@ -106,6 +106,9 @@ impl Engine {
             upstream: Duration::ZERO,
         })?;
         let mut p = Provider::new(eff.base_url, eff.api_key.map(crate::config::Secret::new));
+        if eff.tenant_url {
+            p.policy = self.svc.config.tenant_outbound();
+        }
         let t = Duration::from_secs(self.svc.config.llm_timeout_secs.max(1));
         p.timeout = t;
         p.idle_timeout = t.min(Duration::from_secs(60)).max(Duration::from_secs(1));
@@ -370,7 +373,7 @@ impl Engine {
                         h,
                         &call.arguments,
                         &self.svc.sealer,
-                        self.svc.config.allow_private_tool_urls,
+                        &self.svc.config.tool_outbound(),
                     )
                     .await
                     {

@@ -1,19 +1,42 @@
 //! Tool definitions for the model and the server-side execution of tenant HTTP tools:
-//! arguments validated against the tool's JSON Schema, SSRF protection (no loopback,
-//! private, link-local or unspecified addresses unless allowed, the checked address pinned
-//! for the connection, no redirects), a timeout and a response size cap.
+//! arguments validated against the tool's JSON Schema, the outbound policy of tenant-set
+//! URLs ([`crate::net::Policy`]: no private, loopback or reserved addresses unless the
+//! operator allowed them, DNS answers checked and pinned), no redirects (a tool's secret
+//! headers must not follow one elsewhere), a timeout and a response size cap.
 
 use crate::auth::seal::Sealer;
 use crate::llm::ToolDef;
 use crate::model::{HttpTool, ToolSpec};
+use crate::net::Policy;
 use futures::StreamExt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 pub const SEARCH_KNOWLEDGE: &str = "search_knowledge";
 pub const HANDOFF: &str = "handoff_to_human";
 /// Largest tool response passed back to the model.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Headers a tool may not set: they decide where and how the request is framed and routed,
+/// which is ours to decide.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// True for a header name tools may not set (any case).
+pub fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name.trim()))
+}
 
 pub fn definitions(tools: &[ToolSpec], knowledge: bool) -> Vec<ToolDef> {
     tools
@@ -43,37 +66,13 @@ pub fn definitions(tools: &[ToolSpec], knowledge: bool) -> Vec<ToolDef> {
         .collect()
 }
 
-/// True for addresses a tool may not reach without `allowPrivateNetwork`.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v) => {
-            v.is_loopback()
-                || v.is_private()
-                || v.is_link_local()
-                || v.is_unspecified()
-                || v.is_broadcast()
-                || v.is_documentation()
-                || v.octets()[0] == 100 && (v.octets()[1] & 0xC0) == 64 // 100.64/10 CGNAT
-                || v.octets()[0] == 0
-        }
-        IpAddr::V6(v) => {
-            if let Some(v4) = v.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            v.is_loopback()
-                || v.is_unspecified()
-                || (v.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v.segments()[0] & 0xffc0) == 0xfe80 // link local
-        }
-    }
-}
-
-/// Calls an HTTP tool. Every failure is a message for the model, not an error of the turn.
+/// Calls an HTTP tool under `policy` (the operator's tool policy: tenants cannot widen it).
+/// Every failure is a message for the model, not an error of the turn.
 pub async fn call_http(
     tool: &HttpTool,
     raw_args: &str,
     sealer: &Sealer,
-    allow_private_globally: bool,
+    policy: &Policy,
 ) -> Result<String, String> {
     let args: serde_json::Value = serde_json::from_str(if raw_args.trim().is_empty() {
         "{}"
@@ -94,28 +93,14 @@ pub async fn call_http(
         }
     }
     let mut url = url::Url::parse(&tool.url).map_err(|e| format!("bad tool URL: {e}"))?;
-    let host = url
-        .host_str()
-        .ok_or("the tool URL has no host")?
-        .to_string();
-    let port = url
-        .port_or_known_default()
-        .ok_or("the tool URL has no port")?;
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    let allow = tool.allow_private_network || allow_private_globally;
-    let addr = addrs
-        .iter()
-        .find(|a| allow || !is_private(a.ip()))
-        .copied()
-        .ok_or_else(|| format!("{host} resolves to a private or loopback address; the admin has not allowed this tool to reach private networks"))?;
+    policy
+        .check_url(&url)
+        .map_err(|e| format!("the tool URL is not allowed: {e}"))?;
     let timeout = Duration::from_millis(tool.timeout_ms.unwrap_or(10_000).clamp(100, 60_000));
-    // Pin the checked address so a second DNS answer cannot point elsewhere (rebinding).
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .resolve(&host, addr)
+    // The policy's resolver checks every DNS answer and connects only to checked addresses,
+    // so a second answer cannot point elsewhere (rebinding).
+    let client = policy
+        .client(false)
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .build()
@@ -138,7 +123,8 @@ pub async fn call_http(
         "user-agent",
         concat!("aigentable/", env!("CARGO_PKG_VERSION")),
     );
-    for (k, sealed) in &tool.headers {
+    // Stored before reserved headers were refused: skipped, never sent.
+    for (k, sealed) in tool.headers.iter().filter(|(k, _)| !is_reserved_header(k)) {
         let v = sealer
             .open(sealed)
             .ok_or_else(|| format!("the stored value of header {k} cannot be decrypted"))?;
@@ -148,10 +134,15 @@ pub async fn call_http(
         rb = rb.json(&args);
     }
     let resp = rb.send().await.map_err(|e| {
-        if e.is_timeout() {
+        if let Some(r) = crate::net::Refused::find(&e) {
+            format!("the tool URL is not allowed: {r}")
+        } else if e.is_timeout() {
             format!("the tool did not answer within {} ms", timeout.as_millis())
         } else {
-            format!("the request failed: {}", e.without_url())
+            format!(
+                "the request failed: {}",
+                crate::net::upstream::root_cause(&e)
+            )
         }
     })?;
     let status = resp.status();
@@ -186,27 +177,21 @@ pub async fn call_http(
 
 #[cfg(test)]
 mod tests {
-    use super::is_private;
+    use super::is_reserved_header;
 
     #[test]
-    fn private_ranges() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.1.1",
-            "172.16.0.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "100.64.0.1",
+    fn framing_and_routing_headers_are_reserved() {
+        for h in [
+            "Host",
+            "host",
+            "Content-Length",
+            "TRANSFER-ENCODING",
+            "Connection",
         ] {
-            assert!(is_private(ip.parse().expect("ip")), "{ip}");
+            assert!(is_reserved_header(h), "{h}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
-            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
+        for h in ["Authorization", "X-Api-Key", "Accept"] {
+            assert!(!is_reserved_header(h), "{h}");
         }
     }
 }

@@ -145,6 +145,20 @@ impl Services {
                             .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
                             .unwrap_or(false);
                         c.check(url_ok, &f("url"), "must be an absolute http(s) URL");
+                        // What needs no DNS is refused now (a private address written in the
+                        // URL); names are checked, and their answers pinned, on every call.
+                        if url_ok
+                            && let Ok(u) = url::Url::parse(&h.url)
+                            && let Err(e) = self.config.tool_outbound().check_url(&u)
+                        {
+                            c.fail(&f("url"), e.to_string());
+                        }
+                        c.check(
+                            !h.allow_private_network,
+                            &f("allowPrivateNetwork"),
+                            "only the server operator can let tools reach private networks \
+                             (ALLOW_PRIVATE_TOOL_URLS or OUTBOUND_ALLOWED_PRIVATE_HOSTS)",
+                        );
                         c.check(
                             matches!(
                                 h.method.to_ascii_uppercase().as_str(),
@@ -159,6 +173,12 @@ impl Services {
                                 axum::http::HeaderName::from_bytes(k.as_bytes()).is_ok(),
                                 &f("headers"),
                                 "header names must be valid HTTP header names",
+                            );
+                            c.check(
+                                !crate::agent::tools::is_reserved_header(k),
+                                &f(&format!("headers.{k}")),
+                                "Host and the framing headers (Content-Length, \
+                                 Transfer-Encoding, Connection, ...) are set by the server",
                             );
                         }
                         c.check(
@@ -177,31 +197,48 @@ impl Services {
         }
     }
 
-    /// Seals new header values; keeps the stored value where the client sent back the mask.
-    fn seal_tools(&self, tools: Vec<ToolSpec>, old: &[ToolSpec]) -> Vec<ToolSpec> {
-        tools
+    /// Seals new header values; keeps the stored value where the client sent back the mask,
+    /// but only for the same tool at the same origin: a stored secret never follows a
+    /// changed URL, it has to be sent again.
+    fn seal_tools(&self, tools: Vec<ToolSpec>, old: &[ToolSpec]) -> Result<Vec<ToolSpec>> {
+        let origin = |u: &str| url::Url::parse(u).map(|u| u.origin().ascii_serialization());
+        let mut c = Checks::default();
+        let sealed = tools
             .into_iter()
-            .map(|t| match t {
+            .enumerate()
+            .map(|(n, t)| match t {
                 ToolSpec::Http(mut h) => {
                     let prev = old.iter().find_map(|o| match o {
                         ToolSpec::Http(p) if p.name == h.name => Some(p),
                         _ => None,
                     });
+                    let same_origin = prev.is_some_and(|p| origin(&p.url) == origin(&h.url));
                     for (k, v) in h.headers.iter_mut() {
-                        if v == MASK {
-                            *v = prev
-                                .and_then(|p| p.headers.get(k))
-                                .cloned()
-                                .unwrap_or_default();
-                        } else {
+                        if v != MASK {
                             *v = self.sealer.seal(v);
+                            continue;
+                        }
+                        let field = format!("tools[{n}].headers.{k}");
+                        match prev.and_then(|p| p.headers.get(k)) {
+                            Some(stored) if same_origin => *v = stored.clone(),
+                            Some(_) => c.fail(
+                                &field,
+                                "the tool's URL points to a new origin: send this header's \
+                                 value again (a stored secret never follows a changed URL)",
+                            ),
+                            None => c.fail(
+                                &field,
+                                "send the value: the mask only keeps a value stored before",
+                            ),
                         }
                     }
                     ToolSpec::Http(h)
                 }
                 other => other,
             })
-            .collect()
+            .collect();
+        c.finish()?;
+        Ok(sealed)
     }
 
     /// The agent as shown to clients: header values masked.
@@ -212,6 +249,9 @@ impl Services {
                 for v in h.headers.values_mut() {
                     *v = MASK.into();
                 }
+                // Ignored since only the operator decides (a value stored before is never
+                // shown, so it is not sent back and refused).
+                h.allow_private_network = false;
             }
         }
         a
@@ -300,7 +340,7 @@ impl Services {
         let name = input.name.clone().unwrap_or_default().trim().to_string();
         let now = now();
         let tenant = caller.tenant().clone();
-        let tools = self.seal_tools(input.tools.clone().unwrap_or_else(default_tools), &[]);
+        let tools = self.seal_tools(input.tools.clone().unwrap_or_else(default_tools), &[])?;
         let agent = Agent {
             id: AgentId::new(),
             tenant_id: tenant.clone(),
@@ -434,7 +474,7 @@ impl Services {
                 a.language = v;
             }
             if let Some(v) = input.tools {
-                a.tools = self.seal_tools(v, &a.tools);
+                a.tools = self.seal_tools(v, &a.tools)?;
             }
             if let Some(v) = input.status {
                 a.status = v;

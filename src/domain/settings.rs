@@ -57,6 +57,21 @@ fn hint(k: &str) -> String {
 }
 
 impl Services {
+    /// A base URL a tenant wants to set, under the tenant outbound policy (resolving its
+    /// host now; every call checks again). The operator's own URL is always fine.
+    /// Blocking: may resolve a host name.
+    fn check_tenant_url(
+        &self,
+        url: &str,
+        operator_url: &str,
+    ) -> std::result::Result<(), crate::net::Refused> {
+        let norm = |u: &str| u.trim().trim_end_matches('/').to_string();
+        if norm(url) == norm(operator_url) {
+            return Ok(());
+        }
+        self.config.tenant_outbound().check_now(url).map(|_| ())
+    }
+
     pub fn tenant_settings(&self, tenant: &TenantId) -> Result<TenantSettings> {
         Ok(self
             .store
@@ -133,6 +148,9 @@ impl Services {
                 "baseUrl",
                 "must be an http(s) URL such as https://api.openai.com/v1",
             );
+            if ok && let Err(e) = self.check_tenant_url(u, &self.config.openai_base_url) {
+                c.fail("baseUrl", e.to_string());
+            }
         }
         if let Some(Some(k)) = &p.api_key {
             c.check(
@@ -235,6 +253,14 @@ impl Services {
             .require(Action::ManageSettings)
             .map_err(|d| Error::denied(d, "settings"))?;
         p.check()?;
+        if let Some(Some(u)) = &p.base_url {
+            let operator = self.config.embeddings_base_url.clone().unwrap_or_default();
+            if let Err(e) = self.check_tenant_url(u, &operator) {
+                let mut c = Checks::default();
+                c.fail("baseUrl", e.to_string());
+                c.finish()?;
+            }
+        }
         let t = caller.tenant();
         let data_dir = &self.config.data_dir;
         self.store.write(|tx| {

@@ -120,6 +120,10 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// Expected vector length of a remote model; discovered from the first response if unset.
     pub dimensions: Option<usize>,
+    /// Where `base_url` may lead: the operator's own setting is trusted, a tenant's is held
+    /// to the tenant policy. Never serialised: it follows from who set the URL.
+    #[serde(skip)]
+    pub policy: crate::net::Policy,
 }
 
 impl Default for Settings {
@@ -136,6 +140,7 @@ impl Default for Settings {
             onnx_file: None,
             threads: None,
             dimensions: None,
+            policy: crate::net::Policy::Operator,
         }
     }
 }
@@ -154,6 +159,7 @@ impl std::fmt::Debug for Settings {
             .field("onnx_file", &self.onnx_file)
             .field("threads", &self.threads)
             .field("dimensions", &self.dimensions)
+            .field("policy", &self.policy)
             .finish()
     }
 }

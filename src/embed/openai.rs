@@ -4,13 +4,18 @@
 //! stalls the server's async workers.
 //!
 //! Batches of `batch_size` texts per request; 429, 5xx, connect errors and timeouts are retried
-//! with exponential backoff and jitter, honouring `Retry-After`/`retry-after-ms`. Vectors are
-//! re-normalised here because not every compatible server returns unit vectors.
+//! with exponential backoff and jitter, honouring a capped `Retry-After`/`retry-after-ms` (the
+//! shared rules of [`crate::net::upstream`]). A tenant-set URL goes through the outbound
+//! policy ([`crate::net::Policy`]). Vectors are re-normalised here because not every
+//! compatible server returns unit vectors.
 
 use super::{Embedder, Error, l2_normalize};
+use crate::net::Policy;
+use crate::net::upstream::{
+    Next, error_message, read_error_body_blocking, redact, retry_after, root_cause,
+};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,41 +25,16 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// Used when no model is configured.
 pub const DEFAULT_MODEL: &str = "text-embedding-3-small";
 
-/// When and how often a failed request is tried again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries per batch, the first included (1 = no retries).
-    pub max_attempts: u32,
-    /// Backoff before the second try; doubles per try, with jitter in [50%, 100%].
-    pub base_delay: Duration,
-    /// Cap on one backoff.
-    pub max_delay: Duration,
-    /// A `Retry-After` longer than this is not waited out: the error is returned at once (an
-    /// exhausted daily quota should fail the job, not park a worker for hours).
-    pub max_retry_after: Duration,
-}
+pub use crate::net::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(20),
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Backoff before try number `next_attempt` (2 = first retry), jittered so that many
-    /// workers hitting the same rate limit do not retry in lockstep.
-    fn backoff(&self, next_attempt: u32) -> Duration {
-        let exp = next_attempt.saturating_sub(2).min(20);
-        let full = self
-            .base_delay
-            .saturating_mul(1u32 << exp)
-            .min(self.max_delay);
-        full.mul_f64(rand::random_range(0.5..=1.0))
+/// The embeddings client's default: 5 tries, 0.5 s doubling to at most 20 s; a worker can
+/// afford to wait longer than a customer.
+fn default_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 4,
+        base_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(20),
+        max_retry_after: Duration::from_secs(60),
     }
 }
 
@@ -81,6 +61,7 @@ pub struct OpenAiEmbedder {
     batch_size: usize,
     timeout: Duration,
     retry: RetryPolicy,
+    policy: Policy,
 }
 
 impl OpenAiEmbedder {
@@ -124,7 +105,7 @@ impl OpenAiEmbedder {
             .filter(|k| !k.is_empty())
             .map(|k| ApiKey(k.to_string()));
         Ok(OpenAiEmbedder {
-            client: build_client()?,
+            client: build_client(&Policy::Operator)?,
             endpoint,
             model: model.to_string(),
             id: format!("openai:{model}"),
@@ -132,8 +113,28 @@ impl OpenAiEmbedder {
             dims: AtomicUsize::new(dims.unwrap_or(0)),
             batch_size: 32,
             timeout: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
+            retry: default_retry(),
+            policy: Policy::Operator,
         })
+    }
+
+    /// Holds the endpoint to an outbound policy (the tenant policy for a tenant-set URL).
+    /// The URL is checked now and again on every request.
+    pub fn with_policy(mut self, policy: Policy) -> Result<Self, Error> {
+        if policy != self.policy {
+            self.check_endpoint(&policy)?;
+            self.client = build_client(&policy)?;
+            self.policy = policy;
+        }
+        Ok(self)
+    }
+
+    fn check_endpoint(&self, policy: &Policy) -> Result<(), Error> {
+        let url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| Error::Config(format!("the embeddings URL is not a URL: {e}")))?;
+        policy
+            .check_url(&url)
+            .map_err(|e| Error::Config(format!("the embeddings URL is not allowed: {e}")))
     }
 
     /// Texts per request (default 32). 0 is treated as 1.
@@ -148,7 +149,7 @@ impl OpenAiEmbedder {
         self
     }
 
-    /// Retry behaviour (default: 5 tries, 0.5 s doubling to at most 20 s).
+    /// Retry behaviour (default: 4 retries, 0.5 s doubling to at most 20 s).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -173,16 +174,19 @@ impl OpenAiEmbedder {
 
     /// One batch, with retries.
     fn embed_batch(&self, batch: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+        // The allowlist may have changed since the embedder was built.
+        self.check_endpoint(&self.policy)?;
         let body = serde_json::json!({ "model": self.model, "input": batch });
-        let mut attempt = 1u32;
+        let key = self.api_key.as_ref().map(|k| k.0.as_str());
+        let mut retries = 0u32;
         loop {
             let mut request = self
                 .client
                 .post(&self.endpoint)
                 .timeout(self.timeout)
                 .json(&body);
-            if let Some(key) = &self.api_key {
-                request = request.bearer_auth(&key.0);
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
             }
             let (error, retryable, retry_after) = match request.send() {
                 Ok(response) if response.status().is_success() => {
@@ -191,7 +195,8 @@ impl OpenAiEmbedder {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after(response.headers());
-                    let message = error_message(response);
+                    let body = read_error_body_blocking(response);
+                    let message = redact(error_message(status.as_u16(), &body), key);
                     let retryable =
                         status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     let error = Error::Upstream {
@@ -201,37 +206,39 @@ impl OpenAiEmbedder {
                     (error, retryable, retry_after)
                 }
                 Err(e) => {
+                    if let Some(r) = crate::net::Refused::find(&e) {
+                        return Err(Error::Config(format!(
+                            "the embeddings URL is not allowed: {r}"
+                        )));
+                    }
                     let retryable = e.is_connect() || e.is_timeout() || e.is_request();
                     let error = Error::Upstream {
                         status: None,
-                        message: error_chain(&e),
+                        message: redact(root_cause(&e), key),
                     };
                     (error, retryable, None)
                 }
             };
-            if !retryable || attempt >= self.retry.max_attempts {
-                return Err(error);
-            }
-            let delay = match retry_after {
-                Some(d) if d > self.retry.max_retry_after => {
+            let delay = match self.retry.next(retries, retryable, retry_after) {
+                Next::RetryAfter(d) => d,
+                Next::GiveUp => return Err(error),
+                Next::TooLong(d) => {
                     return Err(match error {
                         Error::Upstream { status, message } => Error::Upstream {
                             status,
-                            message: format!("{message} (asked to retry after {d:?})"),
+                            message: format!("{message} (asked to retry after {}s)", d.as_secs()),
                         },
                         other => other,
                     });
                 }
-                Some(d) => d,
-                None => self.retry.backoff(attempt + 1),
             };
-            attempt += 1;
+            retries += 1;
             tracing::warn!(
                 model = %self.model,
                 endpoint = %self.endpoint,
-                attempt,
-                max_attempts = self.retry.max_attempts,
-                delay_ms = delay.as_millis() as u64,
+                attempt = retries + 1,
+                max_attempts = self.retry.max_retries + 1,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 error = %error,
                 "embedding request failed, retrying"
             );
@@ -242,7 +249,7 @@ impl OpenAiEmbedder {
     fn parse(&self, response: Response, expected: usize) -> Result<Vec<Vec<f32>>, Error> {
         let body: EmbeddingsResponse = response
             .json()
-            .map_err(|e| Error::BadResponse(format!("{}: {}", self.endpoint, error_chain(&e))))?;
+            .map_err(|e| Error::BadResponse(format!("{}: {}", self.endpoint, root_cause(&e))))?;
         if body.data.len() != expected {
             return Err(Error::BadResponse(format!(
                 "sent {expected} texts, got {} vectors",
@@ -335,81 +342,16 @@ struct EmbeddingItem {
 /// reqwest's blocking builder starts a runtime and panics when called on an async worker (in
 /// debug builds), and `resolve` may well run during async startup. Building it on a short-lived
 /// plain thread makes construction safe from anywhere.
-fn build_client() -> Result<Client, Error> {
+fn build_client(policy: &Policy) -> Result<Client, Error> {
     let build = || {
-        Client::builder()
+        policy
+            .blocking_client(true)
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("aigentable/", env!("CARGO_PKG_VERSION")))
             .build()
     };
     std::thread::scope(|s| s.spawn(build).join())
         .map_err(|_| Error::Runtime("HTTP client construction panicked".into()))?
-        .map_err(|e| Error::Runtime(format!("cannot build the HTTP client: {}", error_chain(&e))))
-}
-
-/// `retry-after-ms` (OpenAI) or `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    let v = text("retry-after")?;
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
-    let wait = at - time::OffsetDateTime::now_utc();
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
-}
-
-/// The useful part of an error body: OpenAI's `{"error":{"message":..}}`, Ollama's
-/// `{"error":".."}`, or the start of whatever else came back.
-fn error_message(response: Response) -> String {
-    let status = response.status();
-    let text = response.text().unwrap_or_default();
-    let from_json = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| {
-            let e = v.get("error")?;
-            e.get("message")
-                .and_then(|m| m.as_str())
-                .or_else(|| e.as_str())
-                .map(str::to_string)
-        });
-    let message = from_json.unwrap_or(text);
-    let message = message.trim();
-    if message.is_empty() {
-        status.canonical_reason().unwrap_or("error").to_string()
-    } else {
-        truncate(message, 500)
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
-/// reqwest's top-level message is often just "error sending request"; the cause is below.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
+        .map_err(|e| Error::Runtime(format!("cannot build the HTTP client: {}", root_cause(&e))))
 }
 
 #[cfg(test)]
@@ -510,7 +452,7 @@ mod tests {
 
     fn fast_retry(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {
-            max_attempts,
+            max_retries: max_attempts - 1,
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(20),
             max_retry_after: Duration::from_secs(5),
@@ -629,8 +571,12 @@ mod tests {
             .with_retry(fast_retry(5));
         let err = e.embed(&strings(1)).unwrap_err().to_string();
         assert!(
-            err.contains("quota exhausted") && err.contains("3600"),
+            err.contains("Too Many Requests") && err.contains("3600"),
             "{err}"
+        );
+        assert!(
+            !err.contains("quota exhausted"),
+            "a raw body is not echoed: {err}"
         );
         assert_eq!(server.seen().len(), 1);
     }
@@ -720,28 +666,41 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_forms_and_backoff_bounds() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert("retry-after", "2".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert("retry-after-ms", "150".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
-        let mut h = HeaderMap::new();
-        h.insert(
-            "retry-after",
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+    fn a_huge_retry_after_does_not_panic() {
+        // `Retry-After: 1e300` used to panic in Duration::from_secs_f64.
+        let server = FakeServer::start(|_, _| {
+            let mut h = AxumHeaders::new();
+            h.insert("retry-after", "1e300".parse().unwrap());
+            h.insert("content-type", "application/json".parse().unwrap());
+            (AxumStatus::TOO_MANY_REQUESTS, h, r#"{"error":"slow down"}"#).into_response()
+        });
+        let e = OpenAiEmbedder::new(&server.base_url, "test-model", None, None)
+            .unwrap()
+            .with_retry(fast_retry(5));
+        let err = e.embed(&strings(1)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Upstream { status: Some(429), message } if message.contains("slow down")),
+            "{err:?}"
         );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date in the past");
+        assert_eq!(server.seen().len(), 1, "too long a wait is not waited out");
+    }
 
-        let p = RetryPolicy::default();
-        for attempt in 2..12 {
-            let d = p.backoff(attempt);
-            let full = p
-                .base_delay
-                .saturating_mul(1 << (attempt - 2))
-                .min(p.max_delay);
-            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
-        }
+    #[test]
+    fn a_tenant_url_to_a_private_address_is_refused_without_a_request() {
+        let server = FakeServer::start(|_, inputs| vectors(inputs, 3));
+        let tenant = Policy::tenant(crate::net::Allowlist::default());
+        let err = OpenAiEmbedder::new(&server.base_url, "test-model", Some("sk-x"), None)
+            .unwrap()
+            .with_policy(tenant)
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(!err.is_transient());
+        let allow = crate::net::Allowlist::parse("127.0.0.1").unwrap();
+        let e = OpenAiEmbedder::new(&server.base_url, "test-model", None, None)
+            .unwrap()
+            .with_policy(Policy::tenant(allow))
+            .unwrap();
+        assert!(e.embed_query("y").is_ok(), "the operator allowed 127.0.0.1");
+        assert_eq!(server.seen().len(), 1);
     }
 }

@@ -145,7 +145,8 @@ fn openai(settings: &Settings) -> Result<Resolved, Error> {
         ));
     }
     let embedder = OpenAiEmbedder::new(base_url, model, api_key, settings.dimensions)?
-        .with_batch_size(settings.batch_size);
+        .with_batch_size(settings.batch_size)
+        .with_policy(settings.policy.clone())?;
     let description = embedder.description();
     Ok(Resolved {
         embedder: Some(Arc::new(embedder) as Arc<dyn Embedder>),

@@ -358,5 +358,9 @@ fn tenant_embed_settings(s: &TenantSettings, svc: &Services) -> Option<embed::Se
         }
         None => None,
     };
+    // A URL the tenant chose is held to the tenant outbound policy; the operator's is trusted.
+    if set.base_url != global.base_url {
+        set.policy = svc.config.tenant_outbound();
+    }
     Some(set)
 }

@@ -3,12 +3,14 @@
 use super::error::{Error, redact};
 use super::sse::{SseEvent, SseParser};
 use super::tokens::{count_message_tokens, count_tokens};
-use super::types::{ChatMessage, ChatRequest, ChatResponse, StreamEvent, Usage, parse_retry_after};
+use super::types::{ChatMessage, ChatRequest, ChatResponse, StreamEvent, Usage};
 use super::wire::{Assembler, Chunk, Completion, ModelList, error_message, message_in, one_line};
 use crate::config::Secret;
+use crate::net::Policy;
+use crate::net::upstream::{Next, RetryPolicy, read_error_body, retry_after, root_cause};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -19,14 +21,12 @@ use std::time::Duration;
 pub const MAX_SSE_LINE: usize = 1024 * 1024;
 /// Largest non-streamed answer body, and largest total of a streamed answer.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
-/// Error bodies are only read this far: enough for any message, not for a hostile dump.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Ceiling of the exponential backoff between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A Retry-After longer than this is not waited for: a customer is waiting for the answer,
 /// so the caller gets `RateLimited` at once and can decide.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Distinct connect timeouts that get their own pooled HTTP client.
+/// Distinct (connect timeout, outbound policy) pairs that get their own pooled HTTP client.
 const MAX_POOLS: usize = 8;
 
 /// A stream of chat events; dropping it aborts the upstream request.
@@ -49,6 +49,9 @@ pub struct Provider {
     pub max_retries: u32,
     /// First backoff delay; it doubles per attempt (up to 10 s), with jitter.
     pub retry_backoff: Duration,
+    /// Where `base_url` may lead: [`Policy::Operator`] for the operator's own endpoint,
+    /// the tenant policy for a tenant-set one.
+    pub policy: Policy,
 }
 
 impl Provider {
@@ -71,7 +74,21 @@ impl Provider {
                 self.base_url
             )));
         }
+        // Checked on every call, not only when the setting was saved: the allowlist may
+        // have changed since.
+        self.policy
+            .check_url(&url)
+            .map_err(|e| Error::Refused(e.to_string()))?;
         Ok(url)
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            base_delay: self.retry_backoff,
+            max_delay: MAX_BACKOFF,
+            max_retry_after: MAX_RETRY_AFTER,
+        }
     }
 
     fn key(&self) -> Option<&str> {
@@ -104,6 +121,7 @@ impl std::fmt::Debug for Provider {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_retries", &self.max_retries)
             .field("retry_backoff", &self.retry_backoff)
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -118,6 +136,7 @@ impl Default for Provider {
             idle_timeout: Duration::from_secs(60),
             max_retries: 3,
             retry_backoff: Duration::from_millis(500),
+            policy: Policy::Operator,
         }
     }
 }
@@ -125,9 +144,10 @@ impl Default for Provider {
 /// The chat client. Cheap to clone; clones share connection pools.
 #[derive(Clone, Default)]
 pub struct Client {
-    /// reqwest sets the connect timeout per client, not per request, so one pooled client
-    /// is kept per distinct connect timeout (in practice one).
-    pools: Arc<Mutex<Vec<(Duration, reqwest::Client)>>>,
+    /// reqwest sets the connect timeout, resolver and redirect policy per client, not per
+    /// request, so one pooled client is kept per distinct connect timeout and outbound
+    /// policy (in practice one or two).
+    pools: Arc<Mutex<Vec<(Duration, Policy, reqwest::Client)>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -159,16 +179,20 @@ impl Client {
         // A poisoned lock only means another thread panicked mid-lookup; the list is
         // still valid.
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = pools.iter().find(|(t, _)| *t == p.connect_timeout) {
+        if let Some((_, _, c)) = pools
+            .iter()
+            .find(|(t, policy, _)| *t == p.connect_timeout && *policy == p.policy)
+        {
             return Ok(c.clone());
         }
-        let client = reqwest::Client::builder()
+        let client = p
+            .policy
+            .client(true)
             .connect_timeout(p.connect_timeout)
-            .user_agent(concat!("aigentable/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Connect(format!("cannot set up the HTTP client: {e}")))?;
         if pools.len() < MAX_POOLS {
-            pools.push((p.connect_timeout, client.clone()));
+            pools.push((p.connect_timeout, p.policy.clone(), client.clone()));
         }
         Ok(client)
     }
@@ -333,24 +357,16 @@ struct Retry {
 }
 
 impl Retry {
-    /// Waits before the next attempt, or hands the error back when `retryable` is false or
-    /// the attempts are used up.
+    /// Waits before the next attempt, or hands the error back when `retryable` is false,
+    /// the attempts are used up or the server asked for too long a wait.
     async fn after(&mut self, p: &Provider, e: Error, retryable: bool) -> Result<(), Error> {
-        if !retryable || self.attempt >= p.max_retries {
-            return Err(e);
-        }
-        let delay = match &e {
-            Error::RateLimited {
-                retry_after: Some(ra),
-            } => {
-                if *ra > MAX_RETRY_AFTER {
-                    return Err(e);
-                }
-                // Honour the server's delay; a little jitter on top keeps clients that were
-                // told the same instant from arriving together.
-                *ra + jitter((*ra / 10).min(Duration::from_secs(1)))
-            }
-            _ => backoff(p.retry_backoff, self.attempt),
+        let asked = match &e {
+            Error::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        };
+        let delay = match p.retry_policy().next(self.attempt, retryable, asked) {
+            Next::RetryAfter(d) => d,
+            Next::GiveUp | Next::TooLong(_) => return Err(e),
         };
         self.attempt += 1;
         tracing::warn!(
@@ -365,37 +381,15 @@ impl Retry {
     }
 }
 
-/// Exponential backoff with "equal jitter": half of the delay is fixed so a retry is never
-/// immediate, half is random so clients that failed together do not retry together.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(MAX_BACKOFF);
-    let half = exp / 2;
-    half + jitter(half)
-}
-
-fn jitter(max: Duration) -> Duration {
-    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::random_range(0..=ms))
-}
-
-/// The root cause of a reqwest error, which is the informative part ("Connection refused",
-/// "dns error: ..."); the outer layers only say "error sending request".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
 /// Maps a failure to send (or to get response headers).
 fn send_error(p: &Provider, e: &reqwest::Error) -> Error {
+    if let Some(r) = crate::net::Refused::find(e) {
+        return Error::Refused(r.to_string());
+    }
     if e.is_timeout() && !e.is_connect() {
         return Error::Timeout;
     }
-    let msg = p.redact(one_line(&root_cause(e), 300));
+    let msg = p.redact(root_cause(e));
     if e.is_connect() {
         Error::Connect(msg)
     } else {
@@ -411,7 +405,7 @@ async fn check_status(p: &Provider, resp: reqwest::Response) -> Result<reqwest::
     }
     let retry_after = retry_after(resp.headers());
     let body = read_error_body(resp).await;
-    let message = p.redact(error_message(&body));
+    let message = p.redact(error_message(status.as_u16(), &body));
     if status.as_u16() == 429 && !is_quota_error(&body) {
         tracing::debug!(%message, "model provider rate limit");
         return Err(Error::RateLimited { retry_after });
@@ -428,34 +422,6 @@ fn is_quota_error(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| {
         v["error"]["code"] == "insufficient_quota" || v["error"]["type"] == "insufficient_quota"
     })
-}
-
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    // OpenAI also sends a millisecond variant, which is more precise.
-    if let Some(ms) = h
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|ms| (0.0..1e12).contains(ms))
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    h.get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after)
-}
-
-/// Reads at most `MAX_ERROR_BODY` of an error response; a broken body just ends it.
-async fn read_error_body(mut resp: reqwest::Response) -> Vec<u8> {
-    let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = MAX_ERROR_BODY - buf.len();
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() >= MAX_ERROR_BODY {
-            break;
-        }
-    }
-    buf
 }
 
 /// Reads a whole body of at most `max` bytes.
@@ -489,7 +455,7 @@ async fn read_capped(
             Err(e) => {
                 return Err(Error::Connect(format!(
                     "the connection broke while reading the answer: {}",
-                    p.redact(one_line(&root_cause(&e), 300))
+                    p.redact(root_cause(&e))
                 )));
             }
         }
@@ -738,7 +704,7 @@ impl StreamState {
                         return Err(Failure {
                             error: Error::Protocol(format!(
                                 "the stream broke: {}",
-                                p.redact(one_line(&root_cause(&e), 300))
+                                p.redact(root_cause(&e))
                             )),
                             retryable: true,
                         });
@@ -856,26 +822,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        let base = Duration::from_millis(100);
-        for attempt in 0..6 {
-            let full = (base * 2u32.pow(attempt)).min(MAX_BACKOFF);
-            for _ in 0..50 {
-                let d = backoff(base, attempt);
-                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-            }
-        }
-        assert!(backoff(Duration::from_secs(1), 40) <= MAX_BACKOFF);
+    fn the_retry_policy_is_the_providers() {
+        let p = Provider {
+            max_retries: 2,
+            retry_backoff: Duration::from_millis(100),
+            ..Provider::default()
+        };
+        let r = p.retry_policy();
+        assert_eq!(
+            (r.max_retries, r.base_delay),
+            (2, Duration::from_millis(100))
+        );
+        assert_eq!(
+            (r.max_delay, r.max_retry_after),
+            (MAX_BACKOFF, MAX_RETRY_AFTER)
+        );
     }
 
     #[test]
-    fn retry_after_headers() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert("retry-after", "3".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert("retry-after-ms", "250".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+    fn a_tenant_url_to_a_private_address_is_refused() {
+        let mut p = Provider::new("http://169.254.169.254/v1", None);
+        assert!(p.url("models").is_ok(), "the operator's own URL is trusted");
+        p.policy = Policy::tenant(crate::net::Allowlist::default());
+        let e = p.url("models").expect_err("refused");
+        assert!(matches!(e, Error::Refused(_)), "{e:?}");
+        assert!(!e.is_retryable());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Errors of the chat client, and the one-line reasons shown to admins for failed messages.
 
 use super::wire::one_line;
+pub(crate) use crate::net::upstream::redact;
 use std::time::Duration;
 
 /// Why a chat call failed.
@@ -22,6 +23,10 @@ pub enum Error {
     /// The answer did not follow the protocol: bad JSON, a broken or oversized stream.
     #[error("unexpected answer from the model provider: {0}")]
     Protocol(String),
+    /// The outbound policy refused the address (a tenant-set URL leading to a private,
+    /// loopback or reserved address). Not retried.
+    #[error("the model provider address is not allowed: {0}")]
+    Refused(String),
     /// The caller gave up. Never produced by the client itself (dropping a stream aborts the
     /// request silently); for the layers above to record a user-cancelled answer.
     #[error("cancelled")]
@@ -36,7 +41,7 @@ impl Error {
             // 408 and 409 are the provider's own timeouts and lock conflicts; the official
             // OpenAI SDKs retry them too.
             Error::Upstream { status, .. } => *status >= 500 || matches!(status, 408 | 409),
-            Error::Timeout | Error::Protocol(_) | Error::Cancelled => false,
+            Error::Timeout | Error::Protocol(_) | Error::Refused(_) | Error::Cancelled => false,
         }
     }
 
@@ -82,6 +87,10 @@ impl Error {
             Error::Protocol(m) => {
                 format!("Unexpected answer from the model provider: {}", sentence(m))
             }
+            Error::Refused(m) => format!(
+                "The model provider address is not allowed: {} Check the base URL.",
+                sentence(m)
+            ),
             Error::Cancelled => "The answer was cancelled.".to_string(),
         };
         mask_key_like(&one_line(&s, 600))
@@ -95,17 +104,6 @@ fn sentence(m: &str) -> String {
         m.to_string()
     } else {
         format!("{m}.")
-    }
-}
-
-/// Replaces every occurrence of `key` in `text`, so upstream text that echoes the key
-/// ("Incorrect API key provided: sk-...") cannot leak it.
-pub(crate) fn redact(text: String, key: Option<&str>) -> String {
-    match key {
-        // Very short "keys" (e.g. "x" for local servers) would mangle ordinary text and
-        // are not secrets worth hiding.
-        Some(k) if k.len() >= 8 && text.contains(k) => text.replace(k, "<redacted>"),
-        _ => text,
     }
 }
 

@@ -2,7 +2,6 @@
 //! client returns. Serde here IS the wire format, so a message can be stored and sent as is.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use std::time::Duration;
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,19 +290,6 @@ impl TryFrom<WireToolCall> for ToolCall {
     }
 }
 
-/// Parses a `Retry-After` value: delay seconds or an HTTP date.
-pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return (0.0..1e9)
-            .contains(&secs)
-            .then(|| Duration::from_secs_f64(secs));
-    }
-    let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
-    let delta = at - time::OffsetDateTime::now_utc();
-    Some(Duration::try_from(delta).unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,18 +363,5 @@ mod tests {
         assert_eq!(v["tool_choice"], "auto");
         let back: ChatRequest = serde_json::from_value(v).unwrap();
         assert_eq!(back.tools, r.tools);
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("soon"), None);
-        // A date in the past means "now".
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
     }
 }

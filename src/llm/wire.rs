@@ -120,33 +120,16 @@ pub(crate) struct ModelEntry {
     pub id: String,
 }
 
-/// The human-readable reason in an upstream error body. Shapes seen in the wild:
-/// `{"error":{"message":..}}` (OpenAI, vLLM, LM Studio), `{"error":".."}` (Ollama),
-/// `{"message":..}` (older vLLM), `{"detail":..}` (FastAPI-based servers). Otherwise the
-/// body text itself, shortened.
-pub(crate) fn error_message(body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
-        && let Some(m) = message_in(&v)
-    {
-        return m;
-    }
-    let text = String::from_utf8_lossy(body);
-    one_line(text.trim(), 300)
+/// The human-readable reason in an upstream error body: the shared rule of
+/// [`crate::net::upstream::error_message`] (the usual JSON shapes, sanitised and short; a
+/// raw body is never echoed).
+pub(crate) fn error_message(status: u16, body: &[u8]) -> String {
+    crate::net::upstream::error_message(status, body)
 }
 
-/// The message inside an error JSON value, if it has one.
+/// The message inside an error JSON value, if it has one (sanitised and short).
 pub(crate) fn message_in(v: &serde_json::Value) -> Option<String> {
-    let candidates = [
-        &v["error"]["message"],
-        &v["error"],
-        &v["message"],
-        &v["detail"],
-        &v["detail"][0]["msg"],
-    ];
-    candidates
-        .iter()
-        .find_map(|c| c.as_str().filter(|s| !s.trim().is_empty()))
-        .map(|s| one_line(s.trim(), 500))
+    crate::net::upstream::message_in(v)
 }
 
 /// Collapses whitespace runs (newlines included) and cuts at `max` characters.
@@ -393,25 +376,33 @@ mod tests {
     fn error_messages_from_many_server_shapes() {
         assert_eq!(
             error_message(
+                400,
                 br#"{"error":{"message":"Invalid model","type":"invalid_request_error"}}"#
             ),
             "Invalid model"
         );
         assert_eq!(
-            error_message(br#"{"error":"model 'x' not found"}"#),
+            error_message(404, br#"{"error":"model 'x' not found"}"#),
             "model 'x' not found"
         );
         assert_eq!(
-            error_message(br#"{"object":"error","message":"bad","code":400}"#),
+            error_message(400, br#"{"object":"error","message":"bad","code":400}"#),
             "bad"
         );
-        assert_eq!(error_message(br#"{"detail":"Not Found"}"#), "Not Found");
         assert_eq!(
-            error_message(b"<html>\n  Bad Gateway\n</html>"),
-            "<html> Bad Gateway </html>"
+            error_message(404, br#"{"detail":"Not Found"}"#),
+            "Not Found"
         );
-        assert_eq!(error_message(b"\xff\xfe"), "\u{FFFD}\u{FFFD}");
-        let long = "x".repeat(1000);
-        assert_eq!(error_message(long.as_bytes()).chars().count(), 301);
+        // Bodies that are not an error document are not echoed: the status says it.
+        assert_eq!(
+            error_message(502, b"<html>\n  internal page\n</html>"),
+            "Bad Gateway"
+        );
+        assert_eq!(error_message(500, b"\xff\xfe"), "Internal Server Error");
+        let long = json!({"error": {"message": "x".repeat(1000)}}).to_string();
+        assert_eq!(
+            error_message(400, long.as_bytes()).chars().count(),
+            crate::net::upstream::MAX_MESSAGE_CHARS + 1
+        );
     }
 }

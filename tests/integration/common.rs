@@ -34,6 +34,10 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         admin_email: Some(ROOT_EMAIL.into()),
         admin_password: Some(Secret::new(ROOT_PASSWORD)),
         shutdown_timeout_secs: 5,
+        // The fake model providers and tool endpoints of the tests run on 127.0.0.1 and are
+        // set as tenant URLs: the operator allows that host. tests/integration/outbound.rs
+        // starts without it to test the policy.
+        outbound_allowed_private_hosts: "127.0.0.1".into(),
         ..Config::default()
     }
 }

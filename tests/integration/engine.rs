@@ -483,7 +483,9 @@ async fn order_api() -> (String, Arc<Mutex<Vec<Hit>>>) {
     (format!("http://{addr}/orders"), hits)
 }
 
-fn order_tool(url: &str, allow_private: bool) -> Value {
+/// A tool at the local order API: test_config lets tenant URLs reach 127.0.0.1 (the
+/// operator's OUTBOUND_ALLOWED_PRIVATE_HOSTS); the policy itself is tested in outbound.rs.
+pub fn order_tool(url: &str) -> Value {
     json!({
         "type": "http",
         "name": "lookup_order",
@@ -492,7 +494,6 @@ fn order_tool(url: &str, allow_private: bool) -> Value {
         "url": url,
         "method": "POST",
         "headers": {"X-Shop-Secret": "s3cret-header-value"},
-        "allowPrivateNetwork": allow_private,
         "timeoutMs": 5000
     })
 }
@@ -506,7 +507,7 @@ async fn tenant_http_tool_gets_validated_arguments_and_the_secret_header() {
     let agent = create_agent(
         &s,
         &a,
-        json!({"name": "Orders", "tools": [order_tool(&url, true)]}),
+        json!({"name": "Orders", "tools": [order_tool(&url)]}),
     )
     .await;
     assert_eq!(
@@ -555,33 +556,6 @@ async fn tenant_http_tool_gets_validated_arguments_and_the_secret_header() {
     assert_eq!(hits.lock().expect("lock").len(), 1);
     let prompt = prompt_of(&fake.requests()[3]);
     assert!(prompt.contains("invalid arguments"), "{prompt}");
-
-    // Without allowPrivateNetwork a loopback URL is refused (SSRF protection).
-    let guarded = id(&create_agent(
-        &s,
-        &a,
-        json!({"name": "Guarded", "tools": [order_tool(&url, false)]}),
-    )
-    .await);
-    fake.push(Reply::tool_call("lookup_order", r#"{"orderId":"A-18"}"#));
-    fake.push(Reply::text("I cannot look that up right now."));
-    let r = playground(&s, &a.token, &guarded, "Where is my order A-18?").await;
-    r.expect(200);
-    assert_eq!(r.body["toolCalls"][0]["ok"], false);
-    assert_eq!(
-        hits.lock().expect("lock").len(),
-        1,
-        "the endpoint was not called"
-    );
-    let reqs = fake.requests();
-    let msgs = reqs[5]["messages"].as_array().expect("messages");
-    let result = msgs.last().expect("tool result");
-    assert_eq!(result["role"], "tool");
-    let text = result["content"].as_str().unwrap_or("");
-    assert!(
-        text.contains("private") && text.contains("not allowed"),
-        "{text}"
-    );
 }
 
 #[tokio::test]
@@ -673,7 +647,7 @@ async fn a_huge_tool_result_is_cut_to_the_context_window() {
     let (url, _) = order_api().await;
     let tool = json!({
         "type": "http", "name": "catalogue", "description": "The whole catalogue",
-        "url": url.replace("/orders", "/catalogue"), "allowPrivateNetwork": true
+        "url": url.replace("/orders", "/catalogue")
     });
     let agent = id(&create_agent(
         &s,

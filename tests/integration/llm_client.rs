@@ -23,6 +23,7 @@ fn provider(fake: &FakeOpenAi) -> Provider {
         idle_timeout: Duration::from_secs(5),
         max_retries: 3,
         retry_backoff: Duration::from_millis(10),
+        ..Provider::default()
     }
 }
 
