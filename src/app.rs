@@ -20,6 +20,9 @@ use tokio::net::TcpListener;
 pub struct App {
     pub state: AppState,
     pub router: Router,
+    /// The listener of the public metrics (METRICS=public), when bound by the caller;
+    /// otherwise `serve_with_listener` binds METRICS_BIND itself.
+    pub metrics_listener: Option<TcpListener>,
 }
 
 /// Opens the data directory (creating it), the store, and builds the router. Everything that
@@ -27,6 +30,7 @@ pub struct App {
 pub async fn build(config: Config) -> anyhow::Result<App> {
     config.validate()?;
     let dir = config.data_dir.clone();
+    crate::store::private_files();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let jwt = match &config.jwt_secret {
@@ -95,7 +99,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         metrics: crate::telemetry::metrics_handle(),
     });
     let router = api::router(state.clone());
-    Ok(App { state, router })
+    Ok(App {
+        state,
+        router,
+        metrics_listener: None,
+    })
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests for
@@ -124,6 +132,22 @@ pub async fn serve_with_listener(
             metrics::gauge!("jobs_pending").set(limits_state.jobs.pending() as f64);
         }
     });
+    let metrics_server = if state.config.metrics == crate::config::MetricsMode::Public {
+        let l = match app.metrics_listener {
+            Some(l) => l,
+            None => {
+                let addr = state.config.metrics_addr()?;
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on METRICS_BIND {addr}"))?
+            }
+        };
+        tracing::info!(addr = %l.local_addr()?, "metrics listening");
+        let r = api::metrics_router(state.clone());
+        Some(tokio::spawn(async move { axum::serve(l, r).await }))
+    } else {
+        None
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(state.config.shutdown_timeout_secs);
     let server = axum::serve(
@@ -147,6 +171,10 @@ pub async fn serve_with_listener(
     }
     pruner.abort();
     let _ = pruner.await;
+    if let Some(m) = metrics_server {
+        m.abort();
+        let _ = m.await;
+    }
     // Let workers finish or park their current job, then write the vector indexes.
     let st = state.clone();
     let _ = tokio::task::spawn_blocking(move || {

@@ -39,6 +39,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who may read the Prometheus metrics (`METRICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsMode {
+    /// No /metrics anywhere.
+    #[default]
+    Off,
+    /// GET /metrics on the main address with `Authorization: Bearer <METRICS_TOKEN>`.
+    Token,
+    /// GET /metrics without credentials, only on its own listener at METRICS_BIND.
+    Public,
+}
+
 /// Every setting. Names match the environment variables (upper-cased) and the TOML keys.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -113,6 +126,21 @@ pub struct Config {
     pub embeddings_base_url: Option<String>,
     pub embeddings_model: Option<String>,
     pub embeddings_api_key: Option<Secret>,
+    /// Who may read /metrics: off, token or public (on METRICS_BIND).
+    pub metrics: MetricsMode,
+    /// The bearer token of /metrics when METRICS=token (at least 16 characters).
+    pub metrics_token: Option<Secret>,
+    /// `host:port` of the separate metrics listener when METRICS=public.
+    pub metrics_bind: Option<String>,
+    /// Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For /
+    /// Forwarded headers name the client; empty trusts none (the TCP peer is the client).
+    pub trusted_proxies: String,
+    /// Most messages in one /v1/chat/completions request.
+    pub chat_max_messages: usize,
+    /// Threads hashing passwords; 0 = number of cores. Each holds a 19 MiB work area while busy.
+    pub password_hash_threads: usize,
+    /// Password hashes waiting for a thread before logins answer 503 `server_busy`.
+    pub password_hash_queue: usize,
 }
 
 impl Default for Config {
@@ -162,6 +190,13 @@ impl Default for Config {
             embeddings_base_url: None,
             embeddings_model: None,
             embeddings_api_key: None,
+            metrics: MetricsMode::Off,
+            metrics_token: None,
+            metrics_bind: None,
+            trusted_proxies: String::new(),
+            chat_max_messages: 500,
+            password_hash_threads: 0,
+            password_hash_queue: 64,
         }
     }
 }
@@ -211,6 +246,13 @@ const ENV_KEYS: &[&str] = &[
     "EMBEDDINGS_BASE_URL",
     "EMBEDDINGS_MODEL",
     "EMBEDDINGS_API_KEY",
+    "METRICS",
+    "METRICS_TOKEN",
+    "METRICS_BIND",
+    "TRUSTED_PROXIES",
+    "CHAT_MAX_MESSAGES",
+    "PASSWORD_HASH_THREADS",
+    "PASSWORD_HASH_QUEUE",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +366,77 @@ impl Config {
                 "PUBLIC_URL must start with http:// or https://".into(),
             ));
         }
+        self.validate_hardening()
+    }
+
+    /// METRICS*, TRUSTED_PROXIES and the request/hashing bounds.
+    fn validate_hardening(&self) -> Result<(), Error> {
+        match self.metrics {
+            MetricsMode::Off => {}
+            MetricsMode::Token => {
+                if self
+                    .metrics_token
+                    .as_ref()
+                    .is_none_or(|t| t.expose().len() < 16)
+                {
+                    return Err(Error::Invalid(
+                        "METRICS=token needs METRICS_TOKEN of at least 16 characters".into(),
+                    ));
+                }
+            }
+            MetricsMode::Public => {
+                self.metrics_addr()?;
+            }
+        }
+        self.trusted_proxy_list()?;
+        if self.chat_max_messages == 0 {
+            return Err(Error::Invalid(
+                "CHAT_MAX_MESSAGES must be at least 1".into(),
+            ));
+        }
+        if self.password_hash_queue == 0 {
+            return Err(Error::Invalid(
+                "PASSWORD_HASH_QUEUE must be at least 1".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The address of the public metrics listener (METRICS=public).
+    pub fn metrics_addr(&self) -> Result<std::net::SocketAddr, Error> {
+        let b = self.metrics_bind.as_deref().unwrap_or("");
+        b.parse().map_err(|_| {
+            Error::Invalid(format!(
+                "METRICS=public needs METRICS_BIND as address:port (e.g. 127.0.0.1:9464), got `{b}`"
+            ))
+        })
+    }
+
+    /// TRUSTED_PROXIES parsed: each entry an IP address or a CIDR.
+    pub fn trusted_proxy_list(&self) -> Result<Vec<IpNet>, Error> {
+        self.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                IpNet::parse(s).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "TRUSTED_PROXIES entry `{s}` is not an IP address or CIDR"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Password hashing threads (PASSWORD_HASH_THREADS, 0 = cores).
+    pub fn password_hash_thread_count(&self) -> usize {
+        if self.password_hash_threads > 0 {
+            self.password_hash_threads
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }
     }
 
     /// The socket address to listen on, from BIND and PORT.
@@ -417,6 +529,50 @@ impl Config {
     }
 }
 
+/// An IP network: an address and a prefix length (a bare address is a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// `10.0.0.0/8`, `::1`, `fd00::/8`, `192.168.1.10`.
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    /// True when `ip` is inside the network (IPv4-mapped IPv6 peers match IPv4 networks).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let bits = |v: u128, width: u32| {
+            let p = u32::from(self.prefix);
+            if p == 0 { 0 } else { v >> (width - p) }
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                bits(u32::from(n).into(), 32) == bits(u32::from(i).into(), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => bits(u128::from(n), 128) == bits(u128::from(i), 128),
+            _ => false,
+        }
+    }
+}
+
 fn parse_duration(name: &str, v: &str) -> Result<Duration, Error> {
     let d = humantime::parse_duration(v.trim()).map_err(|e| {
         Error::Invalid(format!(
@@ -451,6 +607,69 @@ mod tests {
         assert_eq!(c.listen_addr().unwrap().to_string(), "127.0.0.1:3001");
         assert_eq!(c.access_ttl(), Duration::from_secs(900));
         assert_eq!(c.refresh_ttl(), Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_addresses_and_cidrs() {
+        let c = Config {
+            trusted_proxies: "10.0.0.0/8, ::1,192.168.1.7".into(),
+            ..Config::default()
+        };
+        let nets = c.trusted_proxy_list().unwrap();
+        let has = |ip: &str| nets.iter().any(|n| n.contains(ip.parse().unwrap()));
+        assert!(has("10.1.2.3") && has("::1") && has("192.168.1.7"));
+        assert!(
+            has("::ffff:10.9.9.9"),
+            "IPv4-mapped peers match IPv4 networks"
+        );
+        assert!(!has("192.168.1.8") && !has("11.0.0.1") && !has("::2"));
+        for bad in ["10.0.0.0/33", "proxy.local", "1.2.3.4/x"] {
+            let c = Config {
+                trusted_proxies: bad.into(),
+                ..Config::default()
+            };
+            assert!(
+                c.validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("TRUSTED_PROXIES")
+            );
+        }
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn metrics_settings_are_checked() {
+        let c = Config {
+            metrics: MetricsMode::Token,
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("METRICS_TOKEN")
+        );
+        let c = Config {
+            metrics: MetricsMode::Public,
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("METRICS_BIND")
+        );
+        let c = Config {
+            metrics: MetricsMode::Public,
+            metrics_bind: Some("127.0.0.1:9464".into()),
+            ..Config::default()
+        };
+        c.validate().unwrap();
     }
 
     #[test]

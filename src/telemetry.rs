@@ -18,16 +18,7 @@ const LOG_QUEUE_LINES: usize = 8_192;
 pub fn init_logging(cfg: &Config) -> anyhow::Result<WorkerGuard> {
     let filter = EnvFilter::try_new(&cfg.log_level)
         .map_err(|e| anyhow::anyhow!("LOG_LEVEL `{}` is not a valid filter: {e}", cfg.log_level))?;
-    let dir = cfg.data_dir.join("logs");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
-    let appender = Builder::new()
-        .rotation(Rotation::DAILY)
-        .filename_prefix("aigentable")
-        .filename_suffix("log")
-        .max_log_files(cfg.log_retention_days.max(1))
-        .build(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot open log file in {}: {e}", dir.display()))?;
+    let appender = log_file(&cfg.data_dir.join("logs"), cfg.log_retention_days)?;
     // The default queue preallocates 128,000 line slots (4 MB resident from the start, a
     // tenth of the idle-memory budget); lines beyond this bound are dropped, not blocked on.
     let (file_writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -60,6 +51,32 @@ pub fn init_logging(cfg: &Config) -> anyhow::Result<WorkerGuard> {
     Ok(guard)
 }
 
+/// The daily-rotated log file appender under `dir`, keeping `retention_days` files. The
+/// directory is 0700 and the files 0600: logs carry emails and client addresses.
+fn log_file(
+    dir: &std::path::Path,
+    retention_days: usize,
+) -> anyhow::Result<tracing_appender::rolling::RollingFileAppender> {
+    // Files the appender creates (now and at each rotation) follow the umask.
+    crate::store::private_files();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
+    // Also closes a directory an older version left readable.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| anyhow::anyhow!("cannot restrict {}: {e}", dir.display()))?;
+    }
+    Builder::new()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("aigentable")
+        .filename_suffix("log")
+        .max_log_files(retention_days.max(1))
+        .build(dir)
+        .map_err(|e| anyhow::anyhow!("cannot open log file in {}: {e}", dir.display()))
+}
+
 /// The process-wide Prometheus recorder (installed once; later calls share it).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -79,4 +96,29 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn log_files_and_their_directory_are_private() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("logs");
+        let mut w = super::log_file(&dir, 3).unwrap();
+        w.write_all(b"{\"msg\":\"hello\"}\n").unwrap();
+        w.flush().unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!files.is_empty());
+        for f in files {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
 }

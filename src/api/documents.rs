@@ -7,11 +7,11 @@ use super::views::{ChunkView, DocumentView, JobView, Paged, paged};
 use crate::auth::{Action, Caller};
 use crate::domain::Error as DomainError;
 use crate::domain::documents::DocumentFilter;
-use crate::knowledge::pipeline::{Upload, UploadError};
+use crate::knowledge::pipeline::UploadError;
 use crate::knowledge::{SearchMode, SearchQuery, SearchResult};
 use crate::model::DocumentStatus;
 use crate::types::{AgentId, DocumentId, JobId};
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -44,100 +44,15 @@ pub struct DocumentList {
 pub async fn upload(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    mut mp: Multipart,
+    form: super::upload::UploadForm,
 ) -> ApiResult<impl IntoResponse> {
     require(&caller, Action::ManageDocuments)?;
     state
         .limits
         .upload
         .check(&format!("t:{}", caller.tenant()))?;
-    let max = state.config.upload_max_bytes;
-    let mut files: Vec<Upload> = Vec::new();
-    let mut agent_ids: Vec<AgentId> = Vec::new();
-    let bad_multipart = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the upload is larger than this server accepts",
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text())
-        }
-    };
-    while let Some(mut field) = mp.next_field().await.map_err(bad_multipart)? {
-        match field.name() {
-            Some("file") | Some("files") | Some("file[]") | Some("files[]") => {
-                let name = field
-                    .file_name()
-                    .unwrap_or("upload")
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(255)
-                    .collect::<String>();
-                let mime = field.content_type().map(str::to_string);
-                let mut buf = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
-                    if (buf.len() + chunk.len()) as u64 > max {
-                        return Err(ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "payload_too_large",
-                            format!(
-                                "`{name}` is larger than the {} MB upload limit",
-                                max / (1024 * 1024)
-                            ),
-                        )
-                        .with_details(serde_json::json!({"file": name, "maxBytes": max})));
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                if files.len() >= 20 {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "validation_failed",
-                        "at most 20 files per upload",
-                    ));
-                }
-                files.push(Upload {
-                    name,
-                    mime,
-                    bytes: buf,
-                });
-            }
-            Some("agentIds") | Some("agentIds[]") => {
-                let text = field.text().await.map_err(bad_multipart)?;
-                let items: Vec<String> = if text.trim_start().starts_with('[') {
-                    serde_json::from_str(&text).map_err(|_| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "validation_failed",
-                            "agentIds must be ids, comma-separated or a JSON array",
-                        )
-                    })?
-                } else {
-                    text.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                };
-                for i in items {
-                    agent_ids
-                        .push(AgentId::parse(&i).ok_or_else(|| ApiError::invalid_id("agentIds"))?);
-                }
-            }
-            _ => {} // unknown parts are ignored
-        }
-    }
-    if files.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "no `file` part in the upload",
-        )
-        .with_details(
-            serde_json::json!({"fields": [{"field": "file", "message": "is required"}]}),
-        ));
-    }
+    let super::upload::Uploaded { files, agent_ids } =
+        form.read(state.config.upload_max_bytes).await?;
     let k = state.knowledge.clone();
     let tenant = caller.tenant().clone();
     let created = tokio::task::spawn_blocking(move || k.upload(&tenant, files, &agent_ids))

@@ -17,7 +17,8 @@ pub struct Health {
     /// `ok` or `error`.
     storage: &'static str,
     schema_version: Option<u64>,
-    /// The embedding model, or why retrieval is keyword-only.
+    /// The embedding model and its dimensions, or `none` (the server log says why retrieval
+    /// is keyword-only). No file paths: this endpoint is public.
     embeddings: String,
     /// `hybrid` with an embedding model, `keyword` without one.
     retrieval: &'static str,
@@ -41,7 +42,10 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         uptime_seconds: state.started.elapsed().as_secs(),
         storage: if ok { "ok" } else { "error" },
         schema_version: schema,
-        embeddings: state.knowledge.embeddings_description().to_string(),
+        embeddings: match state.knowledge.global_model() {
+            Some((id, dims)) => format!("{id} ({dims} dims)"),
+            None => "none".into(),
+        },
         retrieval: if state.knowledge.has_global_embedder() {
             "hybrid"
         } else {
@@ -57,7 +61,37 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (code, axum::Json(body))
 }
 
-/// Prometheus text format.
+/// Prometheus text format, for `Authorization: Bearer <METRICS_TOKEN>` (METRICS=token).
+pub async fn metrics_with_token(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok =
+        state.config.metrics_token.as_ref().is_some_and(|t| {
+            crate::auth::tokens::ct_eq_bytes(given.as_bytes(), t.expose().as_bytes())
+        });
+    if !ok {
+        let mut r = super::error::ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs `Authorization: Bearer <METRICS_TOKEN>`",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    metrics(State(state)).await.into_response()
+}
+
+/// Prometheus text format (METRICS=public serves this on its own listener).
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -1,7 +1,6 @@
 //! Cross-cutting HTTP behaviour: request ids and access logs, metrics, security headers,
 //! CORS, JSON bodies for framework-made errors (404/405/panics).
 
-use super::AppState;
 use super::error::{ApiError, REQUEST_ID};
 use crate::config::Config;
 use axum::body::Body;
@@ -73,8 +72,23 @@ pub async fn metrics(req: Request, next: Next) -> Response {
 const CSP_HTML: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 const CSP_API: &str = "default-src 'none'; frame-ancestors 'none'";
 
-/// Security headers on every response; a full CSP for HTML; HSTS when configured.
-pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The layers every response passes through, outermost last: request id and access log,
+/// metrics, security headers, panic catching, JSON bodies for framework errors. The security
+/// headers sit outside the layers that make whole new responses (the JSON error rewrite of
+/// 405/413 and the panic answer), so those answers carry them too.
+pub fn outer_layers(router: axum::Router, hsts: bool) -> axum::Router {
+    router
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(hsts, security_headers))
+        .layer(axum::middleware::from_fn(metrics))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// Security headers on every response; a full CSP for HTML; HSTS when `hsts`.
+pub async fn security_headers(State(hsts): State<bool>, req: Request, next: Next) -> Response {
     let is_api =
         req.uri().path().starts_with("/api/") && !req.uri().path().starts_with("/api/docs");
     let mut resp = next.run(req).await;
@@ -111,7 +125,7 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
     if is_api {
         set(h, header::CACHE_CONTROL, "no-store");
     }
-    if state.config.hsts {
+    if hsts {
         set(
             h,
             header::STRICT_TRANSPORT_SECURITY,
@@ -204,4 +218,84 @@ pub async fn not_found(req: Request) -> Response {
 pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("handler panicked");
     ApiError::internal().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, Bytes};
+    use axum::http::{Request, StatusCode};
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    /// A router with a panicking route and a route whose body extractor has a small
+    /// framework limit, behind the real outer layers.
+    fn app() -> axum::Router {
+        let r = axum::Router::new()
+            .route(
+                "/api/boom",
+                get(|| async {
+                    let v: Vec<u8> = Vec::new();
+                    // A real out-of-bounds panic, not an explicit `panic!` call.
+                    let i = v.len() + 3;
+                    v[i].to_string()
+                }),
+            )
+            .route(
+                "/api/echo",
+                post(|b: Bytes| async move { b.len().to_string() }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::max(16));
+        super::outer_layers(r, true)
+    }
+
+    async fn call(req: Request<Body>) -> axum::response::Response {
+        app().oneshot(req).await.expect("infallible")
+    }
+
+    fn assert_hardened(resp: &axum::response::Response, what: &str) {
+        let h = resp.headers();
+        for k in [
+            "x-content-type-options",
+            "x-frame-options",
+            "referrer-policy",
+            "content-security-policy",
+            "cross-origin-opener-policy",
+            "strict-transport-security",
+            "x-request-id",
+        ] {
+            assert!(h.contains_key(k), "{what}: no {k} in {h:?}");
+        }
+        assert!(
+            h["content-type"]
+                .to_str()
+                .is_ok_and(|v| v.starts_with("application/json")),
+            "{what}: {h:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn panics_405_and_framework_413_carry_the_security_headers() {
+        let r = call(Request::get("/api/boom").body(Body::empty()).expect("req")).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_hardened(&r, "panic");
+
+        let r = call(
+            Request::delete("/api/echo")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(r.headers().contains_key("allow"));
+        assert_hardened(&r, "405");
+
+        let r = call(
+            Request::post("/api/echo")
+                .body(Body::from(vec![b'x'; 64]))
+                .expect("req"),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_hardened(&r, "413");
+    }
 }

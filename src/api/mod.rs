@@ -14,6 +14,7 @@ pub mod openai;
 pub mod ratelimit;
 pub mod settings;
 pub mod tenants;
+pub mod upload;
 pub mod views;
 
 use crate::config::Config;
@@ -161,6 +162,16 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
+/// The router of the separate metrics listener (METRICS=public): GET /metrics only.
+pub fn metrics_router(state: AppState) -> Router {
+    let hsts = state.config.hsts;
+    let r = Router::new()
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(middleware::not_found)
+        .with_state(state);
+    middleware::outer_layers(r, hsts)
+}
+
 /// The full router with middleware, for `serve` and for tests.
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = routes();
@@ -171,9 +182,11 @@ pub fn router(state: AppState) -> Router {
         .saturating_mul(2)
         .max(json_limit);
     let cors = middleware::cors_layer(&state.config);
-    Router::new()
-        .merge(api)
-        .route("/metrics", axum::routing::get(health::metrics))
+    let mut app = Router::new().merge(api);
+    if state.config.metrics == crate::config::MetricsMode::Token {
+        app = app.route("/metrics", axum::routing::get(health::metrics_with_token));
+    }
+    let app = app
         .route(
             "/v1/chat/completions",
             axum::routing::post(openai::chat_completions),
@@ -193,15 +206,6 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone())
         .layer(axum::Extension(extract::JsonLimit(json_limit)))
-        .layer(cors)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::security_headers,
-        ))
-        .layer(axum::middleware::from_fn(middleware::json_errors))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            middleware::panic_response,
-        ))
-        .layer(axum::middleware::from_fn(middleware::metrics))
-        .layer(axum::middleware::from_fn(middleware::request_id))
+        .layer(cors);
+    middleware::outer_layers(app, state.config.hsts)
 }

@@ -155,6 +155,13 @@ impl Knowledge {
         &self.global_description
     }
 
+    /// The global model's id and dimensions, without file paths (for the public health).
+    pub fn global_model(&self) -> Option<(&str, usize)> {
+        self.global
+            .as_ref()
+            .map(|s| (s.embedder.model_id(), s.embedder.dimensions()))
+    }
+
     pub fn has_global_embedder(&self) -> bool {
         self.global.is_some()
     }

@@ -18,6 +18,35 @@ use std::path::{Path, PathBuf};
 
 pub use migrate::SCHEMA_VERSION;
 
+/// Makes every file and directory this process creates from now on private to its user
+/// (0600 / 0700): the data directory holds the store, uploaded originals, indexes and logs,
+/// and libraries (redb, tantivy, the log appender) create their files with the umask.
+/// Called once at startup, before the data directory is touched.
+pub fn private_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// The data directory 0700 and the store file 0600, also when an older version (or another
+/// umask) created them readable by others.
+fn make_private(dir: &Path, file: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        // Create it with the right mode rather than fixing it after redb wrote to it.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(file)?;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, file);
+    Ok(())
+}
+
 pub type RecordTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
 pub type IndexTable = TableDefinition<'static, &'static str, &'static str>;
 
@@ -248,6 +277,7 @@ impl Store {
     /// by a newer version is refused.
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self> {
         let path = dir.join("aigentable.redb");
+        make_private(dir, &path).map_err(|e| Error::Db(redb::StorageError::Io(e).into()))?;
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes)
             .create(&path)

@@ -10,6 +10,7 @@ mod contract;
 mod conversations;
 mod engine;
 mod errors;
+mod hardening;
 mod knowledge;
 mod llm_client;
 mod openai_api;

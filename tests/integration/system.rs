@@ -15,11 +15,20 @@ async fn health_reports_version_and_storage() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
-    let s = start().await;
+    let s = start_with(|c| {
+        c.metrics = aigentable::config::MetricsMode::Token;
+        c.metrics_token = Some(aigentable::config::Secret::new("metrics-token-0123456789"));
+    })
+    .await;
     let a = s.register("m@x.test", "M").await;
     s.get("/api/auth/me", &a.token).await.expect(200);
     s.get("/api/auth/me", "bad").await.expect(401);
-    let r = send(s.http.get(format!("{}/metrics", s.base))).await;
+    let r = send(
+        s.http
+            .get(format!("{}/metrics", s.base))
+            .bearer_auth("metrics-token-0123456789"),
+    )
+    .await;
     r.expect(200);
     assert!(
         r.headers["content-type"]

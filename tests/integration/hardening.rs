@@ -1,0 +1,224 @@
+//! Issue 8's limits and HTTP-level findings, each reproduced from outside: security headers
+//! on every answer, the upload's error contract, /metrics exposure, /api/health paths, file
+//! modes of the data directory, /v1 body and message limits, the password hashing queue,
+//! login limits and trusted proxies.
+
+use crate::common::*;
+use serde_json::{Value, json};
+
+fn assert_security_headers(r: &Resp, what: &str) {
+    for k in [
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "content-security-policy",
+        "cross-origin-opener-policy",
+        "cross-origin-resource-policy",
+    ] {
+        assert!(r.headers.contains_key(k), "{what}: no {k}: {:?}", r.headers);
+    }
+}
+
+#[tokio::test]
+async fn method_not_allowed_and_oversized_answers_carry_security_headers() {
+    let s = start_with(|c| c.upload_max_bytes = 4 * 1024).await;
+    let a = s.register("h@x.test", "H").await;
+    let r = s
+        .req(reqwest::Method::PATCH, "/api/auth/login", None, None)
+        .await;
+    r.expect_err(405, "method_not_allowed");
+    assert_security_headers(&r, "405");
+
+    // Beyond the router-wide limit (twice the upload limit): the framework's 413.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![b'a'; 64 * 1024])
+            .file_name("big.txt")
+            .mime_str("text/plain")
+            .expect("mime"),
+    );
+    let r = send(
+        s.http
+            .post(format!("{}/api/documents", s.base))
+            .bearer_auth(&a.token)
+            .multipart(form),
+    )
+    .await;
+    r.expect_err(413, "payload_too_large");
+    assert_security_headers(&r, "413");
+}
+
+#[tokio::test]
+async fn a_non_multipart_upload_gets_the_json_error_body() {
+    let s = start().await;
+    let a = s.register("u@x.test", "U").await;
+    let post = |ct: &'static str, body: &'static str| {
+        s.http
+            .post(format!("{}/api/documents", s.base))
+            .bearer_auth(&a.token)
+            .header("content-type", ct)
+            .body(body)
+    };
+    let r = send(post("application/json", "{\"file\":\"x\"}")).await;
+    r.expect_err(415, "unsupported_media_type");
+    assert!(r.body["requestId"].is_string(), "{}", r.text);
+    let r = send(post("text/plain", "hello")).await;
+    r.expect_err(415, "unsupported_media_type");
+    // Multipart without a boundary, and a body that is not the multipart it claims.
+    let r = send(post("multipart/form-data", "hello")).await;
+    r.expect_err(400, "invalid_multipart");
+    let r = send(post(
+        "multipart/form-data; boundary=XYZ",
+        "not multipart at all",
+    ))
+    .await;
+    r.expect_err(400, "invalid_multipart");
+    // No body type at all.
+    let r = send(
+        s.http
+            .post(format!("{}/api/documents", s.base))
+            .bearer_auth(&a.token),
+    )
+    .await;
+    r.expect_err(415, "unsupported_media_type");
+    // A valid upload still works.
+    upload(
+        &s,
+        &a.token,
+        &[("a.txt", "text/plain", b"hello".to_vec())],
+        None,
+    )
+    .await
+    .expect(202);
+}
+
+#[tokio::test]
+async fn metrics_are_off_by_default() {
+    let s = start().await;
+    let r = send(s.http.get(format!("{}/metrics", s.base))).await;
+    r.expect(404);
+}
+
+#[tokio::test]
+async fn metrics_with_a_token_need_it() {
+    let token = "metrics-token-0123456789";
+    let s = start_with(|c| {
+        c.metrics = aigentable::config::MetricsMode::Token;
+        c.metrics_token = Some(aigentable::config::Secret::new(token));
+    })
+    .await;
+    s.get("/api/health", "x").await;
+    let r = send(s.http.get(format!("{}/metrics", s.base))).await;
+    r.expect_err(401, "unauthorized");
+    let r = send(
+        s.http
+            .get(format!("{}/metrics", s.base))
+            .bearer_auth("metrics-token-wrong-456789"),
+    )
+    .await;
+    r.expect_err(401, "unauthorized");
+    let r = send(s.http.get(format!("{}/metrics", s.base)).bearer_auth(token)).await;
+    r.expect(200);
+    assert!(r.text.contains("http_requests_total{"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn public_metrics_are_served_only_on_their_own_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.metrics = aigentable::config::MetricsMode::Public;
+    cfg.metrics_bind = Some("127.0.0.1:9".into());
+    let mut app = aigentable::build(cfg).await.expect("app builds");
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let maddr = metrics.local_addr().expect("addr");
+    app.metrics_listener = Some(metrics);
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = main.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(aigentable::serve_with_listener(app, main, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let r = send(http.get(format!("http://{addr}/api/health"))).await;
+    r.expect(200);
+    let r = send(http.get(format!("http://{addr}/metrics"))).await;
+    r.expect(404);
+    let r = send(http.get(format!("http://{maddr}/metrics"))).await;
+    r.expect(200);
+    assert!(r.text.contains("http_requests_total{"), "{}", r.text);
+    assert_security_headers(&r, "metrics listener");
+    // The metrics listener serves nothing else.
+    send(http.get(format!("http://{maddr}/api/health")))
+        .await
+        .expect(404);
+    let _ = stop.send(());
+    bounded("server stop", server)
+        .await
+        .expect("joined")
+        .expect("server ran");
+}
+
+#[tokio::test]
+async fn health_does_not_show_file_paths() {
+    let s = start().await;
+    let r = send(s.http.get(format!("{}/api/health", s.base))).await;
+    r.expect(200);
+    let dir = s.data_dir();
+    let dir = dir.to_str().expect("utf-8 path");
+    assert!(!r.text.contains(dir), "{}", r.text);
+    assert!(!r.text.contains("/models/"), "{}", r.text);
+    // What monitoring needs is still there.
+    for k in ["status", "storage", "version", "embeddings", "retrieval"] {
+        assert!(!r.body[k].is_null(), "{k}: {}", r.text);
+    }
+}
+
+/// Every file under `dir` is 0600 and every directory 0700.
+#[cfg(unix)]
+fn assert_private_tree(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let mode = std::fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "directory {}", d.display());
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            let m = std::fs::symlink_metadata(&p).expect("meta");
+            if m.is_dir() {
+                todo.push(p);
+            } else {
+                let mode = m.permissions().mode() & 0o777;
+                assert_eq!(mode & 0o077, 0, "file {} is {mode:o}", p.display());
+                seen += 1;
+            }
+        }
+    }
+    seen
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn data_files_are_private() {
+    let s = start().await;
+    let a = s.register("p@x.test", "P").await;
+    let doc = upload_doc(
+        &s,
+        &a.token,
+        "notes.txt",
+        "text/plain",
+        b"The warranty lasts two years.",
+        None,
+    )
+    .await;
+    assert!(!doc.is_empty());
+    let dir = s.stop().await;
+    let files = assert_private_tree(dir.path());
+    // The store, the secrets, the original and the index files were all checked.
+    assert!(files >= 4, "only {files} files checked");
+    assert!(dir.path().join("aigentable.redb").exists());
+}
