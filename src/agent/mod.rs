@@ -96,15 +96,56 @@ pub struct Engine {
     pub retriever: Arc<dyn Retrieve>,
 }
 
+/// A turn's prompt, ready for the model: what [`Engine::prepare`] hands to the steps.
+struct Prepared {
+    provider: Provider,
+    model: String,
+    context_window: usize,
+    uses_knowledge: bool,
+    sources: Vec<Source>,
+    tool_defs: Vec<llm::ToolDef>,
+    /// Tokens the tool definitions take in every request.
+    tools_tokens: usize,
+    messages: Vec<ChatMessage>,
+    history_dropped: usize,
+}
+
+/// What the model steps of a turn produced.
+#[derive(Default)]
+struct Steps {
+    reply: Option<String>,
+    usage: Usage,
+    upstream: Duration,
+    records: Vec<ToolCallRecord>,
+    handoff: Option<String>,
+}
+
+/// A failed turn before or between model steps (nothing billed yet).
+fn failure(started: Instant, message: String, partial: String) -> TurnError {
+    TurnError {
+        message,
+        partial,
+        latency_ms: started.elapsed().as_millis() as u64,
+        usage: Usage::default(),
+        upstream: Duration::ZERO,
+    }
+}
+
+/// Runs blocking work (store reads, token counting) on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("blocking task failed: {e}"))
+}
+
 impl Engine {
-    fn provider(&self, tenant: &TenantId) -> Result<(Provider, String, u32), TurnError> {
-        let eff = self.svc.effective_ai(tenant).map_err(|e| TurnError {
-            message: format!("cannot read the model settings: {e}"),
-            partial: String::new(),
-            latency_ms: 0,
-            usage: Usage::default(),
-            upstream: Duration::ZERO,
-        })?;
+    /// The tenant's model provider, default model and context window (a store read, done
+    /// on the blocking pool).
+    async fn provider(&self, tenant: &TenantId) -> Result<(Provider, String, u32), String> {
+        let (svc, t) = (self.svc.clone(), tenant.clone());
+        let eff = blocking(move || svc.effective_ai(&t))
+            .await?
+            .map_err(|e| format!("cannot read the model settings: {e}"))?;
         let mut p = Provider::new(eff.base_url, eff.api_key.map(crate::config::Secret::new));
         if eff.tenant_url {
             p.policy = self.svc.config.tenant_outbound();
@@ -141,148 +182,216 @@ impl Engine {
         deltas: Option<mpsc::Sender<String>>,
     ) -> Result<TurnResult, TurnError> {
         let started = Instant::now();
-        let fail = |message: String, partial: String| TurnError {
-            message,
-            partial,
-            latency_ms: started.elapsed().as_millis() as u64,
-            usage: Usage::default(),
-            upstream: Duration::ZERO,
-        };
-        let (provider, default_model, context_window) = self.provider(&turn.tenant)?;
+        let mut prepared = self.prepare(&turn, started).await?;
+        let steps = self
+            .steps(&turn, &mut prepared, deltas.as_ref(), started)
+            .await?;
+        Ok(self.finish(&turn, prepared, steps, deltas, started).await)
+    }
+
+    /// The provider, the sources and the prompt of a turn. Token counting (of sources,
+    /// history and tool definitions) runs on the blocking pool.
+    async fn prepare(&self, turn: &Turn, started: Instant) -> Result<Prepared, TurnError> {
+        let fail = |message: String| failure(started, message, String::new());
+        let (provider, default_model, context_window) =
+            self.provider(&turn.tenant).await.map_err(fail)?;
         let agent = &turn.agent;
         let model = agent.model.clone().unwrap_or(default_model);
         let uses_knowledge =
             agent.retrieval_mode != RetrievalMode::Off && !agent.document_ids.is_empty();
-        let mut sources = if uses_knowledge {
+        let sources = if uses_knowledge {
             self.retrieve(&turn.tenant, agent, &turn.message)
                 .await
-                .map_err(|e| fail(format!("knowledge search failed: {e}"), String::new()))?
+                .map_err(|e| fail(format!("knowledge search failed: {e}")))?
                 .sources
         } else {
             Vec::new()
         };
-        prompt::fit_sources(
-            &model,
-            &mut sources,
-            context_window as usize,
-            agent.max_tokens as usize,
+        let (agent, history, message) = (
+            turn.agent.clone(),
+            turn.history.clone(),
+            turn.message.clone(),
         );
-        let can_handoff = agent.tools.contains(&ToolSpec::HandoffToHuman);
-        let system = prompt::system_message(agent, &sources, uses_knowledge, can_handoff);
-        let tool_defs = tools::definitions(&agent.tools, uses_knowledge);
-        let tools_tokens = llm::count_tokens(
-            &model,
-            &serde_json::to_string(&tool_defs).unwrap_or_default(),
-        );
-        let (mut messages, history_dropped) = prompt::assemble(
-            &model,
-            system,
-            &turn.history,
-            &turn.message,
-            context_window as usize,
-            agent.max_tokens as usize,
-            tools_tokens,
-        );
-        let mut usage = Usage::default();
-        let mut upstream = Duration::ZERO;
-        let mut records = Vec::new();
-        let mut handoff: Option<String> = None;
+        blocking(move || {
+            let mut sources = sources;
+            let context_window = context_window as usize;
+            let max_answer = agent.max_tokens as usize;
+            prompt::fit_sources(&model, &mut sources, context_window, max_answer);
+            let can_handoff = agent.tools.contains(&ToolSpec::HandoffToHuman);
+            let system = prompt::system_message(&agent, &sources, uses_knowledge, can_handoff);
+            let tool_defs = tools::definitions(&agent.tools, uses_knowledge);
+            let tools_tokens = llm::count_tokens(
+                &model,
+                &serde_json::to_string(&tool_defs).unwrap_or_default(),
+            );
+            let (messages, history_dropped) = prompt::assemble(
+                &model,
+                system,
+                &history,
+                &message,
+                context_window,
+                max_answer,
+                tools_tokens,
+            );
+            Prepared {
+                provider,
+                model,
+                context_window,
+                uses_knowledge,
+                sources,
+                tool_defs,
+                tools_tokens,
+                messages,
+                history_dropped,
+            }
+        })
+        .await
+        .map_err(fail)
+    }
+
+    /// The model steps: up to [`MAX_STEPS`] calls, each either the answer or a tool round.
+    async fn steps(
+        &self,
+        turn: &Turn,
+        p: &mut Prepared,
+        deltas: Option<&mpsc::Sender<String>>,
+        started: Instant,
+    ) -> Result<Steps, TurnError> {
+        let agent = &turn.agent;
+        let mut out = Steps::default();
         let mut streamed = String::new();
-        let mut reply = None;
         for step in 0..MAX_STEPS {
-            let last = step + 1 == MAX_STEPS || handoff.is_some();
-            let mut req = ChatRequest::new(model.clone(), messages.clone());
+            let last = step + 1 == MAX_STEPS || out.handoff.is_some();
+            let mut req = ChatRequest::new(p.model.clone(), p.messages.clone());
             req.temperature = Some(agent.temperature);
             req.max_tokens = Some(agent.max_tokens);
-            if !tool_defs.is_empty() && !last {
-                req.tools = tool_defs.clone();
+            if !p.tool_defs.is_empty() && !last {
+                req.tools = p.tool_defs.clone();
             }
             let t0 = Instant::now();
-            let step = async {
-                Ok(match &deltas {
-                    None => {
-                        let r = self
-                            .llm
-                            .chat(&provider, &req)
-                            .await
-                            .map_err(|e| fail(e.user_message(), streamed.clone()))?;
-                        (r.message, Some(r.usage))
-                    }
-                    Some(tx) => {
-                        let mut stream = self
-                            .llm
-                            .chat_stream(&provider, &req)
-                            .await
-                            .map_err(|e| fail(e.user_message(), streamed.clone()))?;
-                        let mut done = None;
-                        while let Some(ev) = stream.next().await {
-                            match ev.map_err(|e| fail(e.user_message(), streamed.clone()))? {
-                                StreamEvent::Delta(d) => {
-                                    streamed.push_str(&d);
-                                    if tx.send(d).await.is_err() {
-                                        // The client went away: dropping the stream aborts upstream.
-                                        return Err(fail(
-                                            "cancelled: the client disconnected".into(),
-                                            streamed.clone(),
-                                        ));
-                                    }
-                                }
-                                StreamEvent::Done { message, usage, .. } => {
-                                    done = Some((message, usage));
-                                }
-                            }
-                        }
-                        done.ok_or_else(|| {
-                            fail(
-                                "the model's stream ended without a final message".into(),
-                                streamed.clone(),
-                            )
-                        })?
-                    }
-                })
-            };
-            let step: Result<_, TurnError> = step.await;
-            upstream += t0.elapsed();
+            let step = self
+                .call_model(&p.provider, &req, deltas, &mut streamed, started)
+                .await;
+            out.upstream += t0.elapsed();
             let (message, step_usage) = step.map_err(|e| TurnError {
-                usage: usage.clone(),
-                upstream,
+                usage: out.usage.clone(),
+                upstream: out.upstream,
                 ..e
             })?;
             if let Some(u) = step_usage {
-                usage.prompt_tokens += u.prompt_tokens;
-                usage.completion_tokens += u.completion_tokens;
+                out.usage.prompt_tokens += u.prompt_tokens;
+                out.usage.completion_tokens += u.completion_tokens;
             }
             if message.tool_calls.is_empty() || last {
-                reply = Some(message.content.clone().unwrap_or_default());
+                out.reply = Some(message.content.clone().unwrap_or_default());
                 break;
             }
-            messages.push(message.clone());
-            for call in &message.tool_calls {
-                let (ok, result) = self.run_tool(&turn, call, &mut sources, &mut handoff).await;
-                records.push(ToolCallRecord {
-                    name: call.name.clone(),
-                    arguments: call.arguments.chars().take(2000).collect(),
-                    ok,
-                    result: result.chars().take(500).collect(),
-                });
-                // History was trimmed to the window; tool results must fit in what is left.
-                let room = prompt::room_left(
-                    &model,
-                    &messages,
-                    tools_tokens,
-                    context_window as usize,
-                    agent.max_tokens as usize,
-                );
-                let result = prompt::fit_tool_result(&model, result, room);
-                messages.push(ChatMessage::tool_result(call.id.clone(), result));
+            self.tool_round(turn, p, message, &mut out).await;
+        }
+        Ok(out)
+    }
+
+    /// One model call; with `deltas`, streamed (the answer's text goes out as it comes).
+    async fn call_model(
+        &self,
+        provider: &Provider,
+        req: &ChatRequest,
+        deltas: Option<&mpsc::Sender<String>>,
+        streamed: &mut String,
+        started: Instant,
+    ) -> Result<(ChatMessage, Option<llm::Usage>), TurnError> {
+        let Some(tx) = deltas else {
+            let r = self
+                .llm
+                .chat(provider, req)
+                .await
+                .map_err(|e| failure(started, e.user_message(), streamed.clone()))?;
+            return Ok((r.message, Some(r.usage)));
+        };
+        let mut stream = self
+            .llm
+            .chat_stream(provider, req)
+            .await
+            .map_err(|e| failure(started, e.user_message(), streamed.clone()))?;
+        let mut done = None;
+        while let Some(ev) = stream.next().await {
+            match ev.map_err(|e| failure(started, e.user_message(), streamed.clone()))? {
+                StreamEvent::Delta(d) => {
+                    streamed.push_str(&d);
+                    if tx.send(d).await.is_err() {
+                        // The client went away: dropping the stream aborts upstream.
+                        return Err(failure(
+                            started,
+                            "cancelled: the client disconnected".into(),
+                            streamed.clone(),
+                        ));
+                    }
+                }
+                StreamEvent::Done { message, usage, .. } => {
+                    done = Some((message, usage));
+                }
             }
         }
-        let mut reply = reply.unwrap_or_default();
+        done.ok_or_else(|| {
+            failure(
+                started,
+                "the model's stream ended without a final message".into(),
+                streamed.clone(),
+            )
+        })
+    }
+
+    /// Runs the tool calls of `message` and appends them and their results (fitted to the
+    /// room left in the context window) to the prompt.
+    async fn tool_round(
+        &self,
+        turn: &Turn,
+        p: &mut Prepared,
+        message: ChatMessage,
+        out: &mut Steps,
+    ) {
+        p.messages.push(message.clone());
+        for call in &message.tool_calls {
+            let (ok, result) = self
+                .run_tool(turn, call, &mut p.sources, &mut out.handoff)
+                .await;
+            out.records.push(ToolCallRecord {
+                name: call.name.clone(),
+                arguments: call.arguments.chars().take(2000).collect(),
+                ok,
+                result: result.chars().take(500).collect(),
+            });
+            // History was trimmed to the window; tool results must fit in what is left.
+            // Counting tokens of the whole prompt is CPU work: off the async workers.
+            let (model, messages) = (p.model.clone(), p.messages.clone());
+            let (tools_tokens, window) = (p.tools_tokens, p.context_window);
+            let max_answer = turn.agent.max_tokens as usize;
+            let fitted = blocking(move || {
+                let room = prompt::room_left(&model, &messages, tools_tokens, window, max_answer);
+                prompt::fit_tool_result(&model, result, room)
+            })
+            .await
+            .unwrap_or_else(|e| format!("error: {e}"));
+            p.messages
+                .push(ChatMessage::tool_result(call.id.clone(), fitted));
+        }
+    }
+
+    /// The reply (or the fallback), its citations, and the result.
+    async fn finish(
+        &self,
+        turn: &Turn,
+        p: Prepared,
+        steps: Steps,
+        deltas: Option<mpsc::Sender<String>>,
+        started: Instant,
+    ) -> TurnResult {
+        let mut reply = steps.reply.unwrap_or_default();
         if reply.trim().is_empty() {
-            reply = if handoff.is_some() {
+            reply = if steps.handoff.is_some() {
                 "I'm connecting you with a member of our team; they will reply here shortly.".into()
             } else {
-                agent
+                turn.agent
                     .fallback_message
                     .clone()
                     .unwrap_or_else(|| crate::domain::agents::DEFAULT_FALLBACK.into())
@@ -291,18 +400,18 @@ impl Engine {
                 let _ = tx.send(reply.clone()).await;
             }
         }
-        let citations = prompt::citations(&reply, &sources);
-        Ok(TurnResult {
+        let citations = prompt::citations(&reply, &p.sources);
+        TurnResult {
             reply,
             citations,
-            usage,
-            tool_calls: records,
-            handoff,
+            usage: steps.usage,
+            tool_calls: steps.records,
+            handoff: steps.handoff,
             latency_ms: started.elapsed().as_millis() as u64,
-            upstream,
-            history_dropped,
-            no_sources: uses_knowledge && sources.is_empty(),
-        })
+            upstream: steps.upstream,
+            history_dropped: p.history_dropped,
+            no_sources: p.uses_knowledge && p.sources.is_empty(),
+        }
     }
 
     /// Runs one tool call; returns (ok, text for the model).

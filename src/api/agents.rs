@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::double;
+use super::sse::json_event;
+use axum::response::sse::Event;
 
 /// Agent fields; on create `name` is required, on update every field is optional.
 #[derive(Deserialize, ToSchema, Default)]
@@ -223,7 +225,6 @@ pub async fn test(
     Path(id): Path<String>,
     Json(r): Json<TestReq>,
 ) -> ApiResult<axum::response::Response> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     let id = agent_id(&id)?;
     let tenant = caller.tenant().clone();
     // The stored record (sealed tool secrets included), for the engine.
@@ -238,7 +239,19 @@ pub async fn test(
             .run(turn, None)
             .await
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "upstream_failed", e.message))?;
-        return Ok(axum::Json(TestResponse {
+        return Ok(axum::Json(TestResponse::from(res)).into_response());
+    }
+    Ok(super::sse::relay(
+        engine,
+        turn,
+        Playground,
+        super::sse::Record::No,
+    ))
+}
+
+impl From<crate::agent::TurnResult> for TestResponse {
+    fn from(res: crate::agent::TurnResult) -> Self {
+        TestResponse {
             reply: res.reply,
             citations: res.citations.iter().map(CitationView::from).collect(),
             usage: UsageView::from(&res.usage),
@@ -246,47 +259,28 @@ pub async fn test(
             upstream_ms: res.upstream.as_secs_f64() * 1000.0,
             tool_calls: res.tool_calls,
             handoff: res.handoff,
-        })
-        .into_response());
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
-    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(64);
-    tokio::spawn(async move {
-        let fwd = ev_tx.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(d) = rx.recv().await {
-                let ev = Event::default()
-                    .event("delta")
-                    .json_data(serde_json::json!({ "content": d }));
-                if let Ok(ev) = ev
-                    && fwd.send(Ok(ev)).await.is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let res = engine.run(turn, Some(tx)).await;
-        let _ = forward.await;
-        let ev = match res {
-            Ok(res) => Event::default().event("done").json_data(TestResponse {
-                reply: res.reply,
-                citations: res.citations.iter().map(CitationView::from).collect(),
-                usage: UsageView::from(&res.usage),
-                latency_ms: res.latency_ms,
-                upstream_ms: res.upstream.as_secs_f64() * 1000.0,
-                tool_calls: res.tool_calls,
-                handoff: res.handoff,
-            }),
-            Err(e) => Event::default().event("error").json_data(
-                serde_json::json!({ "error": { "code": "upstream_failed", "message": e.message } }),
-            ),
-        };
-        if let Ok(ev) = ev {
-            let _ = ev_tx.send(Ok(ev)).await;
         }
-    });
-    let body = tokio_stream::wrappers::ReceiverStream::new(ev_rx);
-    Ok(Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    }
+}
+
+/// The playground's events: `delta` `{content}`, then `done` (a [`TestResponse`]) or
+/// `error` `{error: {code, message}}`.
+struct Playground;
+
+impl super::sse::Framing for Playground {
+    fn delta(&mut self, text: String) -> Vec<Event> {
+        vec![json_event(
+            Some("delta"),
+            &serde_json::json!({ "content": text }),
+        )]
+    }
+    fn done(&mut self, r: &crate::agent::TurnResult) -> Vec<Event> {
+        vec![json_event(Some("done"), &TestResponse::from(r.clone()))]
+    }
+    fn failed(&mut self, e: &crate::agent::TurnError) -> Vec<Event> {
+        vec![json_event(
+            Some("error"),
+            &serde_json::json!({ "error": { "code": "upstream_failed", "message": e.message } }),
+        )]
+    }
 }

@@ -226,7 +226,11 @@ impl FromRequestParts<AppState> for Auth {
                 let k = k.to_string();
                 state.run(move |s| s.authenticate_api_key(&k)).await?
             }
-            (Some(t), None) => state.svc.authenticate_access(t)?,
+            // The token is checked against its session in the store: a blocking read.
+            (Some(t), None) => {
+                let t = t.to_string();
+                state.run(move |s| s.authenticate_access(&t)).await?
+            }
             (None, None) => return Err(ApiError::unauthorized()),
         };
         let key = match (caller.api_key_id(), caller.user()) {

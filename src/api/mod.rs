@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod openai;
 pub mod ratelimit;
 pub mod settings;
+pub mod sse;
 pub mod tenants;
 pub mod upload;
 pub mod views;

@@ -4,14 +4,14 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Auth;
-use crate::agent::Turn;
+use super::extract::{Auth, JsonLimit};
+use crate::agent::{Turn, TurnError, TurnResult};
 use crate::llm::ChatMessage;
 use crate::model::ActiveStatus;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,7 +44,7 @@ impl From<ApiError> for OaiError {
             403 => "insufficient_permissions",
             404 => "model_not_found",
             429 => "rate_limit_exceeded",
-            413 => "request_too_large",
+            413 => "payload_too_large",
             400 | 415 | 422 => "invalid_request",
             _ => "server_error",
         };
@@ -102,6 +102,35 @@ struct CompletionReq {
     max_completion_tokens: Option<u32>,
 }
 
+/// The request body, read within the JSON body limit (BODY_LIMIT_BYTES), not the
+/// router-wide upload limit, with OpenAI-shaped rejections.
+pub struct CompletionBody(CompletionReq);
+
+impl<S: Send + Sync> FromRequest<S> for CompletionBody {
+    type Rejection = OaiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, OaiError> {
+        let JsonLimit(limit) = req
+            .extensions()
+            .get::<JsonLimit>()
+            .copied()
+            .unwrap_or(JsonLimit(1024 * 1024));
+        let body = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                OaiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {limit} bytes"),
+                    "payload_too_large",
+                    None,
+                )
+            })?;
+        serde_json::from_slice(&body)
+            .map(CompletionBody)
+            .map_err(|e| bad(format!("invalid request body: {e}"), "body"))
+    }
+}
+
 /// Text of a message content: a string, or an array of `{type:"text", text}` parts.
 fn text_of(v: &Value) -> String {
     match v {
@@ -124,60 +153,43 @@ fn bad(msg: impl Into<String>, param: &str) -> OaiError {
     )
 }
 
-/// OpenAI chat completions against an agent.
-pub async fn chat_completions(
-    State(state): State<AppState>,
-    OaiAuth(caller): OaiAuth,
-    body: axum::body::Bytes,
-) -> Result<Response, OaiError> {
-    let req: CompletionReq = serde_json::from_slice(&body)
-        .map_err(|e| bad(format!("invalid request body: {e}"), "body"))?;
-    let tenant = caller.tenant().clone();
-    let model = req.model.clone();
-    let mut agent = state
-        .run(move |s| s.find_agent(&caller, &model))
-        .await
-        .map_err(|e| {
-            // Only a missing agent is an unknown model; a role without access or our own
-            // failure must not be reported as one.
-            if e.status != StatusCode::NOT_FOUND {
-                return OaiError::from(e);
-            }
-            OaiError(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "The model `{}` does not exist: use an agent's slug or id (GET /v1/models).",
-                    req.model
-                ),
-                "model_not_found",
-                Some("model".into()),
-            )
-        })?;
-    if agent.status != ActiveStatus::Active {
+/// A checked request: the question, the history, and the caller's overrides.
+struct Completion {
+    model: String,
+    history: Vec<ChatMessage>,
+    question: String,
+    stream: bool,
+    include_usage: bool,
+    temperature: Option<f32>,
+    max_tokens: Option<u32>,
+}
+
+/// Checks the request. The last user message is the question; earlier user/assistant turns
+/// are history; the caller's system messages are ignored (the agent's own prompt applies).
+fn validate(req: CompletionReq, max_messages: usize) -> Result<Completion, OaiError> {
+    if req.messages.len() > max_messages {
         return Err(OaiError(
-            StatusCode::NOT_FOUND,
-            format!("The agent `{}` is inactive.", req.model),
-            "model_not_found",
-            Some("model".into()),
+            StatusCode::BAD_REQUEST,
+            format!(
+                "at most {max_messages} messages per request (got {})",
+                req.messages.len()
+            ),
+            "too_many_messages",
+            Some("messages".into()),
         ));
     }
-    if let Some(t) = req.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(bad("temperature must be between 0 and 2", "temperature"));
-        }
-        agent.temperature = t;
+    if let Some(t) = req.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(bad("temperature must be between 0 and 2", "temperature"));
     }
-    if let Some(m) = req.max_completion_tokens.or(req.max_tokens) {
-        agent.max_tokens = m.clamp(1, 32_768);
-    }
-    // The last user message is the question; earlier user/assistant turns are history.
-    // The caller's system messages are ignored: the agent's own prompt applies.
     let mut history = Vec::new();
     let mut question = None;
-    for (i, m) in req.messages.iter().enumerate() {
+    let n = req.messages.len();
+    for (i, m) in req.messages.into_iter().enumerate() {
         let text = text_of(&m.content);
         match m.role.as_str() {
-            "user" if i + 1 == req.messages.len() => question = Some(text),
+            "user" if i + 1 == n => question = Some(text),
             "user" => history.push(ChatMessage::user(text)),
             "assistant" => history.push(ChatMessage::assistant(text)),
             "system" | "developer" | "tool" | "function" => {}
@@ -195,95 +207,177 @@ pub async fn chat_completions(
             "messages",
         )
     })?;
-    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
-    let created = crate::auth::tokens::unix_now();
-    let slug = agent.slug.clone();
-    let stats_agent = agent.clone();
-    let stats_tenant = tenant.clone();
+    Ok(Completion {
+        model: req.model,
+        history,
+        question,
+        stream: req.stream,
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        temperature: req.temperature,
+        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+    })
+}
+
+/// The active agent named by `model` (slug or id), with the caller's overrides applied.
+async fn agent_for(
+    state: &AppState,
+    caller: crate::auth::Caller,
+    c: &Completion,
+) -> Result<crate::model::Agent, OaiError> {
+    let model = c.model.clone();
+    let unknown = |message: String| {
+        OaiError(
+            StatusCode::NOT_FOUND,
+            message,
+            "model_not_found",
+            Some("model".into()),
+        )
+    };
+    let mut agent = state
+        .run(move |s| s.find_agent(&caller, &model))
+        .await
+        .map_err(|e| {
+            // Only a missing agent is an unknown model; a role without access or our own
+            // failure must not be reported as one.
+            if e.status != StatusCode::NOT_FOUND {
+                return OaiError::from(e);
+            }
+            unknown(format!(
+                "The model `{}` does not exist: use an agent's slug or id (GET /v1/models).",
+                c.model
+            ))
+        })?;
+    if agent.status != ActiveStatus::Active {
+        return Err(unknown(format!("The agent `{}` is inactive.", c.model)));
+    }
+    if let Some(t) = c.temperature {
+        agent.temperature = t;
+    }
+    if let Some(m) = c.max_tokens {
+        agent.max_tokens = m.clamp(1, 32_768);
+    }
+    Ok(agent)
+}
+
+/// The id, creation time and model name every answer and chunk carries.
+#[derive(Clone)]
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Meta {
+    fn new(model: String) -> Self {
+        Meta {
+            id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
+            created: crate::auth::tokens::unix_now(),
+            model,
+        }
+    }
+}
+
+fn usage_json(u: &crate::model::Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
+}
+
+/// OpenAI chat completions against an agent.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    OaiAuth(caller): OaiAuth,
+    CompletionBody(req): CompletionBody,
+) -> Result<Response, OaiError> {
+    let c = validate(req, state.config.chat_max_messages)?;
+    let tenant = caller.tenant().clone();
+    let agent = agent_for(&state, caller, &c).await?;
+    let meta = Meta::new(agent.slug.clone());
     let turn = Turn {
         tenant,
         agent,
-        history,
-        message: question,
+        history: c.history,
+        message: c.question,
     };
     let engine = state.engine.clone();
-    if !req.stream {
-        let r = engine.run(turn, None).await;
-        engine
-            .record_detached(&stats_tenant, &stats_agent, &r)
-            .await;
-        let r =
-            r.map_err(|e| OaiError(StatusCode::BAD_GATEWAY, e.message, "upstream_error", None))?;
-        let body = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": slug,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.reply, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens, "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens},
-            "system_fingerprint": null,
-            "citations": r.citations,
-        });
-        return Ok(axum::Json(body).into_response());
-    }
-    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
-    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(64);
-    let chunk = move |delta: Value, finish: Option<&str>| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": slug, "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-    };
-    tokio::spawn(async move {
-        let send = |v: Value| {
-            let ev_tx = ev_tx.clone();
-            async move {
-                ev_tx
-                    .send(Ok(Event::default().data(v.to_string())))
-                    .await
-                    .is_ok()
-            }
+    if c.stream {
+        let framing = Chunks {
+            meta,
+            include_usage: c.include_usage,
         };
-        if !send(chunk(json!({"role": "assistant", "content": ""}), None)).await {
-            return;
-        }
-        let run = engine.run(turn, Some(tx));
-        tokio::pin!(run);
-        let mut result = None;
-        loop {
-            tokio::select! {
-                d = rx.recv() => match d {
-                    Some(d) => { if !send(chunk(json!({"content": d}), None)).await { return; } }
-                    None => { if result.is_some() { break; } }
-                },
-                r = &mut run, if result.is_none() => { result = Some(r); }
-            }
-        }
-        if let Some(r) = &result {
-            engine.record_detached(&stats_tenant, &stats_agent, r).await;
-        }
-        match result {
-            Some(Ok(r)) => {
-                let mut last = chunk(json!({}), Some("stop"));
-                last["citations"] = serde_json::to_value(&r.citations).unwrap_or(Value::Null);
-                if !send(last.clone()).await {
-                    return;
-                }
-                if include_usage {
-                    let mut u = last;
-                    u["choices"] = json!([]);
-                    u["usage"] = json!({"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens, "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens});
-                    if !send(u).await {
-                        return;
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                let _ = send(json!({"error": {"message": e.message, "type": "api_error", "param": null, "code": "upstream_error"}})).await;
-            }
-            None => {}
-        }
-        let _ = ev_tx.send(Ok(Event::default().data("[DONE]"))).await;
+        return Ok(super::sse::relay(
+            engine,
+            turn,
+            framing,
+            super::sse::Record::Detached,
+        ));
+    }
+    answer(&engine, turn, meta).await
+}
+
+/// The non-streaming answer: one `chat.completion`.
+async fn answer(
+    engine: &crate::agent::Engine,
+    turn: Turn,
+    meta: Meta,
+) -> Result<Response, OaiError> {
+    let (tenant, agent) = (turn.tenant.clone(), turn.agent.clone());
+    let r = engine.run(turn, None).await;
+    engine.record_detached(&tenant, &agent, &r).await;
+    let r = r.map_err(|e| OaiError(StatusCode::BAD_GATEWAY, e.message, "upstream_error", None))?;
+    let body = json!({
+        "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": r.reply, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": usage_json(&r.usage),
+        "system_fingerprint": null,
+        "citations": r.citations,
     });
-    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(ev_rx))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(axum::Json(body).into_response())
+}
+
+/// The streaming answer's framing: `chat.completion.chunk` events, then `[DONE]`.
+struct Chunks {
+    meta: Meta,
+    include_usage: bool,
+}
+
+impl Chunks {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        json!({"id": self.meta.id, "object": "chat.completion.chunk", "created": self.meta.created, "model": self.meta.model, "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    }
+}
+
+fn data(v: Value) -> Event {
+    Event::default().data(v.to_string())
+}
+
+impl super::sse::Framing for Chunks {
+    fn start(&mut self) -> Vec<Event> {
+        vec![data(
+            self.chunk(json!({"role": "assistant", "content": ""}), None),
+        )]
+    }
+    fn delta(&mut self, text: String) -> Vec<Event> {
+        vec![data(self.chunk(json!({"content": text}), None))]
+    }
+    fn done(&mut self, r: &TurnResult) -> Vec<Event> {
+        let mut last = self.chunk(json!({}), Some("stop"));
+        last["citations"] = serde_json::to_value(&r.citations).unwrap_or(Value::Null);
+        let mut out = vec![data(last.clone())];
+        if self.include_usage {
+            last["choices"] = json!([]);
+            last["usage"] = usage_json(&r.usage);
+            out.push(data(last));
+        }
+        out
+    }
+    fn failed(&mut self, e: &TurnError) -> Vec<Event> {
+        vec![data(
+            json!({"error": {"message": e.message, "type": "api_error", "param": null, "code": "upstream_error"}}),
+        )]
+    }
+    fn end(&mut self) -> Vec<Event> {
+        vec![Event::default().data("[DONE]")]
+    }
 }
 
 /// The caller's active agents as models.

@@ -222,3 +222,48 @@ async fn data_files_are_private() {
     assert!(files >= 4, "only {files} files checked");
     assert!(dir.path().join("aigentable.redb").exists());
 }
+
+#[tokio::test]
+async fn chat_completions_are_held_to_the_json_limit_and_a_message_cap() {
+    let s = start_with(|c| {
+        c.body_limit_bytes = 64 * 1024;
+        c.chat_max_messages = 3;
+    })
+    .await;
+    let a = s.register("v@x.test", "V").await;
+    let r = s
+        .post("/api/api-keys", Some(&a.token), json!({"name": "sdk"}))
+        .await;
+    r.expect(201);
+    let key = r.body["secret"].as_str().expect("secret").to_string();
+    let chat = |body: Value| {
+        send(
+            s.http
+                .post(format!("{}/v1/chat/completions", s.base))
+                .bearer_auth(&key)
+                .json(&body),
+        )
+    };
+    let msg = |text: String| json!({"role": "user", "content": text});
+    // Over the JSON limit (not the ~100 MB upload limit): 413 in OpenAI's shape.
+    let r = chat(json!({"model": "nope", "messages": [msg("x".repeat(200 * 1024))]})).await;
+    assert_eq!(r.status.as_u16(), 413, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "payload_too_large", "{}", r.text);
+    assert_eq!(
+        r.body["error"]["type"], "invalid_request_error",
+        "{}",
+        r.text
+    );
+    assert_security_headers(&r, "/v1 413");
+    // More messages than the cap.
+    let many: Vec<Value> = (0..4).map(|i| msg(format!("m{i}"))).collect();
+    let r = chat(json!({"model": "nope", "messages": many})).await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "too_many_messages", "{}", r.text);
+    assert_eq!(r.body["error"]["param"], "messages", "{}", r.text);
+    // At the cap the request goes on (to the unknown model).
+    let three: Vec<Value> = (0..3).map(|i| msg(format!("m{i}"))).collect();
+    let r = chat(json!({"model": "nope", "messages": three})).await;
+    assert_eq!(r.status.as_u16(), 404, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "model_not_found", "{}", r.text);
+}
