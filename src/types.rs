@@ -4,10 +4,14 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use utoipa::ToSchema;
 
+/// The message of the error an id type's `Deserialize` fails with on a string that is not
+/// an id; the API maps it to 400 `invalid_id` naming the field.
+pub const INVALID_ID: &str = "is not a valid id";
+
 macro_rules! id_type {
     ($($(#[$m:meta])* $name:ident),* $(,)?) => {$(
         $(#[$m])*
-        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
         #[serde(transparent)]
         #[schema(value_type = String, format = Uuid)]
         pub struct $name(String);
@@ -23,6 +27,15 @@ macro_rules! id_type {
             }
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+        }
+
+        /// Reads only a canonical UUID string, like [`Self::parse`]: an id in a request body
+        /// is checked as strictly as one in a path (the error message is [`INVALID_ID`]).
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| serde::de::Error::custom(INVALID_ID))
             }
         }
 
@@ -134,6 +147,25 @@ mod tests {
         assert_eq!(AgentId::parse(a.as_str()), Some(a));
         assert_eq!(AgentId::parse("not-a-uuid"), None);
         assert_eq!(AgentId::parse("../../etc"), None);
+    }
+
+    #[test]
+    fn ids_deserialize_only_from_uuids() {
+        let id = AgentId::new();
+        let back: AgentId = serde_json::from_value(serde_json::json!(id.as_str())).unwrap();
+        assert_eq!(back, id);
+        let upper: AgentId =
+            serde_json::from_value(serde_json::json!(id.as_str().to_uppercase())).unwrap();
+        assert_eq!(upper, id, "ids are read in canonical form");
+        for bad in [
+            serde_json::json!("not-an-id"),
+            serde_json::json!(""),
+            serde_json::json!(5),
+        ] {
+            assert!(serde_json::from_value::<AgentId>(bad).is_err());
+        }
+        let e = serde_json::from_value::<AgentId>(serde_json::json!("x")).unwrap_err();
+        assert_eq!(e.to_string(), INVALID_ID);
     }
 
     #[test]

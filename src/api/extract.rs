@@ -99,41 +99,52 @@ async fn read_limited(
 #[derive(Clone, Copy)]
 pub struct JsonLimit(pub usize);
 
-/// Parses JSON bytes into `T` with the one error shape.
+/// Parses JSON bytes into `T` with the one error shape. The body must be exactly one JSON
+/// value (trailing bytes are `malformed_json`), and structs are read only from objects, at
+/// any depth ([`super::strict_json`]): a top-level value of the wrong JSON type is
+/// `malformed_json`, a wrong field is `validation_failed` naming it, and a field that must be
+/// an id and is not one is `invalid_id` naming it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    serde_path_to_error::deserialize(super::strict_json::Strict(&value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::new(
+        let field = if path == "." { String::new() } else { path };
+        let msg = inner.to_string();
+        if field.is_empty() && msg.starts_with("invalid type") {
+            return ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "malformed_json",
-                format!("the body is not valid JSON: {inner}"),
-            )
-        } else {
-            let field = if path == "." { String::new() } else { path };
-            let msg = inner.to_string();
-            // serde puts "missing field `x`" at the parent's path.
-            let field = match (field.is_empty(), msg.strip_prefix("missing field `")) {
-                (_, Some(rest)) => {
-                    let name = rest.split('`').next().unwrap_or("");
-                    if field.is_empty() {
-                        name.to_string()
-                    } else {
-                        format!("{field}.{name}")
-                    }
-                }
-                _ => field,
-            };
-            let message = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                "some fields are invalid",
-            )
-            .with_details(serde_json::json!({ "fields": [{ "field": field, "message": message }] }))
+                format!("the body has the wrong JSON type: {msg}"),
+            );
         }
+        if msg == crate::types::INVALID_ID {
+            return ApiError::invalid_id(&field);
+        }
+        // serde puts "missing field `x`" at the parent's path.
+        let field = match (field.is_empty(), msg.strip_prefix("missing field `")) {
+            (_, Some(rest)) => {
+                let name = rest.split('`').next().unwrap_or("");
+                if field.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{field}.{name}")
+                }
+            }
+            _ => field,
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "some fields are invalid",
+        )
+        .with_details(serde_json::json!({ "fields": [{ "field": field, "message": msg }] }))
     })
 }
 

@@ -14,6 +14,7 @@ pub mod openai;
 pub mod ratelimit;
 pub mod settings;
 pub mod sse;
+pub mod strict_json;
 pub mod tenants;
 pub mod upload;
 pub mod views;

@@ -80,3 +80,152 @@ async fn the_openapi_document_lists_every_error_code() {
         "#/components/schemas/ErrorCode"
     );
 }
+
+async fn raw(s: &Server, method: reqwest::Method, path: &str, token: &str, body: &str) -> Resp {
+    send(
+        s.http
+            .request(method, format!("{}{path}", s.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_json_parser_refuses_trailing_garbage_and_arrays_for_objects() {
+    let s = start().await;
+    let a = s.register("owner@x.test", "Acme").await;
+    use reqwest::Method;
+
+    let r = raw(
+        &s,
+        Method::POST,
+        "/api/agents",
+        &a.token,
+        r#"{"name":"x"}garbage"#,
+    )
+    .await;
+    r.expect_err(400, "malformed_json");
+    let r = raw(
+        &s,
+        Method::POST,
+        "/api/agents",
+        &a.token,
+        r#"{"name":"x"} {"name":"y"}"#,
+    )
+    .await;
+    r.expect_err(400, "malformed_json");
+    let agents = s.get("/api/agents", &a.token).await;
+    assert_eq!(
+        agents.body["data"].as_array().unwrap().len(),
+        0,
+        "nothing was created"
+    );
+    // Trailing whitespace is still one value.
+    raw(
+        &s,
+        Method::POST,
+        "/api/agents",
+        &a.token,
+        "{\"name\":\"x\"}\n \t",
+    )
+    .await
+    .expect(201);
+
+    // An array where the body's object belongs changes nothing.
+    s.put(
+        "/api/settings/ai",
+        &a.token,
+        json!({"model": "tenant-model"}),
+    )
+    .await
+    .expect(200);
+    let r = raw(
+        &s,
+        Method::PUT,
+        "/api/settings/ai",
+        &a.token,
+        "[null,null,null,null]",
+    )
+    .await;
+    r.expect_err(400, "malformed_json");
+    let r = s.get("/api/settings/ai", &a.token).await;
+    assert_eq!(r.body["model"], "tenant-model", "{}", r.text);
+
+    // Deeper down an array is not an object either, and the field is named.
+    let agent = create_agent(&s, &a, json!({"name": "Bot"})).await;
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"agentId": id(&agent), "customer": ["Ann", "ann@x.test", "ext-1"]}),
+        )
+        .await;
+    r.expect_err(400, "validation_failed");
+    assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "customer");
+}
+
+#[tokio::test]
+async fn ids_in_bodies_are_checked_like_ids_in_paths() {
+    let s = start().await;
+    let a = s.register("owner@x.test", "Acme").await;
+
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"agentId": "../etc"}),
+        )
+        .await;
+    r.expect_err(400, "invalid_id");
+    assert_eq!(r.body["error"]["details"]["param"], "agentId");
+
+    let r = s
+        .post(
+            "/api/agents",
+            Some(&a.token),
+            json!({"name": "Bot", "documentIds": ["not-an-id"]}),
+        )
+        .await;
+    r.expect_err(400, "invalid_id");
+    assert_eq!(r.body["error"]["details"]["param"], "documentIds[0]");
+
+    let r = s
+        .search(&a.token, json!({"query": "x", "agentId": 42}))
+        .await;
+    r.expect_err(400, "validation_failed");
+    let r = s
+        .search(&a.token, json!({"query": "x", "documentIds": ["0193"]}))
+        .await;
+    r.expect_err(400, "invalid_id");
+    assert_eq!(r.body["error"]["details"]["param"], "documentIds[0]");
+
+    let agent = create_agent(&s, &a, json!({"name": "Bot"})).await;
+    let c = s
+        .post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"agentId": id(&agent)}),
+        )
+        .await;
+    c.expect(201);
+    let r = s
+        .put(
+            &format!("/api/conversations/{}/assign", id(&c.body)),
+            &a.token,
+            json!({"userId": "nobody"}),
+        )
+        .await;
+    r.expect_err(400, "invalid_id");
+    assert_eq!(r.body["error"]["details"]["param"], "userId");
+
+    let r = s
+        .post(
+            &format!("/api/agents/{}/train", id(&agent)),
+            Some(&a.token),
+            json!({"documentIds": [""]}),
+        )
+        .await;
+    r.expect_err(400, "invalid_id");
+}
