@@ -446,6 +446,7 @@ async fn main() -> Result<()> {
     let (fake_url, fake) = start_fake(Duration::from_millis(o.delay_ms)).await?;
     let app = aigentable::build(cfg).await?;
     let knowledge = app.state.knowledge.clone();
+    let svc = app.state.svc.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -476,6 +477,10 @@ async fn main() -> Result<()> {
             .ok_or_else(|| anyhow!("register failed: {reg}"))?
             .to_string(),
     };
+    // The bench's admin as the domain sees it, for the in-process search calls.
+    let caller = svc
+        .authenticate_access(&api.token)
+        .map_err(|e| anyhow!("authenticating the bench's admin: {e}"))?;
     let tenant = reg["user"]["tenantId"]
         .as_str()
         .and_then(TenantId::parse)
@@ -568,6 +573,7 @@ async fn main() -> Result<()> {
     {
         let k = knowledge.clone();
         let t = tenant.clone();
+        let c = caller.clone();
         let docs = doc_ids.clone();
         let qs: Vec<String> = (0..100).map(|_| next_q(&mut rng)).collect();
         let lines = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
@@ -602,7 +608,7 @@ async fn main() -> Result<()> {
                 vec_half.push(ms(t0.elapsed()));
                 let t0 = Instant::now();
                 k.search(
-                    &t,
+                    &c,
                     &SearchQuery {
                         query: q.clone(),
                         documents: Some(docs.clone()),

@@ -55,6 +55,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         keys,
         sealer: crate::auth::seal::Sealer::from_secret(&data_key),
         config: config.clone(),
+        indexes: Default::default(),
     });
     if let (Some(email), Some(pw)) = (config.admin_email.clone(), config.admin_password.clone()) {
         let s = svc.clone();
@@ -78,6 +79,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let knowledge = Arc::new(knowledge);
     tracing::info!(embeddings = %knowledge.embeddings_description(), "knowledge base ready");
     knowledge.register_jobs(&jobs);
+    let weak = Arc::downgrade(&knowledge);
+    let indexes: std::sync::Weak<dyn crate::domain::TenantIndexes> = weak;
+    svc.set_tenant_indexes(indexes);
     let k2 = knowledge.clone();
     tokio::task::spawn_blocking(move || k2.recover())
         .await?

@@ -6,10 +6,10 @@ pub mod prompt;
 pub mod tools;
 pub mod turns;
 
+use crate::auth::Caller;
 use crate::domain::Services;
 use crate::llm::{self, ChatMessage, ChatRequest, Provider, StreamEvent};
 use crate::model::{Agent, Citation, RetrievalMode, ToolSpec, Usage};
-use crate::types::TenantId;
 use futures::StreamExt;
 pub use prompt::Source;
 use serde::Serialize;
@@ -27,7 +27,7 @@ pub trait Retrieve: Send + Sync {
     /// false when nothing passed the relevance bar (the list may then be empty).
     fn retrieve(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         agent: &Agent,
         query: &str,
         top_k: usize,
@@ -83,7 +83,8 @@ pub struct TurnError {
 
 /// One turn to answer.
 pub struct Turn {
-    pub tenant: TenantId,
+    /// Who asks: the model settings and the knowledge are the caller's tenant's.
+    pub caller: Caller,
     pub agent: Agent,
     /// Earlier messages, oldest first (user/assistant).
     pub history: Vec<ChatMessage>,
@@ -141,9 +142,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 impl Engine {
     /// The tenant's model provider, default model and context window (a store read, done
     /// on the blocking pool).
-    async fn provider(&self, tenant: &TenantId) -> Result<(Provider, String, u32), String> {
-        let (svc, t) = (self.svc.clone(), tenant.clone());
-        let eff = blocking(move || svc.effective_ai(&t))
+    async fn provider(&self, caller: &Caller) -> Result<(Provider, String, u32), String> {
+        let (svc, c) = (self.svc.clone(), caller.clone());
+        let eff = blocking(move || svc.effective_ai(&c))
             .await?
             .map_err(|e| format!("cannot read the model settings: {e}"))?;
         let mut p = Provider::new(eff.base_url, eff.api_key.map(crate::config::Secret::new));
@@ -158,13 +159,13 @@ impl Engine {
 
     async fn retrieve(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         agent: &Agent,
         query: &str,
     ) -> Result<Retrieved, String> {
         let (r, t, a, q) = (
             self.retriever.clone(),
-            tenant.clone(),
+            caller.clone(),
             agent.clone(),
             query.to_string(),
         );
@@ -194,13 +195,13 @@ impl Engine {
     async fn prepare(&self, turn: &Turn, started: Instant) -> Result<Prepared, TurnError> {
         let fail = |message: String| failure(started, message, String::new());
         let (provider, default_model, context_window) =
-            self.provider(&turn.tenant).await.map_err(fail)?;
+            self.provider(&turn.caller).await.map_err(fail)?;
         let agent = &turn.agent;
         let model = agent.model.clone().unwrap_or(default_model);
         let uses_knowledge =
             agent.retrieval_mode != RetrievalMode::Off && !agent.document_ids.is_empty();
         let sources = if uses_knowledge {
-            self.retrieve(&turn.tenant, agent, &turn.message)
+            self.retrieve(&turn.caller, agent, &turn.message)
                 .await
                 .map_err(|e| fail(format!("knowledge search failed: {e}")))?
                 .sources
@@ -440,7 +441,7 @@ impl Engine {
                         "error: `query` (a non-empty string) is required".into(),
                     );
                 };
-                match self.retrieve(&turn.tenant, &turn.agent, q).await {
+                match self.retrieve(&turn.caller, &turn.agent, q).await {
                     Ok(r) => {
                         let fresh: Vec<Source> = r
                             .sources

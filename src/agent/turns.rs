@@ -2,6 +2,7 @@
 //! stored as a message, analytics recorded. Shared by the inbox API and the channels.
 
 use super::{Engine, Turn, TurnError, TurnResult};
+use crate::auth::Caller;
 use crate::domain::analytics::{Outcome, TurnStats};
 use crate::llm::ChatMessage;
 use crate::model::*;
@@ -55,31 +56,27 @@ pub fn outcome_of(r: &TurnResult, fallback: Option<&str>) -> Outcome {
 impl Engine {
     /// Answers the customer message `msg` of a conversation and stores the reply (or a
     /// failed message with the reason). Never returns an error: failures become messages.
-    pub async fn answer_in_conversation(&self, conv: &Conversation, msg: &Message) -> Answer {
-        let tenant = conv.tenant_id.clone();
+    /// `caller` acts for the conversation's tenant (a job's, or the poster's).
+    pub async fn answer_in_conversation(
+        &self,
+        caller: &Caller,
+        conv: &Conversation,
+        msg: &Message,
+    ) -> Answer {
+        let tenant = caller.tenant().clone();
         let svc = self.svc.clone();
-        let (t2, cid, aid, mid) = (
-            tenant.clone(),
+        let (c2, cid, aid, mid) = (
+            caller.clone(),
             conv.id.clone(),
             conv.agent_id.clone(),
             msg.id.clone(),
         );
         let loaded = tokio::task::spawn_blocking(move || {
-            svc.store.read(|tx| {
-                let agent = tx.get::<Agent>(&t2, aid.as_str())?;
-                let page = tx.list::<Message>(
-                    &t2,
-                    Some(cid.as_str()),
-                    Some(&format!("{cid}/{mid}")),
-                    HISTORY_MESSAGES,
-                    true,
-                )?;
-                Ok((agent, page.items))
-            })
+            svc.turn_context(&c2, &cid, &aid, &mid, HISTORY_MESSAGES)
         })
         .await;
         let (agent, mut earlier) = match loaded {
-            Ok(Ok((Some(a), items))) => (a, items),
+            Ok(Ok(loaded)) => loaded,
             _ => {
                 let e = TurnError {
                     message: "the conversation's agent no longer exists".into(),
@@ -88,13 +85,13 @@ impl Engine {
                     usage: Usage::default(),
                     upstream: Duration::ZERO,
                 };
-                return self.store_failure(conv, e, None, false).await;
+                return self.store_failure(caller, conv, e, None, false).await;
             }
         };
         earlier.reverse();
         let first = is_first_turn(&earlier);
         let turn = Turn {
-            tenant: tenant.clone(),
+            caller: caller.clone(),
             agent: agent.clone(),
             history: history_of(&earlier),
             message: msg.content.clone(),
@@ -126,10 +123,13 @@ impl Engine {
                     new_conversation: first,
                 };
                 let upstream = r.upstream;
-                self.persist(&tenant, reply, r.handoff.clone(), stats, upstream)
+                self.persist(caller, reply, r.handoff.clone(), stats, upstream)
                     .await
             }
-            Err(e) => self.store_failure(conv, e, Some(agent.id), first).await,
+            Err(e) => {
+                self.store_failure(caller, conv, e, Some(agent.id), first)
+                    .await
+            }
         }
     }
 
@@ -137,7 +137,7 @@ impl Engine {
     /// rollup. Failures to store are logged: the caller already has its answer.
     pub async fn record_detached(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         agent: &Agent,
         r: &Result<TurnResult, TurnError>,
     ) {
@@ -163,8 +163,8 @@ impl Engine {
                 new_conversation: false,
             },
         };
-        let (svc, t) = (self.svc.clone(), tenant.clone());
-        match tokio::task::spawn_blocking(move || svc.record_turn(&t, &stats)).await {
+        let (svc, c) = (self.svc.clone(), caller.clone());
+        match tokio::task::spawn_blocking(move || svc.record_turn(&c, &stats)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "storing turn analytics failed"),
             Err(e) => tracing::error!(error = %e, "storing turn analytics panicked"),
@@ -173,6 +173,7 @@ impl Engine {
 
     async fn store_failure(
         &self,
+        caller: &Caller,
         conv: &Conversation,
         e: TurnError,
         agent: Option<AgentId>,
@@ -193,7 +194,7 @@ impl Engine {
         };
         let failed = Message {
             id: MessageId::new(),
-            tenant_id: conv.tenant_id.clone(),
+            tenant_id: caller.tenant().clone(),
             conversation_id: conv.id.clone(),
             role: MessageRole::Ai,
             content: e.partial,
@@ -205,22 +206,21 @@ impl Engine {
             author_id: None,
             created_at: now(),
         };
-        self.persist(&conv.tenant_id, failed, None, stats, upstream)
-            .await
+        self.persist(caller, failed, None, stats, upstream).await
     }
 
     async fn persist(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         msg: Message,
         handoff: Option<String>,
         stats: TurnStats,
         upstream: Duration,
     ) -> Answer {
         let svc = self.svc.clone();
-        let (t, m) = (tenant.clone(), msg.clone());
+        let (c, m) = (caller.clone(), msg.clone());
         let r = tokio::task::spawn_blocking(move || {
-            svc.record_ai_reply(&t, &m, handoff.as_deref(), &stats)
+            svc.record_ai_reply(&c, &m, handoff.as_deref(), &stats)
         })
         .await;
         match r {

@@ -184,7 +184,7 @@ pub struct TestResponse {
 
 fn turn_for(
     agent: crate::model::Agent,
-    caller_tenant: crate::types::TenantId,
+    caller: crate::auth::Caller,
     r: TestReq,
 ) -> ApiResult<crate::agent::Turn> {
     let mut c = crate::domain::Checks::default();
@@ -207,7 +207,7 @@ fn turn_for(
     }
     c.finish().map_err(ApiError::from)?;
     Ok(crate::agent::Turn {
-        tenant: caller_tenant,
+        caller,
         agent,
         history,
         message: r.message,
@@ -226,13 +226,13 @@ pub async fn test(
     Json(r): Json<TestReq>,
 ) -> ApiResult<axum::response::Response> {
     let id = agent_id(&id)?;
-    let tenant = caller.tenant().clone();
+    let asker = caller.clone();
     // The stored record (sealed tool secrets included), for the engine.
     let stored = state
         .run(move |s| s.find_agent(&caller, id.as_str()))
         .await?;
     let stream = r.stream;
-    let turn = turn_for(stored, tenant, r)?;
+    let turn = turn_for(stored, asker, r)?;
     let engine = state.engine.clone();
     if !stream {
         let res = engine

@@ -241,6 +241,7 @@ pub async fn post_message(
     let id = conversation_id(&id)?;
     let content = r.content;
     let role = r.role;
+    let poster = caller.clone();
     let posted = state
         .run(move |s| s.post_message(&caller, &id, role, &content))
         .await?;
@@ -257,7 +258,11 @@ pub async fn post_message(
     // The answer is produced in its own task so it is stored even if this client leaves.
     let engine = state.engine.clone();
     let (conv, msg) = (posted.conversation.clone(), posted.message.clone());
-    let task = tokio::spawn(async move { engine.answer_in_conversation(&conv, &msg).await });
+    let task = tokio::spawn(async move {
+        engine
+            .answer_in_conversation(&poster, &conv, &msg)
+            .await
+    });
     if r.is_async {
         return Ok((
             StatusCode::CREATED,

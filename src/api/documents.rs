@@ -4,7 +4,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, PageParams, Query, opt_id, page_req};
 use super::views::{ChunkView, DocumentView, JobView, Paged, paged};
-use crate::auth::{Action, Caller};
+use crate::auth::Action;
 use crate::domain::Error as DomainError;
 use crate::domain::documents::DocumentFilter;
 use crate::knowledge::pipeline::UploadError;
@@ -21,14 +21,17 @@ fn doc_id(s: &str) -> ApiResult<DocumentId> {
     DocumentId::parse(s).ok_or_else(|| ApiError::invalid_id("id"))
 }
 
-fn require(c: &Caller, a: Action) -> ApiResult<()> {
-    c.require(a)
-        .map_err(|d| DomainError::denied(d, "document").into())
-}
-
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "knowledge operation failed");
     ApiError::internal()
+}
+
+/// A knowledge error: the domain's (permission, not found) as such, anything else ours.
+fn knowledge_err(e: crate::knowledge::Error) -> ApiError {
+    match e {
+        crate::knowledge::Error::Domain(d) => d.into(),
+        other => internal(other),
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -46,7 +49,10 @@ pub async fn upload(
     Auth(caller): Auth,
     form: super::upload::UploadForm,
 ) -> ApiResult<impl IntoResponse> {
-    require(&caller, Action::ManageDocuments)?;
+    // Fail before reading a large body; `Knowledge::upload` checks again (the real gate).
+    caller
+        .require(Action::ManageDocuments)
+        .map_err(|d| ApiError::from(DomainError::denied(d, "document")))?;
     state
         .limits
         .upload
@@ -54,8 +60,7 @@ pub async fn upload(
     let super::upload::Uploaded { files, agent_ids } =
         form.read(state.config.upload_max_bytes).await?;
     let k = state.knowledge.clone();
-    let tenant = caller.tenant().clone();
-    let created = tokio::task::spawn_blocking(move || k.upload(&tenant, files, &agent_ids))
+    let created = tokio::task::spawn_blocking(move || k.upload(&caller, files, &agent_ids))
         .await
         .map_err(internal)?
         .map_err(|e| match e {
@@ -80,7 +85,7 @@ pub async fn upload(
                 format!("`{file}` was already uploaded"),
             )
             .with_details(serde_json::json!({"documentId": existing, "file": file})),
-            UploadError::Failed(e) => internal(e),
+            UploadError::Failed(e) => knowledge_err(e),
         })?;
     Ok((
         StatusCode::ACCEPTED,
@@ -139,14 +144,12 @@ pub async fn delete(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require(&caller, Action::ManageDocuments)?;
     let id = doc_id(&id)?;
     let k = state.knowledge.clone();
-    let t = caller.tenant().clone();
-    let removed = tokio::task::spawn_blocking(move || k.delete_document(&t, &id))
+    let removed = tokio::task::spawn_blocking(move || k.delete_document(&caller, &id))
         .await
         .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(knowledge_err)?;
     if !removed {
         return Err(DomainError::NotFound("document").into());
     }
@@ -167,14 +170,12 @@ pub async fn process(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    require(&caller, Action::ManageDocuments)?;
     let id = doc_id(&id)?;
     let k = state.knowledge.clone();
-    let t = caller.tenant().clone();
-    let r = tokio::task::spawn_blocking(move || k.reprocess(&t, &id))
+    let r = tokio::task::spawn_blocking(move || k.reprocess(&caller, &id))
         .await
         .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(knowledge_err)?;
     let (document, job) = r.ok_or(DomainError::NotFound("document"))?;
     Ok((
         StatusCode::ACCEPTED,
@@ -222,7 +223,6 @@ pub async fn search(
     Auth(caller): Auth,
     Json(r): Json<SearchReq>,
 ) -> ApiResult<axum::Json<SearchResult>> {
-    require(&caller, Action::ReadDocuments)?;
     let mut c = crate::domain::Checks::default();
     c.check(!r.query.trim().is_empty(), "query", "must not be empty");
     c.check(
@@ -237,12 +237,11 @@ pub async fn search(
     );
     c.finish().map_err(ApiError::from)?;
     let k = state.knowledge.clone();
-    let t = caller.tenant().clone();
     let res = tokio::task::spawn_blocking(move || -> ApiResult<SearchResult> {
         let documents = match &r.agent_id {
             Some(a) => Some(
-                k.agent_scope(&t, a, r.document_ids)
-                    .map_err(internal)?
+                k.agent_scope(&caller, a, r.document_ids)
+                    .map_err(knowledge_err)?
                     .ok_or(DomainError::NotFound("agent"))?,
             ),
             None => r.document_ids,
@@ -253,13 +252,13 @@ pub async fn search(
             top_k: r.top_k.unwrap_or(8),
             mode: r.mode,
         };
-        k.search(&t, &q).map_err(|e| match e {
+        k.search(&caller, &q).map_err(|e| match e {
             crate::knowledge::search::SearchError::NoEmbeddings => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "embeddings_unavailable",
                 e.to_string(),
             ),
-            other => internal(other),
+            crate::knowledge::search::SearchError::Other(e) => knowledge_err(e),
         })
     })
     .await
@@ -298,7 +297,6 @@ pub async fn train(
     axum::Extension(limit): axum::Extension<super::extract::JsonLimit>,
     body: axum::body::Body,
 ) -> ApiResult<impl IntoResponse> {
-    require(&caller, Action::ManageAgents)?;
     let id = super::agents::agent_id(&id)?;
     let req: TrainReq = super::extract::optional_json(body, limit).await?;
     let k = state.knowledge.clone();

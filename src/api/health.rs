@@ -30,11 +30,11 @@ pub struct Health {
 #[utoipa::path(get, path = "/api/health", tag = "system", security(()),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let store = state.svc.store.clone();
-    let schema = tokio::task::spawn_blocking(move || store.schema_version())
+    let svc = state.svc.clone();
+    let schema = tokio::task::spawn_blocking(move || svc.storage_check())
         .await
         .ok()
-        .and_then(Result::ok);
+        .flatten();
     let ok = schema.is_some();
     let body = Health {
         status: if ok { "ok" } else { "degraded" },

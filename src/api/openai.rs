@@ -288,11 +288,11 @@ pub async fn chat_completions(
     CompletionBody(req): CompletionBody,
 ) -> Result<Response, OaiError> {
     let c = validate(req, state.config.chat_max_messages)?;
-    let tenant = caller.tenant().clone();
+    let asker = caller.clone();
     let agent = agent_for(&state, caller, &c).await?;
     let meta = Meta::new(agent.slug.clone());
     let turn = Turn {
-        tenant,
+        caller: asker,
         agent,
         history: c.history,
         message: c.question,
@@ -319,9 +319,9 @@ async fn answer(
     turn: Turn,
     meta: Meta,
 ) -> Result<Response, OaiError> {
-    let (tenant, agent) = (turn.tenant.clone(), turn.agent.clone());
+    let (caller, agent) = (turn.caller.clone(), turn.agent.clone());
     let r = engine.run(turn, None).await;
-    engine.record_detached(&tenant, &agent, &r).await;
+    engine.record_detached(&caller, &agent, &r).await;
     let r = r.map_err(|e| OaiError(StatusCode::BAD_GATEWAY, e.message, "upstream_error", None))?;
     let body = json!({
         "id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,

@@ -52,7 +52,7 @@ pub fn relay(
 ) -> Response {
     let (tx, mut rx) = mpsc::channel::<String>(BUFFER);
     let (ev_tx, ev_rx) = mpsc::channel::<Result<Event, Infallible>>(BUFFER);
-    let stats = (record == Record::Detached).then(|| (turn.tenant.clone(), turn.agent.clone()));
+    let stats = (record == Record::Detached).then(|| (turn.caller.clone(), turn.agent.clone()));
     tokio::spawn(async move {
         // False once the client is gone.
         let send = |events: Vec<Event>| {
@@ -90,8 +90,8 @@ pub fn relay(
             }
         }
         let Some(result) = result else { return };
-        if let Some((tenant, agent)) = &stats {
-            engine.record_detached(tenant, agent, &result).await;
+        if let Some((caller, agent)) = &stats {
+            engine.record_detached(caller, agent, &result).await;
         }
         let events = match &result {
             Ok(r) => framing.done(r),

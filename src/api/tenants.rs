@@ -123,17 +123,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = tenant_id(&id)?;
-    let tid = id.clone();
     state.run(move |s| s.delete_tenant(&caller, &id)).await?;
-    // Index entries live outside the store: drop them too.
-    let k = state.knowledge.clone();
-    match tokio::task::spawn_blocking(move || k.forget_tenant(&tid)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "removing a deleted tenant's index entries failed")
-        }
-        Err(e) => tracing::error!(error = %e, "removing a deleted tenant's index entries panicked"),
-    }
     Ok(StatusCode::NO_CONTENT)
 }
 

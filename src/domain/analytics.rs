@@ -1,6 +1,7 @@
 //! Per-turn analytics: a daily rollup per agent (AgentAnalytics) plus raw events.
 
-use super::{Result, Services};
+use super::{Error, Result, Services};
+use crate::auth::{Action, Caller};
 use crate::model::{AgentAnalytics, AnalyticsEvent};
 use crate::store::WriteTx;
 use crate::types::*;
@@ -42,13 +43,16 @@ pub struct TurnStats {
 
 impl Services {
     /// Adds a turn to the agent's rollup of today (UTC) and stores the raw event.
-    pub fn record_turn(&self, tenant: &TenantId, s: &TurnStats) -> Result<()> {
-        self.store.write(|tx| Self::put_turn(tx, tenant, s))
+    pub fn record_turn(&self, caller: &Caller, s: &TurnStats) -> Result<()> {
+        caller
+            .require(Action::RunAgent)
+            .map_err(|d| Error::denied(d, "agent"))?;
+        self.store.write(|tx| Self::put_turn(tx, caller.tenant(), s))
     }
 
     /// [`record_turn`](Self::record_turn) inside a caller's transaction, so a turn's reply
-    /// and its analytics are one commit.
-    pub(crate) fn put_turn(tx: &WriteTx, tenant: &TenantId, s: &TurnStats) -> Result<()> {
+    /// and its analytics are one commit. Unchecked: for domain functions that checked.
+    pub(super) fn put_turn(tx: &WriteTx, tenant: &TenantId, s: &TurnStats) -> Result<()> {
         let now = now();
         let day = format!(
             "{:04}-{:02}-{:02}",
@@ -101,11 +105,14 @@ impl Services {
     /// The daily rollups of an agent (oldest first).
     pub fn agent_analytics(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         agent: &AgentId,
     ) -> Result<Vec<AgentAnalytics>> {
-        Ok(self
-            .store
-            .read(|tx| tx.scan::<AgentAnalytics>(tenant, None, |a| &a.agent_id == agent))?)
+        caller
+            .require(Action::ReadAnalytics)
+            .map_err(|d| Error::denied(d, "agent"))?;
+        Ok(self.store.read(|tx| {
+            tx.scan::<AgentAnalytics>(caller.tenant(), None, |a| &a.agent_id == agent)
+        })?)
     }
 }

@@ -255,11 +255,18 @@ impl Services {
     /// to pending_human.
     pub fn record_ai_reply(
         &self,
-        tenant: &TenantId,
+        caller: &Caller,
         msg: &Message,
         handoff: Option<&str>,
         stats: &TurnStats,
     ) -> Result<Conversation> {
+        caller
+            .require_conversation(&msg.conversation_id, Action::RunAgent)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        if &msg.tenant_id != caller.tenant() {
+            return Err(Error::NotFound("conversation"));
+        }
+        let tenant = caller.tenant();
         // One durable commit for the reply, the conversation and the turn's analytics: each
         // commit syncs the disk, and a turn used to make two of them here.
         self.store.write(|tx| {
@@ -290,6 +297,35 @@ impl Services {
             tx.put(&conv)?;
             Ok(conv)
         })
+    }
+
+    /// What a turn of `conv` answering `msg` needs: the conversation's agent and the
+    /// messages before `msg` (newest first, at most `limit`). `NotFound("agent")` when the
+    /// agent is gone.
+    pub fn turn_context(
+        &self,
+        caller: &Caller,
+        conv: &ConversationId,
+        agent: &AgentId,
+        msg: &MessageId,
+        limit: usize,
+    ) -> Result<(Agent, Vec<Message>)> {
+        caller
+            .require_conversation(conv, Action::RunAgent)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant();
+        let (agent, page) = self.store.read(|tx| {
+            let agent = tx.get::<Agent>(t, agent.as_str())?;
+            let page = tx.list::<Message>(
+                t,
+                Some(conv.as_str()),
+                Some(&format!("{conv}/{msg}")),
+                limit,
+                true,
+            )?;
+            Ok((agent, page.items))
+        })?;
+        Ok((agent.ok_or(Error::NotFound("agent"))?, page))
     }
 
     pub fn assign_conversation(

@@ -167,15 +167,33 @@ pub struct ClientMeta {
     pub user_agent: Option<String>,
 }
 
+/// A tenant's data kept outside the store (the search indexes), which deleting the tenant
+/// must drop too. Implemented by knowledge/, which sits above the domain.
+pub trait TenantIndexes: Send + Sync {
+    fn forget_tenant(&self, tenant: &crate::types::TenantId) -> Result<(), String>;
+}
+
 /// Everything the rules need: the store, the token keys and the configuration.
 pub struct Services {
     pub store: Arc<Store>,
     pub keys: Keys,
     pub sealer: crate::auth::seal::Sealer,
     pub config: Arc<Config>,
+    /// Set once at startup (weak: the indexes hold the services).
+    pub(crate) indexes: std::sync::OnceLock<std::sync::Weak<dyn TenantIndexes>>,
 }
 
 impl Services {
+    /// Registers the indexes that [`delete_tenant`](Self::delete_tenant) must clear.
+    pub fn set_tenant_indexes(&self, indexes: std::sync::Weak<dyn TenantIndexes>) {
+        let _ = self.indexes.set(indexes);
+    }
+
+    /// The store's schema version when it can be read (the health check). Blocking.
+    pub fn storage_check(&self) -> Option<u64> {
+        self.store.schema_version().ok()
+    }
+
     /// Directory of a tenant's files (uploads and the like).
     pub fn tenant_dir(&self, tenant: &crate::types::TenantId) -> PathBuf {
         self.config.data_dir.join("tenants").join(tenant.as_str())

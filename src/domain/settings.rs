@@ -72,7 +72,10 @@ impl Services {
         self.config.tenant_outbound().check_now(url).map(|_| ())
     }
 
-    pub fn tenant_settings(&self, tenant: &TenantId) -> Result<TenantSettings> {
+    /// The stored settings of a tenant, unchecked: only for code below api/ that runs for
+    /// no caller (startup, index rebuilds, knowledge jobs) or has checked one already. Sealed
+    /// secrets are in it; what a caller may see goes through the checked functions.
+    pub(crate) fn tenant_settings(&self, tenant: &TenantId) -> Result<TenantSettings> {
         Ok(self
             .store
             .read(|tx| tx.get::<TenantSettings>(tenant, ""))?
@@ -87,7 +90,16 @@ impl Services {
     /// The operator's `OPENAI_API_KEY` only ever goes to the operator's `OPENAI_BASE_URL`:
     /// a tenant that points its base URL elsewhere without a key of its own calls without
     /// one (the rule the embedding settings follow too).
-    pub fn effective_ai(&self, tenant: &TenantId) -> Result<EffectiveAi> {
+    ///
+    /// Needs [`Action::RunAgent`]: the result holds the opened key.
+    pub fn effective_ai(&self, caller: &Caller) -> Result<EffectiveAi> {
+        caller
+            .require(Action::RunAgent)
+            .map_err(|d| Error::denied(d, "settings"))?;
+        self.effective_ai_of(caller.tenant())
+    }
+
+    fn effective_ai_of(&self, tenant: &TenantId) -> Result<EffectiveAi> {
         let s = self.tenant_settings(tenant)?.ai;
         let operator_url = self.config.openai_base_url.trim().trim_end_matches('/');
         let tenant_url = s
@@ -130,7 +142,7 @@ impl Services {
             .require(Action::ManageSettings)
             .map_err(|d| Error::denied(d, "settings"))?;
         let s = self.tenant_settings(caller.tenant())?.ai;
-        let eff = self.effective_ai(caller.tenant())?;
+        let eff = self.effective_ai_of(caller.tenant())?;
         Ok(view(&s, &eff))
     }
 

@@ -127,6 +127,13 @@ impl Services {
             }
             Ok(tx.delete_tenant(id)?)
         })?;
+        // Index entries live outside the store. The tenant's records are gone already, so
+        // a failure here leaves only unreachable entries behind: log it, do not fail.
+        if let Some(ix) = self.indexes.get().and_then(std::sync::Weak::upgrade)
+            && let Err(e) = ix.forget_tenant(id)
+        {
+            tracing::error!(tenant = %id, error = %e, "removing a deleted tenant's index entries failed");
+        }
         let dir = self.tenant_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -26,6 +26,9 @@ pub const JOB_TRAIN: &str = "agent.train";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The caller's mistake or missing permission, as the domain words it.
+    #[error(transparent)]
+    Domain(#[from] crate::domain::Error),
     #[error(transparent)]
     Embed(#[from] embed::Error),
     #[error(transparent)]
@@ -201,7 +204,7 @@ impl Knowledge {
     }
 
     /// Directory of a tenant's original files.
-    pub fn files_dir(&self, tenant: &TenantId) -> PathBuf {
+    pub(super) fn files_dir(&self, tenant: &TenantId) -> PathBuf {
         self.svc.tenant_dir(tenant).join("files")
     }
 
@@ -308,7 +311,7 @@ impl Knowledge {
     }
 
     /// Queues a background re-embedding of a tenant's chunks with its current model.
-    pub fn queue_reembed(&self, t: &TenantId) -> Result<(), Error> {
+    pub(super) fn queue_reembed(&self, t: &TenantId) -> Result<(), Error> {
         let job = self
             .svc
             .store
@@ -317,8 +320,9 @@ impl Knowledge {
         Ok(())
     }
 
-    /// Drops every index entry of a tenant (the tenant is being deleted).
-    pub fn forget_tenant(&self, t: &TenantId) -> Result<(), Error> {
+    /// Drops every index entry of a tenant (the tenant is being deleted, by the domain's
+    /// `delete_tenant` through [`crate::domain::TenantIndexes`]).
+    fn forget_tenant(&self, t: &TenantId) -> Result<(), Error> {
         self.text.delete_tenant(t)?;
         if let Some(g) = &self.global {
             g.index.delete_tenant(t)?;
@@ -370,4 +374,10 @@ fn tenant_embed_settings(s: &TenantSettings, svc: &Services) -> Option<embed::Se
         set.policy = svc.config.tenant_outbound();
     }
     Some(set)
+}
+
+impl crate::domain::TenantIndexes for Knowledge {
+    fn forget_tenant(&self, tenant: &TenantId) -> Result<(), String> {
+        Knowledge::forget_tenant(self, tenant).map_err(|e| e.to_string())
+    }
 }

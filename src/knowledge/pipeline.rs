@@ -1,7 +1,7 @@
 //! The ingestion pipeline and the other knowledge jobs. Runs on job worker threads.
 
 use super::{Error, JOB_PROCESS, JOB_REEMBED, JOB_TRAIN, Knowledge, Space};
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::index::TextDoc;
 use crate::ingest;
 use crate::jobs::{JobCtx, JobError, Jobs};
@@ -11,6 +11,13 @@ use crate::store::{self, Index, make_ref};
 use crate::types::*;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+
+/// The permission check of the document entry points, worded by the domain.
+fn require(caller: &Caller, action: Action) -> Result<(), Error> {
+    caller
+        .require(action)
+        .map_err(|d| crate::domain::Error::denied(d, "document").into())
+}
 
 /// Texts per embedding call: small enough to report progress often.
 const EMBED_BATCH: usize = 32;
@@ -360,13 +367,15 @@ impl Knowledge {
     /// Accepts one upload batch: checks that the agents are the tenant's and that every
     /// file is non-empty and of a supported kind (in that order, stopping at the first
     /// problem), stores the files, then creates the documents and queues their processing.
-    /// Blocking.
+    /// Needs [`Action::ManageDocuments`]. Blocking.
     pub fn upload(
         &self,
-        t: &TenantId,
+        caller: &Caller,
         files: Vec<Upload>,
         agents: &[AgentId],
     ) -> Result<Vec<(Document, Job)>, UploadError> {
+        require(caller, Action::ManageDocuments).map_err(UploadError::Failed)?;
+        let t = caller.tenant();
         for a in agents {
             if self
                 .svc
@@ -425,6 +434,11 @@ impl Knowledge {
         id: &AgentId,
         documents: Vec<DocumentId>,
     ) -> crate::domain::Result<Job> {
+        // Also checked by get_agent/update_agent below; said here so this entry point
+        // stands on its own.
+        caller
+            .require(Action::ManageAgents)
+            .map_err(|d| crate::domain::Error::denied(d, "agent"))?;
         let s = &self.svc;
         let t = caller.tenant();
         let agent = s.get_agent(caller, id)?;
@@ -466,7 +480,7 @@ impl Knowledge {
     }
 
     /// Stores an upload's bytes content-addressed (atomic write). Blocking.
-    pub fn store_file(&self, t: &TenantId, sha: &str, bytes: &[u8]) -> Result<(), Error> {
+    fn store_file(&self, t: &TenantId, sha: &str, bytes: &[u8]) -> Result<(), Error> {
         let dir = self.files_dir(t);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
@@ -495,7 +509,7 @@ impl Knowledge {
 
     /// Creates documents for accepted uploads and queues their processing, in one
     /// transaction per upload batch.
-    pub fn create_documents(
+    fn create_documents(
         &self,
         t: &TenantId,
         uploads: Vec<NewDocument>,
@@ -564,7 +578,10 @@ impl Knowledge {
 
     /// Deletes a document: record, chunks, index entries, agent links and (when no other
     /// document of the tenant uses it) the original file. Safe while it is processing.
-    pub fn delete_document(&self, t: &TenantId, id: &DocumentId) -> Result<bool, Error> {
+    /// Needs [`Action::ManageDocuments`]; `false` when the tenant has no such document.
+    pub fn delete_document(&self, caller: &Caller, id: &DocumentId) -> Result<bool, Error> {
+        require(caller, Action::ManageDocuments)?;
+        let t = caller.tenant();
         let removed = self.svc.store.write(|tx| {
             let Some(d) = tx.get::<Document>(t, id.as_str())? else {
                 return Ok::<_, store::Error>(None);
@@ -591,12 +608,15 @@ impl Knowledge {
         Ok(true)
     }
 
-    /// Re-runs the pipeline of a document (e.g. after a model change).
+    /// Re-runs the pipeline of a document (e.g. after a model change). Needs
+    /// [`Action::ManageDocuments`]; `None` when the tenant has no such document.
     pub fn reprocess(
         &self,
-        t: &TenantId,
+        caller: &Caller,
         id: &DocumentId,
     ) -> Result<Option<(Document, Job)>, Error> {
+        require(caller, Action::ManageDocuments)?;
+        let t = caller.tenant();
         let out = self.svc.store.write(|tx| {
             let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
                 return Ok::<_, store::Error>(None);

@@ -3,6 +3,7 @@
 
 use super::{Error, Knowledge};
 use crate::agent::{Retrieve, Retrieved, Source};
+use crate::auth::{Action, Caller};
 use crate::index::fusion::LOOKUP_HITS;
 use crate::index::{Filter, FusionParams, Hit, fuse_lookup, lookup_share};
 use crate::model::{Agent, Chunk, Document, RetrievalMode};
@@ -72,13 +73,15 @@ pub enum SearchError {
 impl Knowledge {
     /// Narrows a search's documents to those of an agent of the tenant: `documents` when
     /// given (keeping only the agent's), else all of the agent's. `None` when the tenant has
-    /// no such agent. Blocking.
+    /// no such agent. Needs [`Action::ReadDocuments`]. Blocking.
     pub fn agent_scope(
         &self,
-        t: &TenantId,
+        caller: &Caller,
         agent: &AgentId,
         documents: Option<Vec<DocumentId>>,
     ) -> Result<Option<Vec<DocumentId>>, Error> {
+        require(caller, Action::ReadDocuments)?;
+        let t = caller.tenant();
         let Some(agent) = self
             .svc
             .store
@@ -95,8 +98,14 @@ impl Knowledge {
         }))
     }
 
-    /// Searches one tenant. Blocking.
-    pub fn search(&self, t: &TenantId, q: &SearchQuery) -> Result<SearchResult, SearchError> {
+    /// Searches the caller's tenant. Needs [`Action::ReadDocuments`]. Blocking.
+    pub fn search(&self, caller: &Caller, q: &SearchQuery) -> Result<SearchResult, SearchError> {
+        require(caller, Action::ReadDocuments)?;
+        self.search_in(caller.tenant(), q)
+    }
+
+    /// [`search`](Self::search) after the check.
+    fn search_in(&self, t: &TenantId, q: &SearchQuery) -> Result<SearchResult, SearchError> {
         let started = Instant::now();
         let k = q.top_k.clamp(1, 50);
         let wide = (3 * k).max(50);
@@ -227,14 +236,28 @@ impl Knowledge {
     }
 }
 
+fn require(caller: &Caller, action: Action) -> Result<(), Error> {
+    caller
+        .require(action)
+        .map_err(|d| crate::domain::Error::denied(d, "document").into())
+}
+
 impl Retrieve for Knowledge {
+    /// Needs [`Action::RunAgent`], and only searches the agent's own tenant.
     fn retrieve(
         &self,
-        t: &TenantId,
+        caller: &Caller,
         agent: &Agent,
         query: &str,
         top_k: usize,
     ) -> Result<Retrieved, String> {
+        caller
+            .require(Action::RunAgent)
+            .map_err(|_| "this caller may not run agents".to_string())?;
+        let t = caller.tenant();
+        if &agent.tenant_id != t {
+            return Err("the agent belongs to another tenant".into());
+        }
         let mode = match agent.retrieval_mode {
             RetrievalMode::Off => return Ok(Retrieved::default()),
             RetrievalMode::Keyword => SearchMode::Keyword,
@@ -247,11 +270,11 @@ impl Retrieve for Knowledge {
             top_k,
             mode,
         };
-        let r = match self.search(t, &q) {
+        let r = match self.search_in(t, &q) {
             Ok(r) => r,
             // Without a model, vector agents fall back to keywords rather than fail.
             Err(SearchError::NoEmbeddings) => self
-                .search(
+                .search_in(
                     t,
                     &SearchQuery {
                         mode: SearchMode::Keyword,
