@@ -258,11 +258,8 @@ pub async fn post_message(
     // The answer is produced in its own task so it is stored even if this client leaves.
     let engine = state.engine.clone();
     let (conv, msg) = (posted.conversation.clone(), posted.message.clone());
-    let task = tokio::spawn(async move {
-        engine
-            .answer_in_conversation(&poster, &conv, &msg)
-            .await
-    });
+    let task =
+        tokio::spawn(async move { engine.answer_in_conversation(&poster, &conv, &msg).await });
     if r.is_async {
         return Ok((
             StatusCode::CREATED,

@@ -5,6 +5,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::auth::Caller;
 use crate::domain::{ClientMeta, PageReq};
+use crate::types::TenantId;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -243,6 +244,22 @@ impl FromRequestParts<AppState> for Auth {
                 state.run(move |s| s.authenticate_access(&t)).await?
             }
             (None, None) => return Err(ApiError::unauthorized()),
+        };
+        // A platform admin picks the tenant to act in with `X-Tenant-Id` (see README, Roles).
+        let caller = match parts.headers.get("x-tenant-id") {
+            None => caller,
+            Some(v) => {
+                let t = v
+                    .to_str()
+                    .ok()
+                    .and_then(|v| TenantId::parse(v.trim()))
+                    .ok_or_else(|| ApiError::invalid_id("X-Tenant-Id"))?;
+                let caller = state.run(move |s| s.act_in(caller, &t)).await?;
+                if let Some(t) = caller.acting_for() {
+                    tracing::Span::current().record("acting_for", t.as_str());
+                }
+                caller
+            }
         };
         let key = match (caller.api_key_id(), caller.user()) {
             (Some(k), _) => format!("k:{k}"),

@@ -31,7 +31,7 @@ pub async fn request_id(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path, tenant = tracing::field::Empty);
+    let span = tracing::info_span!("request", request_id = %id, %method, %path, tenant = tracing::field::Empty, acting_for = tracing::field::Empty);
     let start = Instant::now();
     let mut resp = REQUEST_ID
         .scope(id.clone(), next.run(req))

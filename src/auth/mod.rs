@@ -81,12 +81,10 @@ pub enum Action {
     /// The customer side of a conversation: post customer messages (and, for a channel,
     /// open conversations).
     Converse,
-    /// Operational checks of the install (health).
-    CheckHealth,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 17] = [
         Action::ReadTenant,
         Action::CreateTenant,
         Action::UpdateTenant,
@@ -104,7 +102,6 @@ impl Action {
         Action::ReadAnalytics,
         Action::RunAgent,
         Action::Converse,
-        Action::CheckHealth,
     ];
 }
 
@@ -113,7 +110,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
     use Action::*;
     match role {
         Role::PlatformAdmin => true,
-        Role::TenantAdmin => !matches!(action, CreateTenant | CheckHealth),
+        Role::TenantAdmin => !matches!(action, CreateTenant),
         Role::TenantUser => matches!(
             action,
             ReadTenant
@@ -457,7 +454,6 @@ mod tests {
         }
         let admin = caller(Role::TenantAdmin);
         assert_eq!(admin.require(Action::CreateTenant), Err(Denied::Forbidden));
-        assert_eq!(admin.require(Action::CheckHealth), Err(Denied::Forbidden));
         assert!(admin.require(Action::ManageAgents).is_ok());
         for a in Action::ALL {
             assert!(caller(Role::PlatformAdmin).allowed(a), "{a:?}");

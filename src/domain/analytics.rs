@@ -47,7 +47,8 @@ impl Services {
         caller
             .require(Action::RunAgent)
             .map_err(|d| Error::denied(d, "agent"))?;
-        self.store.write(|tx| Self::put_turn(tx, caller.tenant(), s))
+        self.store
+            .write(|tx| Self::put_turn(tx, caller.tenant(), s))
     }
 
     /// [`record_turn`](Self::record_turn) inside a caller's transaction, so a turn's reply
@@ -103,11 +104,7 @@ impl Services {
     }
 
     /// The daily rollups of an agent (oldest first).
-    pub fn agent_analytics(
-        &self,
-        caller: &Caller,
-        agent: &AgentId,
-    ) -> Result<Vec<AgentAnalytics>> {
+    pub fn agent_analytics(&self, caller: &Caller, agent: &AgentId) -> Result<Vec<AgentAnalytics>> {
         caller
             .require(Action::ReadAnalytics)
             .map_err(|d| Error::denied(d, "agent"))?;

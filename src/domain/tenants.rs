@@ -116,6 +116,36 @@ impl Services {
         })
     }
 
+    /// The caller acting in `tenant` (the `X-Tenant-Id` header). Only platform admins may
+    /// act in another tenant: anyone else naming a tenant other than their own is refused
+    /// (`Forbidden`, whether or not it exists); a platform admin naming a tenant that does
+    /// not exist gets `NotFound("tenant")`.
+    pub fn act_in(&self, caller: Caller, tenant: &TenantId) -> Result<Caller> {
+        if caller.tenant() == tenant {
+            return Ok(caller);
+        }
+        if !caller.is_platform_admin() {
+            return Err(Error::Forbidden(
+                "forbidden",
+                "only platform admins may act in another tenant (X-Tenant-Id)".into(),
+            ));
+        }
+        let t = self
+            .store
+            .read(|tx| tx.get::<Tenant>(tenant, ""))?
+            .ok_or(Error::NotFound("tenant"))?;
+        let acting = caller
+            .acting_in(&t)
+            .ok_or(Error::denied(crate::auth::Denied::Forbidden, "tenant"))?;
+        tracing::info!(
+            caller = %caller.label(),
+            home = %caller.home_tenant(),
+            tenant = %t.id,
+            "platform admin acting in a tenant"
+        );
+        Ok(acting)
+    }
+
     /// Removes the tenant, every record and index entry of it, and its files.
     pub fn delete_tenant(&self, caller: &Caller, id: &TenantId) -> Result<()> {
         caller
