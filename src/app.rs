@@ -31,6 +31,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     config.validate()?;
     let dir = config.data_dir.clone();
     crate::store::private_files();
+    // Before the first hash (the bootstrap admin below).
+    crate::auth::password::configure(config.password_hash_thread_count());
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let jwt = match &config.jwt_secret {

@@ -120,6 +120,7 @@ pub async fn register(
     Json(r): Json<RegisterReq>,
 ) -> ApiResult<impl IntoResponse> {
     auth_ip_limit(&state, &client)?;
+    let _permit = state.limits.admit_hashing()?;
     let meta = client.0;
     let signed = state
         .run(move |s| {
@@ -139,22 +140,37 @@ pub async fn register(
 
 /// Sign in with email and password.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", security(()), request_body = LoginReq,
-    responses((status = 200, body = AuthResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = AuthResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody, description = "`server_busy`: too many passwords being checked; retry after `Retry-After`")))]
 pub async fn login(
     State(state): State<AppState>,
     client: Client,
     Json(r): Json<LoginReq>,
 ) -> ApiResult<axum::Json<AuthResponse>> {
     auth_ip_limit(&state, &client)?;
-    state
-        .limits
-        .auth_email
-        .check(&crate::domain::normalize_email(&r.email))?;
+    // Wrong passwords are counted per (email, address): they lock that address out of
+    // that account, never the right password from elsewhere. Per email there is only a much
+    // higher ceiling, above which addresses that already failed are refused too.
+    let email = crate::domain::normalize_email(&r.email);
+    let pair = format!("{email}|{}", client.0.ip.as_deref().unwrap_or("unknown"));
+    let limits = &state.limits;
+    limits.login_pair.check(&pair)?;
+    if limits.login_pair.count(&pair) > 0 {
+        limits.login_email.check(&email)?;
+    }
+    let _permit = limits.admit_hashing()?;
     let meta = client.0;
     let signed = state
         .run(move |s| s.login(&r.email, &r.password, &meta))
-        .await?;
-    Ok(axum::Json(signed.into()))
+        .await;
+    match &signed {
+        Err(e) if e.code == "invalid_credentials" => {
+            limits.login_pair.record(&pair);
+            limits.login_email.record(&email);
+        }
+        Ok(_) => limits.login_pair.clear(&pair),
+        Err(_) => {}
+    }
+    Ok(axum::Json(signed?.into()))
 }
 
 /// Exchange a refresh token for a new pair. Refresh tokens rotate; reusing an old one
@@ -253,6 +269,7 @@ pub async fn reset(
     Json(r): Json<ResetReq>,
 ) -> ApiResult<axum::Json<MessageResponse>> {
     auth_ip_limit(&state, &client)?;
+    let _permit = state.limits.admit_hashing()?;
     state.run(move |s| s.reset(&r.token, &r.password)).await?;
     Ok(axum::Json(MessageResponse {
         message: "Your password has been changed. Sign in with the new password.",
@@ -268,6 +285,7 @@ pub async fn accept_invite(
     Json(r): Json<AcceptInviteReq>,
 ) -> ApiResult<impl IntoResponse> {
     auth_ip_limit(&state, &client)?;
+    let _permit = state.limits.admit_hashing()?;
     let meta = client.0;
     let signed = state
         .run(move |s| s.accept_invite(&r.token, &r.name, &r.password, &meta))

@@ -98,6 +98,7 @@ error_codes! {
     RateLimited = "rate_limited", 429, "Too many requests; retry after `Retry-After` seconds.";
     InternalError = "internal_error", 500, "Our fault; the `requestId` identifies it in the server log.";
     UpstreamFailed = "upstream_failed", 502, "The AI model provider failed or could not be reached.";
+    ServerBusy = "server_busy", 503, "Too many passwords are being checked at once (sign-in, sign-up, reset, invitation); retry after `Retry-After` seconds.";
 }
 
 impl ErrorCode {

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// JSON body: requires `Content-Type: application/json`, honours the body limit, and reports
 /// the exact field of a type error.
@@ -272,15 +272,16 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// Client IP (the TCP peer) and user agent.
+/// Client IP and user agent. The IP is the TCP peer's, or, when the peer is one of
+/// TRUSTED_PROXIES, the address its forwarding headers name (see [`client_ip`]).
 pub struct Client(pub ClientMeta);
 
-impl<S: Send + Sync> FromRequestParts<S> for Client {
+impl FromRequestParts<AppState> for Client {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         Ok(Client(ClientMeta {
-            ip: peer_ip(parts),
+            ip: client_ip(parts, &state.limits.trusted_proxies).map(|ip| ip.to_string()),
             user_agent: parts
                 .headers
                 .get(header::USER_AGENT)
@@ -295,6 +296,73 @@ pub fn peer_ip(parts: &Parts) -> Option<String> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
+}
+
+/// The client's address for limits and logs. Forwarding headers are believed only when the
+/// TCP peer is a trusted proxy (anyone else could write them): then the hops of
+/// `X-Forwarded-For` (else `Forwarded: for=`) are walked from the right, past trusted
+/// proxies, and the first other address is the client. A hop that does not parse ends the
+/// walk at the last trusted address.
+pub fn client_ip(parts: &Parts, trusted: &[crate::config::IpNet]) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let hops = forwarded_hops(&parts.headers);
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(*ip) => client = *ip,
+            Some(ip) => return Some(*ip),
+            None => break,
+        }
+    }
+    Some(client)
+}
+
+/// The addresses of `X-Forwarded-For` (all its headers, in order), or else of the `for=`
+/// parameters of `Forwarded`; `None` for a hop that is not an address.
+fn forwarded_hops(h: &axum::http::HeaderMap) -> Vec<Option<IpAddr>> {
+    let xff: Vec<&str> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !xff.is_empty() {
+        return xff.into_iter().map(parse_node).collect();
+    }
+    h.get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|element| {
+            element.split(';').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| parse_node(v.trim()))
+            })
+        })
+        .collect()
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `"[2001:db8::1]:4711"`, `2001:db8::1`.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_matches('"');
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    s.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// For nullable PATCH-like fields, `null` and absent differ: absent keeps, null clears.
@@ -317,5 +385,58 @@ pub fn opt_id<T>(
         Some(s) => parse(&s)
             .map(Some)
             .ok_or_else(|| ApiError::invalid_id(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use crate::config::IpNet;
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+
+    fn parts(peer: &str, headers: &[(&str, &str)]) -> axum::http::request::Parts {
+        let mut b = axum::http::Request::get("/");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (mut p, _) = b.body(()).expect("request").into_parts();
+        let addr: SocketAddr = peer.parse().expect("peer");
+        p.extensions.insert(ConnectInfo(addr));
+        p
+    }
+
+    fn ip(peer: &str, headers: &[(&str, &str)], trusted: &[&str]) -> String {
+        let t: Vec<IpNet> = trusted
+            .iter()
+            .map(|s| IpNet::parse(s).expect("net"))
+            .collect();
+        client_ip(&parts(peer, headers), &t)
+            .expect("an address")
+            .to_string()
+    }
+
+    #[test]
+    fn forwarding_headers_count_only_from_trusted_proxies() {
+        let xff = [("x-forwarded-for", "198.51.100.7, 10.0.0.5")];
+        // An untrusted peer cannot choose its address.
+        assert_eq!(ip("203.0.113.9:5000", &xff, &[]), "203.0.113.9");
+        assert_eq!(ip("203.0.113.9:5000", &xff, &["10.0.0.0/8"]), "203.0.113.9");
+        // Behind a trusted proxy (and a trusted inner hop), the first untrusted hop.
+        assert_eq!(ip("10.0.0.1:5000", &xff, &["10.0.0.0/8"]), "198.51.100.7");
+        // A spoofed left part does not win over what the proxy appended.
+        let spoof = [("x-forwarded-for", "1.1.1.1, 198.51.100.7")];
+        assert_eq!(ip("10.0.0.1:5000", &spoof, &["10.0.0.1"]), "198.51.100.7");
+        // Forwarded (RFC 7239), with quotes, brackets and ports.
+        let fwd = [(
+            "forwarded",
+            r#"for="[2001:db8::17]:4711";proto=https, for=10.0.0.3"#,
+        )];
+        assert_eq!(ip("10.0.0.1:5000", &fwd, &["10.0.0.0/8"]), "2001:db8::17");
+        // Garbage stops the walk at the last trusted hop.
+        let junk = [("x-forwarded-for", "unknown, 10.0.0.4")];
+        assert_eq!(ip("10.0.0.1:5000", &junk, &["10.0.0.0/8"]), "10.0.0.4");
+        // A trusted peer without headers is the client.
+        assert_eq!(ip("10.0.0.1:5000", &[], &["10.0.0.0/8"]), "10.0.0.1");
     }
 }

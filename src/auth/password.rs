@@ -4,59 +4,152 @@
 //! Every hash needs a 19 MiB work area. Computed on whatever thread calls, glibc keeps a
 //! freed work area cached in that thread's malloc arena, so after logins on many blocking
 //! threads the idle RSS grew by ~19 MiB per arena (hundreds of MB measured). All hashing
-//! therefore runs on ONE dedicated thread, which keeps ONE work area while it is busy (no
-//! 19 MiB allocate/free cycle per login) and gives it back after [`IDLE_RELEASE`] without
-//! work, so an idle server does not carry it. Hashes are standard PHC strings.
-//! Login throughput is bounded to one core's worth (~20/s), far above the auth rate limit.
+//! therefore runs on a small pool of dedicated threads ([`configure`]: one per core by
+//! default). Each keeps ONE work area while it is busy (no 19 MiB allocate/free cycle per
+//! login) and gives it back after [`IDLE_RELEASE`] without work, so memory is bounded by
+//! threads x 19 MiB under load and an idle server carries none. Hashes are standard PHC
+//! strings.
+//!
+//! Requests are admitted before they queue ([`Gate`]): a login flood answers 503
+//! `server_busy` once `threads + queue` hashes are admitted, instead of queueing every login
+//! behind it without bound.
 
 use argon2::password_hash::PasswordVerifier;
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::OnceLock;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 256;
 
 type Task = Box<dyn FnOnce() + Send>;
 
-/// How long the hashing thread keeps its work area after the last hash.
+/// How long a hashing thread keeps its work area after its last hash.
 #[cfg(not(test))]
 pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(10);
 #[cfg(test)]
 pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Runs `f` on the hashing thread and waits for its result.
-fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    static TX: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Task>>> = OnceLock::new();
-    let tx = TX.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Task>();
-        std::thread::Builder::new()
-            .name("password-hash".into())
-            .spawn(move || {
-                use std::sync::mpsc::RecvTimeoutError;
-                loop {
-                    match rx.recv_timeout(IDLE_RELEASE) {
-                        Ok(task) => task(),
-                        // Freed whole: a block this size is its own mapping, returned to
-                        // the OS (the next hash maps a fresh one).
-                        Err(RecvTimeoutError::Timeout) => {
-                            WORK.with(|w| *w.borrow_mut() = Vec::new())
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+/// The hashing threads' shared queue.
+struct Pool {
+    tasks: Mutex<VecDeque<Task>>,
+    ready: Condvar,
+}
+
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Sets the number of hashing threads (PASSWORD_HASH_THREADS); the first call before any
+/// hash wins, later calls are ignored (the pool is process-wide). Unset: one per core.
+pub fn configure(threads: usize) {
+    let _ = THREADS.set(threads.max(1));
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let pool = Arc::new(Pool {
+            tasks: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+        });
+        let n = *THREADS.get_or_init(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        for i in 0..n {
+            let p = pool.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || worker(&p))
+                .expect("BUG: cannot spawn a password hashing thread");
+        }
+        pool
+    })
+}
+
+/// Runs tasks; after [`IDLE_RELEASE`] without one, frees the work area and sleeps until
+/// the next task.
+fn worker(p: &Pool) {
+    let mut holding = false;
+    loop {
+        let task = {
+            let mut q = p.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(t) = q.pop_front() {
+                    break t;
                 }
-            })
-            .expect("BUG: cannot spawn the password hashing thread");
-        std::sync::Mutex::new(tx)
-    });
+                if holding {
+                    let (g, timeout) = p
+                        .ready
+                        .wait_timeout(q, IDLE_RELEASE)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = g;
+                    if timeout.timed_out() && q.is_empty() {
+                        release_work_area();
+                        holding = false;
+                    }
+                } else {
+                    q = p.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        };
+        task();
+        holding = WORK.with(|w| !w.borrow().is_empty());
+    }
+}
+
+/// Runs `f` on a hashing thread and waits for its result.
+fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
     let task: Task = Box::new(move || {
         let _ = done_tx.send(f());
     });
-    let sent = tx.lock().map(|t| t.send(task).is_ok()).unwrap_or(false);
-    assert!(sent, "BUG: the password hashing thread is gone");
+    let p = pool();
+    p.tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push_back(task);
+    p.ready.notify_one();
     done_rx
         .recv()
-        .expect("BUG: the password hashing thread dropped a task")
+        .expect("BUG: a password hashing thread dropped a task")
+}
+
+/// Admission to the hashing pool for request handlers: at most `threads + queue` hashes
+/// admitted at once; beyond that, callers are told to come back later (503).
+pub struct Gate {
+    admitted: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One admitted hash; the slot frees when it drops.
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Gate {
+    /// Room for `threads` running hashes and `queue` waiting ones.
+    pub fn new(threads: usize, queue: usize) -> Self {
+        Gate {
+            admitted: Arc::new(AtomicUsize::new(0)),
+            max: threads.max(1) + queue,
+        }
+    }
+
+    /// A permit, or `None` when the pool is full.
+    pub fn admit(&self) -> Option<Permit> {
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Permit(self.admitted.clone()))
+    }
 }
 
 fn hasher() -> Argon2<'static> {
@@ -73,10 +166,19 @@ thread_local! {
     static WORK: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Bytes of the hashing thread's work area right now (0 once released).
-#[cfg(test)]
-fn work_area_bytes() -> usize {
-    on_hash_thread(|| WORK.with(|w| std::mem::size_of_val(w.borrow().as_slice())))
+/// Work areas held by hashing threads right now (at most one per thread; 0 when idle).
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Frees this thread's work area. Freed whole: a block this size is its own mapping,
+/// returned to the OS (the next hash maps a fresh one).
+fn release_work_area() {
+    WORK.with(|w| {
+        let mut w = w.borrow_mut();
+        if !w.is_empty() {
+            *w = Vec::new();
+            HELD.fetch_sub(1, Ordering::AcqRel);
+        }
+    });
 }
 
 /// argon2id of `pw` with `salt` into 32 bytes, in the thread's reusable work area.
@@ -84,6 +186,9 @@ fn raw_hash(pw: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
     WORK.with(|w| {
         let mut w = w.borrow_mut();
         if w.len() != M_COST as usize {
+            if w.is_empty() {
+                HELD.fetch_add(1, Ordering::AcqRel);
+            }
             *w = vec![argon2::Block::default(); M_COST as usize];
         }
         let mut out = [0u8; 32];
@@ -146,14 +251,26 @@ pub fn verify_dummy(password: &str) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_work_area_is_given_back_when_idle() {
+    fn work_areas_are_bounded_by_the_threads_and_given_back_when_idle() {
+        use std::sync::atomic::Ordering;
         let h = super::hash("correct horse").unwrap();
-        assert!(super::verify("correct horse", &h));
-        // Other tests hash on the same thread, so wait for a quiet spell rather than once.
+        // Many hashes at once hold at most one work area per hashing thread.
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let h = h.clone();
+                std::thread::spawn(move || super::verify("correct horse", &h))
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        let max = *super::THREADS.get().expect("pool started");
+        assert!(super::HELD.load(Ordering::Acquire) <= max);
+        // Other tests hash too, so wait for a quiet spell rather than once.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             std::thread::sleep(super::IDLE_RELEASE * 2);
-            if super::work_area_bytes() == 0 {
+            if super::HELD.load(Ordering::Acquire) == 0 {
                 break;
             }
             assert!(
@@ -163,6 +280,15 @@ mod tests {
         }
         // And comes back for the next hash.
         assert!(super::verify("correct horse", &h));
+    }
+
+    #[test]
+    fn the_gate_admits_threads_plus_queue_and_frees_slots_on_drop() {
+        let g = super::Gate::new(1, 2);
+        let held: Vec<_> = (0..3).map(|_| g.admit().expect("room")).collect();
+        assert!(g.admit().is_none(), "full");
+        drop(held);
+        assert!(g.admit().is_some());
     }
 
     #[test]

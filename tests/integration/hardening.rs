@@ -267,3 +267,105 @@ async fn chat_completions_are_held_to_the_json_limit_and_a_message_cap() {
     assert_eq!(r.status.as_u16(), 404, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "model_not_found", "{}", r.text);
 }
+
+/// POST /api/auth/login as if from `ip` (through a proxy at 127.0.0.1).
+async fn login_from(s: &Server, ip: &str, email: &str, password: &str) -> Resp {
+    send(
+        s.http
+            .post(format!("{}/api/auth/login", s.base))
+            .header("x-forwarded-for", ip)
+            .json(&json!({"email": email, "password": password})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn wrong_logins_from_one_address_do_not_lock_out_another() {
+    let s = start_with(|c| {
+        c.rate_limit_auth_per_min = 5;
+        c.trusted_proxies = "127.0.0.1".into();
+    })
+    .await;
+    let r = send(
+        s.http
+            .post(format!("{}/api/auth/register", s.base))
+            .header("x-forwarded-for", "192.0.2.1")
+            .json(&json!({"email": "victim@x.test", "password": "password-123", "name": "V", "tenantName": "V"})),
+    )
+    .await;
+    r.expect(201);
+    for _ in 0..5 {
+        login_from(&s, "203.0.113.66", "victim@x.test", "wrong-password")
+            .await
+            .expect_err(401, "invalid_credentials");
+    }
+    // The attacker's address is locked out of the account, even with the right password.
+    let r = login_from(&s, "203.0.113.66", "victim@x.test", "password-123").await;
+    r.expect_err(429, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+    // The owner, from another address, signs in.
+    login_from(&s, "198.51.100.20", "victim@x.test", "password-123")
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let s = start_with(|c| c.rate_limit_auth_per_min = 5).await;
+    s.register("v2@x.test", "V").await;
+    for i in 0..4 {
+        // A different claimed address each time: all are the TCP peer to the limits.
+        login_from(&s, &format!("203.0.113.{i}"), "v2@x.test", "wrong-password")
+            .await
+            .expect_err(401, "invalid_credentials");
+    }
+    login_from(&s, "198.51.100.20", "v2@x.test", "password-123")
+        .await
+        .expect_err(429, "rate_limited");
+}
+
+#[tokio::test]
+async fn a_full_password_hashing_queue_answers_503_server_busy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.password_hash_threads = 1;
+    cfg.password_hash_queue = 1;
+    let app = aigentable::build(cfg).await.expect("app builds");
+    let state = app.state.clone();
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = main.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(aigentable::serve_with_listener(app, main, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let login = || {
+        send(
+            http.post(format!("http://{addr}/api/auth/login"))
+                .json(&json!({"email": ROOT_EMAIL, "password": ROOT_PASSWORD})),
+        )
+    };
+    login().await.expect(200);
+    // Logins already hashing and waiting fill the pool (one thread + a queue of one).
+    let busy: Vec<_> = std::iter::from_fn(|| state.limits.hashing.admit()).collect();
+    assert_eq!(busy.len(), 2);
+    let r = login().await;
+    r.expect_err(503, "server_busy");
+    assert_eq!(r.headers["retry-after"], "1");
+    assert_security_headers(&r, "503");
+    // Registration hashes too.
+    let r = send(http.post(format!("http://{addr}/api/auth/register")).json(
+        &json!({"email": "n@x.test", "password": "password-123", "name": "N", "tenantName": "N"}),
+    ))
+    .await;
+    r.expect_err(503, "server_busy");
+    drop(busy);
+    login().await.expect(200);
+    let _ = stop.send(());
+    bounded("server stop", server)
+        .await
+        .expect("joined")
+        .expect("server ran");
+}
