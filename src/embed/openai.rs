@@ -49,10 +49,11 @@ impl std::fmt::Debug for ApiKey {
 }
 
 /// A remote embedding model behind an OpenAI-compatible API.
-#[derive(Debug)]
 pub struct OpenAiEmbedder {
     client: Client,
     endpoint: String,
+    /// `endpoint` as logs and views may show it (no password).
+    shown: String,
     model: String,
     id: String,
     api_key: Option<ApiKey>,
@@ -62,6 +63,22 @@ pub struct OpenAiEmbedder {
     timeout: Duration,
     retry: RetryPolicy,
     policy: Policy,
+}
+
+impl std::fmt::Debug for OpenAiEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the key nor a password in the URL is shown.
+        f.debug_struct("OpenAiEmbedder")
+            .field("endpoint", &self.shown)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key)
+            .field("dims", &self.dims)
+            .field("batch_size", &self.batch_size)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenAiEmbedder {
@@ -106,6 +123,7 @@ impl OpenAiEmbedder {
             .map(|k| ApiKey(k.to_string()));
         Ok(OpenAiEmbedder {
             client: build_client(&Policy::Operator)?,
+            shown: crate::net::upstream::display_url(&endpoint),
             endpoint,
             model: model.to_string(),
             id: format!("openai:{model}"),
@@ -168,7 +186,7 @@ impl OpenAiEmbedder {
         };
         format!(
             "openai-compatible {} at {} ({dims})",
-            self.model, self.endpoint
+            self.model, self.shown
         )
     }
 
@@ -235,7 +253,7 @@ impl OpenAiEmbedder {
             retries += 1;
             tracing::warn!(
                 model = %self.model,
-                endpoint = %self.endpoint,
+                endpoint = %self.shown,
                 attempt = retries + 1,
                 max_attempts = self.retry.max_retries + 1,
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -249,7 +267,7 @@ impl OpenAiEmbedder {
     fn parse(&self, response: Response, expected: usize) -> Result<Vec<Vec<f32>>, Error> {
         let body: EmbeddingsResponse = response
             .json()
-            .map_err(|e| Error::BadResponse(format!("{}: {}", self.endpoint, root_cause(&e))))?;
+            .map_err(|e| Error::BadResponse(format!("{}: {}", self.shown, root_cause(&e))))?;
         if body.data.len() != expected {
             return Err(Error::BadResponse(format!(
                 "sent {expected} texts, got {} vectors",
@@ -656,6 +674,13 @@ mod tests {
         assert_eq!(e2.endpoint(), "http://h:1/api/embeddings");
         let dbg = format!("{e:?}");
         assert!(!dbg.contains("sk-secret-123"), "{dbg}");
+        let e3 = OpenAiEmbedder::new("http://u:hunter2@h:1/v1", "m", None, None).unwrap();
+        assert!(
+            !e3.description().contains("hunter2"),
+            "{}",
+            e3.description()
+        );
+        assert!(!format!("{e3:?}").contains("hunter2"));
         assert!(dbg.contains("<redacted>"), "{dbg}");
     }
 

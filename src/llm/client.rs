@@ -105,16 +105,11 @@ impl Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // A password in the URL (http://user:pass@host) is as secret as the key.
-        let base_url = match reqwest::Url::parse(&self.base_url) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("redacted"));
-                u.to_string()
-            }
-            _ => self.base_url.clone(),
-        };
         f.debug_struct("Provider")
-            .field("base_url", &base_url)
+            .field(
+                "base_url",
+                &crate::net::upstream::display_url(&self.base_url),
+            )
             .field("api_key", &self.api_key)
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)

@@ -194,6 +194,18 @@ pub fn redact(text: String, key: Option<&str>) -> String {
     }
 }
 
+/// A URL as it may be shown (logs, Debug, health, settings views): a password in it
+/// (`http://user:pass@host`) is as secret as an API key and is replaced.
+pub fn display_url(url: &str) -> String {
+    match reqwest::Url::parse(url.trim()) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The root cause of an error chain, which is the informative part of a reqwest error
 /// ("Connection refused", our own policy refusal); the outer layers only say "error sending
 /// request". Made one short line.
@@ -346,6 +358,16 @@ mod tests {
         let m = error_message(400, long.to_string().as_bytes());
         assert!(m.starts_with("a b c "), "{m}");
         assert!(m.chars().count() <= MAX_MESSAGE_CHARS + 1, "{}", m.len());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_not_shown() {
+        let shown = display_url("https://user:hunter2@proxy.example/v1");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("proxy.example"),
+            "{shown}"
+        );
+        assert_eq!(display_url("http://h:1/v1"), "http://h:1/v1");
     }
 
     #[test]

@@ -672,3 +672,31 @@ async fn llm_token_counting_sanity() {
     };
     assert!(count_message_tokens("gpt-4o", &[call]) > 5);
 }
+
+#[tokio::test]
+async fn llm_tenant_policy_refuses_private_addresses_without_a_request() {
+    let fake = FakeOpenAi::start().await;
+    let strict = aigentable::net::Policy::tenant(aigentable::net::Allowlist::default());
+    let p = Provider {
+        policy: strict,
+        ..provider(&fake)
+    };
+    let err = Client::new().chat(&p, &request()).await.unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    assert!(err.user_message().contains("not allowed"), "{err}");
+    let err = Client::new().chat_stream(&p, &request()).await.err();
+    assert!(matches!(err, Some(Error::Refused(_))), "{err:?}");
+    assert!(
+        fake.recorded().is_empty(),
+        "nothing was sent, nothing retried"
+    );
+    // The operator's allowlist opens the host again.
+    let allowed = aigentable::net::Allowlist::parse("127.0.0.1").unwrap();
+    let p = Provider {
+        policy: aigentable::net::Policy::tenant(allowed),
+        ..provider(&fake)
+    };
+    fake.push(Reply::text("Hello."));
+    let r = Client::new().chat(&p, &request()).await.unwrap();
+    assert_eq!(r.message.content.as_deref(), Some("Hello."));
+}
