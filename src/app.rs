@@ -52,12 +52,18 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let keys = Keys::new(jwt.as_bytes(), refresh.as_bytes(), config.access_ttl());
     let mailer = Mailer::from_config(&config)?;
     let config = Arc::new(config);
+    let store = Arc::new(store);
+    // One bus for the process; the job queue publishes on it too.
+    let events = crate::events::Bus::default();
+    let jobs = crate::jobs::Jobs::new(store.clone(), events.clone());
     let svc = Arc::new(Services {
-        store: Arc::new(store),
+        store,
         keys,
         sealer: crate::auth::seal::Sealer::from_secret(&data_key),
         config: config.clone(),
         indexes: Default::default(),
+        events,
+        jobs: jobs.clone(),
     });
     if let (Some(email), Some(pw)) = (config.admin_email.clone(), config.admin_password.clone()) {
         let s = svc.clone();
@@ -72,7 +78,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         }
     }
     // Knowledge: models and indexes load here (blocking), before the port is bound.
-    let jobs = crate::jobs::Jobs::new(svc.store.clone());
     let (s2, j2, es) = (svc.clone(), jobs.clone(), config.embed_settings());
     let knowledge =
         tokio::task::spawn_blocking(move || crate::knowledge::Knowledge::open(s2, j2, &es))
@@ -93,6 +98,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         llm: crate::llm::Client::new(),
         retriever: knowledge.clone(),
     });
+    engine.register_jobs(&jobs, tokio::runtime::Handle::current());
     let state = AppState::new(Inner {
         svc,
         knowledge,
@@ -121,7 +127,14 @@ pub async fn serve_with_listener(
 ) -> anyhow::Result<()> {
     let state = app.state.clone();
     // Workers start with the server (not in `build`, which the CLI commands use too).
-    state.jobs.start(state.config.job_worker_count());
+    state.jobs.start(
+        crate::jobs::Class::Background,
+        state.config.job_worker_count(),
+    );
+    state.jobs.start(
+        crate::jobs::Class::Interactive,
+        state.config.turn_worker_count(),
+    );
     let jobs = state.jobs.clone();
     let resumed = tokio::task::spawn_blocking(move || jobs.recover()).await??;
     if resumed > 0 {

@@ -115,6 +115,9 @@ pub struct Config {
     pub chunk_overlap_percent: usize,
     /// Background job workers (parsing, embedding); 0 = number of cores.
     pub job_workers: usize,
+    /// Workers answering customer messages and sending mail (they mostly wait on the
+    /// network); 0 = 4 per core, at least 8.
+    pub turn_workers: usize,
     /// onnx | openai | none; unset = look for <data>/models/default and a runtime.
     pub embeddings_provider: Option<String>,
     /// A Hugging Face-layout model folder (tokenizer.json, config.json, onnx/model.onnx).
@@ -183,6 +186,7 @@ impl Default for Config {
             chunk_tokens: 400,
             chunk_overlap_percent: 15,
             job_workers: 0,
+            turn_workers: 0,
             embeddings_provider: None,
             embeddings_model_dir: None,
             embeddings_onnx_file: None,
@@ -239,6 +243,7 @@ const ENV_KEYS: &[&str] = &[
     "CHUNK_TOKENS",
     "CHUNK_OVERLAP_PERCENT",
     "JOB_WORKERS",
+    "TURN_WORKERS",
     "EMBEDDINGS_PROVIDER",
     "EMBEDDINGS_MODEL_DIR",
     "EMBEDDINGS_ONNX_FILE",
@@ -517,6 +522,18 @@ impl Config {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
+        }
+    }
+
+    /// Workers of the interactive pool (AI turns, mail).
+    pub fn turn_worker_count(&self) -> usize {
+        if self.turn_workers > 0 {
+            self.turn_workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get() * 4)
+                .unwrap_or(8)
+                .max(8)
         }
     }
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod embed;
+pub mod events;
 pub mod index;
 pub mod ingest;
 pub mod jobs;

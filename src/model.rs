@@ -617,6 +617,9 @@ pub struct Job {
     pub kind: String,
     #[serde(default)]
     pub payload: serde_json::Value,
+    /// Jobs with the same key run one at a time, in queue order (one conversation's turns).
+    #[serde(default)]
+    pub serial: Option<String>,
     pub status: JobStatus,
     pub progress: u8,
     pub attempts: u32,

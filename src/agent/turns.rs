@@ -1,12 +1,19 @@
 //! Running a turn for a conversation: history from the store, the answer (or the failure)
 //! stored as a message, analytics recorded. Shared by the inbox API and the channels.
+//! Turns run as durable jobs (`turn`, queued by the domain with the customer message) on the
+//! interactive worker pool, one at a time per conversation; a turn cut by shutdown resumes
+//! after the restart, and a retried turn whose answer was already stored does not answer
+//! again.
 
 use super::{Engine, Turn, TurnError, TurnResult};
 use crate::auth::Caller;
 use crate::domain::analytics::{Outcome, TurnStats};
+use crate::domain::conversations::{AnswerOf, JOB_TURN, TurnPayload, TurnToRun};
+use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
 use crate::llm::ChatMessage;
 use crate::model::*;
 use crate::types::*;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A conversation turn's stored answer.
@@ -54,14 +61,93 @@ pub fn outcome_of(r: &TurnResult, fallback: Option<&str>) -> Outcome {
 }
 
 impl Engine {
+    /// Registers the turn job's handler (and its give-up hook) on the interactive pool.
+    /// `rt` runs the turn's async work from the worker thread.
+    pub fn register_jobs(self: &Arc<Self>, jobs: &Jobs, rt: tokio::runtime::Handle) {
+        let (me, rt2) = (self.clone(), rt.clone());
+        jobs.register_with(
+            JOB_TURN,
+            Policy {
+                class: Class::Interactive,
+                max_attempts: 1,
+            },
+            Arc::new(move |ctx| me.turn_job(ctx, &rt2)),
+        );
+        let me = self.clone();
+        jobs.register(
+            &format!("{JOB_TURN}#failed"),
+            Arc::new(move |ctx| {
+                me.turn_gave_up(ctx, &rt);
+                Ok(())
+            }),
+        );
+    }
+
+    /// Runs one turn job: answers its customer message unless an earlier attempt already
+    /// did, the message or conversation is gone, or a person has taken the conversation.
+    fn turn_job(&self, ctx: &JobCtx, rt: &tokio::runtime::Handle) -> Result<(), JobError> {
+        let job = ctx.job;
+        let Some(p) = TurnPayload::of(job) else {
+            return Err(JobError::Failed("the turn job names no message".into()));
+        };
+        let caller = Caller::for_job(job);
+        let (conv, msg) = match self.svc.turn_to_run(&caller, &job.id, &p) {
+            Ok(TurnToRun::Answer {
+                conversation,
+                message,
+            }) => (*conversation, *message),
+            Ok(TurnToRun::Skip(why)) => {
+                tracing::info!(why, "the turn has nothing to answer");
+                return Ok(());
+            }
+            Err(e) => return Err(JobError::Failed(e.to_string())),
+        };
+        rt.block_on(async {
+            tokio::select! {
+                _ = self.answer_in_conversation(&caller, &conv, &msg, Some(&job.id)) => Ok(()),
+                _ = ctx.cancelled() => Err(JobError::Interrupted),
+            }
+        })
+    }
+
+    /// A turn job failed for good (the server stopped during it every time): the customer's
+    /// message gets a `failed` answer with the reason, unless it has an answer already.
+    fn turn_gave_up(&self, ctx: &JobCtx, rt: &tokio::runtime::Handle) {
+        let job = ctx.job;
+        let Some(p) = TurnPayload::of(job) else {
+            return;
+        };
+        if p.reply_id.is_some() {
+            return;
+        }
+        let caller = Caller::for_job(job);
+        let Ok(conv) = self.svc.get_conversation(&caller, &p.conversation_id) else {
+            return;
+        };
+        let e = TurnError {
+            message: job
+                .error
+                .clone()
+                .unwrap_or_else(|| "the answer could not be produced".into()),
+            partial: String::new(),
+            latency_ms: 0,
+            usage: Usage::default(),
+            upstream: Duration::ZERO,
+        };
+        rt.block_on(self.store_failure(&caller, &conv, e, None, false, Some(&job.id)));
+    }
+
     /// Answers the customer message `msg` of a conversation and stores the reply (or a
     /// failed message with the reason). Never returns an error: failures become messages.
-    /// `caller` acts for the conversation's tenant (a job's, or the poster's).
+    /// `caller` acts for the conversation's tenant (a job's, or the poster's). With `job`
+    /// (the turn job answering it), the answer is stored only if that job has none yet, in
+    /// the same commit that records it on the job.
     pub async fn answer_in_conversation(
         &self,
         caller: &Caller,
         conv: &Conversation,
         msg: &Message,
+        job: Option<&JobId>,
     ) -> Answer {
         let tenant = caller.tenant().clone();
         let svc = self.svc.clone();
@@ -85,7 +171,7 @@ impl Engine {
                     usage: Usage::default(),
                     upstream: Duration::ZERO,
                 };
-                return self.store_failure(caller, conv, e, None, false).await;
+                return self.store_failure(caller, conv, e, None, false, job).await;
             }
         };
         earlier.reverse();
@@ -123,11 +209,11 @@ impl Engine {
                     new_conversation: first,
                 };
                 let upstream = r.upstream;
-                self.persist(caller, reply, r.handoff.clone(), stats, upstream)
+                self.persist(caller, reply, r.handoff.clone(), stats, upstream, job)
                     .await
             }
             Err(e) => {
-                self.store_failure(caller, conv, e, Some(agent.id), first)
+                self.store_failure(caller, conv, e, Some(agent.id), first, job)
                     .await
             }
         }
@@ -178,6 +264,7 @@ impl Engine {
         e: TurnError,
         agent: Option<AgentId>,
         first: bool,
+        job: Option<&JobId>,
     ) -> Answer {
         let upstream = e.upstream;
         tracing::warn!(conversation = %conv.id, reason = %e.message, "AI reply failed");
@@ -206,7 +293,8 @@ impl Engine {
             author_id: None,
             created_at: now(),
         };
-        self.persist(caller, failed, None, stats, upstream).await
+        self.persist(caller, failed, None, stats, upstream, job)
+            .await
     }
 
     async fn persist(
@@ -216,15 +304,23 @@ impl Engine {
         handoff: Option<String>,
         stats: TurnStats,
         upstream: Duration,
+        job: Option<&JobId>,
     ) -> Answer {
         let svc = self.svc.clone();
         let (c, m) = (caller.clone(), msg.clone());
+        let of = job.map(|j| AnswerOf {
+            job: j.clone(),
+            upstream_us: upstream.as_micros() as u64,
+        });
         let r = tokio::task::spawn_blocking(move || {
-            svc.record_ai_reply(&c, &m, handoff.as_deref(), &stats)
+            svc.record_ai_reply(&c, &m, handoff.as_deref(), &stats, of.as_ref())
         })
         .await;
         match r {
-            Ok(Ok(_)) => {}
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => {
+                tracing::info!("the message was already answered: this answer is dropped")
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "storing the AI reply failed"),
             Err(e) => tracing::error!(error = %e, "storing the AI reply panicked"),
         }

@@ -241,51 +241,54 @@ pub async fn post_message(
     let id = conversation_id(&id)?;
     let content = r.content;
     let role = r.role;
-    let poster = caller.clone();
+    let tenant = caller.tenant().clone();
+    let c2 = caller.clone();
     let posted = state
         .run(move |s| s.post_message(&caller, &id, role, &content))
         .await?;
-    if !posted.needs_ai_reply {
-        return Ok((
-            StatusCode::CREATED,
-            axum::Json(PostMessageResponse {
-                message: MessageView::from(&posted.message),
-                reply: None,
-                timing: None,
-            }),
-        ));
-    }
-    // The answer is produced in its own task so it is stored even if this client leaves.
-    let engine = state.engine.clone();
-    let (conv, msg) = (posted.conversation.clone(), posted.message.clone());
-    let task =
-        tokio::spawn(async move { engine.answer_in_conversation(&poster, &conv, &msg).await });
-    if r.is_async {
-        return Ok((
-            StatusCode::CREATED,
-            axum::Json(PostMessageResponse {
-                message: MessageView::from(&posted.message),
-                reply: None,
-                timing: None,
-            }),
-        ));
-    }
-    let answer = task.await.map_err(|e| {
-        tracing::error!(error = %e, "answer task failed");
-        ApiError::internal()
-    })?;
+    // The turn is a durable job committed with the message: it is answered even if this
+    // client leaves or the server stops. A synchronous request waits for it.
+    let job = match posted.turn_job {
+        Some(job) if !r.is_async => job,
+        _ => {
+            return Ok((
+                StatusCode::CREATED,
+                axum::Json(PostMessageResponse {
+                    message: MessageView::from(&posted.message),
+                    reply: None,
+                    timing: None,
+                }),
+            ));
+        }
+    };
+    let finished = state.jobs.finished(&tenant, &job).await;
+    let answer = match finished {
+        Some(_) => state.run(move |s| s.turn_answer(&c2, &job)).await?,
+        // Shutting down: the turn resumes after the restart and answers then.
+        None => None,
+    };
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    let (total, upstream) = (started.elapsed(), answer.upstream);
+    let total = started.elapsed();
+    let (reply, timing) = match answer {
+        Some((reply, upstream_us)) => {
+            let upstream = std::time::Duration::from_micros(upstream_us).min(total);
+            (
+                Some(reply),
+                Some(TurnTiming {
+                    total_ms: ms(total),
+                    upstream_ms: ms(upstream),
+                    server_ms: ms(total.saturating_sub(upstream)),
+                }),
+            )
+        }
+        None => (None, None),
+    };
     Ok((
         StatusCode::CREATED,
         axum::Json(PostMessageResponse {
             message: MessageView::from(&posted.message),
-            reply: Some(MessageView::from(&answer.message)),
-            timing: Some(TurnTiming {
-                total_ms: ms(total),
-                upstream_ms: ms(upstream),
-                server_ms: ms(total.saturating_sub(upstream)),
-            }),
+            reply: reply.as_ref().map(MessageView::from),
+            timing,
         }),
     ))
 }

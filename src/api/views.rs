@@ -490,6 +490,7 @@ mod tests {
             tenant_id: TenantId::new(),
             kind: "process_document".into(),
             payload: serde_json::json!({"path": "/data/originals/x"}),
+            serial: Some("conversation:x".into()),
             status: JobStatus::Queued,
             progress: 0,
             attempts: 3,

@@ -1,14 +1,62 @@
 //! Conversations and messages: the inbox rules (AI or human mode, assignment, close and
 //! reopen). Generating AI replies lives in agent/; this module stores what it decides.
+//! A customer message that needs an answer is committed together with its turn job (the
+//! durable queue runs it, one turn per conversation at a time); every write publishes its
+//! events after commit.
 
 use super::analytics::TurnStats;
 use super::{Checks, Error, PageReq, Result, Services};
 use crate::auth::{Action, Caller};
+use crate::events::Event;
+use crate::jobs::Jobs;
 use crate::model::*;
 use crate::store::{Page, WriteTx};
 use crate::types::*;
 
 pub const MAX_MESSAGE_CHARS: usize = 32_000;
+
+/// The job kind of an AI turn answering one customer message.
+pub const JOB_TURN: &str = "turn";
+
+/// What a turn job answers (its payload). After the answer is stored, the job also records
+/// which message answered and how long the provider took, in the same commit as the answer:
+/// a retried job finds it and does not answer twice.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnPayload {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_id: Option<MessageId>,
+    #[serde(default)]
+    pub upstream_us: u64,
+}
+
+impl TurnPayload {
+    /// The payload of a turn job; `None` when it is not one.
+    pub fn of(job: &Job) -> Option<TurnPayload> {
+        serde_json::from_value(job.payload.clone()).ok()
+    }
+}
+
+/// What a turn job has to do.
+#[derive(Debug)]
+pub enum TurnToRun {
+    /// Answer this customer message of this conversation.
+    Answer {
+        conversation: Box<Conversation>,
+        message: Box<Message>,
+    },
+    /// Nothing to answer, and why (for the log).
+    Skip(&'static str),
+}
+
+/// The turn job that stores an answer, with the provider time to record on it.
+#[derive(Debug, Clone)]
+pub struct AnswerOf {
+    pub job: JobId,
+    pub upstream_us: u64,
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct ConversationFilter {
@@ -32,6 +80,8 @@ pub struct Posted {
     pub conversation: Conversation,
     /// The agent must answer: a customer message in AI mode with an active agent.
     pub needs_ai_reply: bool,
+    /// The queued turn job that will answer (when `needs_ai_reply`).
+    pub turn_job: Option<JobId>,
 }
 
 impl Services {
@@ -62,7 +112,7 @@ impl Services {
         }
         c.finish()?;
         let t = caller.tenant().clone();
-        self.store.write(|tx| {
+        let (conv, greeting) = self.store.write(|tx| -> Result<_> {
             let agent = tx
                 .get::<Agent>(&t, agent_id.as_str())?
                 .ok_or(Error::NotFound("agent"))?;
@@ -106,10 +156,20 @@ impl Services {
                 conv.message_count = 1;
                 conv.last_message_at = Some(now);
                 tx.put(&conv)?;
-                return Ok(conv);
+                return Ok((conv, Some(m)));
             }
-            Ok(conv)
-        })
+            Ok((conv, None))
+        })?;
+        self.events.publish(Event::ConversationCreated {
+            conversation: conv.clone(),
+        });
+        if let Some(message) = greeting {
+            self.events.publish(Event::MessageCreated {
+                conversation: conv.clone(),
+                message,
+            });
+        }
+        Ok(conv)
     }
 
     /// Newest first.
@@ -206,8 +266,9 @@ impl Services {
         );
         c.finish()?;
         let t = caller.tenant().clone();
-        self.store.write(|tx| {
+        let (posted, before, job) = self.store.write(|tx| -> Result<_> {
             let mut conv = Self::load_conversation(tx, &t, id)?;
+            let before = conv.clone();
             let now = now();
             let msg = Message {
                 id: MessageId::new(),
@@ -243,23 +304,118 @@ impl Services {
                 && tx
                     .get::<Agent>(&t, conv.agent_id.as_str())?
                     .is_some_and(|a| a.status == ActiveStatus::Active);
-            Ok(Posted {
-                message: msg,
-                conversation: conv,
-                needs_ai_reply,
+            // The turn is committed with the message: an acknowledged message is answered
+            // even if the server stops before the answer.
+            let job = if needs_ai_reply {
+                let payload = TurnPayload {
+                    conversation_id: conv.id.clone(),
+                    message_id: msg.id.clone(),
+                    reply_id: None,
+                    upstream_us: 0,
+                };
+                Some(Jobs::enqueue_serial_in(
+                    tx,
+                    &t,
+                    JOB_TURN,
+                    serde_json::to_value(&payload).map_err(|e| Error::Internal(e.to_string()))?,
+                    Some(format!("conversation:{}", conv.id)),
+                )?)
+            } else {
+                None
+            };
+            Ok((
+                Posted {
+                    message: msg,
+                    conversation: conv,
+                    needs_ai_reply,
+                    turn_job: job.as_ref().map(|j| j.id.clone()),
+                },
+                before,
+                job,
+            ))
+        })?;
+        self.events.publish(Event::MessageCreated {
+            conversation: posted.conversation.clone(),
+            message: posted.message.clone(),
+        });
+        if let Some(e) = Event::conversation_changed(&before, &posted.conversation) {
+            self.events.publish(e);
+        }
+        if let Some(job) = &job {
+            self.jobs.wake(job);
+        }
+        Ok(posted)
+    }
+
+    /// What the turn job `job` (answering `p`) has to do: nothing when an earlier attempt
+    /// already answered, the message or conversation is gone, or a person took over.
+    pub fn turn_to_run(&self, caller: &Caller, job: &JobId, p: &TurnPayload) -> Result<TurnToRun> {
+        caller
+            .require(Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant();
+        Ok(self.store.read(|tx| {
+            let answered = tx
+                .get::<Job>(t, job.as_str())?
+                .as_ref()
+                .and_then(TurnPayload::of)
+                .is_some_and(|c| c.reply_id.is_some());
+            if answered {
+                return Ok(TurnToRun::Skip("already answered by an earlier attempt"));
+            }
+            let Some(conversation) = tx.get::<Conversation>(t, p.conversation_id.as_str())? else {
+                return Ok(TurnToRun::Skip("the conversation was deleted"));
+            };
+            let key = format!("{}/{}", p.conversation_id, p.message_id);
+            let Some(message) = tx.get::<Message>(t, &key)? else {
+                return Ok(TurnToRun::Skip("the message was deleted"));
+            };
+            if conversation.mode == ConversationMode::Human {
+                return Ok(TurnToRun::Skip("a person took the conversation"));
+            }
+            Ok(TurnToRun::Answer {
+                conversation: Box::new(conversation),
+                message: Box::new(message),
             })
-        })
+        })?)
+    }
+
+    /// The answer a finished turn job stored, with the provider time of the turn; `None`
+    /// when the turn stored no answer (a person took over, the conversation was deleted).
+    pub fn turn_answer(&self, caller: &Caller, job: &JobId) -> Result<Option<(Message, u64)>> {
+        caller
+            .require(Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant();
+        Ok(self.store.read(|tx| {
+            let Some(p) = tx
+                .get::<Job>(t, job.as_str())?
+                .filter(|j| j.kind == JOB_TURN)
+                .as_ref()
+                .and_then(TurnPayload::of)
+            else {
+                return Ok(None);
+            };
+            let Some(reply) = &p.reply_id else {
+                return Ok(None);
+            };
+            let key = format!("{}/{}", p.conversation_id, reply);
+            Ok(tx.get::<Message>(t, &key)?.map(|m| (m, p.upstream_us)))
+        })?)
     }
 
     /// Stores the agent's answer (or its failure) and, on handoff, moves the conversation
-    /// to pending_human.
+    /// to pending_human. With `of`, the answer is recorded on its turn job in the same
+    /// commit, and nothing is stored (`Ok(None)`) when that job already has an answer: a
+    /// retried turn never answers twice.
     pub fn record_ai_reply(
         &self,
         caller: &Caller,
         msg: &Message,
         handoff: Option<&str>,
         stats: &TurnStats,
-    ) -> Result<Conversation> {
+        of: Option<&AnswerOf>,
+    ) -> Result<Option<Conversation>> {
         caller
             .require_conversation(&msg.conversation_id, Action::RunAgent)
             .map_err(|d| Error::denied(d, "conversation"))?;
@@ -269,12 +425,19 @@ impl Services {
         let tenant = caller.tenant();
         // One durable commit for the reply, the conversation and the turn's analytics: each
         // commit syncs the disk, and a turn used to make two of them here.
-        self.store.write(|tx| {
+        let stored = self.store.write(|tx| -> Result<_> {
+            if let Some(of) = of
+                && !Self::mark_answered(tx, tenant, of, &msg.id)?
+            {
+                return Ok(None);
+            }
             Self::put_turn(tx, tenant, stats)?;
             let mut conv = Self::load_conversation(tx, tenant, &msg.conversation_id)?;
+            let before = conv.clone();
             tx.put(msg)?;
             conv.message_count += 1;
             conv.last_message_at = Some(msg.created_at);
+            let mut handoff_note = None;
             if let Some(reason) = handoff {
                 conv.status = ConversationStatus::PendingHuman;
                 conv.mode = ConversationMode::Human;
@@ -293,10 +456,42 @@ impl Services {
                 };
                 tx.put(&note)?;
                 conv.message_count += 1;
+                handoff_note = Some(note);
             }
             tx.put(&conv)?;
-            Ok(conv)
-        })
+            Ok(Some((conv, before, handoff_note)))
+        })?;
+        let Some((conv, before, note)) = stored else {
+            return Ok(None);
+        };
+        for message in std::iter::once(msg.clone()).chain(note) {
+            self.events.publish(Event::MessageCreated {
+                conversation: conv.clone(),
+                message,
+            });
+        }
+        if let Some(e) = Event::conversation_changed(&before, &conv) {
+            self.events.publish(e);
+        }
+        Ok(Some(conv))
+    }
+
+    /// Records `reply` as the answer of the turn job; false when it already has one.
+    fn mark_answered(tx: &WriteTx, t: &TenantId, of: &AnswerOf, reply: &MessageId) -> Result<bool> {
+        let Some(mut job) = tx.get::<Job>(t, of.job.as_str())? else {
+            return Ok(true);
+        };
+        let Some(mut p) = TurnPayload::of(&job) else {
+            return Ok(true);
+        };
+        if p.reply_id.is_some() {
+            return Ok(false);
+        }
+        p.reply_id = Some(reply.clone());
+        p.upstream_us = of.upstream_us;
+        job.payload = serde_json::to_value(&p).map_err(|e| Error::Internal(e.to_string()))?;
+        tx.put(&job)?;
+        Ok(true)
     }
 
     /// What a turn of `conv` answering `msg` needs: the conversation's agent and the
@@ -338,8 +533,9 @@ impl Services {
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
         let t = caller.tenant().clone();
-        self.store.write(|tx| {
+        let (conv, before, note) = self.store.write(|tx| -> Result<_> {
             let mut conv = Self::load_conversation(tx, &t, id)?;
+            let before = conv.clone();
             let note = match &to {
                 AssignTo::User(u) => {
                     let user = tx
@@ -363,7 +559,7 @@ impl Services {
                 conv.status = ConversationStatus::Open;
             }
             let now = now();
-            tx.put(&Message {
+            let note = Message {
                 id: MessageId::new(),
                 tenant_id: t.clone(),
                 conversation_id: conv.id.clone(),
@@ -375,12 +571,21 @@ impl Services {
                 error: None,
                 author_id: caller.user().cloned(),
                 created_at: now,
-            })?;
+            };
+            tx.put(&note)?;
             conv.message_count += 1;
             conv.last_message_at = Some(now);
             tx.put(&conv)?;
-            Ok(conv)
-        })
+            Ok((conv, before, note))
+        })?;
+        self.events.publish(Event::MessageCreated {
+            conversation: conv.clone(),
+            message: note,
+        });
+        if let Some(e) = Event::conversation_changed(&before, &conv) {
+            self.events.publish(e);
+        }
+        Ok(conv)
     }
 
     pub fn close_conversation(&self, caller: &Caller, id: &ConversationId) -> Result<Conversation> {
@@ -388,14 +593,19 @@ impl Services {
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
         let t = caller.tenant().clone();
-        self.store.write(|tx| {
+        let (conv, before) = self.store.write(|tx| -> Result<_> {
             let mut conv = Self::load_conversation(tx, &t, id)?;
+            let before = conv.clone();
             if conv.status != ConversationStatus::Closed {
                 conv.status = ConversationStatus::Closed;
                 conv.closed_at = Some(now());
                 tx.put(&conv)?;
             }
-            Ok(conv)
-        })
+            Ok((conv, before))
+        })?;
+        if let Some(e) = Event::conversation_changed(&before, &conv) {
+            self.events.publish(e);
+        }
+        Ok(conv)
     }
 }

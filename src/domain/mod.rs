@@ -181,6 +181,10 @@ pub struct Services {
     pub config: Arc<Config>,
     /// Set once at startup (weak: the indexes hold the services).
     pub(crate) indexes: std::sync::OnceLock<std::sync::Weak<dyn TenantIndexes>>,
+    /// Where every write publishes its event, after commit.
+    pub events: crate::events::Bus,
+    /// The durable queue writes enqueue follow-up work in (turns, mail); woken after commit.
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 impl Services {

@@ -34,7 +34,7 @@ fn wait_status(s: &Store, j: &Job, want: JobStatus) -> Job {
 fn jobs_run_and_failures_do_not_block_others() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = store(dir.path());
-    let jobs = Jobs::new(s.clone());
+    let jobs = Jobs::new(s.clone(), Bus::default());
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
     jobs.register(
@@ -50,7 +50,7 @@ fn jobs_run_and_failures_do_not_block_others() {
         Arc::new(|_| Err(JobError::Failed("unreadable file".into()))),
     );
     jobs.register("boom", Arc::new(|_| panic!("parser bug")));
-    jobs.start(2);
+    jobs.start(Class::Background, 2);
     let t = TenantId::new();
     let bad = enqueue(&s, &t, "bad");
     let boom = enqueue(&s, &t, "boom");
@@ -96,9 +96,9 @@ fn unfinished_jobs_resume_after_restart_and_crash_loops_end() {
         (queued, crashed, poison)
     };
     let s = store(dir.path());
-    let jobs = Jobs::new(s.clone());
+    let jobs = Jobs::new(s.clone(), Bus::default());
     jobs.register("ok", Arc::new(|_| Ok(())));
-    jobs.start(1);
+    jobs.start(Class::Background, 1);
     assert_eq!(jobs.recover().expect("recover"), 2);
     wait_status(&s, &queued, JobStatus::Done);
     wait_status(&s, &crashed, JobStatus::Done);
@@ -109,4 +109,160 @@ fn unfinished_jobs_resume_after_restart_and_crash_loops_end() {
         p.error
     );
     jobs.shutdown();
+}
+
+fn item(t: &TenantId, serial: Option<&str>) -> Item {
+    Item {
+        tenant: t.clone(),
+        id: JobId::new(),
+        serial: serial.map(str::to_string),
+    }
+}
+
+#[test]
+fn a_tenant_with_a_backlog_does_not_starve_another() {
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let mut q = FairQueue::default();
+    for _ in 0..100 {
+        q.push(item(&a, None));
+    }
+    let b_job = item(&b, None);
+    q.push(b_job.clone());
+    let none = HashSet::new();
+    let picks: Vec<Item> = (0..2).filter_map(|_| q.pop(&none)).collect();
+    assert!(
+        picks.contains(&b_job),
+        "B's job is among the first two picks"
+    );
+    assert_eq!(q.len(), 99);
+    // Then A's backlog drains, oldest first.
+    assert!(std::iter::from_fn(|| q.pop(&none)).all(|i| i.tenant == a));
+    assert_eq!(q.len(), 0);
+}
+
+#[test]
+fn jobs_sharing_a_serial_key_wait_for_each_other_in_order() {
+    let t = TenantId::new();
+    let mut q = FairQueue::default();
+    let first = item(&t, Some("conv-1"));
+    let second = item(&t, Some("conv-1"));
+    let other = item(&t, Some("conv-2"));
+    for i in [&first, &second, &other] {
+        q.push(i.clone());
+    }
+    let mut busy = HashSet::new();
+    assert_eq!(q.pop(&busy).as_ref(), Some(&first));
+    busy.insert("conv-1".to_string());
+    assert_eq!(
+        q.pop(&busy).as_ref(),
+        Some(&other),
+        "another conversation is not held up"
+    );
+    assert_eq!(q.pop(&busy), None, "the second turn waits for the first");
+    busy.clear();
+    assert_eq!(q.pop(&busy).as_ref(), Some(&second));
+}
+
+#[test]
+fn retry_delays_grow_and_are_capped() {
+    assert_eq!(retry_delay(1), RETRY_BASE);
+    assert_eq!(retry_delay(2), RETRY_BASE * 2);
+    assert_eq!(retry_delay(40), RETRY_MAX);
+}
+
+#[test]
+fn failing_jobs_of_a_retrying_kind_are_retried_then_given_up() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = store(dir.path());
+    let jobs = Jobs::new(s.clone(), Bus::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // Succeeds on the second attempt.
+    jobs.register_with(
+        "flaky",
+        Policy {
+            class: Class::Interactive,
+            max_attempts: 2,
+        },
+        Arc::new(move |_| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(JobError::Failed("connection refused".into()))
+            } else {
+                Ok(())
+            }
+        }),
+    );
+    jobs.register_with(
+        "broken",
+        Policy {
+            class: Class::Interactive,
+            max_attempts: 1,
+        },
+        Arc::new(|_| Err(JobError::Failed("no route".into()))),
+    );
+    jobs.start(Class::Interactive, 1);
+    let t = TenantId::new();
+    let flaky = enqueue(&s, &t, "flaky");
+    let broken = enqueue(&s, &t, "broken");
+    jobs.wake(&flaky);
+    jobs.wake(&broken);
+    let done = wait_status(&s, &flaky, JobStatus::Done);
+    assert_eq!(done.attempts, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let failed = wait_status(&s, &broken, JobStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("no route"));
+    jobs.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_learn_when_a_job_ends_and_events_follow_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = store(dir.path());
+    let bus = Bus::default();
+    let jobs = Jobs::new(s.clone(), bus.clone());
+    jobs.register(
+        "ok",
+        Arc::new(|ctx| {
+            ctx.progress(40);
+            Ok(())
+        }),
+    );
+    let t = TenantId::new();
+    let mut sub = bus.subscribe(&crate::auth::Caller::test_staff(
+        &t,
+        crate::types::Role::TenantUser,
+    ));
+    let job = enqueue(&s, &t, "ok");
+    jobs.start(Class::Background, 1);
+    jobs.wake(&job);
+    let ended = jobs.finished(&t, &job.id).await.expect("finishes");
+    assert_eq!(ended.status, JobStatus::Done);
+    // Already finished: answered from the store.
+    let again = jobs.finished(&t, &job.id).await.expect("finished");
+    assert_eq!(again.status, JobStatus::Done);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        match sub.recv().await {
+            crate::events::Recv::Event(e) => match &*e {
+                crate::events::Event::JobProgress {
+                    status, progress, ..
+                } => seen.push((*status, *progress)),
+                other => panic!("unexpected {other:?}"),
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(sub.try_recv().is_none(), "nothing after the end");
+    assert_eq!(
+        seen,
+        vec![
+            (JobStatus::Running, 0),
+            (JobStatus::Running, 40),
+            (JobStatus::Done, 100)
+        ]
+    );
+    let s2 = jobs.clone();
+    tokio::task::spawn_blocking(move || s2.shutdown())
+        .await
+        .expect("shutdown");
 }

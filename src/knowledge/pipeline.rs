@@ -90,17 +90,41 @@ impl Knowledge {
         progress: u8,
         error: Option<String>,
     ) -> Result<bool, Error> {
-        Ok(self.svc.store.write(|tx| {
+        let found = self.svc.store.write(|tx| {
             let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
                 return Ok::<_, store::Error>(false);
             };
             d.status = status;
             d.progress = progress;
-            d.error = error;
+            d.error = error.clone();
             d.updated_at = now();
             tx.put(&d)?;
             Ok(true)
-        })?)
+        })?;
+        if found {
+            self.publish_status(t, id, status, progress, error);
+        }
+        Ok(found)
+    }
+
+    /// Tells subscribers (the live documents list) after a status or progress commit.
+    fn publish_status(
+        &self,
+        t: &TenantId,
+        id: &DocumentId,
+        status: DocumentStatus,
+        progress: u8,
+        error: Option<String>,
+    ) {
+        self.svc
+            .events
+            .publish(crate::events::Event::DocumentStatus {
+                tenant_id: t.clone(),
+                document_id: id.clone(),
+                status,
+                progress,
+                error,
+            });
     }
 
     fn process_job(&self, ctx: &JobCtx) -> Result<(), JobError> {
@@ -235,7 +259,9 @@ impl Knowledge {
                 Ok(true)
             })
             .map_err(failed)?;
-        if !still {
+        if still {
+            self.publish_status(t, id, DocumentStatus::Ready, 100, None);
+        } else {
             // Deleted while we indexed: take its entries out again.
             let _ = self.unindex_document(t, id);
         }
@@ -569,7 +595,8 @@ impl Knowledge {
             Ok(Ok(created))
         })?;
         if let Ok(created) = &out {
-            for (_, job) in created {
+            for (doc, job) in created {
+                self.publish_status(t, &doc.id, DocumentStatus::Queued, 0, None);
                 self.jobs.wake(job);
             }
         }

@@ -20,6 +20,8 @@ pub struct Server {
     pub base: String,
     pub http: reqwest::Client,
     pub dir: Arc<tempfile::TempDir>,
+    /// The running app's services (event bus, jobs, store); dropped by [`Server::stop`].
+    pub svc: Arc<aigentable::domain::Services>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -56,6 +58,7 @@ pub async fn start_in(dir: Arc<tempfile::TempDir>, f: impl FnOnce(&mut Config)) 
     let mut cfg = test_config(dir.path());
     f(&mut cfg);
     let app = aigentable::build(cfg).await.expect("app builds");
+    let svc = app.state.svc.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -73,6 +76,7 @@ pub async fn start_in(dir: Arc<tempfile::TempDir>, f: impl FnOnce(&mut Config)) 
             .build()
             .expect("client"),
         dir,
+        svc,
         stop: Some(tx),
         task: Some(task),
     }
