@@ -113,7 +113,7 @@ fn auth_ip_limit(state: &AppState, client: &Client) -> ApiResult<()> {
 
 /// Create a tenant and its first TENANT_ADMIN (when SIGNUP=open).
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", security(()), request_body = RegisterReq,
-    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody, description = "`server_busy`: too many passwords being checked; retry after `Retry-After`")))]
 pub async fn register(
     State(state): State<AppState>,
     client: Client,
@@ -262,7 +262,7 @@ pub async fn forgot(
 
 /// Set a new password with a reset token; signs the user out everywhere.
 #[utoipa::path(post, path = "/api/auth/reset", tag = "auth", security(()), request_body = ResetReq,
-    responses((status = 200, body = MessageResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = MessageResponse), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody, description = "`server_busy`: too many passwords being checked; retry after `Retry-After`")))]
 pub async fn reset(
     State(state): State<AppState>,
     client: Client,
@@ -278,7 +278,7 @@ pub async fn reset(
 
 /// Accept an invitation: create the account and sign in.
 #[utoipa::path(post, path = "/api/auth/accept-invite", tag = "auth", security(()), request_body = AcceptInviteReq,
-    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody, description = "`server_busy`: too many passwords being checked; retry after `Retry-After`")))]
 pub async fn accept_invite(
     State(state): State<AppState>,
     client: Client,
