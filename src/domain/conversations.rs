@@ -6,7 +6,7 @@
 
 use super::analytics::TurnStats;
 use super::{Checks, Error, PageReq, Result, Services};
-use crate::auth::{Action, Caller};
+use crate::auth::{Action, Caller, Denied};
 use crate::events::Event;
 use crate::jobs::Jobs;
 use crate::model::*;
@@ -97,8 +97,12 @@ impl Services {
         channel_id: Option<&ChannelId>,
         customer: Customer,
     ) -> Result<Conversation> {
+        // The inbox and channels open conversations; a widget visitor has its one already.
+        if caller.visitor().is_some() {
+            return Err(Error::denied(Denied::Forbidden, "conversation"));
+        }
         caller
-            .require(Action::WorkConversations)
+            .require(Action::Converse)
             .map_err(|d| Error::denied(d, "conversation"))?;
         let mut c = Checks::default();
         for (f, v, max) in [
@@ -219,8 +223,14 @@ impl Services {
         id: &ConversationId,
         page: &PageReq,
     ) -> Result<Page<Message>> {
+        // A widget visitor reads its own conversation; everyone else works the inbox.
+        let action = if caller.visitor().is_some() {
+            Action::Converse
+        } else {
+            Action::WorkConversations
+        };
         caller
-            .require(Action::WorkConversations)
+            .require_conversation(id, action)
             .map_err(|d| Error::denied(d, "conversation"))?;
         let t = caller.tenant();
         let page = self.store.read(|tx| {
@@ -249,8 +259,15 @@ impl Services {
         role: MessageRole,
         content: &str,
     ) -> Result<Posted> {
+        // The customer side (channels, visitors in their conversation, and staff) posts
+        // customer messages; only people and keys working the inbox answer as a human.
+        let action = if role == MessageRole::Customer {
+            Action::Converse
+        } else {
+            Action::WorkConversations
+        };
         caller
-            .require(Action::WorkConversations)
+            .require_conversation(id, action)
             .map_err(|d| Error::denied(d, "conversation"))?;
         let mut c = Checks::default();
         c.check(!content.trim().is_empty(), "content", "must not be empty");

@@ -221,6 +221,9 @@ impl Services {
 pub type Ctx<'a> = &'a Caller;
 
 #[cfg(test)]
+mod caller_tests;
+
+#[cfg(test)]
 mod tests {
     #[test]
     fn slugs() {

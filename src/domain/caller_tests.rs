@@ -1,0 +1,164 @@
+//! The domain's checks for callers that are not people or keys: a channel's webhook, a
+//! widget visitor and a background job each do only their narrow thing.
+
+use super::agents::AgentInput;
+use super::{Error, PageReq, Services};
+use crate::auth::Caller;
+use crate::model::*;
+use crate::types::*;
+use std::sync::Arc;
+
+fn services(dir: &std::path::Path) -> Services {
+    let config = crate::config::Config {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    let store = Arc::new(crate::store::Store::open(dir, 1 << 20).expect("store"));
+    let events = crate::events::Bus::new(16);
+    Services {
+        store: store.clone(),
+        keys: crate::auth::tokens::Keys::new(
+            &[7; 32],
+            &[8; 32],
+            std::time::Duration::from_secs(600),
+        ),
+        sealer: crate::auth::seal::Sealer::from_secret("a test data key of enough length"),
+        config: Arc::new(config),
+        indexes: Default::default(),
+        jobs: crate::jobs::Jobs::new(store, events.clone()),
+        events,
+    }
+}
+
+fn job(tenant: &TenantId) -> Job {
+    Job {
+        id: JobId::new(),
+        tenant_id: tenant.clone(),
+        kind: "conversation.turn".into(),
+        payload: serde_json::Value::Null,
+        status: JobStatus::Running,
+        progress: 0,
+        attempts: 1,
+        error: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn forbidden(r: Result<impl std::fmt::Debug, Error>) {
+    match r {
+        Err(Error::Forbidden("forbidden", _)) => {}
+        other => panic!("expected forbidden, got {other:?}"),
+    }
+}
+
+fn not_found(r: Result<impl std::fmt::Debug, Error>) {
+    match r {
+        Err(Error::NotFound("conversation")) => {}
+        other => panic!("expected conversation not found, got {other:?}"),
+    }
+}
+
+#[test]
+fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = services(dir.path());
+    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
+    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
+    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
+    let agent = s
+        .create_agent(
+            &admin,
+            AgentInput {
+                name: Some("Support".into()),
+                ..Default::default()
+            },
+        )
+        .expect("agent");
+    let channel = Channel {
+        id: ChannelId::new(),
+        tenant_id: tenant.id.clone(),
+        agent_id: Some(agent.id.clone()),
+        kind: ChannelKind::Web,
+        name: "site".into(),
+        status: ActiveStatus::Active,
+        config: serde_json::Value::Null,
+        sealed_credentials: None,
+        created_at: now(),
+        updated_at: now(),
+    };
+    s.store
+        .write(|tx| tx.put(&channel))
+        .expect("channel stored");
+    let page = PageReq {
+        limit: 10,
+        cursor: None,
+    };
+
+    // A channel's webhook opens conversations and posts the customer's messages, nothing else.
+    let hook = Caller::channel_webhook(&channel);
+    let conv = s
+        .create_conversation(&hook, &agent.id, Some(&channel.id), Customer::default())
+        .expect("webhook opens a conversation");
+    s.post_message(&hook, &conv.id, MessageRole::Customer, "hello")
+        .expect("webhook posts a customer message");
+    forbidden(s.post_message(&hook, &conv.id, MessageRole::Human, "I am staff"));
+    forbidden(s.list_conversations(&hook, &Default::default(), &page));
+    forbidden(s.list_messages(&hook, &conv.id, &page));
+    forbidden(s.get_agent(&hook, &agent.id));
+    forbidden(s.effective_ai(&hook).map(|_| ()));
+
+    // A visitor reads and posts in its one conversation; others do not exist for it.
+    let other = s
+        .create_conversation(&admin, &agent.id, None, Customer::default())
+        .expect("another conversation");
+    let visitor = Caller::widget_visitor(&conv, VisitorId::new());
+    let msgs = s
+        .list_messages(&visitor, &conv.id, &page)
+        .expect("visitor reads its conversation");
+    assert_eq!(msgs.items.len(), 1);
+    s.post_message(&visitor, &conv.id, MessageRole::Customer, "still there?")
+        .expect("visitor posts in its conversation");
+    not_found(s.list_messages(&visitor, &other.id, &page));
+    not_found(s.post_message(&visitor, &other.id, MessageRole::Customer, "hi"));
+    forbidden(s.post_message(&visitor, &conv.id, MessageRole::Human, "x"));
+    forbidden(s.create_conversation(&visitor, &agent.id, None, Customer::default()));
+    forbidden(s.list_conversations(&visitor, &Default::default(), &page));
+    forbidden(s.get_conversation(&visitor, &conv.id));
+    forbidden(s.effective_ai(&visitor).map(|_| ()));
+
+    // A job answers for its tenant: the agent, the model settings, the turn's context;
+    // never management.
+    let worker = Caller::for_job(&job(&tenant.id));
+    s.get_agent(&worker, &agent.id)
+        .expect("job reads the agent");
+    s.effective_ai(&worker)
+        .expect("job reads the model settings");
+    let last = s
+        .list_messages(&admin, &conv.id, &page)
+        .expect("messages")
+        .items[0]
+        .id
+        .clone();
+    let (a, earlier) = s
+        .turn_context(&worker, &conv.id, &agent.id, &last, 10)
+        .expect("job loads a turn");
+    assert_eq!(a.id, agent.id);
+    assert_eq!(earlier.len(), 1, "the message before the last one");
+    forbidden(s.create_agent(
+        &worker,
+        AgentInput {
+            name: Some("x".into()),
+            ..Default::default()
+        },
+    ));
+    forbidden(s.list_api_keys(&worker, &page));
+    forbidden(s.get_ai_settings(&worker));
+
+    // A job of another tenant sees nothing of this one.
+    let stranger = Caller::for_job(&job(&TenantId::new()));
+    assert!(matches!(
+        s.get_agent(&stranger, &agent.id),
+        Err(Error::NotFound("agent"))
+    ));
+}
