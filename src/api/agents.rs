@@ -21,29 +21,39 @@ use axum::response::sse::Event;
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentReq {
+    /// Required on create.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    /// a-z, 0-9 and -, not starting with -.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[a-z0-9][a-z0-9-]*$")]
     slug: Option<String>,
     #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     description: Option<Option<String>>,
+    #[schema(max_length = 20000)]
     system_prompt: Option<String>,
     #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<String>)]
     model: Option<Option<String>>,
+    #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f32>,
+    #[schema(minimum = 1, maximum = 32768)]
     max_tokens: Option<u32>,
+    #[schema(minimum = 1, maximum = 50)]
     top_k: Option<u32>,
     retrieval_mode: Option<RetrievalMode>,
+    #[schema(max_items = 1000)]
     document_ids: Option<Vec<DocumentId>>,
     #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     greeting: Option<Option<String>>,
     #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     fallback_message: Option<Option<String>>,
     #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 35)]
     language: Option<Option<String>>,
+    #[schema(max_items = 32)]
     tools: Option<Vec<ToolSpec>>,
     status: Option<ActiveStatus>,
 }
@@ -159,8 +169,10 @@ pub struct HistoryItem {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestReq {
+    #[schema(min_length = 1, max_length = 32000)]
     message: String,
     #[serde(default)]
+    #[schema(max_items = 200)]
     history: Vec<HistoryItem>,
     #[serde(default)]
     stream: bool,

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateKeyReq {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     /// Defaults to the caller's role; never higher.
     role: Option<Role>,

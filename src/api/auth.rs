@@ -15,9 +15,14 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterReq {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// 8-256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(min_length = 1, max_length = 200)]
     tenant_name: String,
 }
 
@@ -47,13 +52,18 @@ pub struct ForgotReq {
 #[derive(Deserialize, ToSchema)]
 pub struct ResetReq {
     token: String,
+    /// 8-256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct AcceptInviteReq {
     token: String,
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// 8-256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
 }
 
@@ -203,7 +213,7 @@ pub async fn refresh(
 }
 
 /// End the current session (its refresh token stops working at once).
-#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", request_body(content = LogoutReq, description = "optional"),
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", request_body(content = Option<LogoutReq>, description = "Optional (may be empty)"),
     responses((status = 204), (status = 401, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,

@@ -196,6 +196,7 @@ pub async fn close(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostMessageReq {
+    #[schema(min_length = 1, max_length = 32000)]
     content: String,
     /// `customer` (from the customer's side) or `human` (a person of the team).
     role: crate::model::MessageRole,

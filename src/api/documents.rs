@@ -206,10 +206,12 @@ pub async fn chunks(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchReq {
+    #[schema(min_length = 1, max_length = 2000)]
     query: String,
     agent_id: Option<AgentId>,
     document_ids: Option<Vec<DocumentId>>,
     /// 1-50, default 8.
+    #[schema(minimum = 1, maximum = 50)]
     top_k: Option<usize>,
     #[serde(default)]
     mode: SearchMode,
@@ -288,7 +290,7 @@ pub struct TrainReq {
 }
 
 /// Attach documents to an agent and (re)index those not ready yet. Answers the job.
-#[utoipa::path(post, path = "/api/agents/{id}/train", tag = "agents", params(("id" = String, Path)), request_body = TrainReq,
+#[utoipa::path(post, path = "/api/agents/{id}/train", tag = "agents", params(("id" = String, Path)), request_body(content = Option<TrainReq>, description = "Optional: an empty body trains on the documents already attached"),
     responses((status = 202, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn train(
     State(state): State<AppState>,

@@ -103,10 +103,110 @@ impl Modify for SecurityAddon {
     }
 }
 
+/// What every route can answer besides its own responses, so the document lists them all:
+/// path ids are UUIDs (400 `invalid_id` otherwise); a JSON body can be refused with 400
+/// (`malformed_json`, `validation_failed`, `invalid_id`), 413 and 415; a query with 400;
+/// an authenticated route with 401 and 429; and any route with 500 (the `default` answer).
+/// The OpenAI-compatible /v1 routes document their own (OpenAI-shaped) errors.
+struct ErrorAnswers;
+
+impl Modify for ErrorAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
+        let error = |what: &str| -> RefOr<utoipa::openapi::Response> {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into()
+        };
+        let global_auth = openapi.security.as_ref().is_some_and(|s| !s.is_empty());
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if path.starts_with("/v1/") {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut codes: Vec<(&str, &str)> = Vec::new();
+                let mut query = false;
+                for p in op.parameters.iter_mut().flatten() {
+                    let RefOr::T(p) = p else { continue };
+                    match p.parameter_in {
+                        ParameterIn::Path => {
+                            p.schema = Some(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                                    .into(),
+                            );
+                            codes.push((
+                                "400",
+                                "Bad request: `invalid_id` (a path id is not a UUID)",
+                            ));
+                        }
+                        ParameterIn::Query => query = true,
+                        _ => {}
+                    }
+                }
+                if query {
+                    codes.push(("400", "Bad request: `invalid_query`, `invalid_id`"));
+                }
+                let json_body = op.request_body.as_ref().is_some_and(
+                    |b| matches!(b, RefOr::T(b) if b.content.contains_key("application/json")),
+                );
+                let any_body = op.request_body.is_some();
+                if json_body {
+                    codes.push((
+                        "400",
+                        "Bad request: `malformed_json`, `validation_failed` (details.fields), `invalid_id`",
+                    ));
+                }
+                if any_body {
+                    codes.push(("413", "Payload too large: `payload_too_large`"));
+                    codes.push(("415", "Unsupported media type: `unsupported_media_type`"));
+                }
+                let open = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+                if global_auth && !open {
+                    codes.push(("401", "Unauthorized: `unauthorized`, `invalid_token`, `session_revoked`, `invalid_api_key`"));
+                }
+                codes.push(("429", "Too many requests: `rate_limited` (see Retry-After)"));
+                for (code, what) in codes {
+                    if !op.responses.responses.contains_key(code) {
+                        op.responses.responses.insert(code.to_string(), error(what));
+                    }
+                }
+                op.responses
+                    .responses
+                    .entry("default".to_string())
+                    .or_insert_with(|| error("Any other error, e.g. 500 `internal_error`"));
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "aigentable API", description = "Self-hosted AI agent platform. Errors everywhere: {\"error\":{\"code\",\"message\",\"details\"},\"requestId\"}. Lists take ?limit= (1-200, default 50) and ?cursor= and answer {data, nextCursor}."),
     modifiers(&SecurityAddon),
+    paths(openai::chat_completions, openai::models),
     security(("bearer" = []), ("apiKey" = [])),
     tags(
         (name = "auth", description = "Sign-up, sign-in, sessions, password reset, invitations"),
@@ -117,13 +217,14 @@ impl Modify for SecurityAddon {
         (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
         (name = "system", description = "Health and metrics"),
+        (name = "openai", description = "OpenAI-compatible chat completions against agents (errors in OpenAI's shape)"),
     )
 )]
 struct ApiDoc;
 
 /// All API routes and their OpenAPI document.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
@@ -161,7 +262,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(documents::search))
         .routes(routes!(documents::job))
         .routes(routes!(health::health))
-        .split_for_parts()
+        .split_for_parts();
+    // After every route is in: the modifier completes each operation's error answers.
+    ErrorAnswers.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// The router of the separate metrics listener (METRICS=public): GET /metrics only.

@@ -282,6 +282,17 @@ fn usage_json(u: &crate::model::Usage) -> Value {
 }
 
 /// OpenAI chat completions against an agent.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body(content = Object, content_type = "application/json", description = "An OpenAI chat completion request: `model` (an agent's slug or id), `messages` [{role, content}] (the last one a user message), optional `stream` and `stream_options.include_usage`."),
+    responses(
+        (status = 200, body = Object, description = "An OpenAI `chat.completion`, or `text/event-stream` of `chat.completion.chunk` events ending in `[DONE]` when `stream` is true"),
+        (status = 400, body = Object, description = "OpenAI error shape `{error:{message,type,param,code}}`"),
+        (status = 401, body = Object, description = "OpenAI error shape"),
+        (status = 404, body = Object, description = "No agent with that `model` (OpenAI error shape)"),
+        (status = 413, body = Object, description = "OpenAI error shape"),
+        (status = 415, body = Object, description = "OpenAI error shape"),
+        (status = 429, body = Object, description = "OpenAI error shape"),
+        (status = 502, body = Object, description = "The model provider failed (OpenAI error shape)")))]
 pub async fn chat_completions(
     State(state): State<AppState>,
     OaiAuth(caller): OaiAuth,
@@ -381,6 +392,10 @@ impl super::sse::Framing for Chunks {
 }
 
 /// The caller's active agents as models.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses(
+        (status = 200, body = Object, description = "`{object: \"list\", data: [{id (the agent's slug), object: \"model\", created, owned_by, name, agentId}]}`"),
+        (status = 401, body = Object, description = "OpenAI error shape `{error:{message,type,param,code}}`")))]
 pub async fn models(
     State(state): State<AppState>,
     OaiAuth(caller): OaiAuth,

@@ -20,10 +20,10 @@ pub struct AiSettingsReq {
     #[schema(value_type = Option<String>)]
     base_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 500)]
     api_key: Option<Option<String>>,
     #[serde(default, deserialize_with = "double")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
     model: Option<Option<String>>,
     #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<u32>)]

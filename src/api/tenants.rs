@@ -20,12 +20,14 @@ fn tenant_id(s: &str) -> ApiResult<TenantId> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateTenantReq {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     slug: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateTenantReq {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     /// PLATFORM_ADMIN only.
     status: Option<TenantStatus>,
@@ -34,8 +36,10 @@ pub struct UpdateTenantReq {
 
 #[derive(Deserialize, ToSchema)]
 pub struct InviteReq {
+    #[schema(format = Email, max_length = 254)]
     email: String,
     role: Role,
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
 }
 
@@ -52,6 +56,7 @@ pub struct InviteResponse {
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateUserReq {
     role: Option<Role>,
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
 }
 

@@ -229,3 +229,48 @@ async fn ids_in_bodies_are_checked_like_ids_in_paths() {
         .await;
     r.expect_err(400, "invalid_id");
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_v1_ids_limits_and_error_answers() {
+    let s = start().await;
+    let r = send(s.http.get(format!("{}/api/openapi.json", s.base))).await;
+    r.expect(200);
+    let d = &r.body;
+    assert!(d["paths"]["/v1/chat/completions"]["post"].is_object());
+    assert!(d["paths"]["/v1/models"]["get"].is_object());
+
+    let put = &d["paths"]["/api/agents/{id}"]["put"];
+    assert_eq!(put["parameters"][0]["schema"]["format"], "uuid");
+    for code in ["400", "401", "404", "413", "415", "429", "default"] {
+        assert!(
+            put["responses"][code].is_object(),
+            "PUT /api/agents/{{id}} lacks {code}"
+        );
+    }
+    assert_eq!(
+        put["responses"]["415"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
+    let search = &d["paths"]["/api/knowledge/search"]["post"]["responses"];
+    assert!(search["422"].is_object());
+    // Open routes do not claim a 401 they cannot give for a missing token.
+    let forgot = &d["paths"]["/api/auth/forgot"]["post"]["responses"];
+    assert!(forgot["415"].is_object() && forgot["401"].is_null());
+
+    let schemas = &d["components"]["schemas"];
+    assert_eq!(schemas["AgentId"]["format"], "uuid");
+    let agent = &schemas["AgentReq"]["properties"];
+    assert_eq!(agent["name"]["maxLength"], 200);
+    assert_eq!(agent["topK"]["maximum"], 50);
+    assert_eq!(
+        schemas["RegisterReq"]["properties"]["password"]["minLength"],
+        8
+    );
+    assert_eq!(
+        schemas["SearchReq"]["properties"]["query"]["maxLength"],
+        2000
+    );
+    // Records are not response bodies: only their views are in the document.
+    assert!(schemas["AgentView"].is_object() && schemas["Agent"].is_null());
+    assert!(schemas["JobView"]["properties"]["payload"].is_null());
+}
