@@ -50,7 +50,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let cache = config.store_cache_mb * 1024 * 1024;
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache)).await??;
     let keys = Keys::new(jwt.as_bytes(), refresh.as_bytes(), config.access_ttl());
-    let mailer = Mailer::from_config(&config)?;
+    let mailer = Arc::new(Mailer::from_config(&config)?);
     let config = Arc::new(config);
     let store = Arc::new(store);
     // One bus for the process; the job queue publishes on it too.
@@ -99,6 +99,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         retriever: knowledge.clone(),
     });
     engine.register_jobs(&jobs, tokio::runtime::Handle::current());
+    mailer.register_jobs(&jobs, svc.sealer.clone(), tokio::runtime::Handle::current());
     let state = AppState::new(Inner {
         svc,
         knowledge,

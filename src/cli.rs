@@ -1,4 +1,5 @@
-//! Command line: `aigentable [serve]`, `aigentable admin create`, `--version`.
+//! Command line: `aigentable [serve]`, `aigentable admin create`, `aigentable admin reset-link`,
+//! `reindex`, `--version`.
 
 use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -55,6 +56,12 @@ pub enum AdminCommand {
         #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
         password: String,
     },
+    /// Print a fresh password-reset link for a user (valid one hour), for servers without
+    /// mail. The link is a secret: it goes to this terminal only, never to the log.
+    ResetLink {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 impl Cli {
@@ -92,6 +99,22 @@ pub async fn admin_create(config: Config, email: &str, password: &str) -> anyhow
         })?;
     println!("created platform admin {email}");
     Ok(())
+}
+
+/// `aigentable admin reset-link`: opens the store directly (the server must not be running
+/// on the same data directory) and returns a fresh reset link for `email`.
+pub async fn reset_link(config: Config, email: &str) -> anyhow::Result<String> {
+    let app = crate::app::build(config).await?;
+    let svc = app.state.svc.clone();
+    let e = email.to_string();
+    let url = tokio::task::spawn_blocking(move || svc.reset_link(&e))
+        .await?
+        .map_err(|err| match err {
+            crate::domain::Error::NotFound(_) => anyhow::anyhow!("no user has the email {email}"),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    app.state.jobs.shutdown();
+    Ok(url)
 }
 
 /// `aigentable reindex`: rebuilds every index from the store.

@@ -23,6 +23,14 @@ fn main() -> ExitCode {
             Some(Command::Admin {
                 command: AdminCommand::Create { email, password },
             }) => aigentable::cli::admin_create(config, &email, &password).await,
+            Some(Command::Admin {
+                command: AdminCommand::ResetLink { email },
+            }) => aigentable::cli::reset_link(config, &email)
+                .await
+                .map(|url| {
+                    // The terminal, not the log: the link is a bearer secret.
+                    println!("{url}");
+                }),
             Some(Command::Reindex) => aigentable::cli::reindex(config).await,
             Some(Command::Serve { .. }) | None => {
                 let _guard = aigentable::telemetry::init_logging(&config)?;

@@ -246,20 +246,9 @@ pub async fn forgot(
     let st = state.clone();
     let rid = super::error::current_request_id().unwrap_or_default();
     tokio::spawn(async move {
-        match st.run(move |s| s.forgot(&r.email)).await {
-            Ok(Some(mail)) => {
-                let body = format!(
-                    "Hello {},\n\nSomeone asked to reset the password of your aigentable account.\nOpen this link within one hour to choose a new password:\n\n{}\n\nIf it was not you, ignore this mail.\n",
-                    mail.name, mail.url
-                );
-                st.mailer
-                    .send(&mail.to, "Reset your aigentable password", &body)
-                    .await;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(request_id = %rid, code = %e.code, "password reset request failed")
-            }
+        // The domain queues the mail (a durable job) with the token.
+        if let Err(e) = st.run(move |s| s.forgot(&r.email)).await {
+            tracing::warn!(request_id = %rid, code = %e.code, "password reset request failed")
         }
     });
     Ok((

@@ -41,7 +41,7 @@ pub struct Inner {
     pub svc: Arc<Services>,
     pub config: Arc<Config>,
     pub limits: ratelimit::Limits,
-    pub mailer: Mailer,
+    pub mailer: std::sync::Arc<Mailer>,
     pub started: Instant,
     pub metrics: PrometheusHandle,
     pub engine: Arc<crate::agent::Engine>,

@@ -161,22 +161,8 @@ pub async fn invite_user(
     let invited = state
         .run(move |s| s.invite_user(&caller, &id, &r.email, r.role, r.name.as_deref()))
         .await?;
+    // With SMTP, the domain queued the invitation's mail (a durable job) with it.
     let emailed = state.mailer.is_smtp();
-    if emailed {
-        let st = state.clone();
-        let to = invited.invitation.email.clone();
-        let body = format!(
-            "Hello,\n\nYou have been invited to join {} on aigentable as {}.\nOpen this link to create your account:\n\n{}\n",
-            invited.tenant_name,
-            invited.invitation.role.as_str(),
-            invited.invite_url
-        );
-        tokio::spawn(async move {
-            st.mailer
-                .send(&to, "You are invited to aigentable", &body)
-                .await
-        });
-    }
     Ok((
         StatusCode::CREATED,
         axum::Json(InviteResponse {

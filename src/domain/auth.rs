@@ -67,14 +67,6 @@ pub struct SignedIn {
     pub tokens: TokenPair,
 }
 
-/// Mail the API layer should send (or log when SMTP is not configured).
-#[derive(Debug)]
-pub struct ResetMail {
-    pub to: String,
-    pub name: String,
-    pub url: String,
-}
-
 pub struct RegisterInput {
     pub email: String,
     pub password: String,
@@ -333,10 +325,55 @@ impl Services {
 
     /// Starts a password reset. Returns the mail to send, or nothing for unknown emails;
     /// the caller answers the same either way.
-    pub fn forgot(&self, email: &str) -> Result<Option<ResetMail>> {
+    pub fn forgot(&self, email: &str) -> Result<()> {
+        if self.config.smtp_url.is_none() {
+            // The link would have nowhere to go but the log: make none.
+            tracing::info!(
+                "a password reset was requested, but no mail server is configured (SMTP_URL); \
+                 an operator can print a reset link with `aigentable admin reset-link --email <email>`"
+            );
+            return Ok(());
+        }
         let email = normalize_email(email);
-        let user = self.user_by_email(&email)?;
-        let Some(user) = user else { return Ok(None) };
+        let Some(user) = self.user_by_email(&email)? else {
+            return Ok(());
+        };
+        let (reset, url) = self.new_reset(&user);
+        let body = format!(
+            "Hello {},\n\nSomeone asked to reset the password of your aigentable account.\nOpen this link within one hour to choose a new password:\n\n{url}\n\nIf it was not you, ignore this mail.\n",
+            user.name
+        );
+        // The token and its mail commit together: an accepted request is mailed even if the
+        // server stops right after.
+        let job = self.store.write(|tx| {
+            Self::put_reset(tx, &reset)?;
+            Ok::<_, Error>(crate::mail::enqueue_in(
+                tx,
+                &self.sealer,
+                &user.tenant_id,
+                &crate::mail::Outgoing {
+                    to: &user.email,
+                    subject: "Reset your aigentable password",
+                    body: &body,
+                },
+            )?)
+        })?;
+        self.jobs.wake(&job);
+        Ok(())
+    }
+
+    /// A fresh password-reset link for `email`, for an operator without mail (`aigentable
+    /// admin reset-link`): shown to whoever runs it, never logged.
+    pub fn reset_link(&self, email: &str) -> Result<String> {
+        let email = normalize_email(email);
+        let user = self.user_by_email(&email)?.ok_or(Error::NotFound("user"))?;
+        let (reset, url) = self.new_reset(&user);
+        self.store.write(|tx| Self::put_reset(tx, &reset))?;
+        Ok(url)
+    }
+
+    /// A reset record (only the token's keyed hash) and the link carrying the token.
+    fn new_reset(&self, user: &User) -> (PasswordReset, String) {
         let token = random_token(32);
         let now = now();
         let reset = PasswordReset {
@@ -348,20 +385,18 @@ impl Services {
             expires_at: now + RESET_TTL,
             used_at: None,
         };
-        self.store.write(|tx| {
-            tx.index_insert_new(
-                Index::ResetToken,
-                &reset.token_hash,
-                &make_ref(&reset.tenant_id, reset.id.as_str()),
-            )?;
-            tx.put(&reset)?;
-            Ok::<_, Error>(())
-        })?;
-        Ok(Some(ResetMail {
-            to: user.email,
-            name: user.name,
-            url: format!("{}/reset-password?token={token}", self.public_url()),
-        }))
+        let url = format!("{}/reset-password?token={token}", self.public_url());
+        (reset, url)
+    }
+
+    fn put_reset(tx: &WriteTx, reset: &PasswordReset) -> Result<()> {
+        tx.index_insert_new(
+            Index::ResetToken,
+            &reset.token_hash,
+            &make_ref(&reset.tenant_id, reset.id.as_str()),
+        )?;
+        tx.put(reset)?;
+        Ok(())
     }
 
     /// Sets a new password with a reset token (single use, 1 hour) and revokes every session

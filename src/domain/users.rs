@@ -124,7 +124,8 @@ impl Services {
             expires_at: now + self.config.invite_ttl(),
             accepted_at: None,
         };
-        self.store.write(|tx| {
+        let invite_url = format!("{}/accept-invite?token={token}", self.public_url());
+        let mail = self.store.write(|tx| -> Result<_> {
             if tx.index_get(Index::UserEmail, &email)?.is_some() {
                 return Err(Error::Conflict(
                     "email_taken",
@@ -138,11 +139,32 @@ impl Services {
                 &make_ref(tid, inv.id.as_str()),
             )?;
             tx.put(&inv)?;
-            Ok(())
+            // With SMTP, the invitation's mail commits with it (sent by the mail job).
+            if self.config.smtp_url.is_none() {
+                return Ok(None);
+            }
+            let body = format!(
+                "Hello,\n\nYou have been invited to join {} on aigentable as {}.\nOpen this link to create your account:\n\n{invite_url}\n",
+                tenant.name,
+                inv.role.as_str(),
+            );
+            Ok(Some(crate::mail::enqueue_in(
+                tx,
+                &self.sealer,
+                tid,
+                &crate::mail::Outgoing {
+                    to: &inv.email,
+                    subject: "You are invited to aigentable",
+                    body: &body,
+                },
+            )?))
         })?;
+        if let Some(job) = &mail {
+            self.jobs.wake(job);
+        }
         Ok(Invited {
             invitation: inv,
-            invite_url: format!("{}/accept-invite?token={token}", self.public_url()),
+            invite_url,
             tenant_name: tenant.name,
         })
     }

@@ -15,6 +15,7 @@ mod events;
 mod hardening;
 mod knowledge;
 mod llm_client;
+mod mail;
 mod openai_api;
 mod outbound;
 mod smoke;
