@@ -155,6 +155,8 @@ pub fn cors_layer(cfg: &Config) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("x-api-key"),
+            // A platform admin's choice of tenant (see extract::Auth).
+            HeaderName::from_static("x-tenant-id"),
             X_REQUEST_ID.clone(),
         ])
         .expose_headers([X_REQUEST_ID.clone(), header::RETRY_AFTER])
