@@ -64,6 +64,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         indexes: Default::default(),
         events,
         jobs: jobs.clone(),
+        clock: crate::types::Clock::system(),
     });
     if let (Some(email), Some(pw)) = (config.admin_email.clone(), config.admin_password.clone()) {
         let s = svc.clone();

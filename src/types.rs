@@ -135,6 +135,33 @@ pub fn now() -> Timestamp {
     time::OffsetDateTime::now_utc()
 }
 
+/// The time expiry checks go by: the system clock, plus an offset that only tests move (so a
+/// test can let a key expire without waiting for it). Clones share the offset.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// The current time by this clock.
+    pub fn now(&self) -> Timestamp {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::Acquire);
+        now() + time::Duration::milliseconds(offset)
+    }
+
+    /// Moves this clock (and every clone of it) forward. For tests.
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

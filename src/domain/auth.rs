@@ -597,7 +597,7 @@ impl Services {
         };
         // Min(key role, creator's current role); none at all once the creator is gone.
         let caller = Caller::api_key(&k, &creator).ok_or_else(bad)?;
-        let now = now();
+        let now = self.clock.now();
         if k.expires_at.is_some_and(|e| e <= now) {
             return Err(bad());
         }

@@ -185,6 +185,8 @@ pub struct Services {
     pub events: crate::events::Bus,
     /// The durable queue writes enqueue follow-up work in (turns, mail); woken after commit.
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// The time expiry checks go by (tests move it instead of sleeping).
+    pub clock: crate::types::Clock,
 }
 
 impl Services {

@@ -22,6 +22,8 @@ pub struct Server {
     pub dir: Arc<tempfile::TempDir>,
     /// The running app's services (event bus, jobs, store); dropped by [`Server::stop`].
     pub svc: Arc<aigentable::domain::Services>,
+    /// The server's clock: tests move it instead of sleeping past an expiry.
+    pub clock: aigentable::types::Clock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -59,6 +61,7 @@ pub async fn start_in(dir: Arc<tempfile::TempDir>, f: impl FnOnce(&mut Config)) 
     f(&mut cfg);
     let app = aigentable::build(cfg).await.expect("app builds");
     let svc = app.state.svc.clone();
+    let clock = app.state.svc.clock.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -77,6 +80,7 @@ pub async fn start_in(dir: Arc<tempfile::TempDir>, f: impl FnOnce(&mut Config)) 
             .expect("client"),
         dir,
         svc,
+        clock,
         stop: Some(tx),
         task: Some(task),
     }
