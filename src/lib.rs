@@ -24,4 +24,7 @@ pub mod store;
 pub mod telemetry;
 pub mod types;
 
+#[cfg(test)]
+mod test_model;
+
 pub use app::{App, build, serve_with_listener};

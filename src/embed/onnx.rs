@@ -433,24 +433,6 @@ fn available_cores() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    /// The real model and runtime, from the environment (CI sets both). None prints a line
-    /// that is visible even though the test harness captures output.
-    fn real_assets() -> Option<(PathBuf, PathBuf)> {
-        let model = std::env::var_os("AIGENTABLE_TEST_MODEL_DIR").filter(|s| !s.is_empty());
-        let ort = std::env::var_os("AIGENTABLE_TEST_ORT_DYLIB").filter(|s| !s.is_empty());
-        match (model, ort) {
-            (Some(m), Some(o)) => Some((PathBuf::from(m), PathBuf::from(o))),
-            _ => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** SKIPPED real ONNX model test (set AIGENTABLE_TEST_MODEL_DIR/AIGENTABLE_TEST_ORT_DYLIB) ***\n"
-                );
-                None
-            }
-        }
-    }
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -480,7 +462,9 @@ mod tests {
 
     #[test]
     fn real_model_embeds_meaningfully() {
-        let Some((model_dir, ort)) = real_assets() else {
+        let Some((model_dir, ort)) =
+            crate::test_model::model_and_runtime("embed::onnx::real_model_embeds_meaningfully")
+        else {
             return;
         };
         let e = OnnxEmbedder::load(&model_dir, &ort, 4, 256).unwrap();
@@ -545,7 +529,9 @@ mod tests {
 
     #[test]
     fn real_int8_graph_is_selectable_and_close_to_fp32() {
-        let Some((model_dir, ort)) = real_assets() else {
+        let Some((model_dir, ort)) = crate::test_model::model_and_runtime(
+            "embed::onnx::real_int8_graph_is_selectable_and_close_to_fp32",
+        ) else {
             return;
         };
         let fp32 = OnnxEmbedder::load(&model_dir, &ort, 32, 256).unwrap();
@@ -570,7 +556,9 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn real_runtime_loads_once_and_refuses_a_second_library() {
-        let Some((model_dir, ort)) = real_assets() else {
+        let Some((model_dir, ort)) = crate::test_model::model_and_runtime(
+            "embed::onnx::real_runtime_loads_once_and_refuses_a_second_library",
+        ) else {
             return;
         };
         runtime::environment(&ort).unwrap();
@@ -596,7 +584,9 @@ mod tests {
 
     #[test]
     fn real_runtime_with_a_broken_graph_names_the_graph() {
-        let Some((_, ort)) = real_assets() else {
+        let Some((_, ort)) = crate::test_model::model_and_runtime(
+            "embed::onnx::real_runtime_with_a_broken_graph_names_the_graph",
+        ) else {
             return;
         };
         let dir = fake_model_dir();

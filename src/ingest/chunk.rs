@@ -229,7 +229,6 @@ struct Open {
 mod tests {
     use super::*;
     use crate::ingest::Section;
-    use crate::ingest::tests::fixtures;
 
     fn section(text: &str, page: Option<u32>, headings: &[&str]) -> Section {
         Section {
@@ -356,7 +355,9 @@ mod tests {
 
     #[test]
     fn real_tokenizer_counts_tokens_and_bounds_chunks() {
-        let Some(dir) = fixtures::model_dir() else {
+        let Some(dir) = crate::test_model::model_dir(
+            "ingest::chunk::real_tokenizer_counts_tokens_and_bounds_chunks",
+        ) else {
             return;
         };
         let chunker = Chunker::from_tokenizer_file(&dir.join("tokenizer.json")).unwrap();

@@ -4,25 +4,7 @@
 pub(crate) mod fixtures {
     use lopdf::{Dictionary, Document, Object, ObjectId, Stream, StringFormat, dictionary};
     use std::io::{Cursor, Read, Write};
-    use std::path::PathBuf;
     use zip::write::SimpleFileOptions;
-
-    /// The embedding model directory for tests that need the real tokenizer.
-    pub fn model_dir() -> Option<PathBuf> {
-        match std::env::var_os("AIGENTABLE_TEST_MODEL_DIR") {
-            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-            _ => {
-                // Straight to stderr, not eprintln!: libtest captures the print macros of
-                // passing tests, and this line must show up in CI logs.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: set AIGENTABLE_TEST_MODEL_DIR to a model directory with \
-                     tokenizer.json (e.g. /work/shared/models/all-MiniLM-L6-v2)"
-                );
-                None
-            }
-        }
-    }
 
     /// Each parsed section as (text, heading path), for comparing with an expected outline.
     pub fn text_and_headings(parsed: &crate::ingest::Parsed) -> Vec<(&str, Vec<&str>)> {
@@ -523,7 +505,6 @@ pub(crate) mod fixtures {
 }
 
 use super::*;
-use fixtures::model_dir;
 
 fn chunk_all(chunker: &Chunker, parsed: &Parsed) -> Vec<ChunkText> {
     let chunks = chunker.chunk(parsed, 400, 60);
@@ -594,7 +575,9 @@ fn markdown_and_html_agree_on_structure() {
 
 #[test]
 fn real_tokenizer_end_to_end() {
-    let Some(dir) = model_dir() else { return };
+    let Some(dir) = crate::test_model::model_dir("ingest::tests::real_tokenizer_end_to_end") else {
+        return;
+    };
     let chunker = Chunker::from_tokenizer_file(&dir.join("tokenizer.json")).unwrap();
     for (name, bytes) in corpus() {
         let kind = detect(&bytes, name, None).unwrap();

@@ -461,19 +461,11 @@ async fn restart_keeps_documents_chunks_and_results() {
     );
 }
 
-/// The real embedding model, from the environment `.ci/run` sets.
-fn real_model() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let m = std::env::var_os("AIGENTABLE_TEST_MODEL_DIR")?;
-    let o = std::env::var_os("AIGENTABLE_TEST_ORT_DYLIB")?;
-    Some((m.into(), o.into()))
-}
-
 #[tokio::test]
 async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
-    let Some((model, ort)) = real_model() else {
-        eprintln!(
-            "SKIPPED paraphrases_are_found_by_vector_and_hybrid_but_not_keyword: set AIGENTABLE_TEST_MODEL_DIR and AIGENTABLE_TEST_ORT_DYLIB (the real model) to run it"
-        );
+    let Some((model, ort)) = crate::test_model::model_and_runtime(
+        "knowledge::paraphrases_are_found_by_vector_and_hybrid_but_not_keyword",
+    ) else {
         return;
     };
     let s = start_with(move |c| {
@@ -595,10 +587,9 @@ async fn embedding_settings_per_tenant_and_reembedding() {
     assert_eq!(r.body["apiKeySet"], true);
     assert!(!r.text.contains("sk-embed-secret"));
 
-    let Some((model, ort)) = real_model() else {
-        eprintln!(
-            "SKIPPED the re-embedding part of embedding_settings_per_tenant_and_reembedding: set AIGENTABLE_TEST_MODEL_DIR and AIGENTABLE_TEST_ORT_DYLIB"
-        );
+    let Some((model, ort)) = crate::test_model::model_and_runtime(
+        "knowledge::embedding_settings_per_tenant_and_reembedding (its re-embedding part)",
+    ) else {
         return;
     };
     // A server with the runtime but no global model; the tenant picks a model folder.

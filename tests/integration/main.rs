@@ -2,6 +2,8 @@
 
 mod common;
 mod fake_openai;
+#[path = "../../src/test_model.rs"]
+mod test_model;
 
 mod agents;
 mod api_keys;
