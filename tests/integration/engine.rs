@@ -393,10 +393,24 @@ async fn handoff_moves_the_conversation_to_a_person() {
     // The person has it now: the AI stays quiet.
     let r = say(&s, &a.token, &cid, "Hello? Anyone?").await;
     assert!(r.body["reply"].is_null(), "{}", r.text);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(fake.requests().len(), 2, "no upstream call in human mode");
     let c = conversation(&s, &a.token, &cid).await;
     assert_eq!(c["status"], "pending_human");
+    // No waiting to see that nothing happens: hand back to the agent and ask again. A turn
+    // the quiet message had started would have taken this reply (the fake answers in order)
+    // and shown as an extra upstream call.
+    s.put(
+        &format!("/api/conversations/{cid}/assign"),
+        &a.token,
+        json!({"agentId": agent}),
+    )
+    .await
+    .expect(200);
+    fake.push(Reply::text("Back with you."));
+    let r = say(&s, &a.token, &cid, "Still there?").await;
+    assert_eq!(r.body["reply"]["content"], "Back with you.", "{}", r.text);
+    assert_eq!(fake.requests().len(), 3, "no upstream call in human mode");
+    let prompt = prompt_of(fake.requests().last().expect("request"));
+    assert!(prompt.contains("Hello? Anyone?"), "{prompt}");
 }
 
 #[tokio::test]
@@ -852,8 +866,6 @@ async fn inbox_rules_with_ai_replies() {
         Some(user.user_id.as_str())
     );
     assert!(r.body["reply"].is_null());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(fake.requests().len(), n, "no AI in human mode");
 
     // Back to the agent: it answers again, with the person's turn in its history.
     s.put(
@@ -865,7 +877,10 @@ async fn inbox_rules_with_ai_replies() {
     .expect(200);
     fake.push(Reply::text("I'm back."));
     let r = say(&s, &user.token, &cid, "Thanks!").await;
+    // The later turn is the signal that none ran in human mode: such a turn would have taken
+    // this reply (the fake answers in order) and been one more upstream call.
     assert_eq!(r.body["reply"]["content"], "I'm back.");
+    assert_eq!(fake.requests().len(), n + 1, "no AI in human mode");
     let prompt = prompt_of(fake.requests().last().expect("request"));
     assert!(prompt.contains("Sure, I'm here."), "{prompt}");
     assert!(
