@@ -1,6 +1,9 @@
 //! /api/health and /metrics.
 
 use super::AppState;
+use super::error::ApiError;
+use super::extract::Auth;
+use crate::knowledge::{VectorOutage, VectorStatus};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -24,12 +27,39 @@ pub struct Health {
     retrieval: &'static str,
     /// Background jobs waiting for a worker.
     jobs_pending: usize,
+    /// The caller's tenant's vector search (`ok`, `off` or `unavailable` with the reason);
+    /// only on authenticated requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vector_search: Option<VectorStatus>,
+    /// Tenants whose vector search is unavailable, and why; only for platform admins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vector_outages: Option<Vec<VectorOutage>>,
 }
 
 /// Liveness and storage check: 200 when the store can be read, 503 otherwise.
 #[utoipa::path(get, path = "/api/health", tag = "system", security(()),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn health(
+    State(state): State<AppState>,
+    auth: Result<Auth, ApiError>,
+) -> impl IntoResponse {
+    // Health stays public; a caller who authenticates also learns about their tenant.
+    let (vector_search, vector_outages) = match auth {
+        Ok(Auth(caller)) => {
+            let k = state.knowledge.clone();
+            let outages = k.vector_outages(&caller);
+            let status = if caller.is_platform_admin() {
+                None
+            } else {
+                tokio::task::spawn_blocking(move || k.vector_search_status(&caller))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            };
+            (status, outages)
+        }
+        Err(_) => (None, None),
+    };
     let svc = state.svc.clone();
     let schema = tokio::task::spawn_blocking(move || svc.storage_check())
         .await
@@ -52,6 +82,8 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "keyword"
         },
         jobs_pending: state.jobs.pending(),
+        vector_search,
+        vector_outages,
     };
     let code = if ok {
         StatusCode::OK

@@ -94,6 +94,10 @@ fn settings_error(e: SettingsError) -> ApiError {
             tracing::error!(error = %e, "queueing re-embedding failed");
             ApiError::internal()
         }
+        SettingsError::Internal(e) => {
+            tracing::error!(error = %e, "embedding settings");
+            ApiError::internal()
+        }
     }
 }
 
@@ -111,8 +115,10 @@ pub async fn get_embeddings(
     Ok(axum::Json(view))
 }
 
-/// Override the embedding model for this tenant. A change re-embeds the tenant's chunks in
-/// the background (vectors of different models never mix).
+/// Override the embedding model for this tenant. The new settings are tried first (model
+/// loaded, endpoint called once): settings that do not work answer 422
+/// `embeddings_unavailable` and are not saved. A change re-embeds the tenant's chunks in the
+/// background (vectors of different models never mix).
 #[utoipa::path(put, path = "/api/settings/embeddings", tag = "settings", request_body = EmbeddingSettingsReq,
     responses((status = 200, body = EmbeddingSettingsView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put_embeddings(

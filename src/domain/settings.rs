@@ -256,11 +256,42 @@ impl EmbeddingSettingsPatch {
     }
 }
 
+/// An embedding-override change worked out but not written yet, so that the knowledge base can
+/// try the settings it would save (load the model, call the endpoint) before saving them.
+#[derive(Debug)]
+pub struct EmbeddingChange {
+    tenant: TenantId,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+}
+
+impl EmbeddingChange {
+    /// The override as it will be stored (key sealed); `None`: the server default applies.
+    pub fn after(&self) -> Option<&serde_json::Value> {
+        self.after.as_ref()
+    }
+}
+
 impl Services {
     /// Applies an embedding-override patch to the caller's tenant. The key is sealed; a
     /// model folder is stored as its path under the data directory. Re-embedding after a
     /// model change is the knowledge base's business.
     pub fn put_embedding_settings(&self, caller: &Caller, p: EmbeddingSettingsPatch) -> Result<()> {
+        loop {
+            let change = self.prepare_embedding_settings(caller, &p)?;
+            if self.commit_embedding_settings(caller, &change)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Works out what an embedding-override patch would store for the caller's tenant, without
+    /// storing it (see [`commit_embedding_settings`](Self::commit_embedding_settings)).
+    pub fn prepare_embedding_settings(
+        &self,
+        caller: &Caller,
+        p: &EmbeddingSettingsPatch,
+    ) -> Result<EmbeddingChange> {
         caller
             .require(Action::ManageSettings)
             .map_err(|d| Error::denied(d, "settings"))?;
@@ -275,6 +306,64 @@ impl Services {
         }
         let t = caller.tenant();
         let data_dir = &self.config.data_dir;
+        let before = self.tenant_settings(t)?.embeddings;
+        let mut o = match before.clone() {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let mut set = |k: &str, v: Option<Option<String>>| match v {
+            Some(Some(x)) => {
+                o.insert(k.into(), serde_json::Value::String(x));
+            }
+            Some(None) => {
+                o.remove(k);
+            }
+            None => {}
+        };
+        set("provider", p.provider.clone());
+        set("baseUrl", p.base_url.clone());
+        set("model", p.model.clone());
+        set(
+            "modelDir",
+            p.model_folder
+                .clone()
+                .map(|f| f.map(|f| data_dir.join("models").join(f).display().to_string())),
+        );
+        match &p.api_key {
+            Some(Some(k)) => {
+                o.insert(
+                    "apiKeySealed".into(),
+                    serde_json::Value::String(self.sealer.seal(k)),
+                );
+            }
+            Some(None) => {
+                o.remove("apiKeySealed");
+            }
+            None => {}
+        }
+        Ok(EmbeddingChange {
+            tenant: t.clone(),
+            before,
+            after: (!o.is_empty()).then_some(serde_json::Value::Object(o)),
+        })
+    }
+
+    /// Stores a prepared change, unless the tenant's override changed since it was prepared:
+    /// then nothing is written and the answer is `false` (prepare it again).
+    pub fn commit_embedding_settings(
+        &self,
+        caller: &Caller,
+        change: &EmbeddingChange,
+    ) -> Result<bool> {
+        caller
+            .require(Action::ManageSettings)
+            .map_err(|d| Error::denied(d, "settings"))?;
+        let t = caller.tenant();
+        if &change.tenant != t {
+            return Err(Error::Internal(
+                "an embedding change was prepared for another tenant".into(),
+            ));
+        }
         self.store.write(|tx| {
             let mut s = tx
                 .get::<TenantSettings>(t, "")?
@@ -282,42 +371,12 @@ impl Services {
                     tenant_id: t.clone(),
                     ..Default::default()
                 });
-            let mut o = match s.embeddings.take() {
-                Some(serde_json::Value::Object(m)) => m,
-                _ => serde_json::Map::new(),
-            };
-            let mut set = |k: &str, v: Option<Option<String>>| match v {
-                Some(Some(x)) => {
-                    o.insert(k.into(), serde_json::Value::String(x));
-                }
-                Some(None) => {
-                    o.remove(k);
-                }
-                None => {}
-            };
-            set("provider", p.provider);
-            set("baseUrl", p.base_url);
-            set("model", p.model);
-            set(
-                "modelDir",
-                p.model_folder
-                    .map(|f| f.map(|f| data_dir.join("models").join(f).display().to_string())),
-            );
-            match &p.api_key {
-                Some(Some(k)) => {
-                    o.insert(
-                        "apiKeySealed".into(),
-                        serde_json::Value::String(self.sealer.seal(k)),
-                    );
-                }
-                Some(None) => {
-                    o.remove("apiKeySealed");
-                }
-                None => {}
+            if s.embeddings != change.before {
+                return Ok::<_, Error>(false);
             }
-            s.embeddings = (!o.is_empty()).then_some(serde_json::Value::Object(o));
+            s.embeddings = change.after.clone();
             tx.put(&s)?;
-            Ok::<_, Error>(())
+            Ok(true)
         })
     }
 }

@@ -2,21 +2,30 @@
 //! chunk -> embed -> store -> index) run as durable jobs, document deletion, and hybrid
 //! search (BM25 + vectors, fused). Owns the indexes and the embedders; the store stays the
 //! source of truth (chunks keep their vectors), so every index can be rebuilt from it.
+//!
+//! One tenant never stops the server: a tenant whose embedding model cannot be loaded or
+//! whose endpoint answers nonsense has its vector search marked unavailable (an [`Outage`],
+//! shown by health, the log and its settings page) while keyword search and every other
+//! tenant carry on. A changed setting is tried at once; the same one again after
+//! [`RETRY_UNAVAILABLE`].
 
 pub mod pipeline;
 pub mod search;
 pub mod settings;
 
+use crate::auth::Caller;
 use crate::domain::Services;
 use crate::embed::{self, Embedder};
 use crate::index::{TextIndex, VectorIndex};
 use crate::ingest::{self, Chunker};
 use crate::jobs::Jobs;
 use crate::model::{Chunk, Tenant, TenantSettings};
-use crate::types::TenantId;
+use crate::types::{TenantId, Timestamp};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use utoipa::ToSchema;
 
 pub use search::{SearchHit, SearchMode, SearchQuery, SearchResult};
 
@@ -39,6 +48,48 @@ pub enum Error {
     Ingest(#[from] ingest::Error),
     #[error("{0}")]
     Io(String),
+    /// The tenant's embedding model cannot be used now; keyword search still works.
+    #[error("embeddings unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// How long a tenant's failing embedding setting is left alone before a use tries it again
+/// (a changed setting is tried at once), so a dead endpoint costs one try a minute, not one
+/// per search or upload.
+pub const RETRY_UNAVAILABLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a tenant's vector search is unavailable.
+#[derive(Clone, Debug)]
+struct Outage {
+    /// The settings it happened with; other settings are tried at once.
+    key: String,
+    reason: String,
+    since: Timestamp,
+    retry_at: Timestamp,
+}
+
+/// A tenant whose vector search is unavailable, as health shows it to platform admins.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VectorOutage {
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Timestamp,
+}
+
+/// Whether a tenant's vector search works, as health and its settings page show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", tag = "status")]
+pub enum VectorStatus {
+    /// Hybrid and vector search work.
+    Ok { model_id: String },
+    /// No embedding model is configured: keyword search only, by choice.
+    Off,
+    /// The configured model cannot be used now: keyword search only until it can.
+    Unavailable { reason: String },
 }
 
 /// An embedding model with its vector index.
@@ -46,6 +97,8 @@ pub struct Space {
     pub embedder: Arc<dyn Embedder>,
     pub index: VectorIndex,
     pub description: String,
+    /// The tenant settings it was made from (empty for the server's own model).
+    key: String,
 }
 
 impl Space {
@@ -62,6 +115,8 @@ pub struct Knowledge {
     global_description: String,
     /// Spaces of tenants that override the embedding settings, by settings key.
     overrides: Mutex<HashMap<String, Arc<Space>>>,
+    /// Tenants whose vector search is unavailable, and why.
+    outages: Mutex<HashMap<TenantId, Outage>>,
     pub chunker: Chunker,
     pub limits: ingest::Limits,
     pub jobs: Arc<Jobs>,
@@ -99,7 +154,12 @@ impl Knowledge {
         let resolved = embed::resolve(settings, &cfg.data_dir)?;
         let global_description = resolved.description.clone();
         let global = match resolved.embedder {
-            Some(e) => Some(Arc::new(Self::space(&index_dir, e, resolved.description)?)),
+            Some(e) => Some(Arc::new(Self::space(
+                &index_dir,
+                e,
+                resolved.description,
+                String::new(),
+            )?)),
             None => None,
         };
         // The chunker counts tokens like the local model when there is one.
@@ -127,6 +187,7 @@ impl Knowledge {
             global,
             global_description,
             overrides: Mutex::new(HashMap::new()),
+            outages: Mutex::new(HashMap::new()),
             chunker,
             limits,
             jobs,
@@ -138,6 +199,7 @@ impl Knowledge {
         index_dir: &std::path::Path,
         e: Arc<dyn Embedder>,
         description: String,
+        key: String,
     ) -> Result<Space, Error> {
         let mut dims = e.dimensions();
         if dims == 0 {
@@ -150,6 +212,7 @@ impl Knowledge {
             embedder: e,
             index,
             description,
+            key,
         })
     }
 
@@ -169,38 +232,169 @@ impl Knowledge {
         self.global.is_some()
     }
 
-    /// The embedding space of a tenant: its override, else the global one.
+    /// The embedding space of a tenant: its override, else the global one; `None` when the
+    /// tenant has no embedding model (keyword search only). [`Error::Unavailable`] when its
+    /// model cannot be used now (recorded as an outage, and not tried again with the same
+    /// settings before [`RETRY_UNAVAILABLE`]). Blocking (may load a model or call an endpoint).
     pub fn space_for(&self, tenant: &TenantId) -> Result<Option<Arc<Space>>, Error> {
         let settings = self
             .svc
             .tenant_settings(tenant)
             .map_err(|e| Error::Io(e.to_string()))?;
-        let Some(over) = tenant_embed_settings(&settings, &self.svc) else {
-            return Ok(self.global.clone());
+        let over = tenant_embed_settings(&settings, &self.svc);
+        let key = over.as_ref().map(settings_key).unwrap_or_default();
+        let retrying = match self.outage_for(tenant, &key) {
+            OutageCheck::None => false,
+            OutageCheck::Wait(reason) => return Err(Error::Unavailable(reason)),
+            OutageCheck::Retry => true,
         };
+        let space = match &over {
+            None => self.global.clone(),
+            Some(over) => match self.override_space(over, &key, false) {
+                Ok(space) => space,
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.mark_unavailable(tenant, &key, &reason);
+                    return Err(Error::Unavailable(reason));
+                }
+            },
+        };
+        if retrying {
+            // The same settings failed before: only a working call clears the outage.
+            if let Some(space) = &space
+                && let Err(reason) = probe(space)
+            {
+                self.mark_unavailable(tenant, &key, &reason);
+                return Err(Error::Unavailable(reason));
+            }
+            self.clear_outage(tenant);
+            if let Some(space) = &space
+                && let Err(e) = self.recover_tenant(tenant, space)
+            {
+                tracing::error!(tenant = %tenant, error = %e, "restoring the vector index of a tenant failed");
+            }
+        }
+        Ok(space)
+    }
+
+    /// A tenant override's space, from the cache or loaded (and tried once) now; `try_cached`
+    /// tries a cached one too (before settings are saved: it may have stopped working).
+    fn override_space(
+        &self,
+        over: &embed::Settings,
+        key: &str,
+        try_cached: bool,
+    ) -> Result<Option<Arc<Space>>, Error> {
         if over.provider == Some(embed::Provider::None) {
             return Ok(None);
         }
-        let key = serde_json::to_string(&over).unwrap_or_default()
-            + over.api_key.as_deref().unwrap_or("");
-        if let Some(s) = self
-            .overrides
-            .lock()
-            .map_err(|_| Error::Io("poisoned".into()))?
-            .get(&key)
-        {
-            return Ok(Some(s.clone()));
+        let cached = lock(&self.overrides).get(key).cloned();
+        if let Some(s) = cached {
+            if try_cached {
+                probe(&s).map_err(Error::Unavailable)?;
+            }
+            return Ok(Some(s));
         }
-        let resolved = embed::resolve(&over, &self.svc.config.data_dir)?;
+        let resolved = embed::resolve(over, &self.svc.config.data_dir)?;
         let Some(e) = resolved.embedder else {
             return Ok(None);
         };
-        let space = Arc::new(Self::space(&self.index_dir, e, resolved.description)?);
-        self.overrides
-            .lock()
-            .map_err(|_| Error::Io("poisoned".into()))?
-            .insert(key, space.clone());
+        let space = Self::space(&self.index_dir, e, resolved.description, key.to_string())?;
+        // A model that loads but answers nonsense is no use: try it before keeping it.
+        probe(&space).map_err(Error::Unavailable)?;
+        let space = Arc::new(space);
+        lock(&self.overrides).insert(key.to_string(), space.clone());
         Ok(Some(space))
+    }
+
+    fn outage_for(&self, tenant: &TenantId, key: &str) -> OutageCheck {
+        let mut outages = lock(&self.outages);
+        let Some(o) = outages.get(tenant) else {
+            return OutageCheck::None;
+        };
+        if o.key != key {
+            // The settings changed since: try the new ones as if nothing had failed.
+            outages.remove(tenant);
+            return OutageCheck::None;
+        }
+        if self.svc.clock.now() < o.retry_at {
+            OutageCheck::Wait(o.reason.clone())
+        } else {
+            OutageCheck::Retry
+        }
+    }
+
+    /// Records that a tenant's vector search failed (its model did not load, or a call to
+    /// it failed) so that uses skip it until [`RETRY_UNAVAILABLE`] has passed.
+    fn mark_unavailable(&self, tenant: &TenantId, key: &str, reason: &str) {
+        let now = self.svc.clock.now();
+        let retry_at = now + RETRY_UNAVAILABLE;
+        let mut outages = lock(&self.outages);
+        match outages.get_mut(tenant) {
+            Some(o) if o.key == key => {
+                o.reason = reason.to_string();
+                o.retry_at = retry_at;
+            }
+            _ => {
+                tracing::warn!(tenant = %tenant, reason = %reason, "vector search of this tenant is unavailable; its keyword search and other tenants are not affected");
+                outages.insert(
+                    tenant.clone(),
+                    Outage {
+                        key: key.to_string(),
+                        reason: reason.to_string(),
+                        since: now,
+                        retry_at,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A call to `space` failed for `tenant` (a search or an upload's embedding): vector
+    /// search of the tenant is unavailable until the retry time or a settings change.
+    pub(crate) fn embedding_failed(&self, tenant: &TenantId, space: &Space, e: &embed::Error) {
+        self.mark_unavailable(tenant, &space.key, &e.to_string());
+    }
+
+    fn clear_outage(&self, tenant: &TenantId) {
+        if lock(&self.outages).remove(tenant).is_some() {
+            tracing::info!(tenant = %tenant, "vector search of this tenant works again");
+        }
+    }
+
+    /// Whether the caller's tenant's vector search works now. Blocking (may load a model).
+    pub fn vector_search_status(&self, caller: &Caller) -> Result<VectorStatus, Error> {
+        self.vector_status(caller.tenant())
+    }
+
+    /// Whether a tenant's vector search works now. Blocking (may load a model).
+    fn vector_status(&self, tenant: &TenantId) -> Result<VectorStatus, Error> {
+        Ok(match self.space_for(tenant) {
+            Ok(Some(space)) => VectorStatus::Ok {
+                model_id: space.model_id().to_string(),
+            },
+            Ok(None) => VectorStatus::Off,
+            Err(Error::Unavailable(reason)) => VectorStatus::Unavailable { reason },
+            Err(e) => return Err(e),
+        })
+    }
+
+    /// Every tenant whose vector search is unavailable, oldest first: for platform admins
+    /// (`None` for anyone else).
+    pub fn vector_outages(&self, caller: &Caller) -> Option<Vec<VectorOutage>> {
+        if !caller.is_platform_admin() {
+            return None;
+        }
+        let mut out: Vec<VectorOutage> = lock(&self.outages)
+            .iter()
+            .map(|(t, o)| VectorOutage {
+                tenant_id: t.clone(),
+                reason: o.reason.clone(),
+                since: o.since,
+            })
+            .collect();
+        out.sort_by(|a, b| a.since.cmp(&b.since).then(a.tenant_id.cmp(&b.tenant_id)));
+        Some(out)
     }
 
     /// Directory of a tenant's original files.
@@ -209,33 +403,50 @@ impl Knowledge {
     }
 
     /// Startup: rebuild missing or corrupt indexes from the store, and queue re-embedding
-    /// for tenants whose vectors come from another model. Blocking.
+    /// for tenants whose vectors come from another model. Blocking. A tenant whose indexes
+    /// cannot be restored (its embedding model does not load or answers nonsense) is logged
+    /// and left keyword-only; it never stops the others or the server.
     pub fn recover(&self) -> Result<(), Error> {
         let tenants = self.all_tenants()?;
         if self.text.needs_rebuild() {
             tracing::warn!("text index missing or damaged: rebuilding it from the store");
             for t in &tenants {
-                self.reindex_text(t)?;
+                if let Err(e) = self.reindex_text(t) {
+                    tracing::error!(tenant = %t, error = %e, "rebuilding the text index of a tenant failed; run `aigentable reindex`");
+                }
             }
         }
         for t in &tenants {
-            let Some(space) = self.space_for(t)? else {
-                continue;
+            let restored = match self.space_for(t) {
+                Ok(Some(space)) => self.recover_tenant(t, &space),
+                Ok(None) => Ok(()),
+                // Recorded and logged as an outage by space_for.
+                Err(Error::Unavailable(_)) => Ok(()),
+                Err(e) => Err(e),
             };
-            let sample = self
-                .svc
-                .store
-                .read(|tx| tx.list::<Chunk>(t, None, None, 1, false))?;
-            let mismatched = sample
-                .items
-                .first()
-                .is_some_and(|c| c.embedding_model.as_deref() != Some(space.model_id()));
-            if mismatched {
-                self.queue_reembed(t)?;
-            } else if space.index.needs_rebuild(t) {
-                tracing::warn!(tenant = %t, "vector index missing or damaged: rebuilding it from the store");
-                self.reindex_vectors(t, &space)?;
+            if let Err(e) = restored {
+                tracing::error!(tenant = %t, error = %e, "restoring the vector index of a tenant failed");
             }
+        }
+        Ok(())
+    }
+
+    /// Brings a tenant's vectors in line with `space`: re-embedding queued when its chunks
+    /// come from another model, the index rebuilt from the store when it is missing or stale.
+    fn recover_tenant(&self, t: &TenantId, space: &Space) -> Result<(), Error> {
+        let sample = self
+            .svc
+            .store
+            .read(|tx| tx.list::<Chunk>(t, None, None, 1, false))?;
+        let mismatched = sample
+            .items
+            .first()
+            .is_some_and(|c| c.embedding_model.as_deref() != Some(space.model_id()));
+        if mismatched {
+            self.queue_reembed(t)?;
+        } else if space.index.needs_rebuild(t) {
+            tracing::warn!(tenant = %t, "vector index missing or damaged: rebuilding it from the store");
+            self.reindex_vectors(t, space)?;
         }
         Ok(())
     }
@@ -263,8 +474,14 @@ impl Knowledge {
         let tenants = self.all_tenants()?;
         for t in &tenants {
             self.reindex_text(t)?;
-            if let Some(space) = self.space_for(t)? {
-                self.reindex_vectors(t, &space)?;
+            // One tenant's unusable model leaves its vectors alone, not the others'.
+            match self.space_for(t) {
+                Ok(Some(space)) => self.reindex_vectors(t, &space)?,
+                Ok(None) => {}
+                Err(Error::Unavailable(reason)) => {
+                    tracing::error!(tenant = %t, reason = %reason, "vector index of a tenant not rebuilt: its embedding model is unavailable");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(tenants.len())
@@ -323,6 +540,7 @@ impl Knowledge {
     /// Drops every index entry of a tenant (the tenant is being deleted, by the domain's
     /// `delete_tenant` through [`crate::domain::TenantIndexes`]).
     fn forget_tenant(&self, t: &TenantId) -> Result<(), Error> {
+        lock(&self.outages).remove(t);
         self.text.delete_tenant(t)?;
         if let Some(g) = &self.global {
             g.index.delete_tenant(t)?;
@@ -335,18 +553,58 @@ impl Knowledge {
         Ok(())
     }
 
+    /// Every loaded space: the server's and the tenant overrides in use.
+    fn spaces(&self) -> Vec<Arc<Space>> {
+        let mut spaces: Vec<Arc<Space>> = self.global.iter().cloned().collect();
+        spaces.extend(lock(&self.overrides).values().cloned());
+        spaces
+    }
+
     /// Writes dirty vector indexes to disk (periodically and at shutdown).
     pub fn persist(&self) {
-        let mut spaces: Vec<Arc<Space>> = self.global.iter().cloned().collect();
-        if let Ok(map) = self.overrides.lock() {
-            spaces.extend(map.values().cloned());
-        }
-        for s in spaces {
+        for s in self.spaces() {
             if let Err(e) = s.index.persist() {
                 tracing::error!(error = %e, "persisting a vector index failed");
             }
         }
     }
+}
+
+enum OutageCheck {
+    None,
+    /// Still failing: not tried again before the retry time.
+    Wait(String),
+    /// The retry time has passed: try the same settings again.
+    Retry,
+}
+
+/// One embedding call, to learn that a space's model answers with vectors of its index's
+/// width (a model that loads is not yet one that works).
+fn probe(space: &Space) -> Result<(), String> {
+    let v = space
+        .embedder
+        .embed_query("dimension probe")
+        .map_err(|e| e.to_string())?;
+    if v.len() != space.index.dims() {
+        return Err(format!(
+            "{} returned {}-dimensional vectors, expected {}",
+            space.model_id(),
+            v.len(),
+            space.index.dims()
+        ));
+    }
+    Ok(())
+}
+
+/// The cache key of a tenant override: the settings, key included (a new key is new settings).
+fn settings_key(over: &embed::Settings) -> String {
+    serde_json::to_string(over).unwrap_or_default() + over.api_key.as_deref().unwrap_or("")
+}
+
+/// Locks ignoring poison: the maps hold plain values that a panicking holder cannot leave
+/// half-written.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A tenant's embedding override, with its API key opened.

@@ -179,7 +179,12 @@ impl Knowledge {
         }
         self.set_status(t, id, DocumentStatus::Processing, 20, None)
             .map_err(failed)?;
-        let space = self.space_for(t).map_err(failed)?;
+        // An unusable embedding model fails the document at once, with the reason (it is
+        // not retried per chunk); fixing the settings and reprocessing indexes it.
+        let space = self.space_for(t).map_err(|e| match e {
+            Error::Unavailable(reason) => JobError::Failed(unavailable(&reason)),
+            e => failed(e),
+        })?;
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; pieces.len()];
         if let Some(space) = &space {
             let total = pieces.len();
@@ -191,10 +196,10 @@ impl Knowledge {
                     .iter()
                     .map(|p| embed_text(&p.headings, &p.text))
                     .collect();
-                let vs = space
-                    .embedder
-                    .embed(&texts)
-                    .map_err(|e| JobError::Failed(format!("embedding failed: {e}")))?;
+                let vs = space.embedder.embed(&texts).map_err(|e| {
+                    self.embedding_failed(t, space, &e);
+                    JobError::Failed(unavailable(&e.to_string()))
+                })?;
                 for (i, v) in vs.into_iter().enumerate() {
                     vectors[b * EMBED_BATCH + i] = Some(v);
                 }
@@ -296,7 +301,9 @@ impl Knowledge {
 
     pub(crate) fn unindex_document(&self, t: &TenantId, id: &DocumentId) -> Result<(), Error> {
         self.text.delete_document(t, id)?;
-        if let Some(space) = self.space_for(t)? {
+        // Every loaded space, not only the tenant's current one: a delete must not need a
+        // working embedding model, and vectors of an earlier model go too.
+        for space in self.spaces() {
             space.index.delete_document(t, id)?;
         }
         Ok(())
@@ -327,10 +334,10 @@ impl Knowledge {
                 .iter()
                 .map(|c| embed_text(&c.headings, &c.text))
                 .collect();
-            let vs = space
-                .embedder
-                .embed(&texts)
-                .map_err(|e| JobError::Failed(format!("embedding failed: {e}")))?;
+            let vs = space.embedder.embed(&texts).map_err(|e| {
+                self.embedding_failed(&t, &space, &e);
+                JobError::Failed(format!("embedding failed: {e}"))
+            })?;
             self.svc
                 .store
                 .write(|tx| {
@@ -697,6 +704,14 @@ pub struct NewDocument {
     pub mime: String,
     pub size: u64,
     pub sha256: String,
+}
+
+/// The reason a document failed because its tenant's embedding model is unavailable.
+fn unavailable(reason: &str) -> String {
+    format!(
+        "embeddings unavailable: {reason}; keyword search is not affected. Fix the embedding \
+         settings, then reprocess the document"
+    )
 }
 
 /// What is embedded for a chunk: its heading path gives the text its context.

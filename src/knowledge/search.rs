@@ -1,5 +1,9 @@
 //! Knowledge search: keyword (BM25), vector (cosine) or hybrid (fused), always inside the
 //! caller's tenant, optionally restricted to an agent's or a list of documents.
+//!
+//! A broken embedding model never breaks keyword search: keyword mode does not touch it,
+//! hybrid degrades to keyword and says so in [`SearchResult::warnings`], and only vector mode
+//! fails ([`SearchError::Unavailable`]).
 
 use super::{Error, Knowledge};
 use crate::agent::{Retrieve, Retrieved, Source};
@@ -51,9 +55,14 @@ pub struct SearchHit {
 #[serde(rename_all = "camelCase")]
 pub struct SearchResult {
     pub data: Vec<SearchHit>,
-    /// The mode actually used (hybrid falls back to keyword without embeddings).
+    /// The mode actually used (hybrid falls back to keyword without embeddings, or when the
+    /// tenant's embedding model is unavailable).
     pub mode: SearchMode,
     pub took_ms: f64,
+    /// Why the results are not what the mode asked for (hybrid answered by keywords only
+    /// because vector search is unavailable). Absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Best cosine similarity among vector hits, when vectors were searched.
     #[serde(skip)]
     pub best_similarity: Option<f32>,
@@ -66,6 +75,9 @@ pub struct SearchResult {
 pub enum SearchError {
     #[error("vector search needs an embedding model; none is configured (keyword search works)")]
     NoEmbeddings,
+    /// The tenant's embedding model is configured but cannot be used now.
+    #[error("vector search is unavailable: {0} (keyword search works)")]
+    Unavailable(String),
     #[error(transparent)]
     Other(#[from] Error),
 }
@@ -114,15 +126,47 @@ impl Knowledge {
                 data: vec![],
                 mode: q.mode,
                 took_ms: 0.0,
+                warnings: vec![],
                 best_similarity: None,
                 keyword_hits: 0,
             });
         }
-        let space = self.space_for(t)?;
-        let mode = match (q.mode, &space) {
+        let mut warnings = Vec::new();
+        // Keyword search never needs (or waits for) the embedding model.
+        let space = match q.mode {
+            SearchMode::Keyword => None,
+            _ => match self.space_for(t) {
+                Ok(space) => space,
+                Err(Error::Unavailable(reason)) if q.mode == SearchMode::Hybrid => {
+                    warnings.push(degraded(&reason));
+                    None
+                }
+                Err(Error::Unavailable(reason)) => return Err(SearchError::Unavailable(reason)),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let mut mode = match (q.mode, &space) {
             (SearchMode::Vector, None) => return Err(SearchError::NoEmbeddings),
             (SearchMode::Hybrid, None) => SearchMode::Keyword,
             (m, _) => m,
+        };
+        // The query vector first: when the model fails now, hybrid still answers by keywords.
+        let query_vector = match &space {
+            Some(space) if mode != SearchMode::Keyword => {
+                match space.embedder.embed_query(&q.query) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.embedding_failed(t, space, &e);
+                        if mode == SearchMode::Vector {
+                            return Err(SearchError::Unavailable(e.to_string()));
+                        }
+                        warnings.push(degraded(&e.to_string()));
+                        mode = SearchMode::Keyword;
+                        None
+                    }
+                }
+            }
+            _ => None,
         };
         let filter = Filter {
             documents: q.documents.clone(),
@@ -140,19 +184,16 @@ impl Knowledge {
         } else {
             vec![]
         };
-        let vector = match (&space, mode) {
-            (Some(space), SearchMode::Vector | SearchMode::Hybrid) => {
-                let v = space.embedder.embed_query(&q.query).map_err(Error::from)?;
-                space
-                    .index
-                    .search(
-                        t,
-                        &v,
-                        q.documents.as_deref(),
-                        if mode == SearchMode::Hybrid { wide } else { k },
-                    )
-                    .map_err(Error::from)?
-            }
+        let vector = match (&space, &query_vector) {
+            (Some(space), Some(v)) => space
+                .index
+                .search(
+                    t,
+                    v,
+                    q.documents.as_deref(),
+                    if mode == SearchMode::Hybrid { wide } else { k },
+                )
+                .map_err(Error::from)?,
             _ => vec![],
         };
         let best_similarity = vector.first().map(|h| h.score);
@@ -171,6 +212,7 @@ impl Knowledge {
             data,
             mode,
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
+            warnings,
             best_similarity,
             keyword_hits,
         })
@@ -242,6 +284,11 @@ fn require(caller: &Caller, action: Action) -> Result<(), Error> {
         .map_err(|d| crate::domain::Error::denied(d, "document").into())
 }
 
+/// The warning of a hybrid search answered by keywords only.
+fn degraded(reason: &str) -> String {
+    format!("vector search is unavailable ({reason}); these are keyword results only")
+}
+
 impl Retrieve for Knowledge {
     /// Needs [`Action::RunAgent`], and only searches the agent's own tenant.
     fn retrieve(
@@ -272,8 +319,8 @@ impl Retrieve for Knowledge {
         };
         let r = match self.search_in(t, &q) {
             Ok(r) => r,
-            // Without a model, vector agents fall back to keywords rather than fail.
-            Err(SearchError::NoEmbeddings) => self
+            // Without a (working) model, vector agents fall back to keywords rather than fail.
+            Err(SearchError::NoEmbeddings | SearchError::Unavailable(_)) => self
                 .search_in(
                     t,
                     &SearchQuery {

@@ -8,6 +8,7 @@ mod test_model;
 mod agents;
 mod api_keys;
 mod auth;
+mod containment;
 mod contract;
 mod conversations;
 mod durable;
