@@ -219,7 +219,7 @@ pub struct SearchReq {
 
 /// Search the tenant's knowledge: keyword (BM25), vector, or hybrid (fused; see README).
 #[utoipa::path(post, path = "/api/knowledge/search", tag = "knowledge", request_body = SearchReq,
-    responses((status = 200, body = SearchResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = SearchResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -255,13 +255,10 @@ pub async fn search(
             mode: r.mode,
         };
         k.search(&caller, &q).map_err(|e| match e {
-            crate::knowledge::search::SearchError::NoEmbeddings => ApiError::new(
+            // No model configured, or the tenant's model unusable now: one code, one status.
+            crate::knowledge::search::SearchError::NoEmbeddings
+            | crate::knowledge::search::SearchError::Unavailable(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "embeddings_unavailable",
-                e.to_string(),
-            ),
-            crate::knowledge::search::SearchError::Unavailable(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
                 "embeddings_unavailable",
                 e.to_string(),
             ),

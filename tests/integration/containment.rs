@@ -265,7 +265,7 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
         json!({"query": "vacation days", "mode": "vector"}),
     )
     .await
-    .expect_err(503, "embeddings_unavailable");
+    .expect_err(422, "embeddings_unavailable");
 
     // Health and the settings page say why, for the tenant and for the platform admin.
     let mine = health(&s, &acme.token).await;
