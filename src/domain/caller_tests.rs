@@ -27,6 +27,7 @@ fn services(dir: &std::path::Path) -> Services {
         indexes: Default::default(),
         jobs: crate::jobs::Jobs::new(store, events.clone()),
         events,
+        clock: crate::types::Clock::system(),
     }
 }
 
