@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -503,4 +503,51 @@ pub fn pdf(pages: &[&str]) -> Vec<u8> {
     let mut out = Vec::new();
     doc.save_to(&mut out).expect("save pdf");
     out
+}
+
+/// Everything the tests of this binary log at INFO and above. One global subscriber for the
+/// whole binary, installed by the first [`logs`] call; tests read it through [`logs`].
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+    pub async fn wait_for(&self, needle: &str) {
+        let t0 = Instant::now();
+        while !self.text().contains(needle) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "no log line {needle:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn logs() -> Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let w = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .try_init()
+            .expect("the test binary has one global log subscriber, installed here");
+        logs
+    })
+    .clone()
 }

@@ -5,54 +5,6 @@ use crate::common::*;
 use aigentable::events::{Event, Recv};
 use aigentable::model::{Job, JobStatus};
 use serde_json::json;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
-/// Everything the tests of this binary log at INFO and above (one global subscriber).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-    async fn wait_for(&self, needle: &str) {
-        let t0 = Instant::now();
-        while !self.text().contains(needle) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "no log line {needle:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-fn logs() -> Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let w = logs.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || w.clone())
-            .try_init()
-            .expect("the mail tests own the global log subscriber");
-        logs
-    })
-    .clone()
-}
 
 #[tokio::test]
 async fn without_smtp_no_link_is_logged_and_the_cli_prints_one() {

@@ -326,3 +326,41 @@ async fn x_tenant_id_is_refused_for_everyone_else() {
     theirs.expect(200);
     assert!(!theirs.text.contains("intruder"), "{}", theirs.text);
 }
+
+/// Acting in another tenant is an operator reaching into a customer's data: the log records
+/// who did it and where, so it can be audited.
+#[tokio::test]
+async fn acting_in_a_tenant_is_logged_with_the_admin_and_the_tenant() {
+    let logs = logs();
+    let s = start().await;
+    let root = s.root().await;
+    let a = s.register("a@acme.test", "Acme").await;
+    let marker = "platform admin acting in a tenant";
+    let line_for = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.contains(marker)
+                    && l.contains(&format!("user:{}", root.user_id))
+                    && l.contains(&format!("tenant={}", a.tenant_id))
+            })
+            .map(str::to_string)
+    };
+    // Its own scope is not acting in a tenant: no line yet.
+    s.get("/api/agents", &root.token).await.expect(200);
+    assert_eq!(line_for(&logs.text()), None);
+
+    as_in(
+        &s,
+        reqwest::Method::GET,
+        "/api/agents",
+        &root.token,
+        &a.tenant_id,
+        None,
+    )
+    .await
+    .expect(200);
+    // The line is written while the request is handled, before its answer.
+    let text = logs.text();
+    let line = line_for(&text).unwrap_or_else(|| panic!("no audit line in the log:\n{text}"));
+    assert!(line.contains("INFO"), "{line}");
+}

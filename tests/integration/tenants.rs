@@ -446,3 +446,47 @@ async fn restart_keeps_everything() {
         Some(1)
     );
 }
+
+/// Deleting a tenant drops its chunks from the search indexes too, not only its records:
+/// what it uploaded cannot be found again, and the other tenants' entries stay.
+#[tokio::test]
+async fn deleting_a_tenant_removes_its_search_index_entries() {
+    use aigentable::index::text::{Filter, TextIndex};
+    use aigentable::types::TenantId;
+    let s = start().await;
+    let root = s.root().await;
+    let a = s.register("a@x.test", "A").await;
+    let b = s.register("b@x.test", "B").await;
+    let text = b"The zebrafinch warranty covers twelve months.";
+    upload_doc(&s, &a.token, "a.txt", "text/plain", text, None).await;
+    upload_doc(&s, &b.token, "b.txt", "text/plain", text, None).await;
+    let q = json!({"query": "zebrafinch warranty", "mode": "keyword"});
+    for acc in [&a, &b] {
+        let r = s.search(&acc.token, q.clone()).await;
+        r.expect(200);
+        assert!(r.text.contains("zebrafinch"), "{}", r.text);
+    }
+
+    s.delete(&format!("/api/tenants/{}", a.tenant_id), &root.token)
+        .await
+        .expect(204);
+
+    // Read the index the server left on disk.
+    let dir = s.stop().await;
+    let index = TextIndex::open(&dir.path().join("index").join("text")).expect("open index");
+    assert!(!index.needs_rebuild(), "the server left a usable index");
+    let a_id = TenantId::parse(&a.tenant_id).expect("id");
+    let b_id = TenantId::parse(&b.tenant_id).expect("id");
+    let hits = |t: &TenantId| {
+        index
+            .search(t, "zebrafinch warranty", &Filter::default(), 10)
+            .expect("search")
+            .len()
+    };
+    assert_eq!(
+        hits(&a_id),
+        0,
+        "the deleted tenant's chunks are still indexed"
+    );
+    assert!(hits(&b_id) > 0, "the other tenant's chunks are gone too");
+}
