@@ -27,7 +27,7 @@ pub struct Answer {
 /// Most earlier messages loaded for a turn; the token budget trims further.
 pub const HISTORY_MESSAGES: usize = 100;
 
-/// Earlier messages of a conversation (before `before`), oldest first, as chat messages.
+/// A turn's history (see `Services::turn_context`), oldest first, as chat messages.
 pub fn history_of(msgs: &[Message]) -> Vec<ChatMessage> {
     msgs.iter()
         .filter(|m| m.status != MessageStatus::Failed && !m.content.trim().is_empty())
@@ -39,7 +39,7 @@ pub fn history_of(msgs: &[Message]) -> Vec<ChatMessage> {
         .collect()
 }
 
-/// True when none of `earlier` (the conversation's messages before this turn) is an
+/// True when none of `earlier` (the history of this turn) is an
 /// answer of a turn, i.e. this turn opens the conversation for analytics. A greeting is
 /// not a turn: it has no usage and never fails.
 pub fn is_first_turn(earlier: &[Message]) -> bool {

@@ -164,3 +164,63 @@ fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
         Err(Error::NotFound("agent"))
     ));
 }
+
+/// A turn's history is what the conversation holds when the turn starts, except its own
+/// message and the customer messages after it (their own turns answer them): the answer to
+/// an earlier message counts even when it was stored after this turn's message.
+#[test]
+fn a_turns_history_skips_later_customer_messages_but_not_later_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = services(dir.path());
+    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
+    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
+    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
+    let agent = s
+        .create_agent(
+            &admin,
+            AgentInput {
+                name: Some("Support".into()),
+                ..Default::default()
+            },
+        )
+        .expect("agent");
+    let conv = s
+        .create_conversation(&admin, &agent.id, None, Customer::default())
+        .expect("conversation");
+    let post = |text: &str| {
+        s.post_message(&admin, &conv.id, MessageRole::Customer, text)
+            .expect("posted")
+            .message
+    };
+    let first = post("first");
+    let second = post("second");
+    let worker = Caller::for_job(&job(&tenant.id));
+    let contents = |m: &MessageId| -> Vec<String> {
+        let (_, earlier) = s
+            .turn_context(&worker, &conv.id, &agent.id, m, 10)
+            .expect("turn context");
+        earlier.into_iter().map(|m| m.content).collect()
+    };
+    // The first turn does not see the second message, queued behind it.
+    assert_eq!(contents(&first.id), Vec::<String>::new());
+    // The first answer is stored after the second message arrived.
+    let answer = Message {
+        id: MessageId::new(),
+        tenant_id: tenant.id.clone(),
+        conversation_id: conv.id.clone(),
+        role: MessageRole::Ai,
+        content: "answer one".into(),
+        citations: vec![],
+        usage: None,
+        status: MessageStatus::Sent,
+        error: None,
+        author_id: None,
+        created_at: now(),
+    };
+    s.store.write(|tx| tx.put(&answer)).expect("answer stored");
+    let third = post("third");
+    // The second turn sees both earlier exchanges' messages (newest first), not the third.
+    assert_eq!(contents(&second.id), ["answer one", "first"]);
+    // The third sees everything before it.
+    assert_eq!(contents(&third.id), ["answer one", "second", "first"]);
+}

@@ -511,9 +511,14 @@ impl Services {
         Ok(true)
     }
 
-    /// What a turn of `conv` answering `msg` needs: the conversation's agent and the
-    /// messages before `msg` (newest first, at most `limit`). `NotFound("agent")` when the
-    /// agent is gone.
+    /// What a turn of `conv` answering `msg` needs: the conversation's agent and its
+    /// history (newest first, at most `limit`). `NotFound("agent")` when the agent is gone.
+    ///
+    /// The history is every message committed in the conversation when the turn starts,
+    /// except `msg` itself and customer messages after it (those get their own turns).
+    /// Ordering by id alone is not enough: when two customer messages are queued back to
+    /// back, the answer to the first is committed after the second arrived, and the turn
+    /// answering the second must still see it (turns of a conversation run in order).
     pub fn turn_context(
         &self,
         caller: &Caller,
@@ -528,13 +533,10 @@ impl Services {
         let t = caller.tenant();
         let (agent, page) = self.store.read(|tx| {
             let agent = tx.get::<Agent>(t, agent.as_str())?;
-            let page = tx.list::<Message>(
-                t,
-                Some(conv.as_str()),
-                Some(&format!("{conv}/{msg}")),
-                limit,
-                true,
-            )?;
+            let page =
+                tx.list_filtered::<Message>(t, Some(conv.as_str()), None, limit, true, |m| {
+                    m.id != *msg && !(m.role == MessageRole::Customer && m.id > *msg)
+                })?;
             Ok((agent, page.items))
         })?;
         Ok((agent.ok_or(Error::NotFound("agent"))?, page))

@@ -264,3 +264,55 @@ async fn turns_of_one_conversation_run_one_at_a_time_in_order() {
     }
     s.stop().await;
 }
+
+/// Two customer messages queued back to back: the answer to the first is stored after the
+/// second arrived, and the turn answering the second still sees it in its history.
+#[tokio::test]
+async fn the_second_of_two_queued_messages_sees_the_answer_to_the_first() {
+    let fake = FakeOpenAi::start().await;
+    let s = start().await;
+    let a = ai_tenant(&s, "durable-history@x.test", &fake).await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Bot"})).await);
+    let cid = new_conversation(&s, &a.token, &agent).await;
+    fake.push(Reply::text("answer one"));
+    fake.push(Reply::text("answer two"));
+    // The first turn is upstream (held there) when the second message is acknowledged.
+    fake.hold();
+    post_async(&s, &a, &cid, "first").await;
+    let reqs = fake.wait_for_requests(1, Duration::from_secs(60)).await;
+    assert_eq!(reqs.len(), 1, "the first turn never called the model");
+    post_async(&s, &a, &cid, "second").await;
+    fake.release();
+    let answers = wait_ai_messages(&s, &a, &cid, 2).await;
+    assert_eq!(answers[0]["content"], "answer one");
+    assert_eq!(answers[1]["content"], "answer two");
+
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let chat = |r: &Value| -> Vec<(String, String)> {
+        r["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m["role"] != "system")
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap_or("").to_string(),
+                    m["content"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let pair = |r: &str, c: &str| (r.to_string(), c.to_string());
+    assert_eq!(chat(&reqs[0]), [pair("user", "first")]);
+    assert_eq!(
+        chat(&reqs[1]),
+        [
+            pair("user", "first"),
+            pair("assistant", "answer one"),
+            pair("user", "second"),
+        ],
+        "the second turn's history misses the first answer"
+    );
+    s.stop().await;
+}

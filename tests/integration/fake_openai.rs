@@ -115,6 +115,8 @@ struct Inner {
     disconnects: AtomicUsize,
     seq: AtomicUsize,
     shutdown: Notify,
+    /// False while [`FakeOpenAi::hold`] keeps chat answers back.
+    open: tokio::sync::watch::Sender<bool>,
 }
 
 /// The running fake. Dropping it stops accepting connections and releases hanging replies.
@@ -128,6 +130,7 @@ impl Drop for FakeOpenAi {
     fn drop(&mut self) {
         self.task.abort();
         self.inner.shutdown.notify_waiters();
+        self.inner.open.send_replace(true);
     }
 }
 
@@ -144,6 +147,7 @@ impl FakeOpenAi {
             disconnects: AtomicUsize::new(0),
             seq: AtomicUsize::new(0),
             shutdown: Notify::new(),
+            open: tokio::sync::watch::channel(true).0,
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -163,6 +167,19 @@ impl FakeOpenAi {
     /// `http://127.0.0.1:PORT/v1`, the form OpenAI clients take as base URL.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Keeps every chat answer back (requests are still recorded) until [`release`]: the
+    /// test decides when an upstream call ends.
+    ///
+    /// [`release`]: Self::release
+    pub fn hold(&self) {
+        self.inner.open.send_replace(false);
+    }
+
+    /// Lets held and coming chat requests be answered.
+    pub fn release(&self) {
+        self.inner.open.send_replace(true);
     }
 
     /// Queues the answer to a coming chat request.
@@ -313,6 +330,7 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
     if let Some(r) = unauthorized(&inner, &headers) {
         return r;
     }
+    let _ = inner.open.subscribe().wait_for(|open| *open).await;
     let (Some(model), Some(messages)) = (parsed["model"].as_str(), parsed["messages"].as_array())
     else {
         return json_response(
