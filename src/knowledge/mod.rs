@@ -115,6 +115,9 @@ pub struct Knowledge {
     global_description: String,
     /// Spaces of tenants that override the embedding settings, by settings key.
     overrides: Mutex<HashMap<String, Arc<Space>>>,
+    /// One lock per settings key while its space loads: two loads of one key would open the
+    /// same index folder twice (startup recovery runs beside the first searches).
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Tenants whose vector search is unavailable, and why.
     outages: Mutex<HashMap<TenantId, Outage>>,
     pub chunker: Chunker,
@@ -187,6 +190,7 @@ impl Knowledge {
             global,
             global_description,
             overrides: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
             outages: Mutex::new(HashMap::new()),
             chunker,
             limits,
@@ -293,6 +297,15 @@ impl Knowledge {
             if try_cached {
                 probe(&s).map_err(Error::Unavailable)?;
             }
+            return Ok(Some(s));
+        }
+        let gate = lock(&self.loading)
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let _loading = lock(&gate);
+        // Loaded by whoever held the gate before us.
+        if let Some(s) = lock(&self.overrides).get(key).cloned() {
             return Ok(Some(s));
         }
         let resolved = embed::resolve(over, &self.svc.config.data_dir)?;
@@ -406,7 +419,12 @@ impl Knowledge {
     /// for tenants whose vectors come from another model. Blocking. A tenant whose indexes
     /// cannot be restored (its embedding model does not load or answers nonsense) is logged
     /// and left keyword-only; it never stops the others or the server.
-    pub fn recover(&self) -> Result<(), Error> {
+    ///
+    /// Tenants with embedding settings of their own are restored on a background thread
+    /// after the others: their model may be a remote endpoint that hangs until its timeout
+    /// (and retries), and the port must not wait for it. Until then such a tenant's first
+    /// search loads its model itself.
+    pub fn recover(self: &Arc<Self>) -> Result<(), Error> {
         let tenants = self.all_tenants()?;
         if self.text.needs_rebuild() {
             tracing::warn!("text index missing or damaged: rebuilding it from the store");
@@ -416,19 +434,48 @@ impl Knowledge {
                 }
             }
         }
-        for t in &tenants {
-            let restored = match self.space_for(t) {
-                Ok(Some(space)) => self.recover_tenant(t, &space),
-                Ok(None) => Ok(()),
-                // Recorded and logged as an outage by space_for.
-                Err(Error::Unavailable(_)) => Ok(()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = restored {
-                tracing::error!(tenant = %t, error = %e, "restoring the vector index of a tenant failed");
+        let (own, shared): (Vec<TenantId>, Vec<TenantId>) = tenants
+            .into_iter()
+            .partition(|t| self.has_own_embeddings(t));
+        for t in &shared {
+            self.recover_vectors(t);
+        }
+        if !own.is_empty() {
+            let me = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("recover-tenants".into())
+                .spawn(move || {
+                    for t in &own {
+                        me.recover_vectors(t);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the tenant recovery thread; tenants with their own embedding model recover at their first search");
             }
         }
         Ok(())
+    }
+
+    /// Whether a tenant has embedding settings of its own (not the server's model).
+    fn has_own_embeddings(&self, t: &TenantId) -> bool {
+        self.svc
+            .tenant_settings(t)
+            .is_ok_and(|s| tenant_embed_settings(&s, &self.svc).is_some())
+    }
+
+    /// Restores one tenant's vectors at startup; failures are logged (and recorded as an
+    /// outage by [`space_for`](Self::space_for)), never returned.
+    fn recover_vectors(&self, t: &TenantId) {
+        let restored = match self.space_for(t) {
+            Ok(Some(space)) => self.recover_tenant(t, &space),
+            Ok(None) => Ok(()),
+            // Recorded and logged as an outage by space_for.
+            Err(Error::Unavailable(_)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = restored {
+            tracing::error!(tenant = %t, error = %e, "restoring the vector index of a tenant failed");
+        }
     }
 
     /// Brings a tenant's vectors in line with `space`: re-embedding queued when its chunks

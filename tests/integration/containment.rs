@@ -23,6 +23,8 @@ struct FakeEmbeddings {
     base_url: String,
     nonsense: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
+    hang: tokio::sync::watch::Sender<bool>,
+    held: Arc<AtomicUsize>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -30,13 +32,29 @@ struct FakeEmbeddings {
 struct FakeState {
     nonsense: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
+    /// While true, requests are held open without an answer.
+    hang: tokio::sync::watch::Receiver<bool>,
+    /// Requests held open right now (a client that gives up drops its request).
+    held: Arc<AtomicUsize>,
+}
+
+/// Counts a held request for as long as it is held.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FakeEmbeddings {
     async fn start() -> Self {
+        let (hang, hang_rx) = tokio::sync::watch::channel(false);
         let state = FakeState {
             nonsense: Arc::new(AtomicBool::new(false)),
             calls: Arc::new(AtomicUsize::new(0)),
+            hang: hang_rx,
+            held: Arc::new(AtomicUsize::new(0)),
         };
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
@@ -52,12 +70,19 @@ impl FakeEmbeddings {
             base_url: format!("http://{addr}/v1"),
             nonsense: state.nonsense,
             calls: state.calls,
+            hang,
+            held: state.held,
             _task: task,
         }
     }
 
     fn answer_nonsense(&self, on: bool) {
         self.nonsense.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds every request open (no answer) until called again with `false`.
+    fn hang(&self, on: bool) {
+        self.hang.send_replace(on);
     }
 }
 
@@ -72,6 +97,12 @@ async fn embeddings(
     axum::Json(body): axum::Json<Value>,
 ) -> axum::Json<Value> {
     s.calls.fetch_add(1, Ordering::SeqCst);
+    if *s.hang.borrow() {
+        s.held.fetch_add(1, Ordering::SeqCst);
+        let _held = Held(s.held.clone());
+        let mut hang = s.hang.clone();
+        let _ = hang.wait_for(|on| !*on).await;
+    }
     if s.nonsense.load(Ordering::SeqCst) {
         return axum::Json(json!({"status": "all good", "vectors": "maybe later"}));
     }
@@ -432,4 +463,47 @@ async fn a_failing_endpoint_is_retried_after_the_retry_time_not_per_search() {
     assert_eq!(r.body["mode"], "hybrid", "{}", r.text);
     assert!(r.body.get("warnings").is_none(), "{}", r.text);
     assert_eq!(health(&s, &a.token).await["vectorSearch"]["status"], "ok");
+}
+
+/// A tenant endpoint that hangs (accepts, never answers) must not hold the port: startup
+/// restores such a tenant in the background, and the server serves everyone meanwhile.
+#[tokio::test]
+async fn a_hanging_tenant_endpoint_does_not_hold_up_startup() {
+    let fake = FakeEmbeddings::start().await;
+    let s = start().await;
+    let acme = s.register("admin@acme.test", "Acme").await;
+    let other = s.register("admin@other.test", "Other").await;
+    s.put(
+        "/api/settings/embeddings",
+        &acme.token,
+        embeddings_override(&fake, "acme-embed"),
+    )
+    .await
+    .expect(200);
+
+    fake.hang(true);
+    let dir = s.stop().await;
+    // Were recovery to wait for the endpoint, this would return only after the embeddings
+    // client gave up on it, and no request would be held below any more.
+    let s = start_in(dir, |_| {}).await;
+    let t0 = Instant::now();
+    while fake.held.load(Ordering::SeqCst) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "startup recovery never called the tenant's endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The endpoint is still holding the recovery's call, and the server serves.
+    let r = s
+        .search(
+            &other.token,
+            json!({"query": "anything", "mode": "keyword"}),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(health(&s, &other.token).await["status"], "ok");
+    assert_eq!(fake.held.load(Ordering::SeqCst), 1);
+    fake.hang(false);
+    s.stop().await;
 }
