@@ -19,6 +19,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 256;
@@ -26,15 +27,28 @@ pub const MAX_LEN: usize = 256;
 type Task = Box<dyn FnOnce() + Send>;
 
 /// How long a hashing thread keeps its work area after its last hash.
-#[cfg(not(test))]
-pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(10);
-#[cfg(test)]
-pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(300);
+pub const IDLE_RELEASE: Duration = Duration::from_secs(10);
 
-/// The hashing threads' shared queue.
+/// Hashing threads and their shared queue. The server has one ([`pool`]); tests build
+/// their own with a short idle time.
 struct Pool {
     tasks: Mutex<VecDeque<Task>>,
     ready: Condvar,
+    /// How long a thread keeps its work area without work.
+    idle_release: Duration,
+    /// The work areas of this pool's threads.
+    held: Mutex<Held>,
+    /// Signalled whenever `held` changes.
+    held_changed: Condvar,
+}
+
+/// Work-area accounting of a pool.
+#[derive(Default)]
+struct Held {
+    /// Held right now (at most one per thread; 0 when idle).
+    now: usize,
+    /// Given back after an idle spell, since the pool started.
+    released: u64,
 }
 
 static THREADS: OnceLock<usize> = OnceLock::new();
@@ -45,75 +59,108 @@ pub fn configure(threads: usize) {
     let _ = THREADS.set(threads.max(1));
 }
 
+/// The server's pool: [`configure`]d threads (one per core by default), [`IDLE_RELEASE`].
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let pool = Arc::new(Pool {
-            tasks: Mutex::new(VecDeque::new()),
-            ready: Condvar::new(),
-        });
         let n = *THREADS.get_or_init(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-        for i in 0..n {
-            let p = pool.clone();
-            std::thread::Builder::new()
-                .name(format!("password-hash-{i}"))
-                .spawn(move || worker(&p))
-                .expect("BUG: cannot spawn a password hashing thread");
-        }
-        pool
+        Pool::start(n, IDLE_RELEASE)
     })
 }
 
-/// Runs tasks; after [`IDLE_RELEASE`] without one, frees the work area and sleeps until
-/// the next task.
-fn worker(p: &Pool) {
-    let mut holding = false;
-    loop {
-        let task = {
-            let mut q = p.tasks.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                if let Some(t) = q.pop_front() {
-                    break t;
-                }
-                if holding {
-                    let (g, timeout) = p
-                        .ready
-                        .wait_timeout(q, IDLE_RELEASE)
-                        .unwrap_or_else(|e| e.into_inner());
-                    q = g;
-                    if timeout.timed_out() && q.is_empty() {
-                        release_work_area();
-                        holding = false;
+impl Pool {
+    /// Starts `threads` hashing threads that free their work area after `idle_release`
+    /// without work.
+    fn start(threads: usize, idle_release: Duration) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            tasks: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            idle_release,
+            held: Mutex::new(Held::default()),
+            held_changed: Condvar::new(),
+        });
+        for i in 0..threads.max(1) {
+            let p = pool.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || p.worker())
+                .expect("BUG: cannot spawn a password hashing thread");
+        }
+        pool
+    }
+
+    /// Runs tasks; after `idle_release` without one, frees the work area and sleeps until
+    /// the next task.
+    fn worker(&self) {
+        let mut holding = false;
+        loop {
+            let task = {
+                let mut q = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(t) = q.pop_front() {
+                        break t;
                     }
-                } else {
-                    q = p.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    if holding {
+                        let (g, timeout) = self
+                            .ready
+                            .wait_timeout(q, self.idle_release)
+                            .unwrap_or_else(|e| e.into_inner());
+                        q = g;
+                        if timeout.timed_out() && q.is_empty() {
+                            release_work_area();
+                            holding = false;
+                            self.count_held(false);
+                        }
+                    } else {
+                        q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                    }
                 }
+            };
+            task();
+            // A task takes a work area when the thread had none (it never frees one).
+            if !holding && WORK.with(|w| !w.borrow().is_empty()) {
+                self.count_held(true);
+                holding = true;
             }
-        };
-        task();
-        holding = WORK.with(|w| !w.borrow().is_empty());
+        }
+    }
+
+    /// Counts a work area taken (`true`) or given back, and tells whoever waits on them.
+    fn count_held(&self, taken: bool) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if taken {
+            held.now += 1;
+        } else {
+            held.now = held.now.saturating_sub(1);
+            held.released += 1;
+        }
+        self.held_changed.notify_all();
+    }
+
+    /// Runs `f` on a hashing thread and waits for its result.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let task: Task = Box::new(move || {
+            let _ = done_tx.send(f());
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(task);
+        self.ready.notify_one();
+        done_rx
+            .recv()
+            .expect("BUG: a password hashing thread dropped a task")
     }
 }
 
-/// Runs `f` on a hashing thread and waits for its result.
+/// Runs `f` on a thread of the server's hashing pool and waits for its result.
 fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-    let task: Task = Box::new(move || {
-        let _ = done_tx.send(f());
-    });
-    let p = pool();
-    p.tasks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push_back(task);
-    p.ready.notify_one();
-    done_rx
-        .recv()
-        .expect("BUG: a password hashing thread dropped a task")
+    pool().run(f)
 }
 
 /// Admission to the hashing pool for request handlers: at most `threads + queue` hashes
@@ -166,18 +213,12 @@ thread_local! {
     static WORK: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Work areas held by hashing threads right now (at most one per thread; 0 when idle).
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
 /// Frees this thread's work area. Freed whole: a block this size is its own mapping,
 /// returned to the OS (the next hash maps a fresh one).
 fn release_work_area() {
     WORK.with(|w| {
         let mut w = w.borrow_mut();
-        if !w.is_empty() {
-            *w = Vec::new();
-            HELD.fetch_sub(1, Ordering::AcqRel);
-        }
+        *w = Vec::new();
     });
 }
 
@@ -186,9 +227,6 @@ fn raw_hash(pw: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
     WORK.with(|w| {
         let mut w = w.borrow_mut();
         if w.len() != M_COST as usize {
-            if w.is_empty() {
-                HELD.fetch_add(1, Ordering::AcqRel);
-            }
             *w = vec![argon2::Block::default(); M_COST as usize];
         }
         let mut out = [0u8; 32];
@@ -201,11 +239,16 @@ fn raw_hash(pw: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
 
 /// Hashes a password into a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`).
 pub fn hash(password: &str) -> Result<String, String> {
+    on_hash_thread(hash_task(password))
+}
+
+/// The work of [`hash`], to run on a hashing thread.
+fn hash_task(password: &str) -> impl FnOnce() -> Result<String, String> + Send + use<> {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
     use rand::RngCore;
     let pw = password.to_string();
-    on_hash_thread(move || {
+    move || {
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let out = raw_hash(pw.as_bytes(), &salt)?;
@@ -214,7 +257,7 @@ pub fn hash(password: &str) -> Result<String, String> {
             B64.encode(salt),
             B64.encode(out)
         ))
-    })
+    }
 }
 
 /// True when `password` matches `phc`. A malformed hash never matches. Hashes with other
@@ -252,33 +295,38 @@ pub fn verify_dummy(password: &str) {
 mod tests {
     #[test]
     fn work_areas_are_bounded_by_the_threads_and_given_back_when_idle() {
-        use std::sync::atomic::Ordering;
-        let h = super::hash("correct horse").unwrap();
+        use std::time::{Duration, Instant};
+        // A pool of its own (other tests hash on the server's), quick to go idle.
+        let pool = super::Pool::start(2, Duration::from_millis(1));
+        let held = || pool.held.lock().unwrap().now;
         // Many hashes at once hold at most one work area per hashing thread.
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let h = h.clone();
-                std::thread::spawn(move || super::verify("correct horse", &h))
-            })
-            .collect();
-        for t in threads {
-            assert!(t.join().unwrap());
-        }
-        let max = *super::THREADS.get().expect("pool started");
-        assert!(super::HELD.load(Ordering::Acquire) <= max);
-        // Other tests hash too, so wait for a quiet spell rather than once.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            std::thread::sleep(super::IDLE_RELEASE * 2);
-            if super::HELD.load(Ordering::Acquire) == 0 {
-                break;
-            }
+        let hashes: Vec<_> = std::thread::scope(|sc| {
+            let runs: Vec<_> = (0..8)
+                .map(|_| sc.spawn(|| pool.run(super::hash_task("correct horse"))))
+                .collect();
+            let seen = held();
+            assert!(seen <= 2, "{seen} work areas for 2 threads");
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(hashes.iter().all(|h| h.is_ok()), "{hashes:?}");
+        assert!(held() <= 2);
+        // Idle, every thread gives its work area back: wait for the workers' signal (the
+        // deadline only turns a hang into a failure). At least one was taken and given back.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut h = pool.held.lock().unwrap();
+        while h.now > 0 || h.released == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
             assert!(
-                std::time::Instant::now() < deadline,
-                "work area never released"
+                !left.is_zero(),
+                "work area never released ({} held, {} released)",
+                h.now,
+                h.released
             );
+            h = pool.held_changed.wait_timeout(h, left).unwrap().0;
         }
-        // And comes back for the next hash.
+        drop(h);
+        // And one comes back for the next hash.
+        let h = pool.run(super::hash_task("correct horse")).unwrap();
         assert!(super::verify("correct horse", &h));
     }
 
