@@ -4,10 +4,11 @@ use super::error::{Error, redact};
 use super::sse::{SseEvent, SseParser};
 use super::tokens::{count_message_tokens, count_tokens};
 use super::types::{ChatMessage, ChatRequest, ChatResponse, StreamEvent, Usage};
-use super::wire::{Assembler, Chunk, Completion, ModelList, error_message, message_in, one_line};
+use super::wire::{Assembler, Chunk, Completion, ModelList};
 use crate::config::Secret;
 use crate::net::Policy;
 use crate::net::upstream::{Next, RetryPolicy, read_error_body, retry_after, root_cause};
+use crate::net::upstream::{error_message, message_in, sanitise};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -289,7 +290,7 @@ impl Client {
         let list: ModelList = serde_json::from_slice(&body).map_err(|e| {
             Error::Protocol(p.redact(format!(
                 "invalid model list: {}",
-                one_line(&e.to_string(), 200)
+                sanitise(&e.to_string(), 200)
             )))
         })?;
         let mut ids: Vec<String> = list.data.into_iter().map(|m| m.id).collect();
@@ -463,7 +464,7 @@ fn parse_completion(p: &Provider, body: &[u8]) -> Result<Parsed, Error> {
     let c: Completion = serde_json::from_slice(body).map_err(|e| {
         Error::Protocol(p.redact(format!(
             "invalid JSON in the answer: {}",
-            one_line(&e.to_string(), 200)
+            sanitise(&e.to_string(), 200)
         )))
     })?;
     let Some(choice) = c.choices.into_iter().next() else {
@@ -750,7 +751,7 @@ impl StreamState {
         let bad_json = |e: serde_json::Error| {
             Failure::fatal(Error::Protocol(p.redact(format!(
                 "invalid JSON in the stream: {}",
-                one_line(&e.to_string(), 200)
+                sanitise(&e.to_string(), 200)
             ))))
         };
         let error_value = if ev.event.as_deref() == Some("error") {

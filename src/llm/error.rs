@@ -1,7 +1,7 @@
 //! Errors of the chat client, and the one-line reasons shown to admins for failed messages.
 
-use super::wire::one_line;
 pub(crate) use crate::net::upstream::redact;
+use crate::net::upstream::sanitise;
 use std::time::Duration;
 
 /// Why a chat call failed.
@@ -93,7 +93,7 @@ impl Error {
             ),
             Error::Cancelled => "The answer was cancelled.".to_string(),
         };
-        mask_key_like(&one_line(&s, 600))
+        mask_key_like(&sanitise(&s, 600))
     }
 }
 

@@ -120,34 +120,6 @@ pub(crate) struct ModelEntry {
     pub id: String,
 }
 
-/// The human-readable reason in an upstream error body: the shared rule of
-/// [`crate::net::upstream::error_message`] (the usual JSON shapes, sanitised and short; a
-/// raw body is never echoed).
-pub(crate) fn error_message(status: u16, body: &[u8]) -> String {
-    crate::net::upstream::error_message(status, body)
-}
-
-/// The message inside an error JSON value, if it has one (sanitised and short).
-pub(crate) fn message_in(v: &serde_json::Value) -> Option<String> {
-    crate::net::upstream::message_in(v)
-}
-
-/// Collapses whitespace runs (newlines included) and cuts at `max` characters.
-pub(crate) fn one_line(s: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (n, word) in s.split_whitespace().enumerate() {
-        if n > 0 {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    if out.chars().count() > max {
-        let cut: String = out.chars().take(max).collect();
-        return format!("{cut}…");
-    }
-    out
-}
-
 #[derive(Default)]
 struct PartialCall {
     id: String,
@@ -273,6 +245,7 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::upstream::error_message;
     use serde_json::json;
 
     fn chunk(v: serde_json::Value) -> Chunk {
