@@ -441,6 +441,8 @@ async fn main() -> Result<()> {
         job_workers: 1,
         log_level: "warn".into(),
         shutdown_timeout_secs: 5,
+        // The fake upstream is the tenant's AI base URL, on loopback: the operator allows it.
+        outbound_allowed_private_hosts: "127.0.0.1".into(),
         ..Config::default()
     };
     let (fake_url, fake) = start_fake(Duration::from_millis(o.delay_ms)).await?;
