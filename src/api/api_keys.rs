@@ -3,7 +3,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, PageParams, Query};
-use super::views::{ApiKeyView, Paged};
+use super::views::{ApiKeyView, Paged, paged};
 use crate::types::{ApiKeyId, Role};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -41,7 +41,7 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Paged<ApiKeyView>>> {
     let page = p.to_req()?;
     let r = state.run(move |s| s.list_api_keys(&caller, &page)).await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 /// Create a key. The `secret` (`ak_...`) is in this answer only.
@@ -55,6 +55,7 @@ pub async fn create(
     let (key, secret) = state
         .run(move |s| s.create_api_key(&caller, &r.name, r.role, r.expires_at))
         .await?;
+    let key = ApiKeyView::from(&key);
     Ok((StatusCode::CREATED, axum::Json(CreatedKey { key, secret })))
 }
 

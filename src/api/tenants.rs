@@ -145,7 +145,7 @@ pub async fn list_users(
     let r = state
         .run(move |s| s.list_users(&caller, &id, &page))
         .await?;
-    Ok(axum::Json(r.into()))
+    Ok(axum::Json(paged(r)))
 }
 
 /// Invite a person; answers the invitation and a link to copy (also emailed when SMTP is set).
@@ -223,11 +223,10 @@ pub async fn update_user(
         role: r.role,
         name: r.name,
     };
-    Ok(axum::Json(
-        state
-            .run(move |s| s.update_user(&caller, &id, &uid, patch))
-            .await?,
-    ))
+    let user = state
+        .run(move |s| s.update_user(&caller, &id, &uid, patch))
+        .await?;
+    Ok(axum::Json(UserView::from(&user)))
 }
 
 /// Remove a user (TENANT_ADMIN). The last admin cannot be removed.

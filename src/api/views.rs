@@ -1,5 +1,6 @@
 //! What clients see: every JSON response body of the API is one of these types (or one of
-//! the views re-exported at the end, which other layers already shape from records).
+//! the views re-exported below: settings and search results the domain and knowledge layers
+//! compute, never records).
 //!
 //! The records of `crate::model` are what the store keeps; they do not derive `ToSchema` and
 //! are never serialised to a client. Each view here is built from its record by an explicit
@@ -8,9 +9,10 @@
 //! Depends on `model` and `types` only.
 
 use crate::model::{
-    ActiveStatus, Agent, Chunk, Citation, Conversation, ConversationMode, ConversationStatus,
-    Customer, Document, DocumentStatus, HttpTool, Invitation, Job, JobStatus, Message, MessageRole,
-    MessageStatus, RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage,
+    ActiveStatus, Agent, ApiKey, Chunk, Citation, Conversation, ConversationMode,
+    ConversationStatus, Customer, Document, DocumentStatus, HttpTool, Invitation, Job, JobStatus,
+    Message, MessageRole, MessageStatus, RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage,
+    User,
 };
 use crate::types::*;
 use serde::Serialize;
@@ -19,8 +21,6 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 pub use crate::domain::Paged;
-pub use crate::domain::api_keys::ApiKeyView;
-pub use crate::domain::auth::UserView;
 pub use crate::domain::settings::AiSettingsView;
 pub use crate::knowledge::SearchResult;
 pub use crate::knowledge::settings::EmbeddingSettingsView;
@@ -518,5 +518,75 @@ mod tests {
         let v = serde_json::to_value(ToolView::from(&tool)).unwrap();
         assert_eq!(v["type"], "http");
         assert_eq!(v["headers"]["Authorization"], HEADER_MASK);
+    }
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: UserId,
+    pub tenant_id: Option<TenantId>,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_login_at: Option<Timestamp>,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            tenant_id: (!u.tenant_id.is_platform()).then(|| u.tenant_id.clone()),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: u.role,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            last_login_at: u.last_login_at,
+        }
+    }
+}
+
+/// A key as listed (never the secret).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyView {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub prefix: String,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<Timestamp>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
+    pub created_by: Option<UserId>,
+}
+
+impl From<&ApiKey> for ApiKeyView {
+    fn from(k: &ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            role: k.role,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            created_by: k.created_by.clone(),
+        }
     }
 }

@@ -6,46 +6,9 @@ use crate::auth::{Action, Caller};
 use crate::model::ApiKey;
 use crate::store::{Index, Page, make_ref};
 use crate::types::*;
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// A key as listed (never the secret).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ApiKeyView {
-    pub id: ApiKeyId,
-    pub name: String,
-    pub prefix: String,
-    pub role: Role,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: Timestamp,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub last_used_at: Option<Timestamp>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub expires_at: Option<Timestamp>,
-    pub created_by: Option<UserId>,
-}
-
-impl From<&ApiKey> for ApiKeyView {
-    fn from(k: &ApiKey) -> Self {
-        ApiKeyView {
-            id: k.id.clone(),
-            name: k.name.clone(),
-            prefix: k.prefix.clone(),
-            role: k.role,
-            created_at: k.created_at,
-            last_used_at: k.last_used_at,
-            expires_at: k.expires_at,
-            created_by: k.created_by.clone(),
-        }
-    }
-}
 
 impl Services {
-    pub fn list_api_keys(&self, caller: &Caller, page: &PageReq) -> Result<Page<ApiKeyView>> {
+    pub fn list_api_keys(&self, caller: &Caller, page: &PageReq) -> Result<Page<ApiKey>> {
         caller
             .require(Action::ManageApiKeys)
             .map_err(|d| Error::denied(d, "api_key"))?;
@@ -59,7 +22,7 @@ impl Services {
             )
         })?;
         Ok(Page {
-            items: p.items.iter().map(ApiKeyView::from).collect(),
+            items: p.items,
             next: p.next,
         })
     }
@@ -71,7 +34,7 @@ impl Services {
         name: &str,
         role: Option<Role>,
         expires_at: Option<Timestamp>,
-    ) -> Result<(ApiKeyView, String)> {
+    ) -> Result<(ApiKey, String)> {
         caller
             .require(Action::ManageApiKeys)
             .map_err(|d| Error::denied(d, "api_key"))?;
@@ -118,7 +81,7 @@ impl Services {
             tx.put(&key)?;
             Ok::<_, Error>(())
         })?;
-        Ok((ApiKeyView::from(&key), secret))
+        Ok((key, secret))
     }
 
     pub fn delete_api_key(&self, caller: &Caller, id: &ApiKeyId) -> Result<()> {

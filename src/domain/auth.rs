@@ -14,41 +14,6 @@ use utoipa::ToSchema;
 const REMEMBERED_ROTATIONS: usize = 32;
 const RESET_TTL: time::Duration = time::Duration::hours(1);
 
-/// A user as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct UserView {
-    pub id: UserId,
-    pub tenant_id: Option<TenantId>,
-    pub email: String,
-    pub name: String,
-    pub role: Role,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: Timestamp,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub updated_at: Timestamp,
-    #[serde(with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub last_login_at: Option<Timestamp>,
-}
-
-impl From<&User> for UserView {
-    fn from(u: &User) -> Self {
-        UserView {
-            id: u.id.clone(),
-            tenant_id: (!u.tenant_id.is_platform()).then(|| u.tenant_id.clone()),
-            email: u.email.clone(),
-            name: u.name.clone(),
-            role: u.role,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-            last_login_at: u.last_login_at,
-        }
-    }
-}
-
 /// A fresh access/refresh pair.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

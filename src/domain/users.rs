@@ -1,6 +1,6 @@
 //! Users of a tenant: listing, invitations, role changes and removal (never the last admin).
 
-use super::auth::{UserView, revoke_user_sessions};
+use super::auth::revoke_user_sessions;
 use super::{Checks, Error, PageReq, Result, Services, normalize_email};
 use crate::auth::tokens::random_token;
 use crate::auth::{Action, Caller};
@@ -32,18 +32,14 @@ impl Services {
         caller: &Caller,
         tid: &TenantId,
         page: &PageReq,
-    ) -> Result<Page<UserView>> {
+    ) -> Result<Page<User>> {
         caller
             .require_in(tid, Action::ReadUsers)
             .map_err(|d| Error::denied(d, "tenant"))?;
         self.tenant_exists(tid)?;
-        let p = self
+        Ok(self
             .store
-            .read(|tx| tx.list::<User>(tid, None, page.cursor.as_deref(), page.limit, false))?;
-        Ok(Page {
-            items: p.items.iter().map(UserView::from).collect(),
-            next: p.next,
-        })
+            .read(|tx| tx.list::<User>(tid, None, page.cursor.as_deref(), page.limit, false))?)
     }
 
     pub fn list_invitations(
@@ -175,7 +171,7 @@ impl Services {
         tid: &TenantId,
         uid: &UserId,
         patch: UserPatch,
-    ) -> Result<UserView> {
+    ) -> Result<User> {
         caller
             .require_in(tid, Action::ManageUsers)
             .map_err(|d| Error::denied(d, "tenant"))?;
@@ -206,7 +202,7 @@ impl Services {
             }
             u.updated_at = now();
             tx.put(&u)?;
-            Ok(UserView::from(&u))
+            Ok(u)
         })
     }
 
