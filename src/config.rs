@@ -530,10 +530,12 @@ impl Config {
         if self.turn_workers > 0 {
             self.turn_workers
         } else {
+            // A worker holds one turn while the model answers (seconds with a real model):
+            // the pool bounds how many conversations wait on the model at once, not CPU.
             std::thread::available_parallelism()
-                .map(|n| n.get() * 4)
-                .unwrap_or(8)
-                .max(8)
+                .map(|n| n.get() * 16)
+                .unwrap_or(64)
+                .max(64)
         }
     }
 
