@@ -168,6 +168,12 @@ async fn wait_embedded(s: &Server, token: &str, doc: &str, model: &str) {
     }
 }
 
+/// The handbook's question in `mode`, asked in `token`'s tenant.
+async fn ask(s: &Server, token: &str, mode: &str) -> Resp {
+    s.search(token, json!({"query": "vacation days", "mode": mode}))
+        .await
+}
+
 async fn health(s: &Server, token: &str) -> Value {
     let r = s.get("/api/health", token).await;
     r.expect(200);
@@ -216,12 +222,7 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
         assert_eq!(r.body["vectorSearch"]["status"], "ok", "{}", r.text);
         wait_embedded(&s, &t.token, doc, &format!("openai:{model}")).await;
     }
-    let v = s
-        .search(
-            &acme.token,
-            json!({"query": "vacation days", "mode": "vector"}),
-        )
-        .await;
+    let v = ask(&s, &acme.token, "vector").await;
     v.expect(200);
     assert_eq!(
         v.body["data"][0]["documentId"],
@@ -237,9 +238,7 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
 
     // The other tenant serves normally, vectors included.
     for mode in ["vector", "hybrid"] {
-        let r = s
-            .search(&fine.token, json!({"query": "vacation days", "mode": mode}))
-            .await;
+        let r = ask(&s, &fine.token, mode).await;
         r.expect(200);
         assert_eq!(r.body["mode"], mode, "{}", r.text);
         assert!(r.body.get("warnings").is_none(), "{}", r.text);
@@ -257,12 +256,7 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
 
     // Acme keeps its keyword search; hybrid degrades to keywords and says so; vector fails
     // clearly and fast.
-    let k = s
-        .search(
-            &acme.token,
-            json!({"query": "vacation days", "mode": "keyword"}),
-        )
-        .await;
+    let k = ask(&s, &acme.token, "keyword").await;
     k.expect(200);
     assert_eq!(
         k.body["data"][0]["documentId"],
@@ -270,12 +264,7 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
         "{}",
         k.text
     );
-    let h = s
-        .search(
-            &acme.token,
-            json!({"query": "vacation days", "mode": "hybrid"}),
-        )
-        .await;
+    let h = ask(&s, &acme.token, "hybrid").await;
     h.expect(200);
     assert_eq!(h.body["mode"], "keyword", "{}", h.text);
     assert!(
@@ -291,12 +280,9 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
         "{}",
         h.text
     );
-    s.search(
-        &acme.token,
-        json!({"query": "vacation days", "mode": "vector"}),
-    )
-    .await
-    .expect_err(422, "embeddings_unavailable");
+    ask(&s, &acme.token, "vector")
+        .await
+        .expect_err(422, "embeddings_unavailable");
 
     // Health and the settings page say why, for the tenant and for the platform admin.
     let mine = health(&s, &acme.token).await;
@@ -385,12 +371,7 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
         .await;
     r.expect(200);
     assert_eq!(r.body["vectorSearch"]["status"], "ok", "{}", r.text);
-    let v = s
-        .search(
-            &acme.token,
-            json!({"query": "vacation days", "mode": "vector"}),
-        )
-        .await;
+    let v = ask(&s, &acme.token, "vector").await;
     v.expect(200);
     assert_eq!(
         v.body["data"][0]["documentId"],
@@ -398,12 +379,7 @@ async fn a_tenant_with_a_broken_embeddings_endpoint_never_stops_the_server() {
         "{}",
         v.text
     );
-    let h = s
-        .search(
-            &acme.token,
-            json!({"query": "vacation days", "mode": "hybrid"}),
-        )
-        .await;
+    let h = ask(&s, &acme.token, "hybrid").await;
     assert_eq!(h.body["mode"], "hybrid", "{}", h.text);
     assert_eq!(
         health(&s, &acme.token).await["vectorSearch"]["status"],
