@@ -2,6 +2,7 @@
 
 mod common;
 mod fake_openai;
+mod js;
 #[path = "../../src/test_model.rs"]
 mod test_model;
 
