@@ -28,7 +28,10 @@ pub fn node_clients(test: &str) -> Option<PathBuf> {
         return skip(test, "node is not on PATH (install Node.js 20+)");
     }
     if !dir.join("node_modules/socket.io-client").is_dir() {
-        return skip(test, "tests/js has no node_modules (run `npm ci` in tests/js)");
+        return skip(
+            test,
+            "tests/js has no node_modules (run `npm ci` in tests/js)",
+        );
     }
     Some(dir)
 }
@@ -38,7 +41,10 @@ pub fn node_clients(test: &str) -> Option<PathBuf> {
 pub fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
     let dir = node_clients(test)?;
     if !dir.join("node_modules/playwright-core").is_dir() {
-        return skip(test, "tests/js has no playwright-core (run `npm ci` in tests/js)");
+        return skip(
+            test,
+            "tests/js has no playwright-core (run `npm ci` in tests/js)",
+        );
     }
     let chromium = std::env::var_os(CHROMIUM)
         .map(PathBuf::from)
