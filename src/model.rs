@@ -509,6 +509,9 @@ pub struct Conversation {
     pub created_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub closed_at: Option<OffsetDateTime>,
+    /// The `seq` of the last message committed in the conversation (0: none yet).
+    #[serde(default)]
+    pub last_seq: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -568,6 +571,15 @@ pub struct Message {
     pub author_id: Option<UserId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Commit order within the conversation (1, 2, 3 ...), assigned in the transaction that
+    /// stores the message. Ids are not commit order: an AI answer's id is chosen while it
+    /// streams, before messages posted meanwhile commit.
+    #[serde(default)]
+    pub seq: u64,
+    /// The sender's idempotency key: a resend with the same key in the conversation gets
+    /// this message back instead of a new one.
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 /// A live-update subscription (webhook target or socket room) of a tenant.

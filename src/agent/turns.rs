@@ -196,6 +196,8 @@ impl Engine {
                     error: None,
                     author_id: None,
                     created_at: now(),
+                    seq: 0,
+                    client_id: None,
                 };
                 let outcome = outcome_of(&r, agent.fallback_message.as_deref());
                 let stats = TurnStats {
@@ -292,6 +294,8 @@ impl Engine {
             error: Some(e.message),
             author_id: None,
             created_at: now(),
+            seq: 0,
+            client_id: None,
         };
         self.persist(caller, failed, None, stats, upstream, job)
             .await

@@ -203,6 +203,10 @@ pub struct PostMessageReq {
     /// Answer later instead of in this response (`reply: null`).
     #[serde(default, rename = "async")]
     is_async: bool,
+    /// The sender's idempotency key (1-64 characters): a resend with the same key in this
+    /// conversation answers with the message stored the first time, never a duplicate.
+    #[serde(default)]
+    client_id: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -242,18 +246,25 @@ pub async fn post_message(
     let id = conversation_id(&id)?;
     let content = r.content;
     let role = r.role;
+    let client_id = r.client_id;
     let tenant = caller.tenant().clone();
     let c2 = caller.clone();
     let posted = state
-        .run(move |s| s.post_message(&caller, &id, role, &content))
+        .run(move |s| s.post_message(&caller, &id, role, &content, client_id.as_deref()))
         .await?;
     // The turn is a durable job committed with the message: it is answered even if this
     // client leaves or the server stops. A synchronous request waits for it.
     let job = match posted.turn_job {
         Some(job) if !r.is_async => job,
         _ => {
+            // A resend of a stored message (same clientId) changes nothing: 200, not 201.
+            let status = if posted.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             return Ok((
-                StatusCode::CREATED,
+                status,
                 axum::Json(PostMessageResponse {
                     message: MessageView::from(&posted.message),
                     reply: None,

@@ -441,6 +441,10 @@ pub struct MessageView {
     pub author_id: Option<UserId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Commit order within the conversation (1, 2, 3 ...): the order to show and replay in.
+    pub seq: u64,
+    /// The sender's idempotency key, when it sent one.
+    pub client_id: Option<String>,
 }
 
 impl From<&Message> for MessageView {
@@ -457,6 +461,8 @@ impl From<&Message> for MessageView {
             error: m.error.clone(),
             author_id: m.author_id.clone(),
             created_at: m.created_at,
+            seq: m.seq,
+            client_id: m.client_id.clone(),
         }
     }
 }

@@ -424,6 +424,7 @@ mod tests {
             message_count: 0,
             created_at: now(),
             closed_at: None,
+            last_seq: 0,
         }
     }
 

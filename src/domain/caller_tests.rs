@@ -8,7 +8,7 @@ use crate::model::*;
 use crate::types::*;
 use std::sync::Arc;
 
-fn services(dir: &std::path::Path) -> Services {
+pub(super) fn services(dir: &std::path::Path) -> Services {
     let config = crate::config::Config {
         data_dir: dir.to_path_buf(),
         ..Default::default()
@@ -102,9 +102,9 @@ fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
     let conv = s
         .create_conversation(&hook, &agent.id, Some(&channel.id), Customer::default())
         .expect("webhook opens a conversation");
-    s.post_message(&hook, &conv.id, MessageRole::Customer, "hello")
+    s.post_message(&hook, &conv.id, MessageRole::Customer, "hello", None)
         .expect("webhook posts a customer message");
-    forbidden(s.post_message(&hook, &conv.id, MessageRole::Human, "I am staff"));
+    forbidden(s.post_message(&hook, &conv.id, MessageRole::Human, "I am staff", None));
     forbidden(s.list_conversations(&hook, &Default::default(), &page));
     forbidden(s.list_messages(&hook, &conv.id, &page));
     forbidden(s.get_agent(&hook, &agent.id));
@@ -119,11 +119,17 @@ fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
         .list_messages(&visitor, &conv.id, &page)
         .expect("visitor reads its conversation");
     assert_eq!(msgs.items.len(), 1);
-    s.post_message(&visitor, &conv.id, MessageRole::Customer, "still there?")
-        .expect("visitor posts in its conversation");
+    s.post_message(
+        &visitor,
+        &conv.id,
+        MessageRole::Customer,
+        "still there?",
+        None,
+    )
+    .expect("visitor posts in its conversation");
     not_found(s.list_messages(&visitor, &other.id, &page));
-    not_found(s.post_message(&visitor, &other.id, MessageRole::Customer, "hi"));
-    forbidden(s.post_message(&visitor, &conv.id, MessageRole::Human, "x"));
+    not_found(s.post_message(&visitor, &other.id, MessageRole::Customer, "hi", None));
+    forbidden(s.post_message(&visitor, &conv.id, MessageRole::Human, "x", None));
     forbidden(s.create_conversation(&visitor, &agent.id, None, Customer::default()));
     forbidden(s.list_conversations(&visitor, &Default::default(), &page));
     forbidden(s.get_conversation(&visitor, &conv.id));
@@ -188,7 +194,7 @@ fn a_turns_history_skips_later_customer_messages_but_not_later_answers() {
         .create_conversation(&admin, &agent.id, None, Customer::default())
         .expect("conversation");
     let post = |text: &str| {
-        s.post_message(&admin, &conv.id, MessageRole::Customer, text)
+        s.post_message(&admin, &conv.id, MessageRole::Customer, text, None)
             .expect("posted")
             .message
     };
@@ -216,6 +222,8 @@ fn a_turns_history_skips_later_customer_messages_but_not_later_answers() {
         error: None,
         author_id: None,
         created_at: now(),
+        seq: 0,
+        client_id: None,
     };
     s.store.write(|tx| tx.put(&answer)).expect("answer stored");
     let third = post("third");

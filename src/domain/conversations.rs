@@ -10,10 +10,13 @@ use crate::auth::{Action, Caller, Denied};
 use crate::events::Event;
 use crate::jobs::Jobs;
 use crate::model::*;
-use crate::store::{Page, WriteTx};
+use crate::store::{Index, Page, WriteTx, make_ref, split_ref};
 use crate::types::*;
 
 pub const MAX_MESSAGE_CHARS: usize = 32_000;
+
+/// Longest accepted `clientId` (a sender's idempotency key).
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
 
 /// The job kind of an AI turn answering one customer message.
 pub const JOB_TURN: &str = "turn";
@@ -82,9 +85,46 @@ pub struct Posted {
     pub needs_ai_reply: bool,
     /// The queued turn job that will answer (when `needs_ai_reply`).
     pub turn_job: Option<JobId>,
+    /// The `clientId` was already used in the conversation: `message` is the one stored
+    /// then, and nothing was written now.
+    pub duplicate: bool,
+}
+
+/// Messages committed after a point, in commit order.
+#[derive(Debug, Clone)]
+pub struct MessagesSince {
+    pub conversation: Conversation,
+    pub messages: Vec<Message>,
+    /// More messages follow the last one (ask again from it).
+    pub more: bool,
+}
+
+/// The index key of a sender's idempotency key in a conversation.
+fn client_key(t: &TenantId, conv: &ConversationId, client_id: &str) -> String {
+    format!("{t}/{conv}/{client_id}")
 }
 
 impl Services {
+    /// Stores `msg` as the next message of `conv`: numbers it (`seq`, commit order: this
+    /// runs inside the write transaction, and redb serialises writers), counts it, and
+    /// records its `clientId`. The caller stores `conv` afterwards.
+    fn append(tx: &WriteTx, conv: &mut Conversation, msg: &mut Message) -> Result<()> {
+        conv.last_seq += 1;
+        msg.seq = conv.last_seq;
+        conv.message_count += 1;
+        conv.last_message_at = Some(msg.created_at);
+        tx.put(msg)?;
+        if let Some(c) = &msg.client_id {
+            let value = make_ref(&conv.tenant_id, &format!("{}/{}", conv.id, msg.id));
+            tx.index_insert_new(
+                Index::MessageClientId,
+                &client_key(&conv.tenant_id, &conv.id, c),
+                &value,
+            )?;
+        }
+        Ok(())
+    }
+
     fn load_conversation(tx: &WriteTx, t: &TenantId, id: &ConversationId) -> Result<Conversation> {
         tx.get::<Conversation>(t, id.as_str())?
             .ok_or(Error::NotFound("conversation"))
@@ -139,10 +179,11 @@ impl Services {
                 message_count: 0,
                 created_at: now,
                 closed_at: None,
+                last_seq: 0,
             };
             tx.put(&conv)?;
             if let Some(g) = agent.greeting.as_deref().filter(|g| !g.trim().is_empty()) {
-                let m = Message {
+                let mut m = Message {
                     id: MessageId::new(),
                     tenant_id: t.clone(),
                     conversation_id: conv.id.clone(),
@@ -154,11 +195,11 @@ impl Services {
                     error: None,
                     author_id: None,
                     created_at: now,
+                    seq: 0,
+                    client_id: None,
                 };
-                tx.put(&m)?;
                 let mut conv = conv.clone();
-                conv.message_count = 1;
-                conv.last_message_at = Some(now);
+                Self::append(tx, &mut conv, &mut m)?;
                 tx.put(&conv)?;
                 return Ok((conv, Some(m)));
             }
@@ -251,13 +292,80 @@ impl Services {
         page.ok_or(Error::NotFound("conversation"))
     }
 
+    /// The conversation and its messages committed after `since` (from the first when
+    /// `None`), in commit order, at most `limit` of them: what a client that reconnects
+    /// missed. `since` must be a message of this conversation.
+    pub fn messages_since(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        since: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<MessagesSince> {
+        let action = if caller.visitor().is_some() {
+            Action::Converse
+        } else {
+            Action::WorkConversations
+        };
+        caller
+            .require_conversation(id, action)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant();
+        let limit = limit.max(1);
+        let found = self.store.read(|tx| {
+            let Some(conversation) = tx.get::<Conversation>(t, id.as_str())? else {
+                return Ok(None);
+            };
+            let after = match since {
+                None => 0,
+                Some(m) => match tx.get::<Message>(t, &format!("{id}/{m}"))? {
+                    Some(m) => m.seq,
+                    None => return Ok(Some(Err(()))),
+                },
+            };
+            // Caught up (the common reconnect): nothing to read.
+            if after >= conversation.last_seq {
+                return Ok(Some(Ok(MessagesSince {
+                    conversation,
+                    messages: vec![],
+                    more: false,
+                })));
+            }
+            // Keys are in id order, not commit order: read the range and sort.
+            let mut messages =
+                tx.scan::<Message>(t, Some(id.as_str()), |m: &Message| m.seq > after)?;
+            messages.sort_by_key(|m| m.seq);
+            let more = messages.len() > limit;
+            messages.truncate(limit);
+            Ok(Some(Ok(MessagesSince {
+                conversation,
+                messages,
+                more,
+            })))
+        })?;
+        match found {
+            None => Err(Error::NotFound("conversation")),
+            Some(Err(())) => {
+                let mut c = Checks::default();
+                c.fail("sinceMessageId", "is not a message of this conversation");
+                c.finish()?;
+                Err(Error::NotFound("message"))
+            }
+            Some(Ok(r)) => Ok(r),
+        }
+    }
+
     /// Stores a customer or human message. A customer message reopens a closed conversation.
+    /// With `client_id`, a resend is idempotent: when a message with that key is already
+    /// stored in the conversation, it is returned (`duplicate`) and nothing is written, no
+    /// event published and no second turn queued.
     pub fn post_message(
         &self,
         caller: &Caller,
         id: &ConversationId,
         role: MessageRole,
         content: &str,
+        client_id: Option<&str>,
     ) -> Result<Posted> {
         // The customer side (channels, visitors in their conversation, and staff) posts
         // customer messages; only people and keys working the inbox answer as a human.
@@ -281,13 +389,34 @@ impl Services {
             "role",
             "must be customer or human",
         );
+        if let Some(k) = client_id {
+            c.check(
+                !k.is_empty() && k.chars().count() <= MAX_CLIENT_ID_CHARS,
+                "clientId",
+                "must be 1 to 64 characters",
+            );
+        }
         c.finish()?;
         let t = caller.tenant().clone();
         let (posted, before, job) = self.store.write(|tx| -> Result<_> {
             let mut conv = Self::load_conversation(tx, &t, id)?;
+            if let Some(k) = client_id
+                && let Some(r) = tx.index_get(Index::MessageClientId, &client_key(&t, id, k))?
+                && let Some((_, key)) = split_ref(&r)
+                && let Some(message) = tx.get::<Message>(&t, key)?
+            {
+                let posted = Posted {
+                    message,
+                    conversation: conv.clone(),
+                    needs_ai_reply: false,
+                    turn_job: None,
+                    duplicate: true,
+                };
+                return Ok((posted, conv, None));
+            }
             let before = conv.clone();
             let now = now();
-            let msg = Message {
+            let mut msg = Message {
                 id: MessageId::new(),
                 tenant_id: t.clone(),
                 conversation_id: conv.id.clone(),
@@ -303,8 +432,9 @@ impl Services {
                     None
                 },
                 created_at: now,
+                seq: 0,
+                client_id: client_id.map(str::to_string),
             };
-            tx.put(&msg)?;
             if role == MessageRole::Customer && conv.status == ConversationStatus::Closed {
                 conv.status = if conv.mode == ConversationMode::Human {
                     ConversationStatus::PendingHuman
@@ -313,8 +443,7 @@ impl Services {
                 };
                 conv.closed_at = None;
             }
-            conv.message_count += 1;
-            conv.last_message_at = Some(now);
+            Self::append(tx, &mut conv, &mut msg)?;
             tx.put(&conv)?;
             let needs_ai_reply = role == MessageRole::Customer
                 && conv.mode == ConversationMode::Ai
@@ -346,11 +475,15 @@ impl Services {
                     conversation: conv,
                     needs_ai_reply,
                     turn_job: job.as_ref().map(|j| j.id.clone()),
+                    duplicate: false,
                 },
                 before,
                 job,
             ))
         })?;
+        if posted.duplicate {
+            return Ok(posted);
+        }
         self.events.publish(Event::MessageCreated {
             conversation: posted.conversation.clone(),
             message: posted.message.clone(),
@@ -451,14 +584,13 @@ impl Services {
             Self::put_turn(tx, tenant, stats)?;
             let mut conv = Self::load_conversation(tx, tenant, &msg.conversation_id)?;
             let before = conv.clone();
-            tx.put(msg)?;
-            conv.message_count += 1;
-            conv.last_message_at = Some(msg.created_at);
+            let mut msg = msg.clone();
+            Self::append(tx, &mut conv, &mut msg)?;
             let mut handoff_note = None;
             if let Some(reason) = handoff {
                 conv.status = ConversationStatus::PendingHuman;
                 conv.mode = ConversationMode::Human;
-                let note = Message {
+                let mut note = Message {
                     id: MessageId::new(),
                     tenant_id: tenant.clone(),
                     conversation_id: conv.id.clone(),
@@ -470,18 +602,22 @@ impl Services {
                     error: None,
                     author_id: None,
                     created_at: now(),
+                    seq: 0,
+                    client_id: None,
                 };
-                tx.put(&note)?;
-                conv.message_count += 1;
+                let at = conv.last_message_at;
+                Self::append(tx, &mut conv, &mut note)?;
+                // The answer's time stays the conversation's last message time.
+                conv.last_message_at = at;
                 handoff_note = Some(note);
             }
             tx.put(&conv)?;
-            Ok(Some((conv, before, handoff_note)))
+            Ok(Some((conv, before, msg, handoff_note)))
         })?;
-        let Some((conv, before, note)) = stored else {
+        let Some((conv, before, msg, note)) = stored else {
             return Ok(None);
         };
-        for message in std::iter::once(msg.clone()).chain(note) {
+        for message in std::iter::once(msg).chain(note) {
             self.events.publish(Event::MessageCreated {
                 conversation: conv.clone(),
                 message,
@@ -578,7 +714,7 @@ impl Services {
                 conv.status = ConversationStatus::Open;
             }
             let now = now();
-            let note = Message {
+            let mut note = Message {
                 id: MessageId::new(),
                 tenant_id: t.clone(),
                 conversation_id: conv.id.clone(),
@@ -590,10 +726,10 @@ impl Services {
                 error: None,
                 author_id: caller.user().cloned(),
                 created_at: now,
+                seq: 0,
+                client_id: None,
             };
-            tx.put(&note)?;
-            conv.message_count += 1;
-            conv.last_message_at = Some(now);
+            Self::append(tx, &mut conv, &mut note)?;
             tx.put(&conv)?;
             Ok((conv, before, note))
         })?;

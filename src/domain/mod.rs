@@ -224,6 +224,8 @@ pub type Ctx<'a> = &'a Caller;
 
 #[cfg(test)]
 mod caller_tests;
+#[cfg(test)]
+mod message_order_tests;
 
 #[cfg(test)]
 mod tests {

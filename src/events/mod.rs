@@ -30,6 +30,9 @@ pub enum ConversationField {
 }
 
 /// Something that happened in a tenant, after commit.
+// Events travel in an `Arc` (one allocation per publish, shared by every subscriber), so
+// the size difference between variants costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Event {
     /// A conversation was opened (with the greeting already counted).

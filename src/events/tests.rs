@@ -20,6 +20,7 @@ fn conversation(t: &TenantId) -> Conversation {
         message_count: 0,
         created_at: now(),
         closed_at: None,
+        last_seq: 0,
     }
 }
 

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -30,12 +30,16 @@ const STEPS: &[Step] = &[
     Step::Schema(v3_tenant_settings),
     Step::Rewrite(v4_compact_vectors),
     Step::Schema(v5_invitation_token_hashes),
+    Step::Rewrite(v6_message_seq),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
 const INVITATIONS: RecordTable = TableDefinition::new("invitations");
 const TENANT_SETTINGS: RecordTable = TableDefinition::new("tenant_settings");
 const IDX_INVITATION_TOKEN: super::IndexTable = TableDefinition::new("idx_invitation_token");
+const MESSAGES: RecordTable = TableDefinition::new("messages");
+const CONVERSATIONS: RecordTable = TableDefinition::new("conversations");
+const IDX_MESSAGE_CLIENT_ID: super::IndexTable = TableDefinition::new("idx_message_client_id");
 
 /// Records as schema 3 wrote them.
 mod v3 {
@@ -85,6 +89,28 @@ mod v5 {
     #[serde(rename_all = "camelCase")]
     pub struct Invitation {
         pub token_hash: String,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+}
+
+/// Records as schema 6 writes them (only the fields its step sets).
+mod v6 {
+    use serde::Serialize;
+
+    /// A message with its commit order in the conversation.
+    #[derive(Serialize)]
+    pub struct Message {
+        pub seq: u64,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+
+    /// A conversation with the `seq` of its last message.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Conversation {
+        pub last_seq: u64,
         #[serde(flatten)]
         pub rest: serde_json::Map<String, serde_json::Value>,
     }
@@ -207,6 +233,85 @@ fn v5_invitation_token_hashes(tx: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites every row of `table` with `f` (tenant, key id, record as a JSON map), 1,000
+/// rows per transaction, in key order.
+fn rewrite_rows(
+    db: &Database,
+    table: RecordTable,
+    name: &'static str,
+    mut f: impl FnMut(&str, &str, serde_json::Map<String, serde_json::Value>) -> Result<Vec<u8>>,
+) -> Result<()> {
+    const BATCH: usize = 1_000;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let tx = db.begin_write()?;
+        let batch: Vec<(String, String, Vec<u8>)> = {
+            let t = tx.open_table(table)?;
+            let lower = match &after {
+                Some((a, b)) => Bound::Excluded((a.as_str(), b.as_str())),
+                None => Bound::Unbounded,
+            };
+            t.range::<(&str, &str)>((lower, Bound::Unbounded))?
+                .take(BATCH)
+                .map(|e| {
+                    let (k, v) = e?;
+                    let (tenant, id) = k.value();
+                    Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
+                })
+                .collect::<Result<_>>()?
+        };
+        {
+            let mut t = tx.open_table(table)?;
+            for (tenant, id, bytes) in &batch {
+                let map = serde_json::from_slice(bytes).map_err(corrupt(name))?;
+                let out = f(tenant, id, map)?;
+                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        let full = batch.len() == BATCH;
+        match batch.into_iter().last() {
+            Some((tenant, id, _)) if full => after = Some((tenant, id)),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Numbers every stored message in commit order within its conversation (`seq`: 1, 2, ...;
+/// before schema 6 the id order was the best record of it) and stores the last number on
+/// the conversation; adds the index of senders' idempotency keys. Deterministic, so a
+/// re-run after a crash writes the same numbers.
+fn v6_message_seq(db: &Database) -> Result<()> {
+    {
+        let tx = db.begin_write()?;
+        tx.open_table(IDX_MESSAGE_CLIENT_ID)?;
+        tx.commit()?;
+    }
+    // Keys are `conversationId/messageId`: one conversation's messages are one range.
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    rewrite_rows(db, MESSAGES, "messages", |tenant, id, mut rest| {
+        let conv = id.split('/').next().unwrap_or_default().to_string();
+        let n = last.entry((tenant.to_string(), conv)).or_insert(0);
+        *n += 1;
+        rest.remove("seq");
+        serde_json::to_vec(&v6::Message { seq: *n, rest }).map_err(corrupt("messages"))
+    })?;
+    rewrite_rows(
+        db,
+        CONVERSATIONS,
+        "conversations",
+        |tenant, id, mut rest| {
+            rest.remove("lastSeq");
+            let last_seq = last
+                .get(&(tenant.to_string(), id.to_string()))
+                .copied()
+                .unwrap_or(0);
+            serde_json::to_vec(&v6::Conversation { last_seq, rest })
+                .map_err(corrupt("conversations"))
+        },
+    )
+}
+
 pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
     let found = {
         let tx = db.begin_read()?;
@@ -318,5 +423,69 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(again.token_hash, "hash-of-live-token");
+    }
+
+    #[test]
+    fn schema_5_messages_get_their_commit_order() {
+        use crate::model::{Conversation, Message};
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new();
+        let conv = ConversationId::new();
+        let ids: Vec<MessageId> = (0..3).map(|_| MessageId::new()).collect();
+        {
+            // As schema 5 wrote them: no seq on messages, no lastSeq on the conversation.
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let tx = store.db.begin_write().unwrap();
+            {
+                let mut m = tx.open_table(MESSAGES).unwrap();
+                for (i, id) in ids.iter().enumerate() {
+                    let v = serde_json::json!({
+                        "id": id, "tenantId": t, "conversationId": conv, "role": "customer",
+                        "content": format!("m{i}"), "usage": null, "status": "sent",
+                        "error": null, "authorId": null, "createdAt": "2026-01-01T00:00:00Z"
+                    });
+                    m.insert(
+                        (t.as_str(), format!("{conv}/{id}").as_str()),
+                        serde_json::to_vec(&v).unwrap().as_slice(),
+                    )
+                    .unwrap();
+                }
+                let v = serde_json::json!({
+                    "id": conv, "tenantId": t, "agentId": AgentId::new(), "channelId": null,
+                    "status": "open", "mode": "ai", "assigneeId": null, "messageCount": 3,
+                    "createdAt": "2026-01-01T00:00:00Z"
+                });
+                tx.open_table(CONVERSATIONS)
+                    .unwrap()
+                    .insert(
+                        (t.as_str(), conv.as_str()),
+                        serde_json::to_vec(&v).unwrap().as_slice(),
+                    )
+                    .unwrap();
+            }
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 5)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let msgs: Vec<Message> = store
+            .read(|tx| tx.scan(&t, Some(conv.as_str()), |_: &Message| true))
+            .unwrap();
+        let seqs: Vec<u64> = msgs.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(msgs[2].content, "m2");
+        let c: Conversation = store.read(|tx| tx.get(&t, conv.as_str())).unwrap().unwrap();
+        assert_eq!(c.last_seq, 3);
+        assert_eq!(c.message_count, 3);
+        // The client-id index exists (reads of it do not fail on a migrated store).
+        assert_eq!(
+            store
+                .read(|tx| tx.index_get(Index::MessageClientId, "x"))
+                .unwrap(),
+            None
+        );
     }
 }

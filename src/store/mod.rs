@@ -188,10 +188,13 @@ pub enum Index {
     DocumentSha,
     /// job id -> `tenantId/jobId` for every queued or running job (FIFO by UUIDv7 id).
     JobQueue,
+    /// `tenantId/conversationId/clientId` -> `tenantId/conversationId/messageId`: the
+    /// message a sender's idempotency key already stored.
+    MessageClientId,
 }
 
 impl Index {
-    pub(crate) const ALL: [Index; 7] = [
+    pub(crate) const ALL: [Index; 8] = [
         Index::UserEmail,
         Index::ApiKeyHash,
         Index::InvitationToken,
@@ -199,6 +202,7 @@ impl Index {
         Index::AgentSlug,
         Index::DocumentSha,
         Index::JobQueue,
+        Index::MessageClientId,
     ];
     pub(crate) fn table(self) -> IndexTable {
         match self {
@@ -209,6 +213,7 @@ impl Index {
             Index::AgentSlug => TableDefinition::new("idx_agent_slug"),
             Index::DocumentSha => TableDefinition::new("idx_document_sha"),
             Index::JobQueue => TableDefinition::new("idx_job_queue"),
+            Index::MessageClientId => TableDefinition::new("idx_message_client_id"),
         }
     }
 }

@@ -22,6 +22,7 @@ mod llm_client;
 mod mail;
 mod openai_api;
 mod outbound;
+mod realtime;
 mod smoke;
 mod system;
 mod tenancy;
