@@ -345,12 +345,10 @@ impl Services {
         })?;
         match found {
             None => Err(Error::NotFound("conversation")),
-            Some(Err(())) => {
-                let mut c = Checks::default();
-                c.fail("sinceMessageId", "is not a message of this conversation");
-                c.finish()?;
-                Err(Error::NotFound("message"))
-            }
+            Some(Err(())) => Err(Error::Validation(vec![super::FieldError {
+                field: "sinceMessageId".into(),
+                message: "is not a message of this conversation".into(),
+            }])),
             Some(Ok(r)) => Ok(r),
         }
     }
