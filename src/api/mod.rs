@@ -18,6 +18,7 @@ pub mod strict_json;
 pub mod tenants;
 pub mod upload;
 pub mod views;
+pub mod widget_asset;
 
 use crate::config::Config;
 use crate::domain::Services;
@@ -288,7 +289,7 @@ pub fn router(state: AppState) -> Router {
         .saturating_mul(2)
         .max(json_limit);
     let cors = middleware::cors_layer(&state.config);
-    let mut app = Router::new().merge(api);
+    let mut app = Router::new().merge(api).merge(widget_asset::routes());
     if state.config.metrics == crate::config::MetricsMode::Token {
         app = app.route("/metrics", axum::routing::get(health::metrics_with_token));
     }

@@ -28,3 +28,4 @@ mod system;
 mod tenancy;
 mod tenants;
 mod turns;
+mod widget_browser;
