@@ -158,7 +158,7 @@ async fn preview(Path(key): Path<String>) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Chat widget preview</title></head><body>\
+         <title>Chat widget preview</title><link rel=\"icon\" href=\"data:,\"></head><body>\
          <h1>Chat widget preview</h1>\
          <p>This page embeds the widget of this channel exactly as a website would, under a \
          strict Content-Security-Policy. Open the chat button in the corner to try it.</p>\

@@ -15,7 +15,7 @@ const result = await build({
   format: "iife",
   platform: "browser",
   target: ["es2020"],
-  charset: "utf8",
+  charset: "ascii",
   legalComments: "none",
   sourcemap: false,
   write: false,

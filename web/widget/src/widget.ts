@@ -85,7 +85,7 @@ export function parseConfig(raw: unknown): Config {
     title: str(theme.title) ?? str(c.title) ?? "Chat with us",
     color: /^#[0-9a-fA-F]{3,8}$/.test(color) ? color : "#2563eb",
     avatarUrl: str(theme.avatarUrl) ?? str(c.avatarUrl) ?? str(theme.avatar) ?? str(c.avatar),
-    position: /left/.test(position) ? "left" : "right",
+    position: /left/i.test(position) ? "left" : "right",
     greeting: str(c.greeting),
     agentName: str(c.agentName),
     preChatName: pref(pre.name),
@@ -274,7 +274,7 @@ export class Widget {
       this.avatar.src = new URL(cfg.avatarUrl, this.origin).href;
       this.avatar.hidden = false;
     } else this.avatar.hidden = true;
-    if (cfg.greeting && !this.log.querySelector(".greet")) {
+    if (cfg.greeting && !this.log.querySelector(".greet") && !this.bubbles.size) {
       const g = h("div", { class: "m in greet" });
       linkify(g, cfg.greeting);
       this.log.prepend(g);
@@ -356,8 +356,9 @@ export class Widget {
     this.banner.hidden = !text;
   }
 
-  private note(text: string): void {
-    this.log.insertBefore(h("div", { class: "note", role: "status" }, text), this.typing.parentNode ? this.typing : null);
+  private note(text: string, before: Element | null = null): void {
+    const at = before ?? (this.typing.parentNode === this.log ? this.typing : null);
+    this.log.insertBefore(h("div", { class: "note", role: "status" }, text), at);
     this.live.textContent = text;
     this.scroll();
   }
@@ -421,6 +422,11 @@ export class Widget {
       this.conversationId = m.conversationId;
     }
     const known = this.bubbles.has(m.id);
+    // The server stores the greeting as the conversation's first message: it replaces the
+    // one shown before the conversation existed.
+    if (m.role !== "customer" && this.cfg.greeting && m.content === this.cfg.greeting) {
+      this.log.querySelector(".greet")?.remove();
+    }
     this.render(m);
     if (typeof m.seq === "number") {
       if (m.seq > this.lastSeq) {
@@ -432,8 +438,10 @@ export class Widget {
       this.peerTyping(false);
       if (!known) {
         this.lastIncoming = m.id;
-        if (!this.isOpen) this.setUnread(this.unread + 1);
-        else this.markRead();
+        // Replayed history the visitor already read (status `read` after mark_read) is not
+        // unread again after a reload.
+        if (this.isOpen) this.markRead();
+        else if (m.status !== "read") this.setUnread(this.unread + 1);
       }
     }
     this.scroll();
@@ -514,7 +522,13 @@ export class Widget {
   private conversationChanged(c: Conversation, changed: string[]): void {
     if (c.id !== this.conversationId) return;
     if (changed.includes("mode") && c.mode !== this.mode) {
-      if (c.mode === "human") this.note("A person from our team has joined the conversation.");
+      if (c.mode === "human") {
+        // The change may be reported after the person's first reply: the notice goes before it.
+        const msgs = this.log.querySelectorAll(".m[data-role]");
+        let first: Element | null = null;
+        for (let i = msgs.length - 1; i >= 0 && msgs[i].getAttribute("data-role") === "human"; i--) first = msgs[i];
+        this.note("A person from our team has joined the conversation.", first);
+      }
       else if (this.mode === "human") this.note("The assistant is back.");
     }
     this.mode = c.mode;
@@ -630,8 +644,10 @@ export class Widget {
       if (d.channel) this.apply(parseConfig(d.channel));
       if (d.conversationId && d.conversationId !== this.closedConversationId) {
         this.conversationId = d.conversationId;
-        this.join();
       }
+      // Also without an open conversation: the one this page showed may have been closed
+      // while it was offline, and the join's answer says so (then the rating is offered).
+      this.join();
     });
     s.on("new_message", (m: Message) => {
       if (m.conversationId === this.conversationId || !this.conversationId) this.add(m);
