@@ -94,6 +94,12 @@ pub struct Config {
     pub rate_limit_auth_per_min: u32,
     pub rate_limit_api_per_min: u32,
     pub rate_limit_upload_per_min: u32,
+    /// Web widget: requests and messages per minute of one visitor (REST and socket).
+    pub rate_limit_visitor_per_min: u32,
+    /// Web widget: new visitors per minute from one client address.
+    pub rate_limit_widget_ip_per_min: u32,
+    /// Days a widget visitor's token lives after the visitor was last seen.
+    pub visitor_token_ttl_days: u32,
     /// Largest accepted JSON body.
     pub body_limit_bytes: usize,
     /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
@@ -175,6 +181,9 @@ impl Default for Config {
             rate_limit_auth_per_min: 5,
             rate_limit_api_per_min: 100,
             rate_limit_upload_per_min: 10,
+            rate_limit_visitor_per_min: 60,
+            rate_limit_widget_ip_per_min: 30,
+            visitor_token_ttl_days: 180,
             body_limit_bytes: 1024 * 1024,
             shutdown_timeout_secs: 10,
             hsts: false,
@@ -232,6 +241,9 @@ const ENV_KEYS: &[&str] = &[
     "RATE_LIMIT_AUTH_PER_MIN",
     "RATE_LIMIT_API_PER_MIN",
     "RATE_LIMIT_UPLOAD_PER_MIN",
+    "RATE_LIMIT_VISITOR_PER_MIN",
+    "RATE_LIMIT_WIDGET_IP_PER_MIN",
+    "VISITOR_TOKEN_TTL_DAYS",
     "BODY_LIMIT_BYTES",
     "SHUTDOWN_TIMEOUT_SECS",
     "HSTS",

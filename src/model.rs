@@ -436,7 +436,20 @@ pub enum ChannelKind {
     Telegram,
 }
 
-/// Where customers talk to an agent. Credentials are kept encrypted.
+/// Whether a channel takes customers' messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelStatus {
+    Active,
+    /// Turned off by an admin: the widget (or webhook) refuses new messages.
+    Paused,
+    /// The provider refused us; `Channel::last_error` says why (channels issue).
+    Error,
+}
+
+/// Where customers talk to an agent. Settings are per type (`web` for the website widget;
+/// `config` keeps the public settings of the other types); credentials are sealed one by
+/// one with the data directory's key and never sent to clients.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Channel {
@@ -445,13 +458,18 @@ pub struct Channel {
     pub agent_id: Option<AgentId>,
     pub kind: ChannelKind,
     pub name: String,
-    pub status: ActiveStatus,
-    /// Public, non-secret settings (widget colours, page id ...).
+    pub status: ChannelStatus,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The website widget's settings (type `web`).
+    #[serde(default)]
+    pub web: Option<WebSettings>,
+    /// Public, non-secret settings of the other types (page id, phone number id ...).
     #[serde(default)]
     pub config: serde_json::Value,
-    /// Credentials sealed with the data directory's key; never sent to clients.
+    /// Credential name -> value sealed with the data key (web: `identitySecret`).
     #[serde(default)]
-    pub sealed_credentials: Option<String>,
+    pub credentials: std::collections::BTreeMap<String, String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -463,6 +481,107 @@ impl std::fmt::Debug for Channel {
         f.debug_struct("Channel")
             .field("id", &self.id)
             .field("kind", &self.kind)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The website widget's settings (stored; the API has its own view of them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSettings {
+    /// Public key the embed code carries; unique across the install.
+    pub widget_key: String,
+    /// Normalised origins (`https://shop.example.com`, `https://*.example.com`).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    pub greeting: Option<String>,
+    #[serde(default)]
+    pub theme: WidgetTheme,
+    pub language: Option<String>,
+    #[serde(default)]
+    pub pre_chat: PreChat,
+    #[serde(default)]
+    pub identity: FieldMode,
+}
+
+/// How the widget looks.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetTheme {
+    /// `#rrggbb`.
+    pub color: String,
+    pub title: Option<String>,
+    pub avatar_url: Option<String>,
+    pub position: WidgetPosition,
+}
+
+impl Default for WidgetTheme {
+    fn default() -> Self {
+        WidgetTheme {
+            color: "#2563eb".into(),
+            title: None,
+            avatar_url: None,
+            position: WidgetPosition::BottomRight,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WidgetPosition {
+    #[default]
+    BottomRight,
+    BottomLeft,
+}
+
+/// Fields the widget asks for before the first message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreChat {
+    pub name: FieldMode,
+    pub email: FieldMode,
+}
+
+/// Whether something is asked for: not at all, optionally, or required. Also the
+/// widget's identity verification mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldMode {
+    #[default]
+    Off,
+    Optional,
+    Required,
+}
+
+/// A website-widget visitor: one browser (or, with identity verification, one person of
+/// the site). Its token is stored only as a keyed hash.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Visitor {
+    pub id: VisitorId,
+    pub tenant_id: TenantId,
+    pub channel_id: ChannelId,
+    /// Keyed hashes of this visitor's live tokens (one per browser), newest last.
+    pub token_hashes: Vec<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// The site's id of the person, verified by the identity HMAC.
+    pub external_id: Option<String>,
+    /// The conversation the visitor talks in (the newest one).
+    pub conversation_id: Option<ConversationId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Visitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Visitor")
+            .field("id", &self.id)
+            .field("channel_id", &self.channel_id)
+            .field("conversation_id", &self.conversation_id)
             .finish_non_exhaustive()
     }
 }
@@ -512,6 +631,20 @@ pub struct Conversation {
     /// The `seq` of the last message committed in the conversation (0: none yet).
     #[serde(default)]
     pub last_seq: u64,
+    /// The customer's satisfaction rating (widget CSAT), once given.
+    #[serde(default)]
+    pub rating: Option<Rating>,
+}
+
+/// A customer's satisfaction rating of a closed conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rating {
+    /// 1 (bad) to 5 (great).
+    pub score: u8,
+    pub comment: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub rated_at: OffsetDateTime,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod channels;
 pub mod conversations;
 pub mod documents;
 pub mod error;
@@ -215,6 +216,7 @@ impl Modify for ErrorAnswers {
         (name = "api-keys", description = "Keys for programs"),
         (name = "agents", description = "AI agents"),
         (name = "conversations", description = "The inbox: conversations and messages"),
+        (name = "channels", description = "Where customers talk to agents: the website widget (type web)"),
         (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
         (name = "system", description = "Health and metrics"),
@@ -252,6 +254,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(conversations::assign))
         .routes(routes!(conversations::close))
+        .routes(routes!(channels::list, channels::create))
+        .routes(routes!(channels::get, channels::update, channels::delete))
+        .routes(routes!(channels::rotate_identity_secret))
         .routes(routes!(settings::get_ai, settings::put_ai))
         .routes(routes!(settings::get_embeddings, settings::put_embeddings))
         .routes(routes!(agents::test))

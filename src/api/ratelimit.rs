@@ -1,5 +1,6 @@
 //! Keyed rate limits (GCRA, via governor): auth routes per IP, password reset requests per
-//! email, the API per user or key, uploads per tenant. A limit of 0 per minute turns it off.
+//! email, the API per user or key, uploads per tenant, web widget visitors per visitor and
+//! new visitors per address. A limit of 0 per minute turns it off.
 //! Failed logins are counted per (email, address) and per email ([`Failures`]), so wrong
 //! passwords from one address never lock the right one out from another. Also the
 //! admission gate of password hashing and the trusted reverse proxies.
@@ -159,6 +160,10 @@ pub struct Limits {
     pub login_email: Failures,
     pub api: Limiter,
     pub upload: Limiter,
+    /// Web widget requests and messages per visitor (`v:<visitorId>`), REST and socket.
+    pub visitor: Limiter,
+    /// New web widget visitors per client address.
+    pub widget_ip: Limiter,
     /// Admission to password hashing (PASSWORD_HASH_THREADS + PASSWORD_HASH_QUEUE).
     pub hashing: crate::auth::password::Gate,
     /// Reverse proxies whose forwarding headers name the client (TRUSTED_PROXIES).
@@ -175,6 +180,8 @@ impl Limits {
             login_email: Failures::per_minute(per_min.saturating_mul(EMAIL_FAILURE_FACTOR)),
             api: Limiter::per_minute(c.rate_limit_api_per_min),
             upload: Limiter::per_minute(c.rate_limit_upload_per_min),
+            visitor: Limiter::per_minute(c.rate_limit_visitor_per_min),
+            widget_ip: Limiter::per_minute(c.rate_limit_widget_ip_per_min),
             hashing: crate::auth::password::Gate::new(
                 c.password_hash_thread_count(),
                 c.password_hash_queue,
@@ -190,6 +197,8 @@ impl Limits {
         self.login_email.prune();
         self.api.prune();
         self.upload.prune();
+        self.visitor.prune();
+        self.widget_ip.prune();
     }
 
     /// A permit to hash a password, or 503 `server_busy` with Retry-After when the hashing

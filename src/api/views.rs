@@ -9,10 +9,10 @@
 //! Depends on `model` and `types` only.
 
 use crate::model::{
-    ActiveStatus, Agent, ApiKey, Chunk, Citation, Conversation, ConversationMode,
-    ConversationStatus, Customer, Document, DocumentStatus, HttpTool, Invitation, Job, JobStatus,
-    Message, MessageRole, MessageStatus, RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage,
-    User,
+    ActiveStatus, Agent, ApiKey, Channel, ChannelKind, ChannelStatus, Chunk, Citation,
+    Conversation, ConversationMode, ConversationStatus, Customer, Document, DocumentStatus,
+    FieldMode, HttpTool, Invitation, Job, JobStatus, Message, MessageRole, MessageStatus, Rating,
+    RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage, User, WebSettings, WidgetPosition,
 };
 use crate::types::*;
 use serde::Serialize;
@@ -361,6 +361,29 @@ pub struct ConversationView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub closed_at: Option<OffsetDateTime>,
+    /// The customer's satisfaction rating (web widget), once given.
+    pub rating: Option<RatingView>,
+}
+
+/// A customer's satisfaction rating of a closed conversation.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RatingView {
+    /// 1 (bad) to 5 (great).
+    pub rating: u8,
+    pub comment: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub rated_at: OffsetDateTime,
+}
+
+impl From<&Rating> for RatingView {
+    fn from(r: &Rating) -> Self {
+        RatingView {
+            rating: r.score,
+            comment: r.comment.clone(),
+            rated_at: r.rated_at,
+        }
+    }
 }
 
 impl From<&Conversation> for ConversationView {
@@ -378,6 +401,7 @@ impl From<&Conversation> for ConversationView {
             message_count: c.message_count,
             created_at: c.created_at,
             closed_at: c.closed_at,
+            rating: c.rating.as_ref().map(RatingView::from),
         }
     }
 }
@@ -464,6 +488,188 @@ impl From<&Message> for MessageView {
             seq: m.seq,
             client_id: m.client_id.clone(),
         }
+    }
+}
+
+/// Whether a write-only credential has a value.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialState {
+    Set,
+    Unset,
+}
+
+/// The look of a web widget.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetThemeView {
+    /// `#rrggbb`.
+    pub color: String,
+    pub title: Option<String>,
+    pub avatar_url: Option<String>,
+    pub position: WidgetPosition,
+}
+
+/// Fields asked before the first message: `off`, `optional` or `required`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreChatView {
+    pub name: FieldMode,
+    pub email: FieldMode,
+}
+
+/// Identity verification of a web widget's visitors: `off`, `optional` or `required`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityView {
+    pub mode: FieldMode,
+}
+
+/// The settings of a `web` channel (the website widget).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSettingsView {
+    /// Public key of the widget (in the embed code).
+    pub widget_key: String,
+    /// Origins whose pages may use the widget (this server's own origin always may).
+    pub allowed_origins: Vec<String>,
+    pub greeting: Option<String>,
+    pub theme: WidgetThemeView,
+    pub language: Option<String>,
+    pub pre_chat: PreChatView,
+    pub identity: IdentityView,
+}
+
+impl From<&WebSettings> for WebSettingsView {
+    fn from(w: &WebSettings) -> Self {
+        WebSettingsView {
+            widget_key: w.widget_key.clone(),
+            allowed_origins: w.allowed_origins.clone(),
+            greeting: w.greeting.clone(),
+            theme: WidgetThemeView {
+                color: w.theme.color.clone(),
+                title: w.theme.title.clone(),
+                avatar_url: w.theme.avatar_url.clone(),
+                position: w.theme.position,
+            },
+            language: w.language.clone(),
+            pre_chat: PreChatView {
+                name: w.pre_chat.name,
+                email: w.pre_chat.email,
+            },
+            identity: IdentityView { mode: w.identity },
+        }
+    }
+}
+
+/// A channel: where customers talk to an agent. Credentials show only whether they are set.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelView {
+    pub id: ChannelId,
+    pub tenant_id: TenantId,
+    #[serde(rename = "type")]
+    pub kind: ChannelKind,
+    pub name: String,
+    pub agent_id: Option<AgentId>,
+    pub status: ChannelStatus,
+    pub last_error: Option<String>,
+    /// Per type; for `web`, the widget's settings.
+    #[schema(value_type = WebSettingsView)]
+    pub settings: serde_json::Value,
+    /// Each credential's name and whether it is set (web: `identitySecret`).
+    pub credentials: BTreeMap<String, CredentialState>,
+    /// `web`: the script tag to paste into the site's pages.
+    pub embed_code: Option<String>,
+    /// `web`: the identity secret, only in the answer of the request that generated it
+    /// (turning verification on, or rotating it). Keep it on the site's server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl ChannelView {
+    /// The view of `c`, with `base` (PUBLIC_URL or the request's own) for the embed code and
+    /// the identity secret this request generated, if any.
+    pub fn new(c: &Channel, base: &str, new_identity_secret: Option<String>) -> Self {
+        let mut credentials = BTreeMap::new();
+        if c.kind == ChannelKind::Web {
+            credentials.insert(
+                crate::domain::channels::IDENTITY_SECRET.to_string(),
+                CredentialState::Unset,
+            );
+        }
+        for name in c.credentials.keys() {
+            credentials.insert(name.clone(), CredentialState::Set);
+        }
+        let settings = match &c.web {
+            Some(w) => serde_json::to_value(WebSettingsView::from(w)).unwrap_or_default(),
+            None => c.config.clone(),
+        };
+        ChannelView {
+            id: c.id.clone(),
+            tenant_id: c.tenant_id.clone(),
+            kind: c.kind,
+            name: c.name.clone(),
+            agent_id: c.agent_id.clone(),
+            status: c.status,
+            last_error: c.last_error.clone(),
+            settings,
+            credentials,
+            embed_code: c.web.as_ref().map(|w| embed_code(base, &w.widget_key)),
+            identity_secret: new_identity_secret,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// The script tag that puts a widget on a page.
+pub fn embed_code(base: &str, widget_key: &str) -> String {
+    format!(
+        r#"<script src="{}/widget.js" data-widget-key="{widget_key}" async></script>"#,
+        base.trim_end_matches('/')
+    )
+}
+
+/// What a widget shows before anyone talks: its public settings (no secrets, no origins).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetConfigView {
+    pub widget_key: String,
+    pub title: Option<String>,
+    pub color: String,
+    pub avatar_url: Option<String>,
+    pub position: WidgetPosition,
+    pub greeting: Option<String>,
+    pub language: Option<String>,
+    pub pre_chat: PreChatView,
+    /// `off`, `optional` or `required`: whether the page must sign its user's id.
+    pub identity_mode: FieldMode,
+    /// The name of the agent that answers.
+    pub agent_name: Option<String>,
+}
+
+impl WidgetConfigView {
+    /// The public settings of a web channel; `None` for other types.
+    pub fn new(c: &Channel, agent_name: Option<&str>) -> Option<Self> {
+        let w = c.web.as_ref()?;
+        Some(WidgetConfigView {
+            widget_key: w.widget_key.clone(),
+            title: w.theme.title.clone().or_else(|| Some(c.name.clone())),
+            color: w.theme.color.clone(),
+            avatar_url: w.theme.avatar_url.clone(),
+            position: w.theme.position,
+            greeting: w.greeting.clone(),
+            language: w.language.clone(),
+            pre_chat: PreChatView {
+                name: w.pre_chat.name,
+                email: w.pre_chat.email,
+            },
+            identity_mode: w.identity,
+            agent_name: agent_name.map(str::to_string),
+        })
     }
 }
 

@@ -7,7 +7,7 @@ pub mod seal;
 pub mod secrets;
 pub mod tokens;
 
-use crate::model::{ApiKey, Channel, Conversation, Job, Tenant, User};
+use crate::model::{ApiKey, Channel, Job, Tenant, User, Visitor};
 use crate::types::{
     ApiKeyId, ChannelId, ConversationId, JobId, Role, SessionId, TenantId, UserId, VisitorId,
 };
@@ -43,10 +43,12 @@ enum Kind {
     },
     /// A channel's inbound webhook, acting for the channel's tenant (customer side only).
     Webhook { channel: ChannelId },
-    /// A website-widget visitor, restricted to their one conversation.
+    /// A website-widget visitor, restricted to their current conversation (none before
+    /// their first message).
     Visitor {
         visitor: VisitorId,
-        conversation: ConversationId,
+        channel: ChannelId,
+        conversation: Option<ConversationId>,
     },
     /// A durable background job, acting for the tenant that queued it.
     Job { job: JobId },
@@ -70,6 +72,8 @@ pub enum Action {
     ManageAgents,
     ReadDocuments,
     ManageDocuments,
+    /// See channels and their settings (never their credentials).
+    ReadChannels,
     ManageChannels,
     ManageSettings,
     /// Read conversations, reply, assign, close.
@@ -84,7 +88,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Action::ReadTenant,
         Action::CreateTenant,
         Action::UpdateTenant,
@@ -96,6 +100,7 @@ impl Action {
         Action::ManageAgents,
         Action::ReadDocuments,
         Action::ManageDocuments,
+        Action::ReadChannels,
         Action::ManageChannels,
         Action::ManageSettings,
         Action::WorkConversations,
@@ -117,6 +122,7 @@ pub fn role_allows(role: Role, action: Action) -> bool {
                 | ReadUsers
                 | ReadAgents
                 | ReadDocuments
+                | ReadChannels
                 | WorkConversations
                 | ReadAnalytics
                 | RunAgent
@@ -189,14 +195,17 @@ impl Caller {
         }
     }
 
-    /// A website-widget visitor, who may only read and post in `conversation`.
-    pub fn widget_visitor(conversation: &Conversation, visitor: VisitorId) -> Caller {
+    /// A website-widget visitor, from its stored record: may only read and post in the
+    /// visitor's current conversation (none before the first message; a new caller is
+    /// made from the updated record once one exists).
+    pub fn widget_visitor(visitor: &Visitor) -> Caller {
         Caller {
-            tenant: conversation.tenant_id.clone(),
+            tenant: visitor.tenant_id.clone(),
             home: None,
             kind: Kind::Visitor {
-                visitor,
-                conversation: conversation.id.clone(),
+                visitor: visitor.id.clone(),
+                channel: visitor.channel_id.clone(),
+                conversation: visitor.conversation_id.clone(),
             },
         }
     }
@@ -280,13 +289,31 @@ impl Caller {
         }
     }
 
-    /// The widget visitor's id and the one conversation they are restricted to.
+    /// The widget visitor's id and the one conversation they are restricted to; `None`
+    /// for other callers and for a visitor without a conversation yet (see
+    /// [`is_visitor`](Self::is_visitor)).
     pub fn visitor(&self) -> Option<(&VisitorId, &ConversationId)> {
         match &self.kind {
             Kind::Visitor {
                 visitor,
-                conversation,
+                conversation: Some(conversation),
+                ..
             } => Some((visitor, conversation)),
+            _ => None,
+        }
+    }
+
+    /// True for a website-widget visitor, with or without a conversation.
+    pub fn is_visitor(&self) -> bool {
+        matches!(self.kind, Kind::Visitor { .. })
+    }
+
+    /// The widget visitor's id and web channel.
+    pub fn visitor_of(&self) -> Option<(&VisitorId, &ChannelId)> {
+        match &self.kind {
+            Kind::Visitor {
+                visitor, channel, ..
+            } => Some((visitor, channel)),
             _ => None,
         }
     }
@@ -304,7 +331,7 @@ impl Caller {
             Kind::Staff { user, .. } => format!("user:{user}"),
             Kind::ApiKey { key, .. } => format!("key:{key}"),
             Kind::Webhook { channel } => format!("channel:{channel}"),
-            Kind::Visitor { conversation, .. } => format!("visitor:{conversation}"),
+            Kind::Visitor { visitor, .. } => format!("visitor:{visitor}"),
             Kind::Job { job } => format!("job:{job}"),
         }
     }
@@ -336,7 +363,7 @@ impl Caller {
     /// conversations do not exist for them (`NotFound`).
     pub fn require_conversation(&self, id: &ConversationId, action: Action) -> Result<(), Denied> {
         if let Kind::Visitor { conversation, .. } = &self.kind
-            && conversation != id
+            && conversation.as_ref() != Some(id)
         {
             return Err(Denied::NotFound);
         }
@@ -425,6 +452,26 @@ mod tests {
             created_at: now(),
             closed_at: None,
             last_seq: 0,
+            rating: None,
+        }
+    }
+
+    fn visitor_record(
+        tenant: &TenantId,
+        channel: &ChannelId,
+        conversation: Option<&ConversationId>,
+    ) -> Visitor {
+        Visitor {
+            id: VisitorId::new(),
+            tenant_id: tenant.clone(),
+            channel_id: channel.clone(),
+            token_hashes: vec![],
+            name: None,
+            email: None,
+            external_id: None,
+            conversation_id: conversation.cloned(),
+            created_at: now(),
+            last_seen_at: now(),
         }
     }
 
@@ -535,9 +582,11 @@ mod tests {
             agent_id: None,
             kind: ChannelKind::Web,
             name: "web".into(),
-            status: ActiveStatus::Active,
+            status: ChannelStatus::Active,
+            last_error: None,
+            web: None,
             config: serde_json::Value::Null,
-            sealed_credentials: None,
+            credentials: Default::default(),
             created_at: now(),
             updated_at: now(),
         };
@@ -555,7 +604,9 @@ mod tests {
             updated_at: now(),
         };
         let hook = Caller::channel_webhook(&channel);
-        let visitor = Caller::widget_visitor(&conv, VisitorId::new());
+        let v = visitor_record(&t, &channel.id, Some(&conv.id));
+        let visitor = Caller::widget_visitor(&v);
+        let fresh = Caller::widget_visitor(&visitor_record(&t, &channel.id, None));
         let worker = Caller::for_job(&job);
         for c in [&hook, &visitor, &worker] {
             assert_eq!(c.tenant(), &t);
@@ -590,6 +641,14 @@ mod tests {
         assert_eq!(
             visitor.require_conversation(&conv.id, Action::WorkConversations),
             Err(Denied::Forbidden)
+        );
+        assert_eq!(visitor.visitor(), Some((&v.id, &conv.id)));
+        assert_eq!(visitor.visitor_of(), Some((&v.id, &channel.id)));
+        // Before its first message a visitor has no conversation at all.
+        assert!(fresh.is_visitor() && fresh.visitor().is_none());
+        assert_eq!(
+            fresh.require_conversation(&conv.id, Action::Converse),
+            Err(Denied::NotFound)
         );
         assert!(
             hook.require_conversation(&ConversationId::new(), Action::Converse)

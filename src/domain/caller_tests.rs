@@ -83,9 +83,11 @@ fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
         agent_id: Some(agent.id.clone()),
         kind: ChannelKind::Web,
         name: "site".into(),
-        status: ActiveStatus::Active,
+        status: ChannelStatus::Active,
+        last_error: None,
+        web: None,
         config: serde_json::Value::Null,
-        sealed_credentials: None,
+        credentials: Default::default(),
         created_at: now(),
         updated_at: now(),
     };
@@ -114,7 +116,18 @@ fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
     let other = s
         .create_conversation(&admin, &agent.id, None, Customer::default())
         .expect("another conversation");
-    let visitor = Caller::widget_visitor(&conv, VisitorId::new());
+    let visitor = Caller::widget_visitor(&Visitor {
+        id: VisitorId::new(),
+        tenant_id: tenant.id.clone(),
+        channel_id: channel.id.clone(),
+        token_hashes: vec![],
+        name: None,
+        email: None,
+        external_id: None,
+        conversation_id: Some(conv.id.clone()),
+        created_at: now(),
+        last_seen_at: now(),
+    });
     let msgs = s
         .list_messages(&visitor, &conv.id, &page)
         .expect("visitor reads its conversation");

@@ -108,7 +108,7 @@ impl Services {
     /// Stores `msg` as the next message of `conv`: numbers it (`seq`, commit order: this
     /// runs inside the write transaction, and redb serialises writers), counts it, and
     /// records its `clientId`. The caller stores `conv` afterwards.
-    fn append(tx: &WriteTx, conv: &mut Conversation, msg: &mut Message) -> Result<()> {
+    pub(super) fn append(tx: &WriteTx, conv: &mut Conversation, msg: &mut Message) -> Result<()> {
         conv.last_seq += 1;
         msg.seq = conv.last_seq;
         conv.message_count += 1;
@@ -138,7 +138,7 @@ impl Services {
         customer: Customer,
     ) -> Result<Conversation> {
         // The inbox and channels open conversations; a widget visitor has its one already.
-        if caller.visitor().is_some() {
+        if caller.is_visitor() {
             return Err(Error::denied(Denied::Forbidden, "conversation"));
         }
         caller
@@ -180,6 +180,7 @@ impl Services {
                 created_at: now,
                 closed_at: None,
                 last_seq: 0,
+                rating: None,
             };
             tx.put(&conv)?;
             if let Some(g) = agent.greeting.as_deref().filter(|g| !g.trim().is_empty()) {
@@ -265,7 +266,7 @@ impl Services {
         page: &PageReq,
     ) -> Result<Page<Message>> {
         // A widget visitor reads its own conversation; everyone else works the inbox.
-        let action = if caller.visitor().is_some() {
+        let action = if caller.is_visitor() {
             Action::Converse
         } else {
             Action::WorkConversations
@@ -302,7 +303,7 @@ impl Services {
         since: Option<&MessageId>,
         limit: usize,
     ) -> Result<MessagesSince> {
-        let action = if caller.visitor().is_some() {
+        let action = if caller.is_visitor() {
             Action::Converse
         } else {
             Action::WorkConversations

@@ -115,7 +115,18 @@ fn seq_is_commit_order_and_replay_follows_it() {
         Err(Error::Validation(_))
     ));
     // A visitor of the other conversation cannot read this one.
-    let visitor = Caller::widget_visitor(&other, VisitorId::new());
+    let visitor = Caller::widget_visitor(&Visitor {
+        id: VisitorId::new(),
+        tenant_id: other.tenant_id.clone(),
+        channel_id: ChannelId::new(),
+        token_hashes: vec![],
+        name: None,
+        email: None,
+        external_id: None,
+        conversation_id: Some(other.id.clone()),
+        created_at: now(),
+        last_seen_at: now(),
+    });
     assert!(matches!(
         s.messages_since(&visitor, &conv.id, None, 10),
         Err(Error::NotFound("conversation"))

@@ -7,11 +7,13 @@ pub mod agents;
 pub mod analytics;
 pub mod api_keys;
 pub mod auth;
+pub mod channels;
 pub mod conversations;
 pub mod documents;
 pub mod settings;
 pub mod tenants;
 pub mod users;
+pub mod visitors;
 
 use crate::auth::tokens::Keys;
 use crate::auth::{Caller, Denied};

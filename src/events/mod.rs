@@ -27,6 +27,8 @@ pub enum ConversationField {
     Mode,
     Assignee,
     Agent,
+    /// The customer's satisfaction rating (widget CSAT).
+    Rating,
 }
 
 /// Something that happened in a tenant, after commit.
@@ -51,8 +53,8 @@ pub enum Event {
         status: MessageStatus,
         error: Option<String>,
     },
-    /// Status, mode, assignee or agent of a conversation changed (closed, reopened, handed
-    /// off, assigned); `changed` lists which.
+    /// Status, mode, assignee, agent or rating of a conversation changed (closed, reopened,
+    /// handed off, assigned, rated); `changed` lists which.
     ConversationChanged {
         conversation: Conversation,
         changed: Vec<ConversationField>,
@@ -115,6 +117,9 @@ impl Event {
         }
         if before.agent_id != after.agent_id {
             changed.push(ConversationField::Agent);
+        }
+        if before.rating != after.rating {
+            changed.push(ConversationField::Rating);
         }
         (!changed.is_empty()).then(|| Event::ConversationChanged {
             conversation: after.clone(),

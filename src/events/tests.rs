@@ -21,6 +21,7 @@ fn conversation(t: &TenantId) -> Conversation {
         created_at: now(),
         closed_at: None,
         last_seq: 0,
+        rating: None,
     }
 }
 

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 6;
+pub const SCHEMA_VERSION: u64 = 7;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -31,6 +31,7 @@ const STEPS: &[Step] = &[
     Step::Rewrite(v4_compact_vectors),
     Step::Schema(v5_invitation_token_hashes),
     Step::Rewrite(v6_message_seq),
+    Step::Schema(v7_web_channels_and_visitors),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
@@ -40,6 +41,11 @@ const IDX_INVITATION_TOKEN: super::IndexTable = TableDefinition::new("idx_invita
 const MESSAGES: RecordTable = TableDefinition::new("messages");
 const CONVERSATIONS: RecordTable = TableDefinition::new("conversations");
 const IDX_MESSAGE_CLIENT_ID: super::IndexTable = TableDefinition::new("idx_message_client_id");
+const CHANNELS: RecordTable = TableDefinition::new("channels");
+const VISITORS: RecordTable = TableDefinition::new("visitors");
+const IDX_WIDGET_KEY: super::IndexTable = TableDefinition::new("idx_widget_key");
+const IDX_VISITOR_TOKEN: super::IndexTable = TableDefinition::new("idx_visitor_token");
+const IDX_VISITOR_EXTERNAL: super::IndexTable = TableDefinition::new("idx_visitor_external");
 
 /// Records as schema 3 wrote them.
 mod v3 {
@@ -111,6 +117,34 @@ mod v6 {
     #[serde(rename_all = "camelCase")]
     pub struct Conversation {
         pub last_seq: u64,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+}
+
+/// Records as schema 7 writes them.
+mod v7 {
+    use serde::{Deserialize, Serialize};
+    use std::collections::BTreeMap;
+
+    /// A channel as schema 6 wrote it: status `active`/`inactive`, one sealed string of
+    /// credentials.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct OldChannel {
+        pub status: String,
+        #[serde(default)]
+        pub sealed_credentials: Option<String>,
+        #[serde(flatten)]
+        pub rest: serde_json::Map<String, serde_json::Value>,
+    }
+
+    /// A channel with status `active`/`paused`/`error` and credentials sealed one by one.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Channel {
+        pub status: String,
+        pub credentials: BTreeMap<String, String>,
         #[serde(flatten)]
         pub rest: serde_json::Map<String, serde_json::Value>,
     }
@@ -312,6 +346,48 @@ fn v6_message_seq(db: &Database) -> Result<()> {
     )
 }
 
+/// Adds website-widget visitors and their lookups (widget key, visitor token, verified
+/// identity), and moves channels to per-credential sealing and the active/paused/error
+/// statuses (`inactive` becomes `paused`; an old single sealed credential is kept as
+/// `legacy`).
+fn v7_web_channels_and_visitors(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(VISITORS)?;
+    for idx in [IDX_WIDGET_KEY, IDX_VISITOR_TOKEN, IDX_VISITOR_EXTERNAL] {
+        tx.open_table(idx)?;
+    }
+    let mut channels = tx.open_table(CHANNELS)?;
+    let rows: Vec<(String, String, Vec<u8>)> = channels
+        .iter()?
+        .map(|e| {
+            let (k, v) = e?;
+            let (tenant, id) = k.value();
+            Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    for (tenant, id, bytes) in rows {
+        let old: v7::OldChannel = serde_json::from_slice(&bytes).map_err(corrupt("channels"))?;
+        if old.rest.contains_key("credentials") {
+            continue; // already in the new shape
+        }
+        let status = match old.status.as_str() {
+            "inactive" => "paused".to_string(),
+            other => other.to_string(),
+        };
+        let new = v7::Channel {
+            status,
+            credentials: old
+                .sealed_credentials
+                .map(|s| ("legacy".to_string(), s))
+                .into_iter()
+                .collect(),
+            rest: old.rest,
+        };
+        let out = serde_json::to_vec(&new).map_err(corrupt("channels"))?;
+        channels.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+    }
+    Ok(())
+}
+
 pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
     let found = {
         let tx = db.begin_read()?;
@@ -484,6 +560,58 @@ mod tests {
         assert_eq!(
             store
                 .read(|tx| tx.index_get(Index::MessageClientId, "x"))
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn schema_6_channels_get_the_new_statuses_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new();
+        let id = ChannelId::new();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let tx = store.db.begin_write().unwrap();
+            {
+                let old = serde_json::json!({
+                    "id": id, "tenantId": t, "agentId": null, "kind": "telegram",
+                    "name": "bot", "status": "inactive", "config": {"x": 1},
+                    "sealedCredentials": "v1:abc",
+                    "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
+                });
+                let mut table = tx.open_table(CHANNELS).unwrap();
+                table
+                    .insert(
+                        (t.as_str(), id.as_str()),
+                        serde_json::to_vec(&old).unwrap().as_slice(),
+                    )
+                    .unwrap();
+            }
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 6)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let ch: crate::model::Channel = store.read(|tx| tx.get(&t, id.as_str())).unwrap().unwrap();
+        assert_eq!(ch.status, crate::model::ChannelStatus::Paused);
+        assert_eq!(
+            ch.credentials.get("legacy").map(String::as_str),
+            Some("v1:abc")
+        );
+        assert_eq!(ch.config["x"], 1);
+        assert!(ch.web.is_none());
+        // The new tables exist: reading them does not fail.
+        let visitors = store
+            .read(|tx| tx.list::<crate::model::Visitor>(&t, None, None, 10, false))
+            .unwrap();
+        assert!(visitors.items.is_empty());
+        assert_eq!(
+            store
+                .read(|tx| tx.index_get(Index::WidgetKey, "wk_x"))
                 .unwrap(),
             None
         );

@@ -145,6 +145,7 @@ record!(Message, "messages", |r| format!(
     "{}/{}",
     r.conversation_id, r.id
 ));
+record!(Visitor, "visitors", |r| r.id.to_string());
 record!(Subscription, "subscriptions", |r| r.id.to_string());
 record!(AnalyticsEvent, "analytics_events", |r| r.id.to_string());
 record!(Job, "jobs", |r| r.id.to_string());
@@ -165,6 +166,7 @@ pub(crate) const RECORD_TABLES: &[RecordTable] = &[
     Channel::TABLE,
     Conversation::TABLE,
     Message::TABLE,
+    Visitor::TABLE,
     Subscription::TABLE,
     AnalyticsEvent::TABLE,
     Job::TABLE,
@@ -191,10 +193,16 @@ pub enum Index {
     /// `tenantId/conversationId/clientId` -> `tenantId/conversationId/messageId`: the
     /// message a sender's idempotency key already stored.
     MessageClientId,
+    /// public widget key -> `tenantId/channelId` (unique across the install).
+    WidgetKey,
+    /// keyed hash of a visitor token -> `tenantId/visitorId`
+    VisitorToken,
+    /// `tenantId/channelId/externalId` (verified identity) -> `tenantId/visitorId`
+    VisitorExternal,
 }
 
 impl Index {
-    pub(crate) const ALL: [Index; 8] = [
+    pub(crate) const ALL: [Index; 11] = [
         Index::UserEmail,
         Index::ApiKeyHash,
         Index::InvitationToken,
@@ -203,6 +211,9 @@ impl Index {
         Index::DocumentSha,
         Index::JobQueue,
         Index::MessageClientId,
+        Index::WidgetKey,
+        Index::VisitorToken,
+        Index::VisitorExternal,
     ];
     pub(crate) fn table(self) -> IndexTable {
         match self {
@@ -214,6 +225,9 @@ impl Index {
             Index::DocumentSha => TableDefinition::new("idx_document_sha"),
             Index::JobQueue => TableDefinition::new("idx_job_queue"),
             Index::MessageClientId => TableDefinition::new("idx_message_client_id"),
+            Index::WidgetKey => TableDefinition::new("idx_widget_key"),
+            Index::VisitorToken => TableDefinition::new("idx_visitor_token"),
+            Index::VisitorExternal => TableDefinition::new("idx_visitor_external"),
         }
     }
 }

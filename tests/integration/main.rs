@@ -28,4 +28,5 @@ mod system;
 mod tenancy;
 mod tenants;
 mod turns;
+mod widget_api;
 mod widget_browser;

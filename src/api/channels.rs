@@ -1,0 +1,356 @@
+//! /api/channels: where customers talk to agents. Type `web` (the website widget) is
+//! managed here; the messaging types answer 400 `unsupported_channel_type` until the
+//! channels issue adds them. TENANT_ADMIN manages, TENANT_USER reads.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Auth, Json, Query, double, page_req, parse_json};
+use super::views::{ChannelView, Paged};
+use crate::domain::channels::{ChannelInput, Saved, WebInput};
+use crate::model::{ChannelKind, ChannelStatus, FieldMode, WidgetPosition};
+use crate::types::{AgentId, ChannelId};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::{IntoParams, ToSchema};
+
+/// A channel to create (`type`, `name`, `agentId` required) or update (any field).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChannelReq {
+    /// `web` (the others: `whatsapp`, `messenger`, `instagram`, `telegram` are not
+    /// available yet). Cannot change on update.
+    #[serde(rename = "type")]
+    #[schema(value_type = Option<ChannelKind>)]
+    kind: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
+    name: Option<String>,
+    /// The agent that answers.
+    agent_id: Option<AgentId>,
+    /// `active` or `paused`.
+    status: Option<ChannelStatus>,
+    /// Per type; for `web` a [`WebSettingsReq`].
+    #[schema(value_type = Option<WebSettingsReq>)]
+    settings: Option<serde_json::Value>,
+    /// Write-only secrets per type; for `web` a [`WebCredentialsReq`].
+    #[schema(value_type = Option<WebCredentialsReq>)]
+    credentials: Option<serde_json::Value>,
+}
+
+/// The web widget's settings; on update, absent fields keep their value.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebSettingsReq {
+    /// Origins whose pages may use the widget, like `https://shop.example.com`, or
+    /// `https://*.example.com` for any subdomain (at most 50).
+    #[schema(max_items = 50)]
+    allowed_origins: Option<Vec<String>>,
+    /// Shown before the first message and stored as the conversation's first message.
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<String>, max_length = 2000)]
+    greeting: Option<Option<String>>,
+    theme: Option<ThemeReq>,
+    /// A language tag such as `en` or `pt-BR`.
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<String>, max_length = 35)]
+    language: Option<Option<String>>,
+    pre_chat: Option<PreChatReq>,
+    identity: Option<IdentityReq>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThemeReq {
+    /// `#rrggbb` or `#rgb`.
+    color: Option<String>,
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<String>, max_length = 100)]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<String>)]
+    avatar_url: Option<Option<String>>,
+    position: Option<WidgetPosition>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PreChatReq {
+    name: Option<FieldMode>,
+    email: Option<FieldMode>,
+}
+
+/// Identity verification: `optional` or `required` makes an HMAC secret the first time
+/// (answered once as `identitySecret`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityReq {
+    mode: FieldMode,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebCredentialsReq {
+    /// An identity secret of your own (32-256 characters), or null to remove it (only
+    /// with verification off). Usually left to the server (see the rotate route).
+    #[serde(default, deserialize_with = "double")]
+    #[schema(value_type = Option<String>)]
+    identity_secret: Option<Option<String>>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChannelListParams {
+    /// Only channels of this type.
+    #[serde(rename = "type")]
+    #[param(value_type = Option<ChannelKind>)]
+    kind: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn channel_id(s: &str) -> ApiResult<ChannelId> {
+    ChannelId::parse(s).ok_or_else(|| ApiError::invalid_id("id"))
+}
+
+fn kind(s: &str) -> ApiResult<ChannelKind> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", "some fields are invalid")
+            .with_details(serde_json::json!({"fields": [{"field": "type", "message": "must be web, whatsapp, messenger, instagram or telegram"}]}))
+    })
+}
+
+/// Parses a nested part of the body with the body's error shapes, naming fields from the
+/// body's root (`settings.theme.color`).
+fn part<T: DeserializeOwned>(v: serde_json::Value, prefix: &str) -> ApiResult<T> {
+    let bytes = serde_json::to_vec(&v).map_err(|_| ApiError::internal())?;
+    parse_json(&bytes).map_err(|mut e| {
+        if e.code == "malformed_json" {
+            e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "some fields are invalid",
+            )
+            .with_details(
+                serde_json::json!({"fields": [{"field": prefix, "message": "must be an object"}]}),
+            );
+        } else if let Some(fields) = e
+            .details
+            .as_mut()
+            .and_then(|d| d.get_mut("fields"))
+            .and_then(|f| f.as_array_mut())
+        {
+            for f in fields {
+                let name = f["field"].as_str().unwrap_or("").trim_start_matches('.');
+                f["field"] = serde_json::Value::String(if name.is_empty() {
+                    prefix.to_string()
+                } else {
+                    format!("{prefix}.{name}")
+                });
+            }
+        } else if let Some(p) = e.details.as_mut().and_then(|d| d.get_mut("param")) {
+            *p = serde_json::Value::String(format!(
+                "{prefix}.{}",
+                p.as_str().unwrap_or("").trim_start_matches('.')
+            ));
+        }
+        e
+    })
+}
+
+impl ChannelReq {
+    fn into_input(self, current: Option<ChannelKind>) -> ApiResult<ChannelInput> {
+        let requested = self.kind.as_deref().map(kind).transpose()?;
+        let k = requested.or(current);
+        let mut input = ChannelInput {
+            kind: requested,
+            name: self.name,
+            agent_id: self.agent_id,
+            status: self.status,
+            ..Default::default()
+        };
+        // Settings and credentials are per type: other types are refused by the domain
+        // before their settings would matter.
+        if k != Some(ChannelKind::Web) {
+            return Ok(input);
+        }
+        if let Some(s) = self.settings {
+            let w: WebSettingsReq = part(s, "settings")?;
+            let theme = w.theme.unwrap_or_default();
+            let pre = w.pre_chat.unwrap_or_default();
+            input.web = Some(WebInput {
+                allowed_origins: w.allowed_origins,
+                greeting: w.greeting,
+                color: theme.color,
+                title: theme.title,
+                avatar_url: theme.avatar_url,
+                position: theme.position,
+                language: w.language,
+                pre_chat_name: pre.name,
+                pre_chat_email: pre.email,
+                identity: w.identity.map(|i| i.mode),
+            });
+        }
+        if let Some(c) = self.credentials {
+            let c: WebCredentialsReq = part(c, "credentials")?;
+            input.identity_secret = c.identity_secret;
+        }
+        Ok(input)
+    }
+}
+
+/// The base URL of this server for embed codes: PUBLIC_URL, else the request's own host.
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h)
+            if !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)) =>
+        {
+            format!("http://{h}")
+        }
+        _ => state.svc.public_url(),
+    }
+}
+
+fn view(state: &AppState, headers: &HeaderMap, saved: Saved) -> ChannelView {
+    ChannelView::new(
+        &saved.channel,
+        &base_url(state, headers),
+        saved.new_identity_secret,
+    )
+}
+
+/// Channels of the tenant, oldest first, optionally of one type.
+#[utoipa::path(get, path = "/api/channels", tag = "channels", params(ChannelListParams),
+    responses((status = 200, body = Paged<ChannelView>), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Query(q): Query<ChannelListParams>,
+) -> ApiResult<axum::Json<Paged<ChannelView>>> {
+    let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
+    let k = match q.kind.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(kind(s).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "type must be web, whatsapp, messenger, instagram or telegram",
+            )
+        })?),
+        None => None,
+    };
+    let p = state
+        .run(move |s| s.list_channels(&caller, k, &page))
+        .await?;
+    let base = base_url(&state, &headers);
+    Ok(axum::Json(Paged {
+        data: p
+            .items
+            .iter()
+            .map(|c| ChannelView::new(c, &base, None))
+            .collect(),
+        next_cursor: p.next,
+    }))
+}
+
+/// Create a channel. For `web`, the answer carries the widget key and the embed code (and
+/// `identitySecret`, once, when identity verification was turned on).
+#[utoipa::path(post, path = "/api/channels", tag = "channels", request_body = ChannelReq,
+    responses((status = 201, body = ChannelView), (status = 400, body = ErrorBody, description = "`unsupported_channel_type` for types other than web; `validation_failed`"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "`agent_not_found`")))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Json(r): Json<ChannelReq>,
+) -> ApiResult<impl IntoResponse> {
+    if !caller.allowed(crate::auth::Action::ManageChannels) {
+        return Err(crate::domain::Error::denied(crate::auth::Denied::Forbidden, "channel").into());
+    }
+    let input = r.into_input(None)?;
+    let saved = state.run(move |s| s.create_channel(&caller, input)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(view(&state, &headers, saved)),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/channels/{id}", tag = "channels", params(("id" = String, Path)),
+    responses((status = 200, body = ChannelView), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ChannelView>> {
+    let id = channel_id(&id)?;
+    let c = state.run(move |s| s.get_channel(&caller, &id)).await?;
+    Ok(axum::Json(ChannelView::new(
+        &c,
+        &base_url(&state, &headers),
+        None,
+    )))
+}
+
+/// Update a channel: only the fields given change (nested settings too).
+#[utoipa::path(put, path = "/api/channels/{id}", tag = "channels", params(("id" = String, Path)), request_body = ChannelReq,
+    responses((status = 200, body = ChannelView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`channel_changed`: changed meanwhile by someone else")))]
+pub async fn update(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(r): Json<ChannelReq>,
+) -> ApiResult<axum::Json<ChannelView>> {
+    let id = channel_id(&id)?;
+    let reader = caller.clone();
+    let read_id = id.clone();
+    // The stored type decides how settings are read (and a foreign id is 404 first).
+    let current = state.run(move |s| s.get_channel(&reader, &read_id)).await?;
+    if !caller.allowed(crate::auth::Action::ManageChannels) {
+        return Err(crate::domain::Error::denied(crate::auth::Denied::Forbidden, "channel").into());
+    }
+    let input = r.into_input(Some(current.kind))?;
+    let saved = state
+        .run(move |s| s.update_channel(&caller, &id, input))
+        .await?;
+    Ok(axum::Json(view(&state, &headers, saved)))
+}
+
+/// Delete a channel. A web widget stops at once; its visitors are forgotten, their
+/// conversations stay in the inbox.
+#[utoipa::path(delete, path = "/api/channels/{id}", tag = "channels", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = channel_id(&id)?;
+    state.run(move |s| s.delete_channel(&caller, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace a web widget's identity secret with a new one, answered once as
+/// `identitySecret`. Signatures made with the old secret stop verifying at once.
+#[utoipa::path(post, path = "/api/channels/{id}/identity-secret", tag = "channels", params(("id" = String, Path)),
+    responses((status = 200, body = ChannelView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rotate_identity_secret(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ChannelView>> {
+    let id = channel_id(&id)?;
+    let saved = state
+        .run(move |s| s.rotate_identity_secret(&caller, &id))
+        .await?;
+    Ok(axum::Json(view(&state, &headers, saved)))
+}

@@ -1,0 +1,602 @@
+//! Channels: where customers talk to an agent. This module owns the Channel record's rules
+//! for every type and the website widget's (`web`) settings: its public widget key, allowed
+//! origins, look, pre-chat fields and identity verification secret (sealed at rest, shown
+//! once). The messaging providers (WhatsApp, Messenger, Instagram, Telegram) come with the
+//! channels issue; until then creating one is refused with `unsupported_channel_type`.
+//! Must not depend on api/.
+
+use super::{Checks, Error, PageReq, Result, Services};
+use crate::auth::tokens::random_token;
+use crate::auth::{Action, Caller};
+use crate::model::*;
+use crate::store::{Index, Page, WriteTx, make_ref, split_ref};
+use crate::types::*;
+
+/// The credential of a web channel: the HMAC key the site signs visitor ids with.
+pub const IDENTITY_SECRET: &str = "identitySecret";
+/// Most allowed origins of one widget.
+pub const MAX_ORIGINS: usize = 50;
+/// Shortest identity secret an admin may set themselves.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Fields of a create or update; absent fields keep their value on update (`Some(None)`
+/// clears a nullable one).
+#[derive(Debug, Default, Clone)]
+pub struct ChannelInput {
+    /// Required on create; cannot change.
+    pub kind: Option<ChannelKind>,
+    pub name: Option<String>,
+    pub agent_id: Option<AgentId>,
+    /// `active` or `paused` (`error` is set by the server only).
+    pub status: Option<ChannelStatus>,
+    pub web: Option<WebInput>,
+    /// `identitySecret`: a secret of the admin's own (at least 32 characters), or `None` to
+    /// remove it (only while identity verification is off).
+    pub identity_secret: Option<Option<String>>,
+}
+
+/// The web widget's settings of a create or update.
+#[derive(Debug, Default, Clone)]
+pub struct WebInput {
+    pub allowed_origins: Option<Vec<String>>,
+    pub greeting: Option<Option<String>>,
+    pub color: Option<String>,
+    pub title: Option<Option<String>>,
+    pub avatar_url: Option<Option<String>>,
+    pub position: Option<WidgetPosition>,
+    pub language: Option<Option<String>>,
+    pub pre_chat_name: Option<FieldMode>,
+    pub pre_chat_email: Option<FieldMode>,
+    pub identity: Option<FieldMode>,
+}
+
+/// A channel as written, with the identity secret when this write generated one (shown
+/// once: only its sealed form is kept).
+#[derive(Debug)]
+pub struct Saved {
+    pub channel: Channel,
+    pub new_identity_secret: Option<String>,
+}
+
+/// The canonical form of a browser origin, `scheme://host[:port]` in lower case without a
+/// default port; `*.` may start the host (any subdomain). `None` for anything else (paths,
+/// queries, other schemes, user info).
+pub fn normalize_origin(s: &str) -> Option<String> {
+    let s = s.trim().trim_end_matches('/');
+    let (scheme, rest) = s.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let (wild, host_port) = match rest.strip_prefix("*.") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    if host_port.is_empty() || host_port.contains(['/', '?', '#', '@', '*', ' ']) {
+        return None;
+    }
+    let u = url::Url::parse(&format!("{scheme}://{host_port}")).ok()?;
+    let host = u.host_str()?;
+    let mut out = format!("{scheme}://{}{host}", if wild { "*." } else { "" });
+    if let Some(p) = u.port() {
+        out.push_str(&format!(":{p}"));
+    }
+    Some(out)
+}
+
+/// The origin (`scheme://host[:port]`) of a URL such as PUBLIC_URL.
+pub fn origin_of_url(u: &str) -> Option<String> {
+    let u = url::Url::parse(u).ok()?;
+    normalize_origin(&u.origin().ascii_serialization())
+}
+
+/// Whether the browser origin `origin` matches one of `allowed` (normalised entries, which
+/// may be `scheme://*.domain` for any subdomain of the domain).
+pub fn origin_matches(allowed: &[String], origin: &str) -> bool {
+    let Some(o) = normalize_origin(origin) else {
+        return false;
+    };
+    if o.contains("://*.") {
+        return false;
+    }
+    allowed.iter().any(|a| {
+        if a == &o {
+            return true;
+        }
+        let Some((scheme, rest)) = a.split_once("://*.") else {
+            return false;
+        };
+        // `https://*.example.com` matches `https://a.example.com`, not `https://example.com`
+        // nor `https://badexample.com`.
+        o.strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://"))
+            .and_then(|host| host.strip_suffix(rest))
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.'))
+    })
+}
+
+fn is_color(c: &str) -> bool {
+    let Some(hex) = c.strip_prefix('#') else {
+        return false;
+    };
+    (hex.len() == 6 || hex.len() == 3) && hex.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn is_language(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 35
+        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !l.starts_with('-')
+}
+
+fn trimmed(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn new_widget_key() -> String {
+    format!("wk_{}", random_token(18))
+}
+
+impl Services {
+    pub fn list_channels(
+        &self,
+        caller: &Caller,
+        kind: Option<ChannelKind>,
+        page: &PageReq,
+    ) -> Result<Page<Channel>> {
+        caller
+            .require(Action::ReadChannels)
+            .map_err(|d| Error::denied(d, "channel"))?;
+        Ok(self.store.read(|tx| {
+            tx.list_filtered::<Channel>(
+                caller.tenant(),
+                None,
+                page.cursor.as_deref(),
+                page.limit,
+                false,
+                |c| kind.is_none_or(|k| c.kind == k),
+            )
+        })?)
+    }
+
+    pub fn get_channel(&self, caller: &Caller, id: &ChannelId) -> Result<Channel> {
+        caller
+            .require(Action::ReadChannels)
+            .map_err(|d| Error::denied(d, "channel"))?;
+        self.store
+            .read(|tx| tx.get::<Channel>(caller.tenant(), id.as_str()))?
+            .ok_or(Error::NotFound("channel"))
+    }
+
+    /// Creates a channel. Only `web` for now: the other types answer
+    /// `unsupported_channel_type` until the messaging channels exist.
+    pub fn create_channel(&self, caller: &Caller, input: ChannelInput) -> Result<Saved> {
+        caller
+            .require(Action::ManageChannels)
+            .map_err(|d| Error::denied(d, "channel"))?;
+        let kind = input.kind.ok_or_else(|| {
+            Error::Validation(vec![super::FieldError {
+                field: "type".into(),
+                message: "is required".into(),
+            }])
+        })?;
+        if kind != ChannelKind::Web {
+            return Err(unsupported(kind));
+        }
+        let mut c = Checks::default();
+        c.check(input.name.is_some(), "name", "is required");
+        c.check(input.agent_id.is_some(), "agentId", "is required");
+        c.finish()?;
+        let now = now();
+        let blank = Channel {
+            id: ChannelId::new(),
+            tenant_id: caller.tenant().clone(),
+            agent_id: None,
+            kind,
+            name: String::new(),
+            status: ChannelStatus::Active,
+            last_error: None,
+            web: Some(WebSettings {
+                widget_key: String::new(),
+                allowed_origins: vec![],
+                greeting: None,
+                theme: WidgetTheme::default(),
+                language: None,
+                pre_chat: PreChat::default(),
+                identity: FieldMode::Off,
+            }),
+            config: serde_json::Value::Null,
+            credentials: Default::default(),
+            created_at: now,
+            updated_at: now,
+        };
+        let (mut channel, new_secret) = self.apply(blank, input)?;
+        self.store.write(|tx| -> Result<()> {
+            self.check_agent(tx, caller.tenant(), channel.agent_id.as_ref())?;
+            if let Some(web) = channel.web.as_mut() {
+                web.widget_key = Self::claim_widget_key(tx, &channel.tenant_id, &channel.id)?;
+            }
+            tx.put(&channel)?;
+            Ok(())
+        })?;
+        Ok(Saved {
+            channel,
+            new_identity_secret: new_secret,
+        })
+    }
+
+    pub fn update_channel(
+        &self,
+        caller: &Caller,
+        id: &ChannelId,
+        input: ChannelInput,
+    ) -> Result<Saved> {
+        caller
+            .require(Action::ManageChannels)
+            .map_err(|d| Error::denied(d, "channel"))?;
+        let t = caller.tenant().clone();
+        let current = self
+            .store
+            .read(|tx| tx.get::<Channel>(&t, id.as_str()))?
+            .ok_or(Error::NotFound("channel"))?;
+        if let Some(k) = input.kind
+            && k != current.kind
+        {
+            return Err(Error::Validation(vec![super::FieldError {
+                field: "type".into(),
+                message: "cannot change; create a new channel instead".into(),
+            }]));
+        }
+        if current.kind != ChannelKind::Web {
+            return Err(unsupported(current.kind));
+        }
+        let seen = current.updated_at;
+        let (mut channel, new_secret) = self.apply(current, input)?;
+        channel.updated_at = now();
+        self.store.write(|tx| -> Result<()> {
+            // The settings were checked against the record read above: refuse to write
+            // over a change made meanwhile rather than lose it.
+            let stored = tx
+                .get::<Channel>(&t, id.as_str())?
+                .ok_or(Error::NotFound("channel"))?;
+            if stored.updated_at != seen {
+                return Err(Error::Conflict(
+                    "channel_changed",
+                    "the channel was changed by someone else meanwhile; reload and retry".into(),
+                    None,
+                ));
+            }
+            self.check_agent(tx, &t, channel.agent_id.as_ref())?;
+            tx.put(&channel)?;
+            Ok(())
+        })?;
+        Ok(Saved {
+            channel,
+            new_identity_secret: new_secret,
+        })
+    }
+
+    /// Deletes a channel, its widget key and its visitors (their conversations stay in the
+    /// inbox).
+    pub fn delete_channel(&self, caller: &Caller, id: &ChannelId) -> Result<()> {
+        caller
+            .require(Action::ManageChannels)
+            .map_err(|d| Error::denied(d, "channel"))?;
+        let t = caller.tenant().clone();
+        self.store.write(|tx| -> Result<()> {
+            let ch = tx
+                .get::<Channel>(&t, id.as_str())?
+                .ok_or(Error::NotFound("channel"))?;
+            if let Some(web) = &ch.web {
+                tx.index_remove(Index::WidgetKey, &web.widget_key)?;
+            }
+            for v in tx.scan::<Visitor>(&t, None, |v| &v.channel_id == id)? {
+                Self::forget_visitor(tx, &v)?;
+            }
+            tx.delete::<Channel>(&t, id.as_str())?;
+            Ok(())
+        })
+    }
+
+    /// Replaces the identity secret of a web channel with a new random one, returned once.
+    /// Signatures made with the old secret stop verifying at once.
+    pub fn rotate_identity_secret(&self, caller: &Caller, id: &ChannelId) -> Result<Saved> {
+        caller
+            .require(Action::ManageChannels)
+            .map_err(|d| Error::denied(d, "channel"))?;
+        let t = caller.tenant().clone();
+        let secret = random_token(32);
+        let sealed = self.sealer.seal(&secret);
+        let channel = self.store.write(|tx| -> Result<Channel> {
+            let mut ch = tx
+                .get::<Channel>(&t, id.as_str())?
+                .ok_or(Error::NotFound("channel"))?;
+            if ch.kind != ChannelKind::Web {
+                return Err(unsupported(ch.kind));
+            }
+            ch.credentials.insert(IDENTITY_SECRET.into(), sealed);
+            ch.updated_at = now();
+            tx.put(&ch)?;
+            Ok(ch)
+        })?;
+        Ok(Saved {
+            channel,
+            new_identity_secret: Some(secret),
+        })
+    }
+
+    /// The plaintext identity secret of a web channel, if one is set and readable.
+    pub(crate) fn identity_secret(&self, channel: &Channel) -> Option<String> {
+        channel
+            .credentials
+            .get(IDENTITY_SECRET)
+            .and_then(|s| self.sealer.open(s))
+    }
+
+    fn check_agent(&self, tx: &WriteTx, t: &TenantId, agent: Option<&AgentId>) -> Result<()> {
+        if let Some(a) = agent
+            && tx.get::<Agent>(t, a.as_str())?.is_none()
+        {
+            return Err(Error::NotFound("agent"));
+        }
+        Ok(())
+    }
+
+    /// A fresh widget key entered in the install-wide index for `channel`.
+    fn claim_widget_key(tx: &WriteTx, t: &TenantId, channel: &ChannelId) -> Result<String> {
+        for _ in 0..8 {
+            let key = new_widget_key();
+            if tx.index_insert_new(Index::WidgetKey, &key, &make_ref(t, channel.as_str()))? {
+                return Ok(key);
+            }
+        }
+        Err(Error::Internal("could not draw a unique widget key".into()))
+    }
+
+    /// The web channel of a public widget key (any tenant); `None` when no channel has it.
+    pub(crate) fn channel_by_widget_key(
+        tx: &crate::store::ReadTx,
+        key: &str,
+    ) -> crate::store::Result<Option<Channel>> {
+        if key.is_empty() || key.len() > 64 {
+            return Ok(None);
+        }
+        let Some(r) = tx.index_get(Index::WidgetKey, key)? else {
+            return Ok(None);
+        };
+        let Some((t, id)) = split_ref(&r) else {
+            return Ok(None);
+        };
+        Ok(tx
+            .get::<Channel>(&t, id)?
+            .filter(|c| c.web.as_ref().is_some_and(|w| w.widget_key == key)))
+    }
+
+    /// Applies `input` to `ch` after checking every field; returns the new record and the
+    /// identity secret when one was generated.
+    fn apply(&self, mut ch: Channel, input: ChannelInput) -> Result<(Channel, Option<String>)> {
+        let mut c = Checks::default();
+        if let Some(n) = &input.name {
+            c.text("name", n, 100);
+            ch.name = n.trim().to_string();
+        }
+        if let Some(a) = input.agent_id {
+            ch.agent_id = Some(a);
+        }
+        match input.status {
+            Some(ChannelStatus::Error) => c.fail("status", "must be active or paused"),
+            Some(s) => {
+                ch.status = s;
+                if s == ChannelStatus::Active {
+                    ch.last_error = None;
+                }
+            }
+            None => {}
+        }
+        let mut web = ch.web.clone().unwrap_or_else(|| WebSettings {
+            widget_key: String::new(),
+            allowed_origins: vec![],
+            greeting: None,
+            theme: WidgetTheme::default(),
+            language: None,
+            pre_chat: PreChat::default(),
+            identity: FieldMode::Off,
+        });
+        if let Some(w) = input.web {
+            if let Some(origins) = w.allowed_origins {
+                c.check(
+                    origins.len() <= MAX_ORIGINS,
+                    "settings.allowedOrigins",
+                    "at most 50 origins",
+                );
+                let mut out: Vec<String> = Vec::new();
+                for (i, o) in origins.iter().enumerate() {
+                    match normalize_origin(o) {
+                        Some(n) if !out.contains(&n) => out.push(n),
+                        Some(_) => {}
+                        None => c.fail(
+                            &format!("settings.allowedOrigins[{i}]"),
+                            "must be an origin like https://shop.example.com (or https://*.example.com), without a path",
+                        ),
+                    }
+                }
+                web.allowed_origins = out;
+            }
+            if let Some(g) = w.greeting {
+                if let Some(g) = &g {
+                    c.check(
+                        g.chars().count() <= 2000,
+                        "settings.greeting",
+                        "must be at most 2000 characters",
+                    );
+                }
+                web.greeting = trimmed(g);
+            }
+            if let Some(color) = w.color {
+                c.check(
+                    is_color(color.trim()),
+                    "settings.theme.color",
+                    "must be a colour like #2563eb",
+                );
+                web.theme.color = color.trim().to_ascii_lowercase();
+            }
+            if let Some(t) = w.title {
+                if let Some(t) = &t {
+                    c.check(
+                        t.chars().count() <= 100,
+                        "settings.theme.title",
+                        "must be at most 100 characters",
+                    );
+                }
+                web.theme.title = trimmed(t);
+            }
+            if let Some(a) = w.avatar_url {
+                let a = trimmed(a);
+                if let Some(a) = &a {
+                    let ok = a.len() <= 2000
+                        && url::Url::parse(a)
+                            .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.has_host());
+                    c.check(
+                        ok,
+                        "settings.theme.avatarUrl",
+                        "must be an http(s) URL of at most 2000 characters",
+                    );
+                }
+                web.theme.avatar_url = a;
+            }
+            if let Some(p) = w.position {
+                web.theme.position = p;
+            }
+            if let Some(l) = w.language {
+                let l = trimmed(l);
+                if let Some(l) = &l {
+                    c.check(
+                        is_language(l),
+                        "settings.language",
+                        "must be a language tag like en or pt-BR",
+                    );
+                }
+                web.language = l;
+            }
+            if let Some(m) = w.pre_chat_name {
+                web.pre_chat.name = m;
+            }
+            if let Some(m) = w.pre_chat_email {
+                web.pre_chat.email = m;
+            }
+            if let Some(m) = w.identity {
+                web.identity = m;
+            }
+        }
+        let mut generated = None;
+        match input.identity_secret {
+            Some(Some(s)) => {
+                let s = s.trim().to_string();
+                c.check(
+                    s.chars().count() >= MIN_SECRET_LEN && s.len() <= 256,
+                    "credentials.identitySecret",
+                    "must be 32 to 256 characters",
+                );
+                ch.credentials
+                    .insert(IDENTITY_SECRET.into(), self.sealer.seal(&s));
+            }
+            Some(None) => {
+                c.check(
+                    web.identity == FieldMode::Off,
+                    "credentials.identitySecret",
+                    "cannot be removed while identity verification is on",
+                );
+                ch.credentials.remove(IDENTITY_SECRET);
+            }
+            None => {}
+        }
+        // Verification needs a secret: make one the first time it is turned on.
+        if web.identity != FieldMode::Off && !ch.credentials.contains_key(IDENTITY_SECRET) {
+            let s = random_token(32);
+            ch.credentials
+                .insert(IDENTITY_SECRET.into(), self.sealer.seal(&s));
+            generated = Some(s);
+        }
+        c.finish()?;
+        ch.web = Some(web);
+        Ok((ch, generated))
+    }
+}
+
+fn unsupported(kind: ChannelKind) -> Error {
+    Error::Invalid(
+        "unsupported_channel_type",
+        format!(
+            "channels of type {} are not available yet; only web channels can be managed",
+            serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalised_and_anything_else_refused() {
+        assert_eq!(
+            normalize_origin("HTTPS://Shop.Example.com/").as_deref(),
+            Some("https://shop.example.com")
+        );
+        assert_eq!(
+            normalize_origin("https://shop.example.com:443").as_deref(),
+            Some("https://shop.example.com")
+        );
+        assert_eq!(
+            normalize_origin("http://localhost:8080").as_deref(),
+            Some("http://localhost:8080")
+        );
+        assert_eq!(
+            normalize_origin("https://*.example.com").as_deref(),
+            Some("https://*.example.com")
+        );
+        for bad in [
+            "shop.example.com",
+            "ftp://x.example.com",
+            "https://x.example.com/path",
+            "https://x.example.com?q",
+            "https://user@x.example.com",
+            "https://",
+            "https://a*.example.com",
+            "javascript://x",
+        ] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain_wildcard() {
+        let allowed = vec![
+            "https://shop.example.com".to_string(),
+            "https://*.brand.test".to_string(),
+        ];
+        assert!(origin_matches(&allowed, "https://shop.example.com"));
+        assert!(origin_matches(&allowed, "https://SHOP.example.com:443"));
+        assert!(!origin_matches(&allowed, "http://shop.example.com"));
+        assert!(!origin_matches(&allowed, "https://shop.example.com:8443"));
+        assert!(!origin_matches(&allowed, "https://evil.example.com"));
+        assert!(origin_matches(&allowed, "https://a.brand.test"));
+        assert!(origin_matches(&allowed, "https://a.b.brand.test"));
+        assert!(!origin_matches(&allowed, "https://brand.test"));
+        assert!(!origin_matches(&allowed, "https://evilbrand.test"));
+        assert!(!origin_matches(&allowed, "https://*.brand.test"));
+        assert!(!origin_matches(&allowed, "null"));
+        assert!(!origin_matches(&[], "https://shop.example.com"));
+    }
+
+    #[test]
+    fn colours_and_languages() {
+        assert!(is_color("#2563eb") && is_color("#FFF"));
+        assert!(!is_color("2563eb") && !is_color("#12345g") && !is_color("red"));
+        assert!(is_language("en") && is_language("pt-BR"));
+        assert!(!is_language("") && !is_language("-x") && !is_language("en_US!"));
+    }
+}
