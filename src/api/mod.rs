@@ -17,6 +17,7 @@ pub mod settings;
 pub mod sse;
 pub mod strict_json;
 pub mod tenants;
+pub mod ui;
 pub mod upload;
 pub mod views;
 pub mod widget_asset;
@@ -314,7 +315,8 @@ pub fn router(state: AppState) -> Router {
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/docs/openapi.json", openapi),
         )
-        .fallback(middleware::not_found)
+        // The admin UI: its files and app pages; unknown server paths keep their 404s.
+        .fallback(ui::fallback)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone())
         .layer(axum::Extension(extract::JsonLimit(json_limit)))

@@ -1,0 +1,96 @@
+// The API's views as the UI reads them (see src/api/views.rs).
+
+export type HttpTool = {
+  type: 'http';
+  name: string;
+  description: string;
+  parameters: unknown;
+  url: string;
+  method: string;
+  headers: Record<string, string>;
+  timeoutMs?: number | null;
+};
+export type Tool = { type: 'search_knowledge' } | { type: 'handoff_to_human' } | HttpTool;
+
+export interface Agent {
+  id: string;
+  name: string;
+  slug: string;
+  description: string | null;
+  systemPrompt: string;
+  model: string | null;
+  temperature: number;
+  maxTokens: number;
+  topK: number;
+  retrievalMode: 'hybrid' | 'keyword' | 'vector' | 'off';
+  documentIds: string[];
+  greeting: string | null;
+  fallbackMessage: string | null;
+  language: string | null;
+  tools: Tool[];
+  status: 'active' | 'inactive';
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Doc {
+  id: string;
+  name: string;
+  mimeType: string;
+  sizeBytes: number;
+  status: 'queued' | 'processing' | 'ready' | 'failed';
+  progress: number;
+  error: string | null;
+  pages: number | null;
+  chunkCount: number;
+  title: string | null;
+  agentIds: string[];
+  createdAt: string;
+  processedAt: string | null;
+}
+
+export interface Chunk {
+  id: string;
+  ordinal: number;
+  text: string;
+  page: number | null;
+  headings: string[];
+  tokenCount: number;
+  embeddingModel: string | null;
+}
+
+export interface SearchHit {
+  chunkId: string;
+  documentId: string;
+  documentName: string;
+  text: string;
+  score: number;
+  page: number | null;
+  headings: string[];
+}
+export interface SearchResult {
+  data: SearchHit[];
+  mode: string;
+  tookMs: number;
+  warnings?: string[];
+}
+
+export interface Invitation {
+  id: string;
+  email: string;
+  role: string;
+  name: string | null;
+  createdAt: string;
+  expiresAt: string;
+  acceptedAt: string | null;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  role: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+  expiresAt: string | null;
+}
