@@ -28,5 +28,6 @@ mod system;
 mod tenancy;
 mod tenants;
 mod turns;
+mod ui_browser;
 mod widget_api;
 mod widget_browser;

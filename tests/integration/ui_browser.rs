@@ -1,0 +1,158 @@
+//! The admin UI end to end: the compiled binary (temp data dir, the fake model upstream)
+//! driven by headless Chromium through `tests/js/ui_e2e.mjs`: sign up, upload a document and
+//! wait for ready, create an agent, ask in the playground and see a cited answer, invite a
+//! user, create an API key, settings, the confirm dialog, phone width. Screenshots of each
+//! page go to `target/ui-screenshots/` (the path is printed); the script's measurements
+//! (initial load, time to interactive) are printed as a `METRICS` line.
+
+use crate::fake_openai::{FakeOpenAi, Reply};
+use crate::js;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The playground's question and the scripted model answer citing source 1.
+const QUESTION: &str = "How long do I have to return shoes?";
+const ANSWER: &str = "You can return unworn shoes within 30 days of delivery [1].";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn admin_ui_end_to_end_in_chromium() {
+    let Some((js_dir, chromium)) = js::browser("ui_browser::admin_ui_end_to_end_in_chromium")
+    else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    fake.push(Reply::text(ANSWER));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let doc = dir.path().join("returns-policy.md");
+    std::fs::write(
+        &doc,
+        "# Returns policy\n\nUnworn shoes can be returned within 30 days of delivery for a full \
+         refund. Sale items are final.\n\n# Shipping\n\nOrders ship within two business days.\n",
+    )
+    .expect("write doc");
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aigentable"));
+    for k in [
+        "BIND",
+        "JWT_SECRET",
+        "JWT_REFRESH_SECRET",
+        "ADMIN_EMAIL",
+        "ADMIN_PASSWORD",
+        "SIGNUP",
+        "CONFIG",
+        "PUBLIC_URL",
+    ] {
+        cmd.env_remove(k);
+    }
+    let server = Child(
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("PORT", port.to_string())
+            .env("OPENAI_BASE_URL", fake.base_url())
+            .env("OPENAI_API_KEY", "sk-test")
+            .env("OPENAI_MODEL", "fake-large")
+            .env("EMBEDDINGS_PROVIDER", "none")
+            .env("RATE_LIMIT_AUTH_PER_MIN", "0")
+            .env("RATE_LIMIT_UPLOAD_PER_MIN", "0")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the binary"),
+    );
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/api/health")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let shots = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    let run = tokio::process::Command::new("node")
+        .arg("ui_e2e.mjs")
+        .current_dir(&js_dir)
+        .env("BASE", &base)
+        .env("CHROMIUM", &chromium)
+        .env("SHOTS", &shots)
+        .env("DOC", &doc)
+        .env("QUESTION", QUESTION)
+        .env("EXPECT", "within 30 days")
+        .kill_on_drop(true)
+        .output();
+    // A guard against a hung browser, not a timing assertion.
+    let out = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("the browser run finished within 5 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("admin UI screenshots: {}", shots.display());
+    assert!(
+        out.status.success(),
+        "browser run failed:\n{stdout}\n{stderr}"
+    );
+    let metrics = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("METRICS "))
+        .expect("the script printed its measurements");
+    eprintln!("admin UI metrics: {metrics}");
+    let m: serde_json::Value = serde_json::from_str(metrics).expect("metrics json");
+    let gz = m["initialLoad"]["gzipBytes"].as_u64().expect("gzip bytes");
+    assert!(gz > 0 && gz < 150 * 1024, "initial load {gz} bytes gzipped");
+
+    // The playground really went through the model with the document's text as a source.
+    let asked = fake
+        .requests()
+        .iter()
+        .find(|r| r["messages"].to_string().contains(QUESTION))
+        .cloned()
+        .expect("the playground question reached the model");
+    assert!(
+        asked["messages"]
+            .to_string()
+            .contains("within 30 days of delivery"),
+        "the uploaded document was retrieved into the prompt: {asked}"
+    );
+    for name in [
+        "01-sign-in",
+        "03-knowledge",
+        "07-playground",
+        "08-team",
+        "09-api-keys",
+        "12-phone-menu",
+    ] {
+        assert!(
+            shots.join(format!("{name}.png")).is_file(),
+            "screenshot {name}"
+        );
+    }
+    drop(server);
+}

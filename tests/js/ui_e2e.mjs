@@ -1,0 +1,225 @@
+// The admin UI end to end in headless Chromium against the real binary (started by
+// tests/integration/ui_browser.rs with a temp data dir and the fake model upstream).
+//
+// env: BASE (http://127.0.0.1:PORT), CHROMIUM (browser binary), SHOTS (screenshot folder),
+//      DOC (a file to upload), QUESTION (asked in the playground), EXPECT (text of the answer)
+// Prints one `METRICS {json}` line; exits non-zero (with the reason) on any failed step.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { request } from 'node:http';
+
+const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT } = process.env;
+for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT })) {
+  if (!v) throw new Error(`${k} is not set`);
+}
+mkdirSync(SHOTS, { recursive: true });
+const STEP_MS = 30_000;
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+const problems = [];
+const metrics = {};
+let step = 'start';
+
+function watch(page) {
+  page.setDefaultTimeout(STEP_MS);
+  // Any CSP violation, script error or request to another origin fails the run.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) {
+      problems.push(`${step}: console error: ${m.text()}`);
+    }
+  });
+  page.on('pageerror', (e) => problems.push(`${step}: page error: ${e.message}`));
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (u.origin !== BASE && u.protocol !== 'data:') problems.push(`${step}: request to another origin: ${r.url()}`);
+  });
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+}
+
+/** Bytes on the wire of `path` when asked with this Accept-Encoding. */
+function wireSize(path, encoding) {
+  return new Promise((resolve, reject) => {
+    const req = request(BASE + path, { headers: { 'accept-encoding': encoding } }, (res) => {
+      let n = 0;
+      res.on('data', (c) => (n += c.length));
+      res.on('end', () => resolve({ bytes: n, encoding: res.headers['content-encoding'] ?? 'identity' }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  watch(page);
+
+  step = 'first visit: the sign-in page';
+  const response = await page.goto(BASE + '/');
+  const csp = response.headers()['content-security-policy'] ?? '';
+  if (!csp.includes("script-src 'self'") || csp.includes('unsafe-inline')) throw new Error(`weak CSP on the page: ${csp}`);
+  await page.waitForURL('**/login');
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await shot(page, '01-sign-in');
+
+  step = 'sign up (creates a workspace)';
+  await page.getByRole('link', { name: 'Create a workspace' }).click();
+  await page.getByLabel('Your name').fill('Dana Owner');
+  await page.getByLabel('Workspace (business) name').fill('Shoe Shop');
+  await page.getByLabel('Email').fill('dana@shoes.example');
+  await page.getByLabel('Password').fill('short');
+  await page.getByRole('button', { name: 'Create workspace' }).click();
+  await page.getByText('At least 8 characters', { exact: true }).waitFor();
+  await shot(page, '02-sign-up-validation');
+  await page.getByLabel('Password').fill('a-long-password-1');
+  await page.getByRole('button', { name: 'Create workspace' }).click();
+  await page.waitForURL('**/agents');
+  await page.getByRole('heading', { name: 'Agents' }).waitFor();
+  await page.getByText('Shoe Shop').waitFor();
+
+  step = 'upload a document and wait until it is ready';
+  await page.getByRole('link', { name: 'Knowledge' }).click();
+  await page.waitForURL('**/knowledge');
+  await page.getByLabel('Files to upload').setInputFiles(DOC);
+  await page.getByText('uploaded', { exact: true }).waitFor();
+  await page.locator('[data-testid=document][data-status=ready]').waitFor({ timeout: 60_000 });
+  await shot(page, '03-knowledge');
+
+  step = 'search tester: three modes side by side';
+  await page.getByLabel('Query').fill('return shoes');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await page.getByText(/hits in/).first().waitFor();
+  await shot(page, '04-search-tester');
+
+  step = 'chunk viewer';
+  await page.locator('[data-testid=document] a').first().click();
+  await page.getByRole('article').first().waitFor();
+  await shot(page, '05-chunks');
+
+  step = 'create an agent with the document';
+  await page.getByRole('link', { name: 'Agents' }).click();
+  await page.getByRole('link', { name: 'New agent' }).click();
+  await page.getByLabel('Name', { exact: true }).fill('Support Bot');
+  await page.locator('fieldset label.check input[type=checkbox]').first().check();
+  await page.getByRole('button', { name: 'Add HTTP tool' }).click();
+  await page.getByLabel('Parameters (JSON Schema)').fill('{"type": "string"}');
+  await page.getByRole('button', { name: 'Create agent' }).click();
+  await page.getByText('Must be a JSON Schema with "type": "object"').waitFor();
+  await page.getByRole('button', { name: 'Remove tool' }).click();
+  await page.getByRole('button', { name: 'Create agent' }).click();
+  await page.waitForURL(/\/agents\/[0-9a-f-]{36}$/);
+  await page.getByRole('heading', { name: 'Agent: Support Bot' }).waitFor();
+  await shot(page, '06-agent-edit');
+
+  step = 'ask in the playground and see a cited answer';
+  await page.getByRole('link', { name: 'Open playground' }).click();
+  await page.getByLabel('Your message').fill(QUESTION);
+  await page.getByRole('button', { name: 'Send' }).click();
+  const citation = page.locator('[data-testid=citation]').first();
+  await citation.waitFor();
+  const answer = await page.locator('[data-testid=answer]').first().innerText();
+  if (!answer.includes(EXPECT)) throw new Error(`the answer does not say "${EXPECT}": ${answer}`);
+  const cited = await citation.innerText();
+  if (!cited.includes('returns-policy.md')) throw new Error(`the citation does not name the document: ${cited}`);
+  await page.locator('[data-testid=timing]').waitFor();
+  await shot(page, '07-playground');
+
+  step = 'invite a user';
+  await page.getByRole('link', { name: 'Team' }).click();
+  await page.getByLabel('Email').fill('sam@shoes.example');
+  await page.getByRole('button', { name: 'Send invitation' }).click();
+  const link = await page.locator('[data-testid=invite-link]').innerText();
+  if (!link.includes('/accept-invite?token=')) throw new Error(`no invitation link: ${link}`);
+  await page.locator('[data-testid=invitation]', { hasText: 'sam@shoes.example' }).waitFor();
+  await shot(page, '08-team');
+
+  step = 'create an API key (shown once)';
+  await page.getByRole('link', { name: 'API keys' }).click();
+  await page.getByLabel('Name').fill('website backend');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const secret = await page.locator('[data-testid=api-key-secret]').innerText();
+  if (!/^ak_/.test(secret)) throw new Error(`no key secret shown: ${secret}`);
+  await page.locator('[data-testid=api-key]', { hasText: 'website backend' }).waitFor();
+  await shot(page, '09-api-keys');
+  // The key works against the API.
+  const me = await page.evaluate(async (k) => (await fetch('/api/auth/me', { headers: { authorization: `Bearer ${k}` } })).status, secret);
+  if (me !== 200) throw new Error(`the new key is refused: ${me}`);
+
+  step = 'settings';
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await page.getByRole('heading', { name: 'AI provider' }).waitFor();
+  await page.getByRole('button', { name: 'Test the provider' }).click();
+  await page.getByText(/The model answered in/).waitFor();
+  await shot(page, '10-settings');
+
+  step = 'a destructive action asks first';
+  await page.getByRole('link', { name: 'API keys' }).click();
+  await page.getByRole('button', { name: 'Revoke' }).click();
+  await page.getByRole('dialog').getByText('Revoke this key?').waitFor();
+  await shot(page, '11-confirm');
+  await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+  await page.locator('[data-testid=api-key]', { hasText: 'website backend' }).waitFor();
+
+  step = 'an unknown app path shows the app, not a server 404';
+  await page.goto(BASE + '/no/such/page');
+  await page.getByRole('heading', { name: 'Not found' }).waitFor();
+
+  step = 'phone width';
+  await page.setViewportSize({ width: 375, height: 780 });
+  await page.goto(BASE + '/agents');
+  await page.getByRole('button', { name: 'Menu' }).click();
+  await page.getByRole('link', { name: 'Knowledge' }).waitFor();
+  await shot(page, '12-phone-menu');
+
+  step = 'measure: initial load and time to interactive of the agents page';
+  // A new context: an empty cache (a cold load), the same signed-in session.
+  const cold = await browser.newContext({ viewport: { width: 1280, height: 860 }, storageState: await context.storageState() });
+  const fresh = await cold.newPage();
+  watch(fresh);
+  await fresh.goto(BASE + '/agents');
+  await fresh.getByRole('link', { name: 'Support Bot' }).waitFor();
+  const timing = await fresh.evaluate(() => {
+    const nav = performance.getEntriesByType('navigation')[0];
+    const res = performance.getEntriesByType('resource').filter((r) => /\/assets\/.*\.(js|css)$/.test(r.name));
+    return {
+      interactiveMs: Math.round(performance.now()),
+      domContentLoadedMs: Math.round(nav.domContentLoadedEventEnd),
+      assets: res.map((r) => ({ name: new URL(r.name).pathname, transfer: r.encodedBodySize, decoded: r.decodedBodySize })),
+    };
+  });
+  metrics.timeToInteractiveMs = timing.interactiveMs;
+  metrics.domContentLoadedMs = timing.domContentLoadedMs;
+  metrics.browserAssets = timing.assets;
+  let gzip = 0, br = 0, raw = 0;
+  for (const a of timing.assets) {
+    gzip += (await wireSize(a.name, 'gzip')).bytes;
+    br += (await wireSize(a.name, 'br')).bytes;
+    raw += (await wireSize(a.name, 'identity')).bytes;
+  }
+  metrics.initialLoad = { gzipBytes: gzip, brotliBytes: br, rawBytes: raw };
+  await cold.close();
+  if (gzip >= 150 * 1024) throw new Error(`initial load ${gzip} bytes gzipped is over the 150 kB budget`);
+
+  step = 'sign out';
+  await page.setViewportSize({ width: 1280, height: 860 });
+  await page.goto(BASE + '/agents');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL('**/login');
+
+  if (problems.length) throw new Error(problems.join('\n'));
+  console.log('METRICS ' + JSON.stringify(metrics));
+} catch (e) {
+  console.error(`FAILED at step "${step}": ${e.stack ?? e}`);
+  if (problems.length) console.error(problems.join('\n'));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
