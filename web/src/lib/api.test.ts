@@ -61,7 +61,7 @@ describe('silent token refresh', () => {
     const s = server(() => err(401, 'refresh_token_reused'));
     const ended: string[] = [];
     const api = new Api({ fetch: s.f, store, onSessionEnded: (r) => ended.push(r) });
-    const e = await api.get('/api/agents').catch((x) => x);
+    const e = (await api.get('/api/agents').catch((x) => x)) as ApiError;
     expect(e).toBeInstanceOf(ApiError);
     expect(e.code).toBe('refresh_token_reused');
     expect(store.value).toBeNull();
