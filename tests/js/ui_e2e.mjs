@@ -132,6 +132,21 @@ try {
   await page.locator('[data-testid=timing]').waitFor();
   await shot(page, '07-playground');
 
+  step = 'web widget channel: snippet and preview';
+  await page.getByRole('link', { name: 'Channels' }).click();
+  await page.getByRole('button', { name: 'Create widget' }).click();
+  await page.waitForURL(/\/channels\/[0-9a-f-]{36}$/);
+  const embed = await page.locator('[data-testid=embed-code]').innerText();
+  if (!/<script src="[^"]+\/widget\.js" data-widget-key="[^"]+"/.test(embed)) throw new Error(`no embed code: ${embed}`);
+  await page.getByLabel(/Allowed origins/).fill('https://shop.example.com');
+  await page.getByLabel('Title').fill('Ask the Shoe Shop');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByText('Saved.').waitFor();
+  const preview = await page.getByRole('link', { name: /live preview/ }).getAttribute('href');
+  const previewStatus = await page.evaluate(async (u) => (await fetch(u)).status, preview);
+  if (previewStatus !== 200) throw new Error(`the preview page answered ${previewStatus}`);
+  await shot(page, '08a-channel');
+
   step = 'invite a user';
   await page.getByRole('link', { name: 'Team' }).click();
   await page.getByLabel('Email').fill('sam@shoes.example');

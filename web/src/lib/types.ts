@@ -94,3 +94,28 @@ export interface ApiKey {
   lastUsedAt: string | null;
   expiresAt: string | null;
 }
+
+export type FieldMode = 'off' | 'optional' | 'required';
+export interface WebSettings {
+  widgetKey: string;
+  allowedOrigins: string[];
+  greeting: string | null;
+  theme: { color: string; title: string | null; avatarUrl: string | null; position: 'bottom-right' | 'bottom-left' };
+  language: string | null;
+  preChat: { name: FieldMode; email: FieldMode };
+  identity: { mode: FieldMode };
+}
+export interface Channel {
+  id: string;
+  type: string;
+  name: string;
+  agentId: string | null;
+  status: 'active' | 'paused' | 'error';
+  lastError: string | null;
+  settings: WebSettings;
+  credentials: Record<string, string>;
+  embedCode: string | null;
+  identitySecret?: string;
+  createdAt: string;
+  updatedAt: string;
+}
