@@ -150,6 +150,18 @@ pub struct Config {
     pub password_hash_threads: usize,
     /// Password hashes waiting for a thread before logins answer 503 `server_busy`.
     pub password_hash_queue: usize,
+    /// Largest Socket.IO packet a client may send, bytes (larger ones close the socket).
+    pub socket_max_payload_bytes: u64,
+    /// Events per second a socket may send (sustained); 0 turns the limit off.
+    pub socket_events_per_second: u32,
+    /// Events a socket may send in a burst above the sustained rate.
+    pub socket_events_burst: u32,
+    /// Sockets one user (or API key) may hold open at once.
+    pub socket_max_per_user: usize,
+    /// Sockets one website visitor may hold open at once.
+    pub socket_max_per_visitor: usize,
+    /// Packets queued for one socket before it counts as a slow consumer and is dropped.
+    pub socket_buffer_packets: usize,
 }
 
 impl Default for Config {
@@ -210,6 +222,12 @@ impl Default for Config {
             chat_max_messages: 500,
             password_hash_threads: 0,
             password_hash_queue: 64,
+            socket_max_payload_bytes: 64 * 1024,
+            socket_events_per_second: 20,
+            socket_events_burst: 40,
+            socket_max_per_user: 20,
+            socket_max_per_visitor: 5,
+            socket_buffer_packets: 1024,
         }
     }
 }
@@ -270,6 +288,12 @@ const ENV_KEYS: &[&str] = &[
     "CHAT_MAX_MESSAGES",
     "PASSWORD_HASH_THREADS",
     "PASSWORD_HASH_QUEUE",
+    "SOCKET_MAX_PAYLOAD_BYTES",
+    "SOCKET_EVENTS_PER_SECOND",
+    "SOCKET_EVENTS_BURST",
+    "SOCKET_MAX_PER_USER",
+    "SOCKET_MAX_PER_VISITOR",
+    "SOCKET_BUFFER_PACKETS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +382,20 @@ impl Config {
             return Err(Error::Invalid(
                 "BODY_LIMIT_BYTES must be at least 1024".into(),
             ));
+        }
+        if self.socket_max_payload_bytes < 1024 {
+            return Err(Error::Invalid(
+                "SOCKET_MAX_PAYLOAD_BYTES must be at least 1024".into(),
+            ));
+        }
+        for (name, v) in [
+            ("SOCKET_MAX_PER_USER", self.socket_max_per_user),
+            ("SOCKET_MAX_PER_VISITOR", self.socket_max_per_visitor),
+            ("SOCKET_BUFFER_PACKETS", self.socket_buffer_packets),
+        ] {
+            if v == 0 {
+                return Err(Error::Invalid(format!("{name} must be at least 1")));
+            }
         }
         for (name, s) in [
             ("JWT_SECRET", &self.jwt_secret),

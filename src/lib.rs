@@ -20,6 +20,7 @@ pub mod llm;
 pub mod mail;
 pub mod model;
 pub mod net;
+pub mod realtime;
 pub mod store;
 pub mod telemetry;
 pub mod types;

@@ -9,6 +9,7 @@ use super::{Engine, Turn, TurnError, TurnResult};
 use crate::auth::Caller;
 use crate::domain::analytics::{Outcome, TurnStats};
 use crate::domain::conversations::{AnswerOf, JOB_TURN, TurnPayload, TurnToRun};
+use crate::events::{Event, Typist};
 use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
 use crate::llm::ChatMessage;
 use crate::model::*;
@@ -182,10 +183,42 @@ impl Engine {
             history: history_of(&earlier),
             message: msg.content.clone(),
         };
-        match self.run(turn, None).await {
+        // The answer streams over the event bus as it is generated (sockets show it live),
+        // under the id it will be stored with; the stored answer ends the stream.
+        let reply_id = MessageId::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+        let bus = self.svc.events.clone();
+        let (t2, c2, r2) = (tenant.clone(), conv.id.clone(), reply_id.clone());
+        let pump = tokio::spawn(async move {
+            while let Some(delta) = rx.recv().await {
+                bus.publish(Event::AgentDelta {
+                    tenant_id: t2.clone(),
+                    conversation_id: c2.clone(),
+                    message_id: r2.clone(),
+                    delta,
+                });
+            }
+        });
+        let typing = |on: bool| Event::Typing {
+            tenant_id: tenant.clone(),
+            conversation_id: conv.id.clone(),
+            who: Typist {
+                kind: "ai",
+                user_id: None,
+                name: Some(agent.name.clone()),
+            },
+            typing: on,
+        };
+        self.svc.events.publish(typing(true));
+        let result = self.run(turn, Some(tx)).await;
+        // The sender went with the turn: the pump ends once the last delta is published,
+        // so every delta precedes the stored answer.
+        let _ = pump.await;
+        self.svc.events.publish(typing(false));
+        match result {
             Ok(r) => {
                 let reply = Message {
-                    id: MessageId::new(),
+                    id: reply_id,
                     tenant_id: tenant.clone(),
                     conversation_id: conv.id.clone(),
                     role: MessageRole::Ai,
@@ -215,7 +248,7 @@ impl Engine {
                     .await
             }
             Err(e) => {
-                self.store_failure(caller, conv, e, Some(agent.id), first, job)
+                self.store_failure_as(reply_id, caller, conv, e, Some(agent.id), first, job)
                     .await
             }
         }
@@ -268,6 +301,22 @@ impl Engine {
         first: bool,
         job: Option<&JobId>,
     ) -> Answer {
+        self.store_failure_as(MessageId::new(), caller, conv, e, agent, first, job)
+            .await
+    }
+
+    /// Stores a failed turn's answer under `id` (the id its stream was announced with).
+    #[allow(clippy::too_many_arguments)]
+    async fn store_failure_as(
+        &self,
+        id: MessageId,
+        caller: &Caller,
+        conv: &Conversation,
+        e: TurnError,
+        agent: Option<AgentId>,
+        first: bool,
+        job: Option<&JobId>,
+    ) -> Answer {
         let upstream = e.upstream;
         tracing::warn!(conversation = %conv.id, reason = %e.message, "AI reply failed");
         let used = e.usage.prompt_tokens > 0 || e.usage.completion_tokens > 0;
@@ -282,7 +331,7 @@ impl Engine {
             new_conversation: first,
         };
         let failed = Message {
-            id: MessageId::new(),
+            id,
             tenant_id: caller.tenant().clone(),
             conversation_id: conv.id.clone(),
             role: MessageRole::Ai,

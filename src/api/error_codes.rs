@@ -105,6 +105,7 @@ error_codes! {
     UnsupportedMediaType = "unsupported_media_type", 415, "Wrong `Content-Type`, or an uploaded file type that is not supported.";
     EmbeddingsUnavailable = "embeddings_unavailable", 422, "The embedding model is not available (vector search, embedding settings).";
     RateLimited = "rate_limited", 429, "Too many requests; retry after `Retry-After` seconds.";
+    TooManySockets = "too_many_sockets", 429, "Socket.IO connect refused: the user, key or visitor already holds as many sockets as allowed (`SOCKET_MAX_PER_USER`, `SOCKET_MAX_PER_VISITOR`).";
     InternalError = "internal_error", 500, "Our fault; the `requestId` identifies it in the server log.";
     UpstreamFailed = "upstream_failed", 502, "The AI model provider failed or could not be reached.";
     ServerBusy = "server_busy", 503, "Too many passwords are being checked at once (sign-in, sign-up, reset, invitation); retry after `Retry-After` seconds.";

@@ -321,5 +321,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .layer(axum::Extension(extract::JsonLimit(json_limit)))
         .layer(cors);
+    // Socket.IO answers /socket.io/ itself (outside the API's CORS: its clients
+    // authenticate in the handshake payload, never with cookies; see realtime/).
+    let (socket_io, _io) = crate::realtime::layer(state.svc.clone());
+    let app = app
+        .layer(socket_io)
+        .layer(axum::middleware::from_fn(crate::realtime::cors));
     middleware::outer_layers(app, state.config.hsts)
 }

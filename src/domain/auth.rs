@@ -517,6 +517,12 @@ impl Services {
         Ok(Caller::staff_session(&user, claims.sid))
     }
 
+    /// When a valid access token expires (seconds since the Unix epoch); `None` when it is
+    /// not a valid token. A socket authenticated with it ends then.
+    pub fn access_token_expiry(&self, token: &str) -> Option<u64> {
+        self.keys.verify(token).map(|c| c.exp)
+    }
+
     /// Checks an `ak_...` key. The key acts with the lesser of its role and its creator's
     /// current role, and stops working when its creator leaves the tenant or is deleted.
     /// `lastUsedAt` is written at most once a minute per key.

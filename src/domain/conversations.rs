@@ -99,6 +99,15 @@ pub struct MessagesSince {
     pub more: bool,
 }
 
+/// Where a replay starts.
+#[derive(Clone, Copy)]
+enum Since<'a> {
+    /// After this message.
+    Message(&'a MessageId),
+    /// After the message numbered this (0: from the first).
+    Seq(u64),
+}
+
 /// The index key of a sender's idempotency key in a conversation.
 fn client_key(t: &TenantId, conv: &ConversationId, client_id: &str) -> String {
     format!("{t}/{conv}/{client_id}")
@@ -303,6 +312,33 @@ impl Services {
         since: Option<&MessageId>,
         limit: usize,
     ) -> Result<MessagesSince> {
+        self.read_since(
+            caller,
+            id,
+            since.map_or(Since::Seq(0), Since::Message),
+            limit,
+        )
+    }
+
+    /// [`messages_since`](Self::messages_since) after the message numbered `seq` (a live
+    /// subscriber refilling a gap from what it last delivered).
+    pub fn messages_after_seq(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        seq: u64,
+        limit: usize,
+    ) -> Result<MessagesSince> {
+        self.read_since(caller, id, Since::Seq(seq), limit)
+    }
+
+    fn read_since(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        since: Since<'_>,
+        limit: usize,
+    ) -> Result<MessagesSince> {
         let action = if caller.is_visitor() {
             Action::Converse
         } else {
@@ -318,8 +354,8 @@ impl Services {
                 return Ok(None);
             };
             let after = match since {
-                None => 0,
-                Some(m) => match tx.get::<Message>(t, &format!("{id}/{m}"))? {
+                Since::Seq(n) => n,
+                Since::Message(m) => match tx.get::<Message>(t, &format!("{id}/{m}"))? {
                     Some(m) => m.seq,
                     None => return Ok(Some(Err(()))),
                 },

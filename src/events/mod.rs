@@ -12,7 +12,8 @@
 
 use crate::auth::Caller;
 use crate::model::{Conversation, DocumentStatus, JobStatus, Message, MessageStatus};
-use crate::types::{ConversationId, DocumentId, JobId, MessageId, TenantId};
+use crate::types::{ConversationId, DocumentId, JobId, MessageId, TenantId, UserId};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -29,6 +30,26 @@ pub enum ConversationField {
     Agent,
     /// The customer's satisfaction rating (widget CSAT).
     Rating,
+}
+
+/// A team member's presence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Offline,
+}
+
+/// Who is typing: `kind` is `customer`, `human` or `ai`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Typist {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Something that happened in a tenant, after commit.
@@ -75,6 +96,28 @@ pub enum Event {
         status: JobStatus,
         progress: u8,
     },
+    /// Ephemeral (nothing is stored): a piece of an AI answer being generated; `message_id`
+    /// is the id the answer will have when it is stored.
+    AgentDelta {
+        tenant_id: TenantId,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+        delta: String,
+    },
+    /// Ephemeral: someone started or stopped typing in a conversation.
+    Typing {
+        tenant_id: TenantId,
+        conversation_id: ConversationId,
+        who: Typist,
+        typing: bool,
+    },
+    /// Ephemeral: a team member came online, went away or offline.
+    Presence {
+        tenant_id: TenantId,
+        user_id: UserId,
+        name: String,
+        status: PresenceStatus,
+    },
 }
 
 impl Event {
@@ -86,7 +129,10 @@ impl Event {
             Event::MessageCreated { message, .. } => &message.tenant_id,
             Event::MessageStatus { tenant_id, .. }
             | Event::DocumentStatus { tenant_id, .. }
-            | Event::JobProgress { tenant_id, .. } => tenant_id,
+            | Event::JobProgress { tenant_id, .. }
+            | Event::AgentDelta { tenant_id, .. }
+            | Event::Typing { tenant_id, .. }
+            | Event::Presence { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -99,6 +145,9 @@ impl Event {
             Event::ConversationChanged { .. } => "conversation:changed",
             Event::DocumentStatus { .. } => "document:status",
             Event::JobProgress { .. } => "job:progress",
+            Event::AgentDelta { .. } => "agent:delta",
+            Event::Typing { .. } => "conversation:typing",
+            Event::Presence { .. } => "user:presence",
         }
     }
 
