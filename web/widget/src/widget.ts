@@ -627,6 +627,10 @@ export class Widget {
         if (this.identity) a.identity = { externalId: this.identity.externalId, hash: this.identity.hash };
         cb(a);
       },
+      // WebSocket first: one round trip, and no CORS preflight from the host's origin;
+      // long polling only where WebSockets are blocked.
+      transports: ["websocket", "polling"],
+      tryAllTransports: true,
       withCredentials: false,
     });
     this.socket = s;
