@@ -132,6 +132,48 @@ try {
   await page.locator('[data-testid=timing]').waitFor();
   await shot(page, '07-playground');
 
+  step = 'inbox: a conversation arrives live, take it over and reply';
+  const agentId = new URL(page.url()).pathname.split('/')[2];
+  // Calls the API as the signed-in person (the token the app keeps).
+  const apiCall = (method, path, body) => page.evaluate(async ([m, p, b]) => {
+    const t = JSON.parse(localStorage.getItem('aigentable.session')).accessToken;
+    const r = await fetch(p, { method: m, headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' }, body: b ? JSON.stringify(b) : undefined });
+    return { status: r.status, body: await r.json().catch(() => null) };
+  }, [method, path, body]);
+  await page.getByRole('link', { name: 'Inbox' }).click();
+  await page.waitForURL('**/inbox');
+  await page.getByText('live', { exact: true }).waitFor();
+  const created = await apiCall('POST', '/api/conversations', { agentId, customer: { name: 'Alex Customer', email: 'alex@example.com' } });
+  if (created.status !== 201) throw new Error(`conversation not created: ${JSON.stringify(created)}`);
+  const convId = created.body.id;
+  // Arrives in the open list without a reload (new_conversation over the socket).
+  await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).waitFor();
+  const posted = await apiCall('POST', `/api/conversations/${convId}/messages`, { content: 'Do you ship to Canada?', role: 'customer' });
+  if (posted.status !== 201) throw new Error(`customer message not posted: ${JSON.stringify(posted)}`);
+  await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).click();
+  await page.waitForURL(`**/inbox/${convId}`);
+  await page.locator('[data-testid=message-customer]', { hasText: 'Do you ship to Canada?' }).waitFor();
+  await page.locator('[data-testid=message-ai]').first().waitFor();
+  await page.getByRole('button', { name: 'Take over' }).click();
+  await page.getByRole('button', { name: 'Back to the AI' }).waitFor();
+  await page.getByLabel('Reply').fill('Yes, we ship to Canada within a week.');
+  await page.getByRole('button', { name: 'Send' }).click();
+  await page.locator('[data-testid=message-human]', { hasText: 'ship to Canada within a week' }).waitFor();
+  // The customer writes again: it appears live in the open thread, and no AI answer follows
+  // (a person has the conversation).
+  await apiCall('POST', `/api/conversations/${convId}/messages`, { content: 'Great, thanks!', role: 'customer' });
+  await page.locator('[data-testid=message-customer]', { hasText: 'Great, thanks!' }).waitFor();
+  const stored = await apiCall('GET', `/api/conversations/${convId}`);
+  const roles = stored.body.messages.map((m) => m.role).join(',');
+  if (stored.body.mode !== 'human' || !roles.includes('human')) throw new Error(`not taken over: ${stored.body.mode} ${roles}`);
+  await shot(page, '07a-inbox');
+  await page.setViewportSize({ width: 375, height: 780 });
+  await shot(page, '07b-inbox-phone');
+  await page.getByRole('link', { name: '← All conversations' }).click();
+  await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).waitFor();
+  await shot(page, '07c-inbox-list-phone');
+  await page.setViewportSize({ width: 1280, height: 860 });
+
   step = 'web widget channel: snippet and preview';
   await page.getByRole('link', { name: 'Channels' }).click();
   await page.getByRole('button', { name: 'Create widget' }).click();
@@ -155,6 +197,23 @@ try {
   if (!link.includes('/accept-invite?token=')) throw new Error(`no invitation link: ${link}`);
   await page.locator('[data-testid=invitation]', { hasText: 'sam@shoes.example' }).waitFor();
   await shot(page, '08-team');
+
+  step = 'accept the invitation in another browser';
+  const other = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const invited = await other.newPage();
+  watch(invited);
+  await invited.goto(link);
+  await invited.getByRole('heading', { name: 'Join your team' }).waitFor();
+  if (invited.url().includes('token=')) throw new Error('the invitation token stays in the address bar');
+  await invited.getByLabel('Your name').fill('Sam Support');
+  await invited.getByLabel('Choose a password').fill('another-long-password');
+  await invited.getByRole('button', { name: 'Join' }).click();
+  await invited.getByText('Sam Support').waitFor();
+  await invited.getByText('Shoe Shop · Member').waitFor();
+  // A member's navigation has no admin pages.
+  if (await invited.getByRole('link', { name: 'API keys' }).count()) throw new Error('a member sees API keys');
+  await shot(invited, '08b-invited-member');
+  await other.close();
 
   step = 'create an API key (shown once)';
   await page.getByRole('link', { name: 'API keys' }).click();
