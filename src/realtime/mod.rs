@@ -48,6 +48,7 @@ pub struct Hub {
     per_second: u32,
     burst: u32,
     max_per_user: usize,
+    max_per_visitor: usize,
     max_payload: u64,
     /// Open sockets per user, API key or visitor (the key of [`Conn::count_key`]).
     counts: Mutex<HashMap<String, usize>>,
@@ -62,6 +63,7 @@ pub fn layer(svc: Arc<Services>) -> (SocketIoLayer, SocketIo) {
         per_second: c.socket_events_per_second,
         burst: c.socket_events_burst.max(1),
         max_per_user: c.socket_max_per_user,
+        max_per_visitor: c.socket_max_per_visitor,
         max_payload: c.socket_max_payload_bytes,
         counts: Mutex::new(HashMap::new()),
         presence: Presence::default(),
@@ -85,11 +87,18 @@ enum Who {
         /// Signed in with an access token (not a key): shown in presence.
         person: bool,
     },
+    /// A website visitor of a web widget channel.
+    Visitor {
+        name: Option<String>,
+        /// What the `session` event tells the widget right after connecting.
+        session: Value,
+    },
 }
 
 /// One connected socket's state (a socket extension).
 struct Conn {
-    caller: Caller,
+    /// A visitor's caller is re-bound when its first message opens a conversation.
+    caller: Mutex<Caller>,
     who: Who,
     count_key: String,
     /// When the access token expires (Unix seconds); the socket ends then.
@@ -105,6 +114,18 @@ struct Conn {
 impl Conn {
     fn is_staff(&self) -> bool {
         matches!(self.who, Who::Staff { .. })
+    }
+
+    fn caller(&self) -> Caller {
+        self.caller.lock().expect("BUG: poisoned caller").clone()
+    }
+
+    fn tenant(&self) -> TenantId {
+        self.caller
+            .lock()
+            .expect("BUG: poisoned caller")
+            .tenant()
+            .clone()
     }
 }
 
@@ -194,6 +215,11 @@ async fn authenticate(
     TryData(auth): TryData<Value>,
 ) -> Result<(), Refused> {
     let auth = auth.unwrap_or(Value::Null);
+    if let Some(key) = auth.get("widgetKey").and_then(Value::as_str) {
+        let conn = authenticate_visitor(&s, &hub, key, &auth).await?;
+        s.extensions.insert(conn);
+        return Ok(());
+    }
     let Some(token) = auth.get("token").and_then(Value::as_str) else {
         return Err(Refused(ErrorCode::Unauthorized.as_str().into()));
     };
@@ -237,34 +263,114 @@ async fn authenticate(
         (None, Some(u)) => format!("u:{u}"),
         (None, None) => format!("t:{}", caller.tenant()),
     };
-    {
-        let mut counts = hub.counts.lock().expect("BUG: poisoned socket counts");
-        let n = counts.entry(count_key.clone()).or_insert(0);
-        if *n >= hub.max_per_user {
-            return Err(Refused(ErrorCode::TooManySockets.as_str().into()));
-        }
-        *n += 1;
+    if !count_in(&hub, &count_key, hub.max_per_user) {
+        return Err(Refused(ErrorCode::TooManySockets.as_str().into()));
     }
     let who = Who::Staff {
         user: caller.user().cloned(),
         name: user.map(|u| u.name).unwrap_or_else(|| "API key".into()),
         person: caller.session().is_some(),
     };
-    let conn = Arc::new(Conn {
-        caller,
+    let conn = new_conn(caller, who, count_key, expires, hub.burst);
+    s.extensions.insert(conn);
+    Ok(())
+}
+
+fn new_conn(
+    caller: Caller,
+    who: Who,
+    count_key: String,
+    expires: Option<u64>,
+    burst: u32,
+) -> Arc<Conn> {
+    Arc::new(Conn {
+        caller: Mutex::new(caller),
         who,
         count_key,
         expires,
         joined: tokio::sync::Mutex::new(HashMap::new()),
         bucket: Mutex::new(Bucket {
-            tokens: hub.burst as f64,
+            tokens: burst as f64,
             at: Instant::now(),
         }),
         typing: Mutex::new(HashMap::new()),
         tasks: Mutex::new(Vec::new()),
+    })
+}
+
+/// Counts a socket against its owner's cap; false when the owner is at it.
+fn count_in(hub: &Hub, key: &str, max: usize) -> bool {
+    let mut counts = hub.counts.lock().expect("BUG: poisoned socket counts");
+    let n = counts.entry(key.to_string()).or_insert(0);
+    if *n >= max {
+        return false;
+    }
+    *n += 1;
+    true
+}
+
+/// A website visitor: `auth = {widgetKey, visitorToken?, name?, email?, identity?:
+/// {externalId, hash}}`, from a page whose `Origin` the channel allows. Without a token
+/// (or with one the server does not know any more) a visitor is made and its token sent
+/// once in the `session` event.
+async fn authenticate_visitor(
+    s: &SocketRef,
+    hub: &Hub,
+    key: &str,
+    auth: &Value,
+) -> Result<Arc<Conn>, Refused> {
+    use crate::domain::visitors::{Identity, VisitorHello};
+    let text = |k: &str| auth.get(k).and_then(Value::as_str).map(str::to_string);
+    let identity = auth.get("identity").and_then(|i| {
+        Some(Identity {
+            external_id: i.get("externalId")?.as_str()?.to_string(),
+            hash: i.get("hash")?.as_str()?.to_string(),
+        })
     });
-    s.extensions.insert(conn);
-    Ok(())
+    let hello = VisitorHello {
+        name: text("name"),
+        email: text("email"),
+        identity,
+    };
+    let origin = s
+        .req_parts()
+        .headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (key, token) = (key.to_string(), text("visitorToken"));
+    let (session, open) = blocking(&hub.svc, move |svc| {
+        let session = svc.authenticate_visitor(&key, token.as_deref(), origin.as_deref(), hello)?;
+        let open = svc.visitor_conversation(&session.caller)?;
+        Ok((session, open))
+    })
+    .await?;
+    let count_key = format!("v:{}", session.visitor.id);
+    if !count_in(hub, &count_key, hub.max_per_visitor) {
+        return Err(Refused(ErrorCode::TooManySockets.as_str().into()));
+    }
+    let mut info = json!({
+        "visitorId": session.visitor.id,
+        "conversationId": open.as_ref().map(|c| c.id.clone()),
+        "channel": crate::api::views::WidgetConfigView::new(
+            &session.channel,
+            session.agent_name.as_deref()
+        ),
+    });
+    if let Some(t) = &session.new_token {
+        info["visitorToken"] = json!(t);
+    }
+    let who = Who::Visitor {
+        name: session.visitor.name.clone(),
+        session: info,
+    };
+    let conn = new_conn(session.caller, who, count_key, None, hub.burst);
+    if let Some(c) = open {
+        // A visitor's socket follows its open conversation from the start; the widget
+        // joins with `sinceMessageId` to replay what it has not shown yet.
+        conn.joined.lock().await.insert(c.id.clone(), c.last_seq);
+    }
+    Ok(conn)
 }
 
 /// A connected socket: subscribe it to its tenant's events, register its event handlers,
@@ -275,7 +381,7 @@ async fn on_connect(s: SocketRef, State(hub): State<Arc<Hub>>) {
         return;
     };
     // Subscribed before any read a join makes: nothing committed after it is missed.
-    let sub = hub.svc.events.subscribe(&conn.caller);
+    let sub = hub.svc.events.subscribe(&conn.caller());
     s.on("join_conversation", join_conversation);
     s.on("leave_conversation", leave_conversation);
     s.on("send_message", send_message);
@@ -285,6 +391,9 @@ async fn on_connect(s: SocketRef, State(hub): State<Arc<Hub>>) {
     s.on("get_presence", get_presence);
     s.on_fallback(unknown_event);
     s.on_disconnect(on_disconnect);
+    if let Who::Visitor { session, .. } = &conn.who {
+        emit(&s, "session", session);
+    }
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(forward(s.clone(), hub.clone(), conn.clone(), sub)).abort_handle());
     if let Some(exp) = conn.expires {
@@ -308,7 +417,7 @@ async fn on_connect(s: SocketRef, State(hub): State<Arc<Hub>>) {
         name,
         person: true,
     } = &conn.who
-        && let Some(e) = hub.presence.connected(conn.caller.tenant(), u, name)
+        && let Some(e) = hub.presence.connected(&conn.tenant(), u, name)
     {
         hub.svc.events.publish(e);
     }
@@ -354,7 +463,7 @@ async fn on_disconnect(
         person: true,
         ..
     } = &conn.who
-        && let Some(e) = hub.presence.disconnected(conn.caller.tenant(), u)
+        && let Some(e) = hub.presence.disconnected(&conn.tenant(), u)
     {
         hub.svc.events.publish(e);
     }
@@ -483,7 +592,7 @@ async fn join(
             "this socket has joined as many conversations as allowed; leave one first",
         ));
     }
-    let (caller, id2) = (conn.caller.clone(), id.clone());
+    let (caller, id2) = (conn.caller(), id.clone());
     let r = blocking(&hub.svc, move |svc| {
         svc.messages_since(&caller, &id2, since.as_ref(), REPLAY_PAGE)
     })
@@ -529,17 +638,23 @@ async fn send_message(
     let Some(ack) = admit(&hub, &conn, &s, &d, ack) else {
         return;
     };
-    let answer = send(&hub, &conn, d).await.unwrap_or_else(refusal);
+    let answer = send(&s, &hub, &conn, d).await.unwrap_or_else(refusal);
     let _ = ack.send(&answer);
 }
 
 async fn send(
+    s: &SocketRef,
     hub: &Hub,
     conn: &Conn,
     d: Result<Value, impl std::fmt::Display>,
 ) -> Result<Value, ApiError> {
     let d = payload(d)?;
-    let id = conversation_of(&d)?;
+    let visitor = !conn.is_staff();
+    // A visitor may leave it out: its open conversation, or a new one.
+    let id = match d.get("conversationId") {
+        None | Some(Value::Null) if visitor => None,
+        _ => Some(conversation_of(&d)?),
+    };
     let content = match d.get("content") {
         Some(Value::String(s)) => s.clone(),
         _ => return Err(invalid("content", "is required (a string)")),
@@ -549,21 +664,44 @@ async fn send(
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(invalid("clientId", "must be a string")),
     };
-    let caller = conn.caller.clone();
-    let role = MessageRole::Human;
-    let posted = blocking(&hub.svc, move |svc| {
-        svc.post_message(&caller, &id, role, &content, client_id.as_deref())
+    let caller = conn.caller();
+    if !visitor {
+        let id = id.ok_or_else(|| invalid("conversationId", "is required"))?;
+        let posted = blocking(&hub.svc, move |svc| {
+            svc.post_message(
+                &caller,
+                &id,
+                MessageRole::Human,
+                &content,
+                client_id.as_deref(),
+            )
+        })
+        .await?;
+        return Ok(json!({"ok": true, "message": MessageView::from(&posted.message)}));
+    }
+    // Under the joined lock: a conversation this message opens is followed from its first
+    // message (the greeting) on, before any live event of it is delivered.
+    let mut joined = conn.joined.lock().await;
+    let (posted, bound) = blocking(&hub.svc, move |svc| {
+        svc.post_visitor_message(&caller, id.as_ref(), &content, client_id.as_deref())
     })
     .await?;
+    *conn.caller.lock().expect("BUG: poisoned caller") = bound;
+    let cid = posted.conversation.id.clone();
+    if !joined.contains_key(&cid) {
+        joined.insert(cid.clone(), 0);
+        refill(s, hub, conn, &mut joined, &cid).await;
+    }
     Ok(json!({"ok": true, "message": MessageView::from(&posted.message)}))
 }
 
 fn typing_event(conn: &Conn, conversation: &ConversationId, typing: bool) -> Event {
     let (kind, user, name) = match &conn.who {
         Who::Staff { user, name, .. } => ("human", user.clone(), Some(name.clone())),
+        Who::Visitor { name, .. } => ("customer", None, name.clone()),
     };
     Event::Typing {
-        tenant_id: conn.caller.tenant().clone(),
+        tenant_id: conn.tenant(),
         conversation_id: conversation.clone(),
         who: crate::events::Typist {
             kind,
@@ -683,7 +821,7 @@ async fn set_presence(
                 ..
             },
         ) => {
-            if let Some(e) = hub.presence.set(conn.caller.tenant(), u, status) {
+            if let Some(e) = hub.presence.set(&conn.tenant(), u, status) {
                 hub.svc.events.publish(e);
             }
             json!({"ok": true})
@@ -708,7 +846,7 @@ async fn get_presence(
         return;
     };
     let answer = if conn.is_staff() {
-        json!({"ok": true, "users": hub.presence.list(conn.caller.tenant())})
+        json!({"ok": true, "users": hub.presence.list(&conn.tenant())})
     } else {
         refusal(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -808,7 +946,7 @@ async fn refill(
         let Some(&after) = joined.get(id) else {
             return true;
         };
-        let (caller, id2) = (conn.caller.clone(), id.clone());
+        let (caller, id2) = (conn.caller(), id.clone());
         let r = blocking(&hub.svc, move |svc| {
             svc.messages_after_seq(&caller, &id2, after, REPLAY_PAGE)
         })
@@ -960,11 +1098,16 @@ async fn deliver(s: &SocketRef, hub: &Hub, conn: &Conn, e: &Event) -> bool {
             if !conn.joined.lock().await.contains_key(conversation_id) {
                 return true;
             }
-            // Not echoed to the socket's own person.
-            if let (Who::Staff { user: Some(me), .. }, Some(u)) = (&conn.who, &who.user_id)
-                && me == u
-                && who.kind == "human"
-            {
+            // Not echoed to the socket's own person (a visitor is the conversation's
+            // only customer).
+            let own = match &conn.who {
+                Who::Staff { user: Some(me), .. } => {
+                    who.kind == "human" && who.user_id.as_ref() == Some(me)
+                }
+                Who::Staff { .. } => false,
+                Who::Visitor { .. } => who.kind == "customer",
+            };
+            if own {
                 return true;
             }
             emit(

@@ -821,3 +821,250 @@ async fn socket_streams_the_ai_answer_then_sends_it_stored() {
     let t = c.next("inbox", "user_typing").await;
     assert_eq!(t["typing"], false);
 }
+
+const SITE: &str = "https://shop.example.com";
+
+/// A web widget channel of `a` (allowed on [`SITE`]) answering with `agent`; its key.
+async fn widget(s: &Server, a: &Account, agent: &str, settings: Value) -> String {
+    let r = s
+        .post(
+            "/api/channels",
+            Some(&a.token),
+            json!({"type": "web", "name": "Website", "agentId": agent, "settings": settings}),
+        )
+        .await;
+    r.expect(201);
+    r.body["settings"]["widgetKey"]
+        .as_str()
+        .expect("widget key")
+        .to_string()
+}
+
+fn from_site() -> Value {
+    json!({"headers": {"Origin": SITE}})
+}
+
+#[tokio::test]
+async fn socket_visitors_chat_live_and_only_in_their_own_conversation() {
+    use crate::fake_openai::{FakeOpenAi, Reply};
+    let fake = FakeOpenAi::start().await;
+    let s = start_with(|c| c.socket_max_per_visitor = 2).await;
+    let Some(mut c) = Clients::start("socket_visitors", &s).await else {
+        return;
+    };
+    let a = crate::engine::ai_tenant(&s, "shop@x.test", &fake).await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Ava"})).await);
+    let key = widget(
+        &s,
+        &a,
+        &agent,
+        json!({"allowedOrigins": [SITE], "greeting": "Hi! How can we help?"}),
+    )
+    .await;
+    c.connect("staff", &a.token).await;
+
+    // Refusals: another site, an unknown token, an unknown widget.
+    let refused = |r: Result<(), String>| r.expect_err("refused");
+    assert_eq!(
+        refused(
+            c.connect_with(
+                "evil",
+                json!({"widgetKey": key}),
+                json!({"headers": {"Origin": "https://evil.example"}})
+            )
+            .await
+        ),
+        "origin_not_allowed"
+    );
+    assert_eq!(
+        refused(
+            c.connect_with(
+                "stale",
+                json!({"widgetKey": key, "visitorToken": "vt_unknown"}),
+                from_site()
+            )
+            .await
+        ),
+        "unauthorized"
+    );
+
+    // A new visitor: a session with a token issued once and no conversation yet.
+    c.connect_with(
+        "v1",
+        json!({"widgetKey": key, "name": "Carla"}),
+        from_site(),
+    )
+    .await
+    .expect("visitor connects");
+    let session = c.next("v1", "session").await;
+    let token = session["visitorToken"].as_str().expect("token").to_string();
+    assert!(session["visitorId"].is_string());
+    assert_eq!(session["conversationId"], Value::Null);
+    assert_eq!(session["channel"]["greeting"], "Hi! How can we help?");
+
+    // The first message opens the conversation: acked, shown to the visitor with the
+    // greeting, announced to the team; the AI answer streams to the visitor.
+    fake.push(Reply::text("We ship within two days."));
+    let ack = c
+        .ask(
+            "v1",
+            "send_message",
+            json!({"content": "How fast do you ship?", "clientId": "v-1"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let mine = ack["message"].clone();
+    assert_eq!(mine["role"], "customer");
+    let cid = mine["conversationId"].as_str().expect("cid").to_string();
+    let greeting = c.next("v1", "new_message").await;
+    assert_eq!(greeting["content"], "Hi! How can we help?");
+    assert_eq!(c.next("v1", "new_message").await["id"], mine["id"]);
+    let n = c.next("staff", "new_conversation").await;
+    assert_eq!(n["conversation"]["id"], cid.as_str());
+    let done = c
+        .next_where("v1", "agent_response", |d| d["done"] == true)
+        .await;
+    assert_eq!(done["content"], "We ship within two days.");
+    let deltas = c.drain("v1", "agent_response");
+    assert!(!deltas.is_empty(), "the answer streamed first");
+    assert_eq!(c.next("v1", "new_message").await["id"], done["messageId"]);
+    // A resend is the same message.
+    let again = c
+        .ask(
+            "v1",
+            "send_message",
+            json!({"content": "How fast do you ship?", "clientId": "v-1"}),
+        )
+        .await;
+    assert_eq!(again["message"]["id"], mine["id"]);
+
+    // Staff takes over and replies; the visitor sees it live. Typing goes both ways.
+    c.ask("staff", "join_conversation", json!({"conversationId": cid}))
+        .await;
+    let r = s
+        .put(
+            &format!("/api/conversations/{cid}/assign"),
+            &a.token,
+            json!({"userId": a.user_id}),
+        )
+        .await;
+    r.expect(200);
+    let u = c.next("v1", "conversation_update").await;
+    assert_eq!(u["conversation"]["mode"], "human");
+    c.ask("v1", "typing_start", json!({"conversationId": cid}))
+        .await;
+    let t = c
+        .next_where("staff", "user_typing", |d| d["who"]["kind"] == "customer")
+        .await;
+    assert_eq!(t["who"]["name"], "Carla");
+    c.ask("staff", "typing_start", json!({"conversationId": cid}))
+        .await;
+    let t = c
+        .next_where("v1", "user_typing", |d| d["who"]["kind"] == "human")
+        .await;
+    assert_eq!(t["typing"], true);
+    let reply = c
+        .ask(
+            "staff",
+            "send_message",
+            json!({"conversationId": cid, "content": "Carla, it ships today."}),
+        )
+        .await;
+    let got = c
+        .next_where("v1", "new_message", |m| m["role"] == "human")
+        .await;
+    assert_eq!(got["id"], reply["message"]["id"]);
+
+    // Another visitor: the first one's conversation does not exist for it.
+    c.connect_with("v2", json!({"widgetKey": key}), from_site())
+        .await
+        .expect("second visitor");
+    c.next("v2", "session").await;
+    let foreign = c
+        .ask("v2", "join_conversation", json!({"conversationId": cid}))
+        .await;
+    let missing = c
+        .ask(
+            "v2",
+            "join_conversation",
+            json!({"conversationId": "0190b1a2-7c3d-7e4f-8a5b-6c7d8e9f0a1b"}),
+        )
+        .await;
+    assert_eq!(foreign["error"]["code"], "conversation_not_found");
+    assert_eq!(foreign, missing);
+    let sent = c
+        .ask(
+            "v2",
+            "send_message",
+            json!({"conversationId": cid, "content": "let me read"}),
+        )
+        .await;
+    assert_eq!(sent["error"]["code"], "conversation_not_found");
+    let refused_typing = c
+        .ask("v2", "typing_start", json!({"conversationId": cid}))
+        .await;
+    assert_eq!(refused_typing["error"]["code"], "conversation_not_found");
+    let p = c.ask("v2", "get_presence", json!({})).await;
+    assert_eq!(p["error"]["code"], "forbidden");
+    // Team-only events never reach visitors.
+    for ev in [
+        "new_conversation",
+        "presence",
+        "document_status",
+        "job_progress",
+    ] {
+        assert!(c.drain("v1", ev).is_empty(), "{ev} reached a visitor");
+        assert!(c.drain("v2", ev).is_empty(), "{ev} reached a visitor");
+    }
+    assert!(c.drain("v2", "new_message").is_empty());
+
+    // The same visitor comes back (token kept): its conversation, no new token, followed
+    // live at once; joining with sinceMessageId replays what it missed.
+    c.close("v1").await;
+    let missed = human_says(&s, &a, &cid, "Are you still there?").await;
+    c.connect_with(
+        "v1b",
+        json!({"widgetKey": key, "visitorToken": token}),
+        from_site(),
+    )
+    .await
+    .expect("returning visitor");
+    let session = c.next("v1b", "session").await;
+    assert_eq!(session["conversationId"], cid.as_str());
+    assert!(session.get("visitorToken").is_none(), "{session}");
+    let live = human_says(&s, &a, &cid, "Here is your tracking number.").await;
+    assert_eq!(c.next("v1b", "new_message").await["id"], live["id"]);
+    let j = c
+        .ask(
+            "v1b",
+            "join_conversation",
+            json!({"conversationId": cid, "sinceMessageId": reply["message"]["id"]}),
+        )
+        .await;
+    let ids: Vec<Value> = j["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![missed["id"].clone(), live["id"].clone()]);
+    // SOCKET_MAX_PER_VISITOR=2.
+    c.connect_with(
+        "v1c",
+        json!({"widgetKey": key, "visitorToken": token}),
+        from_site(),
+    )
+    .await
+    .expect("second socket of the visitor");
+    assert_eq!(
+        refused(
+            c.connect_with(
+                "v1d",
+                json!({"widgetKey": key, "visitorToken": token}),
+                from_site()
+            )
+            .await
+        ),
+        "too_many_sockets"
+    );
+}
