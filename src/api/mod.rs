@@ -20,6 +20,7 @@ pub mod tenants;
 pub mod ui;
 pub mod upload;
 pub mod views;
+pub mod widget;
 pub mod widget_asset;
 
 use crate::config::Config;
@@ -100,6 +101,15 @@ impl Modify for SecurityAddon {
             ),
         );
         c.add_security_scheme(
+            "visitorToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("vt_ visitor token of the web widget")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
             "apiKey",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
@@ -150,6 +160,8 @@ impl Modify for ErrorAnswers {
                 for p in op.parameters.iter_mut().flatten() {
                     let RefOr::T(p) = p else { continue };
                     match p.parameter_in {
+                        // A widget key is a public token, not an id.
+                        ParameterIn::Path if p.name == "widgetKey" => {}
                         ParameterIn::Path => {
                             p.schema = Some(
                                 ObjectBuilder::new()
@@ -218,6 +230,7 @@ impl Modify for ErrorAnswers {
         (name = "agents", description = "AI agents"),
         (name = "conversations", description = "The inbox: conversations and messages"),
         (name = "channels", description = "Where customers talk to agents: the website widget (type web)"),
+        (name = "widget", description = "The website widget's own calls, from pages on the channel's allowed origins; visitor routes take `Authorization: Bearer <visitorToken>`"),
         (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
         (name = "system", description = "Health and metrics"),
@@ -258,6 +271,11 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(channels::list, channels::create))
         .routes(routes!(channels::get, channels::update, channels::delete))
         .routes(routes!(channels::rotate_identity_secret))
+        .routes(routes!(widget::config))
+        .routes(routes!(widget::start))
+        .routes(routes!(widget::conversation))
+        .routes(routes!(widget::post_message))
+        .routes(routes!(widget::rate))
         .routes(routes!(settings::get_ai, settings::put_ai))
         .routes(routes!(settings::get_embeddings, settings::put_embeddings))
         .routes(routes!(agents::test))
@@ -294,7 +312,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = (state.config.upload_max_bytes as usize)
         .saturating_mul(2)
         .max(json_limit);
-    let cors = middleware::cors_layer(&state.config);
+    // Widget routes answer their channel's origins; the rest CORS_ORIGINS.
+    let cors = middleware::cors_layer(&state.config).allow_origin(widget::allow_origin(&state));
     let mut app = Router::new().merge(api).merge(widget_asset::routes());
     if state.config.metrics == crate::config::MetricsMode::Token {
         app = app.route("/metrics", axum::routing::get(health::metrics_with_token));

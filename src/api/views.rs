@@ -716,6 +716,45 @@ mod tests {
     }
 
     #[test]
+    fn channel_credentials_show_only_whether_they_are_set() {
+        let c = Channel {
+            id: ChannelId::new(),
+            tenant_id: TenantId::new(),
+            agent_id: None,
+            kind: ChannelKind::Web,
+            name: "Site".into(),
+            status: ChannelStatus::Active,
+            last_error: None,
+            web: Some(WebSettings {
+                widget_key: "wk_abc".into(),
+                allowed_origins: vec!["https://a.test".into()],
+                greeting: None,
+                theme: Default::default(),
+                language: None,
+                pre_chat: Default::default(),
+                identity: FieldMode::Required,
+            }),
+            config: serde_json::Value::Null,
+            credentials: [("identitySecret".to_string(), "v1:sealed-bytes".to_string())].into(),
+            created_at: now(),
+            updated_at: now(),
+        };
+        let v = serde_json::to_value(ChannelView::new(&c, "https://chat.test/", None)).unwrap();
+        assert!(!v.to_string().contains("sealed-bytes"));
+        assert_eq!(v["credentials"]["identitySecret"], "set");
+        assert!(v.get("identitySecret").is_none());
+        assert_eq!(v["type"], "web");
+        assert_eq!(
+            v["embedCode"],
+            r#"<script src="https://chat.test/widget.js" data-widget-key="wk_abc" async></script>"#
+        );
+        let public = serde_json::to_value(WidgetConfigView::new(&c, Some("Ava"))).unwrap();
+        assert!(public.get("allowedOrigins").is_none());
+        assert_eq!(public["identityMode"], "required");
+        assert_eq!(public["title"], "Site");
+    }
+
+    #[test]
     fn tool_header_values_are_masked() {
         let tool = ToolSpec::Http(HttpTool {
             name: "crm".into(),

@@ -360,6 +360,65 @@ impl Services {
         })
     }
 
+    /// The visitor of a token, for the widget's REST calls (`Authorization: Bearer
+    /// <visitorToken>`): the same checks as [`authenticate_visitor`](Self::authenticate_visitor)
+    /// for the widget and the origin, and a live token of this widget (401 `unauthorized`
+    /// otherwise). Never makes a visitor. With identity verification `required`, only a
+    /// visitor whose identity was verified passes (401 `identity_required`). Blocking.
+    pub fn visitor_session(
+        &self,
+        widget_key: &str,
+        token: &str,
+        origin: Option<&str>,
+    ) -> Result<VisitorSession> {
+        let hash = self.keys.hash_token(token.trim());
+        let ttl = time::Duration::days(i64::from(self.config.visitor_token_ttl_days.max(1)));
+        let now = self.clock.now();
+        let found = self.store.read(|tx| {
+            let channel = match self.usable_channel(tx, widget_key, origin) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            let visitor = match tx.index_get(Index::VisitorToken, &hash)? {
+                Some(r) => match split_ref(&r) {
+                    Some((t, id)) => tx
+                        .get::<Visitor>(&t, id)?
+                        .filter(|v| v.token_hashes.contains(&hash)),
+                    None => None,
+                },
+                None => None,
+            };
+            let Some(visitor) = visitor.filter(|v| {
+                v.tenant_id == channel.tenant_id
+                    && v.channel_id == channel.id
+                    && v.last_seen_at + ttl >= now
+            }) else {
+                return Ok(Err(bad_token()));
+            };
+            let agent_name = match &channel.agent_id {
+                Some(a) => tx
+                    .get::<Agent>(&channel.tenant_id, a.as_str())?
+                    .map(|a| a.name),
+                None => None,
+            };
+            Ok(Ok((channel, visitor, agent_name)))
+        })??;
+        let (channel, visitor, agent_name) = found;
+        if web(&channel)?.identity == FieldMode::Required && visitor.external_id.is_none() {
+            return Err(Error::Unauthorized(
+                "identity_required",
+                "this widget only talks to signed-in users of the site: send identity {externalId, hash}".into(),
+            ));
+        }
+        Ok(VisitorSession {
+            caller: Caller::widget_visitor(&visitor),
+            visitor,
+            channel,
+            new_token: None,
+            agent_name,
+        })
+    }
+
     /// The visitor's stored record and a caller made from it (bound to its current
     /// conversation as it is now, which may be newer than the caller's).
     pub fn current_visitor(&self, caller: &Caller) -> Result<(Visitor, Caller)> {
