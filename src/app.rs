@@ -98,6 +98,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         svc: svc.clone(),
         llm: crate::llm::Client::new(),
         retriever: knowledge.clone(),
+        health: Default::default(),
     });
     engine.register_jobs(&jobs, tokio::runtime::Handle::current());
     mailer.register_jobs(&jobs, svc.sealer.clone(), tokio::runtime::Handle::current());

@@ -52,6 +52,10 @@ pub enum MetricsMode {
     Public,
 }
 
+/// `OPENAI_BASE_URL` when unset: OpenAI's API, which needs a key (without one no model
+/// provider is configured, and agents in `auto` answer extractively).
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
 /// Every setting. Names match the environment variables (upper-cased) and the TOML keys.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default)]
@@ -177,7 +181,7 @@ impl Default for Config {
             jwt_refresh_expires_in: "7d".into(),
             invite_expires_in: "7d".into(),
             openai_api_key: None,
-            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_base_url: DEFAULT_OPENAI_BASE_URL.into(),
             openai_model: "gpt-4o-mini".into(),
             openai_context_window: 128_000,
             llm_timeout_secs: 120,

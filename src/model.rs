@@ -199,6 +199,21 @@ pub enum RetrievalMode {
     Off,
 }
 
+/// How an agent words its answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    /// The model writes the answer from the retrieved sources.
+    Generate,
+    /// No model: the answer is the retrieved passages' sentences that answer, quoted with
+    /// their citations ("From our documents: ...").
+    Extractive,
+    /// `generate` when the tenant's model provider is configured and not known to be
+    /// down, else `extractive`.
+    #[default]
+    Auto,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ActiveStatus {
@@ -221,6 +236,9 @@ pub struct Agent {
     pub max_tokens: u32,
     pub top_k: u32,
     pub retrieval_mode: RetrievalMode,
+    /// Absent in agents stored before answer modes existed: `auto`.
+    #[serde(default)]
+    pub answer_mode: AnswerMode,
     #[serde(default)]
     pub document_ids: Vec<DocumentId>,
     pub greeting: Option<String>,

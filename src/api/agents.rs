@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, Query, page_req};
 use super::views::{AgentView, CitationView, Paged, UsageView, paged};
 use crate::domain::agents::AgentInput;
-use crate::model::{ActiveStatus, RetrievalMode, ToolSpec};
+use crate::model::{ActiveStatus, AnswerMode, RetrievalMode, ToolSpec};
 use crate::types::{AgentId, DocumentId};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -42,6 +42,8 @@ pub struct AgentReq {
     #[schema(minimum = 1, maximum = 50)]
     top_k: Option<u32>,
     retrieval_mode: Option<RetrievalMode>,
+    /// `generate`, `extractive` or `auto` (the default on create).
+    answer_mode: Option<AnswerMode>,
     #[schema(max_items = 1000)]
     document_ids: Option<Vec<DocumentId>>,
     #[serde(default, deserialize_with = "double")]
@@ -70,6 +72,7 @@ impl From<AgentReq> for AgentInput {
             max_tokens: r.max_tokens,
             top_k: r.top_k,
             retrieval_mode: r.retrieval_mode,
+            answer_mode: r.answer_mode,
             document_ids: r.document_ids,
             greeting: r.greeting,
             fallback_message: r.fallback_message,

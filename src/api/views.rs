@@ -9,7 +9,7 @@
 //! Depends on `model` and `types` only.
 
 use crate::model::{
-    ActiveStatus, Agent, ApiKey, Channel, ChannelKind, ChannelStatus, Chunk, Citation,
+    ActiveStatus, Agent, AnswerMode, ApiKey, Channel, ChannelKind, ChannelStatus, Chunk, Citation,
     Conversation, ConversationMode, ConversationStatus, Customer, Document, DocumentStatus,
     FieldMode, HttpTool, Invitation, Job, JobStatus, Message, MessageRole, MessageStatus, Rating,
     RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage, User, WebSettings, WidgetPosition,
@@ -116,6 +116,7 @@ pub struct AgentView {
     pub max_tokens: u32,
     pub top_k: u32,
     pub retrieval_mode: RetrievalMode,
+    pub answer_mode: AnswerMode,
     pub document_ids: Vec<DocumentId>,
     pub greeting: Option<String>,
     pub fallback_message: Option<String>,
@@ -142,6 +143,7 @@ impl From<&Agent> for AgentView {
             max_tokens: a.max_tokens,
             top_k: a.top_k,
             retrieval_mode: a.retrieval_mode,
+            answer_mode: a.answer_mode,
             document_ids: a.document_ids.clone(),
             greeting: a.greeting.clone(),
             fallback_message: a.fallback_message.clone(),

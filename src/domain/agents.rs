@@ -23,6 +23,7 @@ pub struct AgentInput {
     pub max_tokens: Option<u32>,
     pub top_k: Option<u32>,
     pub retrieval_mode: Option<RetrievalMode>,
+    pub answer_mode: Option<AnswerMode>,
     pub document_ids: Option<Vec<DocumentId>>,
     pub greeting: Option<Option<String>>,
     pub fallback_message: Option<Option<String>>,
@@ -362,6 +363,7 @@ impl Services {
             max_tokens: input.max_tokens.unwrap_or(1024),
             top_k: input.top_k.unwrap_or(8),
             retrieval_mode: input.retrieval_mode.unwrap_or(RetrievalMode::Hybrid),
+            answer_mode: input.answer_mode.unwrap_or_default(),
             document_ids: input.document_ids.clone().unwrap_or_default(),
             greeting: input.greeting.clone().flatten(),
             fallback_message: Some(
@@ -459,6 +461,9 @@ impl Services {
             }
             if let Some(v) = input.retrieval_mode {
                 a.retrieval_mode = v;
+            }
+            if let Some(v) = input.answer_mode {
+                a.answer_mode = v;
             }
             if let Some(v) = input.document_ids {
                 Self::check_documents(tx, &tenant, &v)?;

@@ -7,6 +7,7 @@
 //! I/O are CPU or disk work): call them from `spawn_blocking` or a worker thread.
 
 pub mod fusion;
+pub mod terms;
 pub mod text;
 pub mod vector;
 

@@ -352,4 +352,18 @@ impl Retrieve for Knowledge {
                 .collect(),
         })
     }
+
+    /// The tenant's embedding model; `None` without one, or when it fails now (the
+    /// extractive answer then scores sentences by their terms).
+    fn embed(
+        &self,
+        caller: &Caller,
+        query: &str,
+        texts: &[String],
+    ) -> Option<(Vec<f32>, Vec<Vec<f32>>)> {
+        let space = self.space_for(caller.tenant()).ok().flatten()?;
+        let q = space.embedder.embed_query(query).ok()?;
+        let v = space.embedder.embed(texts).ok()?;
+        (v.len() == texts.len()).then_some((q, v))
+    }
 }
