@@ -333,14 +333,18 @@ fn cut(text: &str, max: usize) -> String {
     format!("{head}…")
 }
 
-/// The extractive answer to `query` from `sources` (best first), `None` when there is no
-/// sentence to quote. `vectors` as for [`scores`].
+/// The extractive answer to `query` from the candidates, `None` when there is no sentence
+/// to quote: no candidates, or (without embeddings) none sharing a content term with the
+/// query. `vectors` as for [`scores`].
 pub fn answer(
     query: &str,
     cands: &[Candidate],
     vectors: Option<(&[f32], &[Vec<f32>])>,
 ) -> Option<String> {
     let scoring = Scoring::default();
+    if vectors.is_none() && term_scores(query, cands).iter().all(|s| *s <= 0.0) {
+        return None;
+    }
     let s = scores(query, cands, vectors, &scoring);
     let sel = select(cands, &s, &scoring);
     (!sel.chosen.is_empty()).then(|| compose(&sel))
@@ -654,6 +658,7 @@ mod tests {
             &Scoring::default(),
         );
         assert_eq!(s, [0.0, 0.0]);
+        assert_eq!(answer("how long until my order arrives", &cands, None), None);
         // ...with vectors the sentence closest in meaning does.
         let q = vec![1.0, 0.0];
         let vs = vec![vec![0.1, 1.0], vec![0.9, 0.2]];

@@ -428,6 +428,31 @@ impl TextIndex {
         (missing.is_empty() && !terms.is_empty(), terms.len())
     }
 
+    /// The number of live chunks of `tenant` and, for each of `terms` (analysed terms, as
+    /// [`terms::content_terms`](super::terms::content_terms) returns them), how many of
+    /// them contain it: the inputs of an inverse document frequency inside the tenant.
+    pub fn doc_freqs(&self, tenant: &TenantId, terms: &[String]) -> Result<(u64, Vec<u64>), Error> {
+        let searcher = self.reader.searcher();
+        let tenant_term = Term::from_field_text(self.fields.tenant, tenant.as_str());
+        let (docs, tokens) = self.tenant_totals(&searcher, &tenant_term)?;
+        if docs == 0 {
+            return Ok((0, vec![0; terms.len()]));
+        }
+        let stats = TenantStats {
+            searcher: &searcher,
+            cache: &self.tenant_stats,
+            tenant: tenant_term,
+            body: self.fields.body,
+            docs,
+            tokens,
+        };
+        let mut out = Vec::with_capacity(terms.len());
+        for t in terms {
+            out.push(stats.doc_freq(&Term::from_field_text(self.fields.body, t))?);
+        }
+        Ok((docs, out))
+    }
+
     /// Distinct terms of `query` as this index analyses it.
     pub fn term_count(&self, query: &str) -> usize {
         self.query_terms(query).len()

@@ -9,6 +9,7 @@
 //! tenant carry on. A changed setting is tried at once; the same one again after
 //! [`RETRY_UNAVAILABLE`].
 
+pub mod guard;
 pub mod pipeline;
 pub mod search;
 pub mod settings;

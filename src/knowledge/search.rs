@@ -5,6 +5,7 @@
 //! hybrid degrades to keyword and says so in [`SearchResult::warnings`], and only vector mode
 //! fails ([`SearchError::Unavailable`]).
 
+use super::guard::{self, GuardParams, Relevance};
 use super::{Error, Knowledge};
 use crate::agent::{Retrieve, Retrieved, Source};
 use crate::auth::{Action, Caller};
@@ -17,9 +18,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Instant;
 use utoipa::ToSchema;
-
-/// Cosine similarity under which a vector-only hit is not considered an answer.
-pub const MIN_SIMILARITY: f32 = 0.25;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "lowercase")]
@@ -289,15 +287,17 @@ fn degraded(reason: &str) -> String {
     format!("vector search is unavailable ({reason}); these are keyword results only")
 }
 
-impl Retrieve for Knowledge {
-    /// Needs [`Action::RunAgent`], and only searches the agent's own tenant.
-    fn retrieve(
+impl Knowledge {
+    /// An agent's search of its own documents, and the relevance guard's verdict on it
+    /// (see [`guard`](super::guard)). What [`Retrieve::retrieve`] answers from; public so
+    /// the evaluation measures the product's guard. Needs [`Action::RunAgent`]. Blocking.
+    pub fn agent_search(
         &self,
         caller: &Caller,
         agent: &Agent,
         query: &str,
         top_k: usize,
-    ) -> Result<Retrieved, String> {
+    ) -> Result<(SearchResult, Relevance), String> {
         caller
             .require(Action::RunAgent)
             .map_err(|_| "this caller may not run agents".to_string())?;
@@ -306,7 +306,19 @@ impl Retrieve for Knowledge {
             return Err("the agent belongs to another tenant".into());
         }
         let mode = match agent.retrieval_mode {
-            RetrievalMode::Off => return Ok(Retrieved::default()),
+            RetrievalMode::Off => {
+                return Ok((
+                    SearchResult {
+                        data: vec![],
+                        mode: SearchMode::Keyword,
+                        took_ms: 0.0,
+                        warnings: vec![],
+                        best_similarity: None,
+                        keyword_hits: 0,
+                    },
+                    Relevance::default(),
+                ));
+            }
             RetrievalMode::Keyword => SearchMode::Keyword,
             RetrievalMode::Vector => SearchMode::Vector,
             RetrievalMode::Hybrid => SearchMode::Hybrid,
@@ -331,9 +343,49 @@ impl Retrieve for Knowledge {
                 .map_err(|e| e.to_string())?,
             Err(e) => return Err(e.to_string()),
         };
-        // Nothing relevant: no keyword match and no vector close enough.
-        let relevant = r.keyword_hits > 0 || r.best_similarity.is_some_and(|s| s >= MIN_SIMILARITY);
-        if !relevant {
+        let relevance = self.relevance(t, query, &r).map_err(|e| e.to_string())?;
+        Ok((r, relevance))
+    }
+
+    /// The guard's evidence and verdict for a search's result.
+    fn relevance(&self, t: &TenantId, query: &str, r: &SearchResult) -> Result<Relevance, Error> {
+        let terms = guard::query_terms(query);
+        let coverage = if terms.is_empty() || r.data.is_empty() {
+            0.0
+        } else {
+            let (docs, dfs) = self.text.doc_freqs(t, &terms)?;
+            let weights: Vec<f32> = dfs.iter().map(|&df| guard::idf(docs, df)).collect();
+            r.data
+                .iter()
+                .take(guard::GUARD_HITS)
+                .map(|h| {
+                    let text = format!("{}\n{}", h.headings.join("\n"), h.text);
+                    guard::coverage(&terms, &weights, &text)
+                })
+                .fold(0.0, f32::max)
+        };
+        let similarity = r.best_similarity;
+        Ok(Relevance {
+            coverage,
+            similarity,
+            relevant: !r.data.is_empty()
+                && guard::judge(coverage, similarity, &GuardParams::default()),
+        })
+    }
+}
+
+impl Retrieve for Knowledge {
+    /// Needs [`Action::RunAgent`], and only searches the agent's own tenant. Nothing when
+    /// the relevance guard finds nothing that answers.
+    fn retrieve(
+        &self,
+        caller: &Caller,
+        agent: &Agent,
+        query: &str,
+        top_k: usize,
+    ) -> Result<Retrieved, String> {
+        let (r, relevance) = self.agent_search(caller, agent, query, top_k)?;
+        if !relevance.relevant {
             return Ok(Retrieved::default());
         }
         Ok(Retrieved {
