@@ -658,7 +658,10 @@ mod tests {
             &Scoring::default(),
         );
         assert_eq!(s, [0.0, 0.0]);
-        assert_eq!(answer("how long until my order arrives", &cands, None), None);
+        assert_eq!(
+            answer("how long until my order arrives", &cands, None),
+            None
+        );
         // ...with vectors the sentence closest in meaning does.
         let q = vec![1.0, 0.0];
         let vs = vec![vec![0.1, 1.0], vec![0.9, 0.2]];

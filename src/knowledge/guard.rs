@@ -31,15 +31,19 @@ pub struct GuardParams {
     /// `joint_similarity`.
     pub joint_coverage: f32,
     pub joint_similarity: f32,
+    /// Keyword coverage that is enough when no vectors were searched (keyword agents, or
+    /// no embedding model): the only evidence there is.
+    pub keyword_coverage: f32,
 }
 
 impl Default for GuardParams {
     fn default() -> Self {
         GuardParams {
-            coverage: 0.75,
-            similarity: 0.60,
-            joint_coverage: 0.45,
-            joint_similarity: 0.40,
+            coverage: 0.85,
+            similarity: 0.65,
+            joint_coverage: 0.70,
+            joint_similarity: 0.60,
+            keyword_coverage: 0.70,
         }
     }
 }
@@ -66,6 +70,14 @@ pub fn idf(docs: u64, df: u64) -> f32 {
     (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
 }
 
+/// The weights of query terms from their document frequencies in a tenant of `docs`
+/// chunks: their IDF, a term the tenant has never seen weighing as much as its rarest
+/// (in a small tenant an unseen word would otherwise outweigh the others twice over).
+pub fn weights(docs: u64, dfs: &[u64]) -> Vec<f32> {
+    let cap = idf(docs, 1);
+    dfs.iter().map(|&df| idf(docs, df).min(cap)).collect()
+}
+
 /// The IDF-weighted share of `terms` (with their weights) that `text` contains.
 pub fn coverage(terms: &[String], weights: &[f32], text: &str) -> f32 {
     let total: f32 = weights.iter().sum();
@@ -85,15 +97,27 @@ pub fn coverage(terms: &[String], weights: &[f32], text: &str) -> f32 {
 
 /// The verdict from the evidence.
 pub fn judge(coverage: f32, similarity: Option<f32>, p: &GuardParams) -> bool {
-    let sim = similarity.unwrap_or(f32::NEG_INFINITY);
-    coverage >= p.coverage
-        || sim >= p.similarity
-        || (coverage >= p.joint_coverage && sim >= p.joint_similarity)
+    match similarity {
+        None => coverage >= p.keyword_coverage,
+        Some(sim) => {
+            coverage >= p.coverage
+                || sim >= p.similarity
+                || (coverage >= p.joint_coverage && sim >= p.joint_similarity)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unseen_terms_weigh_as_much_as_the_rarest() {
+        let w = weights(3, &[0, 1, 3]);
+        assert_eq!(w[0], w[1]);
+        assert!(w[2] < w[1]);
+        assert_eq!(weights(0, &[0]).len(), 1);
+    }
 
     #[test]
     fn stop_words_alone_are_no_evidence() {
@@ -123,6 +147,7 @@ mod tests {
         let p = GuardParams::default();
         assert!(judge(with_lisbon, None, &p));
         assert!(!judge(without, None, &p));
+        assert!(!judge(without, Some(0.1), &p));
         // A close vector confirms weaker keyword evidence; a far one does not.
         assert!(judge(p.joint_coverage, Some(p.joint_similarity), &p));
         assert!(!judge(p.joint_coverage, Some(p.joint_similarity - 0.1), &p));

@@ -354,7 +354,7 @@ impl Knowledge {
             0.0
         } else {
             let (docs, dfs) = self.text.doc_freqs(t, &terms)?;
-            let weights: Vec<f32> = dfs.iter().map(|&df| guard::idf(docs, df)).collect();
+            let weights = guard::weights(docs, &dfs);
             r.data
                 .iter()
                 .take(guard::GUARD_HITS)

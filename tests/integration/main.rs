@@ -16,6 +16,7 @@ mod durable;
 mod engine;
 mod errors;
 mod events;
+mod extractive;
 mod hardening;
 mod knowledge;
 mod llm_client;

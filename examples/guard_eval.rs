@@ -1,0 +1,743 @@
+//! Knowing when not to answer, and extractive answers, measured on a BEIR-layout folder
+//! (BoolQ) through the product's code.
+//!
+//! ```text
+//! cargo run --example guard_eval -- --data ../shared/eval/boolq_dev \
+//!     --model-dir ../shared/models/all-MiniLM-L6-v2 \
+//!     --ort ../shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0 \
+//!     [--modes hybrid,keyword] [--limit N] [--cache FILE] [--dump FILE]
+//! ```
+//!
+//! The app is built (`aigentable::build`) on a temporary data directory with the model;
+//! one tenant gets every corpus passage as one document of one chunk (headings = title),
+//! written the way the ingestion pipeline writes them (store records with vectors, text
+//! index, vector index). Vectors are the product embedder's, cached in `--cache` (default
+//! under /tmp) so reruns skip the model.
+//!
+//! For every query, `Knowledge::agent_search` (what `Retrieve::retrieve` answers from: the
+//! product's search and relevance guard) runs twice for an agent: once over every passage
+//! (answerable: its passage is there), once over every passage but its own (unanswerable:
+//! the same question against a corpus without its passage). Reported: how often the guard
+//! lets the agent answer when it should and falls back when it should, with the default
+//! thresholds and over a grid, per retrieval mode.
+//!
+//! Extractive answers (hybrid, answerable questions the guard let through): the product's
+//! sentence selection (`agent::extractive`) over the first sources, scored three ways
+//! (term overlap only, as without a model; embeddings only; the default mix). The "key
+//! sentence" of a question is the sentence of its gold passage sharing the most distinct
+//! content terms with the question (ties: the earlier one); questions whose passage shares
+//! none have no key sentence and are left out. A hit is an answer that quotes the key
+//! sentence. The term-overlap scorer is close to the key sentence's own definition, so its
+//! figure is optimistic; the embeddings-only scorer is the independent check.
+
+use aigentable::agent::Source;
+use aigentable::agent::extractive::{self, Candidate, Scoring};
+use aigentable::auth::Caller;
+use aigentable::config::Config;
+use aigentable::domain::ClientMeta;
+use aigentable::domain::auth::RegisterInput;
+use aigentable::index::TextDoc;
+use aigentable::index::terms::content_terms;
+use aigentable::knowledge::guard::{self, GuardParams};
+use aigentable::model::{
+    ActiveStatus, Agent, AnswerMode, Chunk, Document, DocumentStatus, RetrievalMode,
+};
+use aigentable::types::{AgentId, ChunkId, DocumentId, SessionId};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const TOP_K: u32 = 8;
+
+struct Args {
+    data: PathBuf,
+    model_dir: PathBuf,
+    ort: PathBuf,
+    modes: Vec<RetrievalMode>,
+    limit: usize,
+    cache: Option<PathBuf>,
+    dump: Option<PathBuf>,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        data: PathBuf::new(),
+        model_dir: std::env::var_os("AIGENTABLE_TEST_MODEL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+        ort: std::env::var_os("AIGENTABLE_TEST_ORT_DYLIB")
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+        modes: vec![RetrievalMode::Hybrid, RetrievalMode::Keyword],
+        limit: usize::MAX,
+        cache: None,
+        dump: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| anyhow!("{flag} needs a value"));
+        match flag.as_str() {
+            "--data" => a.data = val()?.into(),
+            "--model-dir" => a.model_dir = val()?.into(),
+            "--ort" => a.ort = val()?.into(),
+            "--limit" => a.limit = val()?.parse()?,
+            "--cache" => a.cache = Some(val()?.into()),
+            "--dump" => a.dump = Some(val()?.into()),
+            "--modes" => {
+                a.modes = val()?
+                    .split(',')
+                    .map(|m| match m {
+                        "hybrid" => Ok(RetrievalMode::Hybrid),
+                        "keyword" => Ok(RetrievalMode::Keyword),
+                        "vector" => Ok(RetrievalMode::Vector),
+                        other => Err(anyhow!("unknown mode {other}")),
+                    })
+                    .collect::<Result<_>>()?
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.data.as_os_str().is_empty() {
+        bail!("--data <BEIR folder> is required");
+    }
+    if a.model_dir.as_os_str().is_empty() || a.ort.as_os_str().is_empty() {
+        bail!(
+            "--model-dir and --ort are required (or AIGENTABLE_TEST_MODEL_DIR / AIGENTABLE_TEST_ORT_DYLIB)"
+        );
+    }
+    Ok(a)
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f).lines() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            out.push(serde_json::from_str(&line)?);
+        }
+    }
+    Ok(out)
+}
+
+fn field(v: &serde_json::Value, k: &str) -> String {
+    match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Cache: u64 count, u64 dims, then per item (u32 key len, key, dims x f32 LE).
+fn load_cache(path: &Path) -> HashMap<String, Vec<f32>> {
+    let mut bytes = Vec::new();
+    if std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .is_err()
+    {
+        return HashMap::new();
+    }
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = bytes.get(pos..pos + n)?;
+        pos += n;
+        Some(s)
+    };
+    let mut out = HashMap::new();
+    let Some(n) = take(8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+    else {
+        return out;
+    };
+    let Some(dims) = take(8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+    else {
+        return out;
+    };
+    for _ in 0..n {
+        let Some(len) = take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+        else {
+            break;
+        };
+        let Some(key) = take(len as usize).map(|b| String::from_utf8_lossy(b).into_owned()) else {
+            break;
+        };
+        let Some(v) = take(dims as usize * 4) else {
+            break;
+        };
+        let v = v
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.insert(key, v);
+    }
+    out
+}
+
+fn save_cache(path: &Path, items: &HashMap<String, Vec<f32>>) -> Result<()> {
+    let dims = items.values().next().map_or(0, Vec::len);
+    let tmp = path.with_extension("tmp");
+    let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
+    w.write_all(&(items.len() as u64).to_le_bytes())?;
+    w.write_all(&(dims as u64).to_le_bytes())?;
+    for (k, v) in items {
+        w.write_all(&(k.len() as u32).to_le_bytes())?;
+        w.write_all(k.as_bytes())?;
+        for x in v {
+            w.write_all(&x.to_le_bytes())?;
+        }
+    }
+    w.flush()?;
+    drop(w);
+    std::fs::rename(tmp, path)?;
+    Ok(())
+}
+
+struct Passage {
+    id: String,
+    title: String,
+    text: String,
+}
+
+/// One passage as the single source the extractor would see.
+fn source_of(p: &Passage) -> Source {
+    Source {
+        chunk_id: ChunkId::new(),
+        document_id: DocumentId::new(),
+        document_name: p.title.clone(),
+        text: p.text.clone(),
+        page: None,
+        headings: vec![p.title.clone()],
+        score: 0.0,
+    }
+}
+
+/// The key sentence of a passage for a question: the candidate sentence sharing the most
+/// distinct content terms with it (the earlier on ties); `None` when none shares any.
+fn key_sentence(query: &str, cands: &[Candidate]) -> Option<String> {
+    let q: HashSet<String> = content_terms(query, usize::MAX).into_iter().collect();
+    let mut best: Option<(usize, &Candidate)> = None;
+    for c in cands {
+        let n = content_terms(&c.text, usize::MAX)
+            .iter()
+            .filter(|t| q.contains(*t))
+            .count();
+        if n > 0 && best.is_none_or(|(b, _)| n > b) {
+            best = Some((n, c));
+        }
+    }
+    best.map(|(_, c)| c.text.clone())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n =
+        a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 { dot / n } else { 0.0 }
+}
+
+#[derive(Default)]
+struct Rates {
+    answerable: usize,
+    answered: usize,
+    unanswerable: usize,
+    fell_back: usize,
+}
+
+impl Rates {
+    fn line(&self) -> String {
+        format!(
+            "answers when it should {:.1}% ({}/{}), falls back when it should {:.1}% ({}/{})",
+            100.0 * self.answered as f64 / self.answerable.max(1) as f64,
+            self.answered,
+            self.answerable,
+            100.0 * self.fell_back as f64 / self.unanswerable.max(1) as f64,
+            self.fell_back,
+            self.unanswerable
+        )
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let a = args()?;
+    let corpus: Vec<Passage> = read_jsonl(&a.data.join("corpus.jsonl"))?
+        .iter()
+        .map(|v| Passage {
+            id: field(v, "_id"),
+            title: field(v, "title"),
+            text: field(v, "text"),
+        })
+        .collect();
+    let queries: HashMap<String, String> = read_jsonl(&a.data.join("queries.jsonl"))?
+        .iter()
+        .map(|v| (field(v, "_id"), field(v, "text")))
+        .collect();
+    let mut gold: Vec<(String, String)> = Vec::new();
+    let qrels = std::fs::read_to_string(a.data.join("qrels").join("test.tsv"))?;
+    let mut seen = HashSet::new();
+    for line in qrels.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() >= 3
+            && cols[2].trim().parse::<i64>().is_ok_and(|g| g > 0)
+            && queries.contains_key(cols[0])
+            && seen.insert(cols[0].to_string())
+        {
+            gold.push((cols[0].to_string(), cols[1].to_string()));
+        }
+    }
+    gold.sort();
+    gold.truncate(a.limit);
+    eprintln!(
+        "{}: {} passages, {} questions",
+        a.data.display(),
+        corpus.len(),
+        gold.len()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        embeddings_provider: Some("onnx".into()),
+        embeddings_model_dir: Some(a.model_dir.clone()),
+        ort_dylib_path: Some(a.ort.clone()),
+        job_workers: 1,
+        log_level: "warn".into(),
+        ..Config::default()
+    };
+    let app = aigentable::build(config).await?;
+    let k = app.state.knowledge.clone();
+    let svc = k.svc.clone();
+    let signed = tokio::task::spawn_blocking(move || {
+        svc.register(
+            RegisterInput {
+                email: "eval@example.com".into(),
+                password: "eval-password-123".into(),
+                name: "Eval".into(),
+                tenant_name: "Eval".into(),
+            },
+            &ClientMeta {
+                ip: None,
+                user_agent: None,
+            },
+        )
+    })
+    .await?
+    .map_err(|e| anyhow!("register: {e}"))?;
+    let caller = Caller::staff_session(&signed.user, SessionId::new());
+    let tenant = signed.user.tenant_id.clone();
+    let space = k
+        .space_for(&tenant)?
+        .ok_or_else(|| anyhow!("no embedding model loaded"))?;
+    let model_id = space.model_id().to_string();
+
+    // Embeddings: passages ("title\ntext", as the pipeline embeds a chunk under a
+    // heading), every candidate sentence of every passage, every question; cached.
+    let cache = a.cache.clone().unwrap_or_else(|| {
+        let key = format!("{}|{}", a.data.display(), a.model_dir.display());
+        PathBuf::from(format!(
+            "/tmp/aig-guard-{:08x}.vec",
+            crc32fast::hash(key.as_bytes())
+        ))
+    });
+    let mut vecs = load_cache(&cache);
+    let passage_cands: HashMap<String, Vec<Candidate>> = corpus
+        .iter()
+        .map(|p| (p.id.clone(), extractive::candidates(&[source_of(p)])))
+        .collect();
+    let mut todo: Vec<(String, String)> = Vec::new();
+    for p in &corpus {
+        todo.push((format!("d:{}", p.id), format!("{}\n{}", p.title, p.text)));
+        for c in &passage_cands[&p.id] {
+            todo.push((format!("s:{}", c.text), c.text.clone()));
+        }
+    }
+    todo.retain(|(key, _)| !vecs.contains_key(key));
+    todo.sort();
+    todo.dedup();
+    if !todo.is_empty() {
+        let t0 = Instant::now();
+        for (i, batch) in todo.chunks(64).enumerate() {
+            let texts: Vec<String> = batch.iter().map(|(_, t)| t.clone()).collect();
+            let vs = space.embedder.embed(&texts)?;
+            for ((key, _), v) in batch.iter().zip(vs) {
+                vecs.insert(key.clone(), v);
+            }
+            if i % 20 == 0 {
+                eprint!("\rembedding: {}/{}", (i + 1) * 64, todo.len());
+            }
+        }
+        eprintln!(
+            "\rembedded {} texts in {:.0} s",
+            todo.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        save_cache(&cache, &vecs)?;
+    }
+
+    // Seed the tenant: one document of one chunk per passage.
+    let t0 = Instant::now();
+    let agent_id = AgentId::new();
+    let mut doc_of: HashMap<String, DocumentId> = HashMap::new();
+    for batch in corpus.chunks(200) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut records = Vec::new();
+        for p in batch {
+            let doc_id = DocumentId::new();
+            doc_of.insert(p.id.clone(), doc_id.clone());
+            let v = vecs
+                .get(&format!("d:{}", p.id))
+                .cloned()
+                .ok_or_else(|| anyhow!("no vector for {}", p.id))?;
+            let chunk = Chunk {
+                id: ChunkId::new(),
+                tenant_id: tenant.clone(),
+                document_id: doc_id.clone(),
+                ordinal: 0,
+                token_count: (p.text.split_whitespace().count() * 4 / 3) as u32,
+                text: p.text.clone(),
+                page: None,
+                headings: vec![p.title.clone()],
+                embedding_model: Some(model_id.clone()),
+                vector: Some(v),
+            };
+            let doc = Document {
+                id: doc_id.clone(),
+                tenant_id: tenant.clone(),
+                name: format!("{}.txt", p.id),
+                mime_type: "text/plain".into(),
+                size_bytes: p.text.len() as u64,
+                sha256: format!("{:064x}", crc32fast::hash(p.id.as_bytes())),
+                status: DocumentStatus::Ready,
+                progress: 100,
+                error: None,
+                pages: None,
+                chunk_count: 1,
+                title: Some(p.title.clone()),
+                author: None,
+                agent_ids: vec![agent_id.clone()],
+                created_at: now,
+                updated_at: now,
+                processed_at: Some(now),
+            };
+            records.push((doc, chunk));
+        }
+        k.svc.store.write(|tx| {
+            for (d, c) in &records {
+                tx.put(d)?;
+                tx.put(c)?;
+            }
+            Ok::<_, aigentable::store::Error>(())
+        })?;
+        let docs: Vec<TextDoc> = records
+            .iter()
+            .map(|(_, c)| TextDoc {
+                tenant: tenant.clone(),
+                document: c.document_id.clone(),
+                chunk: c.id.clone(),
+                agents: vec![agent_id.clone()],
+                text: c.text.clone(),
+                headings: c.headings.clone(),
+            })
+            .collect();
+        k.text.add(&docs)?;
+        let items: Vec<_> = records
+            .into_iter()
+            .filter_map(|(_, c)| Some((c.id, c.document_id, c.vector?)))
+            .collect();
+        space.index.insert(&tenant, &items)?;
+    }
+    eprintln!(
+        "seeded {} passages in {:.1} s",
+        corpus.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let all_docs: Vec<DocumentId> = corpus.iter().map(|p| doc_of[&p.id].clone()).collect();
+    let now = time::OffsetDateTime::now_utc();
+    let base_agent = Agent {
+        id: agent_id.clone(),
+        tenant_id: tenant.clone(),
+        name: "Eval".into(),
+        slug: "eval".into(),
+        description: None,
+        system_prompt: String::new(),
+        model: None,
+        temperature: 0.0,
+        max_tokens: 256,
+        top_k: TOP_K,
+        retrieval_mode: RetrievalMode::Hybrid,
+        answer_mode: AnswerMode::Extractive,
+        document_ids: all_docs.clone(),
+        greeting: None,
+        fallback_message: None,
+        language: None,
+        tools: vec![],
+        status: ActiveStatus::Active,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut dump = match &a.dump {
+        Some(p) => Some(BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
+
+    for mode in &a.modes {
+        let mut agent = base_agent.clone();
+        agent.retrieval_mode = *mode;
+        let mut rates = Rates::default();
+        let mut feats: Vec<(bool, f32, Option<f32>)> = Vec::new();
+        // Extractive: (hits, with a key sentence) per scorer; and how often the gold
+        // passage is among the sources the extractor reads.
+        let scorers = [
+            (
+                "terms only (no model)",
+                Scoring {
+                    dense_weight: 0.0,
+                    ..Scoring::default()
+                },
+                false,
+            ),
+            (
+                "embeddings only",
+                Scoring {
+                    dense_weight: 1.0,
+                    ..Scoring::default()
+                },
+                true,
+            ),
+            ("default mix", Scoring::default(), true),
+        ];
+        let mut ext_hits = vec![0usize; scorers.len()];
+        let mut ext_hits_gold_read = vec![0usize; scorers.len()];
+        let (mut ext_total, mut ext_gold_read, mut no_key) = (0usize, 0usize, 0usize);
+        let t0 = Instant::now();
+        for (i, (qid, pid)) in gold.iter().enumerate() {
+            let q = &queries[qid];
+            let gold_doc = &doc_of[pid];
+            let (r, rel) = k
+                .agent_search(&caller, &agent, q, TOP_K as usize)
+                .map_err(|e| anyhow!(e))?;
+            let mut without = agent.clone();
+            without.document_ids = all_docs
+                .iter()
+                .filter(|d| *d != gold_doc)
+                .cloned()
+                .collect();
+            let (r2, rel2) = k
+                .agent_search(&caller, &without, q, TOP_K as usize)
+                .map_err(|e| anyhow!(e))?;
+            rates.answerable += 1;
+            rates.unanswerable += 1;
+            rates.answered += usize::from(rel.relevant);
+            rates.fell_back += usize::from(!rel2.relevant);
+            feats.push((true, rel.coverage, rel.similarity));
+            feats.push((false, rel2.coverage, rel2.similarity));
+            if let Some(d) = dump.as_mut() {
+                let rank = r.data.iter().position(|h| &h.document_id == gold_doc);
+                let qv = match vecs.get(&format!("q:{qid}")) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = space.embedder.embed_query(q)?;
+                        vecs.insert(format!("q:{qid}"), v.clone());
+                        v
+                    }
+                };
+                let terms = guard::query_terms(q);
+                let (docs, dfs) = k.text.doc_freqs(&tenant, &terms)?;
+                let weights = guard::weights(docs, &dfs);
+                let extra = |data: &[aigentable::knowledge::SearchHit]| {
+                    let srcs: Vec<Source> = data
+                        .iter()
+                        .map(|h| Source {
+                            chunk_id: h.chunk_id.clone(),
+                            document_id: h.document_id.clone(),
+                            document_name: h.document_name.clone(),
+                            text: h.text.clone(),
+                            page: h.page,
+                            headings: h.headings.clone(),
+                            score: h.score,
+                        })
+                        .collect();
+                    let cands = extractive::candidates(&srcs);
+                    let sent_cov = cands
+                        .iter()
+                        .map(|c| guard::coverage(&terms, &weights, &c.text))
+                        .fold(0.0f32, f32::max);
+                    let sent_sim = cands
+                        .iter()
+                        .filter_map(|c| vecs.get(&format!("s:{}", c.text)))
+                        .map(|v| cosine(v, &qv))
+                        .fold(-1.0f32, f32::max);
+                    let top = data.first().map_or(0.0, |h| h.score);
+                    let second = data.get(1).map_or(0.0, |h| h.score);
+                    serde_json::json!({"sent_cov": sent_cov, "sent_sim": sent_sim,
+                        "top": top, "second": second})
+                };
+                writeln!(
+                    d,
+                    "{}",
+                    serde_json::json!({"mode": format!("{mode:?}"), "q": qid,
+                        "terms": terms.len(),
+                        "cov": rel.coverage, "sim": rel.similarity, "rank": rank,
+                        "with": extra(&r.data), "without": extra(&r2.data),
+                        "cov_without": rel2.coverage, "sim_without": rel2.similarity})
+                )?;
+            }
+            if *mode == RetrievalMode::Hybrid && rel.relevant {
+                let Some(key) = key_sentence(q, &passage_cands[pid]) else {
+                    no_key += 1;
+                    continue;
+                };
+                let sources: Vec<Source> = r
+                    .data
+                    .iter()
+                    .map(|h| Source {
+                        chunk_id: h.chunk_id.clone(),
+                        document_id: h.document_id.clone(),
+                        document_name: h.document_name.clone(),
+                        text: h.text.clone(),
+                        page: h.page,
+                        headings: h.headings.clone(),
+                        score: h.score,
+                    })
+                    .collect();
+                let gold_read = sources
+                    .iter()
+                    .take(extractive::MAX_SOURCES)
+                    .any(|s| &s.document_id == gold_doc);
+                let cands = extractive::candidates(&sources);
+                let qv = vecs.get(&format!("q:{qid}")).cloned();
+                let qv = match qv {
+                    Some(v) => v,
+                    None => {
+                        let v = space.embedder.embed_query(q)?;
+                        vecs.insert(format!("q:{qid}"), v.clone());
+                        v
+                    }
+                };
+                let svs: Option<Vec<Vec<f32>>> = cands
+                    .iter()
+                    .map(|c| vecs.get(&format!("s:{}", c.text)).cloned())
+                    .collect();
+                let svs = svs.ok_or_else(|| anyhow!("a sentence without a vector"))?;
+                ext_total += 1;
+                ext_gold_read += usize::from(gold_read);
+                for (j, (_, scoring, dense)) in scorers.iter().enumerate() {
+                    let vectors = dense.then_some((qv.as_slice(), svs.as_slice()));
+                    let s = extractive::scores(q, &cands, vectors, scoring);
+                    let sel = extractive::select(&cands, &s, scoring);
+                    let hit = sel.chosen.iter().any(|c| c.text == key);
+                    ext_hits[j] += usize::from(hit);
+                    ext_hits_gold_read[j] += usize::from(hit && gold_read);
+                }
+            }
+            if i % 200 == 0 {
+                eprint!("\r{mode:?}: {}/{}", i + 1, gold.len());
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!();
+        println!(
+            "\n## {mode:?} retrieval, model {model_id}, {} questions ({:.1} ms per search)",
+            gold.len(),
+            1000.0 * secs / (2 * gold.len()).max(1) as f64
+        );
+        println!("guard (defaults {:?}):", GuardParams::default());
+        println!("  {}", rates.line());
+        // The trade-off around the defaults: the best settings by their worse rate.
+        let mut grid = Vec::new();
+        let steps = |from: f32, to: f32, step: f32| {
+            let mut v = Vec::new();
+            let mut x = from;
+            while x <= to + 1e-6 {
+                v.push(x);
+                x += step;
+            }
+            v
+        };
+        let mut settings = Vec::new();
+        if *mode == RetrievalMode::Keyword {
+            for &kc in &steps(0.3, 1.01, 0.05) {
+                settings.push(GuardParams {
+                    keyword_coverage: kc,
+                    ..GuardParams::default()
+                });
+            }
+        } else {
+            for &cov in &steps(0.5, 1.01, 0.05) {
+                for &sim in &steps(0.5, 0.8, 0.05) {
+                    for &jc in &steps(0.3, cov, 0.05) {
+                        for &js in &steps(0.4, sim, 0.05) {
+                            settings.push(GuardParams {
+                                coverage: cov,
+                                similarity: sim,
+                                joint_coverage: jc,
+                                joint_similarity: js,
+                                ..GuardParams::default()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for p in settings {
+            let (mut yes, mut no, mut ny, mut nn) = (0, 0, 0, 0);
+            for (answerable, c, s) in &feats {
+                let v = guard::judge(*c, *s, &p);
+                if *answerable {
+                    ny += 1;
+                    yes += usize::from(v);
+                } else {
+                    nn += 1;
+                    no += usize::from(!v);
+                }
+            }
+            let (ra, rf) = (yes as f64 / ny.max(1) as f64, no as f64 / nn.max(1) as f64);
+            grid.push((ra.min(rf), ra, rf, p));
+        }
+        grid.sort_by(|x, y| y.0.total_cmp(&x.0));
+        println!("  best settings on this set (by the worse of the two rates):");
+        for (_, ra, rf, p) in grid.iter().take(5) {
+            if *mode == RetrievalMode::Keyword {
+                println!(
+                    "    answers {:.1}%, falls back {:.1}%: keyword coverage {:.2}",
+                    100.0 * ra,
+                    100.0 * rf,
+                    p.keyword_coverage
+                );
+            } else {
+                println!(
+                    "    answers {:.1}%, falls back {:.1}%: coverage {:.2}, similarity {:.2}, joint {:.2} & {:.2}",
+                    100.0 * ra,
+                    100.0 * rf,
+                    p.coverage,
+                    p.similarity,
+                    p.joint_coverage,
+                    p.joint_similarity
+                );
+            }
+        }
+        if *mode == RetrievalMode::Hybrid && ext_total > 0 {
+            println!(
+                "extractive: {ext_total} answered questions with a key sentence ({no_key} without one left out); gold passage among the {} sources read: {:.1}%",
+                extractive::MAX_SOURCES,
+                100.0 * ext_gold_read as f64 / ext_total as f64
+            );
+            for (j, (name, _, _)) in scorers.iter().enumerate() {
+                println!(
+                    "  {name}: quotes the key sentence {:.1}% of answers; {:.1}% when the gold passage was read",
+                    100.0 * ext_hits[j] as f64 / ext_total as f64,
+                    100.0 * ext_hits_gold_read[j] as f64 / ext_gold_read.max(1) as f64
+                );
+            }
+        }
+    }
+    save_cache(&cache, &vecs)?;
+    Ok(())
+}
