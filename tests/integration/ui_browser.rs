@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// The playground's question and the scripted model answer citing source 1.
 const QUESTION: &str = "How long do I have to return shoes?";
 const ANSWER: &str = "You can return unworn shoes within 30 days of delivery [1].";
+/// The platform admin the binary creates at start (ADMIN_EMAIL / ADMIN_PASSWORD).
+const OPS_EMAIL: &str = "ops@example.com";
+const OPS_PASSWORD: &str = "ops-password-123";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -72,6 +75,8 @@ async fn admin_ui_end_to_end_in_chromium() {
             .env("OPENAI_API_KEY", "sk-test")
             .env("OPENAI_MODEL", "fake-large")
             .env("EMBEDDINGS_PROVIDER", "none")
+            .env("ADMIN_EMAIL", OPS_EMAIL)
+            .env("ADMIN_PASSWORD", OPS_PASSWORD)
             .env("RATE_LIMIT_AUTH_PER_MIN", "0")
             .env("RATE_LIMIT_UPLOAD_PER_MIN", "0")
             .env("LOG_LEVEL", "warn")
@@ -105,6 +110,8 @@ async fn admin_ui_end_to_end_in_chromium() {
         .env("DOC", &doc)
         .env("QUESTION", QUESTION)
         .env("EXPECT", "within 30 days")
+        .env("OPS_EMAIL", OPS_EMAIL)
+        .env("OPS_PASSWORD", OPS_PASSWORD)
         .kill_on_drop(true)
         .output();
     // A guard against a hung browser, not a timing assertion.
@@ -155,4 +162,75 @@ async fn admin_ui_end_to_end_in_chromium() {
         );
     }
     drop(server);
+}
+
+/// The UI beside the real router: app paths answer the page with its CSP, while the API,
+/// its docs, the widget script and the socket endpoint keep their own answers.
+#[tokio::test]
+async fn the_ui_lives_beside_the_api_routes() {
+    let s = crate::common::start().await;
+    let get = |path: &str| {
+        let url = format!("{}{path}", s.base);
+        let http = s.http.clone();
+        async move { http.get(url).send().await.expect("request") }
+    };
+    for path in [
+        "/",
+        "/inbox",
+        "/agents/0193f1d2-0000-7000-8000-000000000000",
+    ] {
+        let r = get(path).await;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .to_string();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert_eq!(r.headers()["cache-control"], "no-cache", "{path}");
+        assert!(
+            r.text().await.expect("body").contains("<div id=\"app\">"),
+            "{path}"
+        );
+    }
+    let r = get("/api/nope").await;
+    assert_eq!(r.status().as_u16(), 404);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "route_not_found");
+    let r = get("/api/openapi.json").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let r = get("/widget.js").await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .contains("javascript")
+    );
+    // The Socket.IO endpoint answers its own protocol (here: a handshake without credentials
+    // is refused by it), never the app's page.
+    let r = get("/socket.io/?EIO=4&transport=polling").await;
+    let ty = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(!ty.starts_with("text/html"), "socket.io answered {ty}");
+    let r = get("/metrics").await;
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "metrics are off by default and stay a 404"
+    );
+    assert!(
+        !r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    s.stop().await;
 }

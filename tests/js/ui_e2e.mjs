@@ -2,14 +2,15 @@
 // tests/integration/ui_browser.rs with a temp data dir and the fake model upstream).
 //
 // env: BASE (http://127.0.0.1:PORT), CHROMIUM (browser binary), SHOTS (screenshot folder),
-//      DOC (a file to upload), QUESTION (asked in the playground), EXPECT (text of the answer)
+//      DOC (a file to upload), QUESTION (asked in the playground), EXPECT (text of the answer),
+//      OPS_EMAIL / OPS_PASSWORD (the platform admin the binary was started with)
 // Prints one `METRICS {json}` line; exits non-zero (with the reason) on any failed step.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { request } from 'node:http';
 
-const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT } = process.env;
-for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT })) {
+const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD } = process.env;
+for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD })) {
   if (!v) throw new Error(`${k} is not set`);
 }
 mkdirSync(SHOTS, { recursive: true });
@@ -290,6 +291,45 @@ try {
   await page.goto(BASE + '/agents');
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL('**/login');
+
+  step = 'forgot password';
+  await page.getByRole('link', { name: 'Forgot your password?' }).click();
+  await page.getByLabel('Email').fill('dana@shoes.example');
+  await page.getByRole('button', { name: 'Send reset link' }).click();
+  await page.getByText(/a reset link is on its way/).waitFor();
+  await shot(page, '13-forgot-password');
+
+  step = 'platform admin: sign in, suspend and reactivate a tenant';
+  const opsContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const ops = await opsContext.newPage();
+  watch(ops);
+  await ops.goto(BASE + '/login');
+  await ops.getByLabel('Email').fill('nobody@example.com');
+  await ops.getByLabel('Password').fill('wrong-password');
+  await ops.getByRole('button', { name: 'Sign in' }).click();
+  await ops.getByRole('alert').waitFor();
+  await ops.getByLabel('Email').fill(OPS_EMAIL);
+  await ops.getByLabel('Password').fill(OPS_PASSWORD);
+  await ops.getByRole('button', { name: 'Sign in' }).click();
+  await ops.getByRole('link', { name: 'Tenants' }).click();
+  const row = ops.locator('tr', { hasText: 'Shoe Shop' });
+  await row.getByRole('button', { name: 'Suspend' }).click();
+  await ops.getByRole('dialog').getByRole('button', { name: 'Suspend' }).click();
+  await row.getByText('suspended', { exact: true }).waitFor();
+  await shot(ops, '14-platform-tenants');
+  await row.getByRole('button', { name: 'Reactivate' }).click();
+  await row.getByText('active', { exact: true }).waitFor();
+  // Working in the tenant as its admins do (X-Tenant-Id), live inbox included.
+  await row.getByRole('button', { name: 'Open' }).click();
+  await ops.waitForURL('**/inbox');
+  await ops.getByText('Acting in Shoe Shop').waitFor();
+  await ops.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).waitFor();
+  await ops.getByText('live', { exact: true }).waitFor();
+  await shot(ops, '15-platform-acting');
+  await ops.getByRole('button', { name: 'Leave' }).click();
+  await ops.waitForURL('**/admin/tenants');
+  if (await ops.getByRole('link', { name: 'Inbox' }).count()) throw new Error('the inbox stays after leaving the tenant');
+  await opsContext.close();
 
   if (problems.length) throw new Error(problems.join('\n'));
   console.log('METRICS ' + JSON.stringify(metrics));

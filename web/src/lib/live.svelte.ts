@@ -22,7 +22,7 @@ class Live {
           // Called on every (re)connect: a fresh token each time.
           auth: (cb) => {
             session.api.accessToken().then(
-              (token) => cb({ token }),
+              (token) => cb(session.acting ? { token, tenantId: session.acting.id } : { token }),
               () => cb({}),
             );
           },

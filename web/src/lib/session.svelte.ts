@@ -28,10 +28,14 @@ interface Me {
   via: string;
 }
 
+const ACTING_KEY = 'aigentable.acting';
+
 class Session {
   user = $state<User | null>(null);
   tenant = $state<Tenant | null>(null);
   role = $state<Role | null>(null);
+  /** A platform admin's chosen workspace (every request says X-Tenant-Id), or null. */
+  acting = $state<Tenant | null>(null);
   /** Why the last session ended by itself (shown on the sign-in page). */
   ended = $state<string | null>(null);
   ready = $state(false);
@@ -60,6 +64,24 @@ class Session {
     this.user = null;
     this.tenant = null;
     this.role = null;
+    this.acting = null;
+    this.api.actingTenant = null;
+    sessionStorage.removeItem(ACTING_KEY);
+  }
+
+  /** A platform admin works in `t` as if signed in there (the server logs it). */
+  actIn(t: Tenant): void {
+    sessionStorage.setItem(ACTING_KEY, t.id);
+    this.api.actingTenant = t.id;
+    this.acting = t;
+    this.tenant = t;
+  }
+
+  stopActing(): void {
+    sessionStorage.removeItem(ACTING_KEY);
+    this.api.actingTenant = null;
+    this.acting = null;
+    this.tenant = null;
   }
 
   /** Loads who is signed in (if anyone). */
@@ -70,6 +92,15 @@ class Session {
         this.user = me.user;
         this.tenant = me.tenant;
         this.role = me.role;
+        const acting = sessionStorage.getItem(ACTING_KEY);
+        if (me.role === 'PLATFORM_ADMIN' && acting) {
+          this.api.actingTenant = acting;
+          try {
+            this.actIn(await this.api.get<Tenant>(`/api/tenants/${acting}`));
+          } catch {
+            this.stopActing();
+          }
+        }
       }
     } catch {
       this.clear();

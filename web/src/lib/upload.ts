@@ -10,6 +10,7 @@ export function uploadFile(
   token: string | null,
   agentIds: string[],
   onProgress: (fraction: number) => void,
+  actingTenant: string | null = null,
 ): Promise<Uploaded> {
   return new Promise((resolve, reject) => {
     const form = new FormData();
@@ -18,6 +19,7 @@ export function uploadFile(
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/api/documents');
     if (token) xhr.setRequestHeader('authorization', `Bearer ${token}`);
+    if (actingTenant) xhr.setRequestHeader('x-tenant-id', actingTenant);
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) onProgress(e.loaded / e.total);
     };
