@@ -733,6 +733,19 @@ pub struct Message {
     pub client_id: Option<String>,
 }
 
+/// How far a team member has read a conversation. Keyed `conversationId/userId`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadMark {
+    pub tenant_id: TenantId,
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    /// The `seq` of the last message read.
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
 /// A live-update subscription (webhook target or socket room) of a tenant.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

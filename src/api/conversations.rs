@@ -91,9 +91,18 @@ pub async fn list(
         assignee_id: opt_id(q.assignee_id, "assigneeId", UserId::parse)?,
     };
     let r = state
-        .run(move |s| s.list_conversations(&caller, &f, &page))
+        .run(move |s| {
+            let page = s.list_conversations(&caller, &f, &page)?;
+            let unread = s.unread_counts(&caller, &page.items)?;
+            Ok((page, unread))
+        })
         .await?;
-    Ok(axum::Json(paged(r)))
+    let (page, unread) = r;
+    let mut out: Paged<ConversationView> = paged(page);
+    for v in &mut out.data {
+        v.unread_count = unread.get(&v.id).copied();
+    }
+    Ok(axum::Json(out))
 }
 
 #[utoipa::path(get, path = "/api/conversations/{id}", tag = "conversations", params(("id" = String, Path)),
@@ -104,9 +113,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ConversationDetail>> {
     let id = conversation_id(&id)?;
-    let (conversation, page) = state
+    let (conversation, page, unread) = state
         .run(move |s| {
             let c = s.get_conversation(&caller, &id)?;
+            let unread = s.unread_counts(&caller, std::slice::from_ref(&c))?;
             let p = s.list_messages(
                 &caller,
                 &id,
@@ -115,12 +125,14 @@ pub async fn get(
                     cursor: None,
                 },
             )?;
-            Ok((c, p))
+            Ok((c, p, unread))
         })
         .await?;
     let messages = page.items.iter().rev().map(MessageView::from).collect();
+    let mut view = ConversationView::from(&conversation);
+    view.unread_count = unread.get(&view.id).copied();
     Ok(axum::Json(ConversationDetail {
-        conversation: ConversationView::from(&conversation),
+        conversation: view,
         messages,
         older_messages_cursor: page.next,
     }))

@@ -365,6 +365,12 @@ pub struct ConversationView {
     pub closed_at: Option<OffsetDateTime>,
     /// The customer's satisfaction rating (web widget), once given.
     pub rating: Option<RatingView>,
+    /// The `seq` of the conversation's last message (0: none yet).
+    pub last_seq: u64,
+    /// Messages after the calling team member's read mark (REST reads by a person or key;
+    /// absent in socket events, where `lastSeq` and `mark_read` tell the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<u64>,
 }
 
 /// A customer's satisfaction rating of a closed conversation.
@@ -404,6 +410,8 @@ impl From<&Conversation> for ConversationView {
             created_at: c.created_at,
             closed_at: c.closed_at,
             rating: c.rating.as_ref().map(RatingView::from),
+            last_seq: c.last_seq,
+            unread_count: None,
         }
     }
 }

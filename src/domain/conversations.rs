@@ -99,6 +99,15 @@ pub struct MessagesSince {
     pub more: bool,
 }
 
+/// What marking a conversation read changed.
+#[derive(Debug, Clone)]
+pub enum ReadOutcome {
+    /// A team member's read mark; messages after it.
+    Staff { unread_count: u64 },
+    /// A visitor read up to a message: the team's messages now `read`.
+    Customer { now_read: Vec<MessageId> },
+}
+
 /// Where a replay starts.
 #[derive(Clone, Copy)]
 enum Since<'a> {
@@ -390,6 +399,115 @@ impl Services {
         }
     }
 
+    /// Marks conversation `id` read up to `message`. A team member (or an API key, for its
+    /// creator) moves their read mark (never backwards) and learns how many messages are
+    /// after it; a widget visitor's read receipt turns the team's and the AI's messages up
+    /// to it `read` (published as `message:status`).
+    pub fn mark_read(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        message: &MessageId,
+    ) -> Result<ReadOutcome> {
+        let visitor = caller.is_visitor();
+        let action = if visitor {
+            Action::Converse
+        } else {
+            Action::WorkConversations
+        };
+        caller
+            .require_conversation(id, action)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let user = caller.user().cloned();
+        if !visitor && user.is_none() {
+            return Err(Error::denied(Denied::Forbidden, "conversation"));
+        }
+        let t = caller.tenant().clone();
+        let not_here = || {
+            Error::Validation(vec![super::FieldError {
+                field: "messageId".into(),
+                message: "is not a message of this conversation".into(),
+            }])
+        };
+        let (outcome, changed) = self.store.write(|tx| -> Result<_> {
+            let conv = Self::load_conversation(tx, &t, id)?;
+            let target = tx
+                .get::<Message>(&t, &format!("{id}/{message}"))?
+                .ok_or_else(not_here)?;
+            if let Some(u) = user.filter(|_| !visitor) {
+                let key = format!("{id}/{u}");
+                let mut mark = tx.get::<ReadMark>(&t, &key)?.unwrap_or(ReadMark {
+                    tenant_id: t.clone(),
+                    conversation_id: id.clone(),
+                    user_id: u,
+                    seq: 0,
+                    updated_at: now(),
+                });
+                if target.seq > mark.seq {
+                    mark.seq = target.seq;
+                    mark.updated_at = now();
+                    tx.put(&mark)?;
+                }
+                let unread_count = conv.last_seq.saturating_sub(mark.seq);
+                return Ok((ReadOutcome::Staff { unread_count }, vec![]));
+            }
+            let mut changed = Vec::new();
+            let mut unread = tx.scan::<Message>(&t, Some(id.as_str()), |m: &Message| {
+                m.seq <= target.seq
+                    && matches!(m.role, MessageRole::Ai | MessageRole::Human)
+                    && matches!(m.status, MessageStatus::Sent | MessageStatus::Delivered)
+            })?;
+            unread.sort_by_key(|m| m.seq);
+            for mut m in unread {
+                m.status = MessageStatus::Read;
+                tx.put(&m)?;
+                changed.push(m.id);
+            }
+            Ok((
+                ReadOutcome::Customer {
+                    now_read: changed.clone(),
+                },
+                changed,
+            ))
+        })?;
+        for message_id in changed {
+            self.events.publish(Event::MessageStatus {
+                tenant_id: t.clone(),
+                conversation_id: id.clone(),
+                message_id,
+                status: MessageStatus::Read,
+                error: None,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Messages after the caller's read mark in each of `conversations` (people and API
+    /// keys; empty for other callers).
+    pub fn unread_counts(
+        &self,
+        caller: &Caller,
+        conversations: &[Conversation],
+    ) -> Result<std::collections::HashMap<ConversationId, u64>> {
+        caller
+            .require(Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let Some(u) = caller.user() else {
+            return Ok(Default::default());
+        };
+        let t = caller.tenant();
+        Ok(self.store.read(|tx| {
+            let mut out = std::collections::HashMap::new();
+            for c in conversations.iter().filter(|c| &c.tenant_id == t) {
+                let read = tx
+                    .get::<ReadMark>(t, &format!("{}/{u}", c.id))?
+                    .map_or(0, |m| m.seq);
+                out.insert(c.id.clone(), c.last_seq.saturating_sub(read));
+            }
+            Ok(out)
+        })?)
+    }
+
     /// Stores a customer or human message. A customer message reopens a closed conversation.
     /// With `client_id`, a resend is idempotent: when a message with that key is already
     /// stored in the conversation, it is returned (`duplicate`) and nothing is written, no
@@ -480,6 +598,18 @@ impl Services {
             }
             Self::append(tx, &mut conv, &mut msg)?;
             tx.put(&conv)?;
+            // Whoever answers has read the conversation up to their answer.
+            if role == MessageRole::Human
+                && let Some(u) = caller.user()
+            {
+                tx.put(&ReadMark {
+                    tenant_id: t.clone(),
+                    conversation_id: conv.id.clone(),
+                    user_id: u.clone(),
+                    seq: msg.seq,
+                    updated_at: now,
+                })?;
+            }
             let needs_ai_reply = role == MessageRole::Customer
                 && conv.mode == ConversationMode::Ai
                 && tx

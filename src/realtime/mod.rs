@@ -387,6 +387,7 @@ async fn on_connect(s: SocketRef, State(hub): State<Arc<Hub>>) {
     s.on("send_message", send_message);
     s.on("typing_start", typing_start);
     s.on("typing_stop", typing_stop);
+    s.on("mark_read", mark_read);
     s.on("set_presence", set_presence);
     s.on("get_presence", get_presence);
     s.on_fallback(unknown_event);
@@ -794,6 +795,43 @@ async fn typing(
         tasks.push(h.abort_handle());
     }
     let _ = ack.send(&json!({"ok": true}));
+}
+
+async fn mark_read(
+    s: SocketRef,
+    State(hub): State<Arc<Hub>>,
+    Extension(conn): Extension<Arc<Conn>>,
+    TryData(d): TryData<Value>,
+    ack: AckSender,
+) {
+    let Some(ack) = admit(&hub, &conn, &s, &d, ack) else {
+        return;
+    };
+    let answer = read(&hub, &conn, d).await.unwrap_or_else(refusal);
+    let _ = ack.send(&answer);
+}
+
+/// `mark_read {conversationId, messageId}`: a team member's read mark (the ack says how
+/// many messages are after it), or a visitor's read receipt (the team's messages up to it
+/// become `read`, announced as `message_status`).
+async fn read(
+    hub: &Hub,
+    conn: &Conn,
+    d: Result<Value, impl std::fmt::Display>,
+) -> Result<Value, ApiError> {
+    use crate::domain::conversations::ReadOutcome;
+    let d = payload(d)?;
+    let id = conversation_of(&d)?;
+    let message = match d.get("messageId").and_then(Value::as_str) {
+        None => return Err(invalid("messageId", "is required")),
+        Some(m) => MessageId::parse(m).ok_or_else(|| ApiError::invalid_id("messageId"))?,
+    };
+    let caller = conn.caller();
+    let r = blocking(&hub.svc, move |svc| svc.mark_read(&caller, &id, &message)).await?;
+    Ok(match r {
+        ReadOutcome::Staff { unread_count } => json!({"ok": true, "unreadCount": unread_count}),
+        ReadOutcome::Customer { now_read } => json!({"ok": true, "read": now_read}),
+    })
 }
 
 async fn set_presence(

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 7;
+pub const SCHEMA_VERSION: u64 = 8;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -32,6 +32,7 @@ const STEPS: &[Step] = &[
     Step::Schema(v5_invitation_token_hashes),
     Step::Rewrite(v6_message_seq),
     Step::Schema(v7_web_channels_and_visitors),
+    Step::Schema(v8_read_marks),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
@@ -43,6 +44,7 @@ const CONVERSATIONS: RecordTable = TableDefinition::new("conversations");
 const IDX_MESSAGE_CLIENT_ID: super::IndexTable = TableDefinition::new("idx_message_client_id");
 const CHANNELS: RecordTable = TableDefinition::new("channels");
 const VISITORS: RecordTable = TableDefinition::new("visitors");
+const READ_MARKS: RecordTable = TableDefinition::new("read_marks");
 const IDX_WIDGET_KEY: super::IndexTable = TableDefinition::new("idx_widget_key");
 const IDX_VISITOR_TOKEN: super::IndexTable = TableDefinition::new("idx_visitor_token");
 const IDX_VISITOR_EXTERNAL: super::IndexTable = TableDefinition::new("idx_visitor_external");
@@ -385,6 +387,12 @@ fn v7_web_channels_and_visitors(tx: &redb::WriteTransaction) -> Result<()> {
         let out = serde_json::to_vec(&new).map_err(corrupt("channels"))?;
         channels.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
     }
+    Ok(())
+}
+
+/// Adds the team's read marks of conversations.
+fn v8_read_marks(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(READ_MARKS)?;
     Ok(())
 }
 

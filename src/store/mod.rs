@@ -146,6 +146,10 @@ record!(Message, "messages", |r| format!(
     r.conversation_id, r.id
 ));
 record!(Visitor, "visitors", |r| r.id.to_string());
+record!(ReadMark, "read_marks", |r| format!(
+    "{}/{}",
+    r.conversation_id, r.user_id
+));
 record!(Subscription, "subscriptions", |r| r.id.to_string());
 record!(AnalyticsEvent, "analytics_events", |r| r.id.to_string());
 record!(Job, "jobs", |r| r.id.to_string());
@@ -167,6 +171,7 @@ pub(crate) const RECORD_TABLES: &[RecordTable] = &[
     Conversation::TABLE,
     Message::TABLE,
     Visitor::TABLE,
+    ReadMark::TABLE,
     Subscription::TABLE,
     AnalyticsEvent::TABLE,
     Job::TABLE,

@@ -1068,3 +1068,123 @@ async fn socket_visitors_chat_live_and_only_in_their_own_conversation() {
         "too_many_sockets"
     );
 }
+
+#[tokio::test]
+async fn socket_mark_read_keeps_read_marks_and_sends_read_receipts() {
+    let s = start().await;
+    let Some(mut c) = Clients::start("socket_mark_read", &s).await else {
+        return;
+    };
+    let a = s.register("a@x.test", "A").await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Ava"})).await);
+    let key = widget(&s, &a, &agent, json!({"allowedOrigins": [SITE]})).await;
+    c.connect("staff", &a.token).await;
+    c.connect_with("v", json!({"widgetKey": key}), from_site())
+        .await
+        .expect("visitor");
+    c.next("v", "session").await;
+    let first = c
+        .ask("v", "send_message", json!({"content": "Hello?"}))
+        .await;
+    let cid = first["message"]["conversationId"]
+        .as_str()
+        .expect("cid")
+        .to_string();
+    // A person takes over (no AI turn runs after this) and answers twice.
+    s.put(
+        &format!("/api/conversations/{cid}/assign"),
+        &a.token,
+        json!({"userId": a.user_id}),
+    )
+    .await
+    .expect(200);
+    c.ask("staff", "join_conversation", json!({"conversationId": cid}))
+        .await;
+    let r1 = c
+        .ask(
+            "staff",
+            "send_message",
+            json!({"conversationId": cid, "content": "Hi!"}),
+        )
+        .await;
+    let r2 = c
+        .ask(
+            "staff",
+            "send_message",
+            json!({"conversationId": cid, "content": "How can I help?"}),
+        )
+        .await;
+    // Answering marks the conversation read for whoever answered.
+    let list = s.get("/api/conversations", &a.token).await;
+    assert_eq!(list.body["data"][0]["unreadCount"], 0, "{}", list.text);
+    // The visitor reads: the team's messages become read, and the team sees it.
+    let ack = c
+        .ask(
+            "v",
+            "mark_read",
+            json!({"conversationId": cid, "messageId": r2["message"]["id"]}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let read: Vec<Value> = ack["read"].as_array().expect("read").clone();
+    assert!(read.contains(&r1["message"]["id"]) && read.contains(&r2["message"]["id"]));
+    for m in [&r1, &r2] {
+        let st = c
+            .next_where("staff", "message_status", |d| {
+                d["messageId"] == m["message"]["id"]
+            })
+            .await;
+        assert_eq!(st["status"], "read");
+        assert_eq!(st["conversationId"], cid.as_str());
+    }
+    let stored = s
+        .get(&format!("/api/conversations/{cid}/messages"), &a.token)
+        .await;
+    let status_of = |id: &Value| {
+        stored.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|m| &m["id"] == id)
+            .map(|m| m["status"].clone())
+    };
+    assert_eq!(status_of(&r2["message"]["id"]), Some(json!("read")));
+    assert_eq!(
+        status_of(&first["message"]["id"]),
+        Some(json!("sent")),
+        "not the visitor's own"
+    );
+    // The visitor writes again: one unread for the team member, until they mark it read.
+    let more = c
+        .ask("v", "send_message", json!({"content": "My order is late."}))
+        .await;
+    let detail = s.get(&format!("/api/conversations/{cid}"), &a.token).await;
+    assert_eq!(detail.body["unreadCount"], 1, "{}", detail.text);
+    let ack = c
+        .ask(
+            "staff",
+            "mark_read",
+            json!({"conversationId": cid, "messageId": more["message"]["id"]}),
+        )
+        .await;
+    assert_eq!(ack, json!({"ok": true, "unreadCount": 0}));
+    let detail = s.get(&format!("/api/conversations/{cid}"), &a.token).await;
+    assert_eq!(detail.body["unreadCount"], 0);
+    // A read mark never moves back.
+    let ack = c
+        .ask(
+            "staff",
+            "mark_read",
+            json!({"conversationId": cid, "messageId": r1["message"]["id"]}),
+        )
+        .await;
+    assert_eq!(ack["unreadCount"], 0);
+    let bad = c
+        .ask(
+            "staff",
+            "mark_read",
+            json!({"conversationId": cid, "messageId": "0190b1a2-7c3d-7e4f-8a5b-6c7d8e9f0a1b"}),
+        )
+        .await;
+    assert_eq!(bad["error"]["code"], "validation_failed");
+}
