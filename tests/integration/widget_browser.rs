@@ -1,8 +1,12 @@
 //! The web widget as a website gets it: `GET /widget.js` (encodings, caching, cross-origin
 //! loading) and the preview page; and the widget itself in headless Chromium (see below).
 
-use crate::common;
+use crate::common::{self, create_agent, id};
+use crate::engine::ai_tenant;
+use crate::fake_openai::{FakeOpenAi, Reply};
 use reqwest::header;
+use serde_json::{Value, json};
+use std::time::Duration;
 
 const JS: &[u8] = include_bytes!("../../web/widget/dist/widget.js");
 const JS_GZ: &[u8] = include_bytes!("../../web/widget/dist/widget.js.gz");
@@ -108,4 +112,162 @@ async fn preview_page_embeds_the_widget_under_a_strict_csp() {
     assert_eq!(status, 404);
     assert!(!String::from_utf8_lossy(&body).contains("<script"));
     s.stop().await;
+}
+
+const QUESTION: &str = "When does the Lisbon shop open?";
+const ANSWER: &str = "The Lisbon shop opens at nine o'clock on weekdays.";
+const HUMAN_REPLY: &str = "Hi, this is Sam from the shop: we open at nine.";
+
+/// The whole widget in headless Chromium (tests/js/widget_browser.mjs drives it): the
+/// launcher on the preview page, then a shop's page on another origin under a strict CSP
+/// embeds the widget; a visitor asks, the answer streams in from the fake
+/// model, a staff socket sees the conversation, types and takes over, the visitor sees the
+/// notice and the human reply, the unread badge, the history after a reload, and rates the
+/// closed conversation. The screenshot is kept under target/tmp; the launcher's first paint
+/// is printed (BENCHMARKS.md).
+#[tokio::test]
+async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
+    let test = "widget_in_chromium_streams_the_answer_and_shows_the_human_takeover";
+    let Some((js_dir, chromium)) = crate::js::browser(test) else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await;
+    // The answer comes in word-sized pieces a little apart, so the page can be seen
+    // showing it half-written (each piece is its own socket frame).
+    fake.set_chunk_delay(Duration::from_millis(40));
+    fake.push(Reply::text(ANSWER));
+    let s = common::start().await;
+    let a = ai_tenant(&s, "widget-browser@x.test", &fake).await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Acme bot"})).await);
+    // The shop's site: another origin (another port) that the channel allows.
+    let shop = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shop_origin = format!("http://{}", shop.local_addr().expect("addr"));
+    let ch = s
+        .post(
+            "/api/channels",
+            Some(&a.token),
+            json!({"type": "web", "name": "Shop site", "agentId": agent,
+                   "settings": {"allowedOrigins": [shop_origin],
+                                "theme": {"title": "Acme support", "color": "#7c3aed"}}}),
+        )
+        .await;
+    ch.expect(201);
+    let key = ch.body["settings"]["widgetKey"]
+        .as_str()
+        .expect("widgetKey")
+        .to_string();
+    let shop_task = tokio::spawn(serve_shop_page(shop, s.base.clone(), key.clone()));
+
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("widget_browser.png");
+    let _ = std::fs::remove_file(&shot);
+    // The script bounds itself (120 s); this bounds the script.
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg("widget_browser.mjs")
+            .current_dir(&js_dir)
+            .env("BASE", &s.base)
+            .env("HOST_ORIGIN", &shop_origin)
+            .env("WIDGET_KEY", &key)
+            .env("STAFF_TOKEN", &a.token)
+            .env("CHROMIUM", &chromium)
+            .env("SCREENSHOT", &shot)
+            .env("QUESTION", QUESTION)
+            .env("ANSWER", ANSWER)
+            .env("HUMAN_REPLY", HUMAN_REPLY)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser scenario finishes within 180 s")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no RESULT line\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    assert!(shot.is_file(), "no screenshot at {}", shot.display());
+    eprintln!(
+        "widget browser test: screenshot {}; launcher first paint {} ms after navigation start (first contentful paint {} ms)",
+        shot.display(),
+        result["launcherPaintMs"],
+        result["firstContentfulPaintMs"]
+    );
+
+    // What the page showed is what the server stored.
+    let cid = result["conversationId"].as_str().expect("conversationId");
+    let msgs = s
+        .get(&format!("/api/conversations/{cid}/messages"), &a.token)
+        .await;
+    msgs.expect(200);
+    let stored: Vec<(String, String)> = msgs.body["data"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or("").to_string(),
+                m["content"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for (role, content) in [
+        ("customer", QUESTION),
+        ("ai", ANSWER),
+        ("human", HUMAN_REPLY),
+    ] {
+        assert_eq!(
+            stored
+                .iter()
+                .filter(|(r, c)| r == role && c == content)
+                .count(),
+            1,
+            "{role} {content:?} stored once: {stored:?}"
+        );
+    }
+    let conv = s.get(&format!("/api/conversations/{cid}"), &a.token).await;
+    conv.expect(200);
+    assert_eq!(conv.body["status"], "closed");
+    assert_eq!(conv.body["mode"], "human");
+    shop_task.abort();
+    s.stop().await;
+}
+
+/// A shop's page as a careful site serves it: the script tag, and a CSP that allows scripts
+/// and connections only from itself and the chat server (no inline anything).
+async fn serve_shop_page(listener: tokio::net::TcpListener, base: String, key: String) {
+    let ws = base.replacen("http", "ws", 1);
+    let csp = format!(
+        "default-src 'none'; script-src 'self' {base}; connect-src 'self' {base} {ws}; \
+         img-src 'self' data:; style-src 'self'; base-uri 'none'; form-action 'none'"
+    );
+    let html = format!(
+        "<!doctype html><html><head><title>Acme shoes</title><link rel=\"icon\" href=\"data:,\"></head>\
+         <body><h1>Acme shoes</h1><p>Hand-made in Lisbon.</p>\
+         <script src=\"{base}/widget.js\" data-widget-key=\"{key}\" async></script></body></html>"
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let (csp, html) = (csp.clone(), html.clone());
+            async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+                        (header::CONTENT_SECURITY_POLICY, csp),
+                    ],
+                    html,
+                )
+            }
+        }),
+    );
+    let _ = axum::serve(listener, app).await;
 }
