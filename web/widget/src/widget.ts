@@ -422,19 +422,20 @@ export class Widget {
       this.conversationId = m.conversationId;
     }
     const known = this.bubbles.has(m.id);
+    if (m.role === "system") {
+      // The team's own notes ("Assigned to ..."): kept in the replay position, not shown;
+      // the visitor hears about a takeover from the mode change instead.
+      this.seen(m);
+      return;
+    }
     // The server stores the greeting as the conversation's first message: it replaces the
     // one shown before the conversation existed.
     if (m.role !== "customer" && this.cfg.greeting && m.content === this.cfg.greeting) {
       this.log.querySelector(".greet")?.remove();
     }
     this.render(m);
-    if (typeof m.seq === "number") {
-      if (m.seq > this.lastSeq) {
-        this.lastSeq = m.seq;
-        this.lastId = m.id;
-      }
-    } else if (!known) this.lastId = m.id;
-    if (m.role !== "customer" && m.role !== "system") {
+    this.seen(m);
+    if (m.role !== "customer") {
       this.peerTyping(false);
       if (!known) {
         this.lastIncoming = m.id;
@@ -445,6 +446,16 @@ export class Widget {
       }
     }
     this.scroll();
+  }
+
+  /** Moves the replay position (`sinceMessageId` of the next join) past `m`. */
+  private seen(m: Message): void {
+    if (typeof m.seq === "number") {
+      if (m.seq > this.lastSeq) {
+        this.lastSeq = m.seq;
+        this.lastId = m.id;
+      }
+    } else this.lastId = m.id; // a server without seq: arrival order
   }
 
   private submit(): void {
