@@ -172,6 +172,7 @@ async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
             .env("HOST_ORIGIN", &shop_origin)
             .env("WIDGET_KEY", &key)
             .env("STAFF_TOKEN", &a.token)
+            .env("STAFF_USER_ID", &a.user_id)
             .env("CHROMIUM", &chromium)
             .env("SCREENSHOT", &shot)
             .env("QUESTION", QUESTION)
@@ -237,6 +238,11 @@ async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
     conv.expect(200);
     assert_eq!(conv.body["status"], "closed");
     assert_eq!(conv.body["mode"], "human");
+    assert_eq!(
+        conv.body["rating"]["rating"], 5,
+        "the visitor's rating: {}",
+        conv.text
+    );
     shop_task.abort();
     s.stop().await;
 }

@@ -6,11 +6,12 @@
 //    and the time of its first paint is measured.
 // 2. A shop's page on another origin (HOST_ORIGIN/, served by the test, with a strict CSP
 //    that allows only the chat server) embeds the script tag. A visitor asks a question and watches the answer stream in; a
-//    staff socket (socket.io-client) sees the conversation, types, takes over and replies;
+//    staff socket (socket.io-client) sees the conversation, takes it over (assigns it to
+//    itself), types and replies;
 //    the visitor sees the notice and the reply, the unread badge while the window is closed,
 //    the history after a reload, and rates the closed conversation.
 //
-// Env: BASE, HOST_ORIGIN, WIDGET_KEY, STAFF_TOKEN, CHROMIUM, SCREENSHOT (png path), QUESTION,
+// Env: BASE, HOST_ORIGIN, WIDGET_KEY, STAFF_TOKEN, STAFF_USER_ID, CHROMIUM, SCREENSHOT (png path), QUESTION,
 // ANSWER, HUMAN_REPLY. Prints `RESULT {json}` on success; any failure prints `FAIL <why>` and
 // exits 1.
 
@@ -175,12 +176,21 @@ try {
   await input.pressSequentially("thanks", { delay: 20 });
   await visitorTyping;
   await input.fill("");
+
+  // A person takes over (the inbox's "assign to me"): the visitor is told.
+  const taken = await fetch(`${BASE}/api/conversations/${conv.id}/assign`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${process.env.STAFF_TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ userId: env("STAFF_USER_ID") }),
+  });
+  if (!taken.ok) fail(`assigning the conversation: ${taken.status} ${await taken.text()}`);
+  await page.locator("[data-aigentable] .note").filter({ hasText: "A person from our team has joined" }).waitFor(WAIT);
+  await page.locator("[data-aigentable] .head p").filter({ hasText: "chatting with our team" }).waitFor(WAIT);
+
+  // The person types, then replies over the socket.
   staff.emit("typing_start", { conversationId: conv.id });
   await page.locator("[data-aigentable] .typing").filter({ hasText: "is typing" }).waitFor({ state: "visible", ...WAIT });
-
-  // A person takes over and replies.
   await ack(staff, "send_message", { conversationId: conv.id, content: HUMAN_REPLY, clientId: "staff-reply-1" });
-  await page.locator("[data-aigentable] .note").filter({ hasText: "A person from our team has joined" }).waitFor(WAIT);
   await page.locator('[data-aigentable] .m[data-role="human"]').filter({ hasText: HUMAN_REPLY }).waitFor(WAIT);
   await page.locator("[data-aigentable] .typing").waitFor({ state: "hidden", ...WAIT });
   await page.screenshot({ path: env("SCREENSHOT") });
