@@ -1,8 +1,8 @@
 //! The web widget as a website gets it: `GET /widget.js` (encodings, caching, cross-origin
 //! loading) and the preview page; and the widget itself in headless Chromium (see below).
 
-use crate::common::{self, create_agent, id};
-use crate::engine::ai_tenant;
+use crate::common::{self, create_agent, id, upload_doc};
+use crate::engine::{GUIDE, ai_tenant};
 use crate::fake_openai::{FakeOpenAi, Reply};
 use reqwest::header;
 use serde_json::{Value, json};
@@ -115,7 +115,7 @@ async fn preview_page_embeds_the_widget_under_a_strict_csp() {
 }
 
 const QUESTION: &str = "When does the Lisbon shop open?";
-const ANSWER: &str = "The Lisbon shop opens at nine o'clock on weekdays.";
+const ANSWER: &str = "The Lisbon shop opens at nine o'clock on weekdays [1].";
 const HUMAN_REPLY: &str = "Hi, this is Sam from the shop: we open at nine.";
 
 /// The whole widget in headless Chromium (tests/js/widget_browser.mjs drives it): the
@@ -139,6 +139,16 @@ async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
     let s = common::start().await;
     let a = ai_tenant(&s, "widget-browser@x.test", &fake).await;
     let agent = id(&create_agent(&s, &a, json!({"name": "Acme bot"})).await);
+    // The answer cites the shop's guide: the widget shows it as a source.
+    upload_doc(
+        &s,
+        &a.token,
+        "guide.md",
+        "text/markdown",
+        GUIDE.as_bytes(),
+        Some(&agent),
+    )
+    .await;
     // The shop's site: another origin (another port) that the channel allows.
     let shop = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -178,6 +188,7 @@ async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
             .env("QUESTION", QUESTION)
             .env("ANSWER", ANSWER)
             .env("HUMAN_REPLY", HUMAN_REPLY)
+            .env("CITATION", "guide.md")
             .kill_on_drop(true)
             .output(),
     )

@@ -5,15 +5,15 @@
 // 1. The preview page (served by the binary under a strict CSP): the launcher paints, styled,
 //    and the time of its first paint is measured.
 // 2. A shop's page on another origin (HOST_ORIGIN/, served by the test, with a strict CSP
-//    that allows only the chat server) embeds the script tag. A visitor asks a question and watches the answer stream in; a
-//    staff socket (socket.io-client) sees the conversation, takes it over (assigns it to
-//    itself), types and replies;
-//    the visitor sees the notice and the reply, the unread badge while the window is closed,
+//    that allows only the chat server) embeds the script tag. A visitor asks a question and
+//    watches the answer stream in, with its source; a staff socket (socket.io-client) sees
+//    the conversation, takes it over (assigns it to itself), types and replies; the visitor
+//    sees the notice, the typing and the reply, the unread badge while the window is closed,
 //    the history after a reload, and rates the closed conversation.
 //
-// Env: BASE, HOST_ORIGIN, WIDGET_KEY, STAFF_TOKEN, STAFF_USER_ID, CHROMIUM, SCREENSHOT (png path), QUESTION,
-// ANSWER, HUMAN_REPLY. Prints `RESULT {json}` on success; any failure prints `FAIL <why>` and
-// exits 1.
+// Env: BASE, HOST_ORIGIN, WIDGET_KEY, STAFF_TOKEN, STAFF_USER_ID, CHROMIUM, SCREENSHOT (png
+// path), QUESTION, ANSWER, HUMAN_REPLY, CITATION (the document the answer cites). Prints
+// `RESULT {json}` on success; any failure prints `FAIL <why>` and exits 1.
 
 import { chromium } from "playwright-core";
 import { io } from "socket.io-client";
@@ -169,6 +169,11 @@ try {
     fail(`the answer did not stream in (partial states seen: ${JSON.stringify(partials)})`);
   }
   result.streamedStates = partials.length;
+  // Its source, as a small link-like chip under the answer.
+  const cite = ai.filter({ hasText: ANSWER }).first().locator(".cite");
+  if ((await cite.allTextContents()).join(" ") !== env("CITATION")) {
+    fail(`the answer's sources show ${JSON.stringify(await cite.allTextContents())}, not ${env("CITATION")}`);
+  }
 
   // Typing both ways: the visitor's reaches staff, staff's shows in the widget.
   const visitorTyping = next(staff, "user_typing", (d) => d.conversationId === conv.id && d.typing && d.who?.kind === "customer");
