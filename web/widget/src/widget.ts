@@ -568,17 +568,36 @@ export class Widget {
 
   private async rate(id: string, rating: number, box: HTMLElement): Promise<void> {
     box.querySelectorAll("button").forEach((b) => (b.disabled = true));
+    if (!(await this.postRating(id, { rating }))) {
+      box.querySelectorAll("button").forEach((b) => (b.disabled = false));
+      this.live.textContent = "The rating could not be sent. Please try again.";
+      return;
+    }
+    // The rating is stored; a comment is optional and replaces it with the same score.
+    const comment = h("textarea", { rows: "2", maxlength: "1000", "aria-label": "Comment (optional)", placeholder: "Anything to add? (optional)" });
+    const send = h("button", { class: "btn", type: "submit" }, "Send");
+    const form = h("form", { class: "form" }, comment, send);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const text = comment.value.trim();
+      if (!text) return;
+      send.disabled = true;
+      if (await this.postRating(id, { rating, comment: text })) form.replaceWith("Thanks, we got your comment.");
+      else send.disabled = false;
+    });
+    box.replaceChildren(`Thank you for your feedback (${rating}/5).`, form);
+  }
+
+  private async postRating(id: string, body: { rating: number; comment?: string }): Promise<boolean> {
     try {
       const r = await fetch(`${this.origin}/api/widget/${encodeURIComponent(this.key)}/conversations/${encodeURIComponent(id)}/rating`, {
         method: "POST",
         headers: { "Content-Type": "application/json", Authorization: `Bearer ${this.saved.token || ""}` },
-        body: JSON.stringify({ rating }),
+        body: JSON.stringify(body),
       });
-      if (!r.ok) throw new Error(String(r.status));
-      box.replaceChildren(`Thank you for your feedback (${rating}/5).`);
+      return r.ok;
     } catch {
-      box.querySelectorAll("button").forEach((b) => (b.disabled = false));
-      this.live.textContent = "The rating could not be sent. Please try again.";
+      return false;
     }
   }
 
