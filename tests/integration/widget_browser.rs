@@ -249,6 +249,7 @@ async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
     conv.expect(200);
     assert_eq!(conv.body["status"], "closed");
     assert_eq!(conv.body["mode"], "human");
+    assert_eq!(conv.body["rating"]["comment"], "Quick and friendly.");
     assert_eq!(
         conv.body["rating"]["rating"], 5,
         "the visitor's rating: {}",

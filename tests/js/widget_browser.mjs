@@ -228,6 +228,9 @@ try {
   await page.locator("[data-aigentable] .csat").waitFor(WAIT);
   await page.locator('[data-aigentable] .csat button[aria-label="5 of 5"]').click();
   await page.locator("[data-aigentable] .csat").filter({ hasText: "Thank you" }).waitFor(WAIT);
+  await page.locator('[data-aigentable] .csat textarea[aria-label="Comment (optional)"]').fill("Quick and friendly.");
+  await page.locator("[data-aigentable] .csat button", { hasText: "Send" }).click();
+  await page.locator("[data-aigentable] .csat").filter({ hasText: "we got your comment" }).waitFor(WAIT);
 
   const violations = await page.evaluate(() => window.__csp);
   if (violations.length) fail(`CSP violations on the shop's page: ${violations.join("; ")}`);
