@@ -146,9 +146,22 @@ pub async fn serve_with_listener(
     let limits_state = state.clone();
     let pruner = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut minutes: u64 = 0;
         loop {
             tick.tick().await;
             limits_state.limits.prune();
+            // Hourly (and at start): forget idle web widget visitors, so they stay bounded.
+            if minutes.is_multiple_of(60) {
+                let svc = limits_state.svc.clone();
+                match tokio::task::spawn_blocking(move || svc.sweep_idle_visitors()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(n, "forgot idle widget visitors"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "sweeping idle widget visitors failed")
+                    }
+                    _ => {}
+                }
+            }
+            minutes += 1;
             let k = limits_state.knowledge.clone();
             let _ = tokio::task::spawn_blocking(move || k.persist()).await;
             metrics::gauge!("jobs_pending").set(limits_state.jobs.pending() as f64);

@@ -24,6 +24,9 @@ pub const MAX_TOKENS_PER_VISITOR: usize = 10;
 pub const MAX_EXTERNAL_ID: usize = 200;
 /// Longest rating comment.
 pub const MAX_RATING_COMMENT: usize = 1000;
+/// Visitors that never wrote are forgotten after this long unseen (see
+/// [`Services::sweep_idle_visitors`]).
+pub const IDLE_WITHOUT_CONVERSATION: time::Duration = time::Duration::days(7);
 /// `lastSeenAt` is written at most this often per visitor (each write is a durable commit).
 const SEEN_GRANULARITY: time::Duration = time::Duration::minutes(5);
 
@@ -417,6 +420,59 @@ impl Services {
             new_token: None,
             agent_name,
         })
+    }
+
+    /// Forgets idle visitors: those unseen for `VISITOR_TOKEN_TTL_DAYS` (their tokens are
+    /// dead anyway) and those that never wrote, unseen for [`IDLE_WITHOUT_CONVERSATION`]
+    /// (a browser that opened the widget once; it starts afresh if it comes back). Their
+    /// conversations stay. Returns how many were forgotten. Blocking; the server runs it
+    /// hourly, so visitors cannot pile up without bound.
+    pub fn sweep_idle_visitors(&self) -> Result<u64> {
+        const BATCH: usize = 500;
+        let ttl = time::Duration::days(i64::from(self.config.visitor_token_ttl_days.max(1)));
+        let now = self.clock.now();
+        let idle = move |v: &Visitor| {
+            v.last_seen_at + ttl < now
+                || (v.conversation_id.is_none() && v.last_seen_at + IDLE_WITHOUT_CONVERSATION < now)
+        };
+        let mut n = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let tenants = self.store.read(|tx| tx.tenants(after.as_deref(), 100))?;
+            for t in &tenants.items {
+                loop {
+                    let batch = self.store.read(|tx| {
+                        Ok(tx
+                            .list_filtered::<Visitor>(&t.id, None, None, BATCH, false, idle)?
+                            .items)
+                    })?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let full = batch.len() == BATCH;
+                    n += self.store.write(|tx| -> Result<u64> {
+                        let mut gone = 0;
+                        for v in &batch {
+                            // Seen again since the read: keep it.
+                            if let Some(v) = tx.get::<Visitor>(&t.id, v.id.as_str())?
+                                && idle(&v)
+                            {
+                                Self::forget_visitor(tx, &v)?;
+                                gone += 1;
+                            }
+                        }
+                        Ok(gone)
+                    })?;
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            match tenants.next {
+                Some(next) => after = Some(next),
+                None => return Ok(n),
+            }
+        }
     }
 
     /// The visitor's stored record and a caller made from it (bound to its current

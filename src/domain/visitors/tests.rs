@@ -505,3 +505,45 @@ fn identity_hashes_are_hmac_sha256_hex() {
         "5bdc"
     ));
 }
+
+#[test]
+fn idle_visitors_are_forgotten_and_talking_ones_kept_until_their_tokens_expire() {
+    let w = world(origins(&["https://shop.example.com"]));
+    let quiet = w.new_visitor();
+    let talker = w.new_visitor();
+    w.s.post_visitor_message(&talker.caller, None, "hi", None)
+        .expect("post");
+    assert_eq!(
+        w.s.sweep_idle_visitors().expect("sweep"),
+        0,
+        "nobody is idle yet"
+    );
+    w.s.clock
+        .advance(std::time::Duration::from_secs(8 * 86_400));
+    assert_eq!(w.s.sweep_idle_visitors().expect("sweep"), 1);
+    let token = quiet.new_token.expect("token");
+    assert_eq!(
+        code(w.hello(Some(&token), VisitorHello::default())),
+        "unauthorized"
+    );
+    let talker_token = talker.new_token.expect("token");
+    w.hello(Some(&talker_token), VisitorHello::default())
+        .expect("a visitor with a conversation stays");
+    w.s.clock.advance(std::time::Duration::from_secs(
+        u64::from(w.s.config.visitor_token_ttl_days + 1) * 86_400,
+    ));
+    assert_eq!(w.s.sweep_idle_visitors().expect("sweep"), 1);
+    assert!(
+        w.s.store
+            .read(|tx| tx.scan::<Visitor>(w.admin.tenant(), None, |_| true))
+            .expect("scan")
+            .is_empty()
+    );
+    assert_eq!(
+        w.s.store
+            .read(|tx| tx.index_get(Index::VisitorToken, &w.s.keys.hash_token(&talker_token)))
+            .expect("read"),
+        None,
+        "its token rows go too"
+    );
+}
