@@ -167,6 +167,11 @@ try {
   const stored = await apiCall('GET', `/api/conversations/${convId}`);
   const roles = stored.body.messages.map((m) => m.role).join(',');
   if (stored.body.mode !== 'human' || !roles.includes('human')) throw new Error(`not taken over: ${stored.body.mode} ${roles}`);
+  // Another customer writes meanwhile: an unread badge in the list and in the tab's title.
+  const second = await apiCall('POST', '/api/conversations', { agentId, customer: { name: 'Bea Buyer' } });
+  await apiCall('POST', `/api/conversations/${second.body.id}/messages`, { content: 'Is the red pair in stock?', role: 'customer' });
+  await page.locator('[data-testid=conversation]', { hasText: 'Bea Buyer' }).getByLabel(/unread/).waitFor();
+  await page.waitForFunction(() => /^\(\d+\) Inbox/.test(document.title));
   await shot(page, '07a-inbox');
   await page.setViewportSize({ width: 375, height: 780 });
   await shot(page, '07b-inbox-phone');
