@@ -741,7 +741,9 @@ export class Widget {
   }
 
   private refused(err: Error & { data?: { code?: string; message?: string } }): void {
-    const code = err.data?.code;
+    // A refusal names the REST error code: in `data.code`, or (socketioxide sends only a
+    // message) as the message itself. Transport failures say things like "websocket error".
+    const code = err.data?.code ?? (/^[a-z_]+$/.test(err.message) && err.message !== "timeout" ? err.message : undefined);
     if ((code === "unauthorized" || code === "token_expired") && !this.retriedFresh) {
       // The stored session is gone (expired, revoked): start a new visitor once.
       this.retriedFresh = true;
@@ -749,12 +751,16 @@ export class Widget {
       this.socket?.connect();
       return;
     }
-    if (code === "identity_required") {
-      this.setBanner("Please sign in to chat with us.");
-      return;
-    }
     if (code) {
-      this.setBanner(err.data?.message || "The chat is not available right now.");
+      // The server's message is for the site's developers; the visitor gets plain words.
+      console.warn(`aigentable: the chat server refused the connection: ${code}: ${err.data?.message ?? ""}`);
+      this.setBanner(
+        code === "identity_required"
+          ? "Please sign in to chat with us."
+          : code === "identity_invalid"
+            ? "We could not verify your sign-in. Please reload the page or sign in again."
+            : "The chat is not available right now.",
+      );
       return;
     }
     // A network failure: socket.io-client keeps retrying by itself. Meanwhile show the
