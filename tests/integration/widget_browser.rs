@@ -168,7 +168,7 @@ async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
         .as_str()
         .expect("widgetKey")
         .to_string();
-    let shop_task = tokio::spawn(serve_shop_page(shop, s.base.clone(), key.clone()));
+    let shop_task = tokio::spawn(serve_shop(shop, s.base.clone(), key.clone(), vec![]));
 
     let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("widget_browser.png");
     let _ = std::fs::remove_file(&shot);
@@ -259,33 +259,172 @@ async fn widget_in_chromium_streams_the_answer_and_shows_the_human_takeover() {
     s.stop().await;
 }
 
-/// A shop's page as a careful site serves it: the script tag, and a CSP that allows scripts
-/// and connections only from itself and the chat server (no inline anything).
-async fn serve_shop_page(listener: tokio::net::TcpListener, base: String, key: String) {
+/// A shop's site as a careful site serves it: pages with the script tag under a CSP that
+/// allows scripts and connections only from itself and the chat server (no inline anything).
+/// `/` is a plain page; each `(name, js)` of `scripts` adds `/{name}`, a page that first loads
+/// the site's own `/{name}.js`.
+async fn serve_shop(
+    listener: tokio::net::TcpListener,
+    base: String,
+    key: String,
+    scripts: Vec<(String, String)>,
+) {
     let ws = base.replacen("http", "ws", 1);
     let csp = format!(
         "default-src 'none'; script-src 'self' {base}; connect-src 'self' {base} {ws}; \
          img-src 'self' data:; style-src 'self'; base-uri 'none'; form-action 'none'"
     );
-    let html = format!(
-        "<!doctype html><html><head><title>Acme shoes</title><link rel=\"icon\" href=\"data:,\"></head>\
-         <body><h1>Acme shoes</h1><p>Hand-made in Lisbon.</p>\
-         <script src=\"{base}/widget.js\" data-widget-key=\"{key}\" async></script></body></html>"
-    );
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let (csp, html) = (csp.clone(), html.clone());
+    let page = |own: Option<&str>| {
+        let own = own
+            .map(|n| format!("<script src=\"/{n}.js\"></script>"))
+            .unwrap_or_default();
+        format!(
+            "<!doctype html><html><head><title>Acme shoes</title><link rel=\"icon\" href=\"data:,\"></head>\
+             <body><h1>Acme shoes</h1><p>Hand-made in Lisbon.</p>{own}\
+             <script src=\"{base}/widget.js\" data-widget-key=\"{key}\" async></script></body></html>"
+        )
+    };
+    let html = |csp: String, body: String| {
+        move || {
+            let (csp, body) = (csp.clone(), body.clone());
             async move {
                 (
                     [
                         (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
                         (header::CONTENT_SECURITY_POLICY, csp),
                     ],
-                    html,
+                    body,
                 )
             }
-        }),
-    );
+        }
+    };
+    let mut app = axum::Router::new().route("/", axum::routing::get(html(csp.clone(), page(None))));
+    for (name, js) in scripts {
+        let body = page(Some(&name));
+        app = app
+            .route(
+                &format!("/{name}"),
+                axum::routing::get(html(csp.clone(), body)),
+            )
+            .route(
+                &format!("/{name}.js"),
+                axum::routing::get(move || {
+                    let js = js.clone();
+                    async move { ([(header::CONTENT_TYPE, "text/javascript")], js) }
+                }),
+            );
+    }
     let _ = axum::serve(listener, app).await;
+}
+
+/// Who the visitor is (tests/js/widget_identity.mjs drives Chromium): a channel that asks
+/// for a name before the chat and verifies identities optionally. An anonymous visitor fills
+/// the pre-chat form; a signed-in visitor, identified by the site's script with the HMAC its
+/// server computed, is not asked; a forged signature is refused and opens nothing.
+#[tokio::test]
+async fn widget_in_chromium_asks_anonymous_visitors_and_trusts_signed_identities() {
+    let test = "widget_in_chromium_asks_anonymous_visitors_and_trusts_signed_identities";
+    let Some((js_dir, chromium)) = crate::js::browser(test) else {
+        return;
+    };
+    let fake = FakeOpenAi::start().await; // answers "Echo: <message>"
+    let s = common::start().await;
+    let a = ai_tenant(&s, "widget-identity@x.test", &fake).await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Acme bot"})).await);
+    let shop = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shop_origin = format!("http://{}", shop.local_addr().expect("addr"));
+    let ch = s
+        .post(
+            "/api/channels",
+            Some(&a.token),
+            json!({"type": "web", "name": "Shop site", "agentId": agent,
+                   "settings": {"allowedOrigins": [shop_origin],
+                                "preChat": {"name": "required", "email": "optional"},
+                                "identity": {"mode": "optional"}}}),
+        )
+        .await;
+    ch.expect(201);
+    let key = ch.body["settings"]["widgetKey"]
+        .as_str()
+        .expect("widgetKey")
+        .to_string();
+    let secret = ch.body["identitySecret"]
+        .as_str()
+        .expect("identitySecret, answered once")
+        .to_string();
+
+    // What the shop's server puts in its pages for a signed-in user.
+    let sign = |external_id: &str| {
+        use hmac::{KeyInit, Mac};
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(external_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let identify = |hash: &str| {
+        format!(
+            "window.aigentable = window.aigentable || function () {{ (window.aigentable.q = window.aigentable.q || []).push(arguments); }};\n\
+             aigentable('identify', {{externalId: 'u-42', hash: '{hash}', name: 'Bea Signed', email: 'bea@example.com'}});\n"
+        )
+    };
+    let scripts = vec![
+        ("signed-in".to_string(), identify(&sign("u-42"))),
+        ("forged".to_string(), identify(&sign("u-43"))),
+    ];
+    let shop_task = tokio::spawn(serve_shop(shop, s.base.clone(), key.clone(), scripts));
+
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("widget_prechat.png");
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg("widget_identity.mjs")
+            .current_dir(&js_dir)
+            .env("BASE", &s.base)
+            .env("HOST_ORIGIN", &shop_origin)
+            .env("CHROMIUM", &chromium)
+            .env("SCREENSHOT_PRECHAT", &shot)
+            .env("WIDGET_KEY", &key)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser scenario finishes within 180 s")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    eprintln!(
+        "widget identity test: pre-chat screenshot {}",
+        shot.display()
+    );
+
+    // The server has exactly the two conversations, with who each visitor is.
+    let list = s.get("/api/conversations", &a.token).await;
+    list.expect(200);
+    let customers: Vec<Value> = list.body["data"]
+        .as_array()
+        .expect("conversations")
+        .iter()
+        .map(|c| c["customer"].clone())
+        .collect();
+    assert_eq!(customers.len(), 2, "{customers:?}");
+    assert!(
+        customers.iter().any(|c| c["name"] == "Ada Lovelace"
+            && c["email"] == "ada@example.com"
+            && c["externalId"].is_null()),
+        "the anonymous visitor's pre-chat answers: {customers:?}"
+    );
+    assert!(
+        customers
+            .iter()
+            .any(|c| c["externalId"] == "u-42" && c["name"] == "Bea Signed"),
+        "the verified visitor: {customers:?}"
+    );
+    shop_task.abort();
+    s.stop().await;
 }

@@ -8,8 +8,9 @@
 //    that allows only the chat server) embeds the script tag. A visitor asks a question and
 //    watches the answer stream in, with its source; a staff socket (socket.io-client) sees
 //    the conversation, takes it over (assigns it to itself), types and replies; the visitor
-//    sees the notice, the typing and the reply, the unread badge while the window is closed,
-//    the history after a reload, and rates the closed conversation.
+//    sees the notice, the typing and the reply; after a dropped connection the reply sent
+//    meanwhile (replayed, exactly once); the unread badge while the window is closed, the
+//    history after a reload; and rates the closed conversation, with a comment.
 //
 // Env: BASE, HOST_ORIGIN, WIDGET_KEY, STAFF_TOKEN, STAFF_USER_ID, CHROMIUM, SCREENSHOT (png
 // path), QUESTION, ANSWER, HUMAN_REPLY, CITATION (the document the answer cites). Prints
@@ -38,6 +39,7 @@ const QUESTION = env("QUESTION");
 const ANSWER = env("ANSWER");
 const HUMAN_REPLY = env("HUMAN_REPLY");
 const WAIT = { timeout: 30_000 };
+const MISSED = "Are you still there? (sent while you were offline)";
 
 /** The next `event` on `sock` whose payload passes `pred`. */
 function next(sock, event, pred = () => true) {
@@ -84,7 +86,10 @@ try {
   const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
   const page = await context.newPage();
   const problems = [];
+  // Network errors are expected while the test takes the visitor offline, nothing else.
+  let dropping = false;
   page.on("console", (m) => {
+    if (dropping && /ERR_INTERNET_DISCONNECTED|WebSocket|Failed to load resource/.test(m.text())) return;
     if (m.type() === "error" || m.type() === "warning") problems.push(`console ${m.type()}: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
@@ -136,6 +141,17 @@ try {
   result.launcherColour = look.bg;
   const previewViolations = await page.evaluate(() => window.__csp);
   if (previewViolations.length) fail(`CSP violations on the preview page: ${previewViolations.join("; ")}`);
+
+  // The visitor's network, switchable: while `offline`, nothing reaches the chat server
+  // (HTTP requests fail, WebSockets are closed at once), as when a phone loses signal.
+  let offline = false;
+  const sockets = new Set();
+  await context.route(`${BASE}/**`, (route) => (offline ? route.abort("internetdisconnected") : route.continue()));
+  await context.routeWebSocket(/\/socket\.io\//, (ws) => {
+    if (offline) return ws.close();
+    ws.connectToServer();
+    sockets.add(ws);
+  });
 
   // The shop's page on its own origin.
   await page.goto(`${HOST_ORIGIN}/`);
@@ -200,6 +216,19 @@ try {
   await page.locator("[data-aigentable] .typing").waitFor({ state: "hidden", ...WAIT });
   await page.screenshot({ path: env("SCREENSHOT") });
 
+  // The connection drops; a reply committed meanwhile arrives once the widget is back
+  // (replayed after the last message it saw), exactly once.
+  dropping = offline = true;
+  for (const ws of sockets) await ws.close();
+  sockets.clear();
+  const banner = page.locator("[data-aigentable] .banner");
+  await banner.filter({ hasText: "onnect" }).waitFor({ state: "visible", ...WAIT });
+  await ack(staff, "send_message", { conversationId: conv.id, content: MISSED, clientId: "staff-while-offline" });
+  offline = false;
+  await page.locator('[data-aigentable] .m[data-role="human"]').filter({ hasText: MISSED }).waitFor(WAIT);
+  await banner.waitFor({ state: "hidden", ...WAIT });
+  dropping = false;
+
   // Escape closes; a reply while closed shows on the launcher's badge.
   await input.focus();
   await page.keyboard.press("Escape");
@@ -214,7 +243,7 @@ try {
   await launcher.click();
   await page.locator('[data-aigentable] .m[data-role="human"]').filter({ hasText: "Anything else?" }).waitFor(WAIT);
   const texts = await page.locator("[data-aigentable] .m[data-id]").allTextContents();
-  for (const t of [QUESTION, ANSWER, HUMAN_REPLY, "Anything else?"]) {
+  for (const t of [QUESTION, ANSWER, HUMAN_REPLY, MISSED, "Anything else?"]) {
     const n = texts.filter((x) => x.includes(t)).length;
     if (n !== 1) fail(`after a reload "${t}" shows ${n} times: ${JSON.stringify(texts)}`);
   }
