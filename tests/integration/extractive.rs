@@ -160,6 +160,47 @@ async fn without_a_model_provider_agents_answer_from_their_documents_everywhere(
     );
     let r = v1_chat(&s, &key, "What is the capital of France?").await;
     assert_eq!(r.body["choices"][0]["message"]["content"], FALLBACK);
+    // Streamed: OpenAI chunks adding up to the answer, the citations on the last one.
+    let resp = bounded(
+        "/v1/chat/completions streamed",
+        s.http
+            .post(format!("{}/v1/chat/completions", s.base))
+            .bearer_auth(&key)
+            .json(&json!({"model": "guide", "stream": true, "messages": [
+                {"role": "user", "content": "Where do orders ship from?"}]}))
+            .send(),
+    )
+    .await
+    .expect("sent");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = bounded("the stream", resp.text()).await.expect("body");
+    let (mut content, mut chunks, mut citations) = (String::new(), 0, Value::Null);
+    for line in body.lines() {
+        let Some(d) = line.strip_prefix("data:").map(str::trim) else {
+            continue;
+        };
+        if d == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(d).expect("a JSON chunk");
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str()
+            && !c.is_empty()
+        {
+            content.push_str(c);
+            chunks += 1;
+        }
+        if v["citations"].is_array() {
+            citations = v["citations"].clone();
+        }
+    }
+    assert!(chunks > 1, "streamed in pieces: {body}");
+    assert_extracted(
+        &content,
+        &citations,
+        &doc,
+        "Orders ship from our Porto warehouse.",
+        &["Lisbon", "Refunds"],
+    );
 }
 
 #[tokio::test]
