@@ -51,6 +51,31 @@ async fn admin_ui_end_to_end_in_chromium() {
     )
     .expect("write doc");
 
+    // Mail goes to a fake SMTP server; the password-reset link is handed to the browser
+    // script through a file as soon as the mail arrives.
+    let smtp = crate::common::fake_smtp().await;
+    let reset_file = dir.path().join("reset-link.txt");
+    let mails = smtp.mails.clone();
+    let reset_out = reset_file.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            let found = mails
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|m| m.contains("reset-password"))
+                .cloned();
+            if let Some(m) = found {
+                let token = crate::common::token_from(&m);
+                let tmp = reset_out.with_extension("tmp");
+                std::fs::write(&tmp, format!("/reset-password?token={token}")).expect("write");
+                std::fs::rename(&tmp, &reset_out).expect("rename");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aigentable"));
@@ -75,6 +100,7 @@ async fn admin_ui_end_to_end_in_chromium() {
             .env("OPENAI_API_KEY", "sk-test")
             .env("OPENAI_MODEL", "fake-large")
             .env("EMBEDDINGS_PROVIDER", "none")
+            .env("SMTP_URL", &smtp.url)
             .env("ADMIN_EMAIL", OPS_EMAIL)
             .env("ADMIN_PASSWORD", OPS_PASSWORD)
             .env("RATE_LIMIT_AUTH_PER_MIN", "0")
@@ -110,6 +136,7 @@ async fn admin_ui_end_to_end_in_chromium() {
         .env("DOC", &doc)
         .env("QUESTION", QUESTION)
         .env("EXPECT", "within 30 days")
+        .env("RESET_LINK_FILE", &reset_file)
         .env("OPS_EMAIL", OPS_EMAIL)
         .env("OPS_PASSWORD", OPS_PASSWORD)
         .kill_on_drop(true)
@@ -161,6 +188,7 @@ async fn admin_ui_end_to_end_in_chromium() {
             "screenshot {name}"
         );
     }
+    watcher.abort();
     drop(server);
 }
 

@@ -3,14 +3,15 @@
 //
 // env: BASE (http://127.0.0.1:PORT), CHROMIUM (browser binary), SHOTS (screenshot folder),
 //      DOC (a file to upload), QUESTION (asked in the playground), EXPECT (text of the answer),
-//      OPS_EMAIL / OPS_PASSWORD (the platform admin the binary was started with)
+//      OPS_EMAIL / OPS_PASSWORD (the platform admin the binary was started with),
+//      RESET_LINK_FILE (where the test writes the mailed password-reset link when it arrives)
 // Prints one `METRICS {json}` line; exits non-zero (with the reason) on any failed step.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 
-const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD } = process.env;
-for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD })) {
+const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE } = process.env;
+for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE })) {
   if (!v) throw new Error(`${k} is not set`);
 }
 mkdirSync(SHOTS, { recursive: true });
@@ -303,6 +304,25 @@ try {
   await page.getByRole('button', { name: 'Send reset link' }).click();
   await page.getByText(/a reset link is on its way/).waitFor();
   await shot(page, '13-forgot-password');
+
+  step = 'reset the password with the mailed link, sign in with the new one';
+  const deadline = Date.now() + STEP_MS;
+  while (!existsSync(RESET_LINK_FILE)) {
+    if (Date.now() > deadline) throw new Error('no reset mail arrived');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await page.goto(BASE + readFileSync(RESET_LINK_FILE, 'utf8'));
+  await page.getByRole('heading', { name: 'Choose a new password' }).waitFor();
+  await page.getByLabel('New password', { exact: true }).fill('a-new-long-password');
+  await page.getByLabel('Repeat it').fill('a-new-long-password');
+  await page.getByRole('button', { name: 'Set password' }).click();
+  await page.getByText(/Your password was changed/).waitFor();
+  await page.getByRole('link', { name: 'Sign in' }).click();
+  await page.getByLabel('Email').fill('dana@shoes.example');
+  await page.getByLabel('Password').fill('a-new-long-password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL('**/inbox');
+  await shot(page, '13b-signed-in-inbox');
 
   step = 'platform admin: sign in, suspend and reactivate a tenant';
   const opsContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
