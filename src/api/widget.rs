@@ -56,8 +56,9 @@ pub fn allow_origin(state: &AppState) -> AllowOrigin {
 }
 
 /// The browser origin a request speaks for: its `Origin` header, or `None` when there is
-/// none or it is this server itself (a same-origin page such as the preview).
-fn origin(headers: &HeaderMap) -> Option<String> {
+/// none or it is this server itself (a same-origin page such as the preview, also when
+/// PUBLIC_URL is not set). What the widget's REST routes and its socket pass to the domain.
+pub fn cross_origin(headers: &HeaderMap) -> Option<String> {
     let o = headers
         .get(header::ORIGIN)?
         .to_str()
@@ -89,7 +90,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 /// The visitor of the bearer token, rate limited per visitor.
 async fn visitor(state: &AppState, key: String, headers: &HeaderMap) -> ApiResult<VisitorSession> {
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-    let origin = origin(headers);
+    let origin = cross_origin(headers);
     let session = state
         .run(move |s| s.visitor_session(&key, &token, origin.as_deref()))
         .await?;
@@ -115,7 +116,7 @@ pub async fn config(
         .limits
         .api
         .check(&format!("w:{}", client.ip.as_deref().unwrap_or("")))?;
-    let origin = origin(&headers);
+    let origin = cross_origin(&headers);
     let w = state
         .run(move |s| s.public_widget(&key, origin.as_deref()))
         .await?;
@@ -177,7 +178,7 @@ pub async fn start(
             .widget_ip
             .check(&format!("new:{}", client.ip.as_deref().unwrap_or("")))?;
     }
-    let origin = origin(&headers);
+    let origin = cross_origin(&headers);
     let hello = VisitorHello {
         name: r.name,
         email: r.email,

@@ -332,12 +332,7 @@ async fn authenticate_visitor(
         email: text("email"),
         identity,
     };
-    let origin = s
-        .req_parts()
-        .headers
-        .get(axum::http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let origin = crate::api::widget::cross_origin(&s.req_parts().headers);
     let (key, token) = (key.to_string(), text("visitorToken"));
     let (session, open) = blocking(&hub.svc, move |svc| {
         let session = svc.authenticate_visitor(&key, token.as_deref(), origin.as_deref(), hello)?;
