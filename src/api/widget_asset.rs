@@ -6,7 +6,7 @@
 
 use super::AppState;
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -150,10 +150,19 @@ fn plausible_key(key: &str) -> bool {
 }
 
 /// `GET /widget/{widgetKey}/preview`: a bare page embedding the widget under a strict CSP,
-/// so an admin can try a channel at once (the widget itself reports an unknown key).
-async fn preview(Path(key): Path<String>) -> Response {
+/// so an admin can try a channel at once.
+async fn preview(State(state): State<AppState>, Path(key): Path<String>) -> Response {
     if !plausible_key(&key) {
         return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    // An unknown key or a paused widget is said on the page: the widget itself would only
+    // tell the browser's console.
+    let k = key.clone();
+    if let Err(e) = state.run(move |s| s.public_widget(&k, None)).await {
+        let mut r = (e.status, format!("{}: {}\n", e.code, e.message)).into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
     }
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

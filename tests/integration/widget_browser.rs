@@ -89,14 +89,27 @@ async fn widget_script_is_served_compressed_cacheable_and_loadable_from_any_site
 #[tokio::test]
 async fn preview_page_embeds_the_widget_under_a_strict_csp() {
     let s = common::start().await;
-    let (status, h, body) = get(&s, "/widget/wk_preview-123/preview", &[]).await;
+    let a = s.register("widget-preview@x.test", "Shop").await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Bot"})).await);
+    let ch = s
+        .post(
+            "/api/channels",
+            Some(&a.token),
+            json!({"type": "web", "name": "Site", "agentId": agent}),
+        )
+        .await;
+    ch.expect(201);
+    let key = ch.body["settings"]["widgetKey"]
+        .as_str()
+        .expect("widgetKey");
+    let (status, h, body) = get(&s, &format!("/widget/{key}/preview"), &[]).await;
     assert_eq!(status, 200);
     assert!(hv(&h, "content-type").starts_with("text/html"));
     let html = String::from_utf8(body).expect("utf-8");
     assert!(
-        html.contains(
-            r#"<script src="/widget.js" data-widget-key="wk_preview-123" async></script>"#
-        ),
+        html.contains(&format!(
+            r#"<script src="/widget.js" data-widget-key="{key}" async></script>"#
+        )),
         "{html}"
     );
     let csp = hv(&h, header::CONTENT_SECURITY_POLICY.as_str());
@@ -106,6 +119,22 @@ async fn preview_page_embeds_the_widget_under_a_strict_csp() {
         !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
         "{csp}"
     );
+
+    // The admin is told when the key is wrong or the widget paused.
+    let (status, _, body) = get(&s, "/widget/wk_no-such-widget/preview", &[]).await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).starts_with("widget_not_found"));
+    let cid = id(&ch.body);
+    s.put(
+        &format!("/api/channels/{cid}"),
+        &a.token,
+        json!({"status": "paused"}),
+    )
+    .await
+    .expect(200);
+    let (status, _, body) = get(&s, &format!("/widget/{key}/preview"), &[]).await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).starts_with("channel_paused"));
 
     // Anything that is not a plain key token is not a page (and never reaches the HTML).
     let (status, _, body) = get(&s, "/widget/a%22%3E%3Cscript%3E/preview", &[]).await;
