@@ -12,6 +12,7 @@
 //! the watermark under the same lock the forwarder delivers under, so the replay in the
 //! ack comes before any live message after it, and nothing falls between the two.
 
+mod detach;
 mod presence;
 
 use crate::api::error::{ApiError, ErrorCode};
@@ -1192,6 +1193,8 @@ pub async fn cors(
     if !req.uri().path().starts_with("/socket.io/") {
         return next.run(req).await;
     }
+    // engineioxide keeps the handshake request for the socket's life: not the read buffer.
+    let req = detach::detach(req);
     let preflight = req.method() == Method::OPTIONS;
     let mut resp = if preflight {
         axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT)
