@@ -218,7 +218,7 @@ async fn authenticate(
     let auth = auth.unwrap_or(Value::Null);
     if let Some(key) = auth.get("widgetKey").and_then(Value::as_str) {
         let conn = authenticate_visitor(&s, &hub, key, &auth).await?;
-        s.extensions.insert(conn);
+        ready(&s, &hub, conn);
         return Ok(());
     }
     let Some(token) = auth.get("token").and_then(Value::as_str) else {
@@ -273,8 +273,36 @@ async fn authenticate(
         person: caller.session().is_some(),
     };
     let conn = new_conn(caller, who, count_key, expires, hub.burst);
-    s.extensions.insert(conn);
+    ready(&s, &hub, conn);
     Ok(())
+}
+
+/// The bus subscription a socket made before its CONNECT packet went out, until
+/// [`on_connect`] hands it to the forwarder.
+#[derive(Clone)]
+struct EarlySubscription(Arc<Mutex<Option<Subscription>>>);
+
+/// An accepted socket, before its CONNECT packet is sent: its state, its bus subscription
+/// and its event handlers. socketioxide spawns the connect handler after sending CONNECT,
+/// so a client emitting at once (a widget joining, a reconnect replaying) could reach a
+/// socket without handlers (the event was dropped, the ack never came), and one closing
+/// at once would skip the disconnect handler (its socket count never given back).
+fn ready(s: &SocketRef, hub: &Hub, conn: Arc<Conn>) {
+    // Subscribed before any read a join makes: nothing committed after it is missed.
+    let sub = hub.svc.events.subscribe(&conn.caller());
+    s.extensions
+        .insert(EarlySubscription(Arc::new(Mutex::new(Some(sub)))));
+    s.extensions.insert(conn);
+    s.on("join_conversation", join_conversation);
+    s.on("leave_conversation", leave_conversation);
+    s.on("send_message", send_message);
+    s.on("typing_start", typing_start);
+    s.on("typing_stop", typing_stop);
+    s.on("mark_read", mark_read);
+    s.on("set_presence", set_presence);
+    s.on("get_presence", get_presence);
+    s.on_fallback(unknown_event);
+    s.on_disconnect(on_disconnect);
 }
 
 fn new_conn(
@@ -369,25 +397,21 @@ async fn authenticate_visitor(
     Ok(conn)
 }
 
-/// A connected socket: subscribe it to its tenant's events, register its event handlers,
-/// end it when its access token expires.
+/// A connected socket: start its forwarder on the subscription [`ready`] made, announce
+/// it, end it when its access token expires.
 async fn on_connect(s: SocketRef, State(hub): State<Arc<Hub>>) {
     let Some(conn) = s.extensions.get::<Arc<Conn>>() else {
         let _ = s.disconnect();
         return;
     };
-    // Subscribed before any read a join makes: nothing committed after it is missed.
-    let sub = hub.svc.events.subscribe(&conn.caller());
-    s.on("join_conversation", join_conversation);
-    s.on("leave_conversation", leave_conversation);
-    s.on("send_message", send_message);
-    s.on("typing_start", typing_start);
-    s.on("typing_stop", typing_stop);
-    s.on("mark_read", mark_read);
-    s.on("set_presence", set_presence);
-    s.on("get_presence", get_presence);
-    s.on_fallback(unknown_event);
-    s.on_disconnect(on_disconnect);
+    let sub = s
+        .extensions
+        .get::<EarlySubscription>()
+        .and_then(|e| e.0.lock().expect("BUG: poisoned subscription").take());
+    // Gone already (the disconnect handler ran): nothing to start.
+    let Some(sub) = sub.filter(|_| s.connected()) else {
+        return;
+    };
     if let Who::Visitor { session, .. } = &conn.who {
         emit(&s, "session", session);
     }
