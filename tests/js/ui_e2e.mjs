@@ -173,6 +173,13 @@ try {
   await apiCall('POST', `/api/conversations/${second.body.id}/messages`, { content: 'Is the red pair in stock?', role: 'customer' });
   await page.locator('[data-testid=conversation]', { hasText: 'Bea Buyer' }).getByLabel(/unread/).waitFor();
   await page.waitForFunction(() => /^\(\d+\) Inbox/.test(document.title));
+  // The counts are the server's read marks: after a reload Bea's stay, Alex's (read here) none.
+  await page.reload();
+  await page.locator('[data-testid=conversation]', { hasText: 'Bea Buyer' }).getByLabel(/unread/).waitFor();
+  await page.locator('[data-testid=message-customer]', { hasText: 'Great, thanks!' }).waitFor();
+  if (await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).getByLabel(/unread/).count()) {
+    throw new Error('the conversation read here still counts as unread');
+  }
   await shot(page, '07a-inbox');
   await page.setViewportSize({ width: 375, height: 780 });
   await shot(page, '07b-inbox-phone');

@@ -29,6 +29,9 @@ export interface Conversation {
   messageCount: number;
   createdAt: string;
   closedAt: string | null;
+  /** Messages after the caller's read mark (REST reads only). */
+  unreadCount?: number;
+  lastSeq?: number;
 }
 
 /** Messages in commit order (seq when known, then time, then id); one copy of each. */

@@ -23,6 +23,7 @@ export interface Agent {
   maxTokens: number;
   topK: number;
   retrievalMode: 'hybrid' | 'keyword' | 'vector' | 'off';
+  answerMode: 'generate' | 'extractive' | 'auto';
   documentIds: string[];
   greeting: string | null;
   fallbackMessage: string | null;
