@@ -102,7 +102,10 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     });
     engine.register_jobs(&jobs, tokio::runtime::Handle::current());
     mailer.register_jobs(&jobs, svc.sealer.clone(), tokio::runtime::Handle::current());
+    let channels = Arc::new(crate::channels::Channels::new(svc.clone()));
+    channels.register_jobs(&jobs, tokio::runtime::Handle::current());
     let state = AppState::new(Inner {
+        channels,
         svc,
         knowledge,
         jobs,

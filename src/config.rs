@@ -166,6 +166,16 @@ pub struct Config {
     pub socket_max_per_visitor: usize,
     /// Packets queued for one socket before it counts as a slow consumer and is dropped.
     pub socket_buffer_packets: usize,
+    /// Telegram Bot API base URL (operator-trusted: tests and staging point it at a double).
+    pub telegram_api_base_url: String,
+    /// Meta Graph API base URL (WhatsApp, Messenger, Instagram).
+    pub meta_graph_base_url: String,
+    /// Meta Graph API version path segment, like `v21.0`.
+    pub meta_graph_version: String,
+    /// Largest Telegram webhook body accepted, bytes (larger ones: 413, nothing stored).
+    pub telegram_webhook_max_bytes: usize,
+    /// Attempts to hand one outgoing channel message to its provider before it is failed.
+    pub channel_send_max_attempts: u32,
 }
 
 impl Default for Config {
@@ -232,6 +242,11 @@ impl Default for Config {
             socket_max_per_user: 20,
             socket_max_per_visitor: 5,
             socket_buffer_packets: 1024,
+            telegram_api_base_url: "https://api.telegram.org".into(),
+            meta_graph_base_url: "https://graph.facebook.com".into(),
+            meta_graph_version: "v21.0".into(),
+            telegram_webhook_max_bytes: 256 * 1024,
+            channel_send_max_attempts: 5,
         }
     }
 }
@@ -298,6 +313,11 @@ const ENV_KEYS: &[&str] = &[
     "SOCKET_MAX_PER_USER",
     "SOCKET_MAX_PER_VISITOR",
     "SOCKET_BUFFER_PACKETS",
+    "TELEGRAM_API_BASE_URL",
+    "META_GRAPH_BASE_URL",
+    "META_GRAPH_VERSION",
+    "TELEGRAM_WEBHOOK_MAX_BYTES",
+    "CHANNEL_SEND_MAX_ATTEMPTS",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -423,6 +443,40 @@ impl Config {
         {
             return Err(Error::Invalid(
                 "PUBLIC_URL must start with http:// or https://".into(),
+            ));
+        }
+        for (name, u) in [
+            ("TELEGRAM_API_BASE_URL", &self.telegram_api_base_url),
+            ("META_GRAPH_BASE_URL", &self.meta_graph_base_url),
+        ] {
+            if url::Url::parse(u)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                .is_none()
+            {
+                return Err(Error::Invalid(format!(
+                    "{name} must be an http:// or https:// URL"
+                )));
+            }
+        }
+        if self.meta_graph_version.is_empty()
+            || !self
+                .meta_graph_version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
+            return Err(Error::Invalid(
+                "META_GRAPH_VERSION must look like v21.0".into(),
+            ));
+        }
+        if self.telegram_webhook_max_bytes < 1024 {
+            return Err(Error::Invalid(
+                "TELEGRAM_WEBHOOK_MAX_BYTES must be at least 1024".into(),
+            ));
+        }
+        if !(1..=50).contains(&self.channel_send_max_attempts) {
+            return Err(Error::Invalid(
+                "CHANNEL_SEND_MAX_ATTEMPTS must be 1 to 50".into(),
             ));
         }
         self.validate_hardening()

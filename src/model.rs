@@ -856,3 +856,37 @@ mod tests {
         assert!(serde_json::from_value::<Chunk>(json).is_err());
     }
 }
+
+/// Where a provider's webhook delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InboundStatus {
+    /// Acknowledged to the provider; its processing job is queued.
+    Queued,
+    /// Turned into conversation messages (or found to carry nothing to store).
+    Processed,
+    /// Kept aside: the channel was paused or gone, or the payload could not be processed.
+    /// An admin can replay it.
+    DeadLetter,
+}
+
+/// One webhook delivery of a messaging provider, stored raw before it is acknowledged.
+/// Keyed `channelId/id` so a channel's deliveries are one range.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundEvent {
+    pub id: InboundId,
+    pub tenant_id: TenantId,
+    pub channel_id: ChannelId,
+    /// The provider's id of the delivery (Telegram: `update_id`), the deduplication key.
+    pub external_id: String,
+    /// The body exactly as received.
+    pub payload: String,
+    pub status: InboundStatus,
+    /// Why it is a dead letter.
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}

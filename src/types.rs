@@ -72,6 +72,8 @@ id_type!(
     JobId,
     /// A website-widget visitor (anonymous, one per browser).
     VisitorId,
+    /// A messaging provider's webhook delivery, stored before it is acknowledged.
+    InboundId,
 );
 
 impl TenantId {

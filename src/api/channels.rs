@@ -1,19 +1,23 @@
-//! /api/channels: where customers talk to agents. Type `web` (the website widget) is
-//! managed here; the messaging types answer 400 `unsupported_channel_type` until the
-//! channels issue adds them. TENANT_ADMIN manages, TENANT_USER reads.
+//! /api/channels: where customers talk to agents. Types `web` (the website widget) and
+//! `telegram` are managed here; WhatsApp, Messenger and Instagram answer 400
+//! `unsupported_channel_type` for now. TENANT_ADMIN manages, TENANT_USER reads. Also the
+//! providers' webhooks (`/webhooks/telegram/{channelId}`: no JWT, the channel's secret),
+//! the provider test and the dead letters.
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json, Query, double, page_req, parse_json};
 use super::views::{ChannelView, Paged};
 use crate::domain::channels::{ChannelInput, Saved, WebInput};
+use crate::domain::inbound::Accepted;
 use crate::model::{ChannelKind, ChannelStatus, FieldMode, WidgetPosition};
-use crate::types::{AgentId, ChannelId};
+use crate::model::{InboundEvent, InboundStatus};
+use crate::types::{AgentId, ChannelId, InboundId};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// A channel to create (`type`, `name`, `agentId` required) or update (any field).
@@ -99,6 +103,20 @@ pub struct WebCredentialsReq {
     identity_secret: Option<Option<String>>,
 }
 
+/// A Telegram channel's credentials.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TelegramCredentialsReq {
+    /// The bot's token from @BotFather (`123456:ABC-...`). Setting it (again) registers
+    /// the webhook with Telegram.
+    bot_token: Option<String>,
+}
+
+/// A Telegram channel has no settings of its own (what getMe tells is kept in them).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramSettingsReq {}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChannelListParams {
@@ -172,6 +190,16 @@ impl ChannelReq {
         };
         // Settings and credentials are per type: other types are refused by the domain
         // before their settings would matter.
+        if k == Some(ChannelKind::Telegram) {
+            if let Some(s) = self.settings {
+                let _: TelegramSettingsReq = part(s, "settings")?;
+            }
+            if let Some(c) = self.credentials {
+                let c: TelegramCredentialsReq = part(c, "credentials")?;
+                input.bot_token = c.bot_token;
+            }
+            return Ok(input);
+        }
         if k != Some(ChannelKind::Web) {
             return Ok(input);
         }
@@ -274,7 +302,17 @@ pub async fn create(
         return Err(crate::domain::Error::denied(crate::auth::Denied::Forbidden, "channel").into());
     }
     let input = r.into_input(None)?;
-    let saved = state.run(move |s| s.create_channel(&caller, input)).await?;
+    let c2 = caller.clone();
+    let mut saved = state.run(move |s| s.create_channel(&c2, input)).await?;
+    // Registering the webhook is part of creating a messaging channel: its outcome is in
+    // the answer (status `error` with Telegram's words when it refused).
+    if saved.channel.kind == ChannelKind::Telegram {
+        let base = base_url(&state, &headers);
+        saved.channel = state
+            .channels
+            .set_up(&caller, &saved.channel.id, &base)
+            .await?;
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(view(&state, &headers, saved)),
@@ -318,9 +356,15 @@ pub async fn update(
         return Err(crate::domain::Error::denied(crate::auth::Denied::Forbidden, "channel").into());
     }
     let input = r.into_input(Some(current.kind))?;
-    let saved = state
-        .run(move |s| s.update_channel(&caller, &id, input))
+    let new_token = input.bot_token.is_some();
+    let (c2, id2) = (caller.clone(), id.clone());
+    let mut saved = state
+        .run(move |s| s.update_channel(&c2, &id2, input))
         .await?;
+    if new_token {
+        let base = base_url(&state, &headers);
+        saved.channel = state.channels.set_up(&caller, &id, &base).await?;
+    }
     Ok(axum::Json(view(&state, &headers, saved)))
 }
 
@@ -353,4 +397,230 @@ pub async fn rotate_identity_secret(
         .run(move |s| s.rotate_identity_secret(&caller, &id))
         .await?;
     Ok(axum::Json(view(&state, &headers, saved)))
+}
+
+/// What the provider said about the channel's credentials.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelTestView {
+    /// True when the provider accepted the credentials.
+    pub ok: bool,
+    /// What the provider told about the account (Telegram: `botId`, `botUsername`,
+    /// `botName`).
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+    /// The provider's refusal in plain words.
+    pub error: Option<String>,
+    /// The channel after the test (status `error` with the message when it failed).
+    pub channel: ChannelView,
+}
+
+/// Ask the provider about the channel's account with the stored credentials (Telegram:
+/// getMe). 200 either way: `ok` says whether the provider accepted them.
+#[utoipa::path(post, path = "/api/channels/{id}/test", tag = "channels", params(("id" = String, Path)),
+    responses((status = 200, body = ChannelTestView), (status = 400, body = ErrorBody, description = "`unsupported_channel_type` (web)"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn test(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ChannelTestView>> {
+    let id = channel_id(&id)?;
+    let (c2, id2) = (caller.clone(), id.clone());
+    // A foreign id is 404 before the role is looked at.
+    state.run(move |s| s.get_channel(&c2, &id2)).await?;
+    if !caller.allowed(crate::auth::Action::ManageChannels) {
+        return Err(crate::domain::Error::denied(crate::auth::Denied::Forbidden, "channel").into());
+    }
+    let (channel, outcome) = state.channels.test(&caller, &id).await?;
+    let base = base_url(&state, &headers);
+    let (ok, details, error) = match outcome {
+        Ok(d) => (true, Some(d), None),
+        Err(e) => (false, None, Some(e)),
+    };
+    Ok(axum::Json(ChannelTestView {
+        ok,
+        details,
+        error,
+        channel: ChannelView::new(&channel, &base, None),
+    }))
+}
+
+/// A stored webhook delivery that could not be processed.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterView {
+    pub id: InboundId,
+    pub channel_id: ChannelId,
+    /// The provider's id of the delivery (Telegram: update_id).
+    pub external_id: String,
+    pub status: InboundStatus,
+    /// Why it could not be processed.
+    pub error: Option<String>,
+    /// The body exactly as the provider sent it.
+    pub payload: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub received_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: time::OffsetDateTime,
+}
+
+impl From<InboundEvent> for DeadLetterView {
+    fn from(e: InboundEvent) -> Self {
+        DeadLetterView {
+            id: e.id,
+            channel_id: e.channel_id,
+            external_id: e.external_id,
+            status: e.status,
+            error: e.error,
+            payload: e.payload,
+            received_at: e.received_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Webhook deliveries of the channel kept aside (the channel was paused or deleted, or the
+/// payload could not be processed), oldest first.
+#[utoipa::path(get, path = "/api/channels/{id}/dead-letters", tag = "channels", params(("id" = String, Path), PageParams),
+    responses((status = 200, body = Paged<DeadLetterView>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<PageParams>,
+) -> ApiResult<axum::Json<Paged<DeadLetterView>>> {
+    let id = channel_id(&id)?;
+    let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
+    let p = state
+        .run(move |s| s.list_dead_letters(&caller, &id, &page))
+        .await?;
+    Ok(axum::Json(Paged {
+        data: p.items.into_iter().map(DeadLetterView::from).collect(),
+        next_cursor: p.next,
+    }))
+}
+
+/// Process a dead letter again (after resuming the channel, say). 202: it is queued.
+#[utoipa::path(post, path = "/api/channels/{id}/dead-letters/{deadLetterId}/replay", tag = "channels",
+    params(("id" = String, Path), ("deadLetterId" = String, Path)),
+    responses((status = 202, body = DeadLetterView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`not_a_dead_letter`")))]
+pub async fn replay_dead_letter(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, dl)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, axum::Json<DeadLetterView>)> {
+    let id = channel_id(&id)?;
+    let dl = InboundId::parse(&dl).ok_or_else(|| ApiError::invalid_id("deadLetterId"))?;
+    let ev = state
+        .run(move |s| s.replay_dead_letter(&caller, &id, &dl))
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(ev.into())))
+}
+
+/// Telegram delivers a bot's updates here (registered by the server with setWebhook). The
+/// `X-Telegram-Bot-Api-Secret-Token` header must carry the channel's secret (401
+/// `invalid_signature` otherwise, nothing stored). The update is stored with its
+/// processing job before the 200; a repeated `update_id` stores nothing again.
+#[utoipa::path(post, path = "/webhooks/telegram/{channelId}", tag = "channels", security(()),
+    params(("channelId" = String, Path)), request_body = Object,
+    responses((status = 200, description = "Stored (or already stored)"), (status = 400, body = ErrorBody, description = "`malformed_json`, `validation_failed` (no update_id)"),
+        (status = 401, body = ErrorBody, description = "`invalid_signature`"), (status = 404, body = ErrorBody, description = "`channel_not_found`"),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn telegram_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    use crate::api::error_codes::ErrorCode;
+    let limit = state.config.telegram_webhook_max_bytes;
+    let lookup = id.clone();
+    let channel = state
+        .run(move |s| s.channel_for_webhook(&lookup, ChannelKind::Telegram))
+        .await?
+        .ok_or_else(|| {
+            ApiError::of(
+                ErrorCode::ChannelNotFound,
+                "no Telegram channel has this webhook",
+            )
+        })?;
+    // Verified before anything else is read: a forged request costs no parsing.
+    let sent = headers
+        .get("x-telegram-bot-api-secret-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let expected = state
+        .svc
+        .channel_secret(&channel, crate::domain::channels::WEBHOOK_SECRET);
+    let verified = match expected {
+        Some(e) => !sent.is_empty() && crate::auth::tokens::ct_eq(sent, &e),
+        None => false,
+    };
+    if !verified {
+        tracing::warn!(channel = %channel.id, "Telegram webhook without the channel's secret refused");
+        return Err(ApiError::of(
+            ErrorCode::InvalidSignature,
+            "the X-Telegram-Bot-Api-Secret-Token header does not carry this channel's secret",
+        ));
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(ApiError::of(
+            ErrorCode::UnsupportedMediaType,
+            "send the update as application/json",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::of(
+            ErrorCode::PayloadTooLarge,
+            format!("a Telegram update may be at most {limit} bytes (TELEGRAM_WEBHOOK_MAX_BYTES)"),
+        )
+    })?;
+    let raw = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::of(ErrorCode::MalformedJson, "the body is not UTF-8 text"))?;
+    // Parsing is CPU work: with the store write, off the async workers. serde_json's own
+    // recursion limit refuses absurdly nested bodies.
+    let caller = crate::auth::Caller::channel_webhook(&channel);
+    let accepted = state
+        .run(move |s| {
+            let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| {
+                crate::domain::Error::Invalid(
+                    "malformed_json",
+                    format!("the body is not valid JSON: {e}"),
+                )
+            })?;
+            let Some(update) = crate::channels::telegram::update_id(&v) else {
+                return Err(crate::domain::Error::Validation(vec![
+                    crate::domain::FieldError {
+                        field: "update_id".into(),
+                        message: "is required (a Telegram update)".into(),
+                    },
+                ]));
+            };
+            s.accept_inbound(&caller, &channel, &update.to_string(), raw)
+        })
+        .await?;
+    let outcome = match accepted {
+        Accepted::Queued(_) => "queued",
+        Accepted::DeadLetter(_) => "dead_letter",
+        Accepted::Duplicate => "duplicate",
+    };
+    Ok(axum::Json(
+        serde_json::json!({"ok": true, "outcome": outcome}),
+    ))
 }

@@ -67,7 +67,7 @@ error_codes! {
     InvalidQuery = "invalid_query", 400, "A query-string parameter is invalid (e.g. `limit` outside 1-200, a bad `cursor`).";
     InvalidMultipart = "invalid_multipart", 400, "The multipart upload body cannot be parsed.";
     EmptyFile = "empty_file", 400, "An uploaded file is empty; `details.file` names it.";
-    UnsupportedChannelType = "unsupported_channel_type", 400, "Channels of this type cannot be created or managed yet (only `web`).";
+    UnsupportedChannelType = "unsupported_channel_type", 400, "Channels of this type cannot be created or managed yet (only `web` and `telegram`).";
     ChannelWithoutAgent = "channel_without_agent", 400, "The web widget's channel has no agent to answer its visitors.";
     Unauthorized = "unauthorized", 401, "No credentials were sent.";
     InvalidCredentials = "invalid_credentials", 401, "Wrong email or password.";
@@ -78,6 +78,7 @@ error_codes! {
     InvalidApiKey = "invalid_api_key", 401, "The API key is invalid, revoked or expired.";
     IdentityRequired = "identity_required", 401, "The widget verifies identities: the visitor must send `identity {externalId, hash}`.";
     IdentityInvalid = "identity_invalid", 401, "The visitor's identity hash is not the HMAC-SHA256 of its `externalId` under the widget's secret.";
+    InvalidSignature = "invalid_signature", 401, "A provider webhook without the channel's secret or signature (forged or misaddressed): nothing was stored.";
     Forbidden = "forbidden", 403, "The caller's role does not allow this action.";
     SignupDisabled = "signup_disabled", 403, "Sign-up or joining is turned off on this server (`SIGNUP`).";
     TenantSuspended = "tenant_suspended", 403, "The caller's tenant is suspended.";
@@ -93,6 +94,7 @@ error_codes! {
     ConversationNotFound = "conversation_not_found", 404, "No such conversation in the tenant.";
     ChannelNotFound = "channel_not_found", 404, "No such channel in the tenant.";
     WidgetNotFound = "widget_not_found", 404, "No web widget has this widget key.";
+    DeadLetterNotFound = "dead_letter_not_found", 404, "No such stored webhook delivery of the channel.";
     JobNotFound = "job_not_found", 404, "No such job in the tenant.";
     MethodNotAllowed = "method_not_allowed", 405, "The route does not accept this method (see `Allow`).";
     EmailTaken = "email_taken", 409, "An account with this email already exists.";
@@ -101,6 +103,7 @@ error_codes! {
     DuplicateDocument = "duplicate_document", 409, "The same file was already uploaded; `details.documentId` is the existing one.";
     ChannelChanged = "channel_changed", 409, "The channel was changed by someone else during the update; reload and retry.";
     ConversationNotClosed = "conversation_not_closed", 409, "A conversation is rated once it is closed.";
+    NotADeadLetter = "not_a_dead_letter", 409, "The webhook delivery was processed or is queued; only dead letters are replayed.";
     PayloadTooLarge = "payload_too_large", 413, "The body or an uploaded file is larger than the configured limit.";
     UnsupportedMediaType = "unsupported_media_type", 415, "Wrong `Content-Type`, or an uploaded file type that is not supported.";
     EmbeddingsUnavailable = "embeddings_unavailable", 422, "The embedding model is not available (vector search, embedding settings).";

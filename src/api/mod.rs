@@ -51,6 +51,8 @@ pub struct Inner {
     pub engine: Arc<crate::agent::Engine>,
     pub knowledge: Arc<crate::knowledge::Knowledge>,
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// Messaging providers: channel setup, tests (the webhooks store through the domain).
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 impl std::ops::Deref for AppState {
@@ -229,7 +231,7 @@ impl Modify for ErrorAnswers {
         (name = "api-keys", description = "Keys for programs"),
         (name = "agents", description = "AI agents"),
         (name = "conversations", description = "The inbox: conversations and messages"),
-        (name = "channels", description = "Where customers talk to agents: the website widget (type web)"),
+        (name = "channels", description = "Where customers talk to agents: the website widget (type web) and Telegram bots (type telegram); provider webhooks"),
         (name = "widget", description = "The website widget's own calls, from pages on the channel's allowed origins; visitor routes take `Authorization: Bearer <visitorToken>`"),
         (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
@@ -271,6 +273,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(channels::list, channels::create))
         .routes(routes!(channels::get, channels::update, channels::delete))
         .routes(routes!(channels::rotate_identity_secret))
+        .routes(routes!(channels::test))
+        .routes(routes!(channels::dead_letters))
+        .routes(routes!(channels::replay_dead_letter))
+        .routes(routes!(channels::telegram_webhook))
         .routes(routes!(widget::config))
         .routes(routes!(widget::start))
         .routes(routes!(widget::conversation))

@@ -589,6 +589,9 @@ pub struct ChannelView {
     pub credentials: BTreeMap<String, CredentialState>,
     /// `web`: the script tag to paste into the site's pages.
     pub embed_code: Option<String>,
+    /// Messaging types: where the provider delivers (absolute, from PUBLIC_URL); for
+    /// `telegram` it is registered with Telegram by the server itself.
+    pub webhook_url: Option<String>,
     /// `web`: the identity secret, only in the answer of the request that generated it
     /// (turning verification on, or rotating it). Keep it on the site's server.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -603,15 +606,21 @@ impl ChannelView {
     /// The view of `c`, with `base` (PUBLIC_URL or the request's own) for the embed code and
     /// the identity secret this request generated, if any.
     pub fn new(c: &Channel, base: &str, new_identity_secret: Option<String>) -> Self {
+        // The credentials an admin sets for the type; ones the server keeps for itself
+        // (Telegram's webhook secret) are not listed.
+        let names: &[&str] = match c.kind {
+            ChannelKind::Web => &[crate::domain::channels::IDENTITY_SECRET],
+            ChannelKind::Telegram => &[crate::domain::channels::BOT_TOKEN],
+            _ => &[],
+        };
         let mut credentials = BTreeMap::new();
-        if c.kind == ChannelKind::Web {
-            credentials.insert(
-                crate::domain::channels::IDENTITY_SECRET.to_string(),
-                CredentialState::Unset,
-            );
-        }
-        for name in c.credentials.keys() {
-            credentials.insert(name.clone(), CredentialState::Set);
+        for name in names {
+            let state = if c.credentials.contains_key(*name) {
+                CredentialState::Set
+            } else {
+                CredentialState::Unset
+            };
+            credentials.insert(name.to_string(), state);
         }
         let settings = match &c.web {
             Some(w) => serde_json::to_value(WebSettingsView::from(w)).unwrap_or_default(),
@@ -628,6 +637,7 @@ impl ChannelView {
             settings,
             credentials,
             embed_code: c.web.as_ref().map(|w| embed_code(base, &w.widget_key)),
+            webhook_url: crate::channels::webhook_url(base, c),
             identity_secret: new_identity_secret,
             created_at: c.created_at,
             updated_at: c.updated_at,

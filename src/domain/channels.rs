@@ -1,9 +1,9 @@
 //! Channels: where customers talk to an agent. This module owns the Channel record's rules
 //! for every type and the website widget's (`web`) settings: its public widget key, allowed
 //! origins, look, pre-chat fields and identity verification secret (sealed at rest, shown
-//! once). The messaging providers (WhatsApp, Messenger, Instagram, Telegram) come with the
-//! channels issue; until then creating one is refused with `unsupported_channel_type`.
-//! Must not depend on api/.
+//! once). Telegram channels keep their bot token and the webhook secret Telegram echoes back
+//! (both sealed); talking to Telegram is channels/'s work. WhatsApp, Messenger and Instagram
+//! are refused with `unsupported_channel_type` for now. Must not depend on api/.
 
 use super::{Checks, Error, PageReq, Result, Services};
 use crate::auth::tokens::random_token;
@@ -14,6 +14,10 @@ use crate::types::*;
 
 /// The credential of a web channel: the HMAC key the site signs visitor ids with.
 pub const IDENTITY_SECRET: &str = "identitySecret";
+/// The credential of a Telegram channel: the bot's token from @BotFather.
+pub const BOT_TOKEN: &str = "botToken";
+/// The secret Telegram sends back in `X-Telegram-Bot-Api-Secret-Token` (generated, sealed).
+pub const WEBHOOK_SECRET: &str = "webhookSecret";
 /// Most allowed origins of one widget.
 pub const MAX_ORIGINS: usize = 50;
 /// Shortest identity secret an admin may set themselves.
@@ -33,6 +37,8 @@ pub struct ChannelInput {
     /// `identitySecret`: a secret of the admin's own (at least 32 characters), or `None` to
     /// remove it (only while identity verification is off).
     pub identity_secret: Option<Option<String>>,
+    /// Telegram: the bot token (write-only).
+    pub bot_token: Option<String>,
 }
 
 /// The web widget's settings of a create or update.
@@ -180,12 +186,19 @@ impl Services {
                 message: "is required".into(),
             }])
         })?;
-        if kind != ChannelKind::Web {
+        if !matches!(kind, ChannelKind::Web | ChannelKind::Telegram) {
             return Err(unsupported(kind));
         }
         let mut c = Checks::default();
         c.check(input.name.is_some(), "name", "is required");
         c.check(input.agent_id.is_some(), "agentId", "is required");
+        if kind == ChannelKind::Telegram {
+            c.check(
+                input.bot_token.is_some(),
+                "credentials.botToken",
+                "is required",
+            );
+        }
         c.finish()?;
         let now = now();
         let blank = Channel {
@@ -196,7 +209,7 @@ impl Services {
             name: String::new(),
             status: ChannelStatus::Active,
             last_error: None,
-            web: Some(WebSettings {
+            web: (kind == ChannelKind::Web).then(|| WebSettings {
                 widget_key: String::new(),
                 allowed_origins: vec![],
                 greeting: None,
@@ -205,7 +218,11 @@ impl Services {
                 pre_chat: PreChat::default(),
                 identity: FieldMode::Off,
             }),
-            config: serde_json::Value::Null,
+            config: if kind == ChannelKind::Web {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!({})
+            },
             credentials: Default::default(),
             created_at: now,
             updated_at: now,
@@ -215,6 +232,13 @@ impl Services {
             self.check_agent(tx, caller.tenant(), channel.agent_id.as_ref())?;
             if let Some(web) = channel.web.as_mut() {
                 web.widget_key = Self::claim_widget_key(tx, &channel.tenant_id, &channel.id)?;
+            }
+            if channel.kind != ChannelKind::Web {
+                tx.index_insert_new(
+                    Index::ChannelWebhook,
+                    channel.id.as_str(),
+                    &make_ref(&channel.tenant_id, channel.id.as_str()),
+                )?;
             }
             tx.put(&channel)?;
             Ok(())
@@ -247,7 +271,7 @@ impl Services {
                 message: "cannot change; create a new channel instead".into(),
             }]));
         }
-        if current.kind != ChannelKind::Web {
+        if !matches!(current.kind, ChannelKind::Web | ChannelKind::Telegram) {
             return Err(unsupported(current.kind));
         }
         let seen = current.updated_at;
@@ -290,6 +314,7 @@ impl Services {
             if let Some(web) = &ch.web {
                 tx.index_remove(Index::WidgetKey, &web.widget_key)?;
             }
+            tx.index_remove(Index::ChannelWebhook, id.as_str())?;
             for v in tx.scan::<Visitor>(&t, None, |v| &v.channel_id == id)? {
                 Self::forget_visitor(tx, &v)?;
             }
@@ -323,6 +348,75 @@ impl Services {
             channel,
             new_identity_secret: Some(secret),
         })
+    }
+
+    /// The plaintext of a sealed credential of a channel (`botToken`, `webhookSecret` ...),
+    /// if it is set and readable. Never log it.
+    pub fn channel_secret(&self, channel: &Channel, name: &str) -> Option<String> {
+        channel
+            .credentials
+            .get(name)
+            .and_then(|s| self.sealer.open(s))
+    }
+
+    /// Records what the provider said when the channel was set up or tested: `Err` puts the
+    /// channel in status `error` with the provider's message; `Ok` clears an earlier error
+    /// (a paused channel stays paused). `info` (what the provider told about the account,
+    /// like the bot's username) is merged into the channel's public settings.
+    pub fn record_channel_check(
+        &self,
+        caller: &Caller,
+        id: &ChannelId,
+        outcome: std::result::Result<serde_json::Value, String>,
+    ) -> Result<Channel> {
+        caller
+            .require(Action::ManageChannels)
+            .map_err(|d| Error::denied(d, "channel"))?;
+        let t = caller.tenant().clone();
+        self.store.write(|tx| -> Result<Channel> {
+            let mut ch = tx
+                .get::<Channel>(&t, id.as_str())?
+                .ok_or(Error::NotFound("channel"))?;
+            match outcome {
+                Ok(info) => {
+                    if ch.status == ChannelStatus::Error {
+                        ch.status = ChannelStatus::Active;
+                    }
+                    ch.last_error = None;
+                    if let (Some(cfg), Some(info)) = (ch.config.as_object_mut(), info.as_object()) {
+                        for (k, v) in info {
+                            cfg.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    if ch.status != ChannelStatus::Paused {
+                        ch.status = ChannelStatus::Error;
+                    }
+                    ch.last_error = Some(e);
+                }
+            }
+            ch.updated_at = now();
+            tx.put(&ch)?;
+            Ok(ch)
+        })
+    }
+
+    /// The channel a provider webhook URL names (any tenant); `None` when there is none or
+    /// it is of another type.
+    pub fn channel_for_webhook(&self, id: &str, kind: ChannelKind) -> Result<Option<Channel>> {
+        let Some(id) = ChannelId::parse(id) else {
+            return Ok(None);
+        };
+        Ok(self.store.read(|tx| {
+            let Some(r) = tx.index_get(Index::ChannelWebhook, id.as_str())? else {
+                return Ok(None);
+            };
+            let Some((t, cid)) = split_ref(&r) else {
+                return Ok(None);
+            };
+            Ok(tx.get::<Channel>(&t, cid)?.filter(|c| c.kind == kind))
+        })?)
     }
 
     /// The plaintext identity secret of a web channel, if one is set and readable.
@@ -392,6 +486,23 @@ impl Services {
                 }
             }
             None => {}
+        }
+        if ch.kind == ChannelKind::Telegram {
+            if let Some(tok) = &input.bot_token {
+                let tok = tok.trim();
+                c.check(
+                    is_bot_token(tok),
+                    "credentials.botToken",
+                    "must be a bot token like 123456:ABC-DEF... from @BotFather",
+                );
+                ch.credentials
+                    .insert(BOT_TOKEN.into(), self.sealer.seal(tok));
+                // A new bot gets a new webhook secret (set with the webhook).
+                ch.credentials
+                    .insert(WEBHOOK_SECRET.into(), self.sealer.seal(&random_token(32)));
+            }
+            c.finish()?;
+            return Ok((ch, None));
         }
         let mut web = ch.web.clone().unwrap_or_else(|| WebSettings {
             widget_key: String::new(),
@@ -523,11 +634,25 @@ impl Services {
     }
 }
 
+/// `<digits>:<token>` as @BotFather hands them out (kept loose on the token part).
+fn is_bot_token(t: &str) -> bool {
+    let Some((id, rest)) = t.split_once(':') else {
+        return false;
+    };
+    !id.is_empty()
+        && id.len() <= 20
+        && id.chars().all(|c| c.is_ascii_digit())
+        && (20..=200).contains(&rest.len())
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 fn unsupported(kind: ChannelKind) -> Error {
     Error::Invalid(
         "unsupported_channel_type",
         format!(
-            "channels of type {} are not available yet; only web channels can be managed",
+            "channels of type {} are not available yet; only web and telegram channels can be managed",
             serde_json::to_value(kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))

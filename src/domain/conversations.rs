@@ -565,7 +565,7 @@ impl Services {
                     turn_job: None,
                     duplicate: true,
                 };
-                return Ok((posted, conv, None));
+                return Ok((posted, conv, (None, None)));
             }
             let before = conv.clone();
             let now = now();
@@ -610,6 +610,9 @@ impl Services {
                     updated_at: now,
                 })?;
             }
+            // A person's reply in a messaging channel leaves through the outbox, committed
+            // with it.
+            let outbound = Self::queue_outbound(tx, &conv, &msg)?;
             let needs_ai_reply = role == MessageRole::Customer
                 && conv.mode == ConversationMode::Ai
                 && tx
@@ -643,12 +646,13 @@ impl Services {
                     duplicate: false,
                 },
                 before,
-                job,
+                (job, outbound),
             ))
         })?;
         if posted.duplicate {
             return Ok(posted);
         }
+        let (job, outbound) = job;
         self.events.publish(Event::MessageCreated {
             conversation: posted.conversation.clone(),
             message: posted.message.clone(),
@@ -656,8 +660,8 @@ impl Services {
         if let Some(e) = Event::conversation_changed(&before, &posted.conversation) {
             self.events.publish(e);
         }
-        if let Some(job) = &job {
-            self.jobs.wake(job);
+        for j in job.iter().chain(outbound.iter()) {
+            self.jobs.wake(j);
         }
         Ok(posted)
     }
@@ -751,6 +755,8 @@ impl Services {
             let before = conv.clone();
             let mut msg = msg.clone();
             Self::append(tx, &mut conv, &mut msg)?;
+            // The answer leaves through the channel's outbox, committed with it.
+            let outbound = Self::queue_outbound(tx, &conv, &msg)?;
             let mut handoff_note = None;
             if let Some(reason) = handoff {
                 conv.status = ConversationStatus::PendingHuman;
@@ -777,11 +783,14 @@ impl Services {
                 handoff_note = Some(note);
             }
             tx.put(&conv)?;
-            Ok(Some((conv, before, msg, handoff_note)))
+            Ok(Some((conv, before, msg, handoff_note, outbound)))
         })?;
-        let Some((conv, before, msg, note)) = stored else {
+        let Some((conv, before, msg, note, outbound)) = stored else {
             return Ok(None);
         };
+        if let Some(j) = &outbound {
+            self.jobs.wake(j);
+        }
         for message in std::iter::once(msg).chain(note) {
             self.events.publish(Event::MessageCreated {
                 conversation: conv.clone(),

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod channels;
 pub mod conversations;
 pub mod documents;
+pub mod inbound;
 pub mod settings;
 pub mod tenants;
 pub mod users;

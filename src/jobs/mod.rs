@@ -126,6 +126,11 @@ impl JobCtx<'_> {
 pub enum JobError {
     /// Failed, with a reason shown to users (retried first when the kind allows retries).
     Failed(String),
+    /// Failed, to be retried (while the kind allows more attempts) no sooner than after the
+    /// given wait (a provider's Retry-After) instead of the usual backoff.
+    RetryAfter(String, Duration),
+    /// Failed for good: retrying cannot help (a provider refused the request itself).
+    Final(String),
     /// Stopped by shutdown; stays queued and resumes after restart.
     Interrupted,
 }
@@ -589,11 +594,11 @@ impl Jobs {
         };
         // A failure is retried while the kind allows more attempts (not after shutdown:
         // the restart resumes it anyway).
+        let may_retry = job.attempts < policy.max_attempts && !self.stop.load(Ordering::SeqCst);
         let retry_after = match &result {
-            Err(JobError::Failed(_))
-                if job.attempts < policy.max_attempts && !self.stop.load(Ordering::SeqCst) =>
-            {
-                Some(retry_delay(job.attempts))
+            Err(JobError::Failed(_)) if may_retry => Some(retry_delay(job.attempts)),
+            Err(JobError::RetryAfter(_, wait)) if may_retry => {
+                Some((*wait).max(retry_delay(job.attempts)).min(RETRY_MAX))
             }
             _ => None,
         };
@@ -609,12 +614,26 @@ impl Jobs {
                     j.error = None;
                     tx.index_remove(Index::JobQueue, id.as_str())?;
                 }
-                (Err(JobError::Failed(reason)), Some(_)) => {
+                (
+                    Err(
+                        JobError::Failed(reason)
+                        | JobError::RetryAfter(reason, _)
+                        | JobError::Final(reason),
+                    ),
+                    Some(_),
+                ) => {
                     // Stays in the queue index: a restart retries it at once.
                     j.status = JobStatus::Queued;
                     j.error = Some(reason.clone());
                 }
-                (Err(JobError::Failed(reason)), None) => {
+                (
+                    Err(
+                        JobError::Failed(reason)
+                        | JobError::RetryAfter(reason, _)
+                        | JobError::Final(reason),
+                    ),
+                    None,
+                ) => {
                     j.status = JobStatus::Failed;
                     j.error = Some(if j.attempts > 1 {
                         format!("{reason} (gave up after {} attempts)", j.attempts)
@@ -635,17 +654,22 @@ impl Jobs {
         })?;
         let status_label = match (&result, retry_after) {
             (Ok(()), _) => "done",
-            (Err(JobError::Failed(_)), Some(_)) => "retry",
-            (Err(JobError::Failed(_)), None) => "failed",
+            (Err(_), Some(_)) => "retry",
             (Err(JobError::Interrupted), _) => "interrupted",
+            (Err(_), None) => "failed",
         };
         metrics::counter!("jobs_finished_total", "kind" => job.kind.clone(), "status" => status_label).increment(1);
         match (&result, retry_after) {
             (Ok(()), _) => tracing::info!(ms = started.elapsed().as_millis() as u64, "job done"),
-            (Err(JobError::Failed(r)), Some(after)) => {
+            (
+                Err(JobError::Failed(r) | JobError::RetryAfter(r, _) | JobError::Final(r)),
+                Some(after),
+            ) => {
                 tracing::warn!(reason = %r, attempt = job.attempts, retry_in_s = after.as_secs(), "job failed; will retry")
             }
-            (Err(JobError::Failed(r)), None) => tracing::warn!(reason = %r, "job failed"),
+            (Err(JobError::Failed(r) | JobError::RetryAfter(r, _) | JobError::Final(r)), None) => {
+                tracing::warn!(reason = %r, "job failed")
+            }
             (Err(JobError::Interrupted), _) => tracing::info!("job interrupted by shutdown"),
         }
         if let Some(j) = &finished {

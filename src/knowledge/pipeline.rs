@@ -134,7 +134,11 @@ impl Knowledge {
         let t = ctx.job.tenant_id.clone();
         match self.process_document(ctx, &t, &id) {
             Ok(()) => Ok(()),
-            Err(JobError::Failed(reason)) => {
+            Err(
+                JobError::Failed(reason)
+                | JobError::RetryAfter(reason, _)
+                | JobError::Final(reason),
+            ) => {
                 let _ = self.set_status(&t, &id, DocumentStatus::Failed, 0, Some(reason.clone()));
                 Err(JobError::Failed(reason))
             }
@@ -378,7 +382,7 @@ impl Knowledge {
             match self.process_document(ctx, &t, id) {
                 Ok(()) => {}
                 Err(JobError::Interrupted) => return Err(JobError::Interrupted),
-                Err(JobError::Failed(r)) => {
+                Err(JobError::Failed(r) | JobError::RetryAfter(r, _) | JobError::Final(r)) => {
                     let _ = self.set_status(&t, id, DocumentStatus::Failed, 0, Some(r.clone()));
                     failures.push(format!("{id}: {r}"));
                 }

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 8;
+pub const SCHEMA_VERSION: u64 = 9;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -33,9 +33,11 @@ const STEPS: &[Step] = &[
     Step::Rewrite(v6_message_seq),
     Step::Schema(v7_web_channels_and_visitors),
     Step::Schema(v8_read_marks),
+    Step::Schema(v9_channel_inbound),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
+const INBOUND_EVENTS: RecordTable = TableDefinition::new("inbound_events");
 const INVITATIONS: RecordTable = TableDefinition::new("invitations");
 const TENANT_SETTINGS: RecordTable = TableDefinition::new("tenant_settings");
 const IDX_INVITATION_TOKEN: super::IndexTable = TableDefinition::new("idx_invitation_token");
@@ -393,6 +395,19 @@ fn v7_web_channels_and_visitors(tx: &redb::WriteTransaction) -> Result<()> {
 /// Adds the team's read marks of conversations.
 fn v8_read_marks(tx: &redb::WriteTransaction) -> Result<()> {
     tx.open_table(READ_MARKS)?;
+    Ok(())
+}
+
+/// Adds messaging channels' webhook deliveries and their lookups.
+fn v9_channel_inbound(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(INBOUND_EVENTS)?;
+    for name in [
+        "idx_channel_webhook",
+        "idx_inbound_external",
+        "idx_channel_contact",
+    ] {
+        tx.open_table(super::IndexTable::new(name))?;
+    }
     Ok(())
 }
 

@@ -153,6 +153,10 @@ record!(ReadMark, "read_marks", |r| format!(
 record!(Subscription, "subscriptions", |r| r.id.to_string());
 record!(AnalyticsEvent, "analytics_events", |r| r.id.to_string());
 record!(Job, "jobs", |r| r.id.to_string());
+record!(InboundEvent, "inbound_events", |r| format!(
+    "{}/{}",
+    r.channel_id, r.id
+));
 
 /// Every record table; used by migrations and by whole-tenant operations.
 pub(crate) const RECORD_TABLES: &[RecordTable] = &[
@@ -175,6 +179,7 @@ pub(crate) const RECORD_TABLES: &[RecordTable] = &[
     Subscription::TABLE,
     AnalyticsEvent::TABLE,
     Job::TABLE,
+    InboundEvent::TABLE,
 ];
 
 /// Unique lookups. Values are `tenantId/id`; keys of tenant-scoped indexes start with
@@ -204,10 +209,19 @@ pub enum Index {
     VisitorToken,
     /// `tenantId/channelId/externalId` (verified identity) -> `tenantId/visitorId`
     VisitorExternal,
+    /// channel id -> `tenantId/channelId` for channels with a provider webhook (the
+    /// webhook URL names only the channel).
+    ChannelWebhook,
+    /// `tenantId/channelId/providerId` (Telegram update_id, Meta wamid/mid) ->
+    /// `tenantId/channelId/inboundId`: a provider's retry is recognised and stores nothing.
+    InboundExternal,
+    /// `tenantId/channelId/contactId` (the provider's chat or sender id) ->
+    /// `tenantId/conversationId`: the contact's latest conversation.
+    ChannelContact,
 }
 
 impl Index {
-    pub(crate) const ALL: [Index; 11] = [
+    pub(crate) const ALL: [Index; 14] = [
         Index::UserEmail,
         Index::ApiKeyHash,
         Index::InvitationToken,
@@ -219,6 +233,9 @@ impl Index {
         Index::WidgetKey,
         Index::VisitorToken,
         Index::VisitorExternal,
+        Index::ChannelWebhook,
+        Index::InboundExternal,
+        Index::ChannelContact,
     ];
     pub(crate) fn table(self) -> IndexTable {
         match self {
@@ -233,6 +250,9 @@ impl Index {
             Index::WidgetKey => TableDefinition::new("idx_widget_key"),
             Index::VisitorToken => TableDefinition::new("idx_visitor_token"),
             Index::VisitorExternal => TableDefinition::new("idx_visitor_external"),
+            Index::ChannelWebhook => TableDefinition::new("idx_channel_webhook"),
+            Index::InboundExternal => TableDefinition::new("idx_inbound_external"),
+            Index::ChannelContact => TableDefinition::new("idx_channel_contact"),
         }
     }
 }

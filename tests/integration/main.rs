@@ -9,6 +9,7 @@ mod test_model;
 mod agents;
 mod api_keys;
 mod auth;
+mod channels_telegram;
 mod containment;
 mod contract;
 mod conversations;

@@ -186,7 +186,7 @@ async fn web_channels_are_created_read_updated_and_deleted_by_admins() {
 async fn other_types_roles_and_foreign_channels() {
     let s = start().await;
     let (a, agent) = tenant(&s, "owner@shop.test").await;
-    for t in ["whatsapp", "messenger", "instagram", "telegram"] {
+    for t in ["whatsapp", "messenger", "instagram"] {
         s.post(
             "/api/channels",
             Some(&a.token),

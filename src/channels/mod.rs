@@ -1,0 +1,291 @@
+//! Messaging channels' provider side: setting a channel up with its provider (Telegram's
+//! setWebhook), testing its credentials, the jobs that process stored webhook deliveries into
+//! conversations and hand replies to the provider (the outbox), per provider. The rules
+//! (what is stored, deduplicated, dead-lettered) are domain/inbound.rs's; this module only
+//! talks to providers and drives those rules. Must not depend on api/.
+
+pub mod telegram;
+
+use crate::auth::Caller;
+use crate::domain::channels::{BOT_TOKEN, WEBHOOK_SECRET};
+use crate::domain::inbound::{InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload};
+use crate::domain::{self, Services};
+use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
+use crate::model::*;
+use crate::types::ChannelId;
+use std::sync::Arc;
+
+/// Where a channel's provider delivers its webhooks, absolute.
+pub fn webhook_url(base: &str, channel: &Channel) -> Option<String> {
+    let path = match channel.kind {
+        ChannelKind::Telegram => "telegram",
+        _ => return None,
+    };
+    Some(format!(
+        "{}/webhooks/{path}/{}",
+        base.trim_end_matches('/'),
+        channel.id
+    ))
+}
+
+/// The provider clients and the jobs built on them.
+pub struct Channels {
+    svc: Arc<Services>,
+    telegram: telegram::Telegram,
+}
+
+impl Channels {
+    pub fn new(svc: Arc<Services>) -> Self {
+        let telegram = telegram::Telegram::new(&svc.config.telegram_api_base_url);
+        Channels { svc, telegram }
+    }
+
+    /// Registers the inbound and outbox jobs; `rt` runs their network calls.
+    pub fn register_jobs(self: &Arc<Self>, jobs: &Jobs, rt: tokio::runtime::Handle) {
+        let me = self.clone();
+        jobs.register_with(
+            JOB_INBOUND,
+            Policy {
+                class: Class::Interactive,
+                max_attempts: 3,
+            },
+            Arc::new(move |ctx| me.inbound_job(ctx)),
+        );
+        let (me, rt2) = (self.clone(), rt.clone());
+        jobs.register_with(
+            JOB_SEND,
+            Policy {
+                class: Class::Interactive,
+                max_attempts: self.svc.config.channel_send_max_attempts,
+            },
+            Arc::new(move |ctx| me.send_job(ctx, &rt2)),
+        );
+        let me = self.clone();
+        jobs.register(
+            &format!("{JOB_SEND}#failed"),
+            Arc::new(move |ctx| {
+                me.send_gave_up(ctx);
+                Ok(())
+            }),
+        );
+        let me = self.clone();
+        jobs.register(
+            &format!("{JOB_INBOUND}#failed"),
+            Arc::new(move |ctx| {
+                if let Ok(p) = serde_json::from_value::<InboundPayload>(ctx.job.payload.clone()) {
+                    let reason = ctx
+                        .job
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "processing failed".into());
+                    let _ = me
+                        .svc
+                        .finish_inbound(&Caller::for_job(ctx.job), &p, Err(reason));
+                }
+                Ok(())
+            }),
+        );
+    }
+
+    /// Connects a channel to its provider after a create or a credential change
+    /// (Telegram: setWebhook with the channel's secret); the outcome is recorded on the
+    /// channel (status `error` with the provider's words when it fails). `base` is this
+    /// server's public base URL (PUBLIC_URL, else what the admin's request reached).
+    pub async fn set_up(
+        &self,
+        caller: &Caller,
+        id: &ChannelId,
+        base: &str,
+    ) -> domain::Result<Channel> {
+        let (svc, c, i) = (self.svc.clone(), caller.clone(), id.clone());
+        let ch = run(move || svc.get_channel(&c, &i)).await?;
+        if ch.kind != ChannelKind::Telegram {
+            return Ok(ch);
+        }
+        let outcome = match (
+            self.svc.channel_secret(&ch, BOT_TOKEN),
+            self.svc.channel_secret(&ch, WEBHOOK_SECRET),
+            webhook_url(base, &ch),
+        ) {
+            (Some(token), Some(secret), Some(url)) => self
+                .telegram
+                .set_webhook(&token, &url, &secret)
+                .await
+                .map(|()| serde_json::json!({}))
+                .map_err(|e| e.message),
+            _ => Err("the bot token is missing or unreadable; set it again".into()),
+        };
+        let (svc, c, i) = (self.svc.clone(), caller.clone(), id.clone());
+        run(move || svc.record_channel_check(&c, &i, outcome)).await
+    }
+
+    /// Asks the provider about the channel's account with the stored credentials
+    /// (Telegram: getMe). `Ok` with what it learned, or `Err` with the provider's words;
+    /// either way recorded on the channel.
+    pub async fn test(
+        &self,
+        caller: &Caller,
+        id: &ChannelId,
+    ) -> domain::Result<(Channel, Result<serde_json::Value, String>)> {
+        let (svc, c, i) = (self.svc.clone(), caller.clone(), id.clone());
+        let ch = run(move || svc.get_channel(&c, &i)).await?;
+        if ch.kind != ChannelKind::Telegram {
+            return Err(domain::Error::Invalid(
+                "unsupported_channel_type",
+                "only telegram channels can be tested with their provider".into(),
+            ));
+        }
+        let outcome = match self.svc.channel_secret(&ch, BOT_TOKEN) {
+            Some(token) => match self.telegram.get_me(&token).await {
+                Ok(me) => Ok(serde_json::json!({
+                    "botId": me["id"],
+                    "botUsername": me["username"],
+                    "botName": me["first_name"],
+                })),
+                Err(e) => Err(e.message),
+            },
+            None => Err("the bot token is missing or unreadable; set it again".into()),
+        };
+        let (svc, c, i, o) = (
+            self.svc.clone(),
+            caller.clone(),
+            id.clone(),
+            outcome.clone(),
+        );
+        let ch = run(move || svc.record_channel_check(&c, &i, o)).await?;
+        Ok((ch, outcome))
+    }
+
+    /// Processes one stored delivery: its message joins (or opens) the sender's
+    /// conversation, exactly once (the update id is the message's idempotency key, so a
+    /// retry after a crash finds the message already stored). Deliveries of a paused or
+    /// deleted channel, and bodies that are not updates, become dead letters.
+    fn inbound_job(&self, ctx: &JobCtx) -> Result<(), JobError> {
+        let caller = Caller::for_job(ctx.job);
+        let p: InboundPayload = serde_json::from_value(ctx.job.payload.clone())
+            .map_err(|_| JobError::Final("the inbound job names no delivery".into()))?;
+        let fail = |e: domain::Error| JobError::Failed(e.to_string());
+        let Some((ev, channel)) = self.svc.inbound_event(&caller, &p).map_err(fail)? else {
+            return Ok(());
+        };
+        if ev.status != InboundStatus::Queued {
+            return Ok(());
+        }
+        let outcome = match channel {
+            None => Err("the channel was deleted".to_string()),
+            Some(ch) if ch.status == ChannelStatus::Paused => {
+                Err("the channel is paused; resume it and replay this delivery".to_string())
+            }
+            Some(ch) => self.deliver(&caller, &ch, &ev),
+        };
+        self.svc.finish_inbound(&caller, &p, outcome).map_err(fail)
+    }
+
+    fn deliver(&self, caller: &Caller, ch: &Channel, ev: &InboundEvent) -> Result<(), String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&ev.payload).map_err(|e| format!("not JSON: {e}"))?;
+        let Some(msg) = (match ch.kind {
+            ChannelKind::Telegram => telegram::incoming(&v)?,
+            _ => return Err("this channel type cannot take deliveries yet".into()),
+        }) else {
+            return Ok(());
+        };
+        let customer = Customer {
+            name: msg.name.map(|n| n.chars().take(200).collect()),
+            email: None,
+            external_id: Some(msg.chat_id.clone()),
+        };
+        let conv = self
+            .svc
+            .contact_conversation(caller, ch, &msg.chat_id, customer)
+            .map_err(|e| e.to_string())?;
+        let text: String = msg
+            .text
+            .chars()
+            .take(crate::domain::conversations::MAX_MESSAGE_CHARS)
+            .collect();
+        let key = format!("tg:{}", ev.external_id);
+        self.svc
+            .post_message(caller, &conv.id, MessageRole::Customer, &text, Some(&key))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Hands one reply to the provider, part by part (long texts are split to the
+    /// provider's limit); each accepted part is recorded on the job so a retry, or the
+    /// restart after a crash, resumes after it instead of sending it again.
+    fn send_job(&self, ctx: &JobCtx, rt: &tokio::runtime::Handle) -> Result<(), JobError> {
+        let caller = Caller::for_job(ctx.job);
+        let p: SendPayload = serde_json::from_value(ctx.job.payload.clone())
+            .map_err(|_| JobError::Final("the outbox job names no message".into()))?;
+        let fail = |e: domain::Error| JobError::Failed(e.to_string());
+        let Some(out) = self.svc.outgoing(&caller, &p).map_err(fail)? else {
+            return Ok(());
+        };
+        if out.channel.kind != ChannelKind::Telegram {
+            return Err(JobError::Final(
+                "this channel type cannot send messages yet".into(),
+            ));
+        }
+        let Some(chat) = out.conversation.customer.external_id.clone() else {
+            return Err(JobError::Final(
+                "the conversation has no Telegram chat to answer in".into(),
+            ));
+        };
+        let Some(token) = self.svc.channel_secret(&out.channel, BOT_TOKEN) else {
+            return Err(JobError::Final(
+                "the channel's bot token is missing or unreadable".into(),
+            ));
+        };
+        let parts = telegram::split_text(&out.message.content, telegram::MAX_TEXT_CHARS);
+        for (i, part) in parts.iter().enumerate().skip(p.sent_parts as usize) {
+            let sent = rt.block_on(async {
+                tokio::select! {
+                    r = self.telegram.send_message(&token, &chat, part) => Some(r),
+                    _ = ctx.cancelled() => None,
+                }
+            });
+            match sent {
+                None => return Err(JobError::Interrupted),
+                Some(Ok(_)) => self
+                    .svc
+                    .record_send_progress(&caller, &ctx.job.id, (i + 1) as u32)
+                    .map_err(fail)?,
+                Some(Err(e)) if e.retryable => {
+                    return Err(match e.retry_after {
+                        Some(w) => JobError::RetryAfter(e.message, w),
+                        None => JobError::Failed(e.message),
+                    });
+                }
+                Some(Err(e)) => return Err(JobError::Final(e.message)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The outbox gave up on a message: it is marked failed with the provider's error.
+    fn send_gave_up(&self, ctx: &JobCtx) {
+        let Ok(p) = serde_json::from_value::<SendPayload>(ctx.job.payload.clone()) else {
+            return;
+        };
+        let reason = ctx
+            .job
+            .error
+            .clone()
+            .unwrap_or_else(|| "the message could not be sent".into());
+        if let Err(e) = self
+            .svc
+            .fail_outgoing(&Caller::for_job(ctx.job), &p, &reason)
+        {
+            tracing::error!(error = %e, "marking an unsent message failed did not work");
+        }
+    }
+}
+
+async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> domain::Result<T> + Send + 'static,
+) -> domain::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| domain::Error::Internal(e.to_string()))?
+}
