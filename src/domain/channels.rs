@@ -300,8 +300,8 @@ impl Services {
         })
     }
 
-    /// Deletes a channel, its widget key and its visitors (their conversations stay in the
-    /// inbox).
+    /// Deletes a channel, its widget key and its visitors, or its webhook, stored deliveries
+    /// and contacts (their conversations stay in the inbox).
     pub fn delete_channel(&self, caller: &Caller, id: &ChannelId) -> Result<()> {
         caller
             .require(Action::ManageChannels)
@@ -315,6 +315,20 @@ impl Services {
                 tx.index_remove(Index::WidgetKey, &web.widget_key)?;
             }
             tx.index_remove(Index::ChannelWebhook, id.as_str())?;
+            // The channel's stored deliveries and its contacts' lookups go with it (the
+            // conversations stay in the inbox).
+            for ev in tx.scan::<InboundEvent>(&t, Some(id.as_str()), |_| true)? {
+                tx.index_remove(
+                    Index::InboundExternal,
+                    &format!("{t}/{id}/{}", ev.external_id),
+                )?;
+                tx.delete::<InboundEvent>(&t, &format!("{id}/{}", ev.id))?;
+            }
+            for conv in tx.scan::<Conversation>(&t, None, |c| c.channel_id.as_ref() == Some(id))? {
+                if let Some(contact) = &conv.customer.external_id {
+                    tx.index_remove(Index::ChannelContact, &format!("{t}/{id}/{contact}"))?;
+                }
+            }
             for v in tx.scan::<Visitor>(&t, None, |v| &v.channel_id == id)? {
                 Self::forget_visitor(tx, &v)?;
             }

@@ -7,6 +7,10 @@
 use crate::common::*;
 use crate::engine::ai_tenant;
 use crate::fake_openai::{FakeOpenAi, Reply};
+use aigentable::events::{Event, Recv};
+use aigentable::model::{InboundEvent, InboundStatus, Job, JobStatus, MessageStatus};
+use aigentable::store::{Index, Store, make_ref};
+use aigentable::types::TenantId;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
@@ -315,6 +319,17 @@ async fn a_telegram_message_is_answered_on_telegram_once() {
     r.expect(200);
     assert_eq!(r.body["ok"], true, "{}", r.text);
     assert_eq!(r.body["details"]["botUsername"], "shop_bot");
+
+    // Deleting the channel stops its webhook; its conversation stays in the inbox.
+    t.s.delete(&format!("/api/channels/{}", t.channel), &t.a.token)
+        .await
+        .expect(204);
+    t.webhook(Some(&t.secret), &update(1003, 42, "still there?"))
+        .await
+        .expect_err(404, "channel_not_found");
+    t.s.get(&format!("/api/conversations/{cid}"), &t.a.token)
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
@@ -378,6 +393,23 @@ async fn forged_missing_and_malformed_webhooks_store_nothing() {
         .await;
     dl.expect(200);
     assert_eq!(dl.body["data"], json!([]));
+    // Another tenant's admin sees none of it.
+    let other = t.s.register("tg-other@x.test", "Other").await;
+    for path in [
+        format!("/api/channels/{}/dead-letters", t.channel),
+        format!("/api/channels/{}", t.channel),
+    ] {
+        t.s.get(&path, &other.token)
+            .await
+            .expect_err(404, "channel_not_found");
+    }
+    t.s.post(
+        &format!("/api/channels/{}/test", t.channel),
+        Some(&other.token),
+        json!({}),
+    )
+    .await
+    .expect_err(404, "channel_not_found");
 }
 
 #[tokio::test]
@@ -504,6 +536,11 @@ async fn replies_are_retried_on_5xx_failed_on_4xx_and_split_when_long() {
         403,
         json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
     );
+    let caller =
+        t.s.svc
+            .authenticate_access(&t.a.token)
+            .expect("a valid access token");
+    let mut sub = t.s.svc.events.subscribe(&caller);
     t.fake.push(Reply::text("Third answer."));
     t.webhook(Some(&t.secret), &update(3, 10, "three"))
         .await
@@ -520,6 +557,26 @@ async fn replies_are_retried_on_5xx_failed_on_4xx_and_split_when_long() {
         "{failed}"
     );
     assert_eq!(t.tg.calls("sendMessage").len(), 5, "a 4xx is not retried");
+    // The inbox hears of it on the bus (message_status on the sockets).
+    loop {
+        match bounded("message_status failed", sub.recv()).await {
+            Recv::Event(e) => {
+                if let Event::MessageStatus {
+                    message_id,
+                    status,
+                    error,
+                    ..
+                } = &*e
+                    && message_id.as_str() == failed["id"].as_str().expect("id")
+                {
+                    assert_eq!(*status, MessageStatus::Failed);
+                    assert!(error.as_deref().is_some_and(|e| e.contains("blocked")));
+                    break;
+                }
+            }
+            other => panic!("the bus ended: {other:?}"),
+        }
+    }
 
     // A person's reply goes out too.
     t.s.post(
@@ -576,4 +633,106 @@ async fn a_bad_bot_token_puts_the_channel_in_error_with_telegrams_words() {
     )
     .await
     .expect_err(400, "validation_failed");
+}
+
+/// The stopped server's Telegram jobs (inbound and outbox), read from its store.
+fn channel_jobs(dir: &std::path::Path, tenant: &str) -> Vec<Job> {
+    let t = TenantId::parse(tenant).expect("tenant id");
+    let store = Store::open(dir, 1 << 20).expect("open store");
+    store
+        .read(|tx| tx.scan::<Job>(&t, None, |j| j.kind.starts_with("channel_")))
+        .expect("read")
+}
+
+/// Puts the store in the state a kill -9 leaves it in while every channel job was running:
+/// the deliveries not yet marked processed, the jobs running and queued. The messages they
+/// already stored, and the parts already handed to Telegram, stay.
+fn crash_during_channel_jobs(dir: &std::path::Path, tenant: &str) {
+    let t = TenantId::parse(tenant).expect("tenant id");
+    let store = Store::open(dir, 1 << 20).expect("open store");
+    store
+        .write(|tx| {
+            for mut ev in tx.scan::<InboundEvent>(&t, None, |_| true)? {
+                ev.status = InboundStatus::Queued;
+                tx.put(&ev)?;
+            }
+            for mut j in tx.scan::<Job>(&t, None, |j| j.kind.starts_with("channel_"))? {
+                j.status = JobStatus::Running;
+                j.attempts = 1;
+                tx.put(&j)?;
+                tx.index_insert_new(Index::JobQueue, j.id.as_str(), &make_ref(&t, j.id.as_str()))?;
+            }
+            Ok::<_, aigentable::store::Error>(())
+        })
+        .expect("write");
+}
+
+#[tokio::test]
+async fn after_a_crash_every_acknowledged_message_and_reply_exists_exactly_once() {
+    let t = setup("tg-crash@x.test").await;
+    t.fake.push(Reply::text("Short answer."));
+    let long = format!("{} end.", "word ".repeat(1200).trim_end());
+    t.fake.push(Reply::text(&long));
+    t.webhook(Some(&t.secret), &update(1, 5, "first"))
+        .await
+        .expect(200);
+    t.tg.wait_calls("sendMessage", 1).await;
+    t.webhook(Some(&t.secret), &update(2, 5, "second"))
+        .await
+        .expect(200);
+    let before = t.tg.wait_calls("sendMessage", 3).await;
+    let cid = id(&t.wait_conversations(1).await[0]);
+    t.wait_message(&cid, |m| m["role"] == "ai" && m["content"] == long.as_str())
+        .await;
+    // Wait until the outbox recorded its last part before the "crash".
+    let tenant = t.a.tenant_id.clone();
+    let ten = TenantId::parse(&tenant).expect("tenant");
+    let sends: Vec<_> =
+        t.s.svc
+            .store
+            .read(|tx| tx.scan::<Job>(&ten, None, |j| j.kind == "channel_send"))
+            .expect("read");
+    for j in &sends {
+        bounded("the outbox job", t.s.svc.jobs.finished(&ten, &j.id)).await;
+    }
+    let Setup { s, a, fake, tg, .. } = t;
+    let dir = s.stop().await;
+    assert_eq!(
+        channel_jobs(dir.path(), &tenant).len(),
+        4,
+        "two deliveries, two replies"
+    );
+    crash_during_channel_jobs(dir.path(), &tenant);
+
+    let base = tg.base.clone();
+    let s = start_in(dir, move |c| c.telegram_api_base_url = base).await;
+    // Every resumed job ends; nothing was stored, asked or sent twice.
+    let resumed: Vec<_> = s
+        .svc
+        .store
+        .read(|tx| tx.scan::<Job>(&ten, None, |j| j.kind.starts_with("channel_")))
+        .expect("read");
+    for j in &resumed {
+        let done = bounded("a resumed job", s.svc.jobs.finished(&ten, &j.id))
+            .await
+            .expect("it ends");
+        assert_eq!(done.status, JobStatus::Done, "{done:?}");
+    }
+    let r = s
+        .get(
+            &format!("/api/conversations/{cid}/messages?limit=200"),
+            &a.token,
+        )
+        .await;
+    let msgs = r.body["data"].as_array().expect("data").clone();
+    let customer = msgs.iter().filter(|m| m["role"] == "customer").count();
+    let ai = msgs.iter().filter(|m| m["role"] == "ai").count();
+    assert_eq!((customer, ai), (2, 2), "{msgs:?}");
+    assert_eq!(fake.requests().len(), 2, "no second turn");
+    assert_eq!(
+        tg.calls("sendMessage").len(),
+        before.len(),
+        "no part sent twice"
+    );
+    s.stop().await;
 }
