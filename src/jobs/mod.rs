@@ -164,6 +164,17 @@ impl FairQueue {
         self.len += 1;
     }
 
+    /// Puts a job back at the head of its tenant's lane (a retry that is due: it goes
+    /// before the jobs queued after it, which keeps a serial key's order).
+    pub fn push_front(&mut self, item: Item) {
+        let lane = self.lanes.entry(item.tenant.clone()).or_default();
+        if lane.is_empty() {
+            self.turns.push_back(item.tenant.clone());
+        }
+        lane.push_front(item);
+        self.len += 1;
+    }
+
     /// The next job: the oldest of the next tenant in turn, skipping jobs whose serial key is
     /// `busy` (a job with the same key runs now; the skipped one keeps its place in line).
     pub fn pop(&mut self, busy: &HashSet<String>) -> Option<Item> {
@@ -214,7 +225,12 @@ impl Sched {
             .partition(|(at, _)| *at <= now);
         self.delayed[slot] = later;
         for (_, item) in due {
-            self.pools[slot].push(item);
+            // The retry held its serial key while it waited (so later jobs with the key
+            // could not overtake it); it is free to run again now, first in line.
+            if let Some(k) = &item.serial {
+                self.busy.remove(k);
+            }
+            self.pools[slot].push_front(item);
         }
         self.delayed[slot].iter().map(|(at, _)| *at).min()
     }
@@ -535,7 +551,11 @@ impl Jobs {
                 }
             };
             let mut s = self.sched.lock().expect("BUG: poisoned queue");
-            if let Some(k) = &item.serial {
+            // A job waiting to be retried keeps its serial key: the jobs queued after it
+            // with the same key (a conversation's next reply) wait for it.
+            if let Some(k) = &item.serial
+                && retry.is_none()
+            {
                 s.busy.remove(k);
                 // A job waiting for this key may be at any worker's reach now.
                 self.ready[class.slot()].notify_all();

@@ -266,3 +266,64 @@ async fn waiters_learn_when_a_job_ends_and_events_follow_it() {
         .await
         .expect("shutdown");
 }
+
+#[test]
+fn a_job_waiting_for_its_retry_is_not_overtaken_by_a_later_one_with_its_serial_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = store(dir.path());
+    let jobs = Jobs::new(s.clone(), Bus::default());
+    let order = Arc::new(Mutex::new(Vec::<String>::new()));
+    let o = order.clone();
+    // The first reply fails once (a provider's 5xx), then goes; the second must follow it.
+    jobs.register_with(
+        "send",
+        Policy {
+            class: Class::Interactive,
+            max_attempts: 3,
+        },
+        Arc::new(move |ctx| {
+            let name = ctx.job.payload["name"].as_str().unwrap_or("").to_string();
+            let mut o = o.lock().expect("order");
+            if name == "first" && !o.iter().any(|n| n == "first failed") {
+                o.push("first failed".into());
+                return Err(JobError::RetryAfter("busy".into(), Duration::ZERO));
+            }
+            o.push(name);
+            Ok(())
+        }),
+    );
+    jobs.start(Class::Interactive, 2);
+    let t = TenantId::new();
+    let key = Some("outbox:c1".to_string());
+    let first = s
+        .write(|tx| {
+            Jobs::enqueue_serial_in(
+                tx,
+                &t,
+                "send",
+                serde_json::json!({"name": "first"}),
+                key.clone(),
+            )
+        })
+        .expect("enqueue");
+    let second = s
+        .write(|tx| {
+            Jobs::enqueue_serial_in(
+                tx,
+                &t,
+                "send",
+                serde_json::json!({"name": "second"}),
+                key.clone(),
+            )
+        })
+        .expect("enqueue");
+    jobs.wake(&first);
+    jobs.wake(&second);
+    wait_status(&s, &first, JobStatus::Done);
+    wait_status(&s, &second, JobStatus::Done);
+    assert_eq!(
+        *order.lock().expect("order"),
+        vec!["first failed", "first", "second"]
+    );
+    jobs.shutdown();
+}
