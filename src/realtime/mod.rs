@@ -54,6 +54,11 @@ pub struct Hub {
     /// Open sockets per user, API key or visitor (the key of [`Conn::count_key`]).
     counts: Mutex<HashMap<String, usize>>,
     presence: Presence,
+    /// New widget visitors per client address (RATE_LIMIT_WIDGET_IP_PER_MIN): each one is
+    /// a stored record, so a script connecting without a token is held back.
+    new_visitors: crate::api::ratelimit::Limiter,
+    /// Reverse proxies whose forwarding headers name the client (TRUSTED_PROXIES).
+    trusted_proxies: Vec<crate::config::IpNet>,
 }
 
 /// The Socket.IO layer for the app router, and its handle.
@@ -68,6 +73,9 @@ pub fn layer(svc: Arc<Services>) -> (SocketIoLayer, SocketIo) {
         max_payload: c.socket_max_payload_bytes,
         counts: Mutex::new(HashMap::new()),
         presence: Presence::default(),
+        new_visitors: crate::api::ratelimit::Limiter::per_minute(c.rate_limit_widget_ip_per_min),
+        // Validated at startup.
+        trusted_proxies: c.trusted_proxy_list().unwrap_or_default(),
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(c.socket_max_payload_bytes)
@@ -363,6 +371,12 @@ async fn authenticate_visitor(
     };
     let origin = crate::api::widget::cross_origin(&s.req_parts().headers);
     let (key, token) = (key.to_string(), text("visitorToken"));
+    if token.is_none()
+        && let Some(ip) = crate::api::extract::client_ip(s.req_parts(), &hub.trusted_proxies)
+        && hub.new_visitors.check(&format!("new:{ip}")).is_err()
+    {
+        return Err(Refused(ErrorCode::RateLimited.as_str().into()));
+    }
     let (session, open) = blocking(&hub.svc, move |svc| {
         let session = svc.authenticate_visitor(&key, token.as_deref(), origin.as_deref(), hello)?;
         let open = svc.visitor_conversation(&session.caller)?;

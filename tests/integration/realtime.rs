@@ -1188,3 +1188,46 @@ async fn socket_mark_read_keeps_read_marks_and_sends_read_receipts() {
         .await;
     assert_eq!(bad["error"]["code"], "validation_failed");
 }
+
+#[tokio::test]
+async fn socket_new_visitors_are_rate_limited_per_address() {
+    let s = start_with(|c| c.rate_limit_widget_ip_per_min = 2).await;
+    let Some(mut c) = Clients::start("socket_new_visitor_limit", &s).await else {
+        return;
+    };
+    let a = s.register("shop@x.test", "Shop").await;
+    let r = s
+        .post(
+            "/api/agents",
+            Some(&a.token),
+            json!({"name": "Ava", "status": "inactive"}),
+        )
+        .await;
+    r.expect(201);
+    let agent = r.body["id"].as_str().expect("agent").to_string();
+    let key = widget(&s, &a, &agent, json!({"allowedOrigins": [SITE]})).await;
+    c.connect_with("v1", json!({"widgetKey": key}), from_site())
+        .await
+        .expect("first new visitor");
+    let token = c.next("v1", "session").await["visitorToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    c.connect_with("v2", json!({"widgetKey": key}), from_site())
+        .await
+        .expect("second new visitor");
+    assert_eq!(
+        c.connect_with("v3", json!({"widgetKey": key}), from_site())
+            .await
+            .expect_err("a third new visitor from the same address"),
+        "rate_limited"
+    );
+    // A returning visitor (with its token) is not a new one.
+    c.connect_with(
+        "v1b",
+        json!({"widgetKey": key, "visitorToken": token}),
+        from_site(),
+    )
+    .await
+    .expect("a returning visitor connects");
+}
