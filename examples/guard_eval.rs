@@ -5,7 +5,8 @@
 //! cargo run --example guard_eval -- --data ../shared/eval/boolq_dev \
 //!     --model-dir ../shared/models/all-MiniLM-L6-v2 \
 //!     --ort ../shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0 \
-//!     [--modes hybrid,keyword] [--limit N] [--cache FILE] [--dump FILE]
+//!     [--modes hybrid,keyword] [--limit N] [--cache FILE] [--dump FILE] \
+//!     [--scoring dense_weight:rank_penalty:keep_share]...
 //! ```
 //!
 //! The app is built (`aigentable::build`) on a temporary data directory with the model;
@@ -61,6 +62,8 @@ struct Args {
     limit: usize,
     cache: Option<PathBuf>,
     dump: Option<PathBuf>,
+    /// Extra sentence scorings to compare (`dense_weight:rank_penalty:keep_share`).
+    scorings: Vec<Scoring>,
 }
 
 fn args() -> Result<Args> {
@@ -76,6 +79,7 @@ fn args() -> Result<Args> {
         limit: usize::MAX,
         cache: None,
         dump: None,
+        scorings: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +91,18 @@ fn args() -> Result<Args> {
             "--limit" => a.limit = val()?.parse()?,
             "--cache" => a.cache = Some(val()?.into()),
             "--dump" => a.dump = Some(val()?.into()),
+            "--scoring" => {
+                let v = val()?;
+                let p: Vec<f32> = v.split(':').map(str::parse).collect::<Result<_, _>>()?;
+                let [dense_weight, rank_penalty, keep_share] = p[..] else {
+                    bail!("--scoring dense_weight:rank_penalty:keep_share");
+                };
+                a.scorings.push(Scoring {
+                    dense_weight,
+                    rank_penalty,
+                    keep_share,
+                });
+            }
             "--modes" => {
                 a.modes = val()?
                     .split(',')
@@ -496,7 +512,7 @@ async fn main() -> Result<()> {
         let mut feats: Vec<(bool, f32, Option<f32>)> = Vec::new();
         // Extractive: (hits, with a key sentence) per scorer; and how often the gold
         // passage is among the sources the extractor reads.
-        let scorers = [
+        let mut scorers = vec![
             (
                 "terms only (no model)",
                 Scoring {
@@ -515,7 +531,12 @@ async fn main() -> Result<()> {
             ),
             ("default mix", Scoring::default(), true),
         ];
+        let names: Vec<String> = a.scorings.iter().map(|x| format!("{x:?}")).collect();
+        for (x, name) in a.scorings.iter().zip(&names) {
+            scorers.push((name.as_str(), x.clone(), x.dense_weight > 0.0));
+        }
         let mut ext_hits = vec![0usize; scorers.len()];
+        let mut ext_sentences = vec![0usize; scorers.len()];
         let mut ext_hits_gold_read = vec![0usize; scorers.len()];
         let (mut ext_total, mut ext_gold_read, mut no_key) = (0usize, 0usize, 0usize);
         let mut timings: Vec<(f64, usize)> = Vec::new();
@@ -651,6 +672,7 @@ async fn main() -> Result<()> {
                     let sel = extractive::select(&cands, &s, scoring);
                     let hit = sel.chosen.iter().any(|c| c.text == key);
                     ext_hits[j] += usize::from(hit);
+                    ext_sentences[j] += sel.chosen.len();
                     ext_hits_gold_read[j] += usize::from(hit && gold_read);
                 }
             }
@@ -761,9 +783,10 @@ async fn main() -> Result<()> {
             }
             for (j, (name, _, _)) in scorers.iter().enumerate() {
                 println!(
-                    "  {name}: quotes the key sentence {:.1}% of answers; {:.1}% when the gold passage was read",
+                    "  {name}: quotes the key sentence {:.1}% of answers; {:.1}% when the gold passage was read; {:.2} sentences per answer",
                     100.0 * ext_hits[j] as f64 / ext_total as f64,
-                    100.0 * ext_hits_gold_read[j] as f64 / ext_gold_read.max(1) as f64
+                    100.0 * ext_hits_gold_read[j] as f64 / ext_gold_read.max(1) as f64,
+                    ext_sentences[j] as f64 / ext_total as f64
                 );
             }
         }
