@@ -633,7 +633,10 @@ async fn join(
     })
     .await?;
     let watermark = r.messages.last().map_or(r.conversation.last_seq, |m| m.seq);
-    joined.insert(id, watermark);
+    // Already following it (a visitor's socket follows its conversation from the start):
+    // what was delivered live stays delivered; the replay is a read the client merges by id.
+    let w = joined.get(&id).map_or(watermark, |&w| w.max(watermark));
+    joined.insert(id, w);
     let messages: Vec<MessageView> = r.messages.iter().map(MessageView::from).collect();
     Ok(json!({
         "ok": true,
