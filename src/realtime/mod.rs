@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 pub const REPLAY_PAGE: usize = 200;
 /// Most conversations one socket may have joined at once (bounds its watermark map).
 pub const MAX_JOINED: usize = 100;
+/// Initial read buffer of each WebSocket, in bytes.
+const WS_READ_BUFFER: usize = 1024;
 /// A typing indicator stops by itself after this long without a refresh.
 pub const TYPING_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -80,6 +82,10 @@ pub fn layer(svc: Arc<Services>) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .max_payload(c.socket_max_payload_bytes)
         .max_buffer_size(c.socket_buffer_packets)
+        // Every WebSocket keeps this much read buffer while idle (engineioxide's default is
+        // 4 KiB); tungstenite grows it to fit a larger frame. Saves ~3 kB per idle socket
+        // (BENCHMARKS.md, Realtime).
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .with_state(hub)
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
