@@ -677,6 +677,10 @@ pub enum MessageRole {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
+    /// A reply in a messaging channel (Telegram ...) committed and waiting in the outbox for
+    /// the provider to accept it; `sent` once it did, `failed` (with the provider's error)
+    /// when it gave up.
+    Pending,
     Sent,
     Delivered,
     Read,

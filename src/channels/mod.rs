@@ -260,7 +260,7 @@ impl Channels {
                 Some(Err(e)) => return Err(JobError::Final(e.message)),
             }
         }
-        Ok(())
+        self.svc.mark_outgoing_sent(&caller, &p).map_err(fail)
     }
 
     /// The outbox gave up on a message: it is marked failed with the provider's error.

@@ -612,7 +612,7 @@ impl Services {
             }
             // A person's reply in a messaging channel leaves through the outbox, committed
             // with it.
-            let outbound = Self::queue_outbound(tx, &conv, &msg)?;
+            let outbound = Self::queue_outbound(tx, &conv, &mut msg)?;
             let needs_ai_reply = role == MessageRole::Customer
                 && conv.mode == ConversationMode::Ai
                 && tx
@@ -756,7 +756,7 @@ impl Services {
             let mut msg = msg.clone();
             Self::append(tx, &mut conv, &mut msg)?;
             // The answer leaves through the channel's outbox, committed with it.
-            let outbound = Self::queue_outbound(tx, &conv, &msg)?;
+            let outbound = Self::queue_outbound(tx, &conv, &mut msg)?;
             let mut handoff_note = None;
             if let Some(reason) = handoff {
                 conv.status = ConversationStatus::PendingHuman;

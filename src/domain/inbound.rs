@@ -330,12 +330,13 @@ impl Services {
     }
 
     /// Queues the outbox job of `msg` (an AI or human reply just appended to `conv`) when
-    /// the conversation belongs to a messaging channel; call inside the reply's commit and
-    /// wake the job after it. Replies of one conversation leave in commit order.
+    /// the conversation belongs to a messaging channel, and stores the message as `pending`
+    /// until the provider accepts it; call inside the reply's commit and wake the job after
+    /// it. Replies of one conversation leave in commit order.
     pub(super) fn queue_outbound(
         tx: &WriteTx,
         conv: &Conversation,
-        msg: &Message,
+        msg: &mut Message,
     ) -> Result<Option<Job>> {
         if !matches!(msg.role, MessageRole::Ai | MessageRole::Human)
             || msg.status == MessageStatus::Failed
@@ -352,6 +353,8 @@ impl Services {
         if channel.kind == ChannelKind::Web {
             return Ok(None);
         }
+        msg.status = MessageStatus::Pending;
+        tx.put(msg)?;
         let payload = SendPayload {
             conversation_id: conv.id.clone(),
             message_id: msg.id.clone(),
@@ -421,6 +424,38 @@ impl Services {
             tx.put(&j)?;
             Ok(())
         })
+    }
+
+    /// The provider accepted every part of an outgoing message: `pending` becomes `sent`
+    /// (a status further along, set meanwhile, is kept) and `message_status` tells whoever
+    /// watches.
+    pub fn mark_outgoing_sent(&self, caller: &Caller, p: &SendPayload) -> Result<()> {
+        caller
+            .require(Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant().clone();
+        let key = format!("{}/{}", p.conversation_id, p.message_id);
+        let changed = self.store.write(|tx| -> Result<bool> {
+            let Some(mut m) = tx.get::<Message>(&t, &key)? else {
+                return Ok(false);
+            };
+            if m.status != MessageStatus::Pending {
+                return Ok(false);
+            }
+            m.status = MessageStatus::Sent;
+            tx.put(&m)?;
+            Ok(true)
+        })?;
+        if changed {
+            self.events.publish(Event::MessageStatus {
+                tenant_id: t,
+                conversation_id: p.conversation_id.clone(),
+                message_id: p.message_id.clone(),
+                status: MessageStatus::Sent,
+                error: None,
+            });
+        }
+        Ok(())
     }
 
     /// An outgoing message could not be delivered: it becomes `failed` with the provider's

@@ -271,6 +271,11 @@ impl Setup {
 #[tokio::test]
 async fn a_telegram_message_is_answered_on_telegram_once() {
     let t = setup("tg-e2e@x.test").await;
+    let caller =
+        t.s.svc
+            .authenticate_access(&t.a.token)
+            .expect("a valid access token");
+    let mut sub = t.s.svc.events.subscribe(&caller);
     t.fake.push(Reply::text("We open at nine."));
 
     let r = t
@@ -293,8 +298,30 @@ async fn a_telegram_message_is_answered_on_telegram_once() {
     assert_eq!(c["customer"]["name"], "Ana Lima");
     assert_eq!(c["customer"]["externalId"], "42");
     let cid = id(c);
-    let ai = t.wait_message(&cid, |m| m["role"] == "ai").await;
-    assert_eq!(ai["status"], "sent");
+    let ai = t
+        .wait_message(&cid, |m| m["role"] == "ai" && m["status"] == "sent")
+        .await;
+    // On the bus: the answer is committed `pending`, then `sent` once Telegram took it.
+    let mut committed = false;
+    loop {
+        let Recv::Event(e) = bounded("the answer's events", sub.recv()).await else {
+            panic!("the bus ended");
+        };
+        match &*e {
+            Event::MessageCreated { message, .. } if message.id.as_str() == ai["id"] => {
+                assert_eq!(message.status, MessageStatus::Pending);
+                committed = true;
+            }
+            Event::MessageStatus {
+                message_id, status, ..
+            } if message_id.as_str() == ai["id"] => {
+                assert!(committed, "sent after the commit");
+                assert_eq!(*status, MessageStatus::Sent);
+                break;
+            }
+            _ => {}
+        }
+    }
 
     // A later message of the same chat joins the conversation.
     t.fake.push(Reply::text("Yes, on Saturdays too."));
@@ -513,8 +540,8 @@ async fn replies_are_retried_on_5xx_failed_on_4xx_and_split_when_long() {
     assert_eq!(sent[0]["text"], "First answer.");
     assert_eq!(sent[1]["text"], "First answer.");
     let cid = id(&t.wait_conversations(1).await[0]);
-    let ai = t.wait_message(&cid, |m| m["role"] == "ai").await;
-    assert_eq!(ai["status"], "sent");
+    t.wait_message(&cid, |m| m["role"] == "ai" && m["status"] == "sent")
+        .await;
 
     // A long answer leaves in parts of at most 4096 characters, in order.
     let long = format!("{} {}", "word ".repeat(1000).trim_end(), "end.");
