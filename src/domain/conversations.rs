@@ -596,6 +596,15 @@ impl Services {
                 };
                 conv.closed_at = None;
             }
+            // A person answering takes the conversation over: the AI stops answering (it
+            // would talk over them), and it is theirs unless someone already has it.
+            if role == MessageRole::Human && conv.status != ConversationStatus::Closed {
+                conv.mode = ConversationMode::Human;
+                conv.status = ConversationStatus::Open;
+                if conv.assignee_id.is_none() {
+                    conv.assignee_id = caller.user().cloned();
+                }
+            }
             Self::append(tx, &mut conv, &mut msg)?;
             tx.put(&conv)?;
             // Whoever answers has read the conversation up to their answer.

@@ -181,3 +181,81 @@ async fn conversations_are_isolated_and_listed_newest_first() {
         Some(0)
     );
 }
+
+/// A person answering a conversation the AI handles takes it over: the AI stops answering
+/// the customer (it would talk over the person) and the conversation is theirs, unless
+/// someone already has it.
+#[tokio::test]
+async fn a_persons_reply_takes_the_conversation_from_the_ai() {
+    let s = start().await;
+    let a = s.register("take@x.test", "Take").await;
+    let user = s
+        .invite_and_accept(&a, &a.tenant_id, "u2@x.test", "TENANT_USER")
+        .await;
+    let bot = agent(&s, &a, json!({"name": "Bot"})).await;
+    let r = s
+        .post(
+            "/api/conversations",
+            Some(&user.token),
+            json!({"agentId": bot}),
+        )
+        .await;
+    r.expect(201);
+    let cid = r.body["id"].as_str().expect("id").to_string();
+    let msgs = format!("/api/conversations/{cid}/messages");
+
+    // The customer writes while the AI has it: the agent answers (here: a failed answer,
+    // the tenant has no model configured).
+    let r = s
+        .post(
+            &msgs,
+            Some(&user.token),
+            json!({"content": "Hi", "role": "customer"}),
+        )
+        .await;
+    r.expect(201);
+    assert!(r.body["reply"].is_object(), "the AI answers in AI mode");
+
+    let r = s
+        .post(
+            &msgs,
+            Some(&user.token),
+            json!({"content": "I'll help you.", "role": "human"}),
+        )
+        .await;
+    r.expect(201);
+    let c = s
+        .get(&format!("/api/conversations/{cid}"), &user.token)
+        .await;
+    assert_eq!(c.body["mode"], "human");
+    assert_eq!(c.body["status"], "open");
+    assert_eq!(c.body["assigneeId"].as_str(), Some(user.user_id.as_str()));
+
+    // Now the customer's messages wait for the person.
+    let r = s
+        .post(
+            &msgs,
+            Some(&user.token),
+            json!({"content": "Thanks!", "role": "customer"}),
+        )
+        .await;
+    r.expect(201);
+    assert!(
+        r.body["reply"].is_null(),
+        "no AI answer once a person has taken over"
+    );
+
+    // A second person's reply does not steal an assigned conversation.
+    let r = s
+        .post(
+            &msgs,
+            Some(&a.token),
+            json!({"content": "Also here.", "role": "human"}),
+        )
+        .await;
+    r.expect(201);
+    let c = s
+        .get(&format!("/api/conversations/{cid}"), &user.token)
+        .await;
+    assert_eq!(c.body["assigneeId"].as_str(), Some(user.user_id.as_str()));
+}
