@@ -2,7 +2,7 @@
 //! subscriber only ever receives its own tenant's events.
 
 use crate::common::*;
-use aigentable::events::{Event, Recv, Subscription};
+use aigentable::events::{ConversationField, Event, Recv, Subscription};
 use aigentable::model::MessageRole;
 use serde_json::json;
 use std::sync::Arc;
@@ -75,6 +75,22 @@ async fn subscribers_see_their_tenants_writes_and_nothing_else() {
             assert_eq!(message.tenant_id.as_str(), a.tenant_id);
         }
         other => panic!("expected message:created, got {other:?}"),
+    }
+    // The person's reply took the conversation from the AI: mode and assignee changed.
+    let e = next(&mut sub_a).await;
+    match &*e {
+        Event::ConversationChanged {
+            conversation,
+            changed,
+        } => {
+            assert_eq!(conversation.id.as_str(), cid);
+            assert!(
+                changed.contains(&ConversationField::Mode)
+                    && changed.contains(&ConversationField::Assignee),
+                "{changed:?}"
+            );
+        }
+        other => panic!("expected conversation:changed, got {other:?}"),
     }
 
     // B writes after A: B's first event is its own, so none of A's came before it.
