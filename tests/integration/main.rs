@@ -25,6 +25,7 @@ mod mail;
 mod openai_api;
 mod outbound;
 mod realtime;
+mod realtime_python;
 mod smoke;
 mod system;
 mod tenancy;
