@@ -435,24 +435,12 @@ async fn on_connect(s: SocketRef, State(hub): State<Arc<Hub>>) {
     if let Who::Visitor { session, .. } = &conn.who {
         emit(&s, "session", session);
     }
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(forward(s.clone(), hub.clone(), conn.clone(), sub)).abort_handle());
-    if let Some(exp) = conn.expires {
-        let s2 = s.clone();
-        tasks.push(
-            tokio::spawn(async move {
-                let now = crate::auth::tokens::unix_now();
-                tokio::time::sleep(Duration::from_secs(exp.saturating_sub(now))).await;
-                let _ = s2.emit("session_expired", &json!({}));
-                let _ = s2.disconnect();
-            })
-            .abort_handle(),
-        );
-    }
+    // One task per socket: the forwarder also ends the socket when its access token expires.
+    let task = tokio::spawn(forward(s.clone(), hub.clone(), conn.clone(), sub)).abort_handle();
     conn.tasks
         .lock()
         .expect("BUG: poisoned socket tasks")
-        .extend(tasks);
+        .push(task);
     if let Who::Staff {
         user: Some(u),
         name,
@@ -1000,12 +988,32 @@ fn emit_message(s: &SocketRef, m: &Message) -> bool {
 
 /// The socket's forwarder: its tenant's events, filtered to what it may see, in order.
 async fn forward(s: SocketRef, hub: Arc<Hub>, conn: Arc<Conn>, mut sub: Subscription) {
+    let expired = async {
+        match conn.expires {
+            Some(exp) => {
+                let now = crate::auth::tokens::unix_now();
+                tokio::time::sleep(Duration::from_secs(exp.saturating_sub(now))).await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     loop {
-        let alive = match sub.recv().await {
-            Recv::Event(e) => deliver(&s, &hub, &conn, &e).await,
+        let next = tokio::select! {
+            r = sub.recv() => r,
+            () = &mut expired => {
+                let _ = s.emit("session_expired", &json!({}));
+                let _ = s.disconnect();
+                return;
+            }
+        };
+        // Delivering and refilling are boxed: this future lives as long as its socket, and
+        // an idle socket should hold only the small state of waiting, not the largest one.
+        let alive = match next {
+            Recv::Event(e) => Box::pin(deliver(&s, &hub, &conn, &e)).await,
             Recv::Lagged(n) => {
                 tracing::debug!(socket = %s.id, missed = n, "socket lagged; refilling from the store");
-                refill_all(&s, &hub, &conn).await
+                Box::pin(refill_all(&s, &hub, &conn)).await
             }
             Recv::Closed => false,
         };
