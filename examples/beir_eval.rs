@@ -26,11 +26,15 @@ use aigentable::index::{
     lookup_share,
 };
 use aigentable::types::{ChunkId, DocumentId, TenantId};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+#[path = "common/beir.rs"]
+mod beir;
+use beir::Doc;
 
 const K: usize = 10;
 const BATCH: usize = 32;
@@ -142,32 +146,6 @@ fn args() -> Result<Args> {
         bail!("--data <BEIR folder> is required");
     }
     Ok(a)
-}
-
-struct Doc {
-    id: String,
-    title: String,
-    text: String,
-}
-
-fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line?;
-        if !line.trim().is_empty() {
-            out.push(serde_json::from_str(&line)?);
-        }
-    }
-    Ok(out)
-}
-
-fn field(v: &serde_json::Value, k: &str) -> String {
-    match &v[k] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// The product's embedder (`OnnxEmbedder`), as the knowledge pipeline loads it.
@@ -287,33 +265,11 @@ fn metrics(ranked: &[String], rel: &HashMap<String, i64>) -> (f64, f64) {
 
 fn main() -> Result<()> {
     let a = args()?;
-    let corpus: Vec<Doc> = read_jsonl(&a.data.join("corpus.jsonl"))?
-        .iter()
-        .map(|v| Doc {
-            id: field(v, "_id"),
-            title: field(v, "title"),
-            text: field(v, "text"),
-        })
-        .collect();
-    let queries: HashMap<String, String> = read_jsonl(&a.data.join("queries.jsonl"))?
-        .iter()
-        .map(|v| (field(v, "_id"), field(v, "text")))
-        .collect();
+    let corpus = beir::corpus(&a.data)?;
+    let queries = beir::queries(&a.data)?;
     let mut qrels: HashMap<String, HashMap<String, i64>> = HashMap::new();
-    let qrels_path = a.data.join("qrels").join("test.tsv");
-    for (i, line) in std::fs::read_to_string(&qrels_path)
-        .with_context(|| format!("reading {}", qrels_path.display()))?
-        .lines()
-        .enumerate()
-    {
-        let cols: Vec<&str> = line.split('\t').collect();
-        if cols.len() < 3 || (i == 0 && cols[2].parse::<i64>().is_err()) {
-            continue;
-        }
-        qrels
-            .entry(cols[0].to_string())
-            .or_default()
-            .insert(cols[1].to_string(), cols[2].trim().parse()?);
+    for r in beir::qrels(&a.data)? {
+        qrels.entry(r.query).or_default().insert(r.doc, r.grade);
     }
     let mut qids: Vec<String> = qrels
         .keys()

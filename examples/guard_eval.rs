@@ -44,11 +44,14 @@ use aigentable::model::{
     ActiveStatus, Agent, AnswerMode, Chunk, Document, DocumentStatus, RetrievalMode,
 };
 use aigentable::types::{AgentId, ChunkId, DocumentId, SessionId};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+#[path = "common/beir.rs"]
+mod beir;
 
 const TOP_K: u32 = 8;
 /// Extractive answers timed end to end (embedding included) per run.
@@ -128,26 +131,6 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line?;
-        if !line.trim().is_empty() {
-            out.push(serde_json::from_str(&line)?);
-        }
-    }
-    Ok(out)
-}
-
-fn field(v: &serde_json::Value, k: &str) -> String {
-    match &v[k] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// Cache: u64 count, u64 dims, then per item (u32 key len, key, dims x f32 LE).
 fn load_cache(path: &Path) -> HashMap<String, Vec<f32>> {
     let mut bytes = Vec::new();
@@ -217,11 +200,7 @@ fn save_cache(path: &Path, items: &HashMap<String, Vec<f32>>) -> Result<()> {
     Ok(())
 }
 
-struct Passage {
-    id: String,
-    title: String,
-    text: String,
-}
+use beir::Doc as Passage;
 
 /// One passage as the single source the extractor would see.
 fn source_of(p: &Passage) -> Source {
@@ -285,29 +264,13 @@ impl Rates {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let a = args()?;
-    let corpus: Vec<Passage> = read_jsonl(&a.data.join("corpus.jsonl"))?
-        .iter()
-        .map(|v| Passage {
-            id: field(v, "_id"),
-            title: field(v, "title"),
-            text: field(v, "text"),
-        })
-        .collect();
-    let queries: HashMap<String, String> = read_jsonl(&a.data.join("queries.jsonl"))?
-        .iter()
-        .map(|v| (field(v, "_id"), field(v, "text")))
-        .collect();
+    let corpus: Vec<Passage> = beir::corpus(&a.data)?;
+    let queries = beir::queries(&a.data)?;
     let mut gold: Vec<(String, String)> = Vec::new();
-    let qrels = std::fs::read_to_string(a.data.join("qrels").join("test.tsv"))?;
     let mut seen = HashSet::new();
-    for line in qrels.lines() {
-        let cols: Vec<&str> = line.split('\t').collect();
-        if cols.len() >= 3
-            && cols[2].trim().parse::<i64>().is_ok_and(|g| g > 0)
-            && queries.contains_key(cols[0])
-            && seen.insert(cols[0].to_string())
-        {
-            gold.push((cols[0].to_string(), cols[1].to_string()));
+    for r in beir::qrels(&a.data)? {
+        if r.grade > 0 && queries.contains_key(&r.query) && seen.insert(r.query.clone()) {
+            gold.push((r.query, r.doc));
         }
     }
     gold.sort();
