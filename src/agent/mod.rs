@@ -103,6 +103,26 @@ pub struct Turn {
     pub message: String,
 }
 
+/// The outcome of [`Engine::test_provider`].
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderTest {
+    /// True when the model answered.
+    pub ok: bool,
+    /// The endpoint that was called (without credentials).
+    pub base_url: String,
+    /// The default model that was asked.
+    pub model: String,
+    /// The start of the model's answer.
+    pub reply: Option<String>,
+    /// How long the test completion took.
+    pub latency_ms: u64,
+    /// The models the endpoint offers (`GET /models`), when it lists them.
+    pub models: Option<Vec<String>>,
+    /// Why the test failed, in plain words (the provider's own message included).
+    pub error: Option<String>,
+}
+
 pub struct Engine {
     pub svc: Arc<Services>,
     pub llm: llm::Client,
@@ -169,6 +189,55 @@ impl Engine {
         p.timeout = t;
         p.idle_timeout = t.min(Duration::from_secs(60)).max(Duration::from_secs(1));
         Ok((p, eff.model, eff.context_window))
+    }
+
+    /// Tries the tenant's saved model provider with one tiny request: a completion of a
+    /// few tokens with the default model (the key, the URL and the model all have to work),
+    /// then the endpoint's model list, which some providers do not offer. No retries and a
+    /// short deadline: an admin is waiting for the answer.
+    pub async fn test_provider(&self, caller: &Caller) -> Result<ProviderTest, String> {
+        let (mut p, model, _) = self.provider(caller).await?;
+        p.max_retries = 0;
+        let t = p.timeout.min(Duration::from_secs(20));
+        p.timeout = t;
+        p.idle_timeout = t;
+        let mut req = ChatRequest::new(
+            model.clone(),
+            vec![ChatMessage::user("Reply with the single word: OK")],
+        );
+        req.max_tokens = Some(5);
+        let started = Instant::now();
+        let chat = self.llm.chat(&p, &req).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let mut out = ProviderTest {
+            ok: false,
+            base_url: crate::net::upstream::display_url(&p.base_url),
+            model,
+            reply: None,
+            latency_ms,
+            models: None,
+            error: None,
+        };
+        match chat {
+            Ok(r) => {
+                out.ok = true;
+                out.reply = Some(
+                    r.message
+                        .content
+                        .unwrap_or_default()
+                        .chars()
+                        .take(200)
+                        .collect(),
+                );
+            }
+            Err(e) => {
+                out.error = Some(e.user_message());
+                return Ok(out);
+            }
+        }
+        // Best effort: a provider without GET /models still works for answers.
+        out.models = self.llm.list_models(&p).await.ok();
+        Ok(out)
     }
 
     async fn retrieve(

@@ -283,6 +283,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(widget::post_message))
         .routes(routes!(widget::rate))
         .routes(routes!(settings::get_ai, settings::put_ai))
+        .routes(routes!(settings::test_provider))
         .routes(routes!(settings::get_embeddings, settings::put_embeddings))
         .routes(routes!(agents::test))
         .routes(routes!(documents::train))

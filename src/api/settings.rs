@@ -3,6 +3,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Auth, Json};
+use crate::agent::ProviderTest;
 use crate::domain::settings::{AiSettingsPatch, AiSettingsView, EmbeddingSettingsPatch};
 use crate::knowledge::settings::{EmbeddingSettingsView, SettingsError};
 use axum::extract::State;
@@ -139,4 +140,23 @@ pub async fn put_embeddings(
         .map_err(|_| ApiError::internal())?
         .map_err(settings_error)?;
     Ok(axum::Json(view))
+}
+
+/// Try the saved AI provider: one tiny completion with the default model, then the
+/// endpoint's model list. 200 either way: `ok` says whether the model answered, `error`
+/// says why not in plain words (the provider's own message included, never the key).
+#[utoipa::path(post, path = "/api/settings/provider/test", tag = "settings",
+    responses((status = 200, body = ProviderTest), (status = 403, body = ErrorBody)))]
+pub async fn test_provider(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<axum::Json<ProviderTest>> {
+    // Only those who may see the settings may test them.
+    let c = caller.clone();
+    state.run(move |s| s.get_ai_settings(&c)).await?;
+    let out = state.engine.test_provider(&caller).await.map_err(|e| {
+        tracing::error!(error = %e, "provider test");
+        ApiError::internal()
+    })?;
+    Ok(axum::Json(out))
 }

@@ -24,6 +24,7 @@ mod llm_client;
 mod mail;
 mod openai_api;
 mod outbound;
+mod provider_test;
 mod realtime;
 mod realtime_python;
 mod smoke;

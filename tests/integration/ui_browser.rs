@@ -1,9 +1,11 @@
-//! The admin UI end to end: the compiled binary (temp data dir, the fake model upstream)
-//! driven by headless Chromium through `tests/js/ui_e2e.mjs`: sign up, upload a document and
-//! wait for ready, create an agent, ask in the playground and see a cited answer, invite a
-//! user, create an API key, settings, the confirm dialog, phone width. Screenshots of each
-//! page go to `target/ui-screenshots/` (the path is printed); the script's measurements
-//! (initial load, time to interactive) are printed as a `METRICS` line.
+//! The admin UI end to end: the compiled binary (temp data dir, the fake model upstream and
+//! a Telegram Bot API double) driven by headless Chromium through `tests/js/ui_e2e.mjs`:
+//! sign up, upload a document and wait for ready, create an agent, ask in the playground and
+//! see a cited answer, the live inbox, the web widget and Telegram channels (test, pause,
+//! dead letters, replay), invite a user, create an API key, settings (provider test), the
+//! confirm dialog, phone width. Screenshots of each page go to `target/ui-screenshots/` (the
+//! path is printed); the script's measurements (initial load, time to interactive) are
+//! printed as a `METRICS` line.
 
 use crate::fake_openai::{FakeOpenAi, Reply};
 use crate::js;
@@ -22,6 +24,67 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The bot token the browser types (the double accepts only this one).
+const BOT_TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+/// A Telegram Bot API double: getMe names the bot, setWebhook's secret is written to
+/// `secret_file` (the browser script signs its deliveries with it), sendMessage is recorded.
+async fn fake_telegram(
+    secret_file: std::path::PathBuf,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::extract::{Path, State};
+    use serde_json::{Value, json};
+    type Sent = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+    let sent: Sent = Default::default();
+    let app = axum::Router::new()
+        .route(
+            "/{token}/{method}",
+            axum::routing::post(
+                move |State(sent): State<Sent>,
+                      Path((token, method)): Path<(String, String)>,
+                      body: axum::body::Bytes| {
+                    let secret_file = secret_file.clone();
+                    async move {
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        if token != format!("bot{BOT_TOKEN}") {
+                            return axum::Json(
+                                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+                            );
+                        }
+                        let result = match method.as_str() {
+                            "getMe" => json!({"id": 123456789, "is_bot": true, "first_name": "Shoe Shop", "username": "shoe_shop_bot"}),
+                            "setWebhook" => {
+                                let secret = body["secret_token"].as_str().unwrap_or("");
+                                let tmp = secret_file.with_extension("tmp");
+                                std::fs::write(&tmp, secret).expect("write the secret");
+                                std::fs::rename(&tmp, &secret_file).expect("rename");
+                                json!(true)
+                            }
+                            "sendMessage" => {
+                                sent.lock().expect("lock").push(body);
+                                json!({"message_id": 1})
+                            }
+                            _ => json!(true),
+                        };
+                        axum::Json(json!({"ok": true, "result": result}))
+                    }
+                },
+            ),
+        )
+        .with_state(sent.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the Telegram double");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, sent)
 }
 
 /// Kills the server when the test ends, however it ends.
@@ -76,6 +139,9 @@ async fn admin_ui_end_to_end_in_chromium() {
         }
     });
 
+    let tg_secret = dir.path().join("telegram-secret.txt");
+    let (telegram, tg_sent) = fake_telegram(tg_secret.clone()).await;
+
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aigentable"));
@@ -101,6 +167,7 @@ async fn admin_ui_end_to_end_in_chromium() {
             .env("OPENAI_MODEL", "fake-large")
             .env("EMBEDDINGS_PROVIDER", "none")
             .env("SMTP_URL", &smtp.url)
+            .env("TELEGRAM_API_BASE_URL", &telegram)
             .env("ADMIN_EMAIL", OPS_EMAIL)
             .env("ADMIN_PASSWORD", OPS_PASSWORD)
             .env("RATE_LIMIT_AUTH_PER_MIN", "0")
@@ -137,6 +204,8 @@ async fn admin_ui_end_to_end_in_chromium() {
         .env("QUESTION", QUESTION)
         .env("EXPECT", "within 30 days")
         .env("RESET_LINK_FILE", &reset_file)
+        .env("BOT_TOKEN", BOT_TOKEN)
+        .env("TG_SECRET_FILE", &tg_secret)
         .env("OPS_EMAIL", OPS_EMAIL)
         .env("OPS_PASSWORD", OPS_PASSWORD)
         .kill_on_drop(true)
@@ -175,8 +244,16 @@ async fn admin_ui_end_to_end_in_chromium() {
             .contains("within 30 days of delivery"),
         "the uploaded document was retrieved into the prompt: {asked}"
     );
+    // The replayed Telegram message was answered on Telegram, in the customer's chat.
+    let sent = tg_sent.lock().expect("lock").clone();
+    assert!(
+        sent.iter().any(|m| m["chat_id"] == 4242),
+        "the replayed dead letter was answered on Telegram: {sent:?}"
+    );
     for name in [
         "01-sign-in",
+        "08c-telegram-new",
+        "08d-telegram",
         "03-knowledge",
         "07-playground",
         "08-team",

@@ -4,14 +4,16 @@
 // env: BASE (http://127.0.0.1:PORT), CHROMIUM (browser binary), SHOTS (screenshot folder),
 //      DOC (a file to upload), QUESTION (asked in the playground), EXPECT (text of the answer),
 //      OPS_EMAIL / OPS_PASSWORD (the platform admin the binary was started with),
-//      RESET_LINK_FILE (where the test writes the mailed password-reset link when it arrives)
+//      RESET_LINK_FILE (where the test writes the mailed password-reset link when it arrives),
+//      BOT_TOKEN (the token the Telegram double accepts), TG_SECRET_FILE (where the double
+//      writes the webhook secret the server registered)
 // Prints one `METRICS {json}` line; exits non-zero (with the reason) on any failed step.
 import { chromium } from 'playwright-core';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 
-const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE } = process.env;
-for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE })) {
+const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE, BOT_TOKEN, TG_SECRET_FILE } = process.env;
+for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE, BOT_TOKEN, TG_SECRET_FILE })) {
   if (!v) throw new Error(`${k} is not set`);
 }
 mkdirSync(SHOTS, { recursive: true });
@@ -46,6 +48,16 @@ async function shot(page, name) {
   await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
 }
 
+/** Waits (bounded by STEP_MS) until `file` exists; its text. */
+async function fileText(file, what) {
+  const deadline = Date.now() + STEP_MS;
+  while (!existsSync(file)) {
+    if (Date.now() > deadline) throw new Error(`${what} did not arrive`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return readFileSync(file, 'utf8');
+}
+
 /** Bytes on the wire of `path` when asked with this Accept-Encoding. */
 function wireSize(path, encoding) {
   return new Promise((resolve, reject) => {
@@ -61,6 +73,15 @@ function wireSize(path, encoding) {
 
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  // Counts the oscillators the inbox's WebAudio chime starts (two notes per chime).
+  await context.addInitScript(() => {
+    window.__oscillators = 0;
+    const make = AudioContext.prototype.createOscillator;
+    AudioContext.prototype.createOscillator = function () {
+      window.__oscillators++;
+      return make.call(this);
+    };
+  });
   const page = await context.newPage();
   watch(page);
 
@@ -145,11 +166,16 @@ try {
   await page.getByRole('link', { name: 'Inbox' }).click();
   await page.waitForURL('**/inbox');
   await page.getByText('live', { exact: true }).waitFor();
+  const oscillators = () => page.evaluate(() => window.__oscillators);
+  const before = await oscillators();
   const created = await apiCall('POST', '/api/conversations', { agentId, customer: { name: 'Alex Customer', email: 'alex@example.com' } });
   if (created.status !== 201) throw new Error(`conversation not created: ${JSON.stringify(created)}`);
   const convId = created.body.id;
-  // Arrives in the open list without a reload (new_conversation over the socket).
+  // Arrives in the open list without a reload (new_conversation over the socket), marked
+  // new, with a chime made in the browser.
   await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).waitFor();
+  await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).getByText('new', { exact: true }).waitFor();
+  await page.waitForFunction((n) => window.__oscillators >= n + 2, before);
   const posted = await apiCall('POST', `/api/conversations/${convId}/messages`, { content: 'Do you ship to Canada?', role: 'customer' });
   if (posted.status !== 201) throw new Error(`customer message not posted: ${JSON.stringify(posted)}`);
   await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).click();
@@ -173,9 +199,18 @@ try {
   await apiCall('POST', `/api/conversations/${second.body.id}/messages`, { content: 'Is the red pair in stock?', role: 'customer' });
   await page.locator('[data-testid=conversation]', { hasText: 'Bea Buyer' }).getByLabel(/unread/).waitFor();
   await page.waitForFunction(() => /^\(\d+\) Inbox/.test(document.title));
+  // Muted: the next conversation arrives without a sound (the switch is remembered).
+  await page.getByRole('button', { name: /Sound on/ }).click();
+  await page.getByRole('button', { name: /Sound off/ }).waitFor();
+  const quiet = await oscillators();
+  await apiCall('POST', '/api/conversations', { agentId, customer: { name: 'Cy Quiet' } });
+  await page.locator('[data-testid=conversation]', { hasText: 'Cy Quiet' }).waitFor();
+  if ((await oscillators()) !== quiet) throw new Error('a muted inbox chimed');
   // The counts are the server's read marks: after a reload Bea's stay, Alex's (read here) none.
   await page.reload();
   await page.locator('[data-testid=conversation]', { hasText: 'Bea Buyer' }).getByLabel(/unread/).waitFor();
+  await page.getByRole('button', { name: /Sound off/ }).click();
+  await page.getByRole('button', { name: /Sound on/ }).waitFor();
   await page.locator('[data-testid=message-customer]', { hasText: 'Great, thanks!' }).waitFor();
   if (await page.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).getByLabel(/unread/).count()) {
     throw new Error('the conversation read here still counts as unread');
@@ -202,6 +237,71 @@ try {
   const previewStatus = await page.evaluate(async (u) => (await fetch(u)).status, preview);
   if (previewStatus !== 200) throw new Error(`the preview page answered ${previewStatus}`);
   await shot(page, '08a-channel');
+
+  step = 'telegram channel: setup guide, token check, create';
+  await page.getByRole('link', { name: '← Channels' }).click();
+  await page.getByLabel('Telegram bot').check();
+  await page.getByRole('link', { name: '@BotFather' }).first().waitFor();
+  await page.getByLabel('Bot token').fill('not-a-token');
+  await page.getByRole('button', { name: 'Create Telegram channel' }).click();
+  await page.getByText(/Must look like 123456789:AA/).waitFor();
+  await page.getByLabel('Bot token').fill(BOT_TOKEN);
+  await shot(page, '08c-telegram-new');
+  await page.getByRole('button', { name: 'Create Telegram channel' }).click();
+  await page.waitForURL(/\/channels\/[0-9a-f-]{36}$/);
+  const tgId = new URL(page.url()).pathname.split('/')[2];
+  await page.getByRole('heading', { name: 'Telegram: Telegram' }).waitFor();
+  const hook = await page.locator('[data-testid=webhook-url]').innerText();
+  if (!hook.endsWith(`/webhooks/telegram/${tgId}`)) throw new Error(`webhook URL: ${hook}`);
+  if ((await page.locator('[data-testid=channel-status]').innerText()) !== 'active') throw new Error('the new channel is not active');
+
+  step = 'telegram channel: the test button asks Telegram';
+  await page.getByRole('button', { name: 'Test the bot' }).click();
+  await page.getByText('Telegram knows the bot: @shoe_shop_bot (Shoe Shop).').waitFor();
+
+  step = 'telegram channel: paused, a message becomes a dead letter, replayed after resuming';
+  await page.getByLabel('Status').selectOption('paused');
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await page.getByText('Saved.').waitFor();
+  await page.locator('[data-testid=channel-status]', { hasText: 'paused' }).waitFor();
+  const hookSecret = await fileText(TG_SECRET_FILE, 'the webhook secret');
+  const update = {
+    update_id: 1001,
+    message: { message_id: 5, date: 1700000000, text: 'Do you have size 44?', chat: { id: 4242, type: 'private', first_name: 'Tomás' }, from: { id: 4242, is_bot: false, first_name: 'Tomás' } },
+  };
+  const delivered = await fetch(`${BASE}/webhooks/telegram/${tgId}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-telegram-bot-api-secret-token': hookSecret },
+    body: JSON.stringify(update),
+  });
+  if (delivered.status !== 200) throw new Error(`the webhook answered ${delivered.status}`);
+  // The delivery's job sets it aside (the channel is paused): it shows after a refresh.
+  const deadRow = page.locator('[data-testid=dead-letter]', { hasText: 'Tomás: Do you have size 44?' });
+  for (let i = 0; !(await deadRow.count()); i++) {
+    if (i > 300) throw new Error('no dead letter appeared');
+    await Promise.all([
+      page.waitForResponse((r) => r.url().includes('/dead-letters')),
+      page.getByRole('button', { name: 'Refresh' }).click(),
+    ]);
+  }
+  await shot(page, '08d-telegram');
+  await page.getByLabel('Status').selectOption('active');
+  await page.getByRole('button', { name: 'Save', exact: true }).click();
+  await page.locator('[data-testid=channel-status]', { hasText: 'active' }).waitFor();
+  await deadRow.getByRole('button', { name: /Replay/ }).click();
+  await deadRow.getByText('replaying').waitFor();
+  // The replayed message opens a conversation and the AI's answer goes out on Telegram.
+  const tgDeadline = Date.now() + 60_000;
+  for (;;) {
+    const convs = await apiCall('GET', `/api/conversations?channelId=${tgId}`);
+    const c = convs.body?.data?.[0];
+    if (c) {
+      const full = await apiCall('GET', `/api/conversations/${c.id}`);
+      if (full.body.messages.some((m) => m.role === 'ai' && m.status === 'sent')) break;
+    }
+    if (Date.now() > tgDeadline) throw new Error('the replayed message was not answered on Telegram');
+    await page.waitForTimeout(200);
+  }
 
   step = 'invite a user';
   await page.getByRole('link', { name: 'Team' }).click();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Api, ApiError, REFRESH_MARGIN_MS, type Tokens, type TokenStore } from './api';
+import { Api, ApiError, fetchAll, REFRESH_MARGIN_MS, type Tokens, type TokenStore } from './api';
 
 /** A scripted server: each call answers from `handler`; every request is recorded. */
 function server(handler: (path: string, init: RequestInit, n: number) => Response | Promise<Response>) {
@@ -121,5 +121,32 @@ describe('errors', () => {
   it('answers a readable error for a body that is not the error shape', async () => {
     const api = new Api({ fetch: server(() => new Response('<html>bad gateway</html>', { status: 502, statusText: 'Bad Gateway' })).f, store: memoryStore(null) });
     await expect(api.get('/api/health')).rejects.toMatchObject({ status: 502, code: 'http_502' });
+  });
+});
+
+describe('fetchAll (pickers)', () => {
+  it('follows the cursor to the end with the largest page', async () => {
+    const seen: string[] = [];
+    const api = {
+      get: async <T>(path: string): Promise<T> => {
+        seen.push(path);
+        const u = new URL(path, 'http://x');
+        const c = u.searchParams.get('cursor');
+        const pages: Record<string, { data: number[]; nextCursor: string | null }> = {
+          '': { data: [1, 2], nextCursor: 'a' },
+          a: { data: [3], nextCursor: 'b b' },
+          'b b': { data: [4], nextCursor: null },
+        };
+        return pages[c ?? ''] as T;
+      },
+    };
+    expect(await fetchAll<number>(api, '/api/agents')).toEqual([1, 2, 3, 4]);
+    expect(seen).toEqual(['/api/agents?limit=200', '/api/agents?limit=200&cursor=a', '/api/agents?limit=200&cursor=b+b']);
+  });
+
+  it('stops after maxPages even when the server keeps answering a cursor', async () => {
+    let n = 0;
+    const api = { get: async <T>(): Promise<T> => ({ data: [n++], nextCursor: 'again' }) as T };
+    expect(await fetchAll<number>(api, '/api/agents', 3)).toEqual([0, 1, 2]);
   });
 });

@@ -275,3 +275,20 @@ export function tabLock<T>(f: () => Promise<T>): Promise<T> {
   if (!locks) return f();
   return locks.request('aigentable.refresh', f) as Promise<T>;
 }
+
+/**
+ * Every item of a list (for pickers such as "which agent"), following the cursor page by
+ * page with the API's largest page; stops after `maxPages` pages so a huge workspace
+ * cannot keep the page loading forever.
+ */
+export async function fetchAll<T>(api: Pick<Api, 'get'>, path: string, maxPages = 25): Promise<T[]> {
+  const out: T[] = [];
+  let cursor: string | null = null;
+  for (let i = 0; i < maxPages; i++) {
+    const p: Page<T> = await api.get<Page<T>>(pageUrl(path, cursor, { limit: '200' }));
+    out.push(...p.data);
+    cursor = p.nextCursor;
+    if (!cursor) break;
+  }
+  return out;
+}

@@ -113,10 +113,25 @@ export interface Channel {
   agentId: string | null;
   status: 'active' | 'paused' | 'error';
   lastError: string | null;
+  /** `web`: the widget's settings; `telegram`: what getMe told (botUsername, botName). */
   settings: WebSettings;
   credentials: Record<string, string>;
   embedCode: string | null;
+  /** Messaging types: where the provider delivers. */
+  webhookUrl?: string | null;
   identitySecret?: string;
   createdAt: string;
+  updatedAt: string;
+}
+
+/** A webhook delivery kept aside (GET /api/channels/{id}/dead-letters). */
+export interface DeadLetter {
+  id: string;
+  channelId: string;
+  externalId: string;
+  status: string;
+  error: string | null;
+  payload: string;
+  receivedAt: string;
   updatedAt: string;
 }

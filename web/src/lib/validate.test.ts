@@ -16,6 +16,15 @@ describe('form validation', () => {
     expect(v.password('x'.repeat(257))).toMatch(/256/);
   });
 
+  it('telegram bot tokens, as the server checks them', () => {
+    expect(v.botToken('123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw')).toBeNull();
+    expect(v.botToken('  123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw ')).toBeNull();
+    expect(v.botToken('')).toMatch(/BotFather/);
+    expect(v.botToken('AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw')).toMatch(/123456789:/);
+    expect(v.botToken('123:short')).toMatch(/123456789:/);
+    expect(v.botToken('12a:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw')).toMatch(/123456789:/);
+  });
+
   it('slugs and tool names', () => {
     expect(v.slug('')).toBeNull();
     expect(v.slug('support-bot-2')).toBeNull();

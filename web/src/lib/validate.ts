@@ -69,3 +69,10 @@ export function collect(e: Record<string, string | null>): Errors {
   for (const [k, v] of Object.entries(e)) if (v) out[k] = v;
   return out;
 }
+
+/** A Telegram bot token as @BotFather hands them out: `<digits>:<20-200 of A-Z a-z 0-9 _ ->`. */
+export function botToken(v: string): string | null {
+  const s = v.trim();
+  if (!s) return 'Paste the token @BotFather gave you';
+  return /^\d{1,20}:[A-Za-z0-9_-]{20,200}$/.test(s) ? null : 'Must look like 123456789:AA… (the token from @BotFather)';
+}
