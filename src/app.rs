@@ -54,7 +54,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let config = Arc::new(config);
     let store = Arc::new(store);
     // One bus for the process; the job queue publishes on it too.
-    let events = crate::events::Bus::default();
+    let events = crate::events::Bus::new(config.socket_tenant_backlog);
     let jobs = crate::jobs::Jobs::new(store.clone(), events.clone());
     let svc = Arc::new(Services {
         store,

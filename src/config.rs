@@ -166,6 +166,10 @@ pub struct Config {
     pub socket_max_per_visitor: usize,
     /// Packets queued for one socket before it counts as a slow consumer and is dropped.
     pub socket_buffer_packets: usize,
+    /// Events kept per tenant for sockets that are behind (the event bus's per-tenant
+    /// buffer, allocated whole while the tenant has a subscriber). A socket further behind
+    /// refills its conversations' messages from the store.
+    pub socket_tenant_backlog: usize,
     /// Telegram Bot API base URL (operator-trusted: tests and staging point it at a double).
     pub telegram_api_base_url: String,
     /// Meta Graph API base URL (WhatsApp, Messenger, Instagram).
@@ -242,6 +246,7 @@ impl Default for Config {
             socket_max_per_user: 20,
             socket_max_per_visitor: 5,
             socket_buffer_packets: 1024,
+            socket_tenant_backlog: crate::events::DEFAULT_CAPACITY,
             telegram_api_base_url: "https://api.telegram.org".into(),
             meta_graph_base_url: "https://graph.facebook.com".into(),
             meta_graph_version: "v21.0".into(),
@@ -313,6 +318,7 @@ const ENV_KEYS: &[&str] = &[
     "SOCKET_MAX_PER_USER",
     "SOCKET_MAX_PER_VISITOR",
     "SOCKET_BUFFER_PACKETS",
+    "SOCKET_TENANT_BACKLOG",
     "TELEGRAM_API_BASE_URL",
     "META_GRAPH_BASE_URL",
     "META_GRAPH_VERSION",
@@ -416,6 +422,7 @@ impl Config {
             ("SOCKET_MAX_PER_USER", self.socket_max_per_user),
             ("SOCKET_MAX_PER_VISITOR", self.socket_max_per_visitor),
             ("SOCKET_BUFFER_PACKETS", self.socket_buffer_packets),
+            ("SOCKET_TENANT_BACKLOG", self.socket_tenant_backlog),
         ] {
             if v == 0 {
                 return Err(Error::Invalid(format!("{name} must be at least 1")));

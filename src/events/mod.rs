@@ -18,8 +18,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
-/// Events kept per tenant for slow subscribers before they lag.
-pub const DEFAULT_CAPACITY: usize = 1024;
+/// Events kept per tenant for slow subscribers before they lag (`SOCKET_TENANT_BACKLOG`).
+/// tokio allocates the whole buffer (~40 bytes a slot) while the tenant has a subscriber,
+/// so it is a per-tenant cost that small tenants with a few sockets pay in full; 256 holds
+/// more than a second of a busy tenant's events, and a socket that still falls behind
+/// refills its messages from the store.
+pub const DEFAULT_CAPACITY: usize = 256;
 
 /// A field of a conversation whose change is worth showing live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
