@@ -65,6 +65,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         events,
         jobs: jobs.clone(),
         clock: crate::types::Clock::system(),
+        audit_failures: Default::default(),
     });
     if let (Some(email), Some(pw)) = (config.admin_email.clone(), config.admin_password.clone()) {
         let s = svc.clone();
@@ -161,6 +162,13 @@ pub async fn serve_with_listener(
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "sweeping idle widget visitors failed")
                     }
+                    _ => {}
+                }
+                // And audit entries past AUDIT_RETENTION_DAYS.
+                let svc = limits_state.svc.clone();
+                match tokio::task::spawn_blocking(move || svc.sweep_audit()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(n, "swept old audit log entries"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "sweeping the audit log failed"),
                     _ => {}
                 }
             }

@@ -104,6 +104,8 @@ pub struct Config {
     pub rate_limit_widget_ip_per_min: u32,
     /// Days a widget visitor's token lives after the visitor was last seen.
     pub visitor_token_ttl_days: u32,
+    /// Days audit log entries are kept (older ones are swept hourly); at least 1.
+    pub audit_retention_days: u32,
     /// Largest accepted JSON body.
     pub body_limit_bytes: usize,
     /// Seconds to let in-flight requests finish after SIGINT/SIGTERM.
@@ -214,6 +216,7 @@ impl Default for Config {
             rate_limit_visitor_per_min: 60,
             rate_limit_widget_ip_per_min: 30,
             visitor_token_ttl_days: 180,
+            audit_retention_days: 365,
             body_limit_bytes: 1024 * 1024,
             shutdown_timeout_secs: 10,
             hsts: false,
@@ -286,6 +289,7 @@ const ENV_KEYS: &[&str] = &[
     "RATE_LIMIT_VISITOR_PER_MIN",
     "RATE_LIMIT_WIDGET_IP_PER_MIN",
     "VISITOR_TOKEN_TTL_DAYS",
+    "AUDIT_RETENTION_DAYS",
     "BODY_LIMIT_BYTES",
     "SHUTDOWN_TIMEOUT_SECS",
     "HSTS",
@@ -411,6 +415,11 @@ impl Config {
         if self.body_limit_bytes < 1024 {
             return Err(Error::Invalid(
                 "BODY_LIMIT_BYTES must be at least 1024".into(),
+            ));
+        }
+        if self.audit_retention_days == 0 {
+            return Err(Error::Invalid(
+                "AUDIT_RETENTION_DAYS must be at least 1".into(),
             ));
         }
         if self.socket_max_payload_bytes < 1024 {

@@ -894,3 +894,62 @@ pub struct InboundEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
+
+/// One entry of the audit log: who did what to which target, when, from where, and how it
+/// ended. Kept under the tenant it concerns (install-wide entries, such as a failed sign-in
+/// for an unknown email or a tenant's deletion, under the platform scope). Never holds a
+/// secret: settings changes name the keys that changed, credential changes only that they
+/// changed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub id: AuditId,
+    pub tenant_id: TenantId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `auth.login`, `api_key.created`, ... (see `domain::audit::AuditAction`).
+    pub action: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    pub actor: AuditActor,
+    pub target: Option<AuditTarget>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Action-specific facts (changed setting keys, old and new role, a failure's reason).
+    #[serde(default)]
+    pub details: serde_json::Value,
+    /// How many identical events this entry stands for (repeated sign-in failures from one
+    /// address are coalesced), and when the last of them happened.
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_at: Option<OffsetDateTime>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Who acted, as known when the entry was written (an email stays readable after the user
+/// is removed).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditActor {
+    /// `user`, `api_key`, `anonymous` (a sign-in attempt, a reset link) or `system`.
+    pub kind: String,
+    pub user_id: Option<UserId>,
+    pub email: Option<String>,
+    pub api_key_id: Option<ApiKeyId>,
+    pub role: Option<Role>,
+}
+
+/// What an action was done to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditTarget {
+    /// `user`, `invitation`, `api_key`, `tenant`, `channel`, `settings`.
+    pub kind: String,
+    pub id: Option<String>,
+    /// A human-readable name (an email, a key's or channel's name).
+    pub label: Option<String>,
+}

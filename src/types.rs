@@ -74,7 +74,28 @@ id_type!(
     VisitorId,
     /// A messaging provider's webhook delivery, stored before it is acknowledged.
     InboundId,
+    /// An entry of the audit log; made from the entry's time (see [`AuditId::at`]).
+    AuditId,
 );
+
+impl AuditId {
+    /// The time-ordered (UUIDv7) id of an entry written at `at`: entries sort by the clock
+    /// they were written with, so retention and time filters are key ranges.
+    pub fn at(at: Timestamp) -> Self {
+        let nanos = at.unix_timestamp_nanos().max(0);
+        let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(0);
+        let sub = u32::try_from(nanos % 1_000_000_000).unwrap_or(0);
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, sub);
+        Self(uuid::Uuid::new_v7(ts).to_string())
+    }
+
+    /// The smallest id any entry written at or after `at` can have (a key-range bound).
+    pub fn floor(at: Timestamp) -> String {
+        let ms = u64::try_from((at.unix_timestamp_nanos() / 1_000_000).max(0)).unwrap_or(0);
+        let ms = ms & 0xffff_ffff_ffff;
+        format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)
+    }
+}
 
 impl TenantId {
     /// The pseudo-tenant that platform admins (and their keys) live in. No Tenant record exists

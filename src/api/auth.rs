@@ -246,9 +246,10 @@ pub async fn forgot(
     // The work happens after the answer, so known and unknown emails take the same time.
     let st = state.clone();
     let rid = super::error::current_request_id().unwrap_or_default();
+    let meta = client.0.clone();
     tokio::spawn(async move {
         // The domain queues the mail (a durable job) with the token.
-        if let Err(e) = st.run(move |s| s.forgot(&r.email)).await {
+        if let Err(e) = st.run(move |s| s.forgot(&r.email, &meta)).await {
             tracing::warn!(request_id = %rid, code = %e.code, "password reset request failed")
         }
     });
@@ -270,7 +271,10 @@ pub async fn reset(
 ) -> ApiResult<axum::Json<MessageResponse>> {
     auth_ip_limit(&state, &client)?;
     let _permit = state.limits.admit_hashing()?;
-    state.run(move |s| s.reset(&r.token, &r.password)).await?;
+    let meta = client.0.clone();
+    state
+        .run(move |s| s.reset(&r.token, &r.password, &meta))
+        .await?;
     Ok(axum::Json(MessageResponse {
         message: "Your password has been changed. Sign in with the new password.",
     }))

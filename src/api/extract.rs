@@ -268,7 +268,8 @@ impl FromRequestParts<AppState> for Auth {
         };
         state.limits.api.check(&key)?;
         tracing::Span::current().record("tenant", caller.tenant().as_str());
-        Ok(Auth(caller))
+        // Where the call came from, for the audit log.
+        Ok(Auth(caller.with_client(client_meta(parts, state))))
     }
 }
 
@@ -280,14 +281,18 @@ impl FromRequestParts<AppState> for Client {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Client(ClientMeta {
-            ip: client_ip(parts, &state.limits.trusted_proxies).map(|ip| ip.to_string()),
-            user_agent: parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(300).collect()),
-        }))
+        Ok(Client(client_meta(parts, state)))
+    }
+}
+
+fn client_meta(parts: &Parts, state: &AppState) -> ClientMeta {
+    ClientMeta {
+        ip: client_ip(parts, &state.limits.trusted_proxies).map(|ip| ip.to_string()),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(300).collect()),
     }
 }
 

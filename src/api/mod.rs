@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod channels;
 pub mod conversations;
@@ -229,6 +230,7 @@ impl Modify for ErrorAnswers {
         (name = "auth", description = "Sign-up, sign-in, sessions, password reset, invitations"),
         (name = "tenants", description = "Tenants and their users"),
         (name = "api-keys", description = "Keys for programs"),
+        (name = "audit", description = "The audit log of security-relevant actions"),
         (name = "agents", description = "AI agents"),
         (name = "conversations", description = "The inbox: conversations and messages"),
         (name = "channels", description = "Where customers talk to agents: the website widget (type web) and Telegram bots (type telegram); provider webhooks"),
@@ -260,6 +262,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tenants::revoke_invitation))
         .routes(routes!(api_keys::list, api_keys::create))
         .routes(routes!(api_keys::delete))
+        .routes(routes!(audit::list))
         .routes(routes!(agents::list, agents::create))
         .routes(routes!(agents::get, agents::update, agents::delete))
         .routes(routes!(conversations::list, conversations::create))

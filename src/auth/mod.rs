@@ -24,6 +24,16 @@ pub struct Caller {
     /// Set when a platform admin acts in another tenant: where its own records live.
     home: Option<TenantId>,
     kind: Kind,
+    /// Where the request came from (set by the API for HTTP callers), for the audit log.
+    client: Option<std::sync::Arc<ClientMeta>>,
+}
+
+/// Where a request came from: the client IP (by the server's TRUSTED_PROXIES rules) and
+/// user agent. Recorded on sessions and in the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// The kinds of caller. Private: what each may do is decided by [`Caller::allowed`].
@@ -85,10 +95,12 @@ pub enum Action {
     /// The customer side of a conversation: post customer messages (and, for a channel,
     /// open conversations).
     Converse,
+    /// Read the audit log (the tenant's; every tenant's for platform admins).
+    ReadAudit,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::ReadTenant,
         Action::CreateTenant,
         Action::UpdateTenant,
@@ -107,6 +119,7 @@ impl Action {
         Action::ReadAnalytics,
         Action::RunAgent,
         Action::Converse,
+        Action::ReadAudit,
     ];
 }
 
@@ -152,6 +165,7 @@ impl Caller {
         Caller {
             tenant: user.tenant_id.clone(),
             home: None,
+            client: None,
             kind: Kind::Staff {
                 user: user.id.clone(),
                 session,
@@ -176,6 +190,7 @@ impl Caller {
         Some(Caller {
             tenant: key.tenant_id.clone(),
             home: None,
+            client: None,
             kind: Kind::ApiKey {
                 key: key.id.clone(),
                 creator: creator.id.clone(),
@@ -189,6 +204,7 @@ impl Caller {
         Caller {
             tenant: channel.tenant_id.clone(),
             home: None,
+            client: None,
             kind: Kind::Webhook {
                 channel: channel.id.clone(),
             },
@@ -202,6 +218,7 @@ impl Caller {
         Caller {
             tenant: visitor.tenant_id.clone(),
             home: None,
+            client: None,
             kind: Kind::Visitor {
                 visitor: visitor.id.clone(),
                 channel: visitor.channel_id.clone(),
@@ -215,6 +232,7 @@ impl Caller {
         Caller {
             tenant: job.tenant_id.clone(),
             home: None,
+            client: None,
             kind: Kind::Job {
                 job: job.id.clone(),
             },
@@ -231,7 +249,19 @@ impl Caller {
             tenant: tenant.id.clone(),
             home: Some(self.home_tenant().clone()),
             kind: self.kind.clone(),
+            client: self.client.clone(),
         })
+    }
+
+    /// The same caller, known to come from `client` (the API sets it on every request).
+    pub fn with_client(mut self, client: ClientMeta) -> Caller {
+        self.client = Some(std::sync::Arc::new(client));
+        self
+    }
+
+    /// Where the request came from, when the caller came over HTTP.
+    pub fn client(&self) -> Option<&ClientMeta> {
+        self.client.as_deref()
     }
 
     /// The tenant this caller reads and writes.
@@ -389,6 +419,7 @@ impl Caller {
         Caller {
             tenant: tenant.clone(),
             home: None,
+            client: None,
             kind: Kind::Staff {
                 user: UserId::new(),
                 session: SessionId::new(),

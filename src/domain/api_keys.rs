@@ -1,5 +1,6 @@
 //! API keys: `ak_` + 32 random bytes, shown once, stored as a keyed hash.
 
+use super::audit::{AuditAction, AuditEntry};
 use super::{Checks, Error, PageReq, Result, Services};
 use crate::auth::tokens::random_token;
 use crate::auth::{Action, Caller};
@@ -79,6 +80,13 @@ impl Services {
                 &make_ref(&key.tenant_id, key.id.as_str()),
             )?;
             tx.put(&key)?;
+            self.audit(
+                tx,
+                caller,
+                AuditEntry::new(AuditAction::ApiKeyCreated)
+                    .target("api_key", &key.id, Some(&key.name))
+                    .details(serde_json::json!({ "role": key.role })),
+            )?;
             Ok::<_, Error>(())
         })?;
         Ok((key, secret))
@@ -94,6 +102,13 @@ impl Services {
                 .ok_or(Error::NotFound("api_key"))?;
             tx.index_remove(Index::ApiKeyHash, &k.key_hash)?;
             tx.delete::<ApiKey>(caller.tenant(), id.as_str())?;
+            self.audit(
+                tx,
+                caller,
+                AuditEntry::new(AuditAction::ApiKeyDeleted)
+                    .target("api_key", &k.id, Some(&k.name))
+                    .details(serde_json::json!({ "role": k.role })),
+            )?;
             Ok(())
         })
     }

@@ -1,6 +1,7 @@
 //! Sign-up, sign-in, sessions with rotating refresh tokens, password reset, invitations,
 //! and turning a presented credential into a [`Caller`].
 
+use super::audit::{AuditAction, AuditEntry};
 use super::{Checks, ClientMeta, Error, Result, Services, normalize_email, slugify};
 use crate::auth::tokens::{ct_eq, random_token};
 use crate::auth::{Caller, password};
@@ -107,6 +108,16 @@ impl Services {
             claim_email(tx, &email, &user)?;
             tx.put(&tenant)?;
             tx.put(&user)?;
+            self.audit_user(
+                tx,
+                &user,
+                meta,
+                AuditEntry::new(AuditAction::Registered).target(
+                    "tenant",
+                    &tenant.id,
+                    Some(&tenant.name),
+                ),
+            )?;
             self.new_session(tx, &user, meta)
         })?;
         Ok(SignedIn {
@@ -124,15 +135,24 @@ impl Services {
         let user = self.user_by_email(&email)?;
         let Some(mut user) = user else {
             password::verify_dummy(pw);
+            self.login_failed(&email, None, meta, "unknown_email");
             return Err(bad());
         };
         if !password::verify(pw, &user.password_hash) {
+            self.login_failed(&email, Some(&user), meta, "wrong_password");
             return Err(bad());
         }
-        let tenant = self.active_tenant_of(&user)?;
+        let tenant = match self.active_tenant_of(&user) {
+            Ok(t) => t,
+            Err(e) => {
+                self.login_failed(&email, Some(&user), meta, "tenant_suspended");
+                return Err(e);
+            }
+        };
         user.last_login_at = Some(now());
         let tokens = self.store.write(|tx| {
             tx.put(&user)?;
+            self.audit_user(tx, &user, meta, AuditEntry::new(AuditAction::Login))?;
             self.new_session(tx, &user, meta)
         })?;
         Ok(SignedIn {
@@ -140,6 +160,13 @@ impl Services {
             tenant,
             tokens,
         })
+    }
+
+    /// Records a failed sign-in; a failure to record it is logged, never the caller's problem.
+    fn login_failed(&self, email: &str, user: Option<&User>, meta: &ClientMeta, reason: &str) {
+        if let Err(e) = self.audit_login_failed(email, user, meta, reason) {
+            tracing::warn!(error = %e, "could not record a failed sign-in in the audit log");
+        }
     }
 
     /// The user with a (normalised) email, in whichever tenant.
@@ -210,6 +237,16 @@ impl Services {
                     session.revoked_at = Some(now);
                     session.revoked_reason = Some("refresh token reuse".into());
                     tx.put(&session)?;
+                    self.audit_anonymous(
+                        tx,
+                        &tid,
+                        None,
+                        Some(meta),
+                        AuditEntry::new(AuditAction::RefreshTokenReused)
+                            .target("user", &session.user_id, None)
+                            .details(serde_json::json!({ "sessionId": session.id }))
+                            .failed(),
+                    )?;
                     return Ok(Outcome::Reused);
                 }
                 return Ok(Outcome::Invalid);
@@ -290,7 +327,7 @@ impl Services {
 
     /// Starts a password reset. Returns the mail to send, or nothing for unknown emails;
     /// the caller answers the same either way.
-    pub fn forgot(&self, email: &str) -> Result<()> {
+    pub fn forgot(&self, email: &str, meta: &ClientMeta) -> Result<()> {
         if self.config.smtp_url.is_none() {
             // The link would have nowhere to go but the log: make none.
             tracing::info!(
@@ -312,6 +349,17 @@ impl Services {
         // server stops right after.
         let job = self.store.write(|tx| {
             Self::put_reset(tx, &reset)?;
+            self.audit_anonymous(
+                tx,
+                &user.tenant_id,
+                Some(&email),
+                Some(meta),
+                AuditEntry::new(AuditAction::PasswordResetRequested).target(
+                    "user",
+                    &user.id,
+                    Some(&user.email),
+                ),
+            )?;
             Ok::<_, Error>(crate::mail::enqueue_in(
                 tx,
                 &self.sealer,
@@ -333,7 +381,19 @@ impl Services {
         let email = normalize_email(email);
         let user = self.user_by_email(&email)?.ok_or(Error::NotFound("user"))?;
         let (reset, url) = self.new_reset(&user);
-        self.store.write(|tx| Self::put_reset(tx, &reset))?;
+        self.store.write(|tx| {
+            Self::put_reset(tx, &reset)?;
+            // By whoever runs the command on the server: no caller, no address.
+            self.audit_anonymous(
+                tx,
+                &user.tenant_id,
+                None,
+                None,
+                AuditEntry::new(AuditAction::PasswordResetRequested)
+                    .target("user", &user.id, Some(&user.email))
+                    .details(serde_json::json!({ "via": "admin reset-link" })),
+            )
+        })?;
         Ok(url)
     }
 
@@ -366,7 +426,7 @@ impl Services {
 
     /// Sets a new password with a reset token (single use, 1 hour) and revokes every session
     /// of that user.
-    pub fn reset(&self, token: &str, new_password: &str) -> Result<()> {
+    pub fn reset(&self, token: &str, new_password: &str, meta: &ClientMeta) -> Result<()> {
         let mut c = Checks::default();
         c.password("password", new_password);
         c.finish()?;
@@ -402,6 +462,7 @@ impl Services {
             user.updated_at = now;
             tx.put(&user)?;
             revoke_user_sessions(tx, &user, "password reset")?;
+            self.audit_user(tx, &user, meta, AuditEntry::new(AuditAction::PasswordReset))?;
             Ok(())
         })
     }
@@ -465,6 +526,14 @@ impl Services {
             };
             claim_email(tx, &user.email, &user)?;
             tx.put(&user)?;
+            self.audit_user(
+                tx,
+                &user,
+                meta,
+                AuditEntry::new(AuditAction::InvitationAccepted)
+                    .target("invitation", &inv.id, Some(&inv.email))
+                    .details(serde_json::json!({ "role": inv.role })),
+            )?;
             let tokens = self.new_session(tx, &user, meta)?;
             Ok((user, tokens))
         })?;

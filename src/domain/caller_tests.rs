@@ -28,6 +28,7 @@ pub(super) fn services(dir: &std::path::Path) -> Services {
         jobs: crate::jobs::Jobs::new(store, events.clone()),
         events,
         clock: crate::types::Clock::system(),
+        audit_failures: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! (both sealed); talking to Telegram is channels/'s work. WhatsApp, Messenger and Instagram
 //! are refused with `unsupported_channel_type` for now. Must not depend on api/.
 
+use super::audit::{AuditAction, AuditEntry};
 use super::{Checks, Error, PageReq, Result, Services};
 use crate::auth::tokens::random_token;
 use crate::auth::{Action, Caller};
@@ -241,12 +242,39 @@ impl Services {
                 )?;
             }
             tx.put(&channel)?;
+            self.audit_credentials(tx, caller, &Default::default(), &channel)?;
             Ok(())
         })?;
         Ok(Saved {
             channel,
             new_identity_secret: new_secret,
         })
+    }
+
+    /// Records which credentials of a channel were set, replaced or removed (never their
+    /// values), when any were.
+    fn audit_credentials(
+        &self,
+        tx: &WriteTx,
+        caller: &Caller,
+        before: &std::collections::BTreeMap<String, String>,
+        after: &Channel,
+    ) -> Result<()> {
+        let keys: std::collections::BTreeSet<&String> = before
+            .keys()
+            .chain(after.credentials.keys())
+            .filter(|k| before.get(*k) != after.credentials.get(*k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.audit(
+            tx,
+            caller,
+            AuditEntry::new(AuditAction::ChannelCredentialsChanged)
+                .target("channel", &after.id, Some(&after.name))
+                .details(serde_json::json!({ "type": after.kind, "keys": keys })),
+        )
     }
 
     pub fn update_channel(
@@ -292,6 +320,7 @@ impl Services {
             }
             self.check_agent(tx, &t, channel.agent_id.as_ref())?;
             tx.put(&channel)?;
+            self.audit_credentials(tx, caller, &stored.credentials, &channel)?;
             Ok(())
         })?;
         Ok(Saved {
@@ -353,9 +382,11 @@ impl Services {
             if ch.kind != ChannelKind::Web {
                 return Err(unsupported(ch.kind));
             }
+            let before = ch.credentials.clone();
             ch.credentials.insert(IDENTITY_SECRET.into(), sealed);
             ch.updated_at = now();
             tx.put(&ch)?;
+            self.audit_credentials(tx, caller, &before, &ch)?;
             Ok(ch)
         })?;
         Ok(Saved {

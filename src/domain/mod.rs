@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod analytics;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod channels;
 pub mod conversations;
@@ -163,12 +164,7 @@ impl<T: ToSchema> From<store::Page<T>> for Paged<T> {
     }
 }
 
-/// Where a request came from, recorded on sessions.
-#[derive(Debug, Clone, Default)]
-pub struct ClientMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
+pub use crate::auth::ClientMeta;
 
 /// A tenant's data kept outside the store (the search indexes), which deleting the tenant
 /// must drop too. Implemented by knowledge/, which sits above the domain.
@@ -190,6 +186,8 @@ pub struct Services {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// The time expiry checks go by (tests move it instead of sleeping).
     pub clock: crate::types::Clock,
+    /// Coalesces repeated sign-in failures into one audit entry each (bounded memory).
+    pub audit_failures: audit::FailureCoalescer,
 }
 
 impl Services {

@@ -1,6 +1,7 @@
 //! Per-tenant provider settings over the global defaults. API keys are write-only: sealed
 //! at rest, never returned (only whether one is set and its last four characters).
 
+use super::audit::{AuditAction, AuditEntry};
 use super::{Checks, Error, Result, Services};
 use crate::auth::{Action, Caller};
 use crate::model::{AiSettings, TenantSettings};
@@ -182,6 +183,16 @@ impl Services {
             );
         }
         c.finish()?;
+        // The names of what was set, never the values (the key least of all).
+        let keys: Vec<&str> = [
+            ("baseUrl", p.base_url.is_some()),
+            ("apiKey", p.api_key.is_some()),
+            ("model", p.model.is_some()),
+            ("contextWindow", p.context_window.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
         let t = caller.tenant().clone();
         self.store.write(|tx| {
             let mut s = tx
@@ -203,6 +214,15 @@ impl Services {
                 s.ai.context_window = v;
             }
             tx.put(&s)?;
+            if !keys.is_empty() {
+                self.audit(
+                    tx,
+                    caller,
+                    AuditEntry::new(AuditAction::SettingsChanged)
+                        .target("settings", "ai", None)
+                        .details(serde_json::json!({ "scope": "ai", "keys": keys })),
+                )?;
+            }
             Ok::<_, Error>(())
         })?;
         self.get_ai_settings(caller)
@@ -374,8 +394,31 @@ impl Services {
             if s.embeddings != change.before {
                 return Ok::<_, Error>(false);
             }
+            let none = serde_json::Value::Null;
+            let keys: Vec<String> = super::audit::changed_keys(
+                change.before.as_ref().unwrap_or(&none),
+                change.after.as_ref().unwrap_or(&none),
+            )
+            .into_iter()
+            .map(|k| {
+                if k == "apiKeySealed" {
+                    "apiKey".into()
+                } else {
+                    k
+                }
+            })
+            .collect();
             s.embeddings = change.after.clone();
             tx.put(&s)?;
+            if !keys.is_empty() {
+                self.audit(
+                    tx,
+                    caller,
+                    AuditEntry::new(AuditAction::SettingsChanged)
+                        .target("settings", "embeddings", None)
+                        .details(serde_json::json!({ "scope": "embeddings", "keys": keys })),
+                )?;
+            }
             Ok(true)
         })
     }

@@ -1,5 +1,6 @@
 //! Tenants: listing, creation by platform admins, settings, and complete deletion.
 
+use super::audit::{AuditAction, AuditEntry, changed_keys};
 use super::{Checks, Error, PageReq, Result, Services, slugify};
 use crate::auth::{Action, Caller};
 use crate::model::{Tenant, TenantStatus};
@@ -58,7 +59,16 @@ impl Services {
             created_at: now,
             updated_at: now,
         };
-        self.store.write(|tx| tx.put(&t))?;
+        self.store.write(|tx| {
+            tx.put(&t)?;
+            self.audit(
+                tx,
+                caller,
+                AuditEntry::new(AuditAction::TenantCreated)
+                    .target("tenant", &t.id, Some(&t.name))
+                    .in_tenant(&t.id),
+            )
+        })?;
         Ok(t)
     }
 
@@ -101,13 +111,37 @@ impl Services {
         c.finish()?;
         self.store.write(|tx| {
             let mut t = tx.get::<Tenant>(id, "")?.ok_or(Error::NotFound("tenant"))?;
+            let target = |t: &Tenant, a| {
+                AuditEntry::new(a)
+                    .target("tenant", &t.id, Some(&t.name))
+                    .in_tenant(&t.id)
+            };
             if let Some(n) = patch.name {
-                t.name = n.trim().into();
+                let n: String = n.trim().into();
+                if n != t.name {
+                    let e = target(&t, AuditAction::TenantUpdated)
+                        .details(serde_json::json!({ "keys": ["name"], "from": t.name, "to": n }));
+                    self.audit(tx, caller, e)?;
+                }
+                t.name = n;
             }
             if let Some(s) = patch.status {
+                if s != t.status {
+                    let a = match s {
+                        TenantStatus::Suspended => AuditAction::TenantSuspended,
+                        TenantStatus::Active => AuditAction::TenantReactivated,
+                    };
+                    self.audit(tx, caller, target(&t, a))?;
+                }
                 t.status = s;
             }
             if let Some(s) = patch.settings {
+                let keys = changed_keys(&t.settings, &s);
+                if !keys.is_empty() {
+                    let e = target(&t, AuditAction::SettingsChanged)
+                        .details(serde_json::json!({ "scope": "tenant", "keys": keys }));
+                    self.audit(tx, caller, e)?;
+                }
                 t.settings = s;
             }
             t.updated_at = now();
@@ -152,9 +186,18 @@ impl Services {
             .require_in(id, Action::DeleteTenant)
             .map_err(|d| Error::denied(d, "tenant"))?;
         let rows = self.store.write(|tx| {
-            if tx.get::<Tenant>(id, "")?.is_none() {
+            let Some(t) = tx.get::<Tenant>(id, "")? else {
                 return Err(Error::NotFound("tenant"));
-            }
+            };
+            // Into the platform scope, which outlives the tenant (its own log goes with it);
+            // written first, while the caller's user record still exists.
+            self.audit(
+                tx,
+                caller,
+                AuditEntry::new(AuditAction::TenantDeleted)
+                    .target("tenant", &t.id, Some(&t.name))
+                    .in_tenant(&TenantId::platform()),
+            )?;
             Ok(tx.delete_tenant(id)?)
         })?;
         // Index entries live outside the store. The tenant's records are gone already, so

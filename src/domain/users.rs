@@ -1,5 +1,6 @@
 //! Users of a tenant: listing, invitations, role changes and removal (never the last admin).
 
+use super::audit::{AuditAction, AuditEntry};
 use super::auth::revoke_user_sessions;
 use super::{Checks, Error, PageReq, Result, Services, normalize_email};
 use crate::auth::tokens::random_token;
@@ -72,6 +73,13 @@ impl Services {
                 .ok_or(Error::NotFound("invitation"))?;
             tx.index_remove(Index::InvitationToken, &inv.token_hash)?;
             tx.delete::<Invitation>(tid, id.as_str())?;
+            self.audit(
+                tx,
+                caller,
+                AuditEntry::new(AuditAction::InvitationRevoked)
+                    .target("invitation", &inv.id, Some(&inv.email))
+                    .in_tenant(tid),
+            )?;
             Ok(())
         })
     }
@@ -135,6 +143,14 @@ impl Services {
                 &make_ref(tid, inv.id.as_str()),
             )?;
             tx.put(&inv)?;
+            self.audit(
+                tx,
+                caller,
+                AuditEntry::new(AuditAction::InvitationSent)
+                    .target("invitation", &inv.id, Some(&inv.email))
+                    .details(serde_json::json!({ "role": inv.role }))
+                    .in_tenant(tid),
+            )?;
             // With SMTP, the invitation's mail commits with it (sent by the mail job).
             if self.config.smtp_url.is_none() {
                 return Ok(None);
@@ -195,6 +211,16 @@ impl Services {
                 if u.role == Role::TenantAdmin && r != Role::TenantAdmin {
                     ensure_not_last_admin(tx, tid, &u)?;
                 }
+                if u.role != r {
+                    self.audit(
+                        tx,
+                        caller,
+                        AuditEntry::new(AuditAction::UserRoleChanged)
+                            .target("user", &u.id, Some(&u.email))
+                            .details(serde_json::json!({ "from": u.role, "to": r }))
+                            .in_tenant(tid),
+                    )?;
+                }
                 u.role = r;
             }
             if let Some(n) = patch.name {
@@ -220,6 +246,14 @@ impl Services {
             revoke_user_sessions(tx, &u, "user removed")?;
             tx.index_remove(Index::UserEmail, &u.email)?;
             tx.delete::<User>(tid, uid.as_str())?;
+            self.audit(
+                tx,
+                caller,
+                AuditEntry::new(AuditAction::UserRemoved)
+                    .target("user", &u.id, Some(&u.email))
+                    .details(serde_json::json!({ "role": u.role }))
+                    .in_tenant(tid),
+            )?;
             Ok(())
         })
     }

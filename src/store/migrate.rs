@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 9;
+pub const SCHEMA_VERSION: u64 = 10;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -34,6 +34,7 @@ const STEPS: &[Step] = &[
     Step::Schema(v7_web_channels_and_visitors),
     Step::Schema(v8_read_marks),
     Step::Schema(v9_channel_inbound),
+    Step::Schema(v10_audit_log),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
@@ -408,6 +409,13 @@ fn v9_channel_inbound(tx: &redb::WriteTransaction) -> Result<()> {
     ] {
         tx.open_table(super::IndexTable::new(name))?;
     }
+    Ok(())
+}
+
+/// Adds the audit log and its install-wide time index.
+fn v10_audit_log(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(RecordTable::new("audit_log"))?;
+    tx.open_table(super::IndexTable::new("idx_audit_time"))?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! deleting a tenant is a range delete). Global unique lookups (email, token hashes) are
 //! `&str -> "tenantId/id"` index tables.
 
+mod audit;
 mod migrate;
 
 use crate::model::*;
@@ -157,6 +158,7 @@ record!(InboundEvent, "inbound_events", |r| format!(
     "{}/{}",
     r.channel_id, r.id
 ));
+record!(AuditRecord, "audit_log", |r| r.id.to_string());
 
 /// Every record table; used by migrations and by whole-tenant operations.
 pub(crate) const RECORD_TABLES: &[RecordTable] = &[
@@ -180,6 +182,7 @@ pub(crate) const RECORD_TABLES: &[RecordTable] = &[
     AnalyticsEvent::TABLE,
     Job::TABLE,
     InboundEvent::TABLE,
+    AuditRecord::TABLE,
 ];
 
 /// Unique lookups. Values are `tenantId/id`; keys of tenant-scoped indexes start with
@@ -218,10 +221,13 @@ pub enum Index {
     /// `tenantId/channelId/contactId` (the provider's chat or sender id) ->
     /// `tenantId/conversationId`: the contact's latest conversation.
     ChannelContact,
+    /// audit entry id -> `tenantId/id`: every tenant's audit log in time order, for the
+    /// platform admin's view and the retention sweep.
+    AuditTime,
 }
 
 impl Index {
-    pub(crate) const ALL: [Index; 14] = [
+    pub(crate) const ALL: [Index; 15] = [
         Index::UserEmail,
         Index::ApiKeyHash,
         Index::InvitationToken,
@@ -236,6 +242,7 @@ impl Index {
         Index::ChannelWebhook,
         Index::InboundExternal,
         Index::ChannelContact,
+        Index::AuditTime,
     ];
     pub(crate) fn table(self) -> IndexTable {
         match self {
@@ -253,6 +260,7 @@ impl Index {
             Index::ChannelWebhook => TableDefinition::new("idx_channel_webhook"),
             Index::InboundExternal => TableDefinition::new("idx_inbound_external"),
             Index::ChannelContact => TableDefinition::new("idx_channel_contact"),
+            Index::AuditTime => TableDefinition::new("idx_audit_time"),
         }
     }
 }
