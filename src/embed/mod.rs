@@ -12,9 +12,13 @@ mod openai;
 mod resolve;
 mod runtime;
 
+pub use onnx::{DEFAULT_ONNX_FILE, INT8_ONNX_FILE, variant_of};
 pub use onnx::{OnnxEmbedder, OnnxOptions};
 pub use openai::{OpenAiEmbedder, RetryPolicy};
-pub use resolve::resolve;
+pub use resolve::{
+    Found, FoundModel, Location, default_graph, default_model, exe_dir, find_runtime, graphs_in,
+    is_model_folder, model_folders, model_roots, resolve,
+};
 pub use runtime::{environment as ort_environment, loaded_path as ort_loaded_path};
 
 use serde::{Deserialize, Serialize};
@@ -169,6 +173,8 @@ impl std::fmt::Debug for Settings {
 pub struct Resolved {
     /// None: keyword retrieval only.
     pub embedder: Option<Arc<dyn Embedder>>,
+    /// The local model folder in use (its tokenizer is the chunker's); None for remote models.
+    pub model_dir: Option<PathBuf>,
     /// One line for logs and GET /api/health, e.g.
     /// `onnx all-MiniLM-L6-v2 (384 dims, fp32, 2 threads) from /path` or
     /// `none: keyword retrieval only (no model found at <data>/models/default)`.

@@ -18,8 +18,10 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-/// The graph used when none is configured.
+/// The graph used when none is configured (fp32).
 pub const DEFAULT_ONNX_FILE: &str = "onnx/model.onnx";
+/// The int8 graph, used when none is configured and the folder has no [`DEFAULT_ONNX_FILE`].
+pub const INT8_ONNX_FILE: &str = "onnx/model_quantized.onnx";
 
 /// How to load an ONNX model. [`Default`] gives batches of 32, 256 tokens, the fp32 graph and
 /// one intra-op thread per available core.
@@ -295,7 +297,14 @@ impl ModelFolder {
                 )));
             }
         }
-        let rel = onnx_file.unwrap_or(Path::new(DEFAULT_ONNX_FILE));
+        // A folder that ships only the int8 graph (many Hugging Face repos do) needs no setting.
+        let rel = onnx_file.unwrap_or(
+            if !dir.join(DEFAULT_ONNX_FILE).is_file() && dir.join(INT8_ONNX_FILE).is_file() {
+                Path::new(INT8_ONNX_FILE)
+            } else {
+                Path::new(DEFAULT_ONNX_FILE)
+            },
+        );
         let graph = dir.join(rel);
         if !graph.is_file() {
             return Err(Error::Config(format!(
@@ -391,7 +400,7 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
 
 /// `model.onnx` is the fp32 export and `model_quantized.onnx` the int8 one by Hugging Face
 /// convention; other names (`model_fp16.onnx`, `model_O4.onnx`) keep their suffix.
-fn variant_of(graph: &Path) -> String {
+pub fn variant_of(graph: &Path) -> String {
     let stem = graph
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

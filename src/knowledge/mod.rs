@@ -114,6 +114,8 @@ pub struct Knowledge {
     /// The server-wide embedding model, when one is configured or found.
     global: Option<Arc<Space>>,
     global_description: String,
+    /// The folder of the global model when it is local (discovery may have chosen it).
+    global_model_dir: Option<std::path::PathBuf>,
     /// Spaces of tenants that override the embedding settings, by settings key.
     overrides: Mutex<HashMap<String, Arc<Space>>>,
     /// One lock per settings key while its space loads: two loads of one key would open the
@@ -157,6 +159,7 @@ impl Knowledge {
         let text = TextIndex::open(&index_dir.join("text"))?;
         let resolved = embed::resolve(settings, &cfg.data_dir)?;
         let global_description = resolved.description.clone();
+        let global_model_dir = resolved.model_dir.clone();
         let global = match resolved.embedder {
             Some(e) => Some(Arc::new(Self::space(
                 &index_dir,
@@ -167,9 +170,9 @@ impl Knowledge {
             None => None,
         };
         // The chunker counts tokens like the local model when there is one.
-        let tokenizer = settings
-            .model_dir
+        let tokenizer = global_model_dir
             .clone()
+            .or_else(|| settings.model_dir.clone())
             .or_else(|| {
                 let d = cfg.data_dir.join("models/default");
                 d.exists().then_some(d)
@@ -190,6 +193,7 @@ impl Knowledge {
             text,
             global,
             global_description,
+            global_model_dir,
             overrides: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             outages: Mutex::new(HashMap::new()),
@@ -231,6 +235,11 @@ impl Knowledge {
         self.global
             .as_ref()
             .map(|s| (s.embedder.model_id(), s.embedder.dimensions()))
+    }
+
+    /// The local model folder of the global model, when it is one (GET /api/models).
+    pub fn global_model_dir(&self) -> Option<&std::path::Path> {
+        self.global_model_dir.as_deref()
     }
 
     pub fn has_global_embedder(&self) -> bool {
