@@ -20,6 +20,7 @@ pub mod knowledge;
 pub mod llm;
 pub mod mail;
 pub mod model;
+pub mod models;
 pub mod net;
 pub mod realtime;
 pub mod store;

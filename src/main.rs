@@ -1,4 +1,4 @@
-use aigentable::cli::{AdminCommand, Cli, Command};
+use aigentable::cli::{AdminCommand, Cli, Command, ModelsCommand, PullArgs};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -32,6 +32,32 @@ fn main() -> ExitCode {
                     println!("{url}");
                 }),
             Some(Command::Reindex) => aigentable::cli::reindex(config).await,
+            Some(Command::Models { command }) => match command {
+                ModelsCommand::List => aigentable::cli::models_list(&config),
+                ModelsCommand::Pull {
+                    repo,
+                    hub_url,
+                    revision,
+                    graphs,
+                    name,
+                    force,
+                    token,
+                } => {
+                    let args = PullArgs {
+                        repo,
+                        hub_url,
+                        revision,
+                        graphs,
+                        name,
+                        force,
+                        token,
+                    };
+                    aigentable::cli::models_pull(&config, args).await
+                }
+                ModelsCommand::Import { dir, name, force } => {
+                    aigentable::cli::models_import(&config, dir, name, force).await
+                }
+            },
             Some(Command::Serve { .. }) | None => {
                 let _guard = aigentable::telemetry::init_logging(&config)?;
                 aigentable::app::run(config).await
