@@ -12,6 +12,7 @@ pub mod error_codes;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod models;
 pub mod openai;
 pub mod ratelimit;
 pub mod settings;
@@ -288,6 +289,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(settings::get_ai, settings::put_ai))
         .routes(routes!(settings::test_provider))
         .routes(routes!(settings::get_embeddings, settings::put_embeddings))
+        .routes(routes!(models::list))
         .routes(routes!(agents::test))
         .routes(routes!(documents::train))
         .routes(routes!(documents::list, documents::upload))
