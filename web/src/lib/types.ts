@@ -119,6 +119,8 @@ export interface Channel {
   embedCode: string | null;
   /** Messaging types: where the provider delivers. */
   webhookUrl?: string | null;
+  /** WhatsApp, Messenger, Instagram: the token to paste in Meta's webhook settings. */
+  verifyToken?: string | null;
   identitySecret?: string;
   createdAt: string;
   updatedAt: string;
