@@ -258,6 +258,7 @@ async fn admin_ui_end_to_end_in_chromium() {
         "07-playground",
         "08-team",
         "09-api-keys",
+        "17-audit",
         "12-phone-menu",
     ] {
         assert!(

@@ -341,6 +341,14 @@ try {
   const me = await page.evaluate(async (k) => (await fetch('/api/auth/me', { headers: { authorization: `Bearer ${k}` } })).status, secret);
   if (me !== 200) throw new Error(`the new key is refused: ${me}`);
 
+  step = 'audit log: the key just created, filtered by action';
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await page.locator('[data-testid=audit-entry]', { hasText: 'api_key.created' }).waitFor();
+  await page.getByLabel('Action').selectOption('invitation.sent');
+  await page.locator('[data-testid=audit-entry]', { hasText: 'invitation.sent' }).first().waitFor();
+  if (await page.locator('[data-testid=audit-entry]', { hasText: 'api_key.created' }).count()) throw new Error('the action filter kept other actions');
+  await shot(page, '17-audit');
+
   step = 'settings';
   await page.getByRole('link', { name: 'Settings' }).click();
   await page.getByRole('heading', { name: 'AI provider' }).waitFor();
