@@ -344,9 +344,15 @@ try {
   step = 'audit log: the key just created, filtered by action';
   await page.getByRole('link', { name: 'Audit log' }).click();
   await page.locator('[data-testid=audit-entry]', { hasText: 'api_key.created' }).waitFor();
-  await page.getByLabel('Action').selectOption('invitation.sent');
+  // The filtered page replaces the list: the key's entry goes, the invitation's stays.
+  await Promise.all([
+    page.waitForResponse((r) => r.url().includes('/api/audit?') && r.url().includes('action=invitation.sent') && r.ok()),
+    page.getByLabel('Action').selectOption('invitation.sent'),
+  ]);
+  await page.locator('[data-testid=audit-entry]', { hasText: 'api_key.created' }).waitFor({ state: 'detached' });
   await page.locator('[data-testid=audit-entry]', { hasText: 'invitation.sent' }).first().waitFor();
-  if (await page.locator('[data-testid=audit-entry]', { hasText: 'api_key.created' }).count()) throw new Error('the action filter kept other actions');
+  const actions = await page.locator('[data-testid=audit-entry] code').allInnerTexts();
+  if (!actions.length || actions.some((a) => a !== 'invitation.sent')) throw new Error(`the action filter kept other actions: ${actions}`);
   await shot(page, '17-audit');
 
   step = 'settings';
