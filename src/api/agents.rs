@@ -233,7 +233,7 @@ fn turn_for(
 /// Server-Sent Events stream: `delta` events `{content}`, then one `done` event with
 /// `{reply, citations, usage, latencyMs, upstreamMs, toolCalls}` (or an `error` event).
 #[utoipa::path(post, path = "/api/agents/{id}/test", tag = "agents", params(("id" = String, Path)), request_body = TestReq,
-    responses((status = 200, body = TestResponse, description = "JSON, or text/event-stream when stream is true"), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, description = "JSON, or text/event-stream (`delta`, then `done` with the whole answer) when stream is true", content((TestResponse = "application/json"), (super::sse::SseEvent = "text/event-stream"))), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn test(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -285,7 +285,7 @@ fn usage_json(u: &crate::model::Usage) -> Value {
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
     request_body(content = Object, content_type = "application/json", description = "An OpenAI chat completion request: `model` (an agent's slug or id), `messages` [{role, content}] (the last one a user message), optional `stream` and `stream_options.include_usage`."),
     responses(
-        (status = 200, body = Object, description = "An OpenAI `chat.completion`, or `text/event-stream` of `chat.completion.chunk` events ending in `[DONE]` when `stream` is true"),
+        (status = 200, description = "An OpenAI `chat.completion`, or `text/event-stream` of `chat.completion.chunk` events ending in `[DONE]` when `stream` is true", content((Object = "application/json"), (super::sse::SseEvent = "text/event-stream"))),
         (status = 400, body = Object, description = "OpenAI error shape `{error:{message,type,param,code}}`"),
         (status = 401, body = Object, description = "OpenAI error shape"),
         (status = 404, body = Object, description = "No agent with that `model` (OpenAI error shape)"),

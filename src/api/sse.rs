@@ -14,6 +14,17 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// One Server-Sent Event as the OpenAPI document describes a `text/event-stream` answer:
+/// its `event` name (none for OpenAI chunks) and its `data` line (JSON text, or `[DONE]`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// `delta`, `done` or `error` for the playground; absent for /v1 chunks.
+    event: Option<String>,
+    /// The event's data: a JSON document, or `[DONE]` at the end of a /v1 stream.
+    data: String,
+}
+
 /// Answer text and events buffered between the engine, the relay and the client.
 const BUFFER: usize = 64;
 

@@ -7,6 +7,7 @@ mod js;
 mod test_model;
 
 mod agents;
+mod api_fuzz_findings;
 mod api_keys;
 mod audit;
 mod auth;
