@@ -145,7 +145,11 @@ impl Services {
         let tenant = match self.active_tenant_of(&user) {
             Ok(t) => t,
             Err(e) => {
-                self.login_failed(&email, Some(&user), meta, "tenant_suspended");
+                let reason = match &e {
+                    Error::Forbidden(code, _) => code,
+                    _ => "tenant_missing",
+                };
+                self.login_failed(&email, Some(&user), meta, reason);
                 return Err(e);
             }
         };
