@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT_EMAIL = "fuzz-root@example.com"
 ROOT_PASSWORD = "fuzz-root-password-1"
 CHECKS = ",".join(
@@ -161,7 +162,10 @@ def run_pass(name, base, token, args, work, extra, config):
     print(f"== api_fuzz: {name}: {shown}", flush=True)
     started = time.monotonic()
     # In the scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
-    rc = subprocess.call(cmd, cwd=work)
+    env = dict(os.environ)
+    env["SCHEMATHESIS_HOOKS"] = "hooks"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, env.get("PYTHONPATH")]))
+    rc = subprocess.call(cmd, cwd=work, env=env)
     print(f"== api_fuzz: {name}: exit {rc} in {time.monotonic() - started:.0f} s", flush=True)
     return rc, report
 
