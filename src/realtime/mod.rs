@@ -572,6 +572,87 @@ fn conversation_of(d: &Value) -> Result<ConversationId, ApiError> {
     }
 }
 
+/// `sinceMessageId` of `join_conversation`: absent or null, or a message id.
+fn since_of(d: &Value) -> Result<Option<MessageId>, ApiError> {
+    match d.get("sinceMessageId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_str()
+            .and_then(MessageId::parse)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_id("sinceMessageId")),
+    }
+}
+
+/// `messageId` of `mark_read`: required.
+fn message_of(d: &Value) -> Result<MessageId, ApiError> {
+    match d.get("messageId").and_then(Value::as_str) {
+        None => Err(invalid("messageId", "is required")),
+        Some(m) => MessageId::parse(m).ok_or_else(|| ApiError::invalid_id("messageId")),
+    }
+}
+
+/// `send_message`'s conversation, content and idempotency key. A visitor may leave the
+/// conversation out: its open conversation, or a new one.
+fn send_fields(
+    d: &Value,
+    visitor: bool,
+) -> Result<(Option<ConversationId>, String, Option<String>), ApiError> {
+    let id = match d.get("conversationId") {
+        None | Some(Value::Null) if visitor => None,
+        _ => Some(conversation_of(d)?),
+    };
+    let content = match d.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(invalid("content", "is required (a string)")),
+    };
+    let client_id = match d.get("clientId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(invalid("clientId", "must be a string")),
+    };
+    Ok((id, content, client_id))
+}
+
+/// `status` of `set_presence`.
+fn presence_of(d: &Value) -> Result<PresenceStatus, ApiError> {
+    match d.get("status").and_then(Value::as_str) {
+        Some("online") => Ok(PresenceStatus::Online),
+        Some("away") => Ok(PresenceStatus::Away),
+        _ => Err(invalid("status", "must be online or away")),
+    }
+}
+
+/// The pure decoding every client event's payload goes through before any domain call,
+/// exactly as the handlers run it (payload shape, ids, fields), with the payload size the
+/// `SOCKET_MAX_PAYLOAD_BYTES` check measures. For the fuzz targets in tests/fuzz only.
+#[doc(hidden)]
+pub fn decode_event(event: &str, d: Result<Value, String>, visitor: bool) -> Result<u64, ApiError> {
+    let size = d.as_ref().map_or(0, json_len);
+    let d = payload(d)?;
+    match event {
+        "join_conversation" => {
+            conversation_of(&d)?;
+            since_of(&d)?;
+        }
+        "leave_conversation" | "typing_start" | "typing_stop" => {
+            conversation_of(&d)?;
+        }
+        "send_message" => {
+            send_fields(&d, visitor)?;
+        }
+        "mark_read" => {
+            conversation_of(&d)?;
+            message_of(&d)?;
+        }
+        "set_presence" => {
+            presence_of(&d)?;
+        }
+        _ => {}
+    }
+    Ok(size)
+}
+
 fn payload(d: Result<Value, impl std::fmt::Display>) -> Result<Value, ApiError> {
     match d {
         Ok(v @ Value::Object(_)) => Ok(v),
@@ -604,14 +685,7 @@ async fn join(
 ) -> Result<Value, ApiError> {
     let d = payload(d)?;
     let id = conversation_of(&d)?;
-    let since = match d.get("sinceMessageId") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_str()
-                .and_then(MessageId::parse)
-                .ok_or_else(|| ApiError::invalid_id("sinceMessageId"))?,
-        ),
-    };
+    let since = since_of(&d)?;
     // Held across the read and the ack: the forwarder delivers under this lock too, so no
     // live message overtakes the replay and none falls between the two.
     let mut joined = conn.joined.lock().await;
@@ -682,20 +756,7 @@ async fn send(
 ) -> Result<Value, ApiError> {
     let d = payload(d)?;
     let visitor = !conn.is_staff();
-    // A visitor may leave it out: its open conversation, or a new one.
-    let id = match d.get("conversationId") {
-        None | Some(Value::Null) if visitor => None,
-        _ => Some(conversation_of(&d)?),
-    };
-    let content = match d.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        _ => return Err(invalid("content", "is required (a string)")),
-    };
-    let client_id = match d.get("clientId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(invalid("clientId", "must be a string")),
-    };
+    let (id, content, client_id) = send_fields(&d, visitor)?;
     let caller = conn.caller();
     if !visitor {
         let id = id.ok_or_else(|| invalid("conversationId", "is required"))?;
@@ -853,10 +914,7 @@ async fn read(
     use crate::domain::conversations::ReadOutcome;
     let d = payload(d)?;
     let id = conversation_of(&d)?;
-    let message = match d.get("messageId").and_then(Value::as_str) {
-        None => return Err(invalid("messageId", "is required")),
-        Some(m) => MessageId::parse(m).ok_or_else(|| ApiError::invalid_id("messageId"))?,
-    };
+    let message = message_of(&d)?;
     let caller = conn.caller();
     let r = blocking(&hub.svc, move |svc| svc.mark_read(&caller, &id, &message)).await?;
     Ok(match r {
@@ -875,11 +933,7 @@ async fn set_presence(
     let Some(ack) = admit(&hub, &conn, &s, &d, ack) else {
         return;
     };
-    let status = payload(d).and_then(|d| match d.get("status").and_then(Value::as_str) {
-        Some("online") => Ok(PresenceStatus::Online),
-        Some("away") => Ok(PresenceStatus::Away),
-        _ => Err(invalid("status", "must be online or away")),
-    });
+    let status = payload(d).and_then(|d| presence_of(&d));
     let answer = match (status, &conn.who) {
         (Err(e), _) => refusal(e),
         (
