@@ -671,3 +671,109 @@ fn limits_default_values() {
         "the PDF has no extractable text (scanned images?); run it through OCR and upload it again"
     );
 }
+
+/// The fuzz targets' seed documents (tests/fuzz/seeds/ingest_*), one per fixture above: each
+/// committed seed must still be a valid document of its target's kind, so the fuzzer starts
+/// from real structure. `AIGENTABLE_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seeds` rewrites
+/// them from the fixtures.
+#[test]
+fn fuzz_seeds_are_valid_fixture_documents() {
+    let md = "---\ntitle: \"Ops Guide\"\nauthor: Grace\n---\n\nIntro text.\n\n# Setup\n\nInstall *the* tool.\n\n## Linux\n\n- one\n- two\n  1. nested\n\n```sh\ncargo build --release\n```\n\n| key | value |\n|-----|-------|\n| port | 8080 |\n\n# Usage\n\n> quoted <b>bold</b> text\n";
+    let html = "<!DOCTYPE html><html><head><title>Guide</title><meta name=\"author\" content=\"Ada\"><style>p{}</style></head><body><nav>menu</nav><h1>Guide</h1><p>First <b>part</b> &amp; more.</p><ul><li>one<ul><li>two</li></ul></li></ul><table><tr><th>k</th><td>v</td></tr></table><h2>Details</h2><pre>code\n  block</pre><script>x()</script></body></html>";
+    let seeds: Vec<(&str, &str, Kind, Vec<u8>)> = vec![
+        (
+            "ingest_pdf",
+            "policy.pdf",
+            Kind::Pdf,
+            fixtures::pdf_policy(true),
+        ),
+        (
+            "ingest_pdf",
+            "plain.pdf",
+            Kind::Pdf,
+            fixtures::pdf_policy(false),
+        ),
+        (
+            "ingest_docx",
+            "handbook.docx",
+            Kind::Docx,
+            fixtures::docx_handbook(),
+        ),
+        (
+            "ingest_docx",
+            "raw.docx",
+            Kind::Docx,
+            fixtures::docx_raw(
+                r#"<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body><w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Title</w:t></w:r></w:p><w:p><w:r><w:t xml:space="preserve">Body text </w:t></w:r><w:r><w:tab/><w:t>here.</w:t></w:r></w:p><w:tbl><w:tr><w:tc><w:p><w:r><w:t>cell</w:t></w:r></w:p></w:tc></w:tr></w:tbl></w:body></w:document>"#,
+            ),
+        ),
+        (
+            "ingest_markdown",
+            "guide.md",
+            Kind::Markdown,
+            md.as_bytes().to_vec(),
+        ),
+        (
+            "ingest_html",
+            "guide.html",
+            Kind::Html,
+            html.as_bytes().to_vec(),
+        ),
+        (
+            "ingest_csv",
+            "people.csv",
+            Kind::Csv,
+            b"name,city,note\nAlice,Rome,\"says \"\"hi\"\"\"\nBob,Oslo,\"two\nlines\"\n".to_vec(),
+        ),
+        (
+            "ingest_csv",
+            "semicolons.csv",
+            Kind::Csv,
+            b"a;b\n1;2\n3;4\n".to_vec(),
+        ),
+        (
+            "ingest_text",
+            "notes.txt",
+            Kind::Text,
+            b"\x00\xEF\xBB\xBFone\r\n\r\ntwo\n\n  three\n".to_vec(),
+        ),
+        (
+            "ingest_text",
+            "guide.md",
+            Kind::Markdown,
+            [b"\x01".as_slice(), md.as_bytes()].concat(),
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/seeds");
+    let write = std::env::var_os("AIGENTABLE_WRITE_FUZZ_SEEDS").is_some();
+    for (target, name, kind, bytes) in seeds {
+        let path = dir.join(target).join(name);
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let seed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // ingest_text seeds start with the byte that picks the file name.
+        let doc = if target == "ingest_text" {
+            &seed[1..]
+        } else {
+            &seed[..]
+        };
+        let name = if target == "ingest_text" {
+            name
+        } else {
+            "upload"
+        };
+        if target != "ingest_text" {
+            assert_eq!(
+                detect(doc, name, Some(kind.mime())).unwrap(),
+                kind,
+                "{}",
+                path.display()
+            );
+        }
+        let parsed = parse(kind, doc, &Limits::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!parsed.sections.is_empty(), "{}", path.display());
+    }
+}
