@@ -16,6 +16,7 @@ mod channels_telegram;
 mod containment;
 mod contract;
 mod conversations;
+mod crash;
 mod durable;
 mod engine;
 mod errors;

@@ -1,0 +1,916 @@
+//! Crash consistency: the real binary under a writer loop doing every kind of write over the
+//! API (agents, document uploads and deletes, conversations and AI turns against the fake
+//! model provider, channels, AI settings, API keys, invitations and accepted invitations),
+//! killed with SIGKILL at random points and restarted on the same data directory. After each
+//! restart: every acknowledged write is there (an acknowledged delete stays deleted), an
+//! update in flight at the kill is either fully there or not at all, nothing is half-written
+//! (a document's record, its stored file and its chunks agree; every customer message of a
+//! turn gets exactly one answer), and the search index agrees with the store (every ready
+//! document is found by its own words, no deleted one is).
+//!
+//! Seeded: the seed is printed; `AIGENTABLE_CRASH_SEED=N` replays a run and
+//! `AIGENTABLE_CRASH_KILLS=N` (default 20) sets how many kills.
+
+use crate::fake_openai::FakeOpenAi;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "password-123";
+/// Concurrent writers: several requests are in flight at every kill.
+const WRITERS: usize = 3;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The server process on a data directory.
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Proc {
+    async fn start(data: &Path, http: &reqwest::Client) -> Proc {
+        let port = free_port();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_aigentable"));
+        for k in [
+            "PORT",
+            "BIND",
+            "DATA_DIR",
+            "CONFIG",
+            "SIGNUP",
+            "ADMIN_EMAIL",
+            "ADMIN_PASSWORD",
+        ] {
+            c.env_remove(k);
+        }
+        let child = c
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .env("PORT", port.to_string())
+            .env("LOG_LEVEL", "warn")
+            .env("RATE_LIMIT_AUTH_PER_MIN", "0")
+            .env("RATE_LIMIT_API_PER_MIN", "0")
+            .env("RATE_LIMIT_UPLOAD_PER_MIN", "0")
+            // Keyword search: the index under test without the cost of embedding.
+            .env("EMBEDDINGS_PROVIDER", "none")
+            // The fake model provider runs on 127.0.0.1 in this test process.
+            .env("OUTBOUND_ALLOWED_PRIVATE_HOSTS", "127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the server");
+        let base = format!("http://127.0.0.1:{port}");
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = http.get(format!("{base}/api/health")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the server did not come up on {base}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Proc { child, base }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+}
+
+/// A value that an update in flight at a kill may or may not have changed.
+#[derive(Clone, Debug, Default)]
+struct Field {
+    acked: String,
+    pending: Option<String>,
+}
+
+impl Field {
+    fn allows(&self, v: &str) -> bool {
+        v == self.acked || self.pending.as_deref() == Some(v)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct AgentRec {
+    owner: usize,
+    description: Field,
+    /// Some(true): deleted (acknowledged); Some(false): a delete was in flight.
+    deleted: Option<bool>,
+}
+
+#[derive(Clone, Debug)]
+struct DocRec {
+    owner: usize,
+    token: String,
+    deleted: Option<bool>,
+}
+
+#[derive(Clone, Debug)]
+struct KeyRec {
+    owner: usize,
+    secret: String,
+    deleted: Option<bool>,
+}
+
+/// Everything the server acknowledged, and what was in flight when it was killed.
+#[derive(Default)]
+struct Ledger {
+    agents: BTreeMap<String, AgentRec>,
+    docs: BTreeMap<String, DocRec>,
+    /// Acknowledged customer messages: (conversation, message id, content).
+    turns: Vec<(String, String, String)>,
+    conversations: BTreeMap<String, usize>,
+    channels: BTreeSet<String>,
+    keys: BTreeMap<String, KeyRec>,
+    invitations: BTreeSet<String>,
+    /// Accepted invitations: emails that can sign in.
+    members: BTreeSet<String>,
+    model: Field,
+    /// Acknowledged writes, all kinds.
+    acks: usize,
+}
+
+struct Ctx {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    tenant: String,
+    /// The agent each writer's conversations and channels use (never deleted).
+    bots: Vec<String>,
+    fake_url: String,
+    ledger: Arc<Mutex<Ledger>>,
+    acked: Arc<AtomicUsize>,
+    acked_changed: Arc<tokio::sync::Notify>,
+}
+
+impl Ctx {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Option<(StatusCode, Value)> {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.ok()?;
+        let status = r.status();
+        let body = r.json().await.unwrap_or(Value::Null);
+        Some((status, body))
+    }
+
+    fn ack(&self, f: impl FnOnce(&mut Ledger)) {
+        let mut l = self.ledger.lock().expect("ledger");
+        f(&mut l);
+        l.acks += 1;
+        drop(l);
+        self.acked.fetch_add(1, Ordering::SeqCst);
+        self.acked_changed.notify_waiters();
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        f(&mut self.ledger.lock().expect("ledger"))
+    }
+}
+
+#[track_caller]
+fn ok(r: &(StatusCode, Value), want: u16) {
+    assert_eq!(r.0.as_u16(), want, "unexpected answer: {}", r.1);
+}
+
+/// A small Markdown document whose words include `token` (for the search check).
+fn document(token: &str, n: u64) -> Vec<u8> {
+    format!(
+        "# Notice {n}\n\nThe reference word of this notice is {token}.\n\n## Details\n\nParagraph about topic {n} and the word {token} again.\n"
+    )
+    .into_bytes()
+}
+
+/// One write, chosen by `rng`; `None` when the server went away mid-request.
+async fn write_once(cx: &Ctx, w: usize, rng: &mut StdRng, n: u64) -> Option<()> {
+    use reqwest::Method;
+    let pick = rng.random_range(0..100u32);
+    match pick {
+        // Agents: create, update, delete (only agents no conversation uses).
+        0..=9 => {
+            let r = cx
+                .call(
+                    Method::POST,
+                    "/api/agents",
+                    Some(json!({"name": format!("Agent {w}-{n}"), "description": "v0"})),
+                )
+                .await?;
+            ok(&r, 201);
+            let id = r.1["id"].as_str().expect("id").to_string();
+            cx.ack(|l| {
+                l.agents.insert(
+                    id,
+                    AgentRec {
+                        owner: w,
+                        description: Field {
+                            acked: "v0".into(),
+                            pending: None,
+                        },
+                        deleted: None,
+                    },
+                );
+            });
+        }
+        10..=19 => {
+            let Some(id) = cx.with(|l| {
+                pick_one(
+                    rng,
+                    l.agents
+                        .iter()
+                        .filter(|(_, a)| a.owner == w && a.deleted.is_none())
+                        .map(|(k, _)| k.clone()),
+                )
+            }) else {
+                return Some(());
+            };
+            let v = format!("v{n}");
+            cx.with(|l| {
+                l.agents.get_mut(&id).expect("agent").description.pending = Some(v.clone())
+            });
+            let r = cx
+                .call(
+                    Method::PUT,
+                    &format!("/api/agents/{id}"),
+                    Some(json!({"description": v})),
+                )
+                .await?;
+            ok(&r, 200);
+            cx.ack(|l| {
+                l.agents.get_mut(&id).expect("agent").description = Field {
+                    acked: v,
+                    pending: None,
+                };
+            });
+        }
+        20..=24 => {
+            let Some(id) = cx.with(|l| {
+                pick_one(
+                    rng,
+                    l.agents
+                        .iter()
+                        .filter(|(_, a)| a.owner == w && a.deleted.is_none())
+                        .map(|(k, _)| k.clone()),
+                )
+            }) else {
+                return Some(());
+            };
+            cx.with(|l| l.agents.get_mut(&id).expect("agent").deleted = Some(false));
+            let r = cx
+                .call(Method::DELETE, &format!("/api/agents/{id}"), None)
+                .await?;
+            ok(&r, 204);
+            cx.ack(|l| l.agents.get_mut(&id).expect("agent").deleted = Some(true));
+        }
+        // Documents: upload (processed in the background), delete.
+        25..=39 => {
+            let token = format!("crashword{w}x{n}");
+            let form = reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(document(&token, n))
+                    .file_name(format!("notice-{w}-{n}.md"))
+                    .mime_str("text/markdown")
+                    .expect("mime"),
+            );
+            let r = cx
+                .http
+                .post(format!("{}/api/documents", cx.base))
+                .bearer_auth(&cx.token)
+                .multipart(form)
+                .send()
+                .await
+                .ok()?;
+            let status = r.status();
+            let body: Value = r.json().await.ok()?;
+            ok(&(status, body.clone()), 202);
+            let id = body["data"][0]["id"].as_str().expect("doc id").to_string();
+            cx.ack(|l| {
+                l.docs.insert(
+                    id,
+                    DocRec {
+                        owner: w,
+                        token,
+                        deleted: None,
+                    },
+                );
+            });
+        }
+        40..=44 => {
+            let Some(id) = cx.with(|l| {
+                pick_one(
+                    rng,
+                    l.docs
+                        .iter()
+                        .filter(|(_, d)| d.owner == w && d.deleted.is_none())
+                        .map(|(k, _)| k.clone()),
+                )
+            }) else {
+                return Some(());
+            };
+            cx.with(|l| l.docs.get_mut(&id).expect("doc").deleted = Some(false));
+            let r = cx
+                .call(Method::DELETE, &format!("/api/documents/{id}"), None)
+                .await?;
+            ok(&r, 204);
+            cx.ack(|l| l.docs.get_mut(&id).expect("doc").deleted = Some(true));
+        }
+        // Turns: a customer message answered by the fake model, in the request or later.
+        45..=64 => {
+            let existing = cx.with(|l| {
+                pick_one(
+                    rng,
+                    l.conversations
+                        .iter()
+                        .filter(|(_, o)| **o == w)
+                        .map(|(k, _)| k.clone()),
+                )
+            });
+            let cid = match existing {
+                Some(c) if rng.random_range(0..4) > 0 => c,
+                _ => {
+                    let r = cx
+                        .call(
+                            Method::POST,
+                            "/api/conversations",
+                            Some(json!({"agentId": cx.bots[w], "customer": {"name": format!("Customer {n}")}})),
+                        )
+                        .await?;
+                    ok(&r, 201);
+                    let cid = r.1["id"].as_str().expect("conversation id").to_string();
+                    cx.ack(|l| {
+                        l.conversations.insert(cid.clone(), w);
+                    });
+                    cid
+                }
+            };
+            let content = format!("question {w}-{n}");
+            let is_async = rng.random_bool(0.5);
+            let r = cx
+                .call(
+                    Method::POST,
+                    &format!("/api/conversations/{cid}/messages"),
+                    Some(json!({"content": content, "role": "customer", "async": is_async, "clientId": format!("c{w}-{n}")})),
+                )
+                .await?;
+            ok(&r, 201);
+            if !is_async {
+                assert_eq!(
+                    r.1["reply"]["role"], "ai",
+                    "a synchronous turn answers: {}",
+                    r.1
+                );
+            }
+            let mid = r.1["message"]["id"]
+                .as_str()
+                .expect("message id")
+                .to_string();
+            cx.ack(|l| l.turns.push((cid, mid, content)));
+        }
+        // Channels.
+        65..=69 => {
+            let r = cx
+                .call(
+                    Method::POST,
+                    "/api/channels",
+                    Some(json!({"type": "web", "name": format!("Site {w}-{n}"), "agentId": cx.bots[w]})),
+                )
+                .await?;
+            ok(&r, 201);
+            let id = r.1["id"].as_str().expect("channel id").to_string();
+            cx.ack(|l| {
+                l.channels.insert(id);
+            });
+        }
+        // AI settings: one writer only, so acknowledgements come in commit order.
+        70..=77 if w == 0 => {
+            let model = format!("fake-model-{n}");
+            cx.with(|l| l.model.pending = Some(model.clone()));
+            let r = cx
+                .call(
+                    Method::PUT,
+                    "/api/settings/ai",
+                    Some(json!({"baseUrl": cx.fake_url, "apiKey": "sk-test", "model": model})),
+                )
+                .await?;
+            ok(&r, 200);
+            cx.ack(|l| {
+                l.model = Field {
+                    acked: model,
+                    pending: None,
+                }
+            });
+        }
+        // API keys: create, delete.
+        70..=84 => {
+            let r = cx
+                .call(
+                    Method::POST,
+                    "/api/api-keys",
+                    Some(json!({"name": format!("key {w}-{n}")})),
+                )
+                .await?;
+            ok(&r, 201);
+            let id = r.1["id"].as_str().expect("key id").to_string();
+            let secret = r.1["secret"].as_str().expect("secret").to_string();
+            cx.ack(|l| {
+                l.keys.insert(
+                    id,
+                    KeyRec {
+                        owner: w,
+                        secret,
+                        deleted: None,
+                    },
+                );
+            });
+        }
+        85..=89 => {
+            let Some(id) = cx.with(|l| {
+                pick_one(
+                    rng,
+                    l.keys
+                        .iter()
+                        .filter(|(_, k)| k.owner == w && k.deleted.is_none())
+                        .map(|(k, _)| k.clone()),
+                )
+            }) else {
+                return Some(());
+            };
+            cx.with(|l| l.keys.get_mut(&id).expect("key").deleted = Some(false));
+            let r = cx
+                .call(Method::DELETE, &format!("/api/api-keys/{id}"), None)
+                .await?;
+            ok(&r, 204);
+            cx.ack(|l| l.keys.get_mut(&id).expect("key").deleted = Some(true));
+        }
+        // Users: an invitation, sometimes accepted (a new user who can sign in).
+        _ => {
+            let email = format!("member-{w}-{n}@crash.test");
+            let r = cx
+                .call(
+                    Method::POST,
+                    &format!("/api/tenants/{}/users", cx.tenant),
+                    Some(json!({"email": email, "role": "TENANT_USER"})),
+                )
+                .await?;
+            ok(&r, 201);
+            let url = r.1["inviteUrl"].as_str().expect("inviteUrl").to_string();
+            cx.ack(|l| {
+                l.invitations.insert(email.clone());
+            });
+            if rng.random_bool(0.5) {
+                let token = url.split("token=").nth(1).expect("token").to_string();
+                let r = cx
+                    .http
+                    .post(format!("{}/api/auth/accept-invite", cx.base))
+                    .json(&json!({"token": token, "name": "Member", "password": PASSWORD}))
+                    .send()
+                    .await
+                    .ok()?;
+                assert_eq!(r.status().as_u16(), 201, "accept-invite");
+                cx.ack(|l| {
+                    l.members.insert(email);
+                });
+            }
+        }
+    }
+    Some(())
+}
+
+fn pick_one(rng: &mut StdRng, it: impl Iterator<Item = String>) -> Option<String> {
+    let v: Vec<String> = it.collect();
+    if v.is_empty() {
+        None
+    } else {
+        Some(v[rng.random_range(0..v.len())].clone())
+    }
+}
+
+/// Every item of a paged list.
+async fn all(cx: &Ctx, path: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut url = format!("{path}{sep}limit=200");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let r = cx
+            .call(reqwest::Method::GET, &url, None)
+            .await
+            .expect("list");
+        ok(&r, 200);
+        out.extend(r.1["data"].as_array().expect("data").iter().cloned());
+        match r.1["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// Polls `f` until it says done (bounded: a stuck state is a failure).
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{what}: not within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn file_sha256(path: &Path) -> Option<(String, u64)> {
+    let bytes = std::fs::read(path).ok()?;
+    Some((hex::encode(Sha256::digest(&bytes)), bytes.len() as u64))
+}
+
+/// Checks the restarted server against the ledger, then adopts what it found for the writes
+/// that were in flight (they are now either durable or gone).
+async fn verify(cx: &Ctx, data: &Path, verified_members: &mut BTreeSet<String>) {
+    use reqwest::Method;
+    // Documents: the queue resumes; every document ends ready (they are all valid).
+    let docs = eventually(
+        "documents to finish processing after the restart",
+        async || {
+            let docs = all(cx, "/api/documents").await;
+            docs.iter()
+                .all(|d| d["status"] == "ready" || d["status"] == "failed")
+                .then_some(docs)
+        },
+    )
+    .await;
+    let files: PathBuf = data.join("tenants").join(&cx.tenant).join("files");
+    let mut listed = BTreeMap::new();
+    for d in &docs {
+        let id = d["id"].as_str().expect("id").to_string();
+        assert_eq!(
+            d["status"], "ready",
+            "a valid document failed after a crash: {d}"
+        );
+        // Record and file agree.
+        let sha = d["sha256"].as_str().expect("sha256");
+        let (got, len) = file_sha256(&files.join(sha))
+            .unwrap_or_else(|| panic!("the stored file of document {id} is missing: {d}"));
+        assert_eq!(got, sha, "the stored file of {id} is not what was uploaded");
+        assert_eq!(Some(len), d["sizeBytes"].as_u64(), "{d}");
+        // Record and chunks agree.
+        let chunks = all(cx, &format!("/api/documents/{id}/chunks")).await;
+        assert!(!chunks.is_empty(), "a ready document without chunks: {d}");
+        assert_eq!(Some(chunks.len() as u64), d["chunkCount"].as_u64(), "{d}");
+        listed.insert(id, d.clone());
+    }
+    let ledger_docs: Vec<(String, DocRec)> = cx.with(|l| l.docs.clone().into_iter().collect());
+    for (id, rec) in ledger_docs {
+        let present = listed.contains_key(&id);
+        match rec.deleted {
+            None => assert!(present, "acknowledged upload {id} is gone"),
+            Some(true) => assert!(!present, "acknowledged delete of {id} was undone"),
+            Some(false) => {}
+        }
+        // The index agrees with the store: its own word finds a present document, and
+        // nothing of a deleted one.
+        let r = cx
+            .call(
+                Method::POST,
+                "/api/knowledge/search",
+                Some(json!({"query": rec.token, "mode": "keyword", "topK": 50})),
+            )
+            .await
+            .expect("search");
+        ok(&r, 200);
+        let found = r.1["data"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .any(|h| h["documentId"] == id.as_str());
+        assert_eq!(
+            found, present,
+            "search for {} (document {id}, present: {present}): {}",
+            rec.token, r.1
+        );
+        cx.with(|l| {
+            let d = l.docs.get_mut(&id).expect("doc");
+            d.deleted = if present { None } else { Some(true) };
+        });
+    }
+
+    // Agents.
+    let agents: Vec<(String, AgentRec)> = cx.with(|l| l.agents.clone().into_iter().collect());
+    for (id, rec) in agents {
+        let r = cx
+            .call(Method::GET, &format!("/api/agents/{id}"), None)
+            .await
+            .expect("agent");
+        let present = r.0 == StatusCode::OK;
+        assert!(present || r.0 == StatusCode::NOT_FOUND, "{}", r.1);
+        match rec.deleted {
+            None => assert!(present, "acknowledged agent {id} is gone"),
+            Some(true) => assert!(!present, "acknowledged delete of agent {id} was undone"),
+            Some(false) => {}
+        }
+        if present {
+            let v = r.1["description"].as_str().unwrap_or("").to_string();
+            assert!(
+                rec.description.allows(&v),
+                "agent {id}: description {v:?}, expected {:?}",
+                rec.description
+            );
+            cx.with(|l| {
+                let a = l.agents.get_mut(&id).expect("agent");
+                a.description = Field {
+                    acked: v,
+                    pending: None,
+                };
+                a.deleted = None;
+            });
+        } else {
+            cx.with(|l| l.agents.get_mut(&id).expect("agent").deleted = Some(true));
+        }
+    }
+
+    // Channels.
+    for id in cx.with(|l| l.channels.clone()) {
+        let r = cx
+            .call(Method::GET, &format!("/api/channels/{id}"), None)
+            .await
+            .expect("channel");
+        ok(&r, 200);
+    }
+
+    // AI settings: the last acknowledged model, or the one in flight.
+    let r = cx
+        .call(Method::GET, "/api/settings/ai", None)
+        .await
+        .expect("settings");
+    ok(&r, 200);
+    let model = r.1["model"].as_str().unwrap_or("").to_string();
+    let field = cx.with(|l| l.model.clone());
+    assert!(
+        field.allows(&model),
+        "AI model {model:?}, expected {field:?}"
+    );
+    cx.with(|l| {
+        l.model = Field {
+            acked: model,
+            pending: None,
+        }
+    });
+
+    // API keys: a kept key still signs in (its hash is stored), a deleted one does not.
+    let keys: Vec<(String, KeyRec)> = cx.with(|l| l.keys.clone().into_iter().collect());
+    for (id, rec) in keys {
+        let r = cx
+            .http
+            .get(format!("{}/api/agents?limit=1", cx.base))
+            .header("x-api-key", &rec.secret)
+            .send()
+            .await
+            .expect("api key call");
+        let works = r.status() == StatusCode::OK;
+        assert!(
+            works || r.status() == StatusCode::UNAUTHORIZED,
+            "{}",
+            r.status()
+        );
+        match rec.deleted {
+            None => assert!(works, "acknowledged API key {id} no longer works"),
+            Some(true) => assert!(!works, "acknowledged delete of API key {id} was undone"),
+            Some(false) => {}
+        }
+        cx.with(|l| {
+            l.keys.get_mut(&id).expect("key").deleted = if works { None } else { Some(true) }
+        });
+    }
+
+    // Users: every invitation is pending or accepted; accepted members sign in.
+    let mut emails: BTreeSet<String> = all(cx, &format!("/api/tenants/{}/invitations", cx.tenant))
+        .await
+        .iter()
+        .filter_map(|i| i["email"].as_str().map(str::to_string))
+        .collect();
+    let users: BTreeSet<String> = all(cx, &format!("/api/tenants/{}/users", cx.tenant))
+        .await
+        .iter()
+        .filter_map(|u| u["email"].as_str().map(str::to_string))
+        .collect();
+    emails.extend(users.iter().cloned());
+    for e in cx.with(|l| l.invitations.clone()) {
+        assert!(
+            emails.contains(&e),
+            "acknowledged invitation of {e} is gone"
+        );
+    }
+    for e in cx.with(|l| l.members.clone()) {
+        assert!(users.contains(&e), "acknowledged member {e} is gone");
+        if verified_members.insert(e.clone()) {
+            let r = cx
+                .http
+                .post(format!("{}/api/auth/login", cx.base))
+                .json(&json!({"email": e, "password": PASSWORD}))
+                .send()
+                .await
+                .expect("login");
+            assert_eq!(r.status().as_u16(), 200, "member {e} cannot sign in");
+        }
+    }
+
+    // Turns: every acknowledged customer message is there, and every customer message of
+    // every conversation gets exactly one answer (turns resume after the restart).
+    let turns = cx.with(|l| l.turns.clone());
+    for cid in cx.with(|l| l.conversations.keys().cloned().collect::<Vec<_>>()) {
+        let msgs = eventually("every customer message to be answered once", async || {
+            let msgs = all(cx, &format!("/api/conversations/{cid}/messages")).await;
+            let customer = msgs.iter().filter(|m| m["role"] == "customer").count();
+            let ai = msgs.iter().filter(|m| m["role"] == "ai").count();
+            assert!(
+                ai <= customer,
+                "more answers than questions in {cid}: {msgs:?}"
+            );
+            (ai == customer).then_some(msgs)
+        })
+        .await;
+        for m in msgs.iter().filter(|m| m["role"] == "ai") {
+            assert_eq!(m["status"], "sent", "a half-finished answer: {m}");
+            assert!(
+                !m["content"].as_str().unwrap_or("").is_empty(),
+                "an empty answer: {m}"
+            );
+        }
+        let ids: BTreeSet<&str> = msgs.iter().filter_map(|m| m["id"].as_str()).collect();
+        for (c, mid, content) in turns.iter().filter(|t| t.0 == cid) {
+            assert!(
+                ids.contains(mid.as_str()),
+                "acknowledged message {content:?} of {c} is gone"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_at_random_points_loses_no_acknowledged_write() {
+    let seed: u64 = std::env::var("AIGENTABLE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    let kills: usize = std::env::var("AIGENTABLE_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    println!(
+        "crash consistency: seed {seed}, {kills} kills (AIGENTABLE_CRASH_SEED={seed} replays)"
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let fake = FakeOpenAi::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let mut p = Proc::start(&data, &http).await;
+
+    // The tenant, its model provider (the fake) and one agent per writer for turns.
+    let r = http
+        .post(format!("{}/api/auth/register", p.base))
+        .json(&json!({"email": "owner@crash.test", "password": PASSWORD, "name": "Owner", "tenantName": "Crash"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(r.status().as_u16(), 201);
+    let auth: Value = r.json().await.expect("json");
+    let mut cx = Ctx {
+        http: http.clone(),
+        base: p.base.clone(),
+        token: auth["accessToken"].as_str().expect("token").to_string(),
+        tenant: auth["user"]["tenantId"]
+            .as_str()
+            .expect("tenant")
+            .to_string(),
+        bots: Vec::new(),
+        fake_url: fake.base_url(),
+        ledger: Arc::default(),
+        acked: Arc::default(),
+        acked_changed: Arc::default(),
+    };
+    let r = cx
+        .call(
+            reqwest::Method::PUT,
+            "/api/settings/ai",
+            Some(json!({"baseUrl": fake.base_url(), "apiKey": "sk-test", "model": "fake-model"})),
+        )
+        .await
+        .expect("settings");
+    ok(&r, 200);
+    cx.with(|l| l.model.acked = "fake-model".into());
+    for w in 0..WRITERS {
+        let r = cx
+            .call(
+                reqwest::Method::POST,
+                "/api/agents",
+                Some(json!({"name": format!("Bot {w}")})),
+            )
+            .await
+            .expect("agent");
+        ok(&r, 201);
+        cx.bots.push(r.1["id"].as_str().expect("id").to_string());
+    }
+    let cx = Arc::new(cx);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut verified_members = BTreeSet::new();
+    let mut cx = cx;
+    for kill in 0..kills {
+        // Kill after a random number of further acknowledgements, with the writers'
+        // next requests in flight.
+        let target = cx.acked.load(Ordering::SeqCst) + rng.random_range(1..=10);
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let cx = cx.clone();
+                let counter = counter.clone();
+                let mut wrng = StdRng::seed_from_u64(
+                    seed ^ ((kill * WRITERS + w) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        let n = counter.fetch_add(1, Ordering::SeqCst) as u64;
+                        if write_once(&cx, w, &mut wrng, n).await.is_none() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let t0 = Instant::now();
+        loop {
+            let notified = cx.acked_changed.notified();
+            if cx.acked.load(Ordering::SeqCst) >= target || writers.iter().any(|h| h.is_finished())
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "the writers made no progress"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+        p.kill9();
+        for h in writers {
+            h.abort();
+            if let Err(e) = h.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        p = Proc::start(&data, &http).await;
+        let mut next =
+            Arc::try_unwrap(cx).unwrap_or_else(|_| panic!("writers still hold the context"));
+        next.base = p.base.clone();
+        cx = Arc::new(next);
+        verify(&cx, &data, &mut verified_members).await;
+        let l = cx.ledger.lock().expect("ledger");
+        println!(
+            "kill {}: {} acknowledged writes so far ({} documents, {} turns, {} agents, {} keys, {} invitations)",
+            kill + 1,
+            l.acks,
+            l.docs.len(),
+            l.turns.len(),
+            l.agents.len(),
+            l.keys.len(),
+            l.invitations.len()
+        );
+    }
+    p.kill9();
+    drop(fake);
+}
