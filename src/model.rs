@@ -953,3 +953,84 @@ pub struct AuditTarget {
     /// A human-readable name (an email, a key's or channel's name).
     pub label: Option<String>,
 }
+
+/// Limits of a plan; `None` is unlimited. The names are a public contract (the API's
+/// `limits` keys and the `limit` of a `plan_limit_reached` refusal).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanLimits {
+    #[serde(default)]
+    pub agents: Option<u64>,
+    #[serde(default)]
+    pub documents: Option<u64>,
+    #[serde(default)]
+    pub storage_bytes: Option<u64>,
+    /// AI replies per subscription period.
+    #[serde(default)]
+    pub messages_per_month: Option<u64>,
+    #[serde(default)]
+    pub channels: Option<u64>,
+    /// Users of the tenant (pending invitations included).
+    #[serde(default)]
+    pub seats: Option<u64>,
+    #[serde(default)]
+    pub api_keys: Option<u64>,
+}
+
+/// An operator-defined plan. Plans are platform records: stored under the platform
+/// pseudo-tenant ([`TenantId::platform`]), keyed by plan id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub id: PlanId,
+    /// Always the platform tenant (plans belong to the install, not to a business).
+    pub tenant_id: TenantId,
+    pub name: String,
+    #[serde(default)]
+    pub limits: PlanLimits,
+    pub price_text: Option<String>,
+    /// The plan new tenants get (at most one stored plan has it; none: the built-in one).
+    #[serde(default)]
+    pub is_default: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// What a tenant's subscription allows: see README "Plans and limits".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    Trialing,
+    /// Payment is late: what exists keeps working (AI replies included), nothing new is
+    /// created.
+    PastDue,
+    /// Nothing new is created and the AI no longer replies (a person takes over).
+    Canceled,
+}
+
+/// A tenant's plan subscription (one per tenant, keyed by the tenant) with the usage
+/// counters of its current period. Made lazily, on the default plan, the first time the
+/// tenant's usage is read or checked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPlan {
+    pub tenant_id: TenantId,
+    pub plan_id: PlanId,
+    pub status: SubscriptionStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_end: OffsetDateTime,
+    /// AI replies in the current period.
+    #[serde(default)]
+    pub messages: u64,
+    /// Thresholds (80, 100) already announced this period, per limit name, so each
+    /// crossing is announced once.
+    #[serde(default)]
+    pub announced: std::collections::BTreeMap<String, u8>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}

@@ -76,6 +76,8 @@ id_type!(
     InboundId,
     /// An entry of the audit log; made from the entry's time (see [`AuditId::at`]).
     AuditId,
+    /// A subscription plan (the nil UUID is the built-in unlimited plan).
+    PlanId,
 );
 
 impl AuditId {

@@ -177,6 +177,33 @@ impl Engine {
         };
         earlier.reverse();
         let first = is_first_turn(&earlier);
+        // The plan's AI replies for the period: counted before the model is asked, so
+        // parallel turns at the limit cannot both pass.
+        let (svc, c2) = (self.svc.clone(), caller.clone());
+        match tokio::task::spawn_blocking(move || svc.reserve_ai_reply(&c2)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(crate::domain::Error::PaymentRequired(_, why, _))) => {
+                return self
+                    .answer_over_plan(caller, conv, &agent, first, job, &why)
+                    .await;
+            }
+            other => {
+                let message = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the plan's usage could not be checked".into(),
+                };
+                let e = TurnError {
+                    message,
+                    partial: String::new(),
+                    latency_ms: 0,
+                    usage: Usage::default(),
+                    upstream: Duration::ZERO,
+                };
+                return self
+                    .store_failure(caller, conv, e, Some(agent.id.clone()), first, job)
+                    .await;
+            }
+        }
         let turn = Turn {
             caller: caller.clone(),
             agent: agent.clone(),
@@ -252,6 +279,52 @@ impl Engine {
                     .await
             }
         }
+    }
+
+    /// The plan allows no AI reply now (the period's replies are used up, or the
+    /// subscription is canceled): the customer gets the agent's fallback message and the
+    /// conversation goes to a person (`pending_human`), so it is never silently dropped.
+    async fn answer_over_plan(
+        &self,
+        caller: &Caller,
+        conv: &Conversation,
+        agent: &Agent,
+        first: bool,
+        job: Option<&JobId>,
+        why: &str,
+    ) -> Answer {
+        tracing::warn!(conversation = %conv.id, reason = %why, "AI reply refused by the plan; handed to a person");
+        let reply = Message {
+            id: MessageId::new(),
+            tenant_id: caller.tenant().clone(),
+            conversation_id: conv.id.clone(),
+            role: MessageRole::Ai,
+            content: agent
+                .fallback_message
+                .clone()
+                .unwrap_or_else(|| crate::domain::agents::DEFAULT_FALLBACK.into()),
+            citations: vec![],
+            usage: None,
+            status: MessageStatus::Sent,
+            error: None,
+            author_id: None,
+            created_at: now(),
+            seq: 0,
+            client_id: None,
+        };
+        let stats = TurnStats {
+            agent_id: agent.id.clone(),
+            conversation_id: Some(conv.id.clone()),
+            outcome: Outcome::Handoff,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            latency_ms: 0,
+            upstream_ms: 0,
+            new_conversation: first,
+        };
+        let reason = format!("the plan allows no more AI replies now ({why})");
+        self.persist(caller, reply, Some(reason), stats, Duration::ZERO, job)
+            .await
     }
 
     /// Records a turn that belongs to no conversation (the /v1 API) in the agent's daily

@@ -111,7 +111,7 @@ pub async fn list(
 }
 
 #[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = AgentReq,
-    responses((status = 201, body = AgentView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 402, body = ErrorBody, description = "`plan_limit_reached` (details: limit, used, max) or `subscription_inactive`"), (status = 201, body = AgentView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -46,7 +46,7 @@ pub async fn list(
 
 /// Create a key. The `secret` (`ak_...`) is in this answer only.
 #[utoipa::path(post, path = "/api/api-keys", tag = "api-keys", request_body = CreateKeyReq,
-    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 402, body = ErrorBody, description = "`plan_limit_reached` (details: limit, used, max) or `subscription_inactive`"), (status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -290,7 +290,7 @@ pub async fn list(
 /// Create a channel. For `web`, the answer carries the widget key and the embed code (and
 /// `identitySecret`, once, when identity verification was turned on).
 #[utoipa::path(post, path = "/api/channels", tag = "channels", request_body = ChannelReq,
-    responses((status = 201, body = ChannelView), (status = 400, body = ErrorBody, description = "`unsupported_channel_type` for types other than web; `validation_failed`"),
+    responses((status = 402, body = ErrorBody, description = "`plan_limit_reached` (details: limit, used, max) or `subscription_inactive`"), (status = 201, body = ChannelView), (status = 400, body = ErrorBody, description = "`unsupported_channel_type` for types other than web; `validation_failed`"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "`agent_not_found`")))]
 pub async fn create(
     State(state): State<AppState>,

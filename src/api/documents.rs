@@ -43,7 +43,7 @@ pub struct DocumentList {
 /// JSON array, or repeated). Each document starts `queued`; poll it for progress.
 #[utoipa::path(post, path = "/api/documents", tag = "knowledge",
     request_body(content_type = "multipart/form-data", description = "`file` parts (PDF, DOCX, TXT, Markdown, HTML, CSV) and optional `agentIds`"),
-    responses((status = 202, body = DocumentList), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 402, body = ErrorBody, description = "`plan_limit_reached` (details: limit, used, max) or `subscription_inactive`"), (status = 202, body = DocumentList), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     Auth(caller): Auth,

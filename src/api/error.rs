@@ -120,6 +120,9 @@ impl From<domain::Error> for ApiError {
                 }
             }
             E::Invalid(code, msg) => ApiError::new(StatusCode::BAD_REQUEST, code, msg),
+            E::PaymentRequired(code, msg, details) => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, code, msg).with_details(details)
+            }
             E::Store(err) => {
                 tracing::error!(error = %err, "store error");
                 ApiError::internal()

@@ -84,6 +84,8 @@ error_codes! {
     TenantSuspended = "tenant_suspended", 403, "The caller's tenant is suspended.";
     OriginNotAllowed = "origin_not_allowed", 403, "The page's origin is not among the web widget's allowed origins.";
     ChannelPaused = "channel_paused", 403, "The channel (web widget) is paused and takes no messages.";
+    PlanLimitReached = "plan_limit_reached", 402, "The tenant's plan does not allow more of this; `details` names the `limit`, what is `used` and the `max`.";
+    SubscriptionInactive = "subscription_inactive", 402, "The tenant's subscription is `past_due` or `canceled` (`details.status`): nothing new can be created.";
     RouteNotFound = "route_not_found", 404, "No such route under /api.";
     TenantNotFound = "tenant_not_found", 404, "No such tenant (or not visible to the caller).";
     UserNotFound = "user_not_found", 404, "No such user in the tenant.";
@@ -96,6 +98,7 @@ error_codes! {
     WidgetNotFound = "widget_not_found", 404, "No web widget has this widget key.";
     DeadLetterNotFound = "dead_letter_not_found", 404, "No such stored webhook delivery of the channel.";
     JobNotFound = "job_not_found", 404, "No such job in the tenant.";
+    PlanNotFound = "plan_not_found", 404, "No such plan.";
     MethodNotAllowed = "method_not_allowed", 405, "The route does not accept this method (see `Allow`).";
     EmailTaken = "email_taken", 409, "An account with this email already exists.";
     LastAdmin = "last_admin", 409, "A tenant must keep at least one TENANT_ADMIN.";
@@ -103,6 +106,8 @@ error_codes! {
     DuplicateDocument = "duplicate_document", 409, "The same file was already uploaded; `details.documentId` is the existing one.";
     ChannelChanged = "channel_changed", 409, "The channel was changed by someone else during the update; reload and retry.";
     ConversationNotClosed = "conversation_not_closed", 409, "A conversation is rated once it is closed.";
+    PlanInUse = "plan_in_use", 409, "Tenants are on this plan (`details.tenants`); move them to another plan before deleting it.";
+    PlanBuiltIn = "plan_built_in", 409, "The built-in unlimited plan cannot be changed or deleted.";
     NotADeadLetter = "not_a_dead_letter", 409, "The webhook delivery was processed or is queued; only dead letters are replayed.";
     PayloadTooLarge = "payload_too_large", 413, "The body or an uploaded file is larger than the configured limit.";
     UnsupportedMediaType = "unsupported_media_type", 415, "Wrong `Content-Type`, or an uploaded file type that is not supported.";

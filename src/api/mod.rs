@@ -14,6 +14,7 @@ pub mod health;
 pub mod middleware;
 pub mod models;
 pub mod openai;
+pub mod plans;
 pub mod ratelimit;
 pub mod settings;
 pub mod sse;
@@ -238,6 +239,7 @@ impl Modify for ErrorAnswers {
         (name = "widget", description = "The website widget's own calls, from pages on the channel's allowed origins; visitor routes take `Authorization: Bearer <visitorToken>`"),
         (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
+        (name = "plans", description = "Plans with limits and each tenant's subscription and usage"),
         (name = "system", description = "Health and metrics"),
         (name = "openai", description = "OpenAI-compatible chat completions against agents (errors in OpenAI's shape)"),
     )
@@ -298,6 +300,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(documents::chunks))
         .routes(routes!(documents::search))
         .routes(routes!(documents::job))
+        .routes(routes!(plans::mine))
+        .routes(routes!(plans::list, plans::create))
+        .routes(routes!(plans::get, plans::update, plans::delete))
+        .routes(routes!(plans::set_subscription))
         .routes(routes!(health::health))
         .split_for_parts();
     // After every route is in: the modifier completes each operation's error answers.

@@ -150,7 +150,7 @@ pub async fn list_users(
 
 /// Invite a person; answers the invitation and a link to copy (also emailed when SMTP is set).
 #[utoipa::path(post, path = "/api/tenants/{id}/users", tag = "tenants", params(("id" = String, Path)), request_body = InviteReq,
-    responses((status = 201, body = InviteResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 402, body = ErrorBody, description = "`plan_limit_reached` (details: limit, used, max) or `subscription_inactive`"), (status = 201, body = InviteResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn invite_user(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -380,7 +380,9 @@ impl Services {
             updated_at: now,
         };
         let explicit_slug = input.slug.is_some();
-        self.store.write(|tx| {
+        let (agent, crossed) = self.store.write(|tx| {
+            // In the creating transaction: two creates at limit-1 cannot both pass.
+            let crossed = self.use_quota(tx, &tenant, super::plans::Limit::Agents, 1)?;
             Self::check_documents(tx, &tenant, &agent.document_ids)?;
             let mut agent = agent.clone();
             // A generated slug gets a numeric suffix on collision; an explicit one is a 409.
@@ -393,7 +395,7 @@ impl Services {
                 )? {
                     tx.put(&agent)?;
                     Self::link_documents(tx, &agent, &[])?;
-                    return Ok(Self::agent_view(&agent));
+                    return Ok((Self::agent_view(&agent), crossed));
                 }
                 if explicit_slug {
                     break;
@@ -405,7 +407,9 @@ impl Services {
                 format!("another agent already uses the slug `{}`", agent.slug),
                 None,
             ))
-        })
+        })?;
+        self.announce(crossed);
+        Ok(agent)
     }
 
     pub fn update_agent(&self, caller: &Caller, id: &AgentId, input: AgentInput) -> Result<Agent> {

@@ -73,7 +73,8 @@ impl Services {
             last_used_at: None,
             expires_at,
         };
-        self.store.write(|tx| {
+        let crossed = self.store.write(|tx| {
+            let crossed = self.use_quota(tx, &key.tenant_id, super::plans::Limit::ApiKeys, 1)?;
             tx.index_insert_new(
                 Index::ApiKeyHash,
                 &key.key_hash,
@@ -87,8 +88,9 @@ impl Services {
                     .target("api_key", &key.id, Some(&key.name))
                     .details(serde_json::json!({ "role": key.role })),
             )?;
-            Ok::<_, Error>(())
+            Ok::<_, Error>(crossed)
         })?;
+        self.announce(crossed);
         Ok((key, secret))
     }
 

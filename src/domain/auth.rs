@@ -107,6 +107,7 @@ impl Services {
         let tokens = self.store.write(|tx| {
             claim_email(tx, &email, &user)?;
             tx.put(&tenant)?;
+            self.start_subscription(tx, &tenant.id)?;
             tx.put(&user)?;
             self.audit_user(
                 tx,

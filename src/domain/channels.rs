@@ -229,7 +229,9 @@ impl Services {
             updated_at: now,
         };
         let (mut channel, new_secret) = self.apply(blank, input)?;
-        self.store.write(|tx| -> Result<()> {
+        let crossed = self.store.write(|tx| -> Result<_> {
+            let crossed =
+                self.use_quota(tx, &channel.tenant_id, super::plans::Limit::Channels, 1)?;
             self.check_agent(tx, caller.tenant(), channel.agent_id.as_ref())?;
             if let Some(web) = channel.web.as_mut() {
                 web.widget_key = Self::claim_widget_key(tx, &channel.tenant_id, &channel.id)?;
@@ -243,8 +245,9 @@ impl Services {
             }
             tx.put(&channel)?;
             self.audit_credentials(tx, caller, &Default::default(), &channel)?;
-            Ok(())
+            Ok(crossed)
         })?;
+        self.announce(crossed);
         Ok(Saved {
             channel,
             new_identity_secret: new_secret,

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod conversations;
 pub mod documents;
 pub mod inbound;
+pub mod plans;
 pub mod settings;
 pub mod tenants;
 pub mod users;
@@ -48,6 +49,10 @@ pub enum Error {
     Conflict(&'static str, String, Option<serde_json::Value>),
     #[error("{1}")]
     Invalid(&'static str, String),
+    /// The tenant's plan or subscription does not allow it (402): `plan_limit_reached`
+    /// naming the limit, usage and maximum, or `subscription_inactive`.
+    #[error("{1}")]
+    PaymentRequired(&'static str, String, serde_json::Value),
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error("internal error: {0}")]

@@ -67,7 +67,8 @@ impl Services {
                 AuditEntry::new(AuditAction::TenantCreated)
                     .target("tenant", &t.id, Some(&t.name))
                     .in_tenant(&t.id),
-            )
+            )?;
+            self.start_subscription(tx, &t.id)
         })?;
         Ok(t)
     }

@@ -129,7 +129,7 @@ impl Services {
             accepted_at: None,
         };
         let invite_url = format!("{}/accept-invite?token={token}", self.public_url());
-        let mail = self.store.write(|tx| -> Result<_> {
+        let (mail, crossed) = self.store.write(|tx| -> Result<_> {
             if tx.index_get(Index::UserEmail, &email)?.is_some() {
                 return Err(Error::Conflict(
                     "email_taken",
@@ -137,6 +137,8 @@ impl Services {
                     None,
                 ));
             }
+            // A pending invitation holds its seat until it is accepted or withdrawn.
+            let crossed = self.use_quota(tx, tid, super::plans::Limit::Seats, 1)?;
             tx.index_insert_new(
                 Index::InvitationToken,
                 &inv.token_hash,
@@ -153,14 +155,14 @@ impl Services {
             )?;
             // With SMTP, the invitation's mail commits with it (sent by the mail job).
             if self.config.smtp_url.is_none() {
-                return Ok(None);
+                return Ok((None, crossed));
             }
             let body = format!(
                 "Hello,\n\nYou have been invited to join {} on aigentable as {}.\nOpen this link to create your account:\n\n{invite_url}\n",
                 tenant.name,
                 inv.role.as_str(),
             );
-            Ok(Some(crate::mail::enqueue_in(
+            let job = crate::mail::enqueue_in(
                 tx,
                 &self.sealer,
                 tid,
@@ -169,8 +171,10 @@ impl Services {
                     subject: "You are invited to aigentable",
                     body: &body,
                 },
-            )?))
+            )?;
+            Ok((Some(job), crossed))
         })?;
+        self.announce(crossed);
         if let Some(job) = &mail {
             self.jobs.wake(job);
         }

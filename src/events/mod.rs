@@ -122,6 +122,16 @@ pub enum Event {
         name: String,
         status: PresenceStatus,
     },
+    /// The tenant's usage of a plan limit reached 80% or 100% of it (once per crossing per
+    /// period). `limit` is the limit's API name (`agents`, `messagesPerMonth`, ...).
+    UsageThreshold {
+        tenant_id: TenantId,
+        limit: &'static str,
+        used: u64,
+        max: u64,
+        percent: u64,
+        threshold: u8,
+    },
 }
 
 impl Event {
@@ -136,7 +146,8 @@ impl Event {
             | Event::JobProgress { tenant_id, .. }
             | Event::AgentDelta { tenant_id, .. }
             | Event::Typing { tenant_id, .. }
-            | Event::Presence { tenant_id, .. } => tenant_id,
+            | Event::Presence { tenant_id, .. }
+            | Event::UsageThreshold { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -152,6 +163,7 @@ impl Event {
             Event::AgentDelta { .. } => "agent:delta",
             Event::Typing { .. } => "conversation:typing",
             Event::Presence { .. } => "user:presence",
+            Event::UsageThreshold { .. } => "usage:threshold",
         }
     }
 

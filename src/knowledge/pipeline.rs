@@ -2,6 +2,7 @@
 
 use super::{Error, JOB_PROCESS, JOB_REEMBED, JOB_TRAIN, Knowledge, Space};
 use crate::auth::{Action, Caller};
+use crate::domain::plans::{Crossings, Limit};
 use crate::index::TextDoc;
 use crate::ingest;
 use crate::jobs::{JobCtx, JobError, Jobs};
@@ -449,17 +450,42 @@ impl Knowledge {
                 bytes,
             ));
         }
+        let mut written = Vec::new();
         for (d, bytes) in &accepted {
-            self.store_file(t, &d.sha256, bytes)
-                .map_err(UploadError::Failed)?;
+            match self.store_file(t, &d.sha256, bytes) {
+                Ok(true) => written.push(d.sha256.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    self.forget_files(t, &written);
+                    return Err(UploadError::Failed(e));
+                }
+            }
         }
         let docs: Vec<NewDocument> = accepted.into_iter().map(|(d, _)| d).collect();
-        match self
-            .create_documents(t, docs, agents)
-            .map_err(UploadError::Failed)?
-        {
-            Ok(created) => Ok(created),
-            Err((file, existing)) => Err(UploadError::Duplicate { file, existing }),
+        match self.create_documents(t, docs, agents) {
+            Ok(Ok(created)) => Ok(created),
+            Ok(Err((file, existing))) => Err(UploadError::Duplicate { file, existing }),
+            Err(e) => {
+                // Refused (a plan limit) or failed: the upload leaves no file behind.
+                self.forget_files(t, &written);
+                Err(UploadError::Failed(e))
+            }
+        }
+    }
+
+    /// Removes files this upload wrote when its documents were not created, unless a
+    /// document of the tenant refers to the same content by now.
+    fn forget_files(&self, t: &TenantId, shas: &[String]) {
+        for sha in shas {
+            let used = self
+                .svc
+                .store
+                .read(|tx| tx.index_get(Index::DocumentSha, &make_ref(t, sha)))
+                .map(|v| v.is_some())
+                .unwrap_or(true);
+            if !used {
+                let _ = std::fs::remove_file(self.files_dir(t).join(sha));
+            }
         }
     }
 
@@ -516,14 +542,15 @@ impl Knowledge {
         Ok(job)
     }
 
-    /// Stores an upload's bytes content-addressed (atomic write). Blocking.
-    fn store_file(&self, t: &TenantId, sha: &str, bytes: &[u8]) -> Result<(), Error> {
+    /// Stores an upload's bytes content-addressed (atomic write); true when the file is
+    /// new. Blocking.
+    fn store_file(&self, t: &TenantId, sha: &str, bytes: &[u8]) -> Result<bool, Error> {
         let dir = self.files_dir(t);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(sha);
         if path.exists() {
-            return Ok(());
+            return Ok(false);
         }
         let tmp = dir.join(format!(".{sha}.{}", uuid::Uuid::now_v7()));
         let write = || -> std::io::Result<()> {
@@ -541,7 +568,8 @@ impl Knowledge {
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             Error::Io(format!("cannot store the upload: {e}"))
-        })
+        })?;
+        Ok(true)
     }
 
     /// Creates documents for accepted uploads and queues their processing, in one
@@ -553,7 +581,6 @@ impl Knowledge {
         agents: &[AgentId],
     ) -> Result<Created, Error> {
         let out = self.svc.store.write(|tx| {
-            let mut created = Vec::new();
             for u in &uploads {
                 let key = make_ref(t, &u.sha256);
                 if let Some(existing) = tx.index_get(Index::DocumentSha, &key)? {
@@ -562,8 +589,18 @@ impl Knowledge {
                         .next()
                         .and_then(DocumentId::parse)
                         .unwrap_or_default();
-                    return Ok::<_, store::Error>(Err((u.name.clone(), id)));
+                    return Ok::<_, Error>((Err((u.name.clone(), id)), Crossings::none()));
                 }
+            }
+            // In the creating transaction: parallel uploads at the limit cannot both pass.
+            let bytes: u64 = uploads.iter().map(|u| u.size).sum();
+            let mut crossed = self
+                .svc
+                .use_quota(tx, t, Limit::Documents, uploads.len() as u64)?;
+            crossed.extend(self.svc.use_quota(tx, t, Limit::StorageBytes, bytes)?);
+            let mut created = Vec::new();
+            for u in &uploads {
+                let key = make_ref(t, &u.sha256);
                 let now = now();
                 let doc = Document {
                     id: DocumentId::new(),
@@ -603,8 +640,10 @@ impl Knowledge {
                 )?;
                 created.push((doc, job));
             }
-            Ok(Ok(created))
+            Ok((Ok(created), crossed))
         })?;
+        let (out, crossed) = out;
+        self.svc.announce(crossed);
         if let Ok(created) = &out {
             for (doc, job) in created {
                 self.publish_status(t, &doc.id, DocumentStatus::Queued, 0, None);

@@ -1287,6 +1287,21 @@ async fn deliver(s: &SocketRef, hub: &Hub, conn: &Conn, e: &Event) -> bool {
                     &json!({"userId": user_id, "name": name, "status": status}),
                 )
         }
+        Event::UsageThreshold {
+            limit,
+            used,
+            max,
+            percent,
+            threshold,
+            ..
+        } => {
+            !staff
+                || emit(
+                    s,
+                    "usage_threshold",
+                    &json!({"limit": limit, "used": used, "max": max, "percent": percent, "threshold": threshold}),
+                )
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 10;
+pub const SCHEMA_VERSION: u64 = 11;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -35,9 +35,12 @@ const STEPS: &[Step] = &[
     Step::Schema(v8_read_marks),
     Step::Schema(v9_channel_inbound),
     Step::Schema(v10_audit_log),
+    Step::Schema(v11_plans_and_counts),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
+const RECORD_COUNTS: TableDefinition<'static, (&'static str, &'static str), u64> =
+    TableDefinition::new("record_counts");
 const INBOUND_EVENTS: RecordTable = TableDefinition::new("inbound_events");
 const INVITATIONS: RecordTable = TableDefinition::new("invitations");
 const TENANT_SETTINGS: RecordTable = TableDefinition::new("tenant_settings");
@@ -419,6 +422,53 @@ fn v10_audit_log(tx: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Records as schema 11 reads them.
+mod v11 {
+    use serde::Deserialize;
+
+    /// A document's size (the weight summed per tenant for plan storage limits).
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Document {
+        #[serde(default)]
+        pub size_bytes: u64,
+    }
+}
+
+/// Adds plans, tenants' plan subscriptions and the per-tenant row counts of the tables plan
+/// limits count (users, API keys, agents, documents with their bytes, channels), counted
+/// once here from the rows; from now on every write keeps them.
+fn v11_plans_and_counts(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(RecordTable::new("plans"))?;
+    tx.open_table(RecordTable::new("tenant_plans"))?;
+    let mut counts: HashMap<(String, String), u64> = HashMap::new();
+    for name in ["users", "api_keys", "agents", "documents", "channels"] {
+        let t = tx.open_table(RecordTable::new(name))?;
+        for e in t.iter()? {
+            let (k, v) = e?;
+            let tenant = k.value().0.to_string();
+            *counts
+                .entry((tenant.clone(), name.to_string()))
+                .or_default() += 1;
+            if name == "documents" {
+                let d: v11::Document =
+                    serde_json::from_slice(v.value()).map_err(corrupt("documents"))?;
+                *counts
+                    .entry((tenant, format!("{name}#weight")))
+                    .or_default() += d.size_bytes;
+            }
+        }
+    }
+    let mut c = tx.open_table(RECORD_COUNTS)?;
+    c.retain(|_, _| false)?;
+    for ((tenant, key), n) in counts {
+        if n > 0 {
+            c.insert((tenant.as_str(), key.as_str()), n)?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
     let found = {
         let tx = db.begin_read()?;
@@ -646,5 +696,54 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn schema_10_stores_get_their_row_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, u) = (TenantId::new(), TenantId::new());
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let tx = store.db.begin_write().unwrap();
+            {
+                let mut docs = tx.open_table(RecordTable::new("documents")).unwrap();
+                for (tenant, size) in [(&t, 10), (&t, 20), (&u, 5)] {
+                    let id = DocumentId::new();
+                    let row = serde_json::json!({"id": id, "tenantId": tenant, "sizeBytes": size});
+                    docs.insert(
+                        (tenant.as_str(), id.as_str()),
+                        serde_json::to_vec(&row).unwrap().as_slice(),
+                    )
+                    .unwrap();
+                }
+                let mut agents = tx.open_table(RecordTable::new("agents")).unwrap();
+                let id = AgentId::new();
+                agents
+                    .insert((t.as_str(), id.as_str()), b"{}".as_slice())
+                    .unwrap();
+            }
+            // As schema 10 left it: no counts at all.
+            tx.delete_table(RECORD_COUNTS).unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 10)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let got = store
+            .read(|tx| {
+                Ok((
+                    tx.count::<crate::model::Document>(&t)?,
+                    tx.weight_sum::<crate::model::Document>(&t)?,
+                    tx.count::<crate::model::Agent>(&t)?,
+                    tx.count::<crate::model::Document>(&u)?,
+                    tx.weight_sum::<crate::model::Document>(&u)?,
+                    tx.count::<crate::model::Agent>(&u)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(got, (2, 30, 1, 1, 5, 0));
     }
 }

@@ -99,6 +99,23 @@ pub trait Record: Serialize + DeserializeOwned {
     fn tenant(&self) -> &TenantId;
     /// The second key part: the record id, or `parentId/id` for records listed under a parent.
     fn key_id(&self) -> String;
+    /// Whether the store keeps a per-tenant count of this table's rows (see
+    /// [`ReadTx::count`]), updated in the same transaction as every insert and removal.
+    const COUNTED: bool = false;
+    /// For counted tables: a size the store also sums per tenant (a document's bytes).
+    fn weight(&self) -> u64 {
+        0
+    }
+}
+
+/// Per-tenant row counts (and summed weights) of the counted tables: `(tenantId, name)` ->
+/// count, where `name` is the table's name, or `<table>#weight` for the sum of weights.
+/// Kept by [`WriteTx::put`] and the deletes, so plan limits are checked in O(1).
+pub(crate) const COUNTS: TableDefinition<'static, (&'static str, &'static str), u64> =
+    TableDefinition::new("record_counts");
+
+fn weight_key(table: &str) -> String {
+    format!("{table}#weight")
 }
 
 macro_rules! record {
@@ -114,6 +131,26 @@ macro_rules! record {
             }
         }
     };
+    ($ty:ty, $name:literal, |$r:ident| $key:expr, counted) => {
+        record!($ty, $name, |$r| $key, counted, |_w| 0);
+    };
+    ($ty:ty, $name:literal, |$r:ident| $key:expr, counted, |$w:ident| $weight:expr) => {
+        impl Record for $ty {
+            const TABLE: RecordTable = TableDefinition::new($name);
+            const COUNTED: bool = true;
+            fn tenant(&self) -> &TenantId {
+                &self.tenant_id
+            }
+            fn key_id(&self) -> String {
+                let $r = self;
+                $key
+            }
+            fn weight(&self) -> u64 {
+                let $w = self;
+                $weight
+            }
+        }
+    };
 }
 
 impl Record for Tenant {
@@ -126,7 +163,7 @@ impl Record for Tenant {
     }
 }
 record!(TenantSettings, "tenant_settings", |_r| String::new());
-record!(User, "users", |r| r.id.to_string());
+record!(User, "users", |r| r.id.to_string(), counted);
 /// The store key of a chunk: under its document, so a document's chunks are one range.
 pub fn chunk_key(document: &crate::types::DocumentId, chunk: &crate::types::ChunkId) -> String {
     format!("{document}/{chunk}")
@@ -135,12 +172,13 @@ pub fn chunk_key(document: &crate::types::DocumentId, chunk: &crate::types::Chun
 record!(Session, "sessions", |r| r.id.to_string());
 record!(Invitation, "invitations", |r| r.id.to_string());
 record!(PasswordReset, "password_resets", |r| r.id.to_string());
-record!(ApiKey, "api_keys", |r| r.id.to_string());
-record!(Agent, "agents", |r| r.id.to_string());
+record!(ApiKey, "api_keys", |r| r.id.to_string(), counted);
+record!(Agent, "agents", |r| r.id.to_string(), counted);
 record!(AgentAnalytics, "agent_analytics", |r| r.id.clone());
-record!(Document, "documents", |r| r.id.to_string());
+record!(Document, "documents", |r| r.id.to_string(), counted, |d| d
+    .size_bytes);
 record!(Chunk, "chunks", |r| chunk_key(&r.document_id, &r.id));
-record!(Channel, "channels", |r| r.id.to_string());
+record!(Channel, "channels", |r| r.id.to_string(), counted);
 record!(Conversation, "conversations", |r| r.id.to_string());
 record!(Message, "messages", |r| format!(
     "{}/{}",
@@ -152,6 +190,8 @@ record!(ReadMark, "read_marks", |r| format!(
     r.conversation_id, r.user_id
 ));
 record!(Subscription, "subscriptions", |r| r.id.to_string());
+record!(Plan, "plans", |r| r.id.to_string());
+record!(TenantPlan, "tenant_plans", |_r| String::new());
 record!(AnalyticsEvent, "analytics_events", |r| r.id.to_string());
 record!(Job, "jobs", |r| r.id.to_string());
 record!(InboundEvent, "inbound_events", |r| format!(
@@ -179,6 +219,8 @@ pub(crate) const RECORD_TABLES: &[RecordTable] = &[
     Visitor::TABLE,
     ReadMark::TABLE,
     Subscription::TABLE,
+    Plan::TABLE,
+    TenantPlan::TABLE,
     AnalyticsEvent::TABLE,
     Job::TABLE,
     InboundEvent::TABLE,
@@ -475,6 +517,42 @@ macro_rules! read_ops {
                 .items)
         }
 
+        /// How many rows of a counted table (`R::COUNTED`) the tenant has. O(1).
+        pub fn count<R: Record>(&self, tenant: &TenantId) -> Result<u64> {
+            debug_assert!(
+                R::COUNTED,
+                "BUG: {} is not a counted table",
+                R::TABLE.name()
+            );
+            let c = self.0.open_table(COUNTS)?;
+            Ok(c.get((tenant.as_str(), R::TABLE.name()))?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        }
+
+        /// The sum of `weight()` over a tenant's rows of a counted table. O(1).
+        pub fn weight_sum<R: Record>(&self, tenant: &TenantId) -> Result<u64> {
+            let c = self.0.open_table(COUNTS)?;
+            let key = weight_key(R::TABLE.name());
+            Ok(c.get((tenant.as_str(), key.as_str()))?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        }
+
+        /// How many records of a whole table (all tenants) pass `keep`. A full scan: for
+        /// small platform-wide tables and rare operator actions only.
+        pub fn count_where<R: Record>(&self, mut keep: impl FnMut(&R) -> bool) -> Result<u64> {
+            let t = self.0.open_table(R::TABLE)?;
+            let mut n = 0;
+            for e in t.iter()? {
+                let (_, v) = e?;
+                if keep(&decode::<R>(v.value())?) {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+
         /// Number of records in a whole table (all tenants).
         pub fn count_all<R: Record>(&self) -> Result<u64> {
             Ok(self.0.open_table(R::TABLE)?.len()?)
@@ -548,6 +626,14 @@ macro_rules! read_ops {
                     ))?
                     .count() as u64;
             }
+            n += self
+                .0
+                .open_table(COUNTS)?
+                .range::<(&str, &str)>((
+                    Bound::Included((tenant.as_str(), "")),
+                    Bound::Excluded((upper.as_str(), "")),
+                ))?
+                .count() as u64;
             let needle = format!("{tenant}/");
             for idx in Index::ALL {
                 let t = self.0.open_table(idx.table())?;
@@ -583,17 +669,62 @@ impl WriteTx {
             source,
         })?;
         let mut t = self.0.open_table(R::TABLE)?;
-        t.insert(
+        let old_weight = match t.insert(
             (rec.tenant().as_str(), rec.key_id().as_str()),
             bytes.as_slice(),
-        )?;
+        )? {
+            Some(v) if R::COUNTED => Some(Some(decode::<R>(v.value())?.weight())),
+            Some(_) => Some(None),
+            None => None,
+        };
+        drop(t);
+        if R::COUNTED {
+            let old_weight = old_weight.map(|w| w.unwrap_or(0));
+            let (rows, weight) = match old_weight {
+                None => (1, rec.weight() as i128),
+                Some(w) => (0, rec.weight() as i128 - w as i128),
+            };
+            self.add_count::<R>(rec.tenant(), rows, weight)?;
+        }
+        Ok(())
+    }
+
+    /// Adds to a tenant's row count and weight sum of table `R` (saturating at zero).
+    fn add_count<R: Record>(&self, tenant: &TenantId, rows: i128, weight: i128) -> Result<()> {
+        let mut c = self.0.open_table(COUNTS)?;
+        let name = R::TABLE.name();
+        let wk = weight_key(name);
+        for (key, delta) in [(name, rows), (wk.as_str(), weight)] {
+            if delta == 0 {
+                continue;
+            }
+            let cur = c
+                .get((tenant.as_str(), key))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let next = (cur as i128 + delta).clamp(0, u64::MAX as i128) as u64;
+            if next == 0 {
+                c.remove((tenant.as_str(), key))?;
+            } else {
+                c.insert((tenant.as_str(), key), next)?;
+            }
+        }
         Ok(())
     }
 
     /// Removes a record; true when it existed.
     pub fn delete<R: Record>(&self, tenant: &TenantId, id: &str) -> Result<bool> {
         let mut t = self.0.open_table(R::TABLE)?;
-        Ok(t.remove((tenant.as_str(), id))?.is_some())
+        let weight = match t.remove((tenant.as_str(), id))? {
+            None => return Ok(false),
+            Some(old) if R::COUNTED => decode::<R>(old.value())?.weight(),
+            Some(_) => 0,
+        };
+        drop(t);
+        if R::COUNTED {
+            self.add_count::<R>(tenant, -1, -(weight as i128))?;
+        }
+        Ok(true)
     }
 
     /// Removes every record of a tenant under `parent/`. Returns how many.
@@ -602,13 +733,28 @@ impl WriteTx {
         let prefix = format!("{parent}/");
         let upper = format!("{parent}0");
         let mut n = 0;
+        let mut w: u64 = 0;
+        let mut bad = None;
         t.retain_in::<(&str, &str), _>(
             (tenant.as_str(), prefix.as_str())..(tenant.as_str(), upper.as_str()),
-            |_, _| {
+            |_, v| {
                 n += 1;
+                if R::COUNTED {
+                    match decode::<R>(v) {
+                        Ok(r) => w = w.saturating_add(r.weight()),
+                        Err(e) => bad = Some(e),
+                    }
+                }
                 false
             },
         )?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        if R::COUNTED && n > 0 {
+            drop(t);
+            self.add_count::<R>(tenant, -(n as i128), -(w as i128))?;
+        }
         Ok(n)
     }
 
@@ -635,6 +781,13 @@ impl WriteTx {
         for def in RECORD_TABLES {
             let mut t = self.0.open_table(*def)?;
             t.retain_in::<(&str, &str), _>((tenant.as_str(), "")..(upper.as_str(), ""), |_, _| {
+                n += 1;
+                false
+            })?;
+        }
+        {
+            let mut c = self.0.open_table(COUNTS)?;
+            c.retain_in::<(&str, &str), _>((tenant.as_str(), "")..(upper.as_str(), ""), |_, _| {
                 n += 1;
                 false
             })?;

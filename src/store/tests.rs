@@ -89,7 +89,47 @@ fn deleting_a_tenant_leaves_nothing_and_spares_others() {
     assert!(store.read(|tx| tx.tenant_footprint(&a.id)).unwrap() >= 3);
     store.write(|tx| tx.delete_tenant(&a.id)).unwrap();
     assert_eq!(store.read(|tx| tx.tenant_footprint(&a.id)).unwrap(), 0);
-    assert_eq!(store.read(|tx| tx.tenant_footprint(&b.id)).unwrap(), 3);
+    // The tenant, its key, the key's index row and the tenant's count of keys.
+    assert_eq!(store.read(|tx| tx.tenant_footprint(&b.id)).unwrap(), 4);
+}
+
+#[test]
+fn counted_tables_keep_their_per_tenant_counts_in_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let keys: Vec<ApiKey> = (0..4).map(|i| key(&a.id, &format!("k{i}"))).collect();
+    store
+        .write(|tx| {
+            for k in &keys {
+                tx.put(k)?;
+                // Replacing a row is not a new row.
+                tx.put(k)?;
+            }
+            tx.put(&key(&b.id, "theirs"))?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let count = |t: &TenantId| store.read(|tx| tx.count::<ApiKey>(t)).unwrap();
+    assert_eq!((count(&a.id), count(&b.id)), (4, 1));
+    store
+        .write(|tx| {
+            assert!(tx.delete::<ApiKey>(&a.id, keys[0].id.as_str())?);
+            assert!(!tx.delete::<ApiKey>(&a.id, keys[0].id.as_str())?);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(count(&a.id), 3);
+    // A failed transaction changes no count.
+    let _ = store.write(|tx| {
+        tx.put(&key(&a.id, "never"))?;
+        Err::<(), Error>(Error::Locked {
+            path: Default::default(),
+        })
+    });
+    assert_eq!(count(&a.id), 3);
+    store.write(|tx| tx.delete_tenant(&a.id)).unwrap();
+    assert_eq!((count(&a.id), count(&b.id)), (0, 1));
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod mail;
 mod models_cli;
 mod openai_api;
 mod outbound;
+mod plans;
 mod provider_test;
 mod realtime;
 mod realtime_python;
