@@ -56,7 +56,7 @@ impl From<&Plan> for PlanView {
 /// One limit against its usage.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UsageView {
+pub struct LimitUsageView {
     used: u64,
     /// `null`: unlimited.
     limit: Option<u64>,
@@ -64,9 +64,9 @@ pub struct UsageView {
     percent: Option<u64>,
 }
 
-impl From<&UsageLine> for UsageView {
+impl From<&UsageLine> for LimitUsageView {
     fn from(u: &UsageLine) -> Self {
-        UsageView {
+        LimitUsageView {
             used: u.used,
             limit: u.max,
             percent: u.percent(),
@@ -78,15 +78,15 @@ impl From<&UsageLine> for UsageView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageByLimit {
-    agents: UsageView,
-    documents: UsageView,
-    storage_bytes: UsageView,
+    agents: LimitUsageView,
+    documents: LimitUsageView,
+    storage_bytes: LimitUsageView,
     /// AI replies in the current period.
-    messages_per_month: UsageView,
-    channels: UsageView,
+    messages_per_month: LimitUsageView,
+    channels: LimitUsageView,
     /// Users plus pending invitations.
-    seats: UsageView,
-    api_keys: UsageView,
+    seats: LimitUsageView,
+    api_keys: LimitUsageView,
 }
 
 /// A tenant's subscription: plan, status, period and usage against the plan's limits.
@@ -112,8 +112,8 @@ impl From<&SubscriptionInfo> for SubscriptionView {
             s.usage
                 .iter()
                 .find(|u| u.limit == l)
-                .map(UsageView::from)
-                .unwrap_or(UsageView {
+                .map(LimitUsageView::from)
+                .unwrap_or(LimitUsageView {
                     used: 0,
                     limit: None,
                     percent: None,
