@@ -79,6 +79,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             tracing::info!("created the first platform admin from ADMIN_EMAIL");
         }
     }
+    // A store upgraded from before analytics rollups gets them built once.
+    let s = svc.clone();
+    tokio::task::spawn_blocking(move || s.rebuild_analytics_if_empty())
+        .await?
+        .map_err(|e| anyhow::anyhow!("building analytics rollups: {e}"))?;
     // Knowledge: models and indexes load here (blocking), before the port is bound.
     let (s2, j2, es) = (svc.clone(), jobs.clone(), config.embed_settings());
     let knowledge =

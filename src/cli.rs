@@ -1,5 +1,5 @@
 //! Command line: `aigentable [serve]`, `aigentable admin create`, `aigentable admin reset-link`,
-//! `reindex`, `models list|pull|import`, `--version`.
+//! `reindex`, `models list|pull|import`, `analytics rebuild`, `--version`.
 
 use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -49,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Analytics maintenance.
+    Analytics {
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +100,14 @@ pub enum ModelsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AnalyticsCommand {
+    /// Rebuild every tenant's analytics rollups from the stored conversations, messages,
+    /// turn events and webhook deliveries. Run it while the server is stopped (the store
+    /// is refused while a server holds it).
+    Rebuild,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,6 +182,18 @@ pub async fn reset_link(config: Config, email: &str) -> anyhow::Result<String> {
 }
 
 /// `aigentable reindex`: rebuilds every index from the store.
+/// `aigentable analytics rebuild`.
+pub async fn analytics_rebuild(config: Config) -> anyhow::Result<()> {
+    let app = crate::app::build(config).await?;
+    let svc = app.state.svc.clone();
+    let (tenants, keys) = tokio::task::spawn_blocking(move || svc.rebuild_all_analytics())
+        .await?
+        .map_err(|e| anyhow::anyhow!("rebuilding analytics: {e}"))?;
+    app.state.jobs.shutdown();
+    println!("rebuilt the analytics of {tenants} tenants ({keys} rollup keys)");
+    Ok(())
+}
+
 pub async fn reindex(config: Config) -> anyhow::Result<()> {
     let app = crate::app::build(config).await?;
     let k = app.state.knowledge.clone();

@@ -182,6 +182,8 @@ pub struct Config {
     pub telegram_webhook_max_bytes: usize,
     /// Attempts to hand one outgoing channel message to its provider before it is failed.
     pub channel_send_max_attempts: u32,
+    /// Analytics price table, USD per million tokens: `model=input:output,...`.
+    pub analytics_prices: String,
 }
 
 impl Default for Config {
@@ -255,6 +257,7 @@ impl Default for Config {
             meta_graph_version: "v21.0".into(),
             telegram_webhook_max_bytes: 256 * 1024,
             channel_send_max_attempts: 5,
+            analytics_prices: crate::analytics::prices::DEFAULT_PRICES.into(),
         }
     }
 }
@@ -328,6 +331,7 @@ const ENV_KEYS: &[&str] = &[
     "META_GRAPH_VERSION",
     "TELEGRAM_WEBHOOK_MAX_BYTES",
     "CHANNEL_SEND_MAX_ATTEMPTS",
+    "ANALYTICS_PRICES",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -490,6 +494,8 @@ impl Config {
                 "TELEGRAM_WEBHOOK_MAX_BYTES must be at least 1024".into(),
             ));
         }
+        crate::analytics::prices::Prices::parse(&self.analytics_prices)
+            .map_err(|e| Error::Invalid(format!("ANALYTICS_PRICES: {e}")))?;
         if !(1..=50).contains(&self.channel_send_max_attempts) {
             return Err(Error::Invalid(
                 "CHANNEL_SEND_MAX_ATTEMPTS must be 1 to 50".into(),

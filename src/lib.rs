@@ -4,6 +4,7 @@
 //! are shared below them.
 
 pub mod agent;
+pub mod analytics;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -1,4 +1,4 @@
-use aigentable::cli::{AdminCommand, Cli, Command, ModelsCommand, PullArgs};
+use aigentable::cli::{AdminCommand, AnalyticsCommand, Cli, Command, ModelsCommand, PullArgs};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -58,6 +58,9 @@ fn main() -> ExitCode {
                     aigentable::cli::models_import(&config, dir, name, force).await
                 }
             },
+            Some(Command::Analytics {
+                command: AnalyticsCommand::Rebuild,
+            }) => aigentable::cli::analytics_rebuild(config).await,
             Some(Command::Serve { .. }) | None => {
                 let _guard = aigentable::telemetry::init_logging(&config)?;
                 aigentable::app::run(config).await

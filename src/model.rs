@@ -1034,3 +1034,67 @@ pub struct TenantPlan {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
+
+/// One hour of one dimension's analytics figures of a tenant (see `crate::analytics`).
+/// Keyed `dim/bucket`: `dim` is `all`, `agent:<id>` or `channel:<id>`, `bucket` the UTC
+/// hour `YYYYMMDDHH`, so a range read for one agent or channel reads only its keys.
+/// Counters and histograms are named (`msg.customer`, `h.frt` ...) so a new figure needs
+/// no new record type; zero entries are dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsRollup {
+    pub tenant_id: TenantId,
+    pub dim: String,
+    pub bucket: String,
+    #[serde(default)]
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// Histogram name -> bucket index (`crate::analytics::Hist`) -> count.
+    #[serde(default)]
+    pub hists: std::collections::BTreeMap<String, std::collections::BTreeMap<u16, i64>>,
+}
+
+/// What analytics know of one conversation: a snapshot of the fields its figures come
+/// from, plus what the conversation record does not keep (when it was first answered,
+/// handed to a person, how often it was reopened). Keyed by the conversation id. The
+/// rollups hold exactly the sum of every stats record's contribution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationStats {
+    pub tenant_id: TenantId,
+    pub conversation_id: ConversationId,
+    pub agent_id: AgentId,
+    pub channel_id: Option<ChannelId>,
+    pub status: ConversationStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub closed_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub first_customer_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub first_response_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub handed_off_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub reopens: u32,
+    #[serde(default)]
+    pub rating: Option<u8>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub rated_at: Option<OffsetDateTime>,
+}
+
+/// A question the agent could not answer (fallback) or handed to a person: the raw
+/// material of the knowledge-gaps report. Keyed `<unix ms, 13 digits>-<id>` (time order).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KnowledgeGap {
+    pub id: AnalyticsEventId,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub conversation_id: Option<ConversationId>,
+    pub question: String,
+    /// `fallback` or `handoff`.
+    pub outcome: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}

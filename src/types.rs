@@ -165,6 +165,9 @@ pub fn now() -> Timestamp {
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
     offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Set by tests that need exact times (analytics): the clock stands still there,
+    /// moved only by `advance` and `pin`.
+    pinned: std::sync::Arc<std::sync::RwLock<Option<Timestamp>>>,
 }
 
 impl Clock {
@@ -176,7 +179,21 @@ impl Clock {
     /// The current time by this clock.
     pub fn now(&self) -> Timestamp {
         let offset = self.offset_ms.load(std::sync::atomic::Ordering::Acquire);
-        now() + time::Duration::milliseconds(offset)
+        let base = self
+            .pinned
+            .read()
+            .ok()
+            .and_then(|p| *p)
+            .unwrap_or_else(now);
+        base + time::Duration::milliseconds(offset)
+    }
+
+    /// Stops this clock (and every clone of it) at `at`. For tests.
+    pub fn pin(&self, at: Timestamp) {
+        if let Ok(mut p) = self.pinned.write() {
+            *p = Some(at);
+        }
+        self.offset_ms.store(0, std::sync::atomic::Ordering::Release);
     }
 
     /// Moves this clock (and every clone of it) forward. For tests.

@@ -255,7 +255,7 @@ impl Engine {
                     status: MessageStatus::Sent,
                     error: None,
                     author_id: None,
-                    created_at: now(),
+                    created_at: self.svc.clock.now(),
                     seq: 0,
                     client_id: None,
                 };
@@ -269,6 +269,8 @@ impl Engine {
                     latency_ms: r.latency_ms,
                     upstream_ms: r.upstream.as_millis() as u64,
                     new_conversation: first,
+                    tool_calls: r.tool_calls.len() as u32,
+                    question: Some(msg.content.clone()),
                 };
                 let upstream = r.upstream;
                 self.persist(caller, reply, r.handoff.clone(), stats, upstream, job)
@@ -308,7 +310,7 @@ impl Engine {
             status: MessageStatus::Sent,
             error: None,
             author_id: None,
-            created_at: now(),
+            created_at: self.svc.clock.now(),
             seq: 0,
             client_id: None,
         };
@@ -321,6 +323,9 @@ impl Engine {
             latency_ms: 0,
             upstream_ms: 0,
             new_conversation: first,
+            // The plan stopped the AI: not a question the knowledge could not answer.
+            tool_calls: 0,
+            question: None,
         };
         let reason = format!("the plan allows no more AI replies now ({why})");
         self.persist(caller, reply, Some(reason), stats, Duration::ZERO, job)
@@ -345,6 +350,8 @@ impl Engine {
                 latency_ms: r.latency_ms,
                 upstream_ms: r.upstream.as_millis() as u64,
                 new_conversation: false,
+                tool_calls: r.tool_calls.len() as u32,
+                question: None,
             },
             Err(e) => TurnStats {
                 agent_id: agent.id.clone(),
@@ -355,6 +362,8 @@ impl Engine {
                 latency_ms: e.latency_ms,
                 upstream_ms: e.upstream.as_millis() as u64,
                 new_conversation: false,
+                tool_calls: 0,
+                question: None,
             },
         };
         let (svc, c) = (self.svc.clone(), caller.clone());
@@ -402,6 +411,8 @@ impl Engine {
             latency_ms: e.latency_ms,
             upstream_ms: e.upstream.as_millis() as u64,
             new_conversation: first,
+            tool_calls: 0,
+            question: None,
         };
         let failed = Message {
             id,
@@ -415,7 +426,7 @@ impl Engine {
             status: MessageStatus::Failed,
             error: Some(e.message),
             author_id: None,
-            created_at: now(),
+            created_at: self.svc.clock.now(),
             seq: 0,
             client_id: None,
         };

@@ -1,6 +1,7 @@
 //! HTTP API: parse -> call the domain -> map. Never touches the store directly.
 
 pub mod agents;
+pub mod analytics;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -240,6 +241,7 @@ impl Modify for ErrorAnswers {
         (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
         (name = "plans", description = "Plans with limits and each tenant's subscription and usage"),
+        (name = "analytics", description = "Figures from the rollups: dashboard, agents, conversations, channels (JSON or CSV), knowledge gaps"),
         (name = "system", description = "Health and metrics"),
         (name = "openai", description = "OpenAI-compatible chat completions against agents (errors in OpenAI's shape)"),
     )
@@ -304,6 +306,11 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(plans::list, plans::create))
         .routes(routes!(plans::get, plans::update, plans::delete))
         .routes(routes!(plans::set_subscription))
+        .routes(routes!(analytics::dashboard))
+        .routes(routes!(analytics::agents))
+        .routes(routes!(analytics::conversations))
+        .routes(routes!(analytics::channels))
+        .routes(routes!(analytics::knowledge_gaps))
         .routes(routes!(health::health))
         .split_for_parts();
     // After every route is in: the modifier completes each operation's error answers.

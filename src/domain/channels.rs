@@ -354,7 +354,7 @@ impl Services {
                     Index::InboundExternal,
                     &format!("{t}/{id}/{}", ev.external_id),
                 )?;
-                tx.delete::<InboundEvent>(&t, &format!("{id}/{}", ev.id))?;
+                Self::delete_inbound(tx, &ev)?;
             }
             for conv in tx.scan::<Conversation>(&t, None, |c| c.channel_id.as_ref() == Some(id))? {
                 if let Some(contact) = &conv.customer.external_id {

@@ -131,7 +131,7 @@ impl Services {
         msg.seq = conv.last_seq;
         conv.message_count += 1;
         conv.last_message_at = Some(msg.created_at);
-        tx.put(msg)?;
+        Self::put_message(tx, conv, msg)?;
         if let Some(c) = &msg.client_id {
             let value = make_ref(&conv.tenant_id, &format!("{}/{}", conv.id, msg.id));
             tx.index_insert_new(
@@ -183,7 +183,7 @@ impl Services {
             {
                 return Err(Error::NotFound("channel"));
             }
-            let now = now();
+            let now = self.clock.now();
             let conv = Conversation {
                 id: ConversationId::new(),
                 tenant_id: t.clone(),
@@ -200,7 +200,7 @@ impl Services {
                 last_seq: 0,
                 rating: None,
             };
-            tx.put(&conv)?;
+            Self::put_conversation(tx, &conv)?;
             if let Some(g) = agent.greeting.as_deref().filter(|g| !g.trim().is_empty()) {
                 let mut m = Message {
                     id: MessageId::new(),
@@ -219,7 +219,7 @@ impl Services {
                 };
                 let mut conv = conv.clone();
                 Self::append(tx, &mut conv, &mut m)?;
-                tx.put(&conv)?;
+                Self::put_conversation(tx, &conv)?;
                 return Ok((conv, Some(m)));
             }
             Ok((conv, None))
@@ -460,7 +460,7 @@ impl Services {
             unread.sort_by_key(|m| m.seq);
             for mut m in unread {
                 m.status = MessageStatus::Read;
-                tx.put(&m)?;
+                Self::put_message(tx, &conv, &m)?;
                 changed.push(m.id);
             }
             Ok((
@@ -568,7 +568,7 @@ impl Services {
                 return Ok((posted, conv, (None, None)));
             }
             let before = conv.clone();
-            let now = now();
+            let now = self.clock.now();
             let mut msg = Message {
                 id: MessageId::new(),
                 tenant_id: t.clone(),
@@ -606,7 +606,7 @@ impl Services {
                 }
             }
             Self::append(tx, &mut conv, &mut msg)?;
-            tx.put(&conv)?;
+            Self::put_conversation(tx, &conv)?;
             // Whoever answers has read the conversation up to their answer.
             if role == MessageRole::Human
                 && let Some(u) = caller.user()
@@ -759,7 +759,7 @@ impl Services {
             {
                 return Ok(None);
             }
-            Self::put_turn(tx, tenant, stats)?;
+            self.put_turn(tx, caller, stats)?;
             let mut conv = Self::load_conversation(tx, tenant, &msg.conversation_id)?;
             let before = conv.clone();
             let mut msg = msg.clone();
@@ -781,7 +781,7 @@ impl Services {
                     status: MessageStatus::Sent,
                     error: None,
                     author_id: None,
-                    created_at: now(),
+                    created_at: self.clock.now(),
                     seq: 0,
                     client_id: None,
                 };
@@ -791,7 +791,7 @@ impl Services {
                 conv.last_message_at = at;
                 handoff_note = Some(note);
             }
-            tx.put(&conv)?;
+            Self::put_conversation(tx, &conv)?;
             Ok(Some((conv, before, msg, handoff_note, outbound)))
         })?;
         let Some((conv, before, msg, note, outbound)) = stored else {
@@ -896,7 +896,7 @@ impl Services {
             if conv.status != ConversationStatus::Closed {
                 conv.status = ConversationStatus::Open;
             }
-            let now = now();
+            let now = self.clock.now();
             let mut note = Message {
                 id: MessageId::new(),
                 tenant_id: t.clone(),
@@ -913,7 +913,7 @@ impl Services {
                 client_id: None,
             };
             Self::append(tx, &mut conv, &mut note)?;
-            tx.put(&conv)?;
+            Self::put_conversation(tx, &conv)?;
             Ok((conv, before, note))
         })?;
         self.events.publish(Event::MessageCreated {
@@ -936,8 +936,8 @@ impl Services {
             let before = conv.clone();
             if conv.status != ConversationStatus::Closed {
                 conv.status = ConversationStatus::Closed;
-                conv.closed_at = Some(now());
-                tx.put(&conv)?;
+                conv.closed_at = Some(self.clock.now());
+                Self::put_conversation(tx, &conv)?;
             }
             Ok((conv, before))
         })?;

@@ -95,7 +95,7 @@ impl Services {
             let Some(current) = tx.get::<Channel>(&t, channel.id.as_str())? else {
                 return Err(Error::NotFound("channel"));
             };
-            let now = now();
+            let now = self.clock.now();
             let paused = current.status == ChannelStatus::Paused;
             let ev = InboundEvent {
                 id: InboundId::new(),
@@ -108,11 +108,11 @@ impl Services {
                 } else {
                     InboundStatus::Queued
                 },
-                error: paused.then(|| "the channel was paused when this arrived".to_string()),
+                error: paused.then(|| crate::analytics::contrib::PAUSED_REASON.to_string()),
                 received_at: now,
                 updated_at: now,
             };
-            tx.put(&ev)?;
+            Self::put_inbound(tx, &ev)?;
             tx.index_insert_new(
                 Index::InboundExternal,
                 &key,
@@ -196,8 +196,8 @@ impl Services {
                     ev.error = Some(e);
                 }
             }
-            ev.updated_at = now();
-            tx.put(&ev)?;
+            ev.updated_at = self.clock.now();
+            Self::put_inbound(tx, &ev)?;
             Ok(())
         })
     }
@@ -232,7 +232,7 @@ impl Services {
             if tx.get::<Agent>(&t, agent_id.as_str())?.is_none() {
                 return Err(Error::NotFound("agent"));
             }
-            let now = now();
+            let now = self.clock.now();
             let conv = Conversation {
                 id: ConversationId::new(),
                 tenant_id: t.clone(),
@@ -249,7 +249,7 @@ impl Services {
                 last_seq: 0,
                 rating: None,
             };
-            tx.put(&conv)?;
+            Self::put_conversation(tx, &conv)?;
             // Replaces the entry of a deleted conversation, if any.
             tx.index_remove(Index::ChannelContact, &key)?;
             tx.index_insert_new(Index::ChannelContact, &key, &make_ref(&t, conv.id.as_str()))?;
@@ -320,8 +320,8 @@ impl Services {
             }
             ev.status = InboundStatus::Queued;
             ev.error = None;
-            ev.updated_at = now();
-            tx.put(&ev)?;
+            ev.updated_at = self.clock.now();
+            Self::put_inbound(tx, &ev)?;
             let job = Self::enqueue_inbound(tx, &t, channel, &ev.id)?;
             Ok((ev, job))
         })?;
@@ -354,7 +354,7 @@ impl Services {
             return Ok(None);
         }
         msg.status = MessageStatus::Pending;
-        tx.put(msg)?;
+        Self::put_message(tx, conv, msg)?;
         let payload = SendPayload {
             conversation_id: conv.id.clone(),
             message_id: msg.id.clone(),
@@ -443,7 +443,7 @@ impl Services {
                 return Ok(false);
             }
             m.status = MessageStatus::Sent;
-            tx.put(&m)?;
+            Self::put_message_of(tx, &m)?;
             Ok(true)
         })?;
         if changed {
@@ -472,7 +472,7 @@ impl Services {
             };
             m.status = MessageStatus::Failed;
             m.error = Some(error.to_string());
-            tx.put(&m)?;
+            Self::put_message_of(tx, &m)?;
             Ok(true)
         })?;
         if changed {

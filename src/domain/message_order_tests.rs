@@ -64,6 +64,8 @@ fn seq_is_commit_order_and_replay_follows_it() {
         latency_ms: 1,
         upstream_ms: 1,
         new_conversation: false,
+        tool_calls: 0,
+        question: None,
     };
     s.record_ai_reply(
         &Caller::test_staff(&tenant.id, Role::TenantAdmin),

@@ -533,7 +533,7 @@ impl Services {
         }
         c.finish()?;
         let t = caller.tenant().clone();
-        let now = now();
+        let now = self.clock.now();
         let (visitor, created) = self.store.write(|tx| -> Result<_> {
             let mut v = tx.get::<Visitor>(&t, vid.as_str())?.ok_or_else(bad_token)?;
             let channel = tx
@@ -652,9 +652,9 @@ impl Services {
             conv.rating = Some(Rating {
                 score,
                 comment: comment.map(str::to_string),
-                rated_at: now(),
+                rated_at: self.clock.now(),
             });
-            tx.put(&conv)?;
+            Self::put_conversation(tx, &conv)?;
             Ok((before, conv))
         })?;
         if let Some(e) = Event::conversation_changed(&before, &after) {
@@ -716,7 +716,7 @@ impl Services {
         if let Some(g) = greeting.as_mut() {
             Self::append(tx, &mut conv, g)?;
         }
-        tx.put(&conv)?;
+        Self::put_conversation(tx, &conv)?;
         Ok((conv, greeting))
     }
 

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 11;
+pub const SCHEMA_VERSION: u64 = 12;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -36,6 +36,7 @@ const STEPS: &[Step] = &[
     Step::Schema(v9_channel_inbound),
     Step::Schema(v10_audit_log),
     Step::Schema(v11_plans_and_counts),
+    Step::Schema(v12_analytics_rollups),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
@@ -465,6 +466,21 @@ fn v11_plans_and_counts(tx: &redb::WriteTransaction) -> Result<()> {
         if n > 0 {
             c.insert((tenant.as_str(), key.as_str()), n)?;
         }
+    }
+    Ok(())
+}
+
+/// Adds the hourly analytics rollups, per-conversation analytics and knowledge gaps. They
+/// start empty; the server fills them from the stored conversations, messages and turn
+/// events at its first start (`Services::rebuild_analytics_if_empty`), as
+/// `aigentable analytics rebuild` does.
+fn v12_analytics_rollups(tx: &redb::WriteTransaction) -> Result<()> {
+    for name in [
+        "analytics_rollups",
+        "analytics_conversations",
+        "analytics_gaps",
+    ] {
+        tx.open_table(RecordTable::new(name))?;
     }
     Ok(())
 }

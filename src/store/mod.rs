@@ -193,6 +193,18 @@ record!(Subscription, "subscriptions", |r| r.id.to_string());
 record!(Plan, "plans", |r| r.id.to_string());
 record!(TenantPlan, "tenant_plans", |_r| String::new());
 record!(AnalyticsEvent, "analytics_events", |r| r.id.to_string());
+record!(AnalyticsRollup, "analytics_rollups", |r| format!("{}/{}", r.dim, r.bucket));
+record!(ConversationStats, "analytics_conversations", |r| r
+    .conversation_id
+    .to_string());
+record!(KnowledgeGap, "analytics_gaps", |r| gap_key(&r.created_at, &r.id));
+
+/// The store key of a knowledge gap: its time first (13-digit unix ms), so a time range
+/// is a key range.
+pub fn gap_key(at: &time::OffsetDateTime, id: &crate::types::AnalyticsEventId) -> String {
+    let ms = (at.unix_timestamp_nanos() / 1_000_000).max(0);
+    format!("{ms:013}-{id}")
+}
 record!(Job, "jobs", |r| r.id.to_string());
 record!(InboundEvent, "inbound_events", |r| format!(
     "{}/{}",
@@ -222,6 +234,9 @@ pub(crate) const RECORD_TABLES: &[RecordTable] = &[
     Plan::TABLE,
     TenantPlan::TABLE,
     AnalyticsEvent::TABLE,
+    AnalyticsRollup::TABLE,
+    ConversationStats::TABLE,
+    KnowledgeGap::TABLE,
     Job::TABLE,
     InboundEvent::TABLE,
     AuditRecord::TABLE,
@@ -551,6 +566,21 @@ macro_rules! read_ops {
                 }
             }
             Ok(n)
+        }
+
+        /// Every record of a tenant whose key id is in `[from, to)`, in key order (for
+        /// records keyed by a sortable prefix: analytics buckets, time-keyed events).
+        pub fn range<R: Record>(&self, tenant: &TenantId, from: &str, to: &str) -> Result<Vec<R>> {
+            let t = self.0.open_table(R::TABLE)?;
+            let mut out = Vec::new();
+            if from >= to {
+                return Ok(out);
+            }
+            for e in t.range::<(&str, &str)>((tenant.as_str(), from)..(tenant.as_str(), to))? {
+                let (_, v) = e?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
         }
 
         /// Number of records in a whole table (all tenants).
