@@ -179,12 +179,7 @@ impl Clock {
     /// The current time by this clock.
     pub fn now(&self) -> Timestamp {
         let offset = self.offset_ms.load(std::sync::atomic::Ordering::Acquire);
-        let base = self
-            .pinned
-            .read()
-            .ok()
-            .and_then(|p| *p)
-            .unwrap_or_else(now);
+        let base = self.pinned.read().ok().and_then(|p| *p).unwrap_or_else(now);
         base + time::Duration::milliseconds(offset)
     }
 
@@ -193,7 +188,8 @@ impl Clock {
         if let Ok(mut p) = self.pinned.write() {
             *p = Some(at);
         }
-        self.offset_ms.store(0, std::sync::atomic::Ordering::Release);
+        self.offset_ms
+            .store(0, std::sync::atomic::Ordering::Release);
     }
 
     /// Moves this clock (and every clone of it) forward. For tests.

@@ -105,9 +105,7 @@ pub struct Deltas(pub HashMap<(String, String), Acc>);
 
 impl Deltas {
     fn acc(&mut self, dim: &str, at: OffsetDateTime) -> &mut Acc {
-        self.0
-            .entry((dim.to_string(), hour_key(at)))
-            .or_default()
+        self.0.entry((dim.to_string(), hour_key(at))).or_default()
     }
 
     /// Adds `n` to counter `name` of every dimension in `dims` at `at`.
@@ -122,7 +120,14 @@ impl Deltas {
 
     /// Adds `n` samples of `value_ms` to histogram `name` (and to the exact sum `sum:<name>`,
     /// for averages).
-    pub fn sample(&mut self, dims: &[String], at: OffsetDateTime, name: &str, value_ms: u64, n: i64) {
+    pub fn sample(
+        &mut self,
+        dims: &[String],
+        at: OffsetDateTime,
+        name: &str,
+        value_ms: u64,
+        n: i64,
+    ) {
         let i = Hist::index(value_ms);
         let sum = format!("sum:{name}");
         for d in dims {
@@ -178,13 +183,25 @@ pub fn conversation(d: &mut Deltas, s: &ConversationStats, sign: i64) {
         if s.handed_off_at.is_none() {
             d.count(&dims, closed, CONV_AI_RESOLVED, sign);
         }
-        d.sample(&dims, closed, H_RESOLUTION, ms_between(s.created_at, closed), sign);
+        d.sample(
+            &dims,
+            closed,
+            H_RESOLUTION,
+            ms_between(s.created_at, closed),
+            sign,
+        );
     }
     if let Some(h) = s.handed_off_at {
         d.count(&dims, h, CONV_HANDED_OFF, sign);
     }
     if let (Some(asked), Some(answered)) = (s.first_customer_at, s.first_response_at) {
-        d.sample(&dims, answered, H_FIRST_RESPONSE, ms_between(asked, answered), sign);
+        d.sample(
+            &dims,
+            answered,
+            H_FIRST_RESPONSE,
+            ms_between(asked, answered),
+            sign,
+        );
     }
     if let (Some(score), Some(at)) = (s.rating, s.rated_at) {
         d.count(&dims, at, CSAT_COUNT, sign);
@@ -318,7 +335,11 @@ mod tests {
         let start = &changed[&("all".to_string(), "2026030209".to_string())];
         assert_eq!(start.counts.get(CONV_NOW_OPEN), Some(&-1));
         assert_eq!(start.counts.get(CONV_NOW_CLOSED), Some(&1));
-        assert_eq!(start.counts.get(CONV_NEW), None, "unchanged figures cancel out");
+        assert_eq!(
+            start.counts.get(CONV_NEW),
+            None,
+            "unchanged figures cancel out"
+        );
         let close = &changed[&("all".to_string(), "2026030211".to_string())];
         assert_eq!(close.counts.get(CONV_AI_RESOLVED), Some(&1));
         assert_eq!(close.hists[H_RESOLUTION].values().sum::<i64>(), 1);

@@ -113,7 +113,22 @@ mod tests {
     #[test]
     fn histogram_buckets_are_ordered_and_tight() {
         let mut last = 0;
-        for v in [0u64, 1, 31, 32, 33, 47, 48, 63, 64, 100, 1_000, 59_999, 3_600_000, 1 << 40] {
+        for v in [
+            0u64,
+            1,
+            31,
+            32,
+            33,
+            47,
+            48,
+            63,
+            64,
+            100,
+            1_000,
+            59_999,
+            3_600_000,
+            1 << 40,
+        ] {
             let i = Hist::index(v);
             assert!(i >= last, "{v}");
             last = i;

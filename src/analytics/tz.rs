@@ -46,8 +46,9 @@ impl Zone {
                 name: n.to_string(),
             });
         }
-        let tz = jiff::tz::TimeZone::get(n)
-            .map_err(|_| format!("`{n}` is not a known time zone (an IANA name like Europe/Lisbon)"))?;
+        let tz = jiff::tz::TimeZone::get(n).map_err(|_| {
+            format!("`{n}` is not a known time zone (an IANA name like Europe/Lisbon)")
+        })?;
         Ok(Zone {
             tz,
             name: n.to_string(),
@@ -173,7 +174,13 @@ fn next_date(g: Granularity, d: Date) -> Option<Date> {
 
 /// The buckets from local midnight of `from` to local midnight after `to`; `None` when
 /// there would be more than `max`.
-pub fn buckets(zone: &Zone, from: Date, to: Date, g: Granularity, max: usize) -> Option<Vec<Bucket>> {
+pub fn buckets(
+    zone: &Zone,
+    from: Date,
+    to: Date,
+    g: Granularity,
+    max: usize,
+) -> Option<Vec<Bucket>> {
     let end = zone.midnight(to.next_day()?);
     let mut out = Vec::new();
     let mut start = zone.midnight(from);
@@ -214,7 +221,14 @@ mod tests {
     #[test]
     fn days_start_at_local_midnight() {
         let z = Zone::parse("+02:00").unwrap();
-        let b = buckets(&z, date!(2026-03-02), date!(2026-03-03), Granularity::Day, 100).unwrap();
+        let b = buckets(
+            &z,
+            date!(2026 - 03 - 02),
+            date!(2026 - 03 - 03),
+            Granularity::Day,
+            100,
+        )
+        .unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].start, datetime!(2026-03-01 22:00 UTC));
         assert_eq!(b[0].label, "2026-03-02");
@@ -226,13 +240,36 @@ mod tests {
     #[test]
     fn weeks_and_months_cut_at_their_boundaries() {
         let z = Zone::utc();
-        let w = buckets(&z, date!(2026-03-04), date!(2026-03-16), Granularity::Week, 100).unwrap();
+        let w = buckets(
+            &z,
+            date!(2026 - 03 - 04),
+            date!(2026 - 03 - 16),
+            Granularity::Week,
+            100,
+        )
+        .unwrap();
         let labels: Vec<_> = w.iter().map(|b| b.label.as_str()).collect();
         assert_eq!(labels, ["2026-W10", "2026-W11", "2026-W12"]);
-        let m = buckets(&z, date!(2026-01-15), date!(2026-03-01), Granularity::Month, 100).unwrap();
+        let m = buckets(
+            &z,
+            date!(2026 - 01 - 15),
+            date!(2026 - 03 - 01),
+            Granularity::Month,
+            100,
+        )
+        .unwrap();
         assert_eq!(m.len(), 3);
         assert_eq!(m[1].start, datetime!(2026-02-01 00:00 UTC));
-        assert!(buckets(&z, date!(2026-01-01), date!(2026-12-31), Granularity::Hour, 2000).is_none());
+        assert!(
+            buckets(
+                &z,
+                date!(2026 - 01 - 01),
+                date!(2026 - 12 - 31),
+                Granularity::Hour,
+                2000
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -241,8 +278,14 @@ mod tests {
             return; // no zoneinfo on this machine: nothing to check
         };
         // Lisbon moves to summer time on 2026-03-29.
-        assert_eq!(z.midnight(date!(2026-03-28)), datetime!(2026-03-28 00:00 UTC));
-        assert_eq!(z.midnight(date!(2026-03-30)), datetime!(2026-03-29 23:00 UTC));
+        assert_eq!(
+            z.midnight(date!(2026 - 03 - 28)),
+            datetime!(2026-03-28 00:00 UTC)
+        );
+        assert_eq!(
+            z.midnight(date!(2026 - 03 - 30)),
+            datetime!(2026-03-29 23:00 UTC)
+        );
         assert!(Zone::parse("Mars/Olympus").is_err());
         assert!(Zone::parse("+99:00").is_err());
     }

@@ -117,14 +117,14 @@ impl Services {
     fn apply_deltas(tx: &WriteTx, tenant: &TenantId, d: Deltas) -> Result<()> {
         for ((dim, bucket), acc) in d.nonzero() {
             let key = format!("{dim}/{bucket}");
-            let mut r = tx
-                .get::<AnalyticsRollup>(tenant, &key)?
-                .unwrap_or_else(|| AnalyticsRollup {
-                    tenant_id: tenant.clone(),
-                    dim: dim.clone(),
-                    bucket: bucket.clone(),
-                    ..Default::default()
-                });
+            let mut r =
+                tx.get::<AnalyticsRollup>(tenant, &key)?
+                    .unwrap_or_else(|| AnalyticsRollup {
+                        tenant_id: tenant.clone(),
+                        dim: dim.clone(),
+                        bucket: bucket.clone(),
+                        ..Default::default()
+                    });
             let mut a = acc_of(std::mem::take(&mut r));
             a.merge(&acc);
             if a.is_zero() {
@@ -351,7 +351,11 @@ impl Services {
         contrib::turn(&mut d, &ev, 1);
         Self::apply_deltas(tx, tenant, d)?;
         if matches!(s.outcome, Outcome::Fallback | Outcome::Handoff)
-            && let Some(q) = s.question.as_deref().map(str::trim).filter(|q| !q.is_empty())
+            && let Some(q) = s
+                .question
+                .as_deref()
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
         {
             tx.put(&KnowledgeGap {
                 id: AnalyticsEventId::new(),
@@ -426,9 +430,9 @@ impl Services {
             for ev in tx.scan::<AnalyticsEvent>(tenant, None, |e| e.kind == "turn")? {
                 contrib::turn(&mut d, &ev, 1);
             }
-            for ev in tx.scan::<InboundEvent>(tenant, None, |e| {
-                e.status == InboundStatus::DeadLetter
-            })? {
+            for ev in
+                tx.scan::<InboundEvent>(tenant, None, |e| e.status == InboundStatus::DeadLetter)?
+            {
                 contrib::inbound(&mut d, &ev, 1);
             }
             let n = d.0.len() as u64;
@@ -468,7 +472,11 @@ impl Services {
             return Ok(false);
         }
         let (tenants, keys) = self.rebuild_all_analytics()?;
-        tracing::info!(tenants, keys, "analytics rollups built from the stored conversations");
+        tracing::info!(
+            tenants,
+            keys,
+            "analytics rollups built from the stored conversations"
+        );
         Ok(true)
     }
 
@@ -671,9 +679,11 @@ impl Services {
                 });
                 if kind == ReportKind::Dashboard {
                     body["byModel"] = json!(tot.by_model(&prices));
-                    body["busiestHours"] = self.busiest_hours(&tenants, &filter_dim, &zone, &lo, &hi, &bks)?;
+                    body["busiestHours"] =
+                        self.busiest_hours(&tenants, &filter_dim, &zone, &lo, &hi, &bks)?;
                     if let Scope::Platform = scope {
-                        body["tenants"] = self.platform_tenants(&tenants, &bks, &lo, &hi, &prices)?;
+                        body["tenants"] =
+                            self.platform_tenants(&tenants, &bks, &lo, &hi, &prices)?;
                     }
                 } else {
                     body["byStatus"] = tot.by_status();
@@ -712,7 +722,7 @@ impl Services {
                 let mut s_json = Vec::new();
                 let mut totals_rows = Vec::new();
                 let mut sorted = entities;
-                sorted.sort_by(|a, b| a.1.to_lowercase().cmp(&b.1.to_lowercase()));
+                sorted.sort_by_key(|e| e.1.to_lowercase());
                 for (dim, name, id, ckind) in &sorted {
                     let series = self.read_series(&tenants, dim, &bks, &lo, &hi)?;
                     let flat_of = |f: &Figures| match kind {
@@ -794,7 +804,11 @@ impl Services {
                         continue;
                     }
                     let h = zone.local(at).hour() as usize;
-                    msgs[h] += r.counts.get(contrib::names::MSG_CUSTOMER).copied().unwrap_or(0);
+                    msgs[h] += r
+                        .counts
+                        .get(contrib::names::MSG_CUSTOMER)
+                        .copied()
+                        .unwrap_or(0);
                     convs[h] += r.counts.get(contrib::names::CONV_NEW).copied().unwrap_or(0);
                 }
             }
@@ -834,8 +848,10 @@ impl Services {
             out.push(json!({"channelId": c.id, "name": c.name, "kind": kind_str(c.kind), "conversations": n}));
         }
         if filter_dim == DIM_ALL {
-            out.push(json!({"channelId": null, "name": "No channel", "kind": null,
-                "conversations": tot.count(contrib::names::CONV_NEW) - counted}));
+            out.push(
+                json!({"channelId": null, "name": "No channel", "kind": null,
+                "conversations": tot.count(contrib::names::CONV_NEW) - counted}),
+            );
         }
         Ok(json!(out))
     }
@@ -874,12 +890,7 @@ impl Services {
     }
 
     /// Questions that ended in the fallback or a handoff, grouped by similar wording.
-    pub fn knowledge_gaps(
-        &self,
-        caller: &Caller,
-        q: &ReportQuery,
-        limit: usize,
-    ) -> Result<Value> {
+    pub fn knowledge_gaps(&self, caller: &Caller, q: &ReportQuery, limit: usize) -> Result<Value> {
         let Scope::Tenant(t) = self.scope(caller)? else {
             return Err(Error::Invalid(
                 "invalid_query",
@@ -954,8 +965,8 @@ const MAX_GAPS: usize = 5_000;
 fn terms(q: &str) -> Vec<String> {
     const STOP: &[&str] = &[
         "a", "an", "the", "is", "are", "do", "does", "you", "your", "i", "me", "my", "we", "to",
-        "of", "in", "on", "for", "and", "or", "it", "can", "what", "how", "please", "there",
-        "any", "be", "with", "at",
+        "of", "in", "on", "for", "and", "or", "it", "can", "what", "how", "please", "there", "any",
+        "be", "with", "at",
     ];
     let mut t: Vec<String> = q
         .to_lowercase()
@@ -1020,7 +1031,12 @@ fn gap_bound(at: time::OffsetDateTime) -> String {
 }
 
 /// Appends one CSV row (and, first, the header from its names).
-fn push_row(header: &mut Vec<String>, rows: &mut Vec<Vec<Value>>, lead: Vec<(&str, Value)>, flat: &Flat) {
+fn push_row(
+    header: &mut Vec<String>,
+    rows: &mut Vec<Vec<Value>>,
+    lead: Vec<(&str, Value)>,
+    flat: &Flat,
+) {
     if rows.is_empty() {
         header.clear();
         header.extend(lead.iter().map(|(k, _)| k.to_string()));

@@ -193,11 +193,17 @@ record!(Subscription, "subscriptions", |r| r.id.to_string());
 record!(Plan, "plans", |r| r.id.to_string());
 record!(TenantPlan, "tenant_plans", |_r| String::new());
 record!(AnalyticsEvent, "analytics_events", |r| r.id.to_string());
-record!(AnalyticsRollup, "analytics_rollups", |r| format!("{}/{}", r.dim, r.bucket));
+record!(AnalyticsRollup, "analytics_rollups", |r| format!(
+    "{}/{}",
+    r.dim, r.bucket
+));
 record!(ConversationStats, "analytics_conversations", |r| r
     .conversation_id
     .to_string());
-record!(KnowledgeGap, "analytics_gaps", |r| gap_key(&r.created_at, &r.id));
+record!(KnowledgeGap, "analytics_gaps", |r| gap_key(
+    &r.created_at,
+    &r.id
+));
 
 /// The store key of a knowledge gap: its time first (13-digit unix ms), so a time range
 /// is a key range.

@@ -8,6 +8,7 @@ mod test_model;
 
 mod agents;
 mod api_fuzz_findings;
+mod analytics;
 mod api_keys;
 mod audit;
 mod auth;
