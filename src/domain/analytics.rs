@@ -210,16 +210,18 @@ impl Services {
     }
 
     /// Stores a conversation and keeps its analytics in the same commit. Every write of a
-    /// conversation goes through here.
-    pub(super) fn put_conversation(tx: &WriteTx, conv: &Conversation) -> Result<()> {
+    /// conversation goes through here. Unchecked (inside a transaction of a domain function
+    /// that checked its caller; public for the benchmark).
+    pub fn put_conversation(tx: &WriteTx, conv: &Conversation) -> Result<()> {
         Self::update_stats(tx, conv, None)?;
         tx.put(conv)?;
         Ok(())
     }
 
     /// Stores a message of `conv` (new, or with a new status) and keeps its analytics in
-    /// the same commit. Every write of a message goes through here.
-    pub(super) fn put_message(tx: &WriteTx, conv: &Conversation, msg: &Message) -> Result<()> {
+    /// the same commit. Every write of a message goes through here. Unchecked, like
+    /// [`put_conversation`](Self::put_conversation).
+    pub fn put_message(tx: &WriteTx, conv: &Conversation, msg: &Message) -> Result<()> {
         let t = &conv.tenant_id;
         let old = tx.get::<Message>(t, &format!("{}/{}", msg.conversation_id, msg.id))?;
         let s = Self::update_stats(tx, conv, old.is_none().then_some(msg))?;
@@ -288,7 +290,7 @@ impl Services {
 
     /// [`record_turn`](Self::record_turn) inside a caller's transaction, so a turn's reply
     /// and its analytics are one commit. Unchecked: for domain functions that checked.
-    pub(super) fn put_turn(&self, tx: &WriteTx, caller: &Caller, s: &TurnStats) -> Result<()> {
+    pub fn put_turn(&self, tx: &WriteTx, caller: &Caller, s: &TurnStats) -> Result<()> {
         let tenant = caller.tenant();
         let now = self.clock.now();
         let day = format!(
