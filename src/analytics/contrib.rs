@@ -73,7 +73,12 @@ impl Acc {
             add_count(&mut self.counts, k, *v);
         }
         for (k, h) in &other.hists {
-            let mine = self.hists.entry(k.clone()).or_default();
+            if !self.hists.contains_key(k) {
+                self.hists.insert(k.clone(), BTreeMap::new());
+            }
+            let Some(mine) = self.hists.get_mut(k) else {
+                continue;
+            };
             for (i, v) in h {
                 let e = mine.entry(*i).or_insert(0);
                 *e += v;
@@ -92,10 +97,17 @@ fn add_count(m: &mut BTreeMap<String, i64>, k: &str, v: i64) {
     if v == 0 {
         return;
     }
-    let e = m.entry(k.to_string()).or_insert(0);
-    *e += v;
-    if *e == 0 {
-        m.remove(k);
+    // Reads merge thousands of records: no key allocation when the key is there.
+    match m.get_mut(k) {
+        Some(e) => {
+            *e += v;
+            if *e == 0 {
+                m.remove(k);
+            }
+        }
+        None => {
+            m.insert(k.to_string(), v);
+        }
     }
 }
 

@@ -515,16 +515,19 @@ impl Services {
     }
 
     /// Rollups of `dim` of the given tenants between two UTC hour keys, summed per series
-    /// bucket.
+    /// bucket, and customer messages and new conversations per local hour of the day.
     fn read_series(
         &self,
         tenants: &[TenantId],
         dim: &str,
         bks: &[Bucket],
-        lo: &str,
-        hi: &str,
-    ) -> Result<Vec<Figures>> {
-        let mut out = vec![Figures::default(); bks.len()];
+        (lo, hi): (&str, &str),
+        zone: &Zone,
+    ) -> Result<Series> {
+        let mut out = Series {
+            figures: vec![Figures::default(); bks.len()],
+            by_hour: [[0; 24]; 2],
+        };
         let (from, to) = (format!("{dim}/{lo}"), format!("{dim}/{hi}"));
         self.store.read(|tx| {
             for t in tenants {
@@ -532,9 +535,14 @@ impl Services {
                     let Some(at) = hour_start(&r.bucket) else {
                         continue;
                     };
-                    if let Some(i) = bucket_of(bks, at) {
-                        out[i].add(&acc_of(r));
-                    }
+                    let Some(i) = bucket_of(bks, at) else {
+                        continue;
+                    };
+                    let h = zone.local(at).hour() as usize;
+                    let count = |n: &str| r.counts.get(n).copied().unwrap_or(0);
+                    out.by_hour[0][h] += count(contrib::names::MSG_CUSTOMER);
+                    out.by_hour[1][h] += count(contrib::names::CONV_NEW);
+                    out.figures[i].add(&acc_of(r));
                 }
             }
             Ok(())
@@ -655,14 +663,15 @@ impl Services {
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let json = match kind {
             ReportKind::Dashboard | ReportKind::Conversations => {
-                let series = self.read_series(&tenants, &filter_dim, &bks, &lo, &hi)?;
-                let tot = total(&series);
+                let read = self.read_series(&tenants, &filter_dim, &bks, (&lo, &hi), &zone)?;
+                let series = &read.figures;
+                let tot = total(series);
                 let flat_of = |f: &Figures| match kind {
                     ReportKind::Dashboard => f.dashboard(&prices),
                     _ => f.conversations(),
                 };
                 let mut s_json = Vec::new();
-                for (b, f) in bks.iter().zip(&series) {
+                for (b, f) in bks.iter().zip(series) {
                     let flat = flat_of(f);
                     push_row(&mut header, &mut rows, lead(b), &flat);
                     s_json.push(object(lead(b), &flat));
@@ -681,8 +690,14 @@ impl Services {
                 });
                 if kind == ReportKind::Dashboard {
                     body["byModel"] = json!(tot.by_model(&prices));
-                    body["busiestHours"] =
-                        self.busiest_hours(&tenants, &filter_dim, &zone, &lo, &hi, &bks)?;
+                    body["busiestHours"] = json!(
+                        (0..24)
+                            .map(
+                                |h| json!({"hour": h, "customerMessages": read.by_hour[0][h],
+                                "conversations": read.by_hour[1][h]})
+                            )
+                            .collect::<Vec<_>>()
+                    );
                     if let Scope::Platform = scope {
                         body["tenants"] =
                             self.platform_tenants(&tenants, &bks, &lo, &hi, &prices)?;
@@ -726,7 +741,9 @@ impl Services {
                 let mut sorted = entities;
                 sorted.sort_by_key(|e| e.1.to_lowercase());
                 for (dim, name, id, ckind) in &sorted {
-                    let series = self.read_series(&tenants, dim, &bks, &lo, &hi)?;
+                    let series = self
+                        .read_series(&tenants, dim, &bks, (&lo, &hi), &zone)?
+                        .figures;
                     let flat_of = |f: &Figures| match kind {
                         ReportKind::Agents => f.agent(&prices),
                         _ => f.channel(),
@@ -780,49 +797,6 @@ impl Services {
         Ok(Report { json, header, rows })
     }
 
-    /// Customer messages and new conversations per local hour of the day over the range.
-    fn busiest_hours(
-        &self,
-        tenants: &[TenantId],
-        dim: &str,
-        zone: &Zone,
-        lo: &str,
-        hi: &str,
-        bks: &[Bucket],
-    ) -> Result<Value> {
-        let (Some(first), Some(last)) = (bks.first(), bks.last()) else {
-            return Ok(json!([]));
-        };
-        let mut msgs = [0i64; 24];
-        let mut convs = [0i64; 24];
-        let (from, to) = (format!("{dim}/{lo}"), format!("{dim}/{hi}"));
-        self.store.read(|tx| {
-            for t in tenants {
-                for r in tx.range::<AnalyticsRollup>(t, &from, &to)? {
-                    let Some(at) = hour_start(&r.bucket) else {
-                        continue;
-                    };
-                    if at < first.start || at >= last.end {
-                        continue;
-                    }
-                    let h = zone.local(at).hour() as usize;
-                    msgs[h] += r
-                        .counts
-                        .get(contrib::names::MSG_CUSTOMER)
-                        .copied()
-                        .unwrap_or(0);
-                    convs[h] += r.counts.get(contrib::names::CONV_NEW).copied().unwrap_or(0);
-                }
-            }
-            Ok(())
-        })?;
-        Ok(json!(
-            (0..24)
-                .map(|h| json!({"hour": h, "customerMessages": msgs[h], "conversations": convs[h]}))
-                .collect::<Vec<_>>()
-        ))
-    }
-
     /// New conversations per channel (and those without one) over the range.
     #[allow(clippy::too_many_arguments)]
     fn by_channel(
@@ -843,7 +817,9 @@ impl Services {
                 continue;
             }
             let n = total_count(
-                &self.read_series(tenants, &dim, bks, lo, hi)?,
+                &self
+                    .read_series(tenants, &dim, bks, (lo, hi), &Zone::utc())?
+                    .figures,
                 contrib::names::CONV_NEW,
             );
             counted += n;
@@ -869,7 +845,15 @@ impl Services {
     ) -> Result<Value> {
         let mut out = Vec::new();
         for t in tenants {
-            let series = self.read_series(std::slice::from_ref(t), DIM_ALL, bks, lo, hi)?;
+            let series = self
+                .read_series(
+                    std::slice::from_ref(t),
+                    DIM_ALL,
+                    bks,
+                    (lo, hi),
+                    &Zone::utc(),
+                )?
+                .figures;
             let mut f = Figures::default();
             for s in &series {
                 f.add(&s.0);
@@ -958,6 +942,13 @@ impl Services {
             "grouping": "terms",
         }))
     }
+}
+
+/// A report's rollups summed per series bucket, and per local hour of the day
+/// (`[customer messages, new conversations]`).
+struct Series {
+    figures: Vec<Figures>,
+    by_hour: [[i64; 24]; 2],
 }
 
 /// Most knowledge gaps grouped per request (the newest).
