@@ -7,8 +7,8 @@ mod js;
 mod test_model;
 
 mod agents;
-mod api_fuzz_findings;
 mod analytics;
+mod api_fuzz_findings;
 mod api_keys;
 mod audit;
 mod auth;
