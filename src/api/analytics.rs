@@ -63,9 +63,16 @@ fn date(name: &str, v: Option<&str>) -> Result<Option<time::Date>, ApiError> {
         return Ok(None);
     };
     let f = time::macros::format_description!("[year]-[month]-[day]");
+    // Years far from now only reach date arithmetic's edges: refused, not computed.
     time::Date::parse(v, &f)
+        .ok()
+        .filter(|d| (1970..=9000).contains(&d.year()))
         .map(Some)
-        .map_err(|_| bad(format!("{name} must be a date YYYY-MM-DD")))
+        .ok_or_else(|| {
+            bad(format!(
+                "{name} must be a date YYYY-MM-DD (years 1970-9000)"
+            ))
+        })
 }
 
 fn id<T>(name: &str, v: Option<&str>, parse: fn(&str) -> Option<T>) -> Result<Option<T>, ApiError> {

@@ -602,7 +602,9 @@ impl Services {
         }
         let today = zone.today(self.clock.now());
         let to = q.to.unwrap_or(today);
-        let from = q.from.unwrap_or(to - time::Duration::days(29));
+        let from = q
+            .from
+            .unwrap_or(to.checked_sub(time::Duration::days(29)).unwrap_or(to));
         if from > to {
             return Err(Error::Invalid(
                 "invalid_query",
@@ -885,7 +887,9 @@ impl Services {
         };
         let zone = self.tenant_zone(&t)?;
         let to = q.to.unwrap_or(zone.today(self.clock.now()));
-        let from = q.from.unwrap_or(to - time::Duration::days(29));
+        let from = q
+            .from
+            .unwrap_or(to.checked_sub(time::Duration::days(29)).unwrap_or(to));
         if from > to {
             return Err(Error::Invalid(
                 "invalid_query",
