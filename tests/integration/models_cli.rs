@@ -335,14 +335,21 @@ async fn an_interrupted_pull_resumes_where_it_stopped() {
     .await;
     assert!(out.ok, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("interrupted at"), "{}", out.stderr);
+    // The hub cut the connection after writing half the file; what the client had read by
+    // then (bytes still in flight die with the connection) is where it resumes: after the
+    // start, at most half-way, and only that gap is sent twice.
     let ranges = hub.ranges.lock().unwrap().clone();
-    assert!(
-        ranges
-            .iter()
-            .any(|(p, from)| p == INT8 && *from == size / 2),
-        "{ranges:?}"
+    let resumed = ranges
+        .iter()
+        .find(|(p, _)| p == INT8)
+        .map(|(_, from)| *from)
+        .unwrap_or_else(|| panic!("no Range request for the graph: {ranges:?}"));
+    assert!(resumed > 0 && resumed <= size / 2, "{ranges:?}");
+    assert_eq!(
+        hub.sent_for(INT8),
+        size + (size / 2 - resumed),
+        "only the bytes lost with the connection are sent again"
     );
-    assert_eq!(hub.sent_for(INT8), size, "every byte sent once");
     assert!(same_file(
         &data.join("models/all-MiniLM-L6-v2").join(INT8),
         &model.join(INT8)
