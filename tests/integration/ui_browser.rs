@@ -254,6 +254,7 @@ async fn admin_ui_end_to_end_in_chromium() {
         "01-sign-in",
         "08c-telegram-new",
         "08d-telegram",
+        "16-dashboard",
         "03-knowledge",
         "07-playground",
         "08-team",

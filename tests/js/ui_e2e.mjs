@@ -303,6 +303,36 @@ try {
     await page.waitForTimeout(200);
   }
 
+  step = 'dashboard: figures of the conversations above, date range, CSV';
+  await page.getByRole('link', { name: 'Dashboard' }).click();
+  await page.waitForURL('**/dashboard');
+  // Alex, Bea, Cy and the Telegram customer started conversations today.
+  const kpi = page.locator('[data-testid=kpi-conversations]');
+  await kpi.waitFor();
+  if (Number(await kpi.innerText()) < 4) throw new Error(`the dashboard counts ${await kpi.innerText()} new conversations`);
+  for (const title of ['Conversations over time', 'Resolved by the AI vs handed off', 'First response time', 'Customer satisfaction (1-5)', 'Tokens', 'Cost (US dollars)']) {
+    await page.getByRole('figure', { name: title }).or(page.locator('figcaption', { hasText: title })).first().waitFor();
+  }
+  await shot(page, '16-dashboard');
+  await page.getByLabel('Period').selectOption('7d');
+  await page.getByText(/, per day, /).waitFor();
+  await page.getByLabel('Period').selectOption('today');
+  await page.getByText(/, per hour, /).waitFor();
+  if (Number(await kpi.innerText()) < 4) throw new Error('today lost the conversations');
+  // A backwards custom range is refused before asking the server.
+  await page.getByLabel('From', { exact: true }).fill('2026-01-31');
+  await page.getByLabel('To', { exact: true }).fill('2026-01-01');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByText('The start must be on or before the end').waitFor();
+  await page.getByLabel('Period').selectOption('30d');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Download CSV' }).click()]);
+  if (!/^aigentable-dashboard-\d{4}-\d{2}-\d{2}_\d{4}-\d{2}-\d{2}\.csv$/.test(download.suggestedFilename())) throw new Error(`CSV name: ${download.suggestedFilename()}`);
+  const csv = readFileSync(await download.path(), 'utf8');
+  if (!csv.startsWith('start,label,conversationsNew') || !/\ntotal,/.test(csv)) throw new Error(`not the dashboard CSV: ${csv.slice(0, 200)}`);
+  await page.setViewportSize({ width: 375, height: 780 });
+  await shot(page, '16b-dashboard-phone');
+  await page.setViewportSize({ width: 1280, height: 860 });
+
   step = 'invite a user';
   await page.getByRole('link', { name: 'Team' }).click();
   await page.getByLabel('Email').fill('sam@shoes.example');
@@ -381,16 +411,16 @@ try {
   await page.getByRole('link', { name: 'Knowledge' }).waitFor();
   await shot(page, '12-phone-menu');
 
-  step = 'measure: initial load and time to interactive of the inbox (the page people land on)';
+  step = 'measure: initial load and time to interactive of the dashboard (the page people land on)';
   // A new context: an empty cache (a cold load), the same signed-in session.
   const cold = await browser.newContext({ viewport: { width: 1280, height: 860 }, storageState: await context.storageState() });
   const fresh = await cold.newPage();
   watch(fresh);
   await fresh.goto(BASE + '/');
-  await fresh.waitForURL('**/inbox');
-  // Interactive: the list is loaded and the live connection is up.
-  await fresh.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).waitFor();
-  await fresh.getByText('live', { exact: true }).waitFor();
+  await fresh.waitForURL('**/dashboard');
+  // Interactive: the dashboard's chunk is loaded and its figures and charts are drawn.
+  await fresh.locator('[data-testid=kpi-conversations]').waitFor();
+  await fresh.locator('figcaption', { hasText: 'Conversations over time' }).waitFor();
   const timing = await fresh.evaluate(() => {
     const nav = performance.getEntriesByType('navigation')[0];
     const res = performance.getEntriesByType('resource').filter((r) => /\/assets\/.*\.(js|css)$/.test(r.name));
@@ -442,8 +472,8 @@ try {
   await page.getByLabel('Email').fill('dana@shoes.example');
   await page.getByLabel('Password').fill('a-new-long-password');
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.waitForURL('**/inbox');
-  await shot(page, '13b-signed-in-inbox');
+  await page.waitForURL('**/dashboard');
+  await shot(page, '13b-signed-in-dashboard');
 
   step = 'platform admin: sign in, suspend and reactivate a tenant';
   const opsContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
@@ -457,6 +487,11 @@ try {
   await ops.getByLabel('Email').fill(OPS_EMAIL);
   await ops.getByLabel('Password').fill(OPS_PASSWORD);
   await ops.getByRole('button', { name: 'Sign in' }).click();
+  // Outside any workspace the dashboard shows the platform's totals, per workspace too.
+  await ops.waitForURL('**/dashboard');
+  await ops.getByRole('heading', { name: 'Workspaces' }).waitFor();
+  await ops.locator('tr', { hasText: 'Shoe Shop' }).waitFor();
+  await shot(ops, '14a-platform-dashboard');
   await ops.getByRole('link', { name: 'Tenants' }).click();
   const row = ops.locator('tr', { hasText: 'Shoe Shop' });
   await row.getByRole('button', { name: 'Suspend' }).click();
