@@ -180,6 +180,10 @@ pub struct Config {
     pub meta_graph_version: String,
     /// Largest Telegram webhook body accepted, bytes (larger ones: 413, nothing stored).
     pub telegram_webhook_max_bytes: usize,
+    /// Largest WhatsApp/Messenger/Instagram webhook body accepted, bytes (larger: 413).
+    pub meta_webhook_max_bytes: usize,
+    /// Largest media file a channel message may bring (bigger ones become a placeholder).
+    pub channel_media_max_bytes: u64,
     /// Attempts to hand one outgoing channel message to its provider before it is failed.
     pub channel_send_max_attempts: u32,
     /// Analytics price table, USD per million tokens: `model=input:output,...`.
@@ -256,6 +260,8 @@ impl Default for Config {
             meta_graph_base_url: "https://graph.facebook.com".into(),
             meta_graph_version: "v21.0".into(),
             telegram_webhook_max_bytes: 256 * 1024,
+            meta_webhook_max_bytes: 512 * 1024,
+            channel_media_max_bytes: 16 * 1024 * 1024,
             channel_send_max_attempts: 5,
             analytics_prices: crate::analytics::prices::DEFAULT_PRICES.into(),
         }
@@ -330,6 +336,8 @@ const ENV_KEYS: &[&str] = &[
     "META_GRAPH_BASE_URL",
     "META_GRAPH_VERSION",
     "TELEGRAM_WEBHOOK_MAX_BYTES",
+    "META_WEBHOOK_MAX_BYTES",
+    "CHANNEL_MEDIA_MAX_BYTES",
     "CHANNEL_SEND_MAX_ATTEMPTS",
     "ANALYTICS_PRICES",
 ];
@@ -496,6 +504,16 @@ impl Config {
         }
         crate::analytics::prices::Prices::parse(&self.analytics_prices)
             .map_err(|e| Error::Invalid(format!("ANALYTICS_PRICES: {e}")))?;
+        if self.meta_webhook_max_bytes < 1024 {
+            return Err(Error::Invalid(
+                "META_WEBHOOK_MAX_BYTES must be at least 1024".into(),
+            ));
+        }
+        if self.channel_media_max_bytes < 1024 {
+            return Err(Error::Invalid(
+                "CHANNEL_MEDIA_MAX_BYTES must be at least 1024".into(),
+            ));
+        }
         if !(1..=50).contains(&self.channel_send_max_attempts) {
             return Err(Error::Invalid(
                 "CHANNEL_SEND_MAX_ATTEMPTS must be 1 to 50".into(),

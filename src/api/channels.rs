@@ -112,10 +112,92 @@ pub struct TelegramCredentialsReq {
     bot_token: Option<String>,
 }
 
-/// A Telegram channel has no settings of its own (what getMe tells is kept in them).
+/// A Telegram channel has no settings of its own: what getMe tells (`botId`,
+/// `botUsername`, `botName`) is kept in them, read-only; echoing them back is accepted and
+/// changes nothing.
 #[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TelegramSettingsReq {}
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// The read-only fields are parsed so an echoed GET body is accepted; they are never applied.
+#[allow(dead_code)]
+pub struct TelegramSettingsReq {
+    /// Read-only (ignored).
+    #[schema(value_type = Option<Object>)]
+    bot_id: Option<serde_json::Value>,
+    /// Read-only (ignored).
+    #[schema(value_type = Option<Object>)]
+    bot_username: Option<serde_json::Value>,
+    /// Read-only (ignored).
+    #[schema(value_type = Option<Object>)]
+    bot_name: Option<serde_json::Value>,
+}
+
+/// A WhatsApp channel's credentials (write-only).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WhatsappCredentialsReq {
+    /// The Cloud API access token (a system user's permanent token).
+    access_token: Option<String>,
+    /// The Meta app's secret: webhooks are verified with it (`X-Hub-Signature-256`).
+    app_secret: Option<String>,
+    /// The token to enter in the app's webhook settings; generated when absent on create.
+    verify_token: Option<String>,
+}
+
+/// A Messenger or Instagram channel's credentials (write-only).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PageCredentialsReq {
+    /// The Facebook page's access token.
+    page_access_token: Option<String>,
+    /// The Meta app's secret: webhooks are verified with it (`X-Hub-Signature-256`).
+    app_secret: Option<String>,
+    /// The token to enter in the app's webhook settings; generated when absent on create.
+    verify_token: Option<String>,
+}
+
+/// A WhatsApp channel's settings. `displayPhoneNumber`, `verifiedName`, `qualityRating`
+/// are filled by the test and read-only (accepted and ignored).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// The read-only fields are parsed so an echoed GET body is accepted; they are never applied.
+#[allow(dead_code)]
+pub struct WhatsappSettingsReq {
+    /// The phone number's id from the WhatsApp Manager (not the number itself).
+    phone_number_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    display_phone_number: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    verified_name: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    quality_rating: Option<serde_json::Value>,
+}
+
+/// A Messenger channel's settings. `pageName` is filled by the test (read-only).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// The read-only fields are parsed so an echoed GET body is accepted; they are never applied.
+#[allow(dead_code)]
+pub struct MessengerSettingsReq {
+    /// The Facebook page's id.
+    page_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    page_name: Option<serde_json::Value>,
+}
+
+/// An Instagram channel's settings. `username` and `name` are filled by the test
+/// (read-only).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// The read-only fields are parsed so an echoed GET body is accepted; they are never applied.
+#[allow(dead_code)]
+pub struct InstagramSettingsReq {
+    /// The Instagram professional account's id.
+    instagram_account_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    username: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    name: Option<serde_json::Value>,
+}
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -190,6 +272,31 @@ impl ChannelReq {
         };
         // Settings and credentials are per type: other types are refused by the domain
         // before their settings would matter.
+        if let Some(kind) = k.filter(|k| crate::domain::channels::is_meta(*k)) {
+            if let Some(s) = self.settings {
+                input.meta.account_id = match kind {
+                    ChannelKind::Whatsapp => {
+                        part::<WhatsappSettingsReq>(s, "settings")?.phone_number_id
+                    }
+                    ChannelKind::Messenger => part::<MessengerSettingsReq>(s, "settings")?.page_id,
+                    _ => part::<InstagramSettingsReq>(s, "settings")?.instagram_account_id,
+                };
+            }
+            if let Some(c) = self.credentials {
+                if kind == ChannelKind::Whatsapp {
+                    let c: WhatsappCredentialsReq = part(c, "credentials")?;
+                    input.meta.access_token = c.access_token;
+                    input.meta.app_secret = c.app_secret;
+                    input.meta.verify_token = c.verify_token;
+                } else {
+                    let c: PageCredentialsReq = part(c, "credentials")?;
+                    input.meta.access_token = c.page_access_token;
+                    input.meta.app_secret = c.app_secret;
+                    input.meta.verify_token = c.verify_token;
+                }
+            }
+            return Ok(input);
+        }
         if k == Some(ChannelKind::Telegram) {
             if let Some(s) = self.settings {
                 let _: TelegramSettingsReq = part(s, "settings")?;
@@ -246,11 +353,28 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 }
 
 fn view(state: &AppState, headers: &HeaderMap, saved: Saved) -> ChannelView {
-    ChannelView::new(
+    channel_view(
+        state,
         &saved.channel,
         &base_url(state, headers),
         saved.new_identity_secret,
     )
+}
+
+/// The view of a channel with its Meta verify token (opened from its sealed form).
+fn channel_view(
+    state: &AppState,
+    c: &crate::model::Channel,
+    base: &str,
+    new_identity_secret: Option<String>,
+) -> ChannelView {
+    let mut v = ChannelView::new(c, base, new_identity_secret);
+    if crate::domain::channels::is_meta(c.kind) {
+        v.verify_token = state
+            .svc
+            .channel_secret(c, crate::domain::channels::VERIFY_TOKEN);
+    }
+    v
 }
 
 /// Channels of the tenant, oldest first, optionally of one type.
@@ -281,7 +405,7 @@ pub async fn list(
         data: p
             .items
             .iter()
-            .map(|c| ChannelView::new(c, &base, None))
+            .map(|c| channel_view(&state, c, &base, None))
             .collect(),
         next_cursor: p.next,
     }))
@@ -329,7 +453,8 @@ pub async fn get(
 ) -> ApiResult<axum::Json<ChannelView>> {
     let id = channel_id(&id)?;
     let c = state.run(move |s| s.get_channel(&caller, &id)).await?;
-    Ok(axum::Json(ChannelView::new(
+    Ok(axum::Json(channel_view(
+        &state,
         &c,
         &base_url(&state, &headers),
         None,
@@ -442,7 +567,7 @@ pub async fn test(
         ok,
         details,
         error,
-        channel: ChannelView::new(&channel, &base, None),
+        channel: channel_view(&state, &channel, &base, None),
     }))
 }
 
@@ -622,5 +747,278 @@ pub async fn telegram_webhook(
     };
     Ok(axum::Json(
         serde_json::json!({"ok": true, "outcome": outcome}),
+    ))
+}
+
+/// Meta's verification handshake (`hub.mode`, `hub.verify_token`, `hub.challenge`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HubParams {
+    #[serde(rename = "hub.mode")]
+    #[param(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    #[param(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    #[param(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+fn provider_name(kind: ChannelKind) -> &'static str {
+    match kind {
+        ChannelKind::Whatsapp => "WhatsApp",
+        ChannelKind::Messenger => "Messenger",
+        ChannelKind::Instagram => "Instagram",
+        ChannelKind::Telegram => "Telegram",
+        ChannelKind::Web => "web",
+    }
+}
+
+async fn meta_channel(
+    state: &AppState,
+    id: &str,
+    kind: ChannelKind,
+) -> ApiResult<crate::model::Channel> {
+    use crate::api::error_codes::ErrorCode;
+    let lookup = id.to_string();
+    state
+        .run(move |s| s.channel_for_webhook(&lookup, kind))
+        .await?
+        .ok_or_else(|| {
+            ApiError::of(
+                ErrorCode::ChannelNotFound,
+                format!("no {} channel has this webhook", provider_name(kind)),
+            )
+        })
+}
+
+/// Answers Meta's subscription handshake: the challenge when the verify token is the
+/// channel's, 403 otherwise.
+async fn meta_verify(
+    state: AppState,
+    id: String,
+    kind: ChannelKind,
+    q: HubParams,
+) -> ApiResult<axum::response::Response> {
+    use crate::api::error_codes::ErrorCode;
+    let channel = meta_channel(&state, &id, kind).await?;
+    let expected = state
+        .svc
+        .channel_secret(&channel, crate::domain::channels::VERIFY_TOKEN);
+    let given = q.verify_token.unwrap_or_default();
+    let ok = q.mode.as_deref() == Some("subscribe")
+        && expected.is_some_and(|e| !given.is_empty() && crate::auth::tokens::ct_eq(&given, &e));
+    if !ok {
+        return Err(ApiError::of(
+            ErrorCode::Forbidden,
+            "hub.mode must be subscribe and hub.verify_token this channel's verify token",
+        ));
+    }
+    let challenge = q.challenge.unwrap_or_default();
+    // Echoed as plain text; only the characters Meta uses, so nothing else is reflected.
+    if challenge.is_empty()
+        || challenge.len() > 256
+        || !challenge
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "hub.challenge must be 1 to 256 letters, digits, - _ or .",
+        ));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        challenge,
+    )
+        .into_response())
+}
+
+/// Stores a signed Meta delivery before the 200: the raw body, with its processing job
+/// (every entry, message and status in it is processed there). The same body again stores
+/// nothing; single messages are deduplicated by their wamid/mid when processed.
+async fn meta_webhook(
+    state: AppState,
+    id: String,
+    kind: ChannelKind,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    use crate::api::error_codes::ErrorCode;
+    let limit = state.config.meta_webhook_max_bytes;
+    let channel = meta_channel(&state, &id, kind).await?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::of(
+            ErrorCode::PayloadTooLarge,
+            format!("a webhook body may be at most {limit} bytes (META_WEBHOOK_MAX_BYTES)"),
+        )
+    })?;
+    // The signature covers the raw bytes: checked before anything is parsed or stored.
+    let sent = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let verified = match state
+        .svc
+        .channel_secret(&channel, crate::domain::channels::APP_SECRET)
+    {
+        Some(secret) if !sent.is_empty() => {
+            crate::channels::meta::signature_ok(&secret, &bytes, sent)
+        }
+        _ => false,
+    };
+    if !verified {
+        tracing::warn!(channel = %channel.id, "{} webhook without a valid signature refused", provider_name(kind));
+        return Err(ApiError::of(
+            ErrorCode::InvalidSignature,
+            "X-Hub-Signature-256 is missing or is not the HMAC-SHA256 of the body with this channel's app secret",
+        ));
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(ApiError::of(
+            ErrorCode::UnsupportedMediaType,
+            "send the webhook as application/json",
+        ));
+    }
+    let raw = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::of(ErrorCode::MalformedJson, "the body is not UTF-8 text"))?;
+    let caller = crate::auth::Caller::channel_webhook(&channel);
+    let accepted = state
+        .run(move |s| {
+            // serde_json's recursion limit refuses absurdly nested bodies.
+            let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| {
+                crate::domain::Error::Invalid(
+                    "malformed_json",
+                    format!("the body is not valid JSON: {e}"),
+                )
+            })?;
+            if let Err(e) = crate::channels::meta::items(kind, &v, "") {
+                return Err(crate::domain::Error::Validation(vec![
+                    crate::domain::FieldError {
+                        field: "object".into(),
+                        message: e,
+                    },
+                ]));
+            }
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(raw.as_bytes()));
+            s.accept_inbound(&caller, &channel, &format!("sha256:{digest}"), raw)
+        })
+        .await?;
+    let outcome = match accepted {
+        Accepted::Queued(_) => "queued",
+        Accepted::DeadLetter(_) => "dead_letter",
+        Accepted::Duplicate => "duplicate",
+    };
+    Ok(axum::Json(
+        serde_json::json!({"ok": true, "outcome": outcome}),
+    ))
+}
+
+macro_rules! meta_routes {
+    ($verify:ident, $post:ident, $kind:expr, $path:literal, $name:literal) => {
+        #[doc = concat!("Meta's webhook verification handshake for a ", $name, " channel: answers `hub.challenge` as text when `hub.mode` is `subscribe` and `hub.verify_token` is the channel's verify token (403 `forbidden` otherwise).")]
+        #[utoipa::path(get, path = $path, tag = "channels", security(()),
+            params(("channelId" = String, Path), HubParams),
+            responses((status = 200, description = "The challenge, as text/plain", content_type = "text/plain", body = String),
+                (status = 400, body = ErrorBody, description = "`invalid_query`"), (status = 403, body = ErrorBody, description = "`forbidden`: wrong mode or verify token"),
+                (status = 404, body = ErrorBody, description = "`channel_not_found`")))]
+        pub async fn $verify(
+            State(state): State<AppState>,
+            Path(id): Path<String>,
+            Query(q): Query<HubParams>,
+        ) -> ApiResult<axum::response::Response> {
+            meta_verify(state, id, $kind, q).await
+        }
+
+        #[doc = concat!("Meta delivers a ", $name, " channel's messages and statuses here. `X-Hub-Signature-256` must be the HMAC-SHA256 of the raw body with the channel's app secret (401 `invalid_signature` otherwise, nothing stored). The body is stored with its processing job before the 200; every entry, message and status in it is processed; the same body again stores nothing (`outcome: duplicate`) and each message is stored once by its provider id.")]
+        #[utoipa::path(post, path = $path, tag = "channels", security(()),
+            params(("channelId" = String, Path)), request_body = Object,
+            responses((status = 200, description = "Stored (or already stored): `{ok, outcome: queued|duplicate|dead_letter}`", body = Object),
+                (status = 400, body = ErrorBody, description = "`malformed_json`, `validation_failed` (not this provider's payload)"),
+                (status = 401, body = ErrorBody, description = "`invalid_signature`"), (status = 404, body = ErrorBody, description = "`channel_not_found`"),
+                (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+        pub async fn $post(
+            State(state): State<AppState>,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+            body: axum::body::Body,
+        ) -> ApiResult<axum::Json<serde_json::Value>> {
+            meta_webhook(state, id, $kind, headers, body).await
+        }
+    };
+}
+
+meta_routes!(
+    whatsapp_verify,
+    whatsapp_webhook,
+    ChannelKind::Whatsapp,
+    "/webhooks/whatsapp/{channelId}",
+    "WhatsApp"
+);
+meta_routes!(
+    messenger_verify,
+    messenger_webhook,
+    ChannelKind::Messenger,
+    "/webhooks/messenger/{channelId}",
+    "Messenger"
+);
+meta_routes!(
+    instagram_verify,
+    instagram_webhook,
+    ChannelKind::Instagram,
+    "/webhooks/instagram/{channelId}",
+    "Instagram"
+);
+
+/// A WhatsApp template message to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateReq {
+    /// The template's name as approved in the WhatsApp Manager (`order_update`).
+    #[schema(min_length = 1, max_length = 512)]
+    name: String,
+    /// Its language code (`en_US`, `pt_BR`).
+    #[schema(min_length = 2, max_length = 15)]
+    language: String,
+    /// The body's `{{1}}`, `{{2}}` ... values, in order.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    parameters: Vec<String>,
+}
+
+/// Send a WhatsApp template in a WhatsApp conversation: the one kind of message WhatsApp
+/// takes more than 24 hours after the customer's last message. Stored as a human message
+/// (`pending` until WhatsApp accepts it, then `sent`/`delivered`/`read`, or `failed` with
+/// WhatsApp's words) describing the template; a person sending it takes the conversation.
+#[utoipa::path(post, path = "/api/conversations/{id}/whatsapp-template", tag = "conversations", params(("id" = String, Path)), request_body = TemplateReq,
+    responses((status = 201, body = crate::api::views::MessageView), (status = 400, body = ErrorBody, description = "`validation_failed`; `unsupported_channel_type` (not a WhatsApp conversation)"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "`conversation_not_found`")))]
+pub async fn whatsapp_template(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Json(r): Json<TemplateReq>,
+) -> ApiResult<(StatusCode, axum::Json<crate::api::views::MessageView>)> {
+    let id = crate::types::ConversationId::parse(&id).ok_or_else(|| ApiError::invalid_id("id"))?;
+    let t = crate::domain::inbound::Template {
+        name: r.name.trim().to_string(),
+        language: r.language.trim().to_string(),
+        parameters: r.parameters,
+    };
+    let m = state.run(move |s| s.post_template(&caller, &id, t)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(crate::api::views::MessageView::from(&m)),
     ))
 }

@@ -67,7 +67,7 @@ error_codes! {
     InvalidQuery = "invalid_query", 400, "A query-string parameter is invalid (e.g. `limit` outside 1-200, a bad `cursor`).";
     InvalidMultipart = "invalid_multipart", 400, "The multipart upload body cannot be parsed.";
     EmptyFile = "empty_file", 400, "An uploaded file is empty; `details.file` names it.";
-    UnsupportedChannelType = "unsupported_channel_type", 400, "Channels of this type cannot be created or managed yet (only `web` and `telegram`).";
+    UnsupportedChannelType = "unsupported_channel_type", 400, "The action does not apply to channels of this type (an identity secret for a non-web channel, a provider test of a web channel, a WhatsApp template in another channel).";
     ChannelWithoutAgent = "channel_without_agent", 400, "The web widget's channel has no agent to answer its visitors.";
     Unauthorized = "unauthorized", 401, "No credentials were sent.";
     InvalidCredentials = "invalid_credentials", 401, "Wrong email or password.";
@@ -108,6 +108,7 @@ error_codes! {
     ConversationNotClosed = "conversation_not_closed", 409, "A conversation is rated once it is closed.";
     PlanInUse = "plan_in_use", 409, "Tenants are on this plan (`details.tenants`); move them to another plan before deleting it.";
     PlanBuiltIn = "plan_built_in", 409, "The built-in unlimited plan cannot be changed or deleted.";
+    OutsideMessagingWindow = "outside_messaging_window", 409, "The customer's last message is older than the provider's messaging window (24 hours; Messenger/Instagram human replies 7 days): send a WhatsApp template, or wait for the customer to write.";
     NotADeadLetter = "not_a_dead_letter", 409, "The webhook delivery was processed or is queued; only dead letters are replayed.";
     PayloadTooLarge = "payload_too_large", 413, "The body or an uploaded file is larger than the configured limit.";
     UnsupportedMediaType = "unsupported_media_type", 415, "Wrong `Content-Type`, or an uploaded file type that is not supported.";

@@ -236,7 +236,7 @@ impl Modify for ErrorAnswers {
         (name = "audit", description = "The audit log of security-relevant actions"),
         (name = "agents", description = "AI agents"),
         (name = "conversations", description = "The inbox: conversations and messages"),
-        (name = "channels", description = "Where customers talk to agents: the website widget (type web) and Telegram bots (type telegram); provider webhooks"),
+        (name = "channels", description = "Where customers talk to agents: the website widget (type web), WhatsApp, Messenger, Instagram and Telegram; provider webhooks, dead letters"),
         (name = "widget", description = "The website widget's own calls, from pages on the channel's allowed origins; visitor routes take `Authorization: Bearer <visitorToken>`"),
         (name = "knowledge", description = "Documents, search and background jobs"),
         (name = "settings", description = "Tenant provider settings"),
@@ -285,6 +285,19 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(channels::dead_letters))
         .routes(routes!(channels::replay_dead_letter))
         .routes(routes!(channels::telegram_webhook))
+        .routes(routes!(
+            channels::whatsapp_verify,
+            channels::whatsapp_webhook
+        ))
+        .routes(routes!(
+            channels::messenger_verify,
+            channels::messenger_webhook
+        ))
+        .routes(routes!(
+            channels::instagram_verify,
+            channels::instagram_webhook
+        ))
+        .routes(routes!(channels::whatsapp_template))
         .routes(routes!(widget::config))
         .routes(routes!(widget::start))
         .routes(routes!(widget::conversation))

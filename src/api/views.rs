@@ -596,6 +596,10 @@ pub struct ChannelView {
     /// (turning verification on, or rotating it). Keep it on the site's server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity_secret: Option<String>,
+    /// WhatsApp, Messenger, Instagram: the token to paste into the Meta app's webhook
+    /// settings (Meta sends it back in the verification handshake). Shown to the tenant's
+    /// users on every read; null for other types.
+    pub verify_token: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -611,7 +615,14 @@ impl ChannelView {
         let names: &[&str] = match c.kind {
             ChannelKind::Web => &[crate::domain::channels::IDENTITY_SECRET],
             ChannelKind::Telegram => &[crate::domain::channels::BOT_TOKEN],
-            _ => &[],
+            ChannelKind::Whatsapp => &[
+                crate::domain::channels::ACCESS_TOKEN,
+                crate::domain::channels::APP_SECRET,
+            ],
+            ChannelKind::Messenger | ChannelKind::Instagram => &[
+                crate::domain::channels::PAGE_ACCESS_TOKEN,
+                crate::domain::channels::APP_SECRET,
+            ],
         };
         let mut credentials = BTreeMap::new();
         for name in names {
@@ -639,6 +650,7 @@ impl ChannelView {
             embed_code: c.web.as_ref().map(|w| embed_code(base, &w.widget_key)),
             webhook_url: crate::channels::webhook_url(base, c),
             identity_secret: new_identity_secret,
+            verify_token: None,
             created_at: c.created_at,
             updated_at: c.updated_at,
         }

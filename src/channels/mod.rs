@@ -4,11 +4,12 @@
 //! (what is stored, deduplicated, dead-lettered) are domain/inbound.rs's; this module only
 //! talks to providers and drives those rules. Must not depend on api/.
 
+pub mod meta;
 pub mod telegram;
 
 use crate::auth::Caller;
-use crate::domain::channels::{BOT_TOKEN, WEBHOOK_SECRET};
-use crate::domain::inbound::{InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload};
+use crate::domain::channels::{BOT_TOKEN, WEBHOOK_SECRET, account_id, is_meta, token_credential};
+use crate::domain::inbound::{InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload, window_check};
 use crate::domain::{self, Services};
 use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
 use crate::model::*;
@@ -19,7 +20,10 @@ use std::sync::Arc;
 pub fn webhook_url(base: &str, channel: &Channel) -> Option<String> {
     let path = match channel.kind {
         ChannelKind::Telegram => "telegram",
-        _ => return None,
+        ChannelKind::Whatsapp => "whatsapp",
+        ChannelKind::Messenger => "messenger",
+        ChannelKind::Instagram => "instagram",
+        ChannelKind::Web => return None,
     };
     Some(format!(
         "{}/webhooks/{path}/{}",
@@ -32,16 +36,29 @@ pub fn webhook_url(base: &str, channel: &Channel) -> Option<String> {
 pub struct Channels {
     svc: Arc<Services>,
     telegram: telegram::Telegram,
+    graph: meta::Graph,
+    /// Runs the providers' calls of jobs (the job workers are blocking threads).
+    rt: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Channels {
     pub fn new(svc: Arc<Services>) -> Self {
         let telegram = telegram::Telegram::new(&svc.config.telegram_api_base_url);
-        Channels { svc, telegram }
+        let graph = meta::Graph::new(
+            &svc.config.meta_graph_base_url,
+            &svc.config.meta_graph_version,
+        );
+        Channels {
+            svc,
+            telegram,
+            graph,
+            rt: std::sync::OnceLock::new(),
+        }
     }
 
     /// Registers the inbound and outbox jobs; `rt` runs their network calls.
     pub fn register_jobs(self: &Arc<Self>, jobs: &Jobs, rt: tokio::runtime::Handle) {
+        let _ = self.rt.set(rt.clone());
         let me = self.clone();
         jobs.register_with(
             JOB_INBOUND,
@@ -129,22 +146,16 @@ impl Channels {
     ) -> domain::Result<(Channel, Result<serde_json::Value, String>)> {
         let (svc, c, i) = (self.svc.clone(), caller.clone(), id.clone());
         let ch = run(move || svc.get_channel(&c, &i)).await?;
-        if ch.kind != ChannelKind::Telegram {
+        if ch.kind == ChannelKind::Web {
             return Err(domain::Error::Invalid(
                 "unsupported_channel_type",
-                "only telegram channels can be tested with their provider".into(),
+                "a web channel has no provider to test".into(),
             ));
         }
-        let outcome = match self.svc.channel_secret(&ch, BOT_TOKEN) {
-            Some(token) => match self.telegram.get_me(&token).await {
-                Ok(me) => Ok(serde_json::json!({
-                    "botId": me["id"],
-                    "botUsername": me["username"],
-                    "botName": me["first_name"],
-                })),
-                Err(e) => Err(e.message),
-            },
-            None => Err("the bot token is missing or unreadable; set it again".into()),
+        let outcome = if is_meta(ch.kind) {
+            self.test_meta(&ch).await
+        } else {
+            self.test_telegram(&ch).await
         };
         let (svc, c, i, o) = (
             self.svc.clone(),
@@ -154,6 +165,60 @@ impl Channels {
         );
         let ch = run(move || svc.record_channel_check(&c, &i, o)).await?;
         Ok((ch, outcome))
+    }
+
+    /// Asks Meta about the channel's account: the phone number (WhatsApp), the page
+    /// (Messenger) or the Instagram account.
+    async fn test_meta(&self, ch: &Channel) -> Result<serde_json::Value, String> {
+        let (Some(token), Some(account)) = (
+            self.svc.channel_secret(ch, token_credential(ch.kind)),
+            account_id(ch),
+        ) else {
+            return Err(
+                "the access token or the account id is missing or unreadable; set it again".into(),
+            );
+        };
+        let (fields, map): (&str, &[(&str, &str)]) = match ch.kind {
+            ChannelKind::Whatsapp => (
+                "display_phone_number,verified_name,quality_rating",
+                &[
+                    ("display_phone_number", "displayPhoneNumber"),
+                    ("verified_name", "verifiedName"),
+                    ("quality_rating", "qualityRating"),
+                ],
+            ),
+            ChannelKind::Messenger => ("name", &[("name", "pageName")]),
+            _ => (
+                "username,name",
+                &[("username", "username"), ("name", "name")],
+            ),
+        };
+        let v = self
+            .graph
+            .node(&token, &account, fields)
+            .await
+            .map_err(|e| e.message)?;
+        let mut out = serde_json::Map::new();
+        for (from, to) in map {
+            if let Some(x) = v.get(*from).filter(|x| !x.is_null()) {
+                out.insert((*to).to_string(), x.clone());
+            }
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    async fn test_telegram(&self, ch: &Channel) -> Result<serde_json::Value, String> {
+        match self.svc.channel_secret(ch, BOT_TOKEN) {
+            Some(token) => match self.telegram.get_me(&token).await {
+                Ok(me) => Ok(serde_json::json!({
+                    "botId": me["id"],
+                    "botUsername": me["username"],
+                    "botName": me["first_name"],
+                })),
+                Err(e) => Err(e.message),
+            },
+            None => Err("the bot token is missing or unreadable; set it again".into()),
+        }
     }
 
     /// Processes one stored delivery: its message joins (or opens) the sender's
@@ -184,9 +249,12 @@ impl Channels {
     fn deliver(&self, caller: &Caller, ch: &Channel, ev: &InboundEvent) -> Result<(), String> {
         let v: serde_json::Value =
             serde_json::from_str(&ev.payload).map_err(|e| format!("not JSON: {e}"))?;
+        if is_meta(ch.kind) {
+            return self.deliver_meta(caller, ch, &v);
+        }
         let Some(msg) = (match ch.kind {
             ChannelKind::Telegram => telegram::incoming(&v)?,
-            _ => return Err("this channel type cannot take deliveries yet".into()),
+            _ => return Err("this channel type takes no webhook deliveries".into()),
         }) else {
             return Ok(());
         };
@@ -211,6 +279,71 @@ impl Channels {
             .map_err(|e| e.to_string())
     }
 
+    /// Every message, status and read receipt of a Meta payload, in order. Each message's
+    /// provider id is its idempotency key in the conversation, so a retry of the job (or a
+    /// provider's replay in another payload) stores nothing twice.
+    fn deliver_meta(
+        &self,
+        caller: &Caller,
+        ch: &Channel,
+        v: &serde_json::Value,
+    ) -> Result<(), String> {
+        let account = account_id(ch).unwrap_or_default();
+        let (items, foreign) = meta::items(ch.kind, v, &account)?;
+        if items.is_empty() && foreign > 0 {
+            return Err(format!(
+                "the payload is for another account than this channel's ({account})"
+            ));
+        }
+        let prefix = match ch.kind {
+            ChannelKind::Whatsapp => "wa",
+            ChannelKind::Messenger => "fb",
+            _ => "ig",
+        };
+        let e = |e: domain::Error| e.to_string();
+        for item in items {
+            match item {
+                meta::Item::Message(m) => {
+                    let text = incoming_text(&m);
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    let customer = Customer {
+                        name: m.name.clone(),
+                        email: None,
+                        external_id: Some(m.contact.clone()),
+                    };
+                    let conv = self
+                        .svc
+                        .contact_conversation(caller, ch, &m.contact, customer)
+                        .map_err(e)?;
+                    let key = format!("{prefix}:{}", short_hash(&m.id));
+                    self.svc
+                        .post_message(caller, &conv.id, MessageRole::Customer, &text, Some(&key))
+                        .map_err(e)?;
+                }
+                meta::Item::Status { id, status, error } => self
+                    .svc
+                    .provider_status(caller, ch, &id, status, error)
+                    .map_err(e)?,
+                meta::Item::Read {
+                    contact,
+                    watermark_ms,
+                } => {
+                    let Ok(at) = time::OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(watermark_ms) * 1_000_000,
+                    ) else {
+                        continue;
+                    };
+                    self.svc
+                        .provider_read(caller, ch, &contact, at)
+                        .map_err(e)?
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Hands one reply to the provider, part by part (long texts are split to the
     /// provider's limit); each accepted part is recorded on the job so a retry, or the
     /// restart after a crash, resumes after it instead of sending it again.
@@ -222,34 +355,82 @@ impl Channels {
         let Some(out) = self.svc.outgoing(&caller, &p).map_err(fail)? else {
             return Ok(());
         };
-        if out.channel.kind != ChannelKind::Telegram {
-            return Err(JobError::Final(
-                "this channel type cannot send messages yet".into(),
-            ));
+        let kind = out.channel.kind;
+        if kind == ChannelKind::Web {
+            return Err(JobError::Final("a web channel has no outbox".into()));
         }
-        let Some(chat) = out.conversation.customer.external_id.clone() else {
+        let Some(to) = out.conversation.customer.external_id.clone() else {
             return Err(JobError::Final(
-                "the conversation has no Telegram chat to answer in".into(),
+                "the conversation has no contact on the channel to answer".into(),
             ));
         };
-        let Some(token) = self.svc.channel_secret(&out.channel, BOT_TOKEN) else {
-            return Err(JobError::Final(
-                "the channel's bot token is missing or unreadable".into(),
-            ));
+        let token_name = if is_meta(kind) {
+            token_credential(kind)
+        } else {
+            BOT_TOKEN
         };
-        let parts = telegram::split_text(&out.message.content, telegram::MAX_TEXT_CHARS);
+        let Some(token) = self.svc.channel_secret(&out.channel, token_name) else {
+            return Err(JobError::Final(format!(
+                "the channel's {token_name} is missing or unreadable"
+            )));
+        };
+        let account = account_id(&out.channel).unwrap_or_default();
+        // The window is checked again when sending: a reply may have waited in the outbox.
+        let human_agent = if p.template.is_some() {
+            false
+        } else {
+            window_check(
+                kind,
+                out.message.role,
+                out.last_customer_at,
+                crate::types::now(),
+            )
+            .map_err(JobError::Final)?
+        };
+        let parts = match &p.template {
+            Some(_) => vec![String::new()],
+            None if is_meta(kind) => {
+                telegram::split_text(&out.message.content, meta::max_text_chars(kind))
+            }
+            None => telegram::split_text(&out.message.content, telegram::MAX_TEXT_CHARS),
+        };
         for (i, part) in parts.iter().enumerate().skip(p.sent_parts as usize) {
             let sent = rt.block_on(async {
+                let call = async {
+                    if !is_meta(kind) {
+                        return self
+                            .telegram
+                            .send_message(&token, &to, part)
+                            .await
+                            .map(|_| String::new());
+                    }
+                    let what = match &p.template {
+                        Some(t) => meta::Outgoing::Template {
+                            name: &t.name,
+                            language: &t.language,
+                            parameters: &t.parameters,
+                        },
+                        None => meta::Outgoing::Text(part),
+                    };
+                    self.graph
+                        .send(kind, &token, &account, &to, what, human_agent)
+                        .await
+                };
                 tokio::select! {
-                    r = self.telegram.send_message(&token, &chat, part) => Some(r),
+                    r = call => Some(r),
                     _ = ctx.cancelled() => None,
                 }
             });
             match sent {
                 None => return Err(JobError::Interrupted),
-                Some(Ok(_)) => self
+                Some(Ok(provider_id)) => self
                     .svc
-                    .record_send_progress(&caller, &ctx.job.id, (i + 1) as u32)
+                    .record_send_progress(
+                        &caller,
+                        &ctx.job.id,
+                        (i + 1) as u32,
+                        Some((&out.channel.id, provider_id.as_str())),
+                    )
                     .map_err(fail)?,
                 Some(Err(e)) if e.retryable => {
                     return Err(match e.retry_after {
@@ -288,4 +469,36 @@ async fn run<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| domain::Error::Internal(e.to_string()))?
+}
+
+/// The text stored for a customer's message: its text, or what arrived when it cannot be
+/// shown (with the caption, if any).
+fn incoming_text(m: &meta::Incoming) -> String {
+    let what = m.unsupported.clone().or_else(|| {
+        m.media.first().map(|x| {
+            match x.kind.as_str() {
+                "image" => "an image",
+                "audio" => "an audio message",
+                "video" => "a video",
+                "document" | "file" => "a document",
+                "sticker" => "a sticker",
+                _ => "a file",
+            }
+            .to_string()
+        })
+    });
+    let text: String = match what {
+        Some(w) if m.text.trim().is_empty() => format!("[The customer sent {w}, not shown here]"),
+        Some(w) => format!("[The customer sent {w}, not shown here] {}", m.text),
+        None => m.text.clone(),
+    };
+    text.chars()
+        .take(crate::domain::conversations::MAX_MESSAGE_CHARS)
+        .collect()
+}
+
+/// A short stable digest of a provider id (wamids are longer than idempotency keys).
+fn short_hash(id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16])
 }

@@ -2,8 +2,10 @@
 //! for every type and the website widget's (`web`) settings: its public widget key, allowed
 //! origins, look, pre-chat fields and identity verification secret (sealed at rest, shown
 //! once). Telegram channels keep their bot token and the webhook secret Telegram echoes back
-//! (both sealed); talking to Telegram is channels/'s work. WhatsApp, Messenger and Instagram
-//! are refused with `unsupported_channel_type` for now. Must not depend on api/.
+//! (both sealed); WhatsApp, Messenger and Instagram keep their access token, app secret and
+//! webhook verify token (sealed) and their account id (phone number id, page id, Instagram
+//! account id) in the public settings. Talking to providers is channels/'s work. Must not
+//! depend on api/.
 
 use super::audit::{AuditAction, AuditEntry};
 use super::{Checks, Error, PageReq, Result, Services};
@@ -19,6 +21,15 @@ pub const IDENTITY_SECRET: &str = "identitySecret";
 pub const BOT_TOKEN: &str = "botToken";
 /// The secret Telegram sends back in `X-Telegram-Bot-Api-Secret-Token` (generated, sealed).
 pub const WEBHOOK_SECRET: &str = "webhookSecret";
+/// WhatsApp's credential: the Cloud API access token (system user or temporary token).
+pub const ACCESS_TOKEN: &str = "accessToken";
+/// Messenger's and Instagram's credential: the page access token.
+pub const PAGE_ACCESS_TOKEN: &str = "pageAccessToken";
+/// The Meta app's secret: the key of the `X-Hub-Signature-256` HMAC of every webhook.
+pub const APP_SECRET: &str = "appSecret";
+/// The token Meta echoes in the webhook verification handshake (`hub.verify_token`):
+/// the admin's own or generated, sealed, shown to admins to paste into Meta's console.
+pub const VERIFY_TOKEN: &str = "verifyToken";
 /// Most allowed origins of one widget.
 pub const MAX_ORIGINS: usize = 50;
 /// Shortest identity secret an admin may set themselves.
@@ -40,6 +51,55 @@ pub struct ChannelInput {
     pub identity_secret: Option<Option<String>>,
     /// Telegram: the bot token (write-only).
     pub bot_token: Option<String>,
+    /// WhatsApp, Messenger, Instagram: credentials and the account id.
+    pub meta: MetaInput,
+}
+
+/// The Meta (WhatsApp, Messenger, Instagram) part of a create or update; absent fields
+/// keep their value.
+#[derive(Debug, Default, Clone)]
+pub struct MetaInput {
+    /// WhatsApp `accessToken`, Messenger/Instagram `pageAccessToken` (write-only).
+    pub access_token: Option<String>,
+    pub app_secret: Option<String>,
+    /// Generated on create when absent.
+    pub verify_token: Option<String>,
+    /// `phoneNumberId`, `pageId` or `instagramAccountId`.
+    pub account_id: Option<String>,
+}
+
+/// True for the types that talk to Meta's Graph API.
+pub fn is_meta(kind: ChannelKind) -> bool {
+    matches!(
+        kind,
+        ChannelKind::Whatsapp | ChannelKind::Messenger | ChannelKind::Instagram
+    )
+}
+
+/// The settings key naming a Meta channel's account (`phoneNumberId`, `pageId`,
+/// `instagramAccountId`); `None` for other types.
+pub fn account_setting(kind: ChannelKind) -> Option<&'static str> {
+    match kind {
+        ChannelKind::Whatsapp => Some("phoneNumberId"),
+        ChannelKind::Messenger => Some("pageId"),
+        ChannelKind::Instagram => Some("instagramAccountId"),
+        _ => None,
+    }
+}
+
+/// The name of a Meta channel's access-token credential.
+pub fn token_credential(kind: ChannelKind) -> &'static str {
+    if kind == ChannelKind::Whatsapp {
+        ACCESS_TOKEN
+    } else {
+        PAGE_ACCESS_TOKEN
+    }
+}
+
+/// The account id (`phoneNumberId`, `pageId`, `instagramAccountId`) of a Meta channel.
+pub fn account_id(channel: &Channel) -> Option<String> {
+    let key = account_setting(channel.kind)?;
+    channel.config[key].as_str().map(str::to_string)
 }
 
 /// The web widget's settings of a create or update.
@@ -187,9 +247,6 @@ impl Services {
                 message: "is required".into(),
             }])
         })?;
-        if !matches!(kind, ChannelKind::Web | ChannelKind::Telegram) {
-            return Err(unsupported(kind));
-        }
         let mut c = Checks::default();
         c.check(input.name.is_some(), "name", "is required");
         c.check(input.agent_id.is_some(), "agentId", "is required");
@@ -199,6 +256,26 @@ impl Services {
                 "credentials.botToken",
                 "is required",
             );
+        }
+        if is_meta(kind) {
+            let tok = token_credential(kind);
+            c.check(
+                input.meta.access_token.is_some(),
+                &format!("credentials.{tok}"),
+                "is required",
+            );
+            c.check(
+                input.meta.app_secret.is_some(),
+                "credentials.appSecret",
+                "is required",
+            );
+            if let Some(k) = account_setting(kind) {
+                c.check(
+                    input.meta.account_id.is_some(),
+                    &format!("settings.{k}"),
+                    "is required",
+                );
+            }
         }
         c.finish()?;
         let now = now();
@@ -301,9 +378,6 @@ impl Services {
                 field: "type".into(),
                 message: "cannot change; create a new channel instead".into(),
             }]));
-        }
-        if !matches!(current.kind, ChannelKind::Web | ChannelKind::Telegram) {
-            return Err(unsupported(current.kind));
         }
         let seen = current.updated_at;
         let (mut channel, new_secret) = self.apply(current, input)?;
@@ -552,6 +626,11 @@ impl Services {
             c.finish()?;
             return Ok((ch, None));
         }
+        if is_meta(ch.kind) {
+            self.apply_meta(&mut ch, input.meta, &mut c);
+            c.finish()?;
+            return Ok((ch, None));
+        }
         let mut web = ch.web.clone().unwrap_or_else(|| WebSettings {
             widget_key: String::new(),
             allowed_origins: vec![],
@@ -682,6 +761,73 @@ impl Services {
     }
 }
 
+impl Services {
+    /// Checks and applies the Meta part of a create or update; a verify token is generated
+    /// the first time none is given.
+    fn apply_meta(&self, ch: &mut Channel, m: MetaInput, c: &mut Checks) {
+        let tok = token_credential(ch.kind);
+        if let Some(t) = m.access_token {
+            let t = t.trim();
+            c.check(
+                is_opaque_secret(t, 20, 2000),
+                &format!("credentials.{tok}"),
+                "must be the access token from Meta (20 to 2000 characters, no spaces)",
+            );
+            ch.credentials.insert(tok.into(), self.sealer.seal(t));
+        }
+        if let Some(s) = m.app_secret {
+            let s = s.trim();
+            c.check(
+                is_opaque_secret(s, 8, 256),
+                "credentials.appSecret",
+                "must be the app secret from the Meta app's basic settings (8 to 256 characters, no spaces)",
+            );
+            ch.credentials
+                .insert(APP_SECRET.into(), self.sealer.seal(s));
+        }
+        match m.verify_token {
+            Some(v) => {
+                let v = v.trim();
+                c.check(
+                    is_opaque_secret(v, 8, 256),
+                    "credentials.verifyToken",
+                    "must be 8 to 256 characters without spaces",
+                );
+                ch.credentials
+                    .insert(VERIFY_TOKEN.into(), self.sealer.seal(v));
+            }
+            None if !ch.credentials.contains_key(VERIFY_TOKEN) => {
+                ch.credentials
+                    .insert(VERIFY_TOKEN.into(), self.sealer.seal(&random_token(24)));
+            }
+            None => {}
+        }
+        if let (Some(id), Some(key)) = (m.account_id, account_setting(ch.kind)) {
+            let id = id.trim().to_string();
+            c.check(
+                !id.is_empty() && id.len() <= 32 && id.chars().all(|c| c.is_ascii_digit()),
+                &format!("settings.{key}"),
+                "must be the numeric id Meta shows for it",
+            );
+            if !ch.config.is_object() {
+                ch.config = serde_json::json!({});
+            }
+            if let Some(cfg) = ch.config.as_object_mut() {
+                // A different account: what a test learned about the old one no longer holds.
+                if cfg.get(key).and_then(|v| v.as_str()) != Some(id.as_str()) {
+                    cfg.clear();
+                }
+                cfg.insert(key.into(), id.into());
+            }
+        }
+    }
+}
+
+/// A token or secret pasted from a provider's console: printable ASCII without spaces.
+fn is_opaque_secret(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len()) && s.chars().all(|c| c.is_ascii_graphic())
+}
+
 /// `<digits>:<token>` as @BotFather hands them out (kept loose on the token part).
 fn is_bot_token(t: &str) -> bool {
     let Some((id, rest)) = t.split_once(':') else {
@@ -700,7 +846,7 @@ fn unsupported(kind: ChannelKind) -> Error {
     Error::Invalid(
         "unsupported_channel_type",
         format!(
-            "channels of type {} are not available yet; only web and telegram channels can be managed",
+            "channels of type {} do not have this (it is for web channels)",
             serde_json::to_value(kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))

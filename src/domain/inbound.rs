@@ -46,6 +46,53 @@ pub struct SendPayload {
     pub message_id: MessageId,
     #[serde(default)]
     pub sent_parts: u32,
+    /// A WhatsApp template to send instead of the message's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+}
+
+/// A WhatsApp message template (pre-approved by Meta), the only thing WhatsApp lets a
+/// business send outside the 24-hour customer-service window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    pub name: String,
+    pub language: String,
+    #[serde(default)]
+    pub parameters: Vec<String>,
+}
+
+/// How long after the customer's last message WhatsApp, Messenger and Instagram take
+/// free-form replies.
+pub const MESSAGING_WINDOW: time::Duration = time::Duration::hours(24);
+/// How long Messenger and Instagram take a person's reply tagged HUMAN_AGENT.
+pub const HUMAN_AGENT_WINDOW: time::Duration = time::Duration::days(7);
+
+/// Whether a reply of `role` in a channel of `kind` may still be sent at `now`, given the
+/// customer's last message; `Ok(true)` when it needs the HUMAN_AGENT tag, `Err` with the
+/// reason when the window is closed.
+pub fn window_check(
+    kind: ChannelKind,
+    role: MessageRole,
+    last_customer_at: Option<time::OffsetDateTime>,
+    now: time::OffsetDateTime,
+) -> std::result::Result<bool, String> {
+    if !super::channels::is_meta(kind) {
+        return Ok(false);
+    }
+    let age = last_customer_at.map(|t| now - t);
+    if age.is_some_and(|a| a <= MESSAGING_WINDOW) {
+        return Ok(false);
+    }
+    let tagged = kind != ChannelKind::Whatsapp && role == MessageRole::Human;
+    if tagged && age.is_some_and(|a| a <= HUMAN_AGENT_WINDOW) {
+        return Ok(true);
+    }
+    Err(match kind {
+        ChannelKind::Whatsapp => "the customer's last message is more than 24 hours old: WhatsApp takes only template messages now (POST /api/conversations/{id}/whatsapp-template)".into(),
+        _ if tagged => "the customer's last message is more than 7 days old: the provider takes no reply until the customer writes again".into(),
+        _ => "the customer's last message is more than 24 hours old: the provider takes no automatic reply until the customer writes again (a person can still answer for 7 days)".into(),
+    })
 }
 
 /// What an outbox job has to send.
@@ -54,10 +101,50 @@ pub struct Outgoing {
     pub channel: Channel,
     pub conversation: Conversation,
     pub message: Message,
+    /// When the customer last wrote (the messaging window runs from it).
+    pub last_customer_at: Option<time::OffsetDateTime>,
+}
+
+/// When the customer last wrote in the conversation `$conv` (read or write transaction).
+macro_rules! last_customer_at {
+    ($tx:expr, $t:expr, $conv:expr) => {
+        $tx.list_filtered::<Message>($t, Some($conv.as_str()), None, 1, true, |m| {
+            m.role == MessageRole::Customer
+        })
+        .map(|p| p.items.first().map(|m| m.created_at))
+    };
 }
 
 fn inbound_key(t: &TenantId, ch: &ChannelId, external: &str) -> String {
     format!("{t}/{ch}/{external}")
+}
+
+/// The index key of a message we sent, by the provider's id for it (kept in the inbound
+/// index, apart from deliveries by the `out:` prefix).
+fn sent_key(t: &TenantId, ch: &ChannelId, provider_id: &str) -> String {
+    format!("{t}/{ch}/out:{provider_id}")
+}
+
+/// How far along a delivery status is; statuses never move back.
+fn rank(s: MessageStatus) -> u8 {
+    match s {
+        MessageStatus::Pending => 0,
+        MessageStatus::Sent => 1,
+        MessageStatus::Delivered => 2,
+        MessageStatus::Read => 3,
+        MessageStatus::Failed => 4,
+    }
+}
+
+/// Whether a message at `current` moves to `new`: forward only; `failed` only before
+/// the message was delivered (a late failure report of a read message is stale), and
+/// nothing moves a failed message.
+pub fn status_advances(current: MessageStatus, new: MessageStatus) -> bool {
+    match (current, new) {
+        (MessageStatus::Failed, _) => false,
+        (c, MessageStatus::Failed) => rank(c) <= rank(MessageStatus::Sent),
+        (c, n) => rank(n) > rank(c),
+    }
 }
 
 fn contact_key(t: &TenantId, ch: &ChannelId, contact: &str) -> String {
@@ -338,6 +425,19 @@ impl Services {
         conv: &Conversation,
         msg: &mut Message,
     ) -> Result<Option<Job>> {
+        Self::queue_outbound_with(tx, conv, msg, None)
+    }
+
+    /// [`queue_outbound`](Self::queue_outbound) of a WhatsApp template (which no window
+    /// limits) or of a text. Outside the messaging window a person's reply is refused with
+    /// `outside_messaging_window` (nothing is committed); an AI reply is stored `failed`
+    /// with the reason (the turn itself succeeded, the provider would refuse it).
+    fn queue_outbound_with(
+        tx: &WriteTx,
+        conv: &Conversation,
+        msg: &mut Message,
+        template: Option<Template>,
+    ) -> Result<Option<Job>> {
         if !matches!(msg.role, MessageRole::Ai | MessageRole::Human)
             || msg.status == MessageStatus::Failed
             || msg.content.trim().is_empty()
@@ -353,12 +453,31 @@ impl Services {
         if channel.kind == ChannelKind::Web {
             return Ok(None);
         }
+        if template.is_none() && super::channels::is_meta(channel.kind) {
+            let last = last_customer_at!(tx, &conv.tenant_id, &conv.id)?;
+            if let Err(reason) = window_check(channel.kind, msg.role, last, now()) {
+                if msg.role == MessageRole::Human {
+                    return Err(Error::Conflict(
+                        "outside_messaging_window",
+                        reason,
+                        Some(serde_json::json!({
+                            "lastCustomerMessageAt": last.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+                        })),
+                    ));
+                }
+                msg.status = MessageStatus::Failed;
+                msg.error = Some(reason);
+                tx.put(msg)?;
+                return Ok(None);
+            }
+        }
         msg.status = MessageStatus::Pending;
         Self::put_message(tx, conv, msg)?;
         let payload = SendPayload {
             conversation_id: conv.id.clone(),
             message_id: msg.id.clone(),
             sent_parts: 0,
+            template,
         };
         Ok(Some(Jobs::enqueue_serial_in(
             tx,
@@ -393,20 +512,25 @@ impl Services {
             else {
                 return Ok(None);
             };
+            let last_customer_at = last_customer_at!(tx, t, &conversation.id)?;
             Ok(Some(Outgoing {
                 channel,
                 conversation,
                 message,
+                last_customer_at,
             }))
         })?)
     }
 
-    /// Records on the outbox job `job` that the provider accepted `sent_parts` parts.
+    /// Records on the outbox job `job` that the provider accepted `sent_parts` parts, and
+    /// the provider's id of the part just sent (`provider_id`, WhatsApp's wamid or Meta's
+    /// mid) so its delivery statuses find the message.
     pub fn record_send_progress(
         &self,
         caller: &Caller,
         job: &JobId,
         sent_parts: u32,
+        provider_id: Option<(&ChannelId, &str)>,
     ) -> Result<()> {
         caller
             .require(Action::WorkConversations)
@@ -419,6 +543,14 @@ impl Services {
             let Ok(mut p) = serde_json::from_value::<SendPayload>(j.payload.clone()) else {
                 return Ok(());
             };
+            if let Some((ch, id)) = provider_id.filter(|(_, id)| !id.is_empty()) {
+                tx.index_remove(Index::InboundExternal, &sent_key(&t, ch, id))?;
+                tx.index_insert_new(
+                    Index::InboundExternal,
+                    &sent_key(&t, ch, id),
+                    &make_ref(&t, &format!("{}/{}", p.conversation_id, p.message_id)),
+                )?;
+            }
             p.sent_parts = sent_parts;
             j.payload = json(&p)?;
             tx.put(&j)?;
@@ -485,5 +617,216 @@ impl Services {
             });
         }
         Ok(())
+    }
+
+    /// A provider's status for a message we sent (`provider_id`: wamid, mid) moves the
+    /// stored message forward (never back: statuses arrive out of order) and publishes
+    /// `message_status`. An id we do not know (not ours, or sent before ids were kept) is
+    /// ignored.
+    pub fn provider_status(
+        &self,
+        caller: &Caller,
+        channel: &Channel,
+        provider_id: &str,
+        status: MessageStatus,
+        error: Option<String>,
+    ) -> Result<()> {
+        caller
+            .require(Action::Converse)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant().clone();
+        if channel.tenant_id != t {
+            return Err(Error::NotFound("channel"));
+        }
+        let changed = self.store.write(|tx| -> Result<Option<Message>> {
+            let Some(r) = tx.index_get(
+                Index::InboundExternal,
+                &sent_key(&t, &channel.id, provider_id),
+            )?
+            else {
+                return Ok(None);
+            };
+            let Some((_, key)) = split_ref(&r) else {
+                return Ok(None);
+            };
+            let Some(mut m) = tx.get::<Message>(&t, key)? else {
+                return Ok(None);
+            };
+            if !status_advances(m.status, status) {
+                return Ok(None);
+            }
+            m.status = status;
+            if status == MessageStatus::Failed {
+                m.error = error.clone();
+            }
+            tx.put(&m)?;
+            Ok(Some(m))
+        })?;
+        if let Some(m) = changed {
+            self.events.publish(Event::MessageStatus {
+                tenant_id: t,
+                conversation_id: m.conversation_id,
+                message_id: m.id,
+                status: m.status,
+                error: m.error,
+            });
+        }
+        Ok(())
+    }
+
+    /// The contact read everything we sent them up to `watermark` (Messenger's read
+    /// receipts name a time, not messages): those replies become `read`.
+    pub fn provider_read(
+        &self,
+        caller: &Caller,
+        channel: &Channel,
+        contact_id: &str,
+        watermark: time::OffsetDateTime,
+    ) -> Result<()> {
+        caller
+            .require(Action::Converse)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant().clone();
+        if channel.tenant_id != t {
+            return Err(Error::NotFound("channel"));
+        }
+        let key = contact_key(&t, &channel.id, contact_id);
+        let changed = self.store.write(|tx| -> Result<Vec<Message>> {
+            let Some(r) = tx.index_get(Index::ChannelContact, &key)? else {
+                return Ok(vec![]);
+            };
+            let Some((_, conv)) = split_ref(&r) else {
+                return Ok(vec![]);
+            };
+            let mut out = Vec::new();
+            for mut m in tx.scan::<Message>(&t, Some(conv), |m| {
+                matches!(m.role, MessageRole::Ai | MessageRole::Human)
+                    && matches!(m.status, MessageStatus::Sent | MessageStatus::Delivered)
+                    && m.created_at <= watermark
+            })? {
+                m.status = MessageStatus::Read;
+                tx.put(&m)?;
+                out.push(m);
+            }
+            Ok(out)
+        })?;
+        for m in changed {
+            self.events.publish(Event::MessageStatus {
+                tenant_id: t.clone(),
+                conversation_id: m.conversation_id,
+                message_id: m.id,
+                status: m.status,
+                error: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// A person sends a WhatsApp template in a WhatsApp conversation (allowed outside the
+    /// 24-hour window): stored as a human message describing the template, `pending` until
+    /// WhatsApp accepts it, sent through the outbox.
+    pub fn post_template(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        template: Template,
+    ) -> Result<Message> {
+        caller
+            .require_conversation(id, Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let mut c = super::Checks::default();
+        let name_ok = !template.name.is_empty()
+            && template.name.len() <= 512
+            && template
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        c.check(
+            name_ok,
+            "name",
+            "must be the template's name as approved (lower case letters, digits and _)",
+        );
+        let lang_ok = (2..=15).contains(&template.language.len())
+            && template
+                .language
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        c.check(lang_ok, "language", "must be a language code like en_US");
+        c.check(
+            template.parameters.len() <= 20,
+            "parameters",
+            "at most 20 parameters",
+        );
+        for (i, p) in template.parameters.iter().enumerate() {
+            c.check(
+                !p.trim().is_empty() && p.chars().count() <= 1024,
+                &format!("parameters[{i}]"),
+                "must be 1 to 1024 characters",
+            );
+        }
+        c.finish()?;
+        let t = caller.tenant().clone();
+        let (msg, conv, before, job) = self.store.write(|tx| -> Result<_> {
+            let mut conv = tx
+                .get::<Conversation>(&t, id.as_str())?
+                .ok_or(Error::NotFound("conversation"))?;
+            let channel = match &conv.channel_id {
+                Some(ch) => tx.get::<Channel>(&t, ch.as_str())?,
+                None => None,
+            };
+            if channel.as_ref().map(|c| c.kind) != Some(ChannelKind::Whatsapp) {
+                return Err(Error::Invalid(
+                    "unsupported_channel_type",
+                    "templates are sent only in conversations of a WhatsApp channel".into(),
+                ));
+            }
+            let before = conv.clone();
+            let params = if template.parameters.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", template.parameters.join(" | "))
+            };
+            let mut msg = Message {
+                id: MessageId::new(),
+                tenant_id: t.clone(),
+                conversation_id: conv.id.clone(),
+                role: MessageRole::Human,
+                content: format!(
+                    "[WhatsApp template {} ({})]{params}",
+                    template.name, template.language
+                ),
+                citations: vec![],
+                usage: None,
+                status: MessageStatus::Pending,
+                error: None,
+                author_id: caller.user().cloned(),
+                created_at: now(),
+                seq: 0,
+                client_id: None,
+            };
+            // A person writing takes the conversation over, as with any human reply.
+            if conv.status != ConversationStatus::Closed {
+                conv.mode = ConversationMode::Human;
+                conv.status = ConversationStatus::Open;
+                if conv.assignee_id.is_none() {
+                    conv.assignee_id = caller.user().cloned();
+                }
+            }
+            Self::append(tx, &mut conv, &mut msg)?;
+            tx.put(&conv)?;
+            let job = Self::queue_outbound_with(tx, &conv, &mut msg, Some(template.clone()))?;
+            Ok((msg, conv, before, job))
+        })?;
+        self.events.publish(Event::MessageCreated {
+            conversation: conv.clone(),
+            message: msg.clone(),
+        });
+        if let Some(e) = Event::conversation_changed(&before, &conv) {
+            self.events.publish(e);
+        }
+        if let Some(j) = &job {
+            self.jobs.wake(j);
+        }
+        Ok(msg)
     }
 }

@@ -42,3 +42,5 @@ mod turns;
 mod ui_browser;
 mod widget_api;
 mod widget_browser;
+// Kept apart from the sorted list above so parallel branches adding modules merge cleanly.
+mod channels_meta;
