@@ -735,6 +735,23 @@ pub struct Message {
     /// this message back instead of a new one.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// Media a customer sent through a messaging channel, stored in the data directory
+    /// (`media/<tenantId>/<attachmentId>`).
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file that came with a channel message (an image, a voice message, a document).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    /// Unique in the tenant; names the stored file.
+    pub id: String,
+    /// `image`, `audio`, `video`, `document`, `sticker`.
+    pub kind: String,
+    pub mime_type: Option<String>,
+    pub file_name: Option<String>,
+    pub size: u64,
 }
 
 /// How far a team member has read a conversation. Keyed `conversationId/userId`.

@@ -258,6 +258,7 @@ impl Engine {
                     created_at: self.svc.clock.now(),
                     seq: 0,
                     client_id: None,
+                    attachments: vec![],
                 };
                 let outcome = outcome_of(&r, agent.fallback_message.as_deref());
                 let stats = TurnStats {
@@ -429,6 +430,7 @@ impl Engine {
             created_at: self.svc.clock.now(),
             seq: 0,
             client_id: None,
+            attachments: vec![],
         };
         self.persist(caller, failed, None, stats, upstream, job)
             .await

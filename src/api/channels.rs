@@ -1022,3 +1022,73 @@ pub async fn whatsapp_template(
         axum::Json(crate::api::views::MessageView::from(&m)),
     ))
 }
+
+/// Download a file a customer sent through a messaging channel (an image, a voice message,
+/// a document). Staff only (the visitor widget has no access). Always served as a download
+/// (`Content-Disposition: attachment`, `nosniff`, a sandboxing CSP), never rendered inline
+/// from this origin.
+#[utoipa::path(get, path = "/api/conversations/{id}/messages/{messageId}/attachments/{attachmentId}", tag = "conversations",
+    params(("id" = String, Path), ("messageId" = String, Path), ("attachmentId" = String, Path)),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "`conversation_not_found`, `message_not_found`, `attachment_not_found`")))]
+pub async fn attachment(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, msg, att)): Path<(String, String, String)>,
+) -> ApiResult<axum::response::Response> {
+    use crate::api::error_codes::ErrorCode;
+    let id = crate::types::ConversationId::parse(&id).ok_or_else(|| ApiError::invalid_id("id"))?;
+    let msg =
+        crate::types::MessageId::parse(&msg).ok_or_else(|| ApiError::invalid_id("messageId"))?;
+    let (a, path) = state
+        .run(move |s| s.attachment(&caller, &id, &msg, &att))
+        .await?;
+    // Files are capped at CHANNEL_MEDIA_MAX_BYTES when fetched, so reading one whole is
+    // bounded.
+    let bytes = tokio::fs::read(&path).await.map_err(|_| {
+        ApiError::of(
+            ErrorCode::AttachmentNotFound,
+            "the attachment's file is no longer stored",
+        )
+    })?;
+    let mime = a
+        .mime_type
+        .as_deref()
+        .filter(|m| {
+            m.len() <= 100
+                && m.contains('/')
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/+-.".contains(c))
+        })
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let name: String = a
+        .file_name
+        .clone()
+        .unwrap_or_else(|| a.id.clone())
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c))
+        .take(100)
+        .collect();
+    let name = if name.trim().is_empty() {
+        a.id.clone()
+    } else {
+        name
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "sandbox; default-src 'none'".to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -97,6 +97,8 @@ error_codes! {
     ChannelNotFound = "channel_not_found", 404, "No such channel in the tenant.";
     WidgetNotFound = "widget_not_found", 404, "No web widget has this widget key.";
     DeadLetterNotFound = "dead_letter_not_found", 404, "No such stored webhook delivery of the channel.";
+    MessageNotFound = "message_not_found", 404, "No such message in the conversation.";
+    AttachmentNotFound = "attachment_not_found", 404, "No such attachment of the message (or its file is gone).";
     JobNotFound = "job_not_found", 404, "No such job in the tenant.";
     PlanNotFound = "plan_not_found", 404, "No such plan.";
     MethodNotAllowed = "method_not_allowed", 405, "The route does not accept this method (see `Allow`).";

@@ -298,6 +298,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             channels::instagram_webhook
         ))
         .routes(routes!(channels::whatsapp_template))
+        .routes(routes!(channels::attachment))
         .routes(routes!(widget::config))
         .routes(routes!(widget::start))
         .routes(routes!(widget::conversation))

@@ -479,6 +479,22 @@ pub struct MessageView {
     pub seq: u64,
     /// The sender's idempotency key, when it sent one.
     pub client_id: Option<String>,
+    /// Media a customer sent through a messaging channel; download each with
+    /// `GET /api/conversations/{id}/messages/{messageId}/attachments/{attachmentId}`.
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// A file that came with a channel message.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentView {
+    pub id: String,
+    /// `image`, `audio`, `video`, `document`, `sticker`.
+    pub kind: String,
+    pub mime_type: Option<String>,
+    pub file_name: Option<String>,
+    /// Bytes.
+    pub size: u64,
 }
 
 impl From<&Message> for MessageView {
@@ -497,6 +513,17 @@ impl From<&Message> for MessageView {
             created_at: m.created_at,
             seq: m.seq,
             client_id: m.client_id.clone(),
+            attachments: m
+                .attachments
+                .iter()
+                .map(|a| AttachmentView {
+                    id: a.id.clone(),
+                    kind: a.kind.clone(),
+                    mime_type: a.mime_type.clone(),
+                    file_name: a.file_name.clone(),
+                    size: a.size,
+                })
+                .collect(),
         }
     }
 }

@@ -508,6 +508,17 @@ impl Graph {
     ) -> Result<(Vec<u8>, Option<String>), CallError> {
         let (url, mut mime) = match (&media.media_id, &media.url) {
             (Some(id), _) => {
+                if id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(CallError {
+                        message: "the media id is not one Meta hands out".into(),
+                        retryable: false,
+                        retry_after: None,
+                    });
+                }
                 let v = self.node(token, id, "url,mime_type,file_size").await?;
                 if let Some(size) = v["file_size"].as_u64()
                     && size > max
@@ -533,7 +544,7 @@ impl Graph {
                 retry_after: None,
             });
         }
-        let mut resp = match self.http.get(&url).bearer_auth(token).send().await {
+        let resp = match self.http.get(&url).bearer_auth(token).send().await {
             Ok(r) => r,
             Err(e) => {
                 return Err(CallError {
@@ -549,14 +560,6 @@ impl Graph {
                 });
             }
         };
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(CallError {
-                message: format!("the media could not be fetched: HTTP {}", status.as_u16()),
-                retryable: status.as_u16() == 429 || status.is_server_error(),
-                retry_after: upstream::retry_after(resp.headers()),
-            });
-        }
         if mime.is_none() {
             mime = resp
                 .headers()
@@ -564,32 +567,43 @@ impl Graph {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
         }
-        if resp.content_length().is_some_and(|n| n > max) {
-            return Err(too_big(max));
-        }
-        let mut out = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    if (out.len() + c.len()) as u64 > max {
-                        return Err(too_big(max));
-                    }
-                    out.extend_from_slice(&c);
+        let out = read_capped(resp, max).await?;
+        Ok((out, mime))
+    }
+}
+
+/// The body of a download, at most `max` bytes (refused as soon as it is known to be
+/// larger, never held whole beyond the cap).
+pub async fn read_capped(mut resp: reqwest::Response, max: u64) -> Result<Vec<u8>, CallError> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(CallError {
+            message: format!("the media could not be fetched: HTTP {}", status.as_u16()),
+            retryable: status.as_u16() == 429 || status.is_server_error(),
+            retry_after: upstream::retry_after(resp.headers()),
+        });
+    }
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(too_big(max));
+    }
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if (out.len() + c.len()) as u64 > max {
+                    return Err(too_big(max));
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(CallError {
-                        message: format!(
-                            "the media download broke off: {}",
-                            upstream::root_cause(&e)
-                        ),
-                        retryable: true,
-                        retry_after: None,
-                    });
-                }
+                out.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => {
+                return Err(CallError {
+                    message: format!("the media download broke off: {}", upstream::root_cause(&e)),
+                    retryable: true,
+                    retry_after: None,
+                });
             }
         }
-        Ok((out, mime))
     }
 }
 

@@ -241,23 +241,92 @@ impl Channels {
             Some(ch) if ch.status == ChannelStatus::Paused => {
                 Err("the channel is paused; resume it and replay this delivery".to_string())
             }
-            Some(ch) => self.deliver(&caller, &ch, &ev),
+            Some(ch) => match self.deliver(&caller, &ch, &ev) {
+                Ok(()) => Ok(()),
+                Err(Fail::Dead(e)) => Err(e),
+                // Left queued: the job is tried again (a dead letter once it gives up).
+                Err(Fail::Retry(e)) => return Err(JobError::Failed(e)),
+            },
         };
         self.svc.finish_inbound(&caller, &p, outcome).map_err(fail)
     }
 
-    fn deliver(&self, caller: &Caller, ch: &Channel, ev: &InboundEvent) -> Result<(), String> {
+    /// Fetches one media item with the channel's token (in the job, never in the webhook
+    /// handler) and stores it in the data directory under `att_id` (derived from the
+    /// provider's ids, so a retry overwrites the same file). `Dead` when it cannot be had
+    /// (too large, refused): the message then says what arrived instead.
+    fn fetch_media(
+        &self,
+        ch: &Channel,
+        att_id: &str,
+        kind: &str,
+        file_name: Option<String>,
+        download: impl std::future::Future<
+            Output = Result<(Vec<u8>, Option<String>), telegram::CallError>,
+        >,
+    ) -> Result<Attachment, Fail> {
+        let Some(rt) = self.rt.get() else {
+            return Err(Fail::Retry("the job runtime is not ready".into()));
+        };
+        match rt.block_on(download) {
+            Ok((bytes, mime)) => {
+                self.svc
+                    .save_attachment(&ch.tenant_id, att_id, &bytes)
+                    .map_err(|e| Fail::Retry(e.to_string()))?;
+                Ok(Attachment {
+                    id: att_id.to_string(),
+                    kind: kind.to_string(),
+                    mime_type: mime,
+                    file_name: file_name.map(|n| n.chars().take(200).collect()),
+                    size: bytes.len() as u64,
+                })
+            }
+            Err(e) if e.retryable => Err(Fail::Retry(e.message)),
+            Err(e) => Err(Fail::Dead(e.message)),
+        }
+    }
+
+    fn deliver(&self, caller: &Caller, ch: &Channel, ev: &InboundEvent) -> Result<(), Fail> {
         let v: serde_json::Value =
-            serde_json::from_str(&ev.payload).map_err(|e| format!("not JSON: {e}"))?;
+            serde_json::from_str(&ev.payload).map_err(|e| Fail::Dead(format!("not JSON: {e}")))?;
         if is_meta(ch.kind) {
             return self.deliver_meta(caller, ch, &v);
         }
+        let max = self.svc.config.channel_media_max_bytes;
         let Some(msg) = (match ch.kind {
-            ChannelKind::Telegram => telegram::incoming(&v)?,
-            _ => return Err("this channel type takes no webhook deliveries".into()),
+            ChannelKind::Telegram => telegram::incoming(&v, max).map_err(Fail::Dead)?,
+            _ => {
+                return Err(Fail::Dead(
+                    "this channel type takes no webhook deliveries".into(),
+                ));
+            }
         }) else {
             return Ok(());
         };
+        let mut text = msg.text.clone();
+        let mut attachments = vec![];
+        if let Some(media) = &msg.media {
+            let token = self.svc.channel_secret(ch, BOT_TOKEN).unwrap_or_default();
+            let att_id = short_hash(&format!("tg/{}/{}", ev.external_id, media.file_id));
+            let mime = media.mime_type.clone();
+            let download = async {
+                self.telegram
+                    .download(&token, &media.file_id, max)
+                    .await
+                    .map(|b| (b, mime))
+            };
+            match self.fetch_media(ch, &att_id, &media.kind, media.file_name.clone(), download) {
+                Ok(a) => {
+                    text = msg
+                        .caption
+                        .clone()
+                        .unwrap_or_else(|| format!("[The customer sent {}]", media_word(&a.kind)));
+                    attachments.push(a);
+                }
+                Err(Fail::Dead(reason)) => text = format!("{text} ({reason})"),
+                Err(retry) => return Err(retry),
+            }
+        }
         let customer = Customer {
             name: msg.name.map(|n| n.chars().take(200).collect()),
             email: None,
@@ -266,17 +335,23 @@ impl Channels {
         let conv = self
             .svc
             .contact_conversation(caller, ch, &msg.chat_id, customer)
-            .map_err(|e| e.to_string())?;
-        let text: String = msg
-            .text
+            .map_err(|e| Fail::Dead(e.to_string()))?;
+        let text: String = text
             .chars()
             .take(crate::domain::conversations::MAX_MESSAGE_CHARS)
             .collect();
         let key = format!("tg:{}", ev.external_id);
         self.svc
-            .post_message(caller, &conv.id, MessageRole::Customer, &text, Some(&key))
+            .post_message_with(
+                caller,
+                &conv.id,
+                MessageRole::Customer,
+                &text,
+                Some(&key),
+                &attachments,
+            )
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| Fail::Dead(e.to_string()))
     }
 
     /// Every message, status and read receipt of a Meta payload, in order. Each message's
@@ -287,24 +362,49 @@ impl Channels {
         caller: &Caller,
         ch: &Channel,
         v: &serde_json::Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), Fail> {
         let account = account_id(ch).unwrap_or_default();
-        let (items, foreign) = meta::items(ch.kind, v, &account)?;
+        let (items, foreign) = meta::items(ch.kind, v, &account).map_err(Fail::Dead)?;
         if items.is_empty() && foreign > 0 {
-            return Err(format!(
+            return Err(Fail::Dead(format!(
                 "the payload is for another account than this channel's ({account})"
-            ));
+            )));
         }
+        let token = self
+            .svc
+            .channel_secret(ch, token_credential(ch.kind))
+            .unwrap_or_default();
+        let max = self.svc.config.channel_media_max_bytes;
         let prefix = match ch.kind {
             ChannelKind::Whatsapp => "wa",
             ChannelKind::Messenger => "fb",
             _ => "ig",
         };
-        let e = |e: domain::Error| e.to_string();
+        let e = |e: domain::Error| Fail::Dead(e.to_string());
         for item in items {
             match item {
                 meta::Item::Message(m) => {
-                    let text = incoming_text(&m);
+                    let mut attachments = vec![];
+                    let mut notes = vec![];
+                    for (i, media) in m.media.iter().enumerate() {
+                        let att_id = short_hash(&format!("{prefix}/{}/{i}", m.id));
+                        let download = self.graph.download(&token, media, max);
+                        match self.fetch_media(
+                            ch,
+                            &att_id,
+                            &media.kind,
+                            media.file_name.clone(),
+                            download,
+                        ) {
+                            Ok(a) => attachments.push(a),
+                            Err(Fail::Dead(reason)) => notes.push(format!(
+                                "[The customer sent {}, not shown here: {reason}]",
+                                media_word(&media.kind)
+                            )),
+                            Err(retry) => return Err(retry),
+                        }
+                    }
+                    let text = incoming_text(&m, &attachments, &notes);
                     if text.trim().is_empty() {
                         continue;
                     }
@@ -319,7 +419,14 @@ impl Channels {
                         .map_err(e)?;
                     let key = format!("{prefix}:{}", short_hash(&m.id));
                     self.svc
-                        .post_message(caller, &conv.id, MessageRole::Customer, &text, Some(&key))
+                        .post_message_with(
+                            caller,
+                            &conv.id,
+                            MessageRole::Customer,
+                            &text,
+                            Some(&key),
+                            &attachments,
+                        )
                         .map_err(e)?;
                 }
                 meta::Item::Status { id, status, error } => self
@@ -471,28 +578,41 @@ async fn run<T: Send + 'static>(
         .map_err(|e| domain::Error::Internal(e.to_string()))?
 }
 
-/// The text stored for a customer's message: its text, or what arrived when it cannot be
-/// shown (with the caption, if any).
-fn incoming_text(m: &meta::Incoming) -> String {
-    let what = m.unsupported.clone().or_else(|| {
-        m.media.first().map(|x| {
-            match x.kind.as_str() {
-                "image" => "an image",
-                "audio" => "an audio message",
-                "video" => "a video",
-                "document" | "file" => "a document",
-                "sticker" => "a sticker",
-                _ => "a file",
-            }
-            .to_string()
-        })
-    });
-    let text: String = match what {
-        Some(w) if m.text.trim().is_empty() => format!("[The customer sent {w}, not shown here]"),
-        Some(w) => format!("[The customer sent {w}, not shown here] {}", m.text),
-        None => m.text.clone(),
-    };
-    text.chars()
+/// Why a delivery was not processed: for good (a dead letter) or for now (retried).
+enum Fail {
+    Dead(String),
+    Retry(String),
+}
+
+fn media_word(kind: &str) -> &'static str {
+    match kind {
+        "image" => "an image",
+        "audio" => "an audio message",
+        "video" => "a video",
+        "document" | "file" => "a document",
+        "sticker" => "a sticker",
+        _ => "a file",
+    }
+}
+
+/// The text stored for a customer's message: its text (a media's caption), what arrived
+/// when it cannot be shown, or what the attachments are when there is no text.
+fn incoming_text(m: &meta::Incoming, attachments: &[Attachment], notes: &[String]) -> String {
+    let mut parts: Vec<String> = vec![];
+    if let Some(u) = &m.unsupported {
+        parts.push(format!("[The customer sent {u}, not shown here]"));
+    }
+    parts.extend(notes.iter().cloned());
+    if !m.text.trim().is_empty() {
+        parts.push(m.text.clone());
+    } else if parts.is_empty()
+        && let Some(a) = attachments.first()
+    {
+        parts.push(format!("[The customer sent {}]", media_word(&a.kind)));
+    }
+    parts
+        .join(" ")
+        .chars()
         .take(crate::domain::conversations::MAX_MESSAGE_CHARS)
         .collect()
 }

@@ -120,6 +120,48 @@ impl Telegram {
         .map(|_| ())
     }
 
+    /// `getFile` then the download of the file, at most `max` bytes.
+    pub async fn download(
+        &self,
+        token: &str,
+        file_id: &str,
+        max: u64,
+    ) -> Result<Vec<u8>, CallError> {
+        let f = self
+            .call(token, "getFile", serde_json::json!({"file_id": file_id}))
+            .await?;
+        if f["file_size"].as_u64().is_some_and(|n| n > max) {
+            return Err(CallError {
+                message: format!("the file is larger than the limit of {max} bytes"),
+                retryable: false,
+                retry_after: None,
+            });
+        }
+        let Some(path) = f["file_path"].as_str().filter(|p| !p.contains("..")) else {
+            return Err(CallError {
+                message: "Telegram answered no file path".into(),
+                retryable: false,
+                retry_after: None,
+            });
+        };
+        let url = format!("{}/file/bot{token}/{path}", self.base);
+        let resp = self.http.get(&url).send().await.map_err(|e| CallError {
+            message: upstream::redact(
+                format!(
+                    "the file could not be fetched: {}",
+                    upstream::root_cause(&e)
+                ),
+                Some(token),
+            ),
+            retryable: true,
+            retry_after: None,
+        })?;
+        super::meta::read_capped(resp, max).await.map_err(|mut e| {
+            e.message = upstream::redact(e.message, Some(token));
+            e
+        })
+    }
+
     /// `sendMessage` of one text (at most [`MAX_TEXT_CHARS`]) to a chat.
     pub async fn send_message(
         &self,
@@ -149,6 +191,61 @@ pub struct Incoming {
     pub name: Option<String>,
     /// The text, or a placeholder saying what arrived.
     pub text: String,
+    /// A photo, voice message, audio file, video or document to fetch with getFile.
+    pub media: Option<TgMedia>,
+    /// The media's caption, if any.
+    pub caption: Option<String>,
+}
+
+/// A file of a Telegram message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TgMedia {
+    /// `image`, `audio`, `video`, `document`.
+    pub kind: String,
+    pub file_id: String,
+    pub file_name: Option<String>,
+    pub mime_type: Option<String>,
+    /// What Telegram says the size is.
+    pub size: Option<u64>,
+}
+
+/// The largest file of a message that is at most `max` bytes (photos come in several
+/// sizes), with its kind.
+fn media_of(rest: &serde_json::Map<String, serde_json::Value>, max: u64) -> Option<TgMedia> {
+    let file = |v: &serde_json::Value, kind: &str| -> Option<TgMedia> {
+        Some(TgMedia {
+            kind: kind.to_string(),
+            file_id: v["file_id"].as_str()?.to_string(),
+            file_name: v["file_name"].as_str().map(str::to_string),
+            mime_type: v["mime_type"].as_str().map(str::to_string),
+            size: v["file_size"].as_u64(),
+        })
+    };
+    if let Some(sizes) = rest.get("photo").and_then(|p| p.as_array()) {
+        let fits: Vec<&serde_json::Value> = sizes
+            .iter()
+            .filter(|s| s["file_size"].as_u64().is_none_or(|n| n <= max))
+            .collect();
+        let best = fits
+            .iter()
+            .max_by_key(|s| s["file_size"].as_u64().unwrap_or(0))
+            .copied()
+            .or(sizes.last())?;
+        let mut m = file(best, "image")?;
+        m.mime_type.get_or_insert_with(|| "image/jpeg".into());
+        return Some(m);
+    }
+    for (key, kind) in [
+        ("voice", "audio"),
+        ("audio", "audio"),
+        ("video", "video"),
+        ("document", "document"),
+    ] {
+        if let Some(v) = rest.get(key) {
+            return file(v, kind);
+        }
+    }
+    None
 }
 
 #[derive(Deserialize)]
@@ -185,8 +282,9 @@ pub fn update_id(v: &serde_json::Value) -> Option<i64> {
 }
 
 /// What to store of an update; `Ok(None)` for updates that carry no customer message
-/// (those we do not subscribe to); `Err` when it is not an update at all.
-pub fn incoming(v: &serde_json::Value) -> Result<Option<Incoming>, String> {
+/// (those we do not subscribe to); `Err` when it is not an update at all. Media up to
+/// `max_media` bytes is named for fetching.
+pub fn incoming(v: &serde_json::Value, max_media: u64) -> Result<Option<Incoming>, String> {
     let u: Update =
         serde_json::from_value(v.clone()).map_err(|e| format!("not a Telegram update: {e}"))?;
     let (m, edited) = match (u.message, u.edited_message) {
@@ -204,6 +302,8 @@ pub fn incoming(v: &serde_json::Value) -> Result<Option<Incoming>, String> {
             .filter(|s| !s.trim().is_empty())
             .or_else(|| f.username.clone())
     });
+    let media = media_of(&m.rest, max_media);
+    let caption = m.caption.clone().filter(|c| !c.trim().is_empty());
     let body = match (m.text, m.caption) {
         (Some(t), _) if !t.trim().is_empty() => t,
         (_, caption) => {
@@ -239,6 +339,8 @@ pub fn incoming(v: &serde_json::Value) -> Result<Option<Incoming>, String> {
         chat_id: m.chat.id.to_string(),
         name,
         text,
+        media,
+        caption,
     }))
 }
 
@@ -297,18 +399,30 @@ mod tests {
             "chat": {"id": 42, "type": "private"}, "from": {"id": 42, "first_name": "Ana", "last_name": "Lima"},
             "text": "hello"}});
         assert_eq!(update_id(&v), Some(5));
-        let i = incoming(&v).unwrap().unwrap();
+        let i = incoming(&v, 1 << 20).unwrap().unwrap();
         assert_eq!(
             (i.chat_id.as_str(), i.name.as_deref(), i.text.as_str()),
             ("42", Some("Ana Lima"), "hello")
         );
         let v = serde_json::json!({"update_id": 6, "message": {"chat": {"id": 42}, "photo": [{}], "caption": "this one"}});
+        let i = incoming(&v, 1 << 20).unwrap().unwrap();
         assert_eq!(
-            incoming(&v).unwrap().unwrap().text,
+            i.text,
             "[The customer sent a photo, not shown here] this one"
         );
+        assert_eq!(i.caption.as_deref(), Some("this one"));
+        let v = serde_json::json!({"update_id": 6, "message": {"chat": {"id": 42}, "photo": [
+            {"file_id": "small", "file_size": 100}, {"file_id": "big", "file_size": 5000}, {"file_id": "huge", "file_size": 50000}]}});
+        let m = incoming(&v, 10_000).unwrap().unwrap().media.unwrap();
+        assert_eq!((m.kind.as_str(), m.file_id.as_str()), ("image", "big"));
         let v = serde_json::json!({"update_id": 7, "my_chat_member": {}});
-        assert_eq!(incoming(&v).unwrap(), None);
-        assert!(incoming(&serde_json::json!({"update_id": 8, "message": {"text": "x"}})).is_err());
+        assert_eq!(incoming(&v, 1).unwrap(), None);
+        assert!(
+            incoming(
+                &serde_json::json!({"update_id": 8, "message": {"text": "x"}}),
+                1
+            )
+            .is_err()
+        );
     }
 }

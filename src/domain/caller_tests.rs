@@ -238,6 +238,7 @@ fn a_turns_history_skips_later_customer_messages_but_not_later_answers() {
         created_at: now(),
         seq: 0,
         client_id: None,
+        attachments: vec![],
     };
     s.store.write(|tx| tx.put(&answer)).expect("answer stored");
     let third = post("third");

@@ -216,6 +216,7 @@ impl Services {
                     created_at: now,
                     seq: 0,
                     client_id: None,
+                    attachments: vec![],
                 };
                 let mut conv = conv.clone();
                 Self::append(tx, &mut conv, &mut m)?;
@@ -520,6 +521,20 @@ impl Services {
         content: &str,
         client_id: Option<&str>,
     ) -> Result<Posted> {
+        self.post_message_with(caller, id, role, content, client_id, &[])
+    }
+
+    /// [`post_message`](Self::post_message) with the media a channel message brought
+    /// (already stored in the data directory).
+    pub fn post_message_with(
+        &self,
+        caller: &Caller,
+        id: &ConversationId,
+        role: MessageRole,
+        content: &str,
+        client_id: Option<&str>,
+        attachments: &[Attachment],
+    ) -> Result<Posted> {
         // The customer side (channels, visitors in their conversation, and staff) posts
         // customer messages; only people and keys working the inbox answer as a human.
         let action = if role == MessageRole::Customer {
@@ -587,6 +602,7 @@ impl Services {
                 created_at: now,
                 seq: 0,
                 client_id: client_id.map(str::to_string),
+                attachments: attachments.to_vec(),
             };
             if role == MessageRole::Customer && conv.status == ConversationStatus::Closed {
                 conv.status = if conv.mode == ConversationMode::Human {
@@ -784,6 +800,7 @@ impl Services {
                     created_at: self.clock.now(),
                     seq: 0,
                     client_id: None,
+                    attachments: vec![],
                 };
                 let at = conv.last_message_at;
                 Self::append(tx, &mut conv, &mut note)?;
@@ -911,6 +928,7 @@ impl Services {
                 created_at: now,
                 seq: 0,
                 client_id: None,
+                attachments: vec![],
             };
             Self::append(tx, &mut conv, &mut note)?;
             Self::put_conversation(tx, &conv)?;

@@ -803,6 +803,7 @@ impl Services {
                 created_at: now(),
                 seq: 0,
                 client_id: None,
+                attachments: vec![],
             };
             // A person writing takes the conversation over, as with any human reply.
             if conv.status != ConversationStatus::Closed {
@@ -828,5 +829,57 @@ impl Services {
             self.jobs.wake(j);
         }
         Ok(msg)
+    }
+
+    /// Where the media file `id` of tenant `t` is kept: `<DATA_DIR>/media/<tenantId>/<id>`.
+    fn attachment_path(&self, t: &TenantId, id: &str) -> std::path::PathBuf {
+        self.config.data_dir.join("media").join(t.as_str()).join(id)
+    }
+
+    /// Stores a fetched media file (written aside, then renamed: a crash leaves no half
+    /// file under the name). Ids are hex digests, never paths.
+    pub fn save_attachment(&self, t: &TenantId, id: &str, bytes: &[u8]) -> Result<()> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Internal("an attachment id must be hex".into()));
+        }
+        let path = self.attachment_path(t, id);
+        let io = |e: std::io::Error| Error::Internal(format!("storing media: {e}"));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("part");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(())
+    }
+
+    /// An attachment of a message, and where its file is, for staff reading the
+    /// conversation (a foreign or missing id answers not found).
+    pub fn attachment(
+        &self,
+        caller: &Caller,
+        conv: &ConversationId,
+        msg: &MessageId,
+        id: &str,
+    ) -> Result<(Attachment, std::path::PathBuf)> {
+        caller
+            .require_conversation(conv, Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant();
+        let m = self.store.read(|tx| {
+            if tx.get::<Conversation>(t, conv.as_str())?.is_none() {
+                return Ok(Err(Error::NotFound("conversation")));
+            }
+            Ok(tx
+                .get::<Message>(t, &format!("{conv}/{msg}"))?
+                .ok_or(Error::NotFound("message")))
+        })??;
+        let a = m
+            .attachments
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or(Error::NotFound("attachment"))?;
+        let path = self.attachment_path(t, &a.id);
+        Ok((a, path))
     }
 }

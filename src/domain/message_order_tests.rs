@@ -23,6 +23,7 @@ fn answer(conv: &Conversation, content: &str) -> Message {
         created_at: now(),
         seq: 0,
         client_id: None,
+        attachments: vec![],
     }
 }
 

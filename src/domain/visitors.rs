@@ -712,6 +712,7 @@ impl Services {
                 created_at: now,
                 seq: 0,
                 client_id: None,
+                attachments: vec![],
             });
         if let Some(g) = greeting.as_mut() {
             Self::append(tx, &mut conv, g)?;

@@ -160,13 +160,48 @@ async fn messages(
     (StatusCode::OK, axum::Json(answer))
 }
 
+/// Telegram's Bot API on the same double (`/bot<token>/<method>`), for media via getFile.
+async fn telegram(
+    State(d): State<Arc<Double>>,
+    Path((bot, method)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> (StatusCode, axum::Json<Value>) {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    d.calls.lock().expect("lock").push(Call {
+        method: "TG".into(),
+        path: method.clone(),
+        auth: bot,
+        body,
+    });
+    let result = match method.as_str() {
+        "getFile" => {
+            json!({"file_id": "photo-big", "file_path": "photos/file_1.jpg", "file_size": 9})
+        }
+        "sendMessage" => json!({"message_id": 1}),
+        _ => json!(true),
+    };
+    (
+        StatusCode::OK,
+        axum::Json(json!({"ok": true, "result": result})),
+    )
+}
+
+async fn telegram_file(Path((_bot, path)): Path<(String, String)>) -> (StatusCode, Vec<u8>) {
+    if path == "photos/file_1.jpg" {
+        (StatusCode::OK, b"\xff\xd8\xff jpeg".to_vec())
+    } else {
+        (StatusCode::NOT_FOUND, vec![])
+    }
+}
+
 impl FakeGraph {
     async fn start() -> FakeGraph {
         let inner = Arc::new(Double::default());
         let app = Router::new()
-            .route("/{v}/{node}", get(node))
+            .route("/{v}/{node}", get(node).post(telegram))
             .route("/{v}/{account}/messages", post(messages))
             .route("/download/{m}", get(download))
+            .route("/file/{bot}/{*path}", get(telegram_file))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -223,9 +258,9 @@ async fn setup(email: &str) -> Setup {
     let graph = FakeGraph::start().await;
     let base = graph.base.clone();
     let s = start_with(|c| {
+        // The same double answers Telegram's Bot API (for getFile).
+        c.telegram_api_base_url = base.clone();
         c.meta_graph_base_url = base;
-        // Nothing listens there: a Telegram channel's setup fails at once.
-        c.telegram_api_base_url = "http://127.0.0.1:9".into();
         c.public_url = Some("https://chat.example.com".into());
     })
     .await;
@@ -1100,4 +1135,147 @@ async fn after_a_crash_between_ack_and_processing_every_message_exists_once() {
     );
     assert_eq!(graph.sends().len(), sends_before, "no reply sent again");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn media_is_fetched_in_the_job_capped_and_downloadable_by_staff() {
+    let t = setup("wa-media@x.test").await;
+    let ch = t.whatsapp().await;
+    let body = wa_payload(
+        json!([{"wa_id": "15551234567", "profile": {"name": "Ana"}}]),
+        json!([
+            {"from": "15551234567", "id": "wamid.M1", "type": "image",
+             "image": {"id": "media-1", "mime_type": "image/jpeg", "caption": "my receipt"}},
+            {"from": "15551234567", "id": "wamid.M2", "type": "document",
+             "document": {"id": "media-huge", "mime_type": "application/pdf", "filename": "big.pdf"}}
+        ]),
+        json!([]),
+    );
+    t.webhook(&ch, &body).await.expect(200);
+    let cid = id(&t.wait_conversations(&ch, 1).await[0]);
+    t.settle().await;
+    let msgs = t.messages(&cid).await;
+    let customer: Vec<&Value> = msgs.iter().filter(|m| m["role"] == "customer").collect();
+    assert_eq!(customer.len(), 2, "{msgs:?}");
+    assert_eq!(customer[0]["content"], "my receipt");
+    let att = &customer[0]["attachments"][0];
+    assert_eq!(att["kind"], "image");
+    assert_eq!(att["mimeType"], "image/jpeg");
+    assert_eq!(att["size"], 8);
+    // Fetched with the channel's token: the media id first, then the URL it answered.
+    let calls = t.graph.inner.calls.lock().expect("lock").clone();
+    let lookup = calls
+        .iter()
+        .find(|c| c.path.starts_with("/media-1?"))
+        .expect("the media id was looked up");
+    assert_eq!(lookup.auth, format!("Bearer {WA_TOKEN}"));
+    let dl = calls
+        .iter()
+        .find(|c| c.path == "/download/media-1")
+        .expect("downloaded");
+    assert_eq!(dl.auth, format!("Bearer {WA_TOKEN}"));
+    // Too large: never downloaded, the message says what arrived.
+    assert!(!calls.iter().any(|c| c.path == "/download/media-huge"));
+    let big = customer[1]["content"].as_str().expect("content");
+    assert!(
+        big.starts_with("[The customer sent a document, not shown here:")
+            && big.contains("larger than the limit"),
+        "{big}"
+    );
+    assert_eq!(customer[1]["attachments"], json!([]));
+
+    // Staff download it; the path is not guessable into anything else.
+    let url = format!(
+        "/api/conversations/{cid}/messages/{}/attachments/{}",
+        customer[0]["id"].as_str().expect("id"),
+        att["id"].as_str().expect("id")
+    );
+    let r = send(
+        t.s.http
+            .get(format!("{}{url}", t.s.base))
+            .bearer_auth(&t.a.token),
+    )
+    .await;
+    r.expect(200);
+    assert_eq!(
+        r.headers["content-disposition"]
+            .to_str()
+            .expect("header")
+            .split(';')
+            .next(),
+        Some("attachment")
+    );
+    assert_eq!(r.headers["content-type"], "image/jpeg");
+    send(t.s.http.get(format!("{}{url}", t.s.base)))
+        .await
+        .expect_err(401, "unauthorized");
+    let other = t.s.register("wa-media-other@x.test", "Other").await;
+    send(
+        t.s.http
+            .get(format!("{}{url}", t.s.base))
+            .bearer_auth(&other.token),
+    )
+    .await
+    .expect_err(404, "conversation_not_found");
+    t.s.get(
+        &format!(
+            "/api/conversations/{cid}/messages/{}/attachments/0123abcd",
+            customer[0]["id"].as_str().expect("id")
+        ),
+        &t.a.token,
+    )
+    .await
+    .expect_err(404, "attachment_not_found");
+
+    // Telegram photos are fetched with getFile the same way.
+    let r =
+        t.s.post(
+            "/api/channels",
+            Some(&t.a.token),
+            json!({"type": "telegram", "name": "TG", "agentId": t.agent,
+                   "credentials": {"botToken": "123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"}}),
+        )
+        .await;
+    r.expect(201);
+    let tg = id(&r.body);
+    let secret = t
+        .graph
+        .inner
+        .calls
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|c| c.path == "setWebhook")
+        .map(|c| c.body["secret_token"].as_str().unwrap_or("").to_string())
+        .expect("setWebhook");
+    let update = json!({"update_id": 77, "message": {"message_id": 1, "date": 1, "chat": {"id": 5, "type": "private"},
+        "from": {"id": 5, "first_name": "Tom"},
+        "photo": [{"file_id": "photo-small", "file_size": 3}, {"file_id": "photo-big", "file_size": 9}]}});
+    send(
+        t.s.http
+            .post(format!("{}/webhooks/telegram/{tg}", t.s.base))
+            .header("X-Telegram-Bot-Api-Secret-Token", secret)
+            .json(&update),
+    )
+    .await
+    .expect(200);
+    let tch = Chan {
+        id: tg,
+        kind: "telegram",
+    };
+    let tcid = id(&t.wait_conversations(&tch, 1).await[0]);
+    let m = t.wait_message(&tcid, |m| m["role"] == "customer").await;
+    assert_eq!(m["content"], "[The customer sent an image]");
+    assert_eq!(m["attachments"][0]["size"], 8);
+    let get_file = t
+        .graph
+        .inner
+        .calls
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|c| c.path == "getFile")
+        .map(|c| c.body.clone())
+        .expect("getFile");
+    assert_eq!(get_file["file_id"], "photo-big");
 }
