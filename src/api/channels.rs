@@ -671,15 +671,12 @@ pub async fn telegram_webhook(
     use crate::api::error_codes::ErrorCode;
     let limit = state.config.telegram_webhook_max_bytes;
     let lookup = id.clone();
-    let channel = state
+    let Some(channel) = state
         .run(move |s| s.channel_for_webhook(&lookup, ChannelKind::Telegram))
         .await?
-        .ok_or_else(|| {
-            ApiError::of(
-                ErrorCode::ChannelNotFound,
-                "no Telegram channel has this webhook",
-            )
-        })?;
+    else {
+        return Err(unrouted(&state, ChannelKind::Telegram, &id, body, limit).await);
+    };
     // Verified before anything else is read: a forged request costs no parsing.
     let sent = headers
         .get("x-telegram-bot-api-secret-token")
@@ -748,6 +745,55 @@ pub async fn telegram_webhook(
     Ok(axum::Json(
         serde_json::json!({"ok": true, "outcome": outcome}),
     ))
+}
+
+/// A delivery for a channel id no channel has: kept (cut, bounded) in the platform's list
+/// of unroutable deliveries, then answered 404 like before.
+async fn unrouted(
+    state: &AppState,
+    kind: ChannelKind,
+    id: &str,
+    body: axum::body::Body,
+    limit: usize,
+) -> ApiError {
+    use crate::api::error_codes::ErrorCode;
+    let not_found = ApiError::of(
+        ErrorCode::ChannelNotFound,
+        format!("no {} channel has this webhook", provider_name(kind)),
+    );
+    // An id no channel could ever have had is not worth keeping.
+    let Some(cid) = ChannelId::parse(id) else {
+        return not_found;
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return not_found;
+    };
+    let provider = provider_name(kind).to_ascii_lowercase();
+    if let Err(e) = state
+        .run(move |s| s.keep_unrouted(&provider, &cid, &bytes))
+        .await
+    {
+        tracing::error!(error = ?e, "keeping a delivery to an unknown channel failed");
+    }
+    not_found
+}
+
+/// Deliveries that reached a webhook URL of a channel that does not exist (deleted, or a
+/// provider still configured with an old URL), newest 200 kept, each cut to 16 KiB. They
+/// were not verified (no channel, no secret). Platform admins only.
+#[utoipa::path(get, path = "/api/platform/dead-letters", tag = "channels", params(PageParams),
+    responses((status = 200, body = Paged<DeadLetterView>), (status = 403, body = ErrorBody)))]
+pub async fn platform_dead_letters(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<PageParams>,
+) -> ApiResult<axum::Json<Paged<DeadLetterView>>> {
+    let page = page_req(q.limit.as_deref(), q.cursor.as_deref())?;
+    let p = state.run(move |s| s.list_unrouted(&caller, &page)).await?;
+    Ok(axum::Json(Paged {
+        data: p.items.into_iter().map(DeadLetterView::from).collect(),
+        next_cursor: p.next,
+    }))
 }
 
 /// Meta's verification handshake (`hub.mode`, `hub.verify_token`, `hub.challenge`).
@@ -851,7 +897,13 @@ async fn meta_webhook(
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     use crate::api::error_codes::ErrorCode;
     let limit = state.config.meta_webhook_max_bytes;
-    let channel = meta_channel(&state, &id, kind).await?;
+    let channel = match meta_channel(&state, &id, kind).await {
+        Ok(c) => c,
+        Err(e) if e.code == "channel_not_found" => {
+            return Err(unrouted(&state, kind, &id, body, limit).await);
+        }
+        Err(e) => return Err(e),
+    };
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::of(
             ErrorCode::PayloadTooLarge,

@@ -299,6 +299,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(channels::whatsapp_template))
         .routes(routes!(channels::attachment))
+        .routes(routes!(channels::platform_dead_letters))
         .routes(routes!(widget::config))
         .routes(routes!(widget::start))
         .routes(routes!(widget::conversation))

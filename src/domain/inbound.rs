@@ -125,6 +125,18 @@ fn sent_key(t: &TenantId, ch: &ChannelId, provider_id: &str) -> String {
     format!("{t}/{ch}/out:{provider_id}")
 }
 
+/// Most deliveries to unknown channel ids kept for platform admins (the oldest go first).
+pub const UNROUTED_MAX: usize = 200;
+/// Bytes of such a delivery's body that are kept (unverified: anyone can send one).
+pub const UNROUTED_PAYLOAD_MAX: usize = 16 * 1024;
+
+/// The pseudo-tenant that holds deliveries no channel could take (no tenant's rows are
+/// keyed by the nil id).
+fn unrouted_tenant() -> TenantId {
+    TenantId::parse("00000000-0000-0000-0000-000000000000")
+        .expect("BUG: the nil UUID is a tenant id")
+}
+
 /// How far along a delivery status is; statuses never move back.
 fn rank(s: MessageStatus) -> u8 {
     match s {
@@ -881,5 +893,65 @@ impl Services {
             .ok_or(Error::NotFound("attachment"))?;
         let path = self.attachment_path(t, &a.id);
         Ok((a, path))
+    }
+
+    /// Keeps a webhook delivery addressed to a channel id no channel has (deleted, or a
+    /// provider still pointed at an old URL) where platform admins can see it: at most
+    /// [`UNROUTED_MAX`] of them, the oldest dropped first, each cut to
+    /// [`UNROUTED_PAYLOAD_MAX`] bytes (nobody could verify it: it carries no tenant's
+    /// secret). Called by the webhook routes before they answer 404.
+    pub fn keep_unrouted(&self, provider: &str, channel: &ChannelId, body: &[u8]) -> Result<()> {
+        let t = unrouted_tenant();
+        let cut = body.len() > UNROUTED_PAYLOAD_MAX;
+        let payload =
+            String::from_utf8_lossy(&body[..body.len().min(UNROUTED_PAYLOAD_MAX)]).into_owned();
+        let now = now();
+        let ev = InboundEvent {
+            id: InboundId::new(),
+            tenant_id: t.clone(),
+            channel_id: channel.clone(),
+            external_id: provider.to_string(),
+            payload,
+            status: InboundStatus::DeadLetter,
+            error: Some(format!(
+                "no {provider} channel has this webhook (it was deleted, or the provider still uses an old URL); not verified{}",
+                if cut {
+                    "; the body was cut to 16 KiB"
+                } else {
+                    ""
+                }
+            )),
+            received_at: now,
+            updated_at: now,
+        };
+        self.store.write(|tx| -> Result<()> {
+            tx.put(&ev)?;
+            let mut all = tx.scan::<InboundEvent>(&t, None, |_| true)?;
+            if all.len() > UNROUTED_MAX {
+                all.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+                for old in &all[..all.len() - UNROUTED_MAX] {
+                    tx.delete::<InboundEvent>(&t, &format!("{}/{}", old.channel_id, old.id))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Deliveries to unknown channels, for platform admins only.
+    pub fn list_unrouted(&self, caller: &Caller, page: &PageReq) -> Result<Page<InboundEvent>> {
+        if !caller.is_platform_admin() {
+            return Err(Error::denied(Denied::Forbidden, "dead_letter"));
+        }
+        let t = unrouted_tenant();
+        Ok(self.store.read(|tx| {
+            tx.list_filtered::<InboundEvent>(
+                &t,
+                None,
+                page.cursor.as_deref(),
+                page.limit,
+                false,
+                |_| true,
+            )
+        })?)
     }
 }

@@ -723,6 +723,18 @@ async fn forged_missing_and_bad_webhooks_store_nothing() {
         .await
         .expect_err(404, "channel_not_found");
     assert_eq!(t.inbound_count(), 0, "nothing was stored");
+    // The unknown channel's delivery is not dropped: platform admins see it (cut, bounded).
+    let root = t.s.root().await;
+    let r = t.s.get("/api/platform/dead-letters", &root.token).await;
+    r.expect(200);
+    let kept = r.body["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(kept.len(), 1, "{}", r.text);
+    assert_eq!(kept[0]["channelId"], other.id.as_str());
+    assert_eq!(kept[0]["externalId"], "whatsapp");
+    assert_eq!(kept[0]["payload"], String::from_utf8_lossy(&body).as_ref());
+    t.s.get("/api/platform/dead-letters", &t.a.token)
+        .await
+        .expect_err(403, "forbidden");
     assert!(t.conversations(&ch).await.is_empty());
     // Still serving: a good delivery goes through.
     t.raw_webhook(&ch, &body, signed(&body), "application/json")
