@@ -178,12 +178,12 @@ pub struct Config {
     pub meta_graph_base_url: String,
     /// Meta Graph API version path segment, like `v21.0`.
     pub meta_graph_version: String,
-    /// Largest Telegram webhook body accepted, bytes (larger ones: 413, nothing stored).
-    pub telegram_webhook_max_bytes: usize,
     /// Largest WhatsApp/Messenger/Instagram webhook body accepted, bytes (larger: 413).
     pub meta_webhook_max_bytes: usize,
     /// Largest media file a channel message may bring (bigger ones become a placeholder).
     pub channel_media_max_bytes: u64,
+    /// Largest Telegram webhook body accepted, bytes (larger ones: 413, nothing stored).
+    pub telegram_webhook_max_bytes: usize,
     /// Attempts to hand one outgoing channel message to its provider before it is failed.
     pub channel_send_max_attempts: u32,
     /// Analytics price table, USD per million tokens: `model=input:output,...`.
@@ -259,9 +259,9 @@ impl Default for Config {
             telegram_api_base_url: "https://api.telegram.org".into(),
             meta_graph_base_url: "https://graph.facebook.com".into(),
             meta_graph_version: "v21.0".into(),
-            telegram_webhook_max_bytes: 256 * 1024,
             meta_webhook_max_bytes: 512 * 1024,
             channel_media_max_bytes: 16 * 1024 * 1024,
+            telegram_webhook_max_bytes: 256 * 1024,
             channel_send_max_attempts: 5,
             analytics_prices: crate::analytics::prices::DEFAULT_PRICES.into(),
         }
@@ -335,9 +335,9 @@ const ENV_KEYS: &[&str] = &[
     "TELEGRAM_API_BASE_URL",
     "META_GRAPH_BASE_URL",
     "META_GRAPH_VERSION",
-    "TELEGRAM_WEBHOOK_MAX_BYTES",
     "META_WEBHOOK_MAX_BYTES",
     "CHANNEL_MEDIA_MAX_BYTES",
+    "TELEGRAM_WEBHOOK_MAX_BYTES",
     "CHANNEL_SEND_MAX_ATTEMPTS",
     "ANALYTICS_PRICES",
 ];
@@ -497,13 +497,6 @@ impl Config {
                 "META_GRAPH_VERSION must look like v21.0".into(),
             ));
         }
-        if self.telegram_webhook_max_bytes < 1024 {
-            return Err(Error::Invalid(
-                "TELEGRAM_WEBHOOK_MAX_BYTES must be at least 1024".into(),
-            ));
-        }
-        crate::analytics::prices::Prices::parse(&self.analytics_prices)
-            .map_err(|e| Error::Invalid(format!("ANALYTICS_PRICES: {e}")))?;
         if self.meta_webhook_max_bytes < 1024 {
             return Err(Error::Invalid(
                 "META_WEBHOOK_MAX_BYTES must be at least 1024".into(),
@@ -514,6 +507,13 @@ impl Config {
                 "CHANNEL_MEDIA_MAX_BYTES must be at least 1024".into(),
             ));
         }
+        if self.telegram_webhook_max_bytes < 1024 {
+            return Err(Error::Invalid(
+                "TELEGRAM_WEBHOOK_MAX_BYTES must be at least 1024".into(),
+            ));
+        }
+        crate::analytics::prices::Prices::parse(&self.analytics_prices)
+            .map_err(|e| Error::Invalid(format!("ANALYTICS_PRICES: {e}")))?;
         if !(1..=50).contains(&self.channel_send_max_attempts) {
             return Err(Error::Invalid(
                 "CHANNEL_SEND_MAX_ATTEMPTS must be 1 to 50".into(),
