@@ -314,6 +314,7 @@ impl Engine {
             created_at: self.svc.clock.now(),
             seq: 0,
             client_id: None,
+            attachments: vec![],
         };
         let stats = TurnStats {
             agent_id: agent.id.clone(),
