@@ -95,6 +95,7 @@ fn message(
         created_at: at,
         seq,
         client_id: None,
+        attachments: vec![],
     }
 }
 
