@@ -121,6 +121,14 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         mailer,
         started: Instant::now(),
         metrics: crate::telemetry::metrics_handle(),
+        backups: config.backup_dir.clone().map(|dir| {
+            Arc::new(crate::backup::schedule::Scheduler::new(
+                dir,
+                crate::backup::schedule::parse_every(&config.backup_every)
+                    .expect("BUG: BACKUP_EVERY validated with the config"),
+                config.backup_keep,
+            ))
+        }),
     });
     let router = api::router(state.clone());
     Ok(App {
@@ -183,6 +191,26 @@ pub async fn serve_with_listener(
             metrics::gauge!("jobs_pending").set(limits_state.jobs.pending() as f64);
         }
     });
+    // `aigentable backup` reaches this server through <data>/admin.sock.
+    #[cfg(unix)]
+    let admin_socket =
+        crate::backup::socket::listen(state.svc.store.clone(), state.config.data_dir.clone());
+    let backups = state.backups.clone().map(|sched| {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sched.every);
+            // The first tick is immediate: the first backup is one interval after start.
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (s, st2) = (sched.clone(), st.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.run_once(&st2.svc.store, &st2.config.data_dir)
+                })
+                .await;
+            }
+        })
+    });
     let metrics_server = if state.config.metrics == crate::config::MetricsMode::Public {
         let l = match app.metrics_listener {
             Some(l) => l,
@@ -222,6 +250,12 @@ pub async fn serve_with_listener(
     }
     pruner.abort();
     let _ = pruner.await;
+    if let Some(b) = backups {
+        b.abort();
+        let _ = b.await;
+    }
+    #[cfg(unix)]
+    drop(admin_socket);
     if let Some(m) = metrics_server {
         m.abort();
         let _ = m.await;

@@ -39,6 +39,23 @@ pub enum Command {
     /// Rebuild the search indexes (text and vectors) from the store. Run it while the
     /// server is stopped.
     Reindex,
+    /// Write a full backup of the data directory (store, stored files, keys) to FILE, also
+    /// while the server runs on it (it is asked through `<data>/admin.sock`).
+    Backup {
+        /// The archive to write (.tar.gz); it holds the install's keys: keep it safe.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty (or new) data directory given with --data-dir.
+    Restore {
+        /// The archive written by `aigentable backup` or a scheduled backup.
+        file: PathBuf,
+    },
+    /// Tenant moves between installs.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
     /// Administration tasks.
     Admin {
         #[command(subcommand)]
@@ -125,6 +142,18 @@ pub enum AdminCommand {
     ResetLink {
         #[arg(long)]
         email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Import a tenant export (from `GET /api/tenants/{id}/export`) into this install. Run it
+    /// while the server is stopped; a running server imports with `POST /api/tenants/import`.
+    Import {
+        file: PathBuf,
+        /// The export's passphrase, when its secrets were sealed with one.
+        #[arg(long, env = "EXPORT_PASSPHRASE", hide_env_values = true)]
+        passphrase: Option<String>,
     },
 }
 
@@ -468,4 +497,57 @@ fn print_progress(p: crate::models::hub::Progress) {
             )
         }
     }
+}
+
+/// `aigentable backup --out FILE`.
+pub async fn backup(config: Config, out: std::path::PathBuf) -> anyhow::Result<()> {
+    crate::store::private_files();
+    let dir = config.data_dir.clone();
+    let o = out.clone();
+    let s = tokio::task::spawn_blocking(move || crate::backup::backup_to_file(&dir, &o)).await??;
+    let rows: u64 = s.tables.values().sum();
+    println!(
+        "backup written to {} ({rows} rows, {} files, schema {})",
+        out.display(),
+        s.files,
+        s.schema_version
+    );
+    Ok(())
+}
+
+/// `aigentable restore FILE --data-dir DIR`.
+pub async fn restore(config: Config, file: std::path::PathBuf) -> anyhow::Result<()> {
+    crate::store::private_files();
+    let dir = config.data_dir.clone();
+    let d = dir.clone();
+    let s = tokio::task::spawn_blocking(move || crate::backup::restore_file(&file, &d)).await??;
+    let rows: u64 = s.tables.values().sum();
+    println!(
+        "restored {rows} rows and {} files into {}; search indexes are rebuilt at the first start",
+        s.files,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `aigentable tenant import FILE`: opens the store directly (the server must not be running
+/// on the same data directory).
+pub async fn tenant_import(
+    config: Config,
+    file: std::path::PathBuf,
+    passphrase: Option<String>,
+) -> anyhow::Result<()> {
+    let app = crate::app::build(config).await?;
+    let st = app.state.clone();
+    let s = tokio::task::spawn_blocking(move || {
+        let f = std::io::BufReader::new(std::fs::File::open(&file)?);
+        st.import_tenant(f, passphrase.as_deref())
+    })
+    .await??;
+    app.state.jobs.shutdown();
+    println!(
+        "imported tenant {}",
+        s.tenant_id.as_deref().unwrap_or_default()
+    );
+    Ok(())
 }

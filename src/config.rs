@@ -188,6 +188,14 @@ pub struct Config {
     pub channel_send_max_attempts: u32,
     /// Analytics price table, USD per million tokens: `model=input:output,...`.
     pub analytics_prices: String,
+    /// Scheduled backups go here (off when unset).
+    pub backup_dir: Option<PathBuf>,
+    /// How often a scheduled backup is taken (`6h`, `30m`, `1d`; at least `1m`).
+    pub backup_every: String,
+    /// How many scheduled backups are kept (the newest).
+    pub backup_keep: usize,
+    /// Largest tenant export accepted by `POST /api/tenants/import`, bytes.
+    pub tenant_import_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -264,6 +272,10 @@ impl Default for Config {
             telegram_webhook_max_bytes: 256 * 1024,
             channel_send_max_attempts: 5,
             analytics_prices: crate::analytics::prices::DEFAULT_PRICES.into(),
+            backup_dir: None,
+            backup_every: "6h".into(),
+            backup_keep: 7,
+            tenant_import_max_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -340,6 +352,10 @@ const ENV_KEYS: &[&str] = &[
     "TELEGRAM_WEBHOOK_MAX_BYTES",
     "CHANNEL_SEND_MAX_ATTEMPTS",
     "ANALYTICS_PRICES",
+    "BACKUP_DIR",
+    "BACKUP_EVERY",
+    "BACKUP_KEEP",
+    "TENANT_IMPORT_MAX_BYTES",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -400,6 +416,11 @@ impl Config {
             parse_duration(name, v)?;
         }
         self.listen_addr()?;
+        crate::backup::schedule::parse_every(&self.backup_every)
+            .map_err(|e| Error::Invalid(format!("BACKUP_EVERY `{}`: {e}", self.backup_every)))?;
+        if self.backup_keep == 0 {
+            return Err(Error::Invalid("BACKUP_KEEP must be at least 1".into()));
+        }
         crate::net::Allowlist::parse(&self.outbound_allowed_private_hosts)
             .map_err(|e| Error::Invalid(format!("OUTBOUND_ALLOWED_PRIVATE_HOSTS: {e}")))?;
         if let Some(p) = &self.embeddings_provider

@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod channels;
 pub mod cli;
 pub mod config;

@@ -1,4 +1,4 @@
-use aigentable::cli::{AdminCommand, AnalyticsCommand, Cli, Command, ModelsCommand, PullArgs};
+use aigentable::cli::{AdminCommand, AnalyticsCommand, Cli, Command, ModelsCommand, PullArgs, TenantCommand};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -61,6 +61,11 @@ fn main() -> ExitCode {
             Some(Command::Analytics {
                 command: AnalyticsCommand::Rebuild,
             }) => aigentable::cli::analytics_rebuild(config).await,
+            Some(Command::Backup { out }) => aigentable::cli::backup(config, out).await,
+            Some(Command::Restore { file }) => aigentable::cli::restore(config, file).await,
+            Some(Command::Tenant {
+                command: TenantCommand::Import { file, passphrase },
+            }) => aigentable::cli::tenant_import(config, file, passphrase).await,
             Some(Command::Serve { .. }) | None => {
                 let _guard = aigentable::telemetry::init_logging(&config)?;
                 aigentable::app::run(config).await

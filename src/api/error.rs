@@ -89,6 +89,22 @@ impl ApiError {
         e.retry_after = Some(retry_after_secs);
         e
     }
+    /// The answer for a write that failed because the disk is full or read-only (nothing
+    /// was written; the client may retry later); `None` for other I/O errors.
+    pub fn disk(kind: std::io::ErrorKind) -> Option<Self> {
+        use std::io::ErrorKind as K;
+        match kind {
+            K::StorageFull | K::QuotaExceeded => Some(Self::of(
+                ErrorCode::InsufficientStorage,
+                "the server's disk is full: nothing was written; retry once space is freed",
+            )),
+            K::ReadOnlyFilesystem => Some(Self::of(
+                ErrorCode::StorageReadOnly,
+                "the server's data directory is read-only: nothing was written",
+            )),
+            _ => None,
+        }
+    }
     pub fn invalid_id(param: &str) -> Self {
         Self::of(ErrorCode::InvalidId, format!("`{param}` is not a valid id"))
             .with_details(serde_json::json!({ "param": param }))
@@ -125,7 +141,9 @@ impl From<domain::Error> for ApiError {
             }
             E::Store(err) => {
                 tracing::error!(error = %err, "store error");
-                ApiError::internal()
+                err.io_kind()
+                    .and_then(ApiError::disk)
+                    .unwrap_or_else(ApiError::internal)
             }
             E::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");

@@ -111,15 +111,20 @@ error_codes! {
     ConversationNotClosed = "conversation_not_closed", 409, "A conversation is rated once it is closed.";
     PlanInUse = "plan_in_use", 409, "Tenants are on this plan (`details.tenants`); move them to another plan before deleting it.";
     PlanBuiltIn = "plan_built_in", 409, "The built-in unlimited plan cannot be changed or deleted.";
+    ImportConflict = "import_conflict", 409, "A tenant import collides with this install: the tenant id exists, or an email (or another unique key) of the export belongs to someone here.";
     NotADeadLetter = "not_a_dead_letter", 409, "The webhook delivery was processed or is queued; only dead letters are replayed.";
     PayloadTooLarge = "payload_too_large", 413, "The body or an uploaded file is larger than the configured limit.";
     UnsupportedMediaType = "unsupported_media_type", 415, "Wrong `Content-Type`, or an uploaded file type that is not supported.";
+    InvalidArchive = "invalid_archive", 422, "The uploaded archive is not a tenant export this build can read: damaged, truncated, altered (checksums), a full backup, or from a newer version.";
+    PassphraseRequired = "passphrase_required", 422, "The export's secrets are sealed with a passphrase: send it in `X-Export-Passphrase` (a wrong one gets this code too); an export passphrase must have at least 12 characters.";
     EmbeddingsUnavailable = "embeddings_unavailable", 422, "The embedding model is not available (vector search, embedding settings).";
     RateLimited = "rate_limited", 429, "Too many requests; retry after `Retry-After` seconds.";
     TooManySockets = "too_many_sockets", 429, "Socket.IO connect refused: the user, key or visitor already holds as many sockets as allowed (`SOCKET_MAX_PER_USER`, `SOCKET_MAX_PER_VISITOR`).";
     InternalError = "internal_error", 500, "Our fault; the `requestId` identifies it in the server log.";
     UpstreamFailed = "upstream_failed", 502, "The AI model provider failed or could not be reached.";
     ServerBusy = "server_busy", 503, "Too many passwords are being checked at once (sign-in, sign-up, reset, invitation); retry after `Retry-After` seconds.";
+    StorageReadOnly = "storage_read_only", 503, "The data directory is read-only: nothing was written; reads still work.";
+    InsufficientStorage = "insufficient_storage", 507, "The server's disk is full (or over quota): nothing was written; reads still work. Retry once space is freed.";
 }
 
 impl ErrorCode {

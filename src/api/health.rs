@@ -34,6 +34,9 @@ pub struct Health {
     /// Tenants whose vector search is unavailable, and why; only for platform admins.
     #[serde(skip_serializing_if = "Option::is_none")]
     vector_outages: Option<Vec<VectorOutage>>,
+    /// The latest scheduled backup (BACKUP_DIR); only for platform admins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backups: Option<crate::backup::schedule::BackupStatus>,
 }
 
 /// Liveness and storage check: 200 when the store can be read, 503 otherwise.
@@ -44,6 +47,12 @@ pub async fn health(
     auth: Result<Auth, ApiError>,
 ) -> impl IntoResponse {
     // Health stays public; a caller who authenticates also learns about their tenant.
+    let backups = match &auth {
+        Ok(Auth(caller)) if caller.is_platform_admin() => {
+            state.backups.as_ref().map(|b| b.status())
+        }
+        _ => None,
+    };
     let (vector_search, vector_outages) = match auth {
         Ok(Auth(caller)) => {
             let k = state.knowledge.clone();
@@ -84,6 +93,7 @@ pub async fn health(
         jobs_pending: state.jobs.pending(),
         vector_search,
         vector_outages,
+        backups,
     };
     let code = if ok {
         StatusCode::OK

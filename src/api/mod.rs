@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod channels;
 pub mod conversations;
 pub mod documents;
@@ -57,6 +58,8 @@ pub struct Inner {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// Messaging providers: channel setup, tests (the webhooks store through the domain).
     pub channels: Arc<crate::channels::Channels>,
+    /// Scheduled backups (BACKUP_DIR), when configured.
+    pub backups: Option<Arc<crate::backup::schedule::Scheduler>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -327,6 +330,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(analytics::channels))
         .routes(routes!(analytics::knowledge_gaps))
         .routes(routes!(health::health))
+        .routes(routes!(backup::export_tenant))
+        .routes(routes!(backup::import_tenant))
         .split_for_parts();
     // After every route is in: the modifier completes each operation's error answers.
     ErrorAnswers.modify(&mut openapi);

@@ -209,9 +209,9 @@ impl Services {
             tracing::error!(tenant = %id, error = %e, "removing a deleted tenant's index entries failed");
         }
         let dir = self.tenant_dir(id);
-        match std::fs::remove_dir_all(&dir) {
+        // Through the store: a backup copying files right now defers the removal.
+        match self.store.remove_stored(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::error!(tenant = %id, dir = %dir.display(), error = %e, "could not remove tenant files");
                 return Err(Error::Internal(format!("removing tenant files: {e}")));

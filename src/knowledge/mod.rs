@@ -544,6 +544,13 @@ impl Knowledge {
         Ok(tenants.len())
     }
 
+    /// Builds a tenant's indexes from the store (a tenant just imported). Blocking.
+    pub fn index_tenant(&self, t: &TenantId) -> Result<(), Error> {
+        self.reindex_text(t)?;
+        self.recover_vectors(t);
+        Ok(())
+    }
+
     fn reindex_text(&self, t: &TenantId) -> Result<(), Error> {
         self.text.delete_tenant(t)?;
         let docs = self

@@ -677,9 +677,8 @@ impl Knowledge {
         let Some(d) = removed else { return Ok(false) };
         self.unindex_document(t, id)?;
         let path = self.files_dir(t).join(&d.sha256);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        // Through the store: a backup copying files right now defers the removal.
+        if let Err(e) = self.svc.store.remove_stored(&path) {
             tracing::warn!(path = %path.display(), error = %e, "could not remove a document's file");
         }
         Ok(true)

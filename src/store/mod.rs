@@ -7,6 +7,7 @@
 //! `&str -> "tenantId/id"` index tables.
 
 mod audit;
+mod dump;
 mod migrate;
 
 use crate::model::*;
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
+pub use dump::{FilePin, ImportConflict, Kind, RawWriter, Row, Snapshot};
 pub use migrate::SCHEMA_VERSION;
 
 /// Makes every file and directory this process creates from now on private to its user
@@ -67,6 +69,8 @@ pub enum Error {
     },
     #[error("the store at {path} is in use by another aigentable process")]
     Locked { path: PathBuf },
+    #[error("the store holds a table this build does not know: {0}")]
+    UnknownTable(String),
     #[error("corrupt record in {table}: {source}")]
     Corrupt {
         table: &'static str,
@@ -90,6 +94,17 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl Error {
+    /// The kind of the I/O error underneath, when a write failed on the disk (full,
+    /// read-only, over quota), so the API can say so.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::Db(redb::Error::Io(io)) => Some(io.kind()),
+            _ => None,
+        }
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -379,6 +394,7 @@ fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
 pub struct Store {
     db: redb::Database,
     path: PathBuf,
+    pins: dump::Pins,
 }
 
 impl std::fmt::Debug for Store {
@@ -400,7 +416,11 @@ impl Store {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked { path: path.clone() },
                 other => other.into(),
             })?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            pins: Default::default(),
+        };
         migrate::run(&store.db, &store.path)?;
         Ok(store)
     }

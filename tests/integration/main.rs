@@ -13,6 +13,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod bundle;
+mod backup;
 mod channels_telegram;
 mod containment;
 mod contract;

@@ -1,0 +1,522 @@
+//! The backup archive format (version 1): a gzip-compressed tar holding
+//!
+//! ```text
+//! aigentable-backup.json          header: format, formatVersion, kind, schemaVersion, tenantId
+//! tables/<table>/<part>.jsonl     the rows of one table, at most PART_BYTES per part
+//! files/<tenantId>/<sha256>       stored originals of uploads (content-addressed)
+//! secrets/<name>                  full backups only: the install's keys
+//! manifest.json                   last: every entry above with its sha256 and size
+//! ```
+//!
+//! A record row is `{"t": tenantId, "k": id, "v": <the record's JSON>}`, an index row
+//! `{"k": key, "v": "tenantId/id"}`, a meta row `{"k": name, "v": <u64>}`. Readers check every
+//! entry against the manifest and refuse an archive with a missing, extra or altered entry.
+//! Entry names are parsed, never used as paths.
+
+use super::Error;
+use crate::store::{Kind, Row};
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+/// The archive format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_NAME: &str = "aigentable-backup";
+const HEADER: &str = "aigentable-backup.json";
+const MANIFEST: &str = "manifest.json";
+/// Rows are buffered per part: this bounds the memory a table of any size needs.
+const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// A whole install or one tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveKind {
+    Full,
+    Tenant,
+}
+
+/// The first entry: what the archive is, readable before anything is written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    pub format: String,
+    pub format_version: u32,
+    pub kind: ArchiveKind,
+    /// The store schema the rows are written in.
+    pub schema_version: u64,
+    /// rfc3339
+    pub created_at: String,
+    pub aigentable_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Every table in the archive and its kind (an empty table is restored too).
+    pub tables: BTreeMap<String, Kind>,
+    /// Tenant exports: how the tenant's sealed secrets travel (see `super::Secrets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<super::SecretsHeader>,
+}
+
+/// One entry of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntrySum {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The last entry: everything the archive holds, with checksums.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub entries: Vec<EntrySum>,
+    /// Table name -> (kind, rows), for reports.
+    pub tables: BTreeMap<String, TableSum>,
+    pub files: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSum {
+    pub kind: Kind,
+    pub rows: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordLine<'a> {
+    t: std::borrow::Cow<'a, str>,
+    k: std::borrow::Cow<'a, str>,
+    v: serde_json::Value,
+}
+#[derive(Serialize, Deserialize)]
+struct IndexLine<'a> {
+    k: std::borrow::Cow<'a, str>,
+    v: std::borrow::Cow<'a, str>,
+}
+#[derive(Serialize, Deserialize)]
+struct MetaLine<'a> {
+    k: std::borrow::Cow<'a, str>,
+    v: u64,
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Writes an archive entry by entry; [`finish`](Self::finish) appends the manifest.
+pub struct Writer<W: Write> {
+    tar: tar::Builder<GzEncoder<W>>,
+    manifest: Manifest,
+    mtime: u64,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W, header: &Header) -> Result<Self, Error> {
+        let mut tar = tar::Builder::new(GzEncoder::new(out, Compression::fast()));
+        tar.mode(tar::HeaderMode::Deterministic);
+        let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+        let mut w = Writer {
+            tar,
+            manifest: Manifest::default(),
+            mtime,
+        };
+        let bytes = serde_json::to_vec_pretty(header).map_err(Error::json)?;
+        w.entry(HEADER, &bytes)?;
+        Ok(w)
+    }
+
+    fn tar_header(&self, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o600);
+        h.set_mtime(self.mtime);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    }
+
+    /// One entry from memory.
+    pub fn entry(&mut self, path: &str, bytes: &[u8]) -> Result<(), Error> {
+        let mut h = self.tar_header(bytes.len() as u64);
+        self.tar.append_data(&mut h, path, bytes)?;
+        self.manifest.entries.push(EntrySum {
+            path: path.to_string(),
+            sha256: sha_hex(bytes),
+            bytes: bytes.len() as u64,
+        });
+        Ok(())
+    }
+
+    /// One entry streamed from a reader of known size (a stored file).
+    pub fn entry_from(&mut self, path: &str, size: u64, r: impl Read) -> Result<(), Error> {
+        let mut h = self.tar_header(size);
+        let mut hr = HashingReader::new(r);
+        self.tar.append_data(&mut h, path, &mut hr)?;
+        if hr.n != size {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "{path} changed size while it was archived"
+            ))));
+        }
+        self.manifest.entries.push(EntrySum {
+            path: path.to_string(),
+            sha256: hex::encode(hr.h.finalize()),
+            bytes: size,
+        });
+        Ok(())
+    }
+
+    /// A table writer; rows are cut into parts of bounded size.
+    pub fn table(&mut self, name: &str, kind: Kind) -> TableWriter<'_, W> {
+        self.manifest
+            .tables
+            .insert(name.to_string(), TableSum { kind, rows: 0 });
+        TableWriter {
+            w: self,
+            name: name.to_string(),
+            buf: Vec::new(),
+            part: 0,
+        }
+    }
+
+    pub fn count_file(&mut self) {
+        self.manifest.files += 1;
+    }
+
+    /// Appends the manifest and flushes; returns the manifest and the inner writer.
+    pub fn finish(mut self) -> Result<(Manifest, W), Error> {
+        let m = self.manifest.clone();
+        let bytes = serde_json::to_vec_pretty(&m).map_err(Error::json)?;
+        let mut h = self.tar_header(bytes.len() as u64);
+        self.tar.append_data(&mut h, MANIFEST, bytes.as_slice())?;
+        let gz = self.tar.into_inner()?;
+        let out = gz.finish()?;
+        Ok((m, out))
+    }
+}
+
+/// Writes the rows of one table as JSONL parts.
+pub struct TableWriter<'a, W: Write> {
+    w: &'a mut Writer<W>,
+    name: String,
+    buf: Vec<u8>,
+    part: u32,
+}
+
+impl<W: Write> TableWriter<'_, W> {
+    pub fn row(&mut self, row: &Row) -> Result<(), Error> {
+        match row {
+            Row::Record { tenant, id, value } => {
+                let v: serde_json::Value = serde_json::from_slice(value).map_err(Error::json)?;
+                serde_json::to_writer(
+                    &mut self.buf,
+                    &RecordLine {
+                        t: tenant.into(),
+                        k: id.into(),
+                        v,
+                    },
+                )
+            }
+            Row::Index { key, value } => serde_json::to_writer(
+                &mut self.buf,
+                &IndexLine {
+                    k: key.into(),
+                    v: value.into(),
+                },
+            ),
+            Row::Meta { key, value } => serde_json::to_writer(
+                &mut self.buf,
+                &MetaLine {
+                    k: key.into(),
+                    v: *value,
+                },
+            ),
+        }
+        .map_err(Error::json)?;
+        self.buf.push(b'\n');
+        if let Some(t) = self.w.manifest.tables.get_mut(&self.name) {
+            t.rows += 1;
+        }
+        if self.buf.len() >= PART_BYTES {
+            self.flush_part()?;
+        }
+        Ok(())
+    }
+
+    fn flush_part(&mut self) -> Result<(), Error> {
+        let path = format!("tables/{}/{:06}.jsonl", self.name, self.part);
+        let buf = std::mem::take(&mut self.buf);
+        self.w.entry(&path, &buf)?;
+        self.part += 1;
+        Ok(())
+    }
+
+    /// Writes the last part (an empty table still gets one, so it is restored).
+    pub fn finish(mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() || self.part == 0 {
+            self.flush_part()?;
+        }
+        Ok(())
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    h: Sha256,
+    n: u64,
+}
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            h: Sha256::new(),
+            n: 0,
+        }
+    }
+}
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.h.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// What an archive entry is, by its name.
+pub enum Entry<'a> {
+    /// A part of a table's rows.
+    Rows {
+        table: String,
+        kind: Kind,
+        rows: Vec<Row>,
+    },
+    /// A stored file: copy it from the reader.
+    File {
+        tenant: crate::types::TenantId,
+        sha256: String,
+        reader: &'a mut dyn Read,
+    },
+    Secret {
+        name: String,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Reads an archive, calling `on_entry` for every entry after the header (given to
+/// `on_header` first, which may refuse it). Every entry's checksum is checked against the
+/// manifest at the end; `Err(Error::Damaged)` when anything does not match. The caller undoes
+/// what it wrote when this fails.
+pub fn read(
+    input: impl Read,
+    mut on_header: impl FnMut(&Header) -> Result<(), Error>,
+    mut on_entry: impl FnMut(Entry<'_>) -> Result<(), Error>,
+) -> Result<(Header, Manifest), Error> {
+    let mut tar = tar::Archive::new(GzDecoder::new(input));
+    let mut header: Option<Header> = None;
+    let mut manifest: Option<Manifest> = None;
+    let mut seen: Vec<EntrySum> = Vec::new();
+    let mut kinds: BTreeMap<String, Kind> = BTreeMap::new();
+    for e in tar.entries().map_err(damaged)? {
+        let mut e = e.map_err(damaged)?;
+        if manifest.is_some() {
+            return Err(Error::Damaged("entries after the manifest".into()));
+        }
+        if e.header().entry_type() != tar::EntryType::Regular {
+            return Err(Error::Damaged("an entry that is not a regular file".into()));
+        }
+        let path = e
+            .path()
+            .map_err(damaged)?
+            .to_str()
+            .ok_or_else(|| Error::Damaged("an entry name that is not UTF-8".into()))?
+            .to_string();
+        let size = e.header().size().map_err(damaged)?;
+        if header.is_none() {
+            if path != HEADER {
+                return Err(Error::Damaged(
+                    "not an aigentable backup (no header entry first)".into(),
+                ));
+            }
+            let bytes = read_small(&mut e, size, 1 << 20)?;
+            let h: Header = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Damaged(format!("unreadable header: {e}")))?;
+            if h.format != FORMAT_NAME {
+                return Err(Error::Damaged("not an aigentable backup".into()));
+            }
+            if h.format_version > FORMAT_VERSION {
+                return Err(Error::TooNew(format!(
+                    "archive format {} (this build reads up to {FORMAT_VERSION})",
+                    h.format_version
+                )));
+            }
+            seen.push(EntrySum {
+                path,
+                sha256: sha_hex(&bytes),
+                bytes: size,
+            });
+            on_header(&h)?;
+            kinds = expected_kinds(&h);
+            header = Some(h);
+            continue;
+        }
+        if path == MANIFEST {
+            let bytes = read_small(&mut e, size, 256 << 20)?;
+            manifest = Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Damaged(format!("unreadable manifest: {e}")))?,
+            );
+            continue;
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        let sum = match parts.as_slice() {
+            ["tables", table, part] if part.ends_with(".jsonl") && valid_name(table) => {
+                let bytes = read_small(&mut e, size, PART_BYTES as u64 * 4)?;
+                let kind = *kinds.get(*table).ok_or_else(|| {
+                    Error::Damaged(format!("{path}: a table the header does not list"))
+                })?;
+                let rows =
+                    parse_rows(&bytes, kind).map_err(|m| Error::Damaged(format!("{path}: {m}")))?;
+                on_entry(Entry::Rows {
+                    table: table.to_string(),
+                    kind,
+                    rows,
+                })?;
+                EntrySum {
+                    path: path.clone(),
+                    sha256: sha_hex(&bytes),
+                    bytes: size,
+                }
+            }
+            ["files", tenant, sha] if is_sha256(sha) => {
+                let tenant = crate::types::TenantId::parse(tenant)
+                    .ok_or_else(|| Error::Damaged(format!("{path}: not a tenant id")))?;
+                let mut hr = HashingReader::new(&mut e);
+                on_entry(Entry::File {
+                    tenant,
+                    sha256: sha.to_string(),
+                    reader: &mut hr,
+                })?;
+                // Whatever the sink did not read still counts.
+                std::io::copy(&mut hr, &mut std::io::sink())?;
+                let digest = hex::encode(hr.h.clone().finalize());
+                if digest != *sha {
+                    return Err(Error::Damaged(format!(
+                        "{path}: content does not match its name"
+                    )));
+                }
+                EntrySum {
+                    path: path.clone(),
+                    sha256: digest,
+                    bytes: hr.n,
+                }
+            }
+            ["secrets", name] if valid_name(name) => {
+                let bytes = read_small(&mut e, size, 64 << 10)?;
+                let sum = EntrySum {
+                    path: path.clone(),
+                    sha256: sha_hex(&bytes),
+                    bytes: size,
+                };
+                on_entry(Entry::Secret {
+                    name: name.to_string(),
+                    bytes,
+                })?;
+                sum
+            }
+            _ => return Err(Error::Damaged(format!("unexpected entry {path}"))),
+        };
+        seen.push(sum);
+    }
+    let header = header.ok_or_else(|| Error::Damaged("empty archive".into()))?;
+    let manifest =
+        manifest.ok_or_else(|| Error::Damaged("no manifest: the archive is truncated".into()))?;
+    if manifest.entries != seen {
+        let listed: std::collections::HashSet<_> = manifest.entries.iter().collect();
+        let bad = seen
+            .iter()
+            .find(|s| !listed.contains(s))
+            .map(|s| s.path.clone())
+            .or_else(|| {
+                let got: std::collections::HashSet<_> = seen.iter().collect();
+                manifest
+                    .entries
+                    .iter()
+                    .find(|s| !got.contains(s))
+                    .map(|s| format!("{} (missing)", s.path))
+            })
+            .unwrap_or_else(|| "entry order".into());
+        return Err(Error::Damaged(format!(
+            "checksum mismatch against the manifest: {bad}"
+        )));
+    }
+    Ok((header, manifest))
+}
+
+fn expected_kinds(h: &Header) -> BTreeMap<String, Kind> {
+    h.tables.clone()
+}
+
+fn damaged(e: std::io::Error) -> Error {
+    Error::Damaged(format!("unreadable archive: {e}"))
+}
+
+fn read_small(r: &mut impl Read, size: u64, max: u64) -> Result<Vec<u8>, Error> {
+    if size > max {
+        return Err(Error::Damaged(format!(
+            "an entry of {size} bytes where at most {max} are expected"
+        )));
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    r.take(size).read_to_end(&mut v).map_err(damaged)?;
+    Ok(v)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+fn parse_rows(bytes: &[u8], kind: Kind) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |e: serde_json::Error| format!("line {}: {e}", i + 1);
+        rows.push(match kind {
+            Kind::Record => {
+                let l: RecordLine = serde_json::from_slice(line).map_err(bad)?;
+                Row::Record {
+                    tenant: l.t.into_owned(),
+                    id: l.k.into_owned(),
+                    value: serde_json::to_vec(&l.v).map_err(bad)?,
+                }
+            }
+            Kind::Index => {
+                let l: IndexLine = serde_json::from_slice(line).map_err(bad)?;
+                Row::Index {
+                    key: l.k.into_owned(),
+                    value: l.v.into_owned(),
+                }
+            }
+            Kind::Meta => {
+                let l: MetaLine = serde_json::from_slice(line).map_err(bad)?;
+                Row::Meta {
+                    key: l.k.into_owned(),
+                    value: l.v,
+                }
+            }
+        });
+    }
+    Ok(rows)
+}

@@ -1,0 +1,550 @@
+//! Backups: taken while writers run, restored into an empty directory, compared row by row;
+//! scheduled backups and their retention; tenant export and import.
+
+use crate::common::*;
+use aigentable::store::{Kind, Row, Snapshot, Store};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Every row of every table of a snapshot; record values as parsed JSON (an archive keeps
+/// records as JSON, not byte for byte).
+fn dump(snap: &Snapshot) -> BTreeMap<String, Vec<(String, Value)>> {
+    let mut out = BTreeMap::new();
+    for (name, kind) in snap.tables().expect("tables") {
+        let mut rows = Vec::new();
+        snap.for_each::<aigentable::store::Error>(&name, kind, None, |r| {
+            rows.push(match r {
+                Row::Record { tenant, id, value } => (
+                    format!("{tenant}/{id}"),
+                    serde_json::from_slice(&value).expect("record JSON"),
+                ),
+                Row::Index { key, value } => (key, Value::String(value)),
+                Row::Meta { key, value } => (key, json!(value)),
+            });
+            Ok(())
+        })
+        .expect("rows");
+        assert!(kind == Kind::Meta || !name.is_empty());
+        out.insert(name, rows);
+    }
+    out
+}
+
+/// A writer doing messages, documents and agents in a loop until told to stop.
+fn spawn_writer(
+    s: &Server,
+    token: String,
+    agent: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    let (base, http) = (s.base.clone(), s.http.clone());
+    tokio::spawn(async move {
+        let mut i = 0usize;
+        while !stop.load(Ordering::Acquire) {
+            i += 1;
+            let c: Value = http
+                .post(format!("{base}/api/conversations"))
+                .bearer_auth(&token)
+                .json(&json!({"agentId": agent}))
+                .send()
+                .await
+                .expect("conversation")
+                .json()
+                .await
+                .expect("json");
+            let cid = c["id"].as_str().expect("conversation id").to_string();
+            for m in 0..3 {
+                let r = http
+                    .post(format!("{base}/api/conversations/{cid}/messages"))
+                    .bearer_auth(&token)
+                    .json(&json!({"content": format!("note {i}.{m}"), "role": "human"}))
+                    .send()
+                    .await
+                    .expect("message");
+                assert!(r.status().is_success(), "message: {}", r.status());
+            }
+            let part = reqwest::multipart::Part::bytes(
+                format!("Document {i}: the warranty of model W-{i} lasts {i} months.").into_bytes(),
+            )
+            .file_name(format!("doc-{i}.txt"))
+            .mime_str("text/plain")
+            .expect("mime");
+            let r = http
+                .post(format!("{base}/api/documents"))
+                .bearer_auth(&token)
+                .multipart(reqwest::multipart::Form::new().part("file", part))
+                .send()
+                .await
+                .expect("upload");
+            assert_eq!(r.status().as_u16(), 202, "upload");
+            let r = http
+                .post(format!("{base}/api/agents"))
+                .bearer_auth(&token)
+                .json(&json!({"name": format!("Agent {i}")}))
+                .send()
+                .await
+                .expect("agent");
+            assert_eq!(r.status().as_u16(), 201, "agent");
+            done.fetch_add(1, Ordering::Release);
+        }
+    })
+}
+
+/// Waits (bounded, without timing anything) until the writer has done `n` more rounds.
+async fn rounds(done: &AtomicUsize, n: usize) {
+    let target = done.load(Ordering::Acquire) + n;
+    bounded("writer rounds", async {
+        while done.load(Ordering::Acquire) < target {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The restored store is whole: every document's file is there with its content, every
+/// message's conversation exists, every index entry points to an existing record.
+fn check_whole(dir: &Path, snap: &Snapshot, rows: &BTreeMap<String, Vec<(String, Value)>>) {
+    let keys = |t: &str| -> std::collections::HashSet<String> {
+        rows[t].iter().map(|(k, _)| k.clone()).collect()
+    };
+    for (k, d) in &rows["documents"] {
+        let tenant = k.split('/').next().expect("tenant");
+        let sha = d["sha256"].as_str().expect("sha");
+        let bytes = std::fs::read(dir.join("tenants").join(tenant).join("files").join(sha))
+            .unwrap_or_else(|e| panic!("file of document {k} missing: {e}"));
+        assert_eq!(sha256_hex(&bytes), sha, "file of {k} intact");
+    }
+    let convs = keys("conversations");
+    for (k, m) in &rows["messages"] {
+        let tenant = k.split('/').next().expect("tenant");
+        let conv = format!("{tenant}/{}", m["conversationId"].as_str().expect("cid"));
+        assert!(convs.contains(&conv), "message {k} has its conversation");
+    }
+    let docs = keys("documents");
+    for (k, _) in &rows["chunks"] {
+        let mut p = k.split('/');
+        let doc = format!("{}/{}", p.next().expect("t"), p.next().expect("d"));
+        assert!(docs.contains(&doc), "chunk {k} has its document");
+    }
+    let agents = keys("agents");
+    for (key, v) in &rows["idx_agent_slug"] {
+        assert!(agents.contains(v.as_str().expect("ref")), "slug {key}");
+    }
+    for (key, v) in &rows["idx_document_sha"] {
+        assert!(docs.contains(v.as_str().expect("ref")), "sha {key}");
+    }
+    let _ = snap;
+}
+
+#[tokio::test]
+async fn backup_under_write_load_restores_every_record() {
+    let s = start().await;
+    let a = s.register("owner@backup.test", "Backup Co").await;
+    let agent = create_agent(&s, &a, json!({"name": "Bot"})).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = spawn_writer(&s, a.token.clone(), id(&agent), stop.clone(), done.clone());
+    rounds(&done, 3).await;
+
+    // 1. The CLI's way, while writes go on: through the running server's admin socket.
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let cli_archive = out_dir.path().join("cli.tar.gz");
+    let (d, o) = (s.data_dir(), cli_archive.clone());
+    let summary = tokio::task::spawn_blocking(move || aigentable::backup::backup_to_file(&d, &o))
+        .await
+        .expect("join")
+        .expect("backup through the admin socket");
+    assert!(summary.tables["messages"] >= 9, "{summary:?}");
+    rounds(&done, 1).await;
+
+    // 2. A backup of a snapshot the test holds too, so the restore can be compared with
+    // exactly what the store held at that commit, while writers carry on.
+    let store = s.svc.store.clone();
+    let snap_archive = out_dir.path().join("snap.tar.gz");
+    let (d, o, st) = (s.data_dir(), snap_archive.clone(), store.clone());
+    let (source_rows, _) = tokio::task::spawn_blocking(move || {
+        let pin = st.pin_files();
+        let snap = st.snapshot().expect("snapshot");
+        let f = std::fs::File::create(&o).expect("create");
+        aigentable::backup::backup_snapshot(&snap, &d, std::io::BufWriter::new(f)).expect("backup");
+        let rows = dump(&snap);
+        drop(pin);
+        (rows, ())
+    })
+    .await
+    .expect("join");
+    rounds(&done, 1).await;
+    // Deleting documents while backups run must not take files from under them.
+    let docs = s.get("/api/documents?limit=2", &a.token).await;
+    for d in docs.body["data"].as_array().expect("docs") {
+        s.delete(&format!("/api/documents/{}", id(d)), &a.token)
+            .await
+            .expect(204);
+    }
+    stop.store(true, Ordering::Release);
+    writer.await.expect("writer");
+
+    // Restore the snapshot's archive and compare every row.
+    let restored = tempfile::tempdir().expect("tmp");
+    let target = restored.path().join("data");
+    let r = aigentable::backup::restore_file(&snap_archive, &target).expect("restore");
+    assert!(r.tables["documents"] >= 4, "{r:?}");
+    let rs = Store::open(&target, 1 << 20).expect("restored store opens");
+    let restored_rows = dump(&rs.snapshot().expect("snapshot"));
+    assert_eq!(
+        restored_rows.keys().collect::<Vec<_>>(),
+        source_rows.keys().collect::<Vec<_>>(),
+        "same tables"
+    );
+    for (table, rows) in &source_rows {
+        assert_eq!(
+            &restored_rows[table], rows,
+            "table {table}: every row as the store held it at the snapshot"
+        );
+    }
+    check_whole(&target, &rs.snapshot().expect("snapshot"), &restored_rows);
+    drop(rs);
+
+    // The CLI archive restores into a whole store too, and a server starts on it: the same
+    // sign-in works, the documents are there and searchable (indexes rebuilt at start).
+    let cli_target = restored.path().join("cli");
+    aigentable::backup::restore_file(&cli_archive, &cli_target).expect("restore cli archive");
+    {
+        let rs = Store::open(&cli_target, 1 << 20).expect("opens");
+        let snap = rs.snapshot().expect("snapshot");
+        let rows = dump(&snap);
+        check_whole(&cli_target, &snap, &rows);
+    }
+    let dir = Arc::new(tempfile::TempDir::new_in(restored.path()).expect("tmp"));
+    std::fs::remove_dir(dir.path()).expect("rm");
+    std::fs::rename(&cli_target, dir.path()).expect("move");
+    s.stop().await;
+    let s2 = start_in(dir, |_| {}).await;
+    let b = s2.login("owner@backup.test", "password-123").await;
+    let docs = s2.get("/api/documents?limit=100", &b.token).await;
+    docs.expect(200);
+    let n = docs.body["data"].as_array().expect("docs").len();
+    assert!(n >= 3, "documents restored: {}", docs.text);
+    // Its documents are searchable: indexes are rebuilt at start, and documents that were
+    // still queued in the backup are processed after the restore.
+    let first = id(&docs.body["data"][0]);
+    let d = wait_done(&s2, &b.token, &first).await;
+    assert_eq!(d["status"], "ready", "{d}");
+    let r = s2
+        .search(
+            &b.token,
+            json!({"query": "warranty months", "mode": "keyword"}),
+        )
+        .await;
+    r.expect(200);
+    assert!(
+        r.text.contains(&first),
+        "restored documents are searchable: {}",
+        r.text
+    );
+    s2.stop().await;
+}
+
+#[tokio::test]
+async fn restore_refuses_a_non_empty_directory_and_a_damaged_archive() {
+    let s = start().await;
+    let a = s.register("owner@refuse.test", "Refuse Co").await;
+    upload_doc(
+        &s,
+        &a.token,
+        "a.txt",
+        "text/plain",
+        b"alpha beta gamma",
+        None,
+    )
+    .await;
+    let out = tempfile::tempdir().expect("tmp");
+    let archive = out.path().join("b.tar.gz");
+    let (d, o) = (s.data_dir(), archive.clone());
+    tokio::task::spawn_blocking(move || aigentable::backup::backup_to_file(&d, &o))
+        .await
+        .expect("join")
+        .expect("backup");
+
+    // Non-empty: refused, and what was there is untouched.
+    let busy = out.path().join("busy");
+    std::fs::create_dir_all(&busy).expect("mkdir");
+    std::fs::write(busy.join("keep.txt"), b"mine").expect("write");
+    let e = aigentable::backup::restore_file(&archive, &busy).expect_err("refused");
+    assert!(matches!(e, aigentable::backup::Error::NotEmpty(_)), "{e}");
+    assert!(e.to_string().contains("not empty"), "{e}");
+    assert_eq!(std::fs::read(busy.join("keep.txt")).expect("kept"), b"mine");
+    assert_eq!(std::fs::read_dir(&busy).expect("ls").count(), 1);
+
+    // One flipped byte inside a stored entry: refused by the checksums, nothing left behind.
+    let bytes = std::fs::read(&archive).expect("read");
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut tar)
+        .expect("gunzip");
+    let at = tar
+        .windows(16)
+        .position(|w| w == b"alpha beta gamma")
+        .expect("file content in the archive");
+    tar[at] = b'A';
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+    let bad = out.path().join("bad.tar.gz");
+    std::fs::write(&bad, gz.finish().expect("gzip")).expect("write");
+    let target = out.path().join("t1");
+    let e = aigentable::backup::restore_file(&bad, &target).expect_err("damaged");
+    assert!(matches!(e, aigentable::backup::Error::Damaged(_)), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&target).expect("ls").count(),
+        0,
+        "emptied"
+    );
+
+    // Truncated (a backup cut off half way): refused.
+    let cut = out.path().join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let target = out.path().join("t2");
+    let e = aigentable::backup::restore_file(&cut, &target).expect_err("truncated");
+    assert!(matches!(e, aigentable::backup::Error::Damaged(_)), "{e}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn scheduled_backups_keep_the_newest() {
+    let backups = tempfile::tempdir().expect("tmp");
+    let bdir = backups.path().to_path_buf();
+    let s = start_with(|c| {
+        c.backup_dir = Some(bdir.clone());
+        c.backup_keep = 2;
+    })
+    .await;
+    let root = s.root().await;
+    let h = s.get("/api/health", &root.token).await;
+    assert_eq!(h.body["backups"]["status"], "pending", "{}", h.text);
+    // A stray file of someone else in the folder is never pruned.
+    std::fs::write(bdir.join("notes.txt"), b"mine").expect("write");
+    let sched = aigentable::backup::schedule::Scheduler::new(
+        bdir.clone(),
+        std::time::Duration::from_secs(3600),
+        2,
+    );
+    let mut written = Vec::new();
+    for _ in 0..4 {
+        let (st, d, sc) = (s.svc.store.clone(), s.data_dir(), &sched);
+        written.push(sc.run_once(&st, &d).expect("scheduled backup"));
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&bdir)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    left.sort();
+    let mut want = vec![bdir.join("notes.txt")];
+    want.extend(written[2..].iter().cloned());
+    want.sort();
+    assert_eq!(left, want, "the 2 newest backups and the stray file");
+    for p in &written[2..] {
+        let f = std::fs::File::open(p).expect("open");
+        aigentable::backup::verify(std::io::BufReader::new(f)).expect("a whole archive");
+    }
+    assert_eq!(sched.status().status, "ok");
+
+    // A failing destination is reported (and logged), not fatal.
+    let blocked = bdir.join("notes.txt").join("sub");
+    let bad = aigentable::backup::schedule::Scheduler::new(
+        blocked,
+        std::time::Duration::from_secs(3600),
+        2,
+    );
+    bad.run_once(&s.svc.store, &s.data_dir())
+        .expect_err("cannot write");
+    let st = bad.status();
+    assert_eq!(st.status, "failed");
+    assert_eq!(st.failures, 1);
+    assert!(st.error.is_some());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
+    let s = start().await;
+    let root = s.root().await;
+    let a = s.register("owner@moving.test", "Moving Co").await;
+    let other = s.register("owner@stays.test", "Stays Co").await;
+    let doc_a = upload_doc(
+        &s,
+        &a.token,
+        "a.txt",
+        "text/plain",
+        b"The moving company keeps crates in Oslo.",
+        None,
+    )
+    .await;
+    upload_doc(
+        &s,
+        &other.token,
+        "b.txt",
+        "text/plain",
+        b"Secret plans of the other tenant.",
+        None,
+    )
+    .await;
+    let agent = create_agent(&s, &a, json!({"name": "Mover"})).await;
+    s.put(
+        "/api/settings/ai",
+        &a.token,
+        json!({"apiKey": "sk-moving-123", "model": "m"}),
+    )
+    .await
+    .expect(200);
+    s.post(
+        "/api/conversations",
+        Some(&a.token),
+        json!({"agentId": id(&agent)}),
+    )
+    .await
+    .expect(201);
+
+    // A foreign tenant's export is 404 for a tenant admin; a plain user may not export.
+    let r = send(
+        s.http
+            .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
+            .bearer_auth(&other.token),
+    )
+    .await;
+    r.expect_err(404, "tenant_not_found");
+    let r = send(
+        s.http
+            .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
+            .bearer_auth(&a.token)
+            .json(&json!({"passphrase": "short"})),
+    )
+    .await;
+    r.expect_err(422, "passphrase_required");
+
+    // The tenant's admin exports with a passphrase.
+    let resp = s
+        .http
+        .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
+        .bearer_auth(&a.token)
+        .json(&json!({"passphrase": "correct horse battery"}))
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/gzip");
+    let archive = resp.bytes().await.expect("bytes").to_vec();
+
+    // Nothing of the other tenant is in it: not its id, not its file, not its email.
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&archive[..]), &mut tar)
+        .expect("gunzip");
+    let text = String::from_utf8_lossy(&tar);
+    assert!(!text.contains(&other.tenant_id), "no foreign tenant id");
+    assert!(!text.contains("Secret plans"), "no foreign file");
+    assert!(!text.contains("stays.test"), "no foreign user");
+    assert!(!text.contains("root@example.com"), "no platform admin");
+    assert!(!text.contains("sk-moving-123"), "secrets are sealed");
+    assert!(text.contains("crates in Oslo"), "own file");
+    assert!(!text.contains("jwt_secret"), "no install keys");
+
+    // Importing into the same install: the tenant exists there.
+    let r = send(
+        s.http
+            .post(format!("{}/api/tenants/import", s.base))
+            .bearer_auth(&root.token)
+            .header("x-export-passphrase", "correct horse battery")
+            .header("content-type", "application/gzip")
+            .body(archive.clone()),
+    )
+    .await;
+    r.expect_err(409, "import_conflict");
+    // A tenant admin may not import.
+    let r = send(
+        s.http
+            .post(format!("{}/api/tenants/import", s.base))
+            .bearer_auth(&a.token)
+            .body(archive.clone()),
+    )
+    .await;
+    r.expect_err(403, "forbidden");
+
+    // Another install.
+    let s2 = start().await;
+    let root2 = s2.root().await;
+    let import = |pass: Option<&'static str>, body: Vec<u8>| {
+        let mut rb = s2
+            .http
+            .post(format!("{}/api/tenants/import", s2.base))
+            .bearer_auth(&root2.token)
+            .header("content-type", "application/gzip")
+            .body(body);
+        if let Some(p) = pass {
+            rb = rb.header("x-export-passphrase", p);
+        }
+        send(rb)
+    };
+    import(None, archive.clone())
+        .await
+        .expect_err(422, "passphrase_required");
+    import(Some("wrong horse battery"), archive.clone())
+        .await
+        .expect_err(422, "passphrase_required");
+    let mut damaged = archive.clone();
+    damaged.truncate(damaged.len() - 40);
+    import(Some("correct horse battery"), damaged)
+        .await
+        .expect_err(422, "invalid_archive");
+    // A failed import leaves nothing behind: the good one goes through afterwards.
+    let r = import(Some("correct horse battery"), archive.clone()).await;
+    r.expect(201);
+    assert_eq!(r.body["tenantId"], a.tenant_id.as_str());
+    assert!(r.body["tables"].get("sessions").is_none(), "{}", r.text);
+
+    // The owner signs in with the same password and finds their data.
+    let b = s2.login("owner@moving.test", "password-123").await;
+    assert_eq!(b.tenant_id, a.tenant_id);
+    let d = s2.get(&format!("/api/documents/{doc_a}"), &b.token).await;
+    d.expect(200);
+    assert_eq!(d.body["status"], "ready");
+    let agents = s2.get("/api/agents", &b.token).await;
+    assert!(agents.text.contains("Mover"), "{}", agents.text);
+    let convs = s2.get("/api/conversations", &b.token).await;
+    assert_eq!(convs.body["data"].as_array().expect("list").len(), 1);
+    // Its search index was built at import.
+    let r = s2
+        .search(&b.token, json!({"query": "crates Oslo", "mode": "keyword"}))
+        .await;
+    assert!(r.text.contains("Oslo"), "{}", r.text);
+    // The API key was re-sealed for this install (the passphrase carried it).
+    let store2 = s2.svc.store.clone();
+    let tid = aigentable::types::TenantId::parse(&a.tenant_id).expect("id");
+    let settings = store2
+        .read(|tx| tx.get::<aigentable::model::TenantSettings>(&tid, ""))
+        .expect("read")
+        .expect("settings");
+    let raw = serde_json::to_string(&settings).expect("json");
+    let sealed: Vec<&str> = raw.split('"').filter(|x| x.starts_with("v1:")).collect();
+    assert!(!sealed.is_empty(), "a sealed key: {raw}");
+    assert!(
+        sealed
+            .iter()
+            .any(|x| s2.svc.sealer.open(x).as_deref() == Some("sk-moving-123")),
+        "opens with the new install's key"
+    );
+    // The other tenant's email is free here, the moved one is taken: importing again is a
+    // conflict, nothing changes.
+    import(Some("correct horse battery"), archive.clone())
+        .await
+        .expect_err(409, "import_conflict");
+    s2.stop().await;
+    s.stop().await;
+}
