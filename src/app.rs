@@ -49,6 +49,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .with_context(|| format!("data key in {}", dir.join("secrets").display()))?;
     let cache = config.store_cache_mb * 1024 * 1024;
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache)).await??;
+    store.set_disk_reserve(config.disk_reserve_mb.saturating_mul(1024 * 1024));
     let keys = Keys::new(jwt.as_bytes(), refresh.as_bytes(), config.access_ttl());
     let mailer = Arc::new(Mailer::from_config(&config)?);
     let config = Arc::new(config);

@@ -196,6 +196,9 @@ pub struct Config {
     pub backup_keep: usize,
     /// Largest tenant export accepted by `POST /api/tenants/import`, bytes.
     pub tenant_import_max_bytes: u64,
+    /// Writes are refused (507) while less than this many MB are free on the data
+    /// directory's filesystem, so the store never meets a full disk mid-commit.
+    pub disk_reserve_mb: u64,
 }
 
 impl Default for Config {
@@ -276,6 +279,7 @@ impl Default for Config {
             backup_every: "6h".into(),
             backup_keep: 7,
             tenant_import_max_bytes: 4 * 1024 * 1024 * 1024,
+            disk_reserve_mb: 64,
         }
     }
 }
@@ -356,6 +360,7 @@ const ENV_KEYS: &[&str] = &[
     "BACKUP_EVERY",
     "BACKUP_KEEP",
     "TENANT_IMPORT_MAX_BYTES",
+    "DISK_RESERVE_MB",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,8 @@ impl From<backup::Error> for ApiError {
             E::Damaged(_) | E::TooNew(_) | E::WrongKind(_) | E::NotEmpty(_) => {
                 ApiError::of(ErrorCode::InvalidArchive, e.to_string())
             }
-            E::Io(_) | E::Store(_) | E::Busy => {
+            E::Store(s) => crate::domain::Error::Store(s).into(),
+            E::Io(_) | E::Busy => {
                 tracing::error!(error = %e, "tenant export or import failed");
                 ApiError::internal()
             }

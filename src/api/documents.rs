@@ -30,6 +30,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 fn knowledge_err(e: crate::knowledge::Error) -> ApiError {
     match e {
         crate::knowledge::Error::Domain(d) => d.into(),
+        crate::knowledge::Error::Store(s) => crate::domain::Error::Store(s).into(),
         other => internal(other),
     }
 }

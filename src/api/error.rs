@@ -139,6 +139,13 @@ impl From<domain::Error> for ApiError {
             E::PaymentRequired(code, msg, details) => {
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, code, msg).with_details(details)
             }
+            E::Store(crate::store::Error::Unavailable(msg)) => {
+                tracing::error!(error = %msg, "store unavailable");
+                ApiError::of(
+                    ErrorCode::StorageUnavailable,
+                    "the store is being reopened after a disk error; retry shortly",
+                )
+            }
             E::Store(err) => {
                 tracing::error!(error = %err, "store error");
                 err.io_kind()

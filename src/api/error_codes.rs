@@ -123,6 +123,7 @@ error_codes! {
     InternalError = "internal_error", 500, "Our fault; the `requestId` identifies it in the server log.";
     UpstreamFailed = "upstream_failed", 502, "The AI model provider failed or could not be reached.";
     ServerBusy = "server_busy", 503, "Too many passwords are being checked at once (sign-in, sign-up, reset, invitation); retry after `Retry-After` seconds.";
+    StorageUnavailable = "storage_unavailable", 503, "The store failed on the disk and could not be reopened yet (e.g. the disk is still full); retried at every request.";
     StorageReadOnly = "storage_read_only", 503, "The data directory is read-only: nothing was written; reads still work.";
     InsufficientStorage = "insufficient_storage", 507, "The server's disk is full (or over quota): nothing was written; reads still work. Retry once space is freed.";
 }

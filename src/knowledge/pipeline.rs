@@ -552,6 +552,8 @@ impl Knowledge {
         if path.exists() {
             return Ok(false);
         }
+        // A full or read-only disk answers 507/503 before anything is written.
+        self.svc.store.check_space(bytes.len() as u64)?;
         let tmp = dir.join(format!(".{sha}.{}", uuid::Uuid::now_v7()));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
@@ -567,7 +569,13 @@ impl Knowledge {
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::Io(format!("cannot store the upload: {e}"))
+            use std::io::ErrorKind as K;
+            match e.kind() {
+                K::StorageFull | K::QuotaExceeded | K::ReadOnlyFilesystem => {
+                    Error::Store(crate::store::Error::Disk(e))
+                }
+                _ => Error::Io(format!("cannot store the upload: {e}")),
+            }
         })?;
         Ok(true)
     }

@@ -4,7 +4,7 @@
 
 use super::{Error, META, RECORD_TABLES, Result, Store};
 use crate::types::TenantId;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 use std::ops::Bound;
 use std::path::Path;
 
@@ -71,7 +71,7 @@ impl Store {
     /// Opens a snapshot; writers carry on meanwhile (redb MVCC), and nothing they commit
     /// later is seen through it.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        Ok(Snapshot(self.db.begin_read()?))
+        Ok(Snapshot(self.begin_read()?))
     }
 }
 
@@ -263,7 +263,8 @@ impl Store {
             .into_iter()
             .filter(|(n, k)| *k != Kind::Meta && !skip.contains(&n.as_str()))
             .collect();
-        let tx = self.db.begin_write()?;
+        self.check_space(0)?;
+        let tx = self.begin_write()?;
         {
             let t = tx.open_table(<crate::model::Tenant as super::Record>::TABLE)?;
             if t.get((tenant.as_str(), ""))?.is_some() {
@@ -309,7 +310,7 @@ impl Store {
             write_rows(&tx, name, *kind, &batch)?;
             n += batch.len() as u64;
         }
-        tx.commit()?;
+        tx.commit().map_err(|e| self.db.note(e.into()))?;
         Ok(Ok(n))
     }
 }

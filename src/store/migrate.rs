@@ -548,7 +548,7 @@ mod tests {
             // Written the way schema 4 wrote them: no tokenHash in the record, the hash only
             // as the key of the index row; plus a row left behind by a revocation.
             let store = Store::open(dir.path(), 1 << 20).unwrap();
-            let tx = store.db.begin_write().unwrap();
+            let tx = store.db.get().unwrap().begin_write().unwrap();
             {
                 let mut v = serde_json::to_value(&live).unwrap();
                 v.as_object_mut().unwrap().remove("tokenHash");
@@ -608,7 +608,7 @@ mod tests {
         {
             // As schema 5 wrote them: no seq on messages, no lastSeq on the conversation.
             let store = Store::open(dir.path(), 1 << 20).unwrap();
-            let tx = store.db.begin_write().unwrap();
+            let tx = store.db.get().unwrap().begin_write().unwrap();
             {
                 let mut m = tx.open_table(MESSAGES).unwrap();
                 for (i, id) in ids.iter().enumerate() {
@@ -669,7 +669,7 @@ mod tests {
         let id = ChannelId::new();
         {
             let store = Store::open(dir.path(), 1 << 20).unwrap();
-            let tx = store.db.begin_write().unwrap();
+            let tx = store.db.get().unwrap().begin_write().unwrap();
             {
                 let old = serde_json::json!({
                     "id": id, "tenantId": t, "agentId": null, "kind": "telegram",

@@ -7,12 +7,13 @@
 //! `&str -> "tenantId/id"` index tables.
 
 mod audit;
+mod disk;
 mod dump;
 mod migrate;
 
 use crate::model::*;
 use crate::types::TenantId;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::ops::Bound;
@@ -69,6 +70,10 @@ pub enum Error {
     },
     #[error("the store at {path} is in use by another aigentable process")]
     Locked { path: PathBuf },
+    #[error("the disk refused a write: {0}")]
+    Disk(std::io::Error),
+    #[error("the store could not be reopened after a disk error: {0}")]
+    Unavailable(String),
     #[error("the store holds a table this build does not know: {0}")]
     UnknownTable(String),
     #[error("corrupt record in {table}: {source}")]
@@ -100,7 +105,7 @@ impl Error {
     /// read-only, over quota), so the API can say so.
     pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
-            Error::Db(redb::Error::Io(io)) => Some(io.kind()),
+            Error::Db(redb::Error::Io(io)) | Error::Disk(io) => Some(io.kind()),
             _ => None,
         }
     }
@@ -392,7 +397,8 @@ fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
 
 /// The embedded database of one data directory.
 pub struct Store {
-    db: redb::Database,
+    /// The database, reopened after a disk error (see `disk`).
+    db: disk::Db,
     path: PathBuf,
     pins: dump::Pins,
 }
@@ -409,20 +415,13 @@ impl Store {
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self> {
         let path = dir.join("aigentable.redb");
         make_private(dir, &path).map_err(|e| Error::Db(redb::StorageError::Io(e).into()))?;
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked { path: path.clone() },
-                other => other.into(),
-            })?;
-        let store = Store {
-            db,
+        let db = disk::open_db(&path, cache_bytes)?;
+        migrate::run(&db, &path)?;
+        Ok(Store {
+            db: disk::Db::new(db, cache_bytes),
             path,
             pins: Default::default(),
-        };
-        migrate::run(&store.db, &store.path)?;
-        Ok(store)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -431,14 +430,14 @@ impl Store {
 
     /// The schema version on disk.
     pub fn schema_version(&self) -> Result<u64> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let meta = tx.open_table(META)?;
         Ok(meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// Reads inside one consistent snapshot.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
-        let tx = ReadTx(self.db.begin_read()?);
+        let tx = ReadTx(self.begin_read()?);
         f(&tx)
     }
 
@@ -448,9 +447,13 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTx) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let tx = WriteTx(self.db.begin_write().map_err(Error::from)?);
+        // Refused before redb sees a full or read-only disk (which would fail the database
+        // for reads too): see `disk`.
+        self.check_space(0)?;
+        let tx = WriteTx(self.begin_write()?);
         let out = f(&tx)?;
-        tx.0.commit().map_err(Error::from)?;
+        let committed = tx.0.commit().map_err(Error::from);
+        committed.map_err(|e| self.db.note(e))?;
         Ok(out)
     }
 }

@@ -137,7 +137,7 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let tx = store.db.begin_write().unwrap();
+        let tx = store.db.get().unwrap().begin_write().unwrap();
         tx.open_table(META)
             .unwrap()
             .insert("schema_version", SCHEMA_VERSION + 1)
@@ -190,7 +190,7 @@ fn schema_3_vectors_are_rewritten_compactly_and_read_the_same() {
     {
         // Written the way schema 3 wrote them: the vector as a JSON number list.
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let tx = store.db.begin_write().unwrap();
+        let tx = store.db.get().unwrap().begin_write().unwrap();
         {
             let mut table = tx.open_table(Chunk::TABLE).unwrap();
             for c in &chunks {
@@ -213,7 +213,7 @@ fn schema_3_vectors_are_rewritten_compactly_and_read_the_same() {
     }
     let store = Store::open(dir.path(), 1 << 20).unwrap();
     let raw: Vec<Vec<u8>> = {
-        let tx = store.db.begin_read().unwrap();
+        let tx = redb::ReadableDatabase::begin_read(&*store.db.get().unwrap()).unwrap();
         let table = tx.open_table(Chunk::TABLE).unwrap();
         table
             .iter()

@@ -19,6 +19,7 @@ mod containment;
 mod contract;
 mod conversations;
 mod crash;
+mod disk;
 mod durable;
 mod engine;
 mod errors;

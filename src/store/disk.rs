@@ -1,0 +1,162 @@
+//! Disk trouble: a full disk (or quota) and a read-only data directory.
+//!
+//! redb latches an I/O error of a write: from then on every operation of that `Database`,
+//! reads included, fails until it is reopened. So writes are refused BEFORE they reach redb
+//! when the filesystem of the data directory is read-only or has less free space than the
+//! reserve (`DISK_RESERVE_MB`): the request gets 507/503, nothing is written, reads go on,
+//! and writes work again as soon as space is back. Should a write still fail on the disk
+//! (someone else filled it between the check and the commit), the database is reopened at
+//! the next operation; acknowledged commits are durable and survive that.
+
+use super::{Error, Result, Store};
+use redb::ReadableDatabase;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
+
+/// Opens the store file; `Locked` when another process has it.
+pub(super) fn open_db(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
+                path: path.to_path_buf(),
+            },
+            other => other.into(),
+        })
+}
+
+/// The database handle, replaced after a disk error.
+pub(super) struct Db {
+    inner: RwLock<Option<redb::Database>>,
+    /// An I/O error was latched: reopen before the next use.
+    failed: AtomicBool,
+    cache_bytes: usize,
+    /// Writes are refused while less than this many bytes are free.
+    reserve: AtomicU64,
+}
+
+/// A read guard on a database that is there.
+pub(super) struct DbGuard<'a>(RwLockReadGuard<'a, Option<redb::Database>>);
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = redb::Database;
+    fn deref(&self) -> &redb::Database {
+        self.0
+            .as_ref()
+            .expect("BUG: DbGuard made only for an open database")
+    }
+}
+
+fn is_disk_error(e: &Error) -> bool {
+    matches!(e, Error::Db(redb::Error::Io(_) | redb::Error::PreviousIo))
+}
+
+impl Db {
+    pub(super) fn new(db: redb::Database, cache_bytes: usize) -> Self {
+        Db {
+            inner: RwLock::new(Some(db)),
+            failed: AtomicBool::new(false),
+            cache_bytes,
+            reserve: AtomicU64::new(0),
+        }
+    }
+
+    /// The open database (tests and migrations reach redb through it).
+    pub(super) fn get(&self) -> Result<DbGuard<'_>> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            return Err(Error::Unavailable(
+                "it is retried at the next request".into(),
+            ));
+        }
+        Ok(DbGuard(g))
+    }
+
+    /// Passes `e` on, remembering a latched I/O error so the next use reopens.
+    pub(super) fn note(&self, e: Error) -> Error {
+        if is_disk_error(&e) && !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(error = %e, "a store write failed on the disk; the store is reopened at the next request");
+        }
+        e
+    }
+
+    /// Reopens the database after a latched I/O error. In-flight transactions keep the old
+    /// file open; until they end the reopen fails and is tried again at the next use.
+    fn heal(&self, path: &Path) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // The old handle must close (its file lock with it) before the file opens again.
+        *g = None;
+        match open_db(path, self.cache_bytes) {
+            Ok(db) => {
+                *g = Some(db);
+                self.failed.store(false, Ordering::Release);
+                tracing::info!("store reopened after a disk error");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reopening the store failed; trying again at the next request");
+                Err(Error::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+impl Store {
+    pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.db.heal(&self.path)?;
+        let db = self.db.get()?;
+        db.begin_read().map_err(|e| self.db.note(e.into()))
+    }
+
+    pub(super) fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        self.db.heal(&self.path)?;
+        let db = self.db.get()?;
+        db.begin_write().map_err(|e| self.db.note(e.into()))
+    }
+
+    /// Writes are refused (507 `insufficient_storage`) while fewer than `bytes` are free on
+    /// the data directory's filesystem (`DISK_RESERVE_MB`).
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.db.reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// `Err(Disk)` when the data directory's filesystem is read-only, or has less free space
+    /// than the reserve plus `extra` bytes (a file about to be written). Cheap (statvfs).
+    pub fn check_space(&self, extra: u64) -> Result<()> {
+        #[cfg(unix)]
+        {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let Ok(st) = rustix::fs::statvfs(dir) else {
+                return Ok(());
+            };
+            if st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+                return Err(Error::Disk(std::io::Error::from(
+                    std::io::ErrorKind::ReadOnlyFilesystem,
+                )));
+            }
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            let need = self
+                .db
+                .reserve
+                .load(Ordering::Relaxed)
+                .saturating_add(extra);
+            if free < need {
+                return Err(Error::Disk(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!("{free} bytes free, {need} needed"),
+                )));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = extra;
+        Ok(())
+    }
+}
