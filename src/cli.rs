@@ -544,6 +544,30 @@ pub async fn tenant_import(
         st.import_tenant(f, passphrase.as_deref())
     })
     .await??;
+    if let Some(t) = s
+        .tenant_id
+        .as_deref()
+        .and_then(crate::types::TenantId::parse)
+    {
+        let svc = app.state.svc.clone();
+        let rows: u64 = s.tables.values().sum();
+        let files = s.files;
+        tokio::task::spawn_blocking(move || {
+            use crate::domain::audit::{AuditAction, AuditEntry};
+            svc.store.write(|tx| {
+                svc.audit_anonymous(
+                    tx,
+                    &t,
+                    None,
+                    None,
+                    AuditEntry::new(AuditAction::TenantImported)
+                        .target("tenant", &t, None)
+                        .details(serde_json::json!({"rows": rows, "files": files, "via": "cli"})),
+                )
+            })
+        })
+        .await??;
+    }
     app.state.jobs.shutdown();
     println!(
         "imported tenant {}",

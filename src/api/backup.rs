@@ -7,6 +7,7 @@ use super::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use super::extract::{Auth, parse_json};
 use crate::auth::Action;
 use crate::backup;
+use crate::domain::audit::{AuditAction, AuditEntry};
 use crate::types::TenantId;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -81,36 +82,60 @@ pub async fn export_tenant(
     };
     let st = state.clone();
     let t = id.clone();
-    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, backup::Error> {
-        let tmp = st.config.data_dir.join("tmp");
-        std::fs::create_dir_all(&tmp)?;
-        let path = tmp.join(format!("export-{}.tar.gz", uuid::Uuid::now_v7()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        // Unlinked at once: the open handle streams it and the disk space goes with it.
-        let _ = std::fs::remove_file(&path);
-        let secrets = match req.passphrase.as_deref() {
-            Some(p) => backup::ExportSecrets::Passphrase(p),
-            None => backup::ExportSecrets::Remove,
-        };
-        let mut w = std::io::BufWriter::new(&f);
-        backup::export_tenant(
-            &st.svc.store,
-            &st.config.data_dir,
-            &t,
-            &st.svc.sealer,
-            secrets,
-            &mut w,
-        )?;
-        w.flush()?;
-        drop(w);
-        Ok(f)
-    })
+    let with_passphrase = req.passphrase.is_some();
+    let file = tokio::task::spawn_blocking(
+        move || -> Result<(std::fs::File, backup::Summary), backup::Error> {
+            let tmp = st.config.data_dir.join("tmp");
+            std::fs::create_dir_all(&tmp)?;
+            let path = tmp.join(format!("export-{}.tar.gz", uuid::Uuid::now_v7()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            // Unlinked at once: the open handle streams it and the disk space goes with it.
+            let _ = std::fs::remove_file(&path);
+            let secrets = match req.passphrase.as_deref() {
+                Some(p) => backup::ExportSecrets::Passphrase(p),
+                None => backup::ExportSecrets::Remove,
+            };
+            let mut w = std::io::BufWriter::new(&f);
+            let summary = backup::export_tenant(
+                &st.svc.store,
+                &st.config.data_dir,
+                &t,
+                &st.svc.sealer,
+                secrets,
+                &mut w,
+            )?;
+            w.flush()?;
+            drop(w);
+            Ok((f, summary))
+        },
+    )
     .await
     .map_err(|_| ApiError::internal())??;
+    let (file, summary) = file;
+    // Exports are security-relevant: who took the tenant's data, and how much of it.
+    let (c, t) = (caller.clone(), id.clone());
+    state
+        .run(move |s| {
+            s.store.write(|tx| {
+                s.audit(
+                    tx,
+                    &c,
+                    AuditEntry::new(AuditAction::TenantExported)
+                        .target("tenant", &t, None)
+                        .details(serde_json::json!({
+                            "rows": summary.tables.values().sum::<u64>(),
+                            "files": summary.files,
+                            "secrets": if with_passphrase { "passphrase" } else { "removed" },
+                        }))
+                        .in_tenant(&t),
+                )
+            })
+        })
+        .await?;
     tracing::info!(tenant = %id, caller = %caller.label(), "tenant exported");
     let mut file = tokio::fs::File::from_std(file);
     use tokio::io::AsyncSeekExt;
@@ -238,6 +263,27 @@ pub async fn import_tenant(
     .await
     .map_err(|_| ApiError::internal())??;
     tracing::info!(tenant = ?summary.tenant_id, caller = %caller.label(), "tenant imported");
+    if let Some(t) = summary.tenant_id.as_deref().and_then(TenantId::parse) {
+        let (c, rows, files) = (
+            caller.clone(),
+            summary.tables.values().sum::<u64>(),
+            summary.files,
+        );
+        state
+            .run(move |s| {
+                s.store.write(|tx| {
+                    s.audit(
+                        tx,
+                        &c,
+                        AuditEntry::new(AuditAction::TenantImported)
+                            .target("tenant", &t, None)
+                            .details(serde_json::json!({"rows": rows, "files": files}))
+                            .in_tenant(&t),
+                    )
+                })
+            })
+            .await?;
+    }
     let view = ImportView {
         tenant_id: summary.tenant_id.unwrap_or_default(),
         tables: summary.tables,

@@ -442,6 +442,16 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.headers()["content-type"], "application/gzip");
     let archive = resp.bytes().await.expect("bytes").to_vec();
+    // The export is in the tenant's audit log.
+    let log = s.get("/api/audit?action=tenant.exported", &a.token).await;
+    log.expect(200);
+    assert_eq!(
+        log.body["data"][0]["target"]["id"],
+        a.tenant_id.as_str(),
+        "{}",
+        log.text
+    );
+    assert_eq!(log.body["data"][0]["details"]["secrets"], "passphrase");
 
     // Nothing of the other tenant is in it: not its id, not its file, not its email.
     let mut tar = Vec::new();
@@ -509,6 +519,19 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     assert_eq!(r.body["tenantId"], a.tenant_id.as_str());
     assert!(r.body["tables"].get("sessions").is_none(), "{}", r.text);
 
+    let log = s2
+        .get(
+            &format!("/api/audit?action=tenant.imported&tenantId={}", a.tenant_id),
+            &root2.token,
+        )
+        .await;
+    log.expect(200);
+    assert_eq!(
+        log.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        log.text
+    );
     // The owner signs in with the same password and finds their data.
     let b = s2.login("owner@moving.test", "password-123").await;
     assert_eq!(b.tenant_id, a.tenant_id);
