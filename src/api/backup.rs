@@ -321,3 +321,27 @@ impl AppState {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_errors_have_their_own_codes() {
+        use std::io::{Error, ErrorKind};
+        let full: ApiError = crate::domain::Error::Store(crate::store::Error::Disk(Error::from(
+            ErrorKind::StorageFull,
+        )))
+        .into();
+        assert_eq!(
+            (full.status.as_u16(), &*full.code),
+            (507, "insufficient_storage")
+        );
+        let quota = ApiError::disk(ErrorKind::QuotaExceeded).expect("mapped");
+        assert_eq!(quota.status.as_u16(), 507);
+        // A read-only data directory (remounted after a filesystem error): 503.
+        let ro: ApiError = backup::Error::Io(Error::from(ErrorKind::ReadOnlyFilesystem)).into();
+        assert_eq!((ro.status.as_u16(), &*ro.code), (503, "storage_read_only"));
+        assert!(ApiError::disk(ErrorKind::PermissionDenied).is_none());
+    }
+}

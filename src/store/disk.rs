@@ -160,3 +160,26 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Error, Store};
+
+    #[test]
+    fn writes_are_refused_below_the_reserve_and_reads_go_on() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        store
+            .write(|_| Ok::<_, Error>(()))
+            .expect("a write with room");
+        store.set_disk_reserve(u64::MAX);
+        let e = store.write(|_| Ok::<_, Error>(())).expect_err("refused");
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::StorageFull), "{e}");
+        assert_eq!(
+            store.schema_version().expect("reads go on"),
+            super::super::SCHEMA_VERSION
+        );
+        store.set_disk_reserve(0);
+        store.write(|_| Ok::<_, Error>(())).expect("writes again");
+    }
+}
