@@ -97,6 +97,12 @@ struct IndexLine<'a> {
     v: std::borrow::Cow<'a, str>,
 }
 #[derive(Serialize, Deserialize)]
+struct CountLine<'a> {
+    t: std::borrow::Cow<'a, str>,
+    k: std::borrow::Cow<'a, str>,
+    v: u64,
+}
+#[derive(Serialize, Deserialize)]
 struct MetaLine<'a> {
     k: std::borrow::Cow<'a, str>,
     v: u64,
@@ -229,6 +235,18 @@ impl<W: Write> TableWriter<'_, W> {
                 &mut self.buf,
                 &MetaLine {
                     k: key.into(),
+                    v: *value,
+                },
+            ),
+            Row::Count {
+                tenant,
+                name,
+                value,
+            } => serde_json::to_writer(
+                &mut self.buf,
+                &CountLine {
+                    t: tenant.into(),
+                    k: name.into(),
                     v: *value,
                 },
             ),
@@ -513,6 +531,14 @@ fn parse_rows(bytes: &[u8], kind: Kind) -> Result<Vec<Row>, String> {
                 let l: MetaLine = serde_json::from_slice(line).map_err(bad)?;
                 Row::Meta {
                     key: l.k.into_owned(),
+                    value: l.v,
+                }
+            }
+            Kind::Count => {
+                let l: CountLine = serde_json::from_slice(line).map_err(bad)?;
+                Row::Count {
+                    tenant: l.t.into_owned(),
+                    name: l.k.into_owned(),
                     value: l.v,
                 }
             }

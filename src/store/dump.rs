@@ -18,6 +18,8 @@ pub enum Kind {
     Index,
     /// `name -> u64` (the `meta` table: schema version)
     Meta,
+    /// `(tenantId, table) -> u64` (the per-tenant row counts of counted tables)
+    Count,
 }
 
 /// One row as the store keeps it.
@@ -36,6 +38,11 @@ pub enum Row {
         key: String,
         value: u64,
     },
+    Count {
+        tenant: String,
+        name: String,
+        value: u64,
+    },
 }
 
 /// Every table this build knows, with its kind, in a fixed order (records first).
@@ -49,6 +56,7 @@ pub fn tables() -> Vec<(String, Kind)> {
             .iter()
             .map(|i| (i.table().name().to_string(), Kind::Index)),
     );
+    v.push((super::COUNTS.name().to_string(), Kind::Count));
     v.push((META.name().to_string(), Kind::Meta));
     v
 }
@@ -56,6 +64,7 @@ pub fn tables() -> Vec<(String, Kind)> {
 type RecordDef<'a> = TableDefinition<'a, (&'static str, &'static str), &'static [u8]>;
 type IndexDef<'a> = TableDefinition<'a, &'static str, &'static str>;
 type MetaDef<'a> = TableDefinition<'a, &'static str, u64>;
+type CountDef<'a> = TableDefinition<'a, (&'static str, &'static str), u64>;
 
 fn kind_of(name: &str) -> Option<Kind> {
     tables()
@@ -148,6 +157,31 @@ impl Snapshot {
                     })?;
                 }
             }
+            Kind::Count => {
+                let def: CountDef = TableDefinition::new(table);
+                let t = self.0.open_table(def).map_err(Error::from)?;
+                let upper;
+                let range = match tenant {
+                    Some(tid) => {
+                        upper = format!("{tid}\0");
+                        t.range::<(&str, &str)>((
+                            Bound::Included((tid.as_str(), "")),
+                            Bound::Excluded((upper.as_str(), "")),
+                        ))
+                    }
+                    None => t.range::<(&str, &str)>(..),
+                }
+                .map_err(Error::from)?;
+                for e in range {
+                    let (k, v) = e.map_err(Error::from)?;
+                    let (tn, name) = k.value();
+                    f(Row::Count {
+                        tenant: tn.to_string(),
+                        name: name.to_string(),
+                        value: v.value(),
+                    })?;
+                }
+            }
             Kind::Meta => {
                 if tenant.is_some() {
                     return Ok(());
@@ -233,6 +267,20 @@ fn write_rows(tx: &redb::WriteTransaction, table: &str, kind: Kind, rows: &[Row]
                 }
             }
         }
+        Kind::Count => {
+            let def: CountDef = TableDefinition::new(table);
+            let mut t = tx.open_table(def)?;
+            for r in rows {
+                if let Row::Count {
+                    tenant,
+                    name,
+                    value,
+                } = r
+                {
+                    t.insert((tenant.as_str(), name.as_str()), *value)?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -299,6 +347,12 @@ impl Store {
         for (name, kind) in &tables {
             let mut batch = Vec::with_capacity(256);
             src.for_each::<Error>(name, *kind, Some(tenant), |r| {
+                // The count of a table left out is left out with it.
+                if let Row::Count { name: counted, .. } = &r
+                    && skip.contains(&counted.split('#').next().unwrap_or_default())
+                {
+                    return Ok(());
+                }
                 batch.push(r);
                 if batch.len() == 256 {
                     write_rows(&tx, name, *kind, &batch)?;

@@ -720,7 +720,7 @@ mod tests {
         let (t, u) = (TenantId::new(), TenantId::new());
         {
             let store = Store::open(dir.path(), 1 << 20).unwrap();
-            let tx = store.db.begin_write().unwrap();
+            let tx = store.db.get().unwrap().begin_write().unwrap();
             {
                 let mut docs = tx.open_table(RecordTable::new("documents")).unwrap();
                 for (tenant, size) in [(&t, 10), (&t, 20), (&u, 5)] {

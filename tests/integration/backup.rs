@@ -23,6 +23,11 @@ fn dump(snap: &Snapshot) -> BTreeMap<String, Vec<(String, Value)>> {
                 ),
                 Row::Index { key, value } => (key, Value::String(value)),
                 Row::Meta { key, value } => (key, json!(value)),
+                Row::Count {
+                    tenant,
+                    name,
+                    value,
+                } => (format!("{tenant}/{name}"), json!(value)),
             });
             Ok(())
         })
@@ -563,6 +568,17 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
             .any(|x| s2.svc.sealer.open(x).as_deref() == Some("sk-moving-123")),
         "opens with the new install's key"
     );
+    // The per-tenant counts (plan limits) came along and agree with the rows.
+    let (agents_n, docs_n, keys_n) = store2
+        .read(|tx| {
+            Ok((
+                tx.count::<aigentable::model::Agent>(&tid)?,
+                tx.count::<aigentable::model::Document>(&tid)?,
+                tx.count::<aigentable::model::ApiKey>(&tid)?,
+            ))
+        })
+        .expect("counts");
+    assert_eq!((agents_n, docs_n, keys_n), (1, 1, 0));
     // The other tenant's email is free here, the moved one is taken: importing again is a
     // conflict, nothing changes.
     import(Some("correct horse battery"), archive.clone())
