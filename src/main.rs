@@ -1,4 +1,6 @@
-use aigentable::cli::{AdminCommand, AnalyticsCommand, Cli, Command, ModelsCommand, PullArgs, TenantCommand};
+use aigentable::cli::{
+    AdminCommand, AnalyticsCommand, Cli, Command, ModelsCommand, PullArgs, TenantCommand,
+};
 use clap::Parser;
 use std::process::ExitCode;
 
