@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = update_id(&v);
-    if let Ok(Some(m)) = incoming(&v) {
+    // 16 MiB, the default CHANNEL_MEDIA_MAX_BYTES: a larger declared attachment is refused.
+    if let Ok(Some(m)) = incoming(&v, 16 * 1024 * 1024) {
         // Small limits exercise the cutting logic on short fuzzed texts too.
         for max in [1, 7, MAX_TEXT_CHARS] {
             for part in split_text(&m.text, max) {
