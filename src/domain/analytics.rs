@@ -113,8 +113,11 @@ fn acc_of(r: AnalyticsRollup) -> contrib::Acc {
 impl Services {
     // ---- writes: called inside the transaction of the write they count ----
 
-    /// Adds `d` to the stored rollups of `tenant`.
-    fn apply_deltas(tx: &WriteTx, tenant: &TenantId, d: Deltas) -> Result<()> {
+    /// Adds `d` to the stored rollups of `tenant`: one read and one write per key. A commit
+    /// that counts several writes (a turn: its event, the reply, a handoff note, the
+    /// conversation) gathers their deltas with the `*_into` functions and applies them once,
+    /// instead of rewriting the same hour keys once per write.
+    pub(super) fn apply_deltas(tx: &WriteTx, tenant: &TenantId, d: Deltas) -> Result<()> {
         for ((dim, bucket), acc) in d.nonzero() {
             let key = format!("{dim}/{bucket}");
             let mut r =
@@ -149,6 +152,7 @@ impl Services {
         tx: &WriteTx,
         conv: &Conversation,
         new_msg: Option<&Message>,
+        d: &mut Deltas,
     ) -> Result<ConversationStats> {
         let t = &conv.tenant_id;
         let old = tx.get::<ConversationStats>(t, conv.id.as_str())?;
@@ -189,23 +193,21 @@ impl Services {
         if old.as_ref() == Some(&s) {
             return Ok(s);
         }
-        let mut d = Deltas::default();
-        contrib::conversation(&mut d, &s, 1);
+        contrib::conversation(d, &s, 1);
         if let Some(o) = &old {
-            contrib::conversation(&mut d, o, -1);
+            contrib::conversation(d, o, -1);
             if o.agent_id != s.agent_id || o.channel_id != s.channel_id {
                 let (from, to) = (
                     dims(Some(&o.agent_id), o.channel_id.as_ref()),
                     dims(Some(&s.agent_id), s.channel_id.as_ref()),
                 );
                 for m in tx.scan::<Message>(t, Some(conv.id.as_str()), |_| true)? {
-                    contrib::message(&mut d, &from, &m, -1);
-                    contrib::message(&mut d, &to, &m, 1);
+                    contrib::message(d, &from, &m, -1);
+                    contrib::message(d, &to, &m, 1);
                 }
             }
         }
         tx.put(&s)?;
-        Self::apply_deltas(tx, t, d)?;
         Ok(s)
     }
 
@@ -213,7 +215,19 @@ impl Services {
     /// conversation goes through here. Unchecked (inside a transaction of a domain function
     /// that checked its caller; public for the benchmark).
     pub fn put_conversation(tx: &WriteTx, conv: &Conversation) -> Result<()> {
-        Self::update_stats(tx, conv, None)?;
+        let mut d = Deltas::default();
+        Self::put_conversation_into(tx, conv, &mut d)?;
+        Self::apply_deltas(tx, &conv.tenant_id, d)
+    }
+
+    /// [`put_conversation`](Self::put_conversation) adding its rollup changes to `d`, which
+    /// the caller applies with [`apply_deltas`](Self::apply_deltas) before its commit.
+    pub(super) fn put_conversation_into(
+        tx: &WriteTx,
+        conv: &Conversation,
+        d: &mut Deltas,
+    ) -> Result<()> {
+        Self::update_stats(tx, conv, None, d)?;
         tx.put(conv)?;
         Ok(())
     }
@@ -222,17 +236,29 @@ impl Services {
     /// the same commit. Every write of a message goes through here. Unchecked, like
     /// [`put_conversation`](Self::put_conversation).
     pub fn put_message(tx: &WriteTx, conv: &Conversation, msg: &Message) -> Result<()> {
+        let mut d = Deltas::default();
+        Self::put_message_into(tx, conv, msg, &mut d)?;
+        Self::apply_deltas(tx, &conv.tenant_id, d)
+    }
+
+    /// [`put_message`](Self::put_message) adding its rollup changes to `d` (see
+    /// [`put_conversation_into`](Self::put_conversation_into)).
+    pub(super) fn put_message_into(
+        tx: &WriteTx,
+        conv: &Conversation,
+        msg: &Message,
+        d: &mut Deltas,
+    ) -> Result<()> {
         let t = &conv.tenant_id;
         let old = tx.get::<Message>(t, &format!("{}/{}", msg.conversation_id, msg.id))?;
-        let s = Self::update_stats(tx, conv, old.is_none().then_some(msg))?;
+        let s = Self::update_stats(tx, conv, old.is_none().then_some(msg), d)?;
         let dims = dims(Some(&s.agent_id), s.channel_id.as_ref());
-        let mut d = Deltas::default();
-        contrib::message(&mut d, &dims, msg, 1);
+        contrib::message(d, &dims, msg, 1);
         if let Some(o) = &old {
-            contrib::message(&mut d, &dims, o, -1);
+            contrib::message(d, &dims, o, -1);
         }
         tx.put(msg)?;
-        Self::apply_deltas(tx, t, d)
+        Ok(())
     }
 
     /// [`put_message`](Self::put_message) for a message whose conversation is not loaded
@@ -291,6 +317,20 @@ impl Services {
     /// [`record_turn`](Self::record_turn) inside a caller's transaction, so a turn's reply
     /// and its analytics are one commit. Unchecked: for domain functions that checked.
     pub fn put_turn(&self, tx: &WriteTx, caller: &Caller, s: &TurnStats) -> Result<()> {
+        let mut d = Deltas::default();
+        self.put_turn_into(tx, caller, s, &mut d)?;
+        Self::apply_deltas(tx, caller.tenant(), d)
+    }
+
+    /// [`put_turn`](Self::put_turn) adding its rollup changes to `d` (see
+    /// [`put_conversation_into`](Self::put_conversation_into)).
+    pub(super) fn put_turn_into(
+        &self,
+        tx: &WriteTx,
+        caller: &Caller,
+        s: &TurnStats,
+        d: &mut Deltas,
+    ) -> Result<()> {
         let tenant = caller.tenant();
         let now = self.clock.now();
         let day = format!(
@@ -349,9 +389,7 @@ impl Services {
             created_at: now,
         };
         tx.put(&ev)?;
-        let mut d = Deltas::default();
-        contrib::turn(&mut d, &ev, 1);
-        Self::apply_deltas(tx, tenant, d)?;
+        contrib::turn(d, &ev, 1);
         if matches!(s.outcome, Outcome::Fallback | Outcome::Handoff)
             && let Some(q) = s
                 .question

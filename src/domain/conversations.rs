@@ -6,6 +6,7 @@
 
 use super::analytics::TurnStats;
 use super::{Checks, Error, PageReq, Result, Services};
+use crate::analytics::Deltas;
 use crate::auth::{Action, Caller, Denied};
 use crate::events::Event;
 use crate::jobs::Jobs;
@@ -127,11 +128,24 @@ impl Services {
     /// runs inside the write transaction, and redb serialises writers), counts it, and
     /// records its `clientId`. The caller stores `conv` afterwards.
     pub(super) fn append(tx: &WriteTx, conv: &mut Conversation, msg: &mut Message) -> Result<()> {
+        let mut d = Deltas::default();
+        Self::append_into(tx, conv, msg, &mut d)?;
+        Self::apply_deltas(tx, &conv.tenant_id, d)
+    }
+
+    /// [`append`](Self::append) adding the message's rollup changes to `d`, for a commit
+    /// that applies the changes of all its writes once.
+    fn append_into(
+        tx: &WriteTx,
+        conv: &mut Conversation,
+        msg: &mut Message,
+        d: &mut Deltas,
+    ) -> Result<()> {
         conv.last_seq += 1;
         msg.seq = conv.last_seq;
         conv.message_count += 1;
         conv.last_message_at = Some(msg.created_at);
-        Self::put_message(tx, conv, msg)?;
+        Self::put_message_into(tx, conv, msg, d)?;
         if let Some(c) = &msg.client_id {
             let value = make_ref(&conv.tenant_id, &format!("{}/{}", conv.id, msg.id));
             tx.index_insert_new(
@@ -200,7 +214,8 @@ impl Services {
                 last_seq: 0,
                 rating: None,
             };
-            Self::put_conversation(tx, &conv)?;
+            let mut d = Deltas::default();
+            Self::put_conversation_into(tx, &conv, &mut d)?;
             if let Some(g) = agent.greeting.as_deref().filter(|g| !g.trim().is_empty()) {
                 let mut m = Message {
                     id: MessageId::new(),
@@ -219,10 +234,12 @@ impl Services {
                     attachments: vec![],
                 };
                 let mut conv = conv.clone();
-                Self::append(tx, &mut conv, &mut m)?;
-                Self::put_conversation(tx, &conv)?;
+                Self::append_into(tx, &mut conv, &mut m, &mut d)?;
+                Self::put_conversation_into(tx, &conv, &mut d)?;
+                Self::apply_deltas(tx, &t, d)?;
                 return Ok((conv, Some(m)));
             }
+            Self::apply_deltas(tx, &t, d)?;
             Ok((conv, None))
         })?;
         self.events.publish(Event::ConversationCreated {
@@ -459,11 +476,13 @@ impl Services {
                     && matches!(m.status, MessageStatus::Sent | MessageStatus::Delivered)
             })?;
             unread.sort_by_key(|m| m.seq);
+            let mut d = Deltas::default();
             for mut m in unread {
                 m.status = MessageStatus::Read;
-                Self::put_message(tx, &conv, &m)?;
+                Self::put_message_into(tx, &conv, &m, &mut d)?;
                 changed.push(m.id);
             }
+            Self::apply_deltas(tx, &t, d)?;
             Ok((
                 ReadOutcome::Customer {
                     now_read: changed.clone(),
@@ -621,8 +640,10 @@ impl Services {
                     conv.assignee_id = caller.user().cloned();
                 }
             }
-            Self::append(tx, &mut conv, &mut msg)?;
-            Self::put_conversation(tx, &conv)?;
+            let mut d = Deltas::default();
+            Self::append_into(tx, &mut conv, &mut msg, &mut d)?;
+            Self::put_conversation_into(tx, &conv, &mut d)?;
+            Self::apply_deltas(tx, &t, d)?;
             // Whoever answers has read the conversation up to their answer.
             if role == MessageRole::Human
                 && let Some(u) = caller.user()
@@ -775,11 +796,14 @@ impl Services {
             {
                 return Ok(None);
             }
-            self.put_turn(tx, caller, stats)?;
+            // The rollup changes of the turn, its reply, a handoff note and the
+            // conversation touch the same hour keys: applied once, at the end.
+            let mut d = Deltas::default();
+            self.put_turn_into(tx, caller, stats, &mut d)?;
             let mut conv = Self::load_conversation(tx, tenant, &msg.conversation_id)?;
             let before = conv.clone();
             let mut msg = msg.clone();
-            Self::append(tx, &mut conv, &mut msg)?;
+            Self::append_into(tx, &mut conv, &mut msg, &mut d)?;
             // The answer leaves through the channel's outbox, committed with it.
             let outbound = Self::queue_outbound(tx, &conv, &mut msg)?;
             let mut handoff_note = None;
@@ -803,12 +827,13 @@ impl Services {
                     attachments: vec![],
                 };
                 let at = conv.last_message_at;
-                Self::append(tx, &mut conv, &mut note)?;
+                Self::append_into(tx, &mut conv, &mut note, &mut d)?;
                 // The answer's time stays the conversation's last message time.
                 conv.last_message_at = at;
                 handoff_note = Some(note);
             }
-            Self::put_conversation(tx, &conv)?;
+            Self::put_conversation_into(tx, &conv, &mut d)?;
+            Self::apply_deltas(tx, tenant, d)?;
             Ok(Some((conv, before, msg, handoff_note, outbound)))
         })?;
         let Some((conv, before, msg, note, outbound)) = stored else {
@@ -930,8 +955,10 @@ impl Services {
                 client_id: None,
                 attachments: vec![],
             };
-            Self::append(tx, &mut conv, &mut note)?;
-            Self::put_conversation(tx, &conv)?;
+            let mut d = Deltas::default();
+            Self::append_into(tx, &mut conv, &mut note, &mut d)?;
+            Self::put_conversation_into(tx, &conv, &mut d)?;
+            Self::apply_deltas(tx, &t, d)?;
             Ok((conv, before, note))
         })?;
         self.events.publish(Event::MessageCreated {
