@@ -174,13 +174,7 @@ impl Services {
         if s.status == ConversationStatus::Closed && conv.status != ConversationStatus::Closed {
             s.reopens += 1;
         }
-        s.agent_id = conv.agent_id.clone();
-        s.channel_id = conv.channel_id.clone();
-        s.status = conv.status;
-        s.created_at = conv.created_at;
-        s.closed_at = conv.closed_at;
-        s.rating = conv.rating.as_ref().map(|r| r.score);
-        s.rated_at = conv.rating.as_ref().map(|r| r.rated_at);
+        follow(&mut s, conv);
         if s.handed_off_at.is_none()
             && (conv.mode == ConversationMode::Human
                 || conv.status == ConversationStatus::PendingHuman)
@@ -444,13 +438,7 @@ impl Services {
                     };
                     let s = match tx.get::<ConversationStats>(tenant, conv.id.as_str())? {
                         Some(mut s) => {
-                            s.agent_id = conv.agent_id.clone();
-                            s.channel_id = conv.channel_id.clone();
-                            s.status = conv.status;
-                            s.created_at = conv.created_at;
-                            s.closed_at = conv.closed_at;
-                            s.rating = conv.rating.as_ref().map(|r| r.score);
-                            s.rated_at = conv.rating.as_ref().map(|r| r.rated_at);
+                            follow(&mut s, conv);
                             s
                         }
                         None => derive_stats(conv, &msgs),
@@ -692,13 +680,6 @@ impl Services {
                 ("label", json!(b.label)),
             ]
         };
-        let total = |series: &[Figures]| {
-            let mut f = Figures::default();
-            for s in series {
-                f.add(&s.0);
-            }
-            f
-        };
         let mut header: Vec<String> = vec!["start".into(), "label".into()];
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let json = match kind {
@@ -894,10 +875,7 @@ impl Services {
                     &Zone::utc(),
                 )?
                 .figures;
-            let mut f = Figures::default();
-            for s in &series {
-                f.add(&s.0);
-            }
+            let f = total(&series);
             let name = self
                 .store
                 .read(|tx| tx.get::<Tenant>(t, ""))?
@@ -955,7 +933,7 @@ impl Services {
             .take(MAX_GAPS)
             .collect();
         let groups = group_gaps(&gaps);
-        let mut out: Vec<Value> = groups
+        let out: Vec<Value> = groups
             .into_iter()
             .take(limit)
             .map(|g| {
@@ -974,7 +952,6 @@ impl Services {
                 })
             })
             .collect();
-        out.truncate(limit);
         Ok(json!({
             "range": {
                 "from": fmt_date(from), "to": fmt_date(to), "granularity": null,
@@ -1082,6 +1059,15 @@ fn push_row(
     rows.push(row);
 }
 
+/// A series' buckets added up.
+fn total(series: &[Figures]) -> Figures {
+    let mut f = Figures::default();
+    for s in series {
+        f.add(&s.0);
+    }
+    f
+}
+
 fn total_count(series: &[Figures], name: &str) -> i64 {
     series.iter().map(|f| f.count(name)).sum()
 }
@@ -1103,6 +1089,18 @@ fn fmt_date(d: time::Date) -> String {
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Copies what the analytics record mirrors of its conversation (agent, channel, status,
+/// times, rating).
+fn follow(s: &mut ConversationStats, conv: &Conversation) {
+    s.agent_id = conv.agent_id.clone();
+    s.channel_id = conv.channel_id.clone();
+    s.status = conv.status;
+    s.created_at = conv.created_at;
+    s.closed_at = conv.closed_at;
+    s.rating = conv.rating.as_ref().map(|r| r.score);
+    s.rated_at = conv.rating.as_ref().map(|r| r.rated_at);
 }
 
 /// First customer message and first reply after it, from a newly added message.
