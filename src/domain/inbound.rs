@@ -574,48 +574,41 @@ impl Services {
     /// (a status further along, set meanwhile, is kept) and `message_status` tells whoever
     /// watches.
     pub fn mark_outgoing_sent(&self, caller: &Caller, p: &SendPayload) -> Result<()> {
-        caller
-            .require(Action::WorkConversations)
-            .map_err(|d| Error::denied(d, "conversation"))?;
-        let t = caller.tenant().clone();
-        let key = format!("{}/{}", p.conversation_id, p.message_id);
-        let changed = self.store.write(|tx| -> Result<bool> {
-            let Some(mut m) = tx.get::<Message>(&t, &key)? else {
-                return Ok(false);
-            };
-            if m.status != MessageStatus::Pending {
-                return Ok(false);
-            }
-            m.status = MessageStatus::Sent;
-            Self::put_message_of(tx, &m)?;
-            Ok(true)
-        })?;
-        if changed {
-            self.events.publish(Event::MessageStatus {
-                tenant_id: t,
-                conversation_id: p.conversation_id.clone(),
-                message_id: p.message_id.clone(),
-                status: MessageStatus::Sent,
-                error: None,
-            });
-        }
-        Ok(())
+        self.set_outgoing_status(caller, p, MessageStatus::Sent, None)
     }
 
     /// An outgoing message could not be delivered: it becomes `failed` with the provider's
     /// error, and `message_status` tells whoever watches.
     pub fn fail_outgoing(&self, caller: &Caller, p: &SendPayload, error: &str) -> Result<()> {
+        self.set_outgoing_status(caller, p, MessageStatus::Failed, Some(error))
+    }
+
+    /// Sets the outcome of a send on the stored message and publishes `message_status`.
+    /// `sent` only replaces `pending`; `failed` (with `error`) replaces anything.
+    fn set_outgoing_status(
+        &self,
+        caller: &Caller,
+        p: &SendPayload,
+        status: MessageStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
         caller
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
         let t = caller.tenant().clone();
         let key = format!("{}/{}", p.conversation_id, p.message_id);
+        let error = error.map(str::to_string);
         let changed = self.store.write(|tx| -> Result<bool> {
             let Some(mut m) = tx.get::<Message>(&t, &key)? else {
                 return Ok(false);
             };
-            m.status = MessageStatus::Failed;
-            m.error = Some(error.to_string());
+            if status == MessageStatus::Sent && m.status != MessageStatus::Pending {
+                return Ok(false);
+            }
+            m.status = status;
+            if status == MessageStatus::Failed {
+                m.error = error.clone();
+            }
             Self::put_message_of(tx, &m)?;
             Ok(true)
         })?;
@@ -624,8 +617,8 @@ impl Services {
                 tenant_id: t,
                 conversation_id: p.conversation_id.clone(),
                 message_id: p.message_id.clone(),
-                status: MessageStatus::Failed,
-                error: Some(error.to_string()),
+                status,
+                error,
             });
         }
         Ok(())
