@@ -653,6 +653,15 @@ pub async fn replay_dead_letter(
     Ok((StatusCode::ACCEPTED, axum::Json(ev.into())))
 }
 
+/// Whether a webhook declares its body as `application/json` (parameters ignored).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// Telegram delivers a bot's updates here (registered by the server with setWebhook). The
 /// `X-Telegram-Bot-Api-Secret-Token` header must carry the channel's secret (401
 /// `invalid_signature` otherwise, nothing stored). The update is stored with its
@@ -696,12 +705,7 @@ pub async fn telegram_webhook(
             "the X-Telegram-Bot-Api-Secret-Token header does not carry this channel's secret",
         ));
     }
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !json_type {
+    if !is_json(&headers) {
         return Err(ApiError::of(
             ErrorCode::UnsupportedMediaType,
             "send the update as application/json",
@@ -931,12 +935,7 @@ async fn meta_webhook(
             "X-Hub-Signature-256 is missing or is not the HMAC-SHA256 of the body with this channel's app secret",
         ));
     }
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !json_type {
+    if !is_json(&headers) {
         return Err(ApiError::of(
             ErrorCode::UnsupportedMediaType,
             "send the webhook as application/json",
