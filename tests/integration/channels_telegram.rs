@@ -217,54 +217,20 @@ impl Setup {
     }
 
     async fn conversations(&self) -> Vec<Value> {
-        let r = self
-            .s
-            .get(
-                &format!("/api/conversations?channelId={}", self.channel),
-                &self.a.token,
-            )
-            .await;
-        r.expect(200);
-        r.body["data"].as_array().cloned().unwrap_or_default()
+        channel_conversations(&self.s, &self.a.token, &self.channel).await
     }
 
     async fn messages(&self, cid: &str) -> Vec<Value> {
-        let r = self
-            .s
-            .get(
-                &format!("/api/conversations/{cid}/messages?limit=200"),
-                &self.a.token,
-            )
-            .await;
-        r.expect(200);
-        let mut v = r.body["data"].as_array().cloned().unwrap_or_default();
-        v.sort_by_key(|m| m["seq"].as_u64());
-        v
+        conversation_messages(&self.s, &self.a.token, cid).await
     }
 
     /// Waits (bounded) until the conversation has a message matching `want`.
     async fn wait_message(&self, cid: &str, want: impl Fn(&Value) -> bool) -> Value {
-        let t0 = Instant::now();
-        loop {
-            let msgs = self.messages(cid).await;
-            if let Some(m) = msgs.iter().find(|m| want(m)) {
-                return m.clone();
-            }
-            assert!(t0.elapsed() < Duration::from_secs(60), "{msgs:?}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_conversation_message(&self.s, &self.a.token, cid, want).await
     }
 
     async fn wait_conversations(&self, n: usize) -> Vec<Value> {
-        let t0 = Instant::now();
-        loop {
-            let c = self.conversations().await;
-            if c.len() >= n {
-                return c;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(60), "{c:?}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_channel_conversations(&self.s, &self.a.token, &self.channel, n).await
     }
 }
 

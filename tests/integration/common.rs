@@ -398,6 +398,67 @@ pub fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
 }
 
+// Conversations of a channel, shared by the channel tests (Telegram, Meta).
+
+/// The conversations of a channel, as staff sees them.
+pub async fn channel_conversations(s: &Server, token: &str, channel: &str) -> Vec<Value> {
+    let r = s
+        .get(&format!("/api/conversations?channelId={channel}"), token)
+        .await;
+    r.expect(200);
+    r.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (bounded) until a channel has at least `n` conversations.
+pub async fn wait_channel_conversations(
+    s: &Server,
+    token: &str,
+    channel: &str,
+    n: usize,
+) -> Vec<Value> {
+    let t0 = Instant::now();
+    loop {
+        let c = channel_conversations(s, token, channel).await;
+        if c.len() >= n {
+            return c;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{c:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The messages of a conversation, in `seq` order.
+pub async fn conversation_messages(s: &Server, token: &str, cid: &str) -> Vec<Value> {
+    let r = s
+        .get(
+            &format!("/api/conversations/{cid}/messages?limit=200"),
+            token,
+        )
+        .await;
+    r.expect(200);
+    let mut v = r.body["data"].as_array().cloned().unwrap_or_default();
+    v.sort_by_key(|m| m["seq"].as_u64());
+    v
+}
+
+/// Waits (bounded) until the conversation has a message matching `want`.
+pub async fn wait_conversation_message(
+    s: &Server,
+    token: &str,
+    cid: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let msgs = conversation_messages(s, token, cid).await;
+        if let Some(m) = msgs.iter().find(|m| want(m)) {
+            return m.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{msgs:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Uploads `files` (name, type, bytes) as one multipart request, linked to `agent_ids`.
 pub async fn upload(
     s: &Server,
