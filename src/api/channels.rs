@@ -679,11 +679,7 @@ pub async fn telegram_webhook(
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     use crate::api::error_codes::ErrorCode;
     let limit = state.config.telegram_webhook_max_bytes;
-    let lookup = id.clone();
-    let Some(channel) = state
-        .run(move |s| s.channel_for_webhook(&lookup, ChannelKind::Telegram))
-        .await?
-    else {
+    let Some(channel) = webhook_channel(&state, &id, ChannelKind::Telegram).await? else {
         return Err(unrouted(&state, ChannelKind::Telegram, &id, body, limit).await);
     };
     // Verified before anything else is read: a forged request costs no parsing.
@@ -717,7 +713,7 @@ pub async fn telegram_webhook(
             format!("a Telegram update may be at most {limit} bytes (TELEGRAM_WEBHOOK_MAX_BYTES)"),
         )
     })?;
-    let raw = String::from_utf8(bytes.to_vec())
+    let raw = String::from_utf8(Vec::from(bytes))
         .map_err(|_| ApiError::of(ErrorCode::MalformedJson, "the body is not UTF-8 text"))?;
     // Parsing is CPU work: with the store write, off the async workers. serde_json's own
     // recursion limit refuses absurdly nested bodies.
@@ -741,14 +737,17 @@ pub async fn telegram_webhook(
             s.accept_inbound(&caller, &channel, &update.to_string(), raw)
         })
         .await?;
+    Ok(accepted_body(&accepted))
+}
+
+/// A webhook's 200 body: `{ok, outcome: queued|dead_letter|duplicate}`.
+fn accepted_body(accepted: &Accepted) -> axum::Json<serde_json::Value> {
     let outcome = match accepted {
         Accepted::Queued(_) => "queued",
         Accepted::DeadLetter(_) => "dead_letter",
         Accepted::Duplicate => "duplicate",
     };
-    Ok(axum::Json(
-        serde_json::json!({"ok": true, "outcome": outcome}),
-    ))
+    axum::Json(serde_json::json!({"ok": true, "outcome": outcome}))
 }
 
 /// A delivery for a channel id no channel has: kept (cut, bounded) in the platform's list
@@ -825,15 +824,25 @@ fn provider_name(kind: ChannelKind) -> &'static str {
     }
 }
 
+/// The channel of kind `kind` a webhook URL's id names, if any.
+async fn webhook_channel(
+    state: &AppState,
+    id: &str,
+    kind: ChannelKind,
+) -> ApiResult<Option<crate::model::Channel>> {
+    let lookup = id.to_string();
+    state
+        .run(move |s| s.channel_for_webhook(&lookup, kind))
+        .await
+}
+
 async fn meta_channel(
     state: &AppState,
     id: &str,
     kind: ChannelKind,
 ) -> ApiResult<crate::model::Channel> {
     use crate::api::error_codes::ErrorCode;
-    let lookup = id.to_string();
-    state
-        .run(move |s| s.channel_for_webhook(&lookup, kind))
+    webhook_channel(state, id, kind)
         .await?
         .ok_or_else(|| {
             ApiError::of(
@@ -901,12 +910,8 @@ async fn meta_webhook(
 ) -> ApiResult<axum::Json<serde_json::Value>> {
     use crate::api::error_codes::ErrorCode;
     let limit = state.config.meta_webhook_max_bytes;
-    let channel = match meta_channel(&state, &id, kind).await {
-        Ok(c) => c,
-        Err(e) if e.code == "channel_not_found" => {
-            return Err(unrouted(&state, kind, &id, body, limit).await);
-        }
-        Err(e) => return Err(e),
+    let Some(channel) = webhook_channel(&state, &id, kind).await? else {
+        return Err(unrouted(&state, kind, &id, body, limit).await);
     };
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::of(
@@ -941,7 +946,7 @@ async fn meta_webhook(
             "send the webhook as application/json",
         ));
     }
-    let raw = String::from_utf8(bytes.to_vec())
+    let raw = String::from_utf8(Vec::from(bytes))
         .map_err(|_| ApiError::of(ErrorCode::MalformedJson, "the body is not UTF-8 text"))?;
     let caller = crate::auth::Caller::channel_webhook(&channel);
     let accepted = state
@@ -966,14 +971,7 @@ async fn meta_webhook(
             s.accept_inbound(&caller, &channel, &format!("sha256:{digest}"), raw)
         })
         .await?;
-    let outcome = match accepted {
-        Accepted::Queued(_) => "queued",
-        Accepted::DeadLetter(_) => "dead_letter",
-        Accepted::Duplicate => "duplicate",
-    };
-    Ok(axum::Json(
-        serde_json::json!({"ok": true, "outcome": outcome}),
-    ))
+    Ok(accepted_body(&accepted))
 }
 
 macro_rules! meta_routes {

@@ -479,7 +479,7 @@ impl Services {
                 }
                 msg.status = MessageStatus::Failed;
                 msg.error = Some(reason);
-                tx.put(msg)?;
+                Self::put_message(tx, conv, msg)?;
                 return Ok(None);
             }
         }
@@ -664,7 +664,7 @@ impl Services {
             if status == MessageStatus::Failed {
                 m.error = error.clone();
             }
-            tx.put(&m)?;
+            Self::put_message_of(tx, &m)?;
             Ok(Some(m))
         })?;
         if let Some(m) = changed {
@@ -703,6 +703,9 @@ impl Services {
             let Some((_, conv)) = split_ref(&r) else {
                 return Ok(vec![]);
             };
+            let Some(conversation) = tx.get::<Conversation>(&t, conv)? else {
+                return Ok(vec![]);
+            };
             let mut out = Vec::new();
             for mut m in tx.scan::<Message>(&t, Some(conv), |m| {
                 matches!(m.role, MessageRole::Ai | MessageRole::Human)
@@ -710,7 +713,7 @@ impl Services {
                     && m.created_at <= watermark
             })? {
                 m.status = MessageStatus::Read;
-                tx.put(&m)?;
+                Self::put_message(tx, &conversation, &m)?;
                 out.push(m);
             }
             Ok(out)
