@@ -842,14 +842,12 @@ async fn meta_channel(
     kind: ChannelKind,
 ) -> ApiResult<crate::model::Channel> {
     use crate::api::error_codes::ErrorCode;
-    webhook_channel(state, id, kind)
-        .await?
-        .ok_or_else(|| {
-            ApiError::of(
-                ErrorCode::ChannelNotFound,
-                format!("no {} channel has this webhook", provider_name(kind)),
-            )
-        })
+    webhook_channel(state, id, kind).await?.ok_or_else(|| {
+        ApiError::of(
+            ErrorCode::ChannelNotFound,
+            format!("no {} channel has this webhook", provider_name(kind)),
+        )
+    })
 }
 
 /// Answers Meta's subscription handshake: the challenge when the verify token is the
