@@ -118,7 +118,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         jobs,
         engine,
         config: config.clone(),
-        limits: api::ratelimit::Limits::from_config(&config),
+        limits: Arc::new(api::ratelimit::Limits::from_config(&config)),
         mailer,
         started: Instant::now(),
         metrics: crate::telemetry::metrics_handle(),

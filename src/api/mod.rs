@@ -49,7 +49,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub svc: Arc<Services>,
     pub config: Arc<Config>,
-    pub limits: ratelimit::Limits,
+    /// Shared with the Socket.IO layer (new widget visitors draw on one budget).
+    pub limits: Arc<ratelimit::Limits>,
     pub mailer: std::sync::Arc<Mailer>,
     pub started: Instant,
     pub metrics: PrometheusHandle,
@@ -387,7 +388,7 @@ pub fn router(state: AppState) -> Router {
         .layer(cors);
     // Socket.IO answers /socket.io/ itself (outside the API's CORS: its clients
     // authenticate in the handshake payload, never with cookies; see realtime/).
-    let (socket_io, _io) = crate::realtime::layer(state.svc.clone());
+    let (socket_io, _io) = crate::realtime::layer(state.svc.clone(), state.limits.clone());
     let app = app
         .layer(socket_io)
         .layer(axum::middleware::from_fn(crate::realtime::cors));

@@ -56,15 +56,17 @@ pub struct Hub {
     /// Open sockets per user, API key or visitor (the key of [`Conn::count_key`]).
     counts: Mutex<HashMap<String, usize>>,
     presence: Presence,
-    /// New widget visitors per client address (RATE_LIMIT_WIDGET_IP_PER_MIN): each one is
-    /// a stored record, so a script connecting without a token is held back.
-    new_visitors: crate::api::ratelimit::Limiter,
-    /// Reverse proxies whose forwarding headers name the client (TRUSTED_PROXIES).
-    trusted_proxies: Vec<crate::config::IpNet>,
+    /// The API's rate limits: a connect without a visitor token makes a stored record, so it
+    /// draws on the same per-address budget of new visitors as the REST route (and is
+    /// pruned with it), behind the same trusted proxies.
+    limits: Arc<crate::api::ratelimit::Limits>,
 }
 
 /// The Socket.IO layer for the app router, and its handle.
-pub fn layer(svc: Arc<Services>) -> (SocketIoLayer, SocketIo) {
+pub fn layer(
+    svc: Arc<Services>,
+    limits: Arc<crate::api::ratelimit::Limits>,
+) -> (SocketIoLayer, SocketIo) {
     let c = svc.config.clone();
     let hub = Arc::new(Hub {
         svc: svc.clone(),
@@ -75,9 +77,7 @@ pub fn layer(svc: Arc<Services>) -> (SocketIoLayer, SocketIo) {
         max_payload: c.socket_max_payload_bytes,
         counts: Mutex::new(HashMap::new()),
         presence: Presence::default(),
-        new_visitors: crate::api::ratelimit::Limiter::per_minute(c.rate_limit_widget_ip_per_min),
-        // Validated at startup.
-        trusted_proxies: c.trusted_proxy_list().unwrap_or_default(),
+        limits,
     });
     let (layer, io) = SocketIo::builder()
         .max_payload(c.socket_max_payload_bytes)
@@ -378,8 +378,8 @@ async fn authenticate_visitor(
     let origin = crate::api::widget::cross_origin(&s.req_parts().headers);
     let (key, token) = (key.to_string(), text("visitorToken"));
     if token.is_none()
-        && let Some(ip) = crate::api::extract::client_ip(s.req_parts(), &hub.trusted_proxies)
-        && hub.new_visitors.check(&format!("new:{ip}")).is_err()
+        && let Some(ip) = crate::api::extract::client_ip(s.req_parts(), &hub.limits.trusted_proxies)
+        && hub.limits.widget_ip.check(&format!("new:{ip}")).is_err()
     {
         return Err(Refused(ErrorCode::RateLimited.as_str().into()));
     }
