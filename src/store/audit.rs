@@ -8,93 +8,85 @@ use crate::types::TenantId;
 use redb::ReadableTable;
 use std::ops::Bound;
 
-macro_rules! audit_read_ops {
-    () => {
-        /// Up to `limit` audit entries, newest first, of one tenant (or of every tenant),
-        /// with ids in `[lo, hi)` that pass `keep`. At most `max_scan` entries are read: a
-        /// filter that matches little returns a short page whose cursor continues where the
-        /// scan stopped, so one request does bounded work.
-        pub fn audit_page(
-            &self,
-            tenant: Option<&TenantId>,
-            lo: Option<&str>,
-            hi: Option<&str>,
-            limit: usize,
-            max_scan: usize,
-            mut keep: impl FnMut(&AuditRecord) -> bool,
-        ) -> Result<Page<AuditRecord>> {
-            let mut items = Vec::new();
-            let mut scanned = 0usize;
-            let mut last_scanned: Option<String> = None;
-            let mut more = false;
-            let records = self.0.open_table(AuditRecord::TABLE)?;
-            // Visits one entry; false ends the scan.
-            let mut visit = |key: &str, rec: AuditRecord| -> bool {
-                if items.len() == limit || scanned == max_scan {
-                    more = true;
-                    return false;
-                }
-                scanned += 1;
-                last_scanned = Some(key.to_string());
-                if keep(&rec) {
-                    items.push(rec);
-                }
-                true
-            };
-            match tenant {
-                Some(t) => {
-                    let upper = format!("{t}\0");
-                    let lo = Bound::Included((t.as_str(), lo.unwrap_or("")));
-                    let hi = match hi {
-                        Some(h) => Bound::Excluded((t.as_str(), h)),
-                        None => Bound::Excluded((upper.as_str(), "")),
-                    };
-                    for e in records.range::<(&str, &str)>((lo, hi))?.rev() {
-                        let (k, v) = e?;
-                        let rec: AuditRecord = decode(v.value())?;
-                        if !visit(k.value().1, rec) {
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    let index = self.0.open_table(Index::AuditTime.table())?;
-                    let lo = lo.map_or(Bound::Unbounded, Bound::Included);
-                    let hi = hi.map_or(Bound::Unbounded, Bound::Excluded);
-                    for e in index.range::<&str>((lo, hi))?.rev() {
-                        let (k, v) = e?;
-                        let Some((t, id)) = split_ref(v.value()) else {
-                            continue;
-                        };
-                        let Some(bytes) = records.get((t.as_str(), id))? else {
-                            continue;
-                        };
-                        let rec: AuditRecord = decode(bytes.value())?;
-                        if !visit(k.value(), rec) {
-                            break;
-                        }
+impl ReadTx {
+    /// Up to `limit` audit entries, newest first, of one tenant (or of every tenant),
+    /// with ids in `[lo, hi)` that pass `keep`. At most `max_scan` entries are read: a
+    /// filter that matches little returns a short page whose cursor continues where the
+    /// scan stopped, so one request does bounded work.
+    pub fn audit_page(
+        &self,
+        tenant: Option<&TenantId>,
+        lo: Option<&str>,
+        hi: Option<&str>,
+        limit: usize,
+        max_scan: usize,
+        mut keep: impl FnMut(&AuditRecord) -> bool,
+    ) -> Result<Page<AuditRecord>> {
+        let mut items = Vec::new();
+        let mut scanned = 0usize;
+        let mut last_scanned: Option<String> = None;
+        let mut more = false;
+        let records = self.0.open_table(AuditRecord::TABLE)?;
+        // Visits one entry; false ends the scan.
+        let mut visit = |key: &str, rec: AuditRecord| -> bool {
+            if items.len() == limit || scanned == max_scan {
+                more = true;
+                return false;
+            }
+            scanned += 1;
+            last_scanned = Some(key.to_string());
+            if keep(&rec) {
+                items.push(rec);
+            }
+            true
+        };
+        match tenant {
+            Some(t) => {
+                let upper = format!("{t}\0");
+                let lo = Bound::Included((t.as_str(), lo.unwrap_or("")));
+                let hi = match hi {
+                    Some(h) => Bound::Excluded((t.as_str(), h)),
+                    None => Bound::Excluded((upper.as_str(), "")),
+                };
+                for e in records.range::<(&str, &str)>((lo, hi))?.rev() {
+                    let (k, v) = e?;
+                    let rec: AuditRecord = decode(v.value())?;
+                    if !visit(k.value().1, rec) {
+                        break;
                     }
                 }
             }
-            let next = if !more {
-                None
-            } else if items.len() == limit {
-                items.last().map(|r| r.id.to_string())
-            } else {
-                last_scanned
-            };
-            Ok(Page { items, next })
+            None => {
+                let index = self.0.open_table(Index::AuditTime.table())?;
+                let lo = lo.map_or(Bound::Unbounded, Bound::Included);
+                let hi = hi.map_or(Bound::Unbounded, Bound::Excluded);
+                for e in index.range::<&str>((lo, hi))?.rev() {
+                    let (k, v) = e?;
+                    let Some((t, id)) = split_ref(v.value()) else {
+                        continue;
+                    };
+                    let Some(bytes) = records.get((t.as_str(), id))? else {
+                        continue;
+                    };
+                    let rec: AuditRecord = decode(bytes.value())?;
+                    if !visit(k.value(), rec) {
+                        break;
+                    }
+                }
+            }
         }
-    };
-}
-
-impl ReadTx {
-    audit_read_ops!();
+        let next = if !more {
+            None
+        } else if items.len() == limit {
+            items.last().map(|r| r.id.to_string())
+        } else {
+            last_scanned
+        };
+        Ok(Page { items, next })
+    }
 }
 
 impl WriteTx {
-    audit_read_ops!();
-
     /// Stores an audit entry (new or updated) with its time-index row.
     pub fn put_audit(&self, rec: &AuditRecord) -> Result<()> {
         self.put(rec)?;
