@@ -371,7 +371,8 @@ impl Services {
             {
                 rec.count = rec.count.saturating_add(1);
                 rec.last_at = Some(now);
-                return Ok(tx.put_audit(&rec)?);
+                // Same id and tenant: its time-index row stands as it is.
+                return Ok(tx.put(&rec)?);
             }
             let (actor, ip, user_agent, details) = if overflow {
                 (
