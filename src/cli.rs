@@ -1,5 +1,6 @@
 //! Command line: `aigentable [serve]`, `aigentable admin create`, `aigentable admin reset-link`,
-//! `reindex`, `models list|pull|import`, `analytics rebuild`, `--version`.
+//! `reindex`, `models list|pull|import`, `analytics rebuild`, `backup`, `restore`,
+//! `tenant import`, `--version`.
 
 use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -81,30 +82,7 @@ pub enum ModelsCommand {
     /// Download a model in the Hugging Face layout from a hub or a mirror (resumable; every
     /// file verified against the hub's checksums), validate it, install it under
     /// <data>/models/. Can run while the server runs.
-    Pull {
-        /// The repository, e.g. sentence-transformers/all-MiniLM-L6-v2
-        #[arg(value_name = "NAME")]
-        repo: String,
-        /// The hub or a mirror serving the same URLs. Env: MODELS_HUB_URL
-        #[arg(long, env = "MODELS_HUB_URL", default_value = crate::models::hub::DEFAULT_HUB)]
-        hub_url: String,
-        /// Branch, tag or commit of the repository.
-        #[arg(long, default_value = "main")]
-        revision: String,
-        /// Graph to fetch: fp32 (onnx/model.onnx), int8 (onnx/model_quantized.onnx) or a path
-        /// such as onnx/model_O2.onnx; repeatable. Default: fp32 and int8, whichever exist.
-        #[arg(long = "graph", value_name = "GRAPH")]
-        graphs: Vec<String>,
-        /// Folder name under <data>/models/. Default: the repository's last segment.
-        #[arg(long)]
-        name: Option<String>,
-        /// Replace an installed model of the same name.
-        #[arg(long)]
-        force: bool,
-        /// Token for gated or private repositories. Env: HF_TOKEN (prefer it: flags show in `ps`)
-        #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    Pull(PullArgs),
     /// Copy a model folder (e.g. from a USB stick, for air-gapped sites) to <data>/models/,
     /// after validating it: tokenizer, graph inputs, and one embedding per graph.
     Import {
@@ -210,7 +188,6 @@ pub async fn reset_link(config: Config, email: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// `aigentable reindex`: rebuilds every index from the store.
 /// `aigentable analytics rebuild`.
 pub async fn analytics_rebuild(config: Config) -> anyhow::Result<()> {
     let app = crate::app::build(config).await?;
@@ -223,6 +200,7 @@ pub async fn analytics_rebuild(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `aigentable reindex`: rebuilds every index from the store.
 pub async fn reindex(config: Config) -> anyhow::Result<()> {
     let app = crate::app::build(config).await?;
     let k = app.state.knowledge.clone();
@@ -331,14 +309,29 @@ pub fn models_list(config: &Config) -> anyhow::Result<()> {
 }
 
 /// What `models pull` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Args, Debug, Clone)]
 pub struct PullArgs {
+    /// The repository, e.g. sentence-transformers/all-MiniLM-L6-v2
+    #[arg(value_name = "NAME")]
     pub repo: String,
+    /// The hub or a mirror serving the same URLs. Env: MODELS_HUB_URL
+    #[arg(long, env = "MODELS_HUB_URL", default_value = crate::models::hub::DEFAULT_HUB)]
     pub hub_url: String,
+    /// Branch, tag or commit of the repository.
+    #[arg(long, default_value = "main")]
     pub revision: String,
+    /// Graph to fetch: fp32 (onnx/model.onnx), int8 (onnx/model_quantized.onnx) or a path
+    /// such as onnx/model_O2.onnx; repeatable. Default: fp32 and int8, whichever exist.
+    #[arg(long = "graph", value_name = "GRAPH")]
     pub graphs: Vec<String>,
+    /// Folder name under <data>/models/. Default: the repository's last segment.
+    #[arg(long)]
     pub name: Option<String>,
+    /// Replace an installed model of the same name.
+    #[arg(long)]
     pub force: bool,
+    /// Token for gated or private repositories. Env: HF_TOKEN (prefer it: flags show in `ps`)
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 

@@ -1,6 +1,4 @@
-use aigentable::cli::{
-    AdminCommand, AnalyticsCommand, Cli, Command, ModelsCommand, PullArgs, TenantCommand,
-};
+use aigentable::cli::{AdminCommand, AnalyticsCommand, Cli, Command, ModelsCommand, TenantCommand};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -36,26 +34,7 @@ fn main() -> ExitCode {
             Some(Command::Reindex) => aigentable::cli::reindex(config).await,
             Some(Command::Models { command }) => match command {
                 ModelsCommand::List => aigentable::cli::models_list(&config),
-                ModelsCommand::Pull {
-                    repo,
-                    hub_url,
-                    revision,
-                    graphs,
-                    name,
-                    force,
-                    token,
-                } => {
-                    let args = PullArgs {
-                        repo,
-                        hub_url,
-                        revision,
-                        graphs,
-                        name,
-                        force,
-                        token,
-                    };
-                    aigentable::cli::models_pull(&config, args).await
-                }
+                ModelsCommand::Pull(args) => aigentable::cli::models_pull(&config, args).await,
                 ModelsCommand::Import { dir, name, force } => {
                     aigentable::cli::models_import(&config, dir, name, force).await
                 }
