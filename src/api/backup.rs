@@ -85,16 +85,7 @@ pub async fn export_tenant(
     let with_passphrase = req.passphrase.is_some();
     let file = tokio::task::spawn_blocking(
         move || -> Result<(std::fs::File, backup::Summary), backup::Error> {
-            let tmp = st.config.data_dir.join("tmp");
-            std::fs::create_dir_all(&tmp)?;
-            let path = tmp.join(format!("export-{}.tar.gz", uuid::Uuid::now_v7()));
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            // Unlinked at once: the open handle streams it and the disk space goes with it.
-            let _ = std::fs::remove_file(&path);
+            let f = unlinked_temp(&st.config.data_dir, "export")?;
             let secrets = match req.passphrase.as_deref() {
                 Some(p) => backup::ExportSecrets::Passphrase(p),
                 None => backup::ExportSecrets::Remove,
@@ -219,21 +210,11 @@ pub async fn import_tenant(
         .map(str::to_string);
     let max = state.config.tenant_import_max_bytes;
     // The archive goes to a file (unlinked at once), never to memory.
-    let tmp = state.config.data_dir.join("tmp");
-    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        std::fs::create_dir_all(&tmp)?;
-        let path = tmp.join(format!("import-{}.tar.gz", uuid::Uuid::now_v7()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let _ = std::fs::remove_file(&path);
-        Ok(f)
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(disk_or_internal)?;
+    let data_dir = state.config.data_dir.clone();
+    let file = tokio::task::spawn_blocking(move || unlinked_temp(&data_dir, "import"))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(disk_or_internal)?;
     let mut out = tokio::fs::File::from_std(file);
     let mut stream = body.into_data_stream();
     let mut n: u64 = 0;
@@ -290,6 +271,21 @@ pub async fn import_tenant(
         files: summary.files,
     };
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// A new read-write file under `<data>/tmp/`, unlinked at once: only the open handle reaches
+/// it, and its disk space goes with the handle. Blocking.
+fn unlinked_temp(data_dir: &std::path::Path, what: &str) -> std::io::Result<std::fs::File> {
+    let tmp = data_dir.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    let path = tmp.join(format!("{what}-{}.tar.gz", uuid::Uuid::now_v7()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    Ok(f)
 }
 
 fn disk_or_internal(e: std::io::Error) -> ApiError {
