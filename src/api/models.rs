@@ -71,19 +71,30 @@ pub async fn list(
     Auth(caller): Auth,
 ) -> ApiResult<axum::Json<ModelsView>> {
     let data_dir = state.config.data_dir.clone();
+    let k = state.knowledge.clone();
+    // Listing and comparing folders (symlinks resolved) both read the filesystem.
     let models = tokio::task::spawn_blocking(move || {
-        crate::models::installed(&caller, &data_dir, crate::embed::exe_dir().as_deref())
+        let models =
+            crate::models::installed(&caller, &data_dir, crate::embed::exe_dir().as_deref())?;
+        let default_dir = k.global_model_dir();
+        Ok::<_, crate::domain::Error>(
+            models
+                .into_iter()
+                .map(|m| {
+                    let is_default =
+                        default_dir.is_some_and(|d| crate::models::same_folder(d, &m.dir));
+                    (m, is_default)
+                })
+                .collect::<Vec<_>>(),
+        )
     })
     .await
     .map_err(|_| ApiError::internal())??;
     let k = &state.knowledge;
-    let default_dir = k.global_model_dir();
-    let is_default =
-        |dir: &std::path::Path| default_dir.is_some_and(|d| crate::models::same_folder(d, dir));
     let folder = models
         .iter()
-        .find(|m| is_default(&m.dir))
-        .map(|m| m.name.clone());
+        .find(|(_, is_default)| *is_default)
+        .map(|(m, _)| m.name.clone());
     let server_default = match k.global_model() {
         Some((id, dims)) => ServerDefaultView {
             provider: if id.starts_with("onnx:") {
@@ -104,8 +115,8 @@ pub async fn list(
     };
     let models = models
         .into_iter()
-        .map(|m| ModelView {
-            server_default: is_default(&m.dir),
+        .map(|(m, is_default)| ModelView {
+            server_default: is_default,
             selectable: m.location == Location::Data,
             location: match m.location {
                 Location::Data => "data",
