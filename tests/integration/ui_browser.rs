@@ -87,6 +87,26 @@ async fn fake_telegram(
     (base, sent)
 }
 
+/// A Meta Graph API double answering the provider test's node read (the WhatsApp number).
+async fn fake_meta() -> String {
+    use axum::extract::Path;
+    use serde_json::json;
+    let app = axum::Router::new().route(
+        "/{version}/{node}",
+        axum::routing::get(|Path((_, node)): Path<(String, String)>| async move {
+            axum::Json(json!({"id": node, "display_phone_number": "+1 555 0100", "verified_name": "Shoe Shop", "quality_rating": "GREEN"}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the Meta double");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
 /// Kills the server when the test ends, however it ends.
 struct Child(std::process::Child);
 impl Drop for Child {
@@ -141,6 +161,7 @@ async fn admin_ui_end_to_end_in_chromium() {
 
     let tg_secret = dir.path().join("telegram-secret.txt");
     let (telegram, tg_sent) = fake_telegram(tg_secret.clone()).await;
+    let meta = fake_meta().await;
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -168,6 +189,7 @@ async fn admin_ui_end_to_end_in_chromium() {
             .env("EMBEDDINGS_PROVIDER", "none")
             .env("SMTP_URL", &smtp.url)
             .env("TELEGRAM_API_BASE_URL", &telegram)
+            .env("META_GRAPH_BASE_URL", &meta)
             .env("ADMIN_EMAIL", OPS_EMAIL)
             .env("ADMIN_PASSWORD", OPS_PASSWORD)
             .env("RATE_LIMIT_AUTH_PER_MIN", "0")
@@ -254,6 +276,7 @@ async fn admin_ui_end_to_end_in_chromium() {
         "01-sign-in",
         "08c-telegram-new",
         "08d-telegram",
+        "08e-whatsapp",
         "16-dashboard",
         "03-knowledge",
         "07-playground",

@@ -303,6 +303,25 @@ try {
     await page.waitForTimeout(200);
   }
 
+  step = 'whatsapp channel: guide, required fields, webhook URL and verify token to paste, test';
+  await page.getByRole('link', { name: 'Channels', exact: true }).click();
+  await page.getByLabel('WhatsApp').check();
+  await page.getByRole('link', { name: 'developers.facebook.com' }).waitFor();
+  await page.getByRole('button', { name: 'Create WhatsApp channel' }).click();
+  await page.getByText('Phone number ID is required').waitFor();
+  await page.getByLabel('Phone number ID').fill('1234567890');
+  await page.getByLabel('Access token').fill('EAAGtest-access-token');
+  await page.getByLabel('App secret').fill('an-app-secret');
+  await page.getByRole('button', { name: 'Create WhatsApp channel' }).click();
+  await page.waitForURL(/\/channels\/[0-9a-f-]{36}$/);
+  const waId = new URL(page.url()).pathname.split('/')[2];
+  await page.getByRole('heading', { name: 'WhatsApp: WhatsApp' }).waitFor();
+  if (!(await page.locator('[data-testid=webhook-url]').innerText()).endsWith(`/webhooks/whatsapp/${waId}`)) throw new Error('no WhatsApp webhook URL');
+  if ((await page.locator('[data-testid=verify-token]').innerText()).length < 16) throw new Error('no verify token to paste');
+  await page.getByRole('button', { name: 'Test the connection' }).click();
+  await page.getByText('Meta knows the number: +1 555 0100 (Shoe Shop).').waitFor();
+  await shot(page, '08e-whatsapp');
+
   step = 'dashboard: figures of the conversations above, date range, CSV';
   await page.getByRole('link', { name: 'Dashboard' }).click();
   await page.waitForURL('**/dashboard');

@@ -105,7 +105,7 @@ export const MESSAGING: ChannelType[] = [
 ];
 
 /** The messaging types this server's API offers now. */
-export const AVAILABLE = new Set(['telegram']);
+export const AVAILABLE = new Set(['telegram', 'whatsapp', 'messenger', 'instagram']);
 
 export function channelType(value: string): ChannelType | undefined {
   return MESSAGING.find((t) => t.value === value);
