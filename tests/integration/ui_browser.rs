@@ -284,6 +284,8 @@ async fn admin_ui_end_to_end_in_chromium() {
         "09-api-keys",
         "17-audit",
         "12-phone-menu",
+        "14b-platform-plans",
+        "15b-tenant-usage",
     ] {
         assert!(
             shots.join(format!("{name}.png")).is_file(),

@@ -511,7 +511,26 @@ try {
   await ops.getByRole('heading', { name: 'Workspaces' }).waitFor();
   await ops.locator('tr', { hasText: 'Shoe Shop' }).waitFor();
   await shot(ops, '14a-platform-dashboard');
+  step = 'platform admin: a plan, the tenant moved to it, its usage in the tenant\'s settings';
+  await ops.getByRole('link', { name: 'Plans' }).click();
+  await ops.locator('[data-testid=plan]', { hasText: 'Unlimited' }).waitFor();
+  await ops.getByLabel('Name', { exact: true }).fill('Starter');
+  await ops.getByLabel('Price (shown as written)').fill('29 EUR / month');
+  await ops.getByLabel('Agents', { exact: true }).fill('-2');
+  await ops.getByRole('button', { name: 'Create plan' }).click();
+  await ops.getByText('A whole number, 0 or more').waitFor();
+  await ops.getByLabel('Agents', { exact: true }).fill('2');
+  await ops.getByLabel('Messages a month').fill('1000');
+  await ops.getByRole('button', { name: 'Create plan' }).click();
+  await ops.locator('[data-testid=plan]', { hasText: 'Starter' }).waitFor();
+  await shot(ops, '14b-platform-plans');
   await ops.getByRole('link', { name: 'Tenants' }).click();
+  const planSelect = ops.getByLabel('Plan of Shoe Shop');
+  await ops.waitForFunction(() => [...document.querySelectorAll('select')].some((s) => !s.disabled && s.closest('tr')?.textContent?.includes('Shoe Shop')));
+  await Promise.all([
+    ops.waitForResponse((r) => r.url().includes('/subscription') && r.request().method() === 'PUT' && r.ok()),
+    planSelect.selectOption({ label: 'Starter' }),
+  ]);
   const row = ops.locator('tr', { hasText: 'Shoe Shop' });
   await row.getByRole('button', { name: 'Suspend' }).click();
   await ops.getByRole('dialog').getByRole('button', { name: 'Suspend' }).click();
@@ -526,6 +545,10 @@ try {
   await ops.locator('[data-testid=conversation]', { hasText: 'Alex Customer' }).waitFor();
   await ops.getByText('live', { exact: true }).waitFor();
   await shot(ops, '15-platform-acting');
+  await ops.getByRole('link', { name: 'Settings' }).click();
+  await ops.locator('[data-testid=plan-name]', { hasText: 'Starter' }).waitFor();
+  await ops.locator('[data-testid=usage]', { hasText: 'Agents' }).getByText(/1 of 2/).waitFor();
+  await shot(ops, '15b-tenant-usage');
   await ops.getByRole('button', { name: 'Leave' }).click();
   await ops.waitForURL('**/admin/tenants');
   if (await ops.getByRole('link', { name: 'Inbox' }).count()) throw new Error('the inbox stays after leaving the tenant');

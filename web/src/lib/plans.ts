@@ -1,0 +1,88 @@
+// Plans and usage (GET /api/subscription, /api/plans): the limits' names and labels, the
+// plan form's numbers (storage typed in MB, empty = unlimited), and usage bar levels.
+
+export type LimitKey = 'agents' | 'documents' | 'storageBytes' | 'messagesPerMonth' | 'channels' | 'seats' | 'apiKeys';
+export type Limits = Record<LimitKey, number | null>;
+
+export interface Plan {
+  id: string;
+  name: string;
+  limits: Partial<Limits>;
+  priceText: string | null;
+  isDefault: boolean;
+  builtIn: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Usage {
+  used: number;
+  limit: number | null;
+  percent: number | null;
+}
+export interface Subscription {
+  tenantId: string;
+  plan: Plan;
+  status: 'active' | 'trialing' | 'past_due' | 'canceled';
+  periodStart: string;
+  periodEnd: string;
+  usage: Partial<Record<LimitKey, Usage>>;
+}
+
+export const LIMITS: { key: LimitKey; label: string; bytes?: boolean }[] = [
+  { key: 'agents', label: 'Agents' },
+  { key: 'documents', label: 'Documents' },
+  { key: 'storageBytes', label: 'Storage', bytes: true },
+  { key: 'messagesPerMonth', label: 'Messages a month' },
+  { key: 'channels', label: 'Channels' },
+  { key: 'seats', label: 'Seats' },
+  { key: 'apiKeys', label: 'API keys' },
+];
+
+const MB = 1024 * 1024;
+
+/** The form's text per limit ('' = unlimited; storage in MB). */
+export function limitsToForm(l: Partial<Limits> | null): Record<LimitKey, string> {
+  const out = {} as Record<LimitKey, string>;
+  for (const { key, bytes } of LIMITS) {
+    const v = l?.[key];
+    out[key] = v === null || v === undefined ? '' : String(bytes ? Math.round((v / MB) * 100) / 100 : v);
+  }
+  return out;
+}
+
+/** The limits a form means, with a message per bad field (`limits.<key>`). */
+export function limitsFromForm(form: Record<LimitKey, string | number | null | undefined>): { limits: Limits; errors: Record<string, string> } {
+  const limits = {} as Limits;
+  const errors: Record<string, string> = {};
+  for (const { key, bytes } of LIMITS) {
+    const raw = form[key];
+    const s = raw === null || raw === undefined ? '' : String(raw).trim();
+    if (s === '') {
+      limits[key] = null;
+      continue;
+    }
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < 0 || (!bytes && !Number.isInteger(n))) {
+      errors[`limits.${key}`] = bytes ? 'A size in MB, 0 or more' : 'A whole number, 0 or more';
+      continue;
+    }
+    limits[key] = bytes ? Math.round(n * MB) : n;
+  }
+  return { limits, errors };
+}
+
+/** A limit for a table cell. */
+export function limitValue(v: number | null, bytes = false): string {
+  if (v === null) return 'unlimited';
+  if (!bytes) return v.toLocaleString('en');
+  if (v >= 1024 * MB) return `${Math.round((v / (1024 * MB)) * 10) / 10} GB`;
+  return `${Math.round((v / MB) * 10) / 10} MB`;
+}
+
+/** How full a usage bar is: ok below 80%, warn to 100%, full at or over the limit. */
+export function usageLevel(u: Usage): 'ok' | 'warn' | 'full' | 'unlimited' {
+  if (u.limit === null) return 'unlimited';
+  if (u.used >= u.limit) return 'full';
+  return (u.percent ?? Math.floor((100 * u.used) / u.limit)) >= 80 ? 'warn' : 'ok';
+}
