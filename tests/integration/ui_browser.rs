@@ -286,6 +286,9 @@ async fn admin_ui_end_to_end_in_chromium() {
         "12-phone-menu",
         "14b-platform-plans",
         "15b-tenant-usage",
+        "15c-usage-banner",
+        "14c-platform-dead-letters",
+        "17b-platform-audit",
     ] {
         assert!(
             shots.join(format!("{name}.png")).is_file(),

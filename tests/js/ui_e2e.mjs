@@ -549,9 +549,64 @@ try {
   await ops.locator('[data-testid=plan-name]', { hasText: 'Starter' }).waitFor();
   await ops.locator('[data-testid=usage]', { hasText: 'Agents' }).getByText(/1 of 2/).waitFor();
   await shot(ops, '15b-tenant-usage');
+
+  step = 'platform admin: a limit reached is told live on every page (usage_threshold)';
+  if (await ops.locator('[data-testid=usage-banner]').count()) throw new Error('a usage banner at 50% of the plan');
+  // The second agent of two (created elsewhere, as the API allows): 100% of the plan's agents.
+  const opsCall = (method, path, body) => ops.evaluate(async ([m, p, b]) => {
+    const t = JSON.parse(localStorage.getItem('aigentable.session')).accessToken;
+    const headers = { authorization: `Bearer ${t}`, 'content-type': 'application/json' };
+    const acting = sessionStorage.getItem('aigentable.acting');
+    if (acting) headers['x-tenant-id'] = acting;
+    const r = await fetch(p, { method: m, headers, body: b ? JSON.stringify(b) : undefined });
+    return { status: r.status, body: await r.json().catch(() => null) };
+  }, [method, path, body]);
+  const second = await opsCall('POST', '/api/agents', { name: 'Returns Bot' });
+  if (second.status !== 201) throw new Error(`second agent not created: ${JSON.stringify(second)}`);
+  await ops.locator('[data-testid=usage-banner]', { hasText: 'Agents: 2 of 2 (limit reached)' }).waitFor();
+  await ops.locator('[data-testid=usage]', { hasText: 'Agents' }).getByText(/2 of 2/).waitFor();
+  await shot(ops, '15c-usage-banner');
+  // The third is refused with the API's words, shown where it was tried.
+  await ops.getByRole('link', { name: 'Agents' }).click();
+  await ops.getByRole('link', { name: 'New agent' }).click();
+  await ops.getByLabel('Name', { exact: true }).fill('Third Bot');
+  await ops.getByRole('button', { name: 'Create agent' }).click();
+  await ops.getByRole('alert').getByText('the plan allows 2 agents').waitFor();
+  // Dismissed, it stays away on the next pages.
+  await ops.locator('[data-testid=usage-banner]').getByRole('button', { name: 'Dismiss' }).click();
+  await ops.getByRole('link', { name: 'Inbox' }).click();
+  await ops.locator('[data-testid=conversation]').first().waitFor();
+  if (await ops.locator('[data-testid=usage-banner]').count()) throw new Error('a dismissed usage banner came back');
   await ops.getByRole('button', { name: 'Leave' }).click();
   await ops.waitForURL('**/admin/tenants');
   if (await ops.getByRole('link', { name: 'Inbox' }).count()) throw new Error('the inbox stays after leaving the tenant');
+
+  step = 'platform admin: a delivery to a webhook URL no channel has is listed, unverified';
+  const nowhere = '0193aaaa-bbbb-7ccc-8ddd-eeeeeeeeeeee';
+  const stray = {
+    object: 'whatsapp_business_account',
+    entry: [{ id: '1', changes: [{ field: 'messages', value: { contacts: [{ profile: { name: 'Rui' }, wa_id: '351900000000' }], messages: [{ from: '351900000000', id: 'wamid.1', type: 'text', text: { body: 'Anyone there?' } }] } }] }],
+  };
+  const strayAnswer = await fetch(`${BASE}/webhooks/whatsapp/${nowhere}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(stray) });
+  if (strayAnswer.status !== 404) throw new Error(`a webhook for no channel answered ${strayAnswer.status}`);
+  await ops.getByRole('link', { name: 'Unroutable deliveries' }).click();
+  const strayRow = ops.locator('[data-testid=platform-dead-letter]', { hasText: 'Rui: Anyone there?' });
+  await strayRow.waitFor();
+  await strayRow.getByText(nowhere).waitFor();
+  await strayRow.getByText('WhatsApp', { exact: true }).waitFor();
+  await shot(ops, '14c-platform-dead-letters');
+
+  step = 'platform admin: the audit log of every workspace, filtered to one';
+  await ops.getByRole('link', { name: 'Audit log' }).click();
+  await ops.locator('[data-testid=audit-entry]').first().waitFor();
+  await Promise.all([
+    ops.waitForResponse((r) => r.url().includes('/api/audit?') && r.url().includes('tenantId=') && r.ok()),
+    ops.getByLabel('Workspace').selectOption({ label: 'Shoe Shop' }),
+  ]);
+  await ops.locator('[data-testid=audit-entry]', { hasText: 'api_key.created' }).first().waitFor();
+  const places = await ops.locator('[data-testid=audit-entry] td:nth-child(2)').allInnerTexts();
+  if (!places.length || places.some((p) => p !== 'Shoe Shop')) throw new Error(`the workspace filter kept others: ${places}`);
+  await shot(ops, '17b-platform-audit');
   await opsContext.close();
 
   if (problems.length) throw new Error(problems.join('\n'));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { limitsFromForm, limitsToForm, limitValue, usageLevel } from './plans';
+import { limitsFromForm, limitsToForm, limitValue, nearLimits, nearLimitsKey, nearLimitText, usageLevel } from './plans';
 
 describe('plan limits in the form', () => {
   it('empty fields are unlimited; storage is typed in MB and sent in bytes', () => {
@@ -39,5 +39,29 @@ describe('usage', () => {
     expect(limitValue(1000)).toBe('1,000');
     expect(limitValue(104857600, true)).toBe('100 MB');
     expect(limitValue(5 * 1024 * 1024 * 1024, true)).toBe('5 GB');
+  });
+});
+
+describe('the usage banner', () => {
+  const usage = (used: number, limit: number | null) => ({ used, limit, percent: limit === null ? null : limit ? Math.floor((100 * used) / limit) : null });
+  it('lists only limits at 80% or more, fullest first, in words', () => {
+    const near = nearLimits({ usage: { agents: usage(2, 2), documents: usage(1, 10), messagesPerMonth: usage(812, 1000), seats: usage(4, null), storageBytes: usage(90 * 1024 * 1024, 100 * 1024 * 1024), apiKeys: usage(0, 0) } });
+    expect(near.map((n) => n.key)).toEqual(['agents', 'apiKeys', 'storageBytes', 'messagesPerMonth']);
+    expect(near.map(nearLimitText)).toEqual([
+      'Agents: 2 of 2 (limit reached)',
+      'API keys: 0 of 0 (limit reached)',
+      'Storage: 90 MB of 100 MB (90%)',
+      'Messages a month: 812 of 1,000 (81%)',
+    ]);
+  });
+  it('nothing near a limit: no banner', () => {
+    expect(nearLimits({ usage: { agents: usage(1, 2), seats: usage(100, null) } })).toEqual([]);
+  });
+  it('a dismissed banner returns when a limit gets fuller', () => {
+    const warn = nearLimits({ usage: { agents: usage(4, 5) } });
+    const full = nearLimits({ usage: { agents: usage(5, 5) } });
+    expect(nearLimitsKey('t1', warn)).not.toBe(nearLimitsKey('t1', full));
+    expect(nearLimitsKey('t1', full)).toBe(nearLimitsKey('t1', nearLimits({ usage: { agents: usage(6, 5) } })));
+    expect(nearLimitsKey('t1', full)).not.toBe(nearLimitsKey('t2', full));
   });
 });

@@ -86,3 +86,38 @@ export function usageLevel(u: Usage): 'ok' | 'warn' | 'full' | 'unlimited' {
   if (u.used >= u.limit) return 'full';
   return (u.percent ?? Math.floor((100 * u.used) / u.limit)) >= 80 ? 'warn' : 'ok';
 }
+
+/** A limit at or past 80% of the plan, as the usage banner tells it. */
+export interface NearLimit {
+  key: LimitKey;
+  label: string;
+  used: number;
+  limit: number;
+  percent: number;
+  level: 'warn' | 'full';
+}
+
+/** The limits at 80% or more of the plan, fullest first (unlimited ones never). */
+export function nearLimits(sub: Pick<Subscription, 'usage'>): NearLimit[] {
+  const out: NearLimit[] = [];
+  for (const { key, label } of LIMITS) {
+    const u = sub.usage[key];
+    if (!u || u.limit === null) continue;
+    const level = usageLevel(u);
+    if (level !== 'warn' && level !== 'full') continue;
+    const percent = u.percent ?? (u.limit ? Math.floor((100 * u.used) / u.limit) : 100);
+    out.push({ key, label, used: u.used, limit: u.limit, percent, level });
+  }
+  return out.sort((a, b) => b.percent - a.percent);
+}
+
+/** One near limit in words: "Agents: 2 of 2 (limit reached)". */
+export function nearLimitText(n: NearLimit): string {
+  const bytes = LIMITS.find((l) => l.key === n.key)?.bytes;
+  return `${n.label}: ${limitValue(n.used, bytes)} of ${limitValue(n.limit, bytes)} (${n.level === 'full' ? 'limit reached' : `${n.percent}%`})`;
+}
+
+/** What the banner shows, as one key: a dismissed banner comes back when this changes. */
+export function nearLimitsKey(tenantId: string, near: NearLimit[]): string {
+  return `${tenantId}|${near.map((n) => `${n.key}:${n.level}`).join(',')}`;
+}
