@@ -163,6 +163,15 @@ async fn admin_ui_end_to_end_in_chromium() {
     let (telegram, tg_sent) = fake_telegram(tg_secret.clone()).await;
     let meta = fake_meta().await;
 
+    // A model folder under <data>/models/ for the settings' model picker (GET /api/models
+    // reads folders without loading them; this graph is not a real one, so choosing it must
+    // be refused with the server's reason).
+    let model = dir.path().join("data/models/tiny-embedder");
+    std::fs::create_dir_all(model.join("onnx")).expect("model folder");
+    std::fs::write(model.join("tokenizer.json"), "{}").expect("tokenizer");
+    std::fs::write(model.join("config.json"), r#"{"hidden_size": 8}"#).expect("config");
+    std::fs::write(model.join("onnx/model.onnx"), b"not a graph").expect("graph");
+
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aigentable"));
@@ -283,6 +292,7 @@ async fn admin_ui_end_to_end_in_chromium() {
         "08-team",
         "09-api-keys",
         "17-audit",
+        "10b-model-picker",
         "12-phone-menu",
         "14b-platform-plans",
         "15b-tenant-usage",

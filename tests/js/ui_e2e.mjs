@@ -410,6 +410,17 @@ try {
   await page.getByRole('button', { name: 'Test the provider' }).click();
   await page.getByText(/The model answered in/).waitFor();
   await shot(page, '10-settings');
+  // The model picker lists the model folders on this server (GET /api/models); a folder whose
+  // graph does not load is refused with the server's reason and nothing changes.
+  await page.getByLabel('Provider', { exact: true }).selectOption('onnx');
+  const picker = page.locator('[data-testid=model-picker]');
+  await picker.locator('option', { hasText: 'tiny-embedder · 8 dimensions · fp32' }).waitFor({ state: 'attached' });
+  await picker.selectOption('tiny-embedder');
+  await shot(page, '10b-model-picker');
+  await page.getByRole('button', { name: 'Save embeddings' }).click();
+  await page.locator('form', { has: page.getByRole('heading', { name: 'Embeddings' }) }).getByRole('alert').waitFor();
+  const embNow = await apiCall('GET', '/api/settings/embeddings');
+  if (embNow.body?.override) throw new Error(`a model that does not load was saved: ${JSON.stringify(embNow.body)}`);
 
   step = 'a destructive action asks first';
   await page.getByRole('link', { name: 'API keys' }).click();
