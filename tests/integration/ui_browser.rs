@@ -299,6 +299,7 @@ async fn admin_ui_end_to_end_in_chromium() {
         "15c-usage-banner",
         "14c-platform-dead-letters",
         "17b-platform-audit",
+        "14d-platform-import",
     ] {
         assert!(
             shots.join(format!("{name}.png")).is_file(),

@@ -124,6 +124,24 @@ describe('errors', () => {
   });
 });
 
+describe('request bodies', () => {
+  it('sends a file (an archive to import) as it is, with its own content type; objects as JSON', async () => {
+    const seen: { type: string | null; body: unknown }[] = [];
+    const f = (async (_input: RequestInfo | URL, init: RequestInit = {}) => {
+      seen.push({ type: new Headers(init.headers).get('content-type'), body: init.body });
+      return json(201, { ok: true });
+    }) as typeof fetch;
+    const api = new Api({ fetch: f, store: memoryStore({ accessToken: 'at0', refreshToken: 'rt0', expiresAt: Date.now() + 600_000 }) });
+    const archive = new Blob([new Uint8Array([0x1f, 0x8b, 8])]);
+    await api.raw('POST', '/api/tenants/import', archive, { headers: { 'content-type': 'application/gzip', 'x-export-passphrase': 'p' } });
+    await api.raw('POST', '/api/tenants/t/export', { passphrase: 'a long passphrase' });
+    expect(seen[0].type).toBe('application/gzip');
+    expect(seen[0].body).toBe(archive);
+    expect(seen[1].type).toBe('application/json');
+    expect(seen[1].body).toBe('{"passphrase":"a long passphrase"}');
+  });
+});
+
 describe('fetchAll (pickers)', () => {
   it('follows the cursor to the end with the largest page', async () => {
     const seen: string[] = [];

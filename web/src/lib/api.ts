@@ -188,15 +188,16 @@ export class Api {
    * request sent again.
    */
   async raw(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
-    const isForm = typeof FormData !== 'undefined' && body instanceof FormData;
+    // Forms and files (a Blob: an archive to import) go as they are; anything else as JSON.
+    const asIs = (typeof FormData !== 'undefined' && body instanceof FormData) || (typeof Blob !== 'undefined' && body instanceof Blob);
     const send = async (token: string | null) => {
       const h = this.headers(token, init.headers);
-      if (body !== undefined && !isForm) h.set('content-type', 'application/json');
+      if (body !== undefined && !asIs) h.set('content-type', 'application/json');
       return this.fetch(path, {
         ...init,
         method,
         headers: h,
-        body: body === undefined ? undefined : isForm ? (body as FormData) : JSON.stringify(body),
+        body: body === undefined ? undefined : asIs ? (body as BodyInit) : JSON.stringify(body),
       });
     };
     const stale = this.store.load();

@@ -10,6 +10,11 @@ describe('form validation', () => {
     expect(v.email('a b@example.com')).toMatch(/valid/);
   });
 
+  it('export passphrases: none, or 12 characters or more', () => {
+    expect(v.passphrase('')).toBeNull();
+    expect(v.passphrase('short pass')).toMatch(/12/);
+    expect(v.passphrase('twelve chars')).toBeNull();
+  });
   it('passwords: 8 to 256 characters, as the server', () => {
     expect(v.password('1234567')).toMatch(/8/);
     expect(v.password('12345678')).toBeNull();

@@ -76,3 +76,9 @@ export function botToken(v: string): string | null {
   if (!s) return 'Paste the token @BotFather gave you';
   return /^\d{1,20}:[A-Za-z0-9_-]{20,200}$/.test(s) ? null : 'Must look like 123456789:AA… (the token from @BotFather)';
 }
+
+/** An export's passphrase: optional, else at least 12 characters (as the server). */
+export function passphrase(v: string): string | null {
+  if (!v) return null;
+  return [...v].length < 12 ? 'At least 12 characters (or none: secrets are left out)' : null;
+}
