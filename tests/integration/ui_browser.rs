@@ -87,24 +87,54 @@ async fn fake_telegram(
     (base, sent)
 }
 
-/// A Meta Graph API double answering the provider test's node read (the WhatsApp number).
-async fn fake_meta() -> String {
-    use axum::extract::Path;
-    use serde_json::json;
-    let app = axum::Router::new().route(
-        "/{version}/{node}",
-        axum::routing::get(|Path((_, node)): Path<(String, String)>| async move {
-            axum::Json(json!({"id": node, "display_phone_number": "+1 555 0100", "verified_name": "Shoe Shop", "quality_rating": "GREEN"}))
-        }),
-    );
+/// A Meta Graph API double: the provider test's node read (the WhatsApp number), a media id
+/// looked up and downloaded (`media-*`), and sends (`POST /{version}/{number}/messages`),
+/// each send's body recorded.
+async fn fake_meta() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::extract::{Path, State};
+    use serde_json::{Value, json};
+    type Sent = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+    let sent: Sent = Default::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the Meta double");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let media_base = base.clone();
+    let app = axum::Router::new()
+        .route(
+            "/{version}/{node}",
+            axum::routing::get(move |Path((_, node)): Path<(String, String)>| {
+                let media_base = media_base.clone();
+                async move {
+                    axum::Json(if node.starts_with("media") {
+                        json!({"id": node, "url": format!("{media_base}/download/{node}"), "mime_type": "image/png", "file_size": 13})
+                    } else {
+                        json!({"id": node, "display_phone_number": "+1 555 0100", "verified_name": "Shoe Shop", "quality_rating": "GREEN"})
+                    })
+                }
+            }),
+        )
+        .route(
+            "/download/{media}",
+            axum::routing::get(|| async { b"receipt-bytes".to_vec() }),
+        )
+        .route(
+            "/{version}/{node}/messages",
+            axum::routing::post(|State(sent): State<Sent>, body: axum::body::Bytes| async move {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let mut sent = sent.lock().expect("lock");
+                sent.push(body);
+                axum::Json(json!({"messages": [{"id": format!("wamid.out{}", sent.len())}]}))
+            }),
+        )
+        .with_state(sent.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    base
+    (base, sent)
 }
 
 /// Kills the server when the test ends, however it ends.
@@ -161,7 +191,7 @@ async fn admin_ui_end_to_end_in_chromium() {
 
     let tg_secret = dir.path().join("telegram-secret.txt");
     let (telegram, tg_sent) = fake_telegram(tg_secret.clone()).await;
-    let meta = fake_meta().await;
+    let (meta, meta_sent) = fake_meta().await;
 
     // A model folder under <data>/models/ for the settings' model picker (GET /api/models
     // reads folders without loading them; this graph is not a real one, so choosing it must
@@ -275,6 +305,19 @@ async fn admin_ui_end_to_end_in_chromium() {
             .contains("within 30 days of delivery"),
         "the uploaded document was retrieved into the prompt: {asked}"
     );
+    // The WhatsApp customer got the AI's answer and the template, on their number.
+    let sent = meta_sent.lock().expect("lock").clone();
+    assert!(
+        sent.iter()
+            .any(|m| m["to"] == "351911111111" && m["type"] == "text"),
+        "the AI answered on WhatsApp: {sent:?}"
+    );
+    assert!(
+        sent.iter().any(|m| m["type"] == "template"
+            && m["template"]["name"] == "order_update"
+            && m["to"] == "351911111111"),
+        "the template went out: {sent:?}"
+    );
     // The replayed Telegram message was answered on Telegram, in the customer's chat.
     let sent = tg_sent.lock().expect("lock").clone();
     assert!(
@@ -286,6 +329,7 @@ async fn admin_ui_end_to_end_in_chromium() {
         "08c-telegram-new",
         "08d-telegram",
         "08e-whatsapp",
+        "08f-whatsapp-inbox",
         "16-dashboard",
         "03-knowledge",
         "07-playground",

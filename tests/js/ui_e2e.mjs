@@ -11,6 +11,7 @@
 import { chromium } from 'playwright-core';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { createHmac } from 'node:crypto';
 
 const { BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE, BOT_TOKEN, TG_SECRET_FILE } = process.env;
 for (const [k, v] of Object.entries({ BASE, CHROMIUM, SHOTS, DOC, QUESTION, EXPECT, OPS_EMAIL, OPS_PASSWORD, RESET_LINK_FILE, BOT_TOKEN, TG_SECRET_FILE })) {
@@ -321,6 +322,41 @@ try {
   await page.getByRole('button', { name: 'Test the connection' }).click();
   await page.getByText('Meta knows the number: +1 555 0100 (Shoe Shop).').waitFor();
   await shot(page, '08e-whatsapp');
+
+  step = 'whatsapp in the inbox: a customer photo arrives, the AI answer is delivered, a template goes out';
+  const waBody = JSON.stringify({
+    object: 'whatsapp_business_account',
+    entry: [{ id: 'waba', changes: [{ field: 'messages', value: {
+      metadata: { phone_number_id: '1234567890' },
+      contacts: [{ wa_id: '351911111111', profile: { name: 'Rita WhatsApp' } }],
+      messages: [{ from: '351911111111', id: 'wamid.in1', type: 'image', image: { id: 'media-1', mime_type: 'image/png', caption: 'my receipt' } }],
+    } }] }],
+  });
+  const waAnswer = await fetch(`${BASE}/webhooks/whatsapp/${waId}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-hub-signature-256': 'sha256=' + createHmac('sha256', 'an-app-secret').update(waBody).digest('hex') },
+    body: waBody,
+  });
+  if (waAnswer.status !== 200) throw new Error(`the WhatsApp webhook answered ${waAnswer.status}`);
+  await page.getByRole('link', { name: 'Inbox' }).click();
+  await page.locator('[data-testid=conversation]', { hasText: 'Rita WhatsApp' }).click();
+  await page.locator('[data-testid=message-customer]', { hasText: 'my receipt' }).waitFor();
+  // The AI's answer went out through the Graph API: marked as sent under the bubble.
+  await page.locator('[data-testid=message-ai] [data-testid=delivery]').first().waitFor();
+  const [photo] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('[data-testid=message-customer]', { hasText: 'my receipt' }).getByRole('button', { name: /Download image/ }).click(),
+  ]);
+  if (readFileSync(await photo.path(), 'utf8') !== 'receipt-bytes') throw new Error('the downloaded photo is not the one the customer sent');
+  await page.getByText(/Send a WhatsApp template/).click();
+  await page.getByLabel('Template name').fill('order update');
+  await page.getByRole('button', { name: 'Send template' }).click();
+  await page.getByText('Template names have no spaces').waitFor();
+  await page.getByLabel(/^Template name/).fill('order_update');
+  await page.getByLabel(/^Values for/).fill('Rita\n#1042');
+  await page.getByRole('button', { name: 'Send template' }).click();
+  await page.locator('[data-testid=message-human]', { hasText: 'order_update' }).waitFor();
+  await shot(page, '08f-whatsapp-inbox');
 
   step = 'dashboard: figures of the conversations above, date range, CSV';
   await page.getByRole('link', { name: 'Dashboard' }).click();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { channelType, checkFields, deliveryPreview, filled, segments } from './channelTypes';
+import { channelType, checkFields, deliveryPreview, deliveryText, filled, segments, templateRequest } from './channelTypes';
 
 describe('messaging channel forms', () => {
   const tg = channelType('telegram')!;
@@ -51,5 +51,22 @@ describe('dead letters in one line', () => {
     expect(deliveryPreview(JSON.stringify({ entry: [{ messaging: [{ message: { text: 'hey' } }] }] }))).toBe('hey');
     expect(deliveryPreview(JSON.stringify({ entry: [{ messaging: [{ read: {} }] }] }))).toBe('(a receipt)');
     expect(deliveryPreview('not json')).toBe('not json');
+  });
+});
+
+describe('WhatsApp templates', () => {
+  it('name, language and one value per line', () => {
+    const r = templateRequest(' order_update ', 'en_US', 'Dana\n\n  #1042 \n');
+    expect(r.errors).toEqual({});
+    expect(r.body).toEqual({ name: 'order_update', language: 'en_US', parameters: ['Dana', '#1042'] });
+    expect(templateRequest('hello_world', 'pt', '').body.parameters).toEqual([]);
+  });
+  it('says what is wrong per field', () => {
+    const r = templateRequest('', 'english', Array.from({ length: 21 }, (_, i) => `v${i}`).join('\n'));
+    expect(Object.keys(r.errors).sort()).toEqual(['language', 'name', 'parameters']);
+    expect(templateRequest('order update', 'en_US', '').errors.name).toMatch(/no spaces/);
+  });
+  it('delivery in words, only once it left', () => {
+    expect(['pending', 'sending', 'sent', 'delivered', 'read', 'failed'].map(deliveryText)).toEqual([null, null, 'sent', 'delivered', 'read', null]);
   });
 });

@@ -170,3 +170,23 @@ export function deliveryPreview(payload: string): string {
   if (ev) return ev.message ? (ev.message.text ?? '(not text)') : '(a receipt)';
   return '(no message)';
 }
+
+/** A WhatsApp template message (POST /api/conversations/{id}/whatsapp-template) from the
+ * form: the template's name and language as approved at Meta, its `{{1}}`, `{{2}}` ...
+ * values one per line. */
+export function templateRequest(name: string, language: string, parameters: string): { body: { name: string; language: string; parameters: string[] }; errors: v.Errors } {
+  const n = name.trim();
+  const l = language.trim();
+  const params = parameters.split('\n').map((p) => p.trim()).filter(Boolean);
+  const errors = v.collect({
+    name: !n ? 'The template name is required' : n.length > 512 ? 'At most 512 characters' : /\s/.test(n) ? 'Template names have no spaces (order_update)' : null,
+    language: !/^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$/.test(l) ? 'A language code such as en_US or pt_BR' : null,
+    parameters: params.length > 20 ? 'At most 20 values' : null,
+  });
+  return { body: { name: n, language: l, parameters: params }, errors };
+}
+
+/** How far an outgoing message got on a messaging channel, in words (nothing while sending or failed). */
+export function deliveryText(status: string): string | null {
+  return ({ sent: 'sent', delivered: 'delivered', read: 'read' } as Record<string, string>)[status] ?? null;
+}

@@ -15,6 +15,8 @@ export interface Message {
   createdAt: string;
   seq?: number;
   clientId?: string | null;
+  /** Media a customer sent through a messaging channel. */
+  attachments?: { id: string; kind: string; mimeType: string | null; fileName: string | null; size: number }[];
 }
 
 export interface Conversation {
