@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Api, ApiError, fetchAll, REFRESH_MARGIN_MS, type Tokens, type TokenStore } from './api';
+import { Api, ApiError, fetchAll, REFRESH_MARGIN_MS, signedOutBy, type Tokens, type TokenStore } from './api';
 
 /** A scripted server: each call answers from `handler`; every request is recorded. */
 function server(handler: (path: string, init: RequestInit, n: number) => Response | Promise<Response>) {
@@ -121,6 +121,17 @@ describe('errors', () => {
   it('answers a readable error for a body that is not the error shape', async () => {
     const api = new Api({ fetch: server(() => new Response('<html>bad gateway</html>', { status: 502, statusText: 'Bad Gateway' })).f, store: memoryStore(null) });
     await expect(api.get('/api/health')).rejects.toMatchObject({ status: 502, code: 'http_502' });
+  });
+});
+
+describe('reading who is signed in', () => {
+  it('signs out only when the server says so; a busy or absent server keeps the session', () => {
+    expect(signedOutBy(new ApiError(401, 'invalid_token', 'expired'))).toBe(true);
+    expect(signedOutBy(new ApiError(403, 'tenant_suspended', 'suspended'))).toBe(true);
+    expect(signedOutBy(new ApiError(400, 'refresh_token_reused', 'reused'))).toBe(true);
+    expect(signedOutBy(new ApiError(429, 'rate_limited', 'too many requests'))).toBe(false);
+    expect(signedOutBy(new ApiError(503, 'unavailable', 'down'))).toBe(false);
+    expect(signedOutBy(new TypeError('Failed to fetch'))).toBe(false);
   });
 });
 

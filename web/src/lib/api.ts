@@ -44,6 +44,12 @@ export const SESSION_OVER = new Set([
   'session_revoked',
 ]);
 
+/** Whether a failed `GET /api/auth/me` means nobody is signed in here (the UI shows the
+ * sign-in page) rather than a passing trouble (429, 5xx, no network: say so and retry). */
+export function signedOutBy(e: unknown): boolean {
+  return e instanceof ApiError && (e.status === 401 || e.status === 403 || SESSION_OVER.has(e.code));
+}
+
 /** Refresh this long before the access token expires (clock skew, slow networks). */
 export const REFRESH_MARGIN_MS = 30_000;
 

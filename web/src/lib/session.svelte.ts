@@ -1,6 +1,6 @@
 // The signed-in person: the API client, who they are (GET /api/auth/me) and what their role
 // lets the UI offer.
-import { Api, localTokenStore, tabLock, type AuthAnswer } from './api';
+import { Api, localTokenStore, signedOutBy, tabLock, type AuthAnswer } from './api';
 
 export interface User {
   id: string;
@@ -39,6 +39,9 @@ class Session {
   /** Why the last session ended by itself (shown on the sign-in page). */
   ended = $state<string | null>(null);
   ready = $state(false);
+  /** Why who is signed in could not be read (too many requests, server down): the session is
+   * kept and the app offers to try again, instead of pretending nobody is signed in. */
+  unreachable = $state<string | null>(null);
 
   api = new Api({
     fetch: (i, init) => fetch(i, init),
@@ -102,8 +105,10 @@ class Session {
           }
         }
       }
-    } catch {
+      this.unreachable = null;
+    } catch (e) {
       this.clear();
+      if (!signedOutBy(e)) this.unreachable = e instanceof Error ? e.message : String(e);
     } finally {
       this.ready = true;
     }
