@@ -368,6 +368,13 @@ try {
   for (const title of ['Conversations over time', 'Resolved by the AI vs handed off', 'First response time', 'Customer satisfaction (1-5)', 'Tokens', 'Cost (US dollars)']) {
     await page.getByRole('figure', { name: title }).or(page.locator('figcaption', { hasText: title })).first().waitFor();
   }
+  // Per agent and per channel: the playground's and the inbox's answers, the WhatsApp customer.
+  const botRow = page.locator('[data-testid=agent-figures]', { hasText: 'Support Bot' });
+  await botRow.waitFor();
+  if (Number(await botRow.locator('td').nth(1).innerText()) < 1) throw new Error(`no answers counted for the agent: ${await botRow.innerText()}`);
+  const waRow = page.locator('[data-testid=channel-figures]', { hasText: 'whatsapp' });
+  await waRow.waitFor();
+  if ((await waRow.locator('td').nth(1).innerText()) !== '1') throw new Error(`the WhatsApp channel's conversations: ${await waRow.innerText()}`);
   await shot(page, '16-dashboard');
   await page.getByLabel('Period').selectOption('7d');
   await page.getByText(/, per day, /).waitFor();
