@@ -605,12 +605,7 @@ mod vector {
         }
         // Damage one file of tenant a's current generation at a time.
         let a_dir = dir.path().join(format!("t-{}", hex::encode(a.as_str())));
-        for file in [
-            "meta.bin",
-            "vectors.f32",
-            "graph.hnsw.graph",
-            "graph.hnsw.data",
-        ] {
+        for file in ["meta.bin", "vectors.f32", "graph.bin"] {
             let current = std::fs::read_to_string(a_dir.join("CURRENT")).unwrap();
             let p = a_dir.join(current.trim()).join(file);
             let orig = std::fs::read(&p).unwrap();
@@ -709,6 +704,75 @@ mod vector {
         assert_eq!(hits[0].chunk, c);
         idx.delete_tenant(&t).unwrap();
         assert!(idx.search(&t, &vs[0], None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_index_holds_each_vector_once() {
+        // 384 dimensions, as MiniLM: a second copy of the vectors (as hnsw_rs kept) would
+        // add 1,536 bytes per vector to what the index holds.
+        let dims = 384;
+        let dir = tempfile::tempdir().unwrap();
+        let idx = VectorIndex::open_with(dir.path(), dims, "m", small_graph()).unwrap();
+        let t = TenantId::new();
+        let n = 1000;
+        let vs: Vec<Vec<f32>> = vecs(11, n * dims / DIMS)
+            .concat()
+            .chunks_exact(dims)
+            .map(<[f32]>::to_vec)
+            .collect();
+        idx.insert(&t, &items(&DocumentId::new(), &vs)).unwrap();
+        let per_vector = idx.memory_bytes() / n;
+        assert!(
+            (dims * 4..dims * 4 + 300).contains(&per_vector),
+            "{per_vector} bytes per vector"
+        );
+        // And it is a working graph.
+        let hits = idx.search(&t, &vs[500], None, 1).unwrap();
+        assert!((hits[0].score - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn a_dump_of_the_previous_format_loads_and_gets_a_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new();
+        let vs = vecs(12, 300);
+        let it = items(&DocumentId::new(), &vs);
+        {
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+            idx.insert(&t, &it).unwrap();
+            idx.persist().unwrap();
+        }
+        // Make the generation look like meta version 1 (hnsw_rs graph files, ignored on
+        // load): version field 1, checksum redone, graph.bin replaced by stale files.
+        let tdir = dir.path().join(format!("t-{}", hex::encode(t.as_str())));
+        let current = std::fs::read_to_string(tdir.join("CURRENT")).unwrap();
+        let gen_dir = tdir.join(current.trim());
+        let meta_path = gen_dir.join("meta.bin");
+        let mut meta = std::fs::read(&meta_path).unwrap();
+        meta.truncate(meta.len() - 4);
+        meta[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&meta);
+        meta.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(&meta_path, &meta).unwrap();
+        std::fs::remove_file(gen_dir.join("graph.bin")).unwrap();
+        std::fs::write(gen_dir.join("graph.hnsw.graph"), b"old format").unwrap();
+
+        let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        for (i, v) in vs.iter().enumerate().step_by(13) {
+            let hits = idx.search(&t, v, None, 3).unwrap();
+            assert_eq!(hits[0].chunk, it[i].0);
+        }
+        // A version this build does not know is refused (the tenant is rebuilt).
+        drop(idx);
+        let mut meta = std::fs::read(&meta_path).unwrap();
+        meta.truncate(meta.len() - 4);
+        meta[4..8].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32fast::hash(&meta);
+        meta.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(&meta_path, &meta).unwrap();
+        let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+        assert_eq!(idx.tenants_needing_rebuild(), vec![t]);
     }
 }
 

@@ -1,17 +1,23 @@
 //! Per-tenant vector index: exact cosine search for small tenants, one HNSW graph per
-//! tenant (hnsw_rs) above a size threshold, tombstones for deletion, atomic dumps.
+//! tenant (`hnsw.rs`) above a size threshold, tombstones for deletion, atomic dumps.
 //!
 //! Owns `<dir>` and nothing else; must not depend on `api/`, `domain/` or `store/`. A
 //! tenant's query only ever touches that tenant's vectors and graph.
 //!
+//! Each vector is held once in memory: a tenant's flat array of normalised vectors, which
+//! exact search, filtered search, compaction and the graph (links only) all read.
 //! Persistence (the on-disk layout, atomic generations, checksums and the UNTRUSTED list)
-//! lives in `persist.rs`.
+//! lives in `persist.rs`; the dot product (SIMD chosen at run time) in `simd.rs`.
 
+mod hnsw;
 mod persist;
+mod simd;
+
+pub use simd::{Kernel, dot};
 
 use super::{Error, Hit, MAX_K};
 use crate::types::{ChunkId, DocumentId, TenantId};
-use hnsw_rs::prelude::{Distance, Hnsw, HnswIo};
+use hnsw::Graph;
 use persist::{load_tenant, tenant_from_hex, write_atomic, write_untrusted};
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -22,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 /// HNSW and search tuning. The defaults are the ones measured in `BENCHMARKS.md`.
 #[derive(Clone, Debug)]
 pub struct HnswParams {
-    /// Links per node (M). hnsw_rs exits the process above 256, so it is capped at 64.
+    /// Links per node (M; 2M on the bottom layer), clamped to 2..=64.
     pub max_conn: usize,
     /// Candidate list size while building.
     pub ef_construction: usize,
@@ -47,64 +53,6 @@ impl Default for HnswParams {
     }
 }
 
-/// Cosine distance on vectors normalised at insert: `1 - dot`, clamped at 0 because
-/// hnsw_rs asserts non-negative distances and rounding can make `1 - dot` slightly
-/// negative for near-identical vectors.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CosineDist;
-
-impl Distance<f32> for CosineDist {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - dot(a, b)).max(0.0)
-    }
-}
-
-/// Dot product with eight independent accumulators, which lets the compiler vectorise it
-/// without fast-math (a single running sum forces sequential adds).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *a += x * y;
-        }
-    }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
-}
-
-type Graph<'a> = Hnsw<'a, f32, CosineDist>;
-
-self_cell::self_cell!(
-    /// A graph loaded from a dump borrows its `HnswIo`; this keeps the two together.
-    struct LoadedGraph {
-        owner: HnswIo,
-        #[not_covariant]
-        dependent: Graph,
-    }
-);
-
-enum TenantGraph {
-    Built(Graph<'static>),
-    Loaded(LoadedGraph),
-}
-
-impl TenantGraph {
-    fn with<R>(&self, f: impl for<'x> FnOnce(&Graph<'x>) -> R) -> R {
-        match self {
-            TenantGraph::Built(g) => f(g),
-            TenantGraph::Loaded(l) => l.with_dependent(|_, g| f(g)),
-        }
-    }
-}
-
 struct Slot {
     chunk: ChunkId,
     /// Index into `Tenant::docs`: a document filter tests slots by number, not by id.
@@ -113,8 +61,8 @@ struct Slot {
 }
 
 /// One tenant's vectors. Slots are append-only between compactions; the slot number is the
-/// HNSW data id, and `vectors[slot * dims..]` holds the normalised vector (kept beside the
-/// graph because exact search, filtered search and rebuilds need vectors by slot).
+/// graph's node id, and `vectors[slot * dims..]` holds the normalised vector (the only copy:
+/// the graph keeps links, and exact search, filtered search and rebuilds read it too).
 #[derive(Default)]
 struct Tenant {
     slots: Vec<Slot>,
@@ -127,7 +75,7 @@ struct Tenant {
     doc_nums: HashMap<DocumentId, u32>,
     dead: usize,
     /// Covers every slot when present.
-    graph: Option<TenantGraph>,
+    graph: Option<Graph>,
     /// Changed since the last dump (and listed in UNTRUSTED).
     dirty: AtomicBool,
     /// Its files were missing, stale or invalid: served empty until `rebuild_tenant`.
@@ -163,6 +111,13 @@ impl Tenant {
     }
 
     fn push(&mut self, chunk: ChunkId, document: DocumentId, v: &[f32]) -> Result<u32, Error> {
+        let slot = self.push_slot(chunk, document)?;
+        self.vectors.extend_from_slice(v);
+        Ok(slot)
+    }
+
+    /// [`push`](Self::push) without the vector, for a loader that fills `vectors` itself.
+    fn push_slot(&mut self, chunk: ChunkId, document: DocumentId) -> Result<u32, Error> {
         if let Some(&old) = self.by_chunk.get(&chunk) {
             self.kill(old);
         }
@@ -178,7 +133,6 @@ impl Tenant {
                 n
             }
         };
-        self.vectors.extend_from_slice(v);
         self.by_chunk.insert(chunk.clone(), slot);
         self.by_doc.entry(document).or_default().push(slot);
         self.slots.push(Slot {
@@ -216,7 +170,7 @@ impl Tenant {
         fresh.needs_rebuild = self.needs_rebuild;
         *self = fresh;
         if self.live() > params.exact_max {
-            self.graph = Some(TenantGraph::Built(build_graph(self, dims, params)));
+            self.graph = Some(build_graph(self, dims, params));
         }
     }
 
@@ -228,28 +182,23 @@ impl Tenant {
     }
 }
 
-fn new_graph(capacity: usize, params: &HnswParams) -> Graph<'static> {
-    // max_layer 16 is hnsw_rs's maximum; the level generator rarely goes past 4.
-    Hnsw::new(
-        params.max_conn.clamp(4, 64),
-        capacity.max(1),
-        16,
-        params.ef_construction.max(params.max_conn),
-        CosineDist,
-    )
+/// Threads for graph construction: every core (inserts run inside a blocking task).
+fn build_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Builds a graph over every live slot (data id = slot), inserting on all cores.
-fn build_graph(t: &Tenant, dims: usize, params: &HnswParams) -> Graph<'static> {
-    let g = new_graph(t.slots.len() + t.slots.len() / 4, params);
-    let items: Vec<(&[f32], usize)> = t
+/// Builds a graph over every live slot (node id = slot), inserting on all cores.
+fn build_graph(t: &Tenant, dims: usize, params: &HnswParams) -> Graph {
+    let mut g = Graph::new(dims, params.max_conn, params.ef_construction);
+    g.grow(t.slots.len());
+    let live: Vec<u32> = t
         .slots
         .iter()
         .enumerate()
         .filter(|(_, s)| s.alive)
-        .map(|(i, _)| (t.vector(i as u32, dims), i))
+        .map(|(i, _)| i as u32)
         .collect();
-    g.parallel_insert_slice(&items);
+    g.insert_parallel(&t.vectors, &live, build_threads());
     g
 }
 
@@ -346,7 +295,14 @@ impl VectorIndex {
                 load_tenant(&entry.path(), dims, model_id)
             };
             let t = match loaded {
-                Ok(t) => t,
+                Ok(mut t) => {
+                    // A dump without a graph (older format, or a lowered threshold) gets
+                    // one now; the files stay as they are until the next change.
+                    if t.graph.is_none() && t.live() > params.exact_max {
+                        t.graph = Some(build_graph(&t, dims, &params));
+                    }
+                    t
+                }
                 Err(reason) => {
                     tracing::warn!(tenant = %tenant, %reason, "vector index of tenant unusable; it needs a rebuild");
                     untrusted_now.insert(hex_name.to_string());
@@ -388,6 +344,18 @@ impl VectorIndex {
     /// Dimensions every vector must have.
     pub fn dims(&self) -> usize {
         self.dims
+    }
+
+    /// Bytes of vectors and graph links held across tenants (not the per-chunk ids, not
+    /// spare capacity), for memory reports.
+    pub fn memory_bytes(&self) -> usize {
+        self.snapshot()
+            .iter()
+            .map(|(_, t)| {
+                let t = read(t);
+                t.vectors.len() * 4 + t.graph.as_ref().map_or(0, Graph::heap_bytes)
+            })
+            .sum()
     }
 
     /// True when `open` found no index for this model and dimension count: the caller
@@ -435,29 +403,24 @@ impl VectorIndex {
         for ((chunk, doc, _), v) in items.iter().zip(&normed) {
             new_slots.push(t.push(chunk.clone(), doc.clone(), v)?);
         }
-        match &t.graph {
+        let tenant = &mut *t;
+        match &mut tenant.graph {
             Some(g) => {
-                let batch: Vec<(&[f32], usize)> = new_slots
-                    .iter()
-                    .map(|&s| (t.vector(s, self.dims), s as usize))
-                    .collect();
-                g.with(|g| {
-                    // Rayon only pays off for larger batches.
-                    if batch.len() >= 64 {
-                        g.parallel_insert_slice(&batch);
-                    } else {
-                        for &item in &batch {
-                            g.insert_slice(item);
-                        }
-                    }
-                });
+                g.grow(tenant.slots.len());
+                // Threads only pay off for larger batches.
+                let threads = if new_slots.len() >= 64 {
+                    build_threads()
+                } else {
+                    1
+                };
+                g.insert_parallel(&tenant.vectors, &new_slots, threads);
                 t.maybe_compact(self.dims, &self.params);
             }
             None => {
                 t.maybe_compact(self.dims, &self.params);
                 if t.graph.is_none() && t.live() > self.params.exact_max {
                     let g = build_graph(&t, self.dims, &self.params);
-                    t.graph = Some(TenantGraph::Built(g));
+                    t.graph = Some(g);
                 }
             }
         }
@@ -514,11 +477,7 @@ impl VectorIndex {
         if fresh.dead > 0 {
             fresh.compact(self.dims, &self.params);
         } else if fresh.live() > self.params.exact_max {
-            fresh.graph = Some(TenantGraph::Built(build_graph(
-                &fresh,
-                self.dims,
-                &self.params,
-            )));
+            fresh.graph = Some(build_graph(&fresh, self.dims, &self.params));
         }
         let cell = self.tenant_or_create(tenant);
         let mut t = write(&cell);
@@ -579,16 +538,16 @@ impl VectorIndex {
                 } else {
                     let ef = self.ef(k) * 2;
                     let slots = &t.slots;
-                    let pass = |id: &usize| {
+                    let pass = |id: u32| {
                         slots
-                            .get(*id)
+                            .get(id as usize)
                             .is_some_and(|s| s.alive && allowed[s.doc as usize])
                     };
                     match &t.graph {
                         Some(g) => g
-                            .with(|g| g.search_filter(&q, ef, ef, Some(&pass)))
+                            .search(&t.vectors, &q, ef, Some(&pass))
                             .into_iter()
-                            .map(|n| (1.0 - n.distance, n.d_id as u32))
+                            .map(|n| (1.0 - n.dist, n.id))
                             .collect(),
                         None => Vec::new(),
                     }
@@ -643,22 +602,14 @@ impl VectorIndex {
             Some(g) if t.live() > self.params.exact_max => {
                 let ef = self.ef(k);
                 let slots = &t.slots;
-                let mut found: Vec<(f32, u32)> = g
-                    .with(|g| g.search(q, ef, ef))
+                // Tombstones still route the walk but never take a result place.
+                let alive = |id: u32| slots.get(id as usize).is_some_and(|s| s.alive);
+                let filter: Option<&dyn Fn(u32) -> bool> =
+                    if t.dead > 0 { Some(&alive) } else { None };
+                g.search(&t.vectors, q, ef, filter)
                     .into_iter()
-                    .filter(|n| slots.get(n.d_id).is_some_and(|s| s.alive))
-                    .map(|n| (1.0 - n.distance, n.d_id as u32))
-                    .collect();
-                if found.len() < k && t.dead > 0 {
-                    // Tombstones crowded the candidate list: walk again, skipping them.
-                    let alive = |id: &usize| slots.get(*id).is_some_and(|s| s.alive);
-                    found = g
-                        .with(|g| g.search_filter(q, ef, ef, Some(&alive)))
-                        .into_iter()
-                        .map(|n| (1.0 - n.distance, n.d_id as u32))
-                        .collect();
-                }
-                found
+                    .map(|n| (1.0 - n.dist, n.id))
+                    .collect()
             }
             _ => exact(t, q, 0..t.slots.len() as u32, k, self.dims),
         }

@@ -1,12 +1,12 @@
 //! Persistence of the vector index: the on-disk layout, atomic generations, checksums and the
-//! UNTRUSTED list. Loads verify every checksum before hnsw_rs parses anything.
+//! UNTRUSTED list. Loads verify every checksum, and the graph parser checks every id.
 //!
 //! On disk:
 //! ```text
 //! <dir>/MANIFEST                 format, model id and dimensions of everything below
 //! <dir>/UNTRUSTED                tenants whose files are stale or invalid (see below)
 //! <dir>/t-<hex tenant>/CURRENT   name of the current generation directory
-//! <dir>/t-<hex tenant>/g<N>/     meta.bin, vectors.f32 [, graph.hnsw.graph, graph.hnsw.data]
+//! <dir>/t-<hex tenant>/g<N>/     meta.bin, vectors.f32 [, graph.bin]
 //! ```
 //! A generation is written to `g<N>.tmp`, synced, renamed, then `CURRENT` is replaced by
 //! rename, so a crash leaves either the old or the new generation. A tenant is added to
@@ -14,20 +14,25 @@
 //! persisted again, so after a crash its stale files (which could still hold deleted
 //! chunks) are not served: it comes back empty and reported by
 //! [`VectorIndex::tenants_needing_rebuild`](super::VectorIndex::tenants_needing_rebuild).
+//!
+//! Vectors are on disk once per tenant (`vectors.f32`); `graph.bin` holds links only.
+//! Generations of meta version 1 (graphs in hnsw_rs's format, which held a second copy of
+//! every vector) still load: their graph files are ignored and the graph is rebuilt in
+//! memory from `vectors.f32`.
 
-use super::{CosineDist, LoadedGraph, Tenant, TenantGraph};
+use super::{Graph, Tenant};
 use crate::index::Error;
 use crate::types::{ChunkId, DocumentId, TenantId};
-use hnsw_rs::prelude::{AnnT, HnswIo};
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 const MANIFEST_FORMAT: &str = "aigentable-vector-index 1";
 const META_MAGIC: &[u8; 4] = b"AIGV";
-const META_VERSION: u32 = 1;
-const GRAPH_BASENAME: &str = "graph";
+/// 2: `graph.bin` (this crate's graph). 1: hnsw_rs graph files (ignored; rebuilt).
+const META_VERSION: u32 = 2;
+const GRAPH_FILE: &str = "graph.bin";
 
 /// The MANIFEST text for vectors of `dims` dimensions made by `model_id`: an index whose
 /// MANIFEST differs was made for something else and is rebuilt.
@@ -56,36 +61,30 @@ pub(super) fn dump_tenant(
     }
     fs::create_dir_all(&tmp)?;
 
-    let mut vec_bytes = Vec::with_capacity(t.vectors.len() * 4);
-    for x in &t.vectors {
-        vec_bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    write_synced(&tmp.join("vectors.f32"), &vec_bytes)?;
-    let (graph_name, graph_crc, data_crc) = match &t.graph {
-        None => (String::new(), 0, 0),
+    // Streamed through a small buffer: a second in-memory copy of every vector would
+    // double the index's memory while it is dumped.
+    let vectors_crc = {
+        let mut h = crc32fast::Hasher::new();
+        let mut f = File::create(tmp.join("vectors.f32"))?;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for part in t.vectors.chunks(1 << 14) {
+            buf.clear();
+            buf.extend(part.iter().flat_map(|x| x.to_le_bytes()));
+            h.update(&buf);
+            f.write_all(&buf)?;
+        }
+        f.sync_all()?;
+        h.finalize()
+    };
+    let (graph_name, graph_crc) = match &t.graph {
+        None => (String::new(), 0),
         Some(g) => {
-            let dump = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                g.with(|g| g.file_dump(&tmp, GRAPH_BASENAME))
-            }));
-            let name = match dump {
-                Ok(Ok(name)) => name,
-                Ok(Err(e)) => return Err(Error::Vector(format!("graph dump failed: {e}"))),
-                Err(_) => return Err(Error::Vector("graph dump panicked".into())),
-            };
-            let graph_crc = sync_and_crc(&tmp.join(format!("{name}.hnsw.graph")))?;
-            let data_crc = sync_and_crc(&tmp.join(format!("{name}.hnsw.data")))?;
-            (name, graph_crc, data_crc)
+            let bytes = g.encode();
+            write_synced(&tmp.join(GRAPH_FILE), &bytes)?;
+            (GRAPH_FILE.to_string(), crc32fast::hash(&bytes))
         }
     };
-    let meta = encode_meta(
-        t,
-        dims,
-        model_id,
-        crc32fast::hash(&vec_bytes),
-        &graph_name,
-        graph_crc,
-        data_crc,
-    );
+    let meta = encode_meta(t, dims, model_id, vectors_crc, &graph_name, graph_crc, 0);
     write_synced(&tmp.join("meta.bin"), &meta)?;
     sync_dir(&tmp)?;
     let gen_dir = tdir.join(&gen_name);
@@ -136,26 +135,6 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)?.sync_all()?;
     Ok(())
-}
-
-fn sync_and_crc(path: &Path) -> Result<u32, Error> {
-    let f = File::options().read(true).write(true).open(path)?;
-    f.sync_all()?;
-    crc_of(path)
-}
-
-fn crc_of(path: &Path) -> Result<u32, Error> {
-    let mut f = File::open(path)?;
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize())
 }
 
 fn encode_meta(
@@ -222,8 +201,8 @@ impl Reader<'_> {
     }
 }
 
-/// Loads one tenant's current generation, verifying every checksum first so that hnsw_rs
-/// (which panics on malformed input) only ever parses files we wrote completely.
+/// Loads one tenant's current generation, verifying every checksum and every graph link
+/// so that damaged files are an error (the tenant is rebuilt), never a panic.
 pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Tenant, String> {
     let current = fs::read_to_string(tdir.join("CURRENT")).map_err(|e| format!("CURRENT: {e}"))?;
     let gen_dir = tdir.join(current.trim());
@@ -236,7 +215,11 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
         return Err("meta.bin checksum mismatch".into());
     }
     let mut r = Reader(body);
-    if r.take(4)? != META_MAGIC || r.u32()? != META_VERSION {
+    if r.take(4)? != META_MAGIC {
+        return Err("meta.bin has another format".into());
+    }
+    let version = r.u32()?;
+    if version != 1 && version != META_VERSION {
         return Err("meta.bin has another format".into());
     }
     if r.u64()? != dims as u64 || r.str()? != model_id {
@@ -261,20 +244,47 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
     let vectors_crc = r.u32()?;
     let graph_name = r.str()?;
     let graph_crc = r.u32()?;
-    let data_crc = r.u32()?;
+    let _v1_data_crc = r.u32()?;
 
-    let bytes = fs::read(gen_dir.join("vectors.f32")).map_err(|e| format!("vectors.f32: {e}"))?;
-    if bytes.len() != n * dims * 4 || crc32fast::hash(&bytes) != vectors_crc {
+    // Decoded straight into the tenant's array through a small buffer: the file is never
+    // in memory whole beside the vectors.
+    let path = gen_dir.join("vectors.f32");
+    let file = File::open(&path).map_err(|e| format!("vectors.f32: {e}"))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("vectors.f32: {e}"))?
+        .len();
+    let want_bytes = n
+        .checked_mul(dims)
+        .and_then(|x| x.checked_mul(4))
+        .ok_or("meta.bin has an impossible vector count")?;
+    if len != want_bytes as u64 {
         return Err("vectors.f32 does not match meta.bin".into());
     }
-    let vectors: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    for (i, (chunk, doc)) in entries.into_iter().enumerate() {
-        // Push alive and dead alike to keep slot numbers (the graph's data ids), then kill.
-        t.push(chunk, doc, &vectors[i * dims..(i + 1) * dims])
-            .map_err(|e| e.to_string())?;
+    t.vectors.reserve_exact(n * dims);
+    let mut rd = BufReader::with_capacity(1 << 16, file);
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = want_bytes;
+    while left > 0 {
+        let want = left.min(buf.len());
+        rd.read_exact(&mut buf[..want])
+            .map_err(|e| format!("vectors.f32: {e}"))?;
+        h.update(&buf[..want]);
+        t.vectors.extend(
+            buf[..want]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        left -= want;
+    }
+    if h.finalize() != vectors_crc {
+        return Err("vectors.f32 does not match meta.bin".into());
+    }
+    for (chunk, doc) in entries {
+        // Slots for alive and dead alike keep slot numbers (the graph's node ids); the
+        // dead are killed below.
+        t.push_slot(chunk, doc).map_err(|e| e.to_string())?;
     }
     for s in dead_slots {
         t.kill(s);
@@ -282,28 +292,15 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
     if t.live() != alive_count {
         return Err("meta.bin lists a live chunk twice".into());
     }
-    if !graph_name.is_empty() {
-        let graph_path = gen_dir.join(format!("{graph_name}.hnsw.graph"));
-        let data_path = gen_dir.join(format!("{graph_name}.hnsw.data"));
-        if crc_of(&graph_path).map_err(|e| e.to_string())? != graph_crc
-            || crc_of(&data_path).map_err(|e| e.to_string())? != data_crc
-        {
-            return Err("graph files do not match meta.bin".into());
+    if version == META_VERSION && !graph_name.is_empty() {
+        if graph_name != GRAPH_FILE {
+            return Err("meta.bin names an unknown graph file".into());
         }
-        let io = HnswIo::new(&gen_dir, &graph_name);
-        let loaded = std::panic::catch_unwind(|| {
-            LoadedGraph::try_new(io, |io| io.load_hnsw_with_dist(CosineDist))
-        });
-        let graph = match loaded {
-            Ok(Ok(g)) => g,
-            Ok(Err(e)) => return Err(format!("graph load failed: {e}")),
-            Err(_) => return Err("graph load panicked".into()),
-        };
-        let points = graph.with_dependent(|_, g| g.get_nb_point());
-        if points != n {
-            return Err(format!("graph has {points} points, meta.bin {n}"));
+        let bytes = fs::read(gen_dir.join(GRAPH_FILE)).map_err(|e| format!("{graph_name}: {e}"))?;
+        if crc32fast::hash(&bytes) != graph_crc {
+            return Err("graph file does not match meta.bin".into());
         }
-        t.graph = Some(TenantGraph::Loaded(graph));
+        t.graph = Some(Graph::decode(&bytes, dims, n)?);
     }
     Ok(t)
 }

@@ -1,0 +1,724 @@
+//! A compact HNSW graph (Malkov & Yashunin, 2016) over vectors its caller owns.
+//!
+//! The graph stores links only: node `i` is the caller's vector `i` (`vectors[i * dims..]`),
+//! so each vector is kept once, in the tenant's flat array that exact search, filtered
+//! search and compaction read too. Links are plain `u32`s in fixed-size blocks (layer 0:
+//! one flat array, `2M` links per node; upper layers: one small block per node above 0),
+//! about 150 bytes per node instead of a separately allocated `Arc` per link. The visited
+//! set is an epoch-stamped array taken from a pool, not a hash set.
+//!
+//! Inserts may run on several threads at once (`insert_parallel`): link lists are atomics,
+//! each node's list is rewritten under that node's mutex, and a node raising the top level
+//! holds a graph-wide mutex, as in hnswlib. Readers never lock: a list read while it is
+//! rewritten may be a mix of old and new links, which only ever name existing nodes.
+//! Deletion is the caller's business (tombstones filtered at search, compaction rebuilds).
+//! Depends on nothing but `std` and the dot product in `simd.rs`.
+
+use super::simd::Kernel;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// The highest layer a node may get (a level above this is clamped; with M >= 4 and 2^32
+/// nodes the expected top layer is 16).
+pub(super) const MAX_LEVEL: u8 = 15;
+const NO_ENTRY: u64 = u64::MAX;
+const GRAPH_MAGIC: &[u8; 4] = b"AIGH";
+const GRAPH_VERSION: u32 = 1;
+
+/// A node id and its distance to the query (`1 - cosine` on normalised vectors).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Near {
+    pub dist: f32,
+    pub id: u32,
+}
+
+impl PartialEq for Near {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == CmpOrdering::Equal
+    }
+}
+impl Eq for Near {}
+impl PartialOrd for Near {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Near {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        self.dist.total_cmp(&o.dist).then(self.id.cmp(&o.id))
+    }
+}
+
+/// Epoch-stamped visited marks: clearing is one increment, not a pass over every node.
+#[derive(Default)]
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.epoch = 1;
+        }
+    }
+
+    /// True the first time `id` is seen since the last reset.
+    fn first_visit(&mut self, id: u32) -> bool {
+        let m = &mut self.marks[id as usize];
+        if *m == self.epoch {
+            false
+        } else {
+            *m = self.epoch;
+            true
+        }
+    }
+}
+
+/// An HNSW graph over `len()` nodes; node `i` is vector `i` of the slice every call gets.
+pub(super) struct Graph {
+    dims: usize,
+    /// Links per node on layers above 0 (M).
+    m: usize,
+    /// Links per node on layer 0 (2M).
+    m0: usize,
+    ef_construction: usize,
+    /// Layer 0: node `i` owns words `i * (m0 + 1)..`: a count, then up to `m0` ids.
+    links0: Vec<AtomicU32>,
+    /// Layers 1..=level of node `i`: `level` blocks of `m + 1` words (count, ids); empty
+    /// for the ~94% of nodes that live on layer 0 only.
+    upper: Vec<Box<[AtomicU32]>>,
+    levels: Vec<u8>,
+    /// Serialises rewrites of one node's lists.
+    locks: Vec<Mutex<()>>,
+    /// `node | level << 32`, or `NO_ENTRY` while the graph is empty.
+    entry: AtomicU64,
+    /// Held by an insert whose node becomes the new top (rare).
+    top: Mutex<()>,
+    /// Splitmix64 state for levels: a graph built from the same inserts is the same graph.
+    rng: u64,
+    visited: Mutex<Vec<Visited>>,
+    kernel: Kernel,
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    // The mutexes guard no data (the lists are atomics), so poisoning carries no meaning.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Graph {
+    /// An empty graph for `dims`-dimensional vectors with `m` links per node (2m on layer 0).
+    pub fn new(dims: usize, m: usize, ef_construction: usize) -> Self {
+        let m = m.clamp(2, 64);
+        Self {
+            dims,
+            m,
+            m0: 2 * m,
+            ef_construction: ef_construction.max(m),
+            links0: Vec::new(),
+            upper: Vec::new(),
+            levels: Vec::new(),
+            locks: Vec::new(),
+            entry: AtomicU64::new(NO_ENTRY),
+            top: Mutex::new(()),
+            rng: 0x5eed_0000_0000_0001,
+            visited: Mutex::new(Vec::new()),
+            kernel: Kernel::best(),
+        }
+    }
+
+    /// Number of nodes (inserted or reserved by [`grow`](Self::grow)).
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Bytes the graph's nodes use (links, levels, locks; not spare capacity).
+    pub fn heap_bytes(&self) -> usize {
+        let upper: usize = self.upper.iter().map(|b| b.len() * 4).sum();
+        self.links0.len() * 4
+            + upper
+            + self.len()
+                * (std::mem::size_of::<Box<[AtomicU32]>>() + 1 + std::mem::size_of::<Mutex<()>>())
+    }
+
+    fn next_random(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        // 53 random bits in (0, 1]: never 0, so ln() is finite.
+        (((z ^ (z >> 31)) >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Adds nodes up to `n` (unlinked, with their levels drawn); insert them next.
+    pub fn grow(&mut self, n: usize) {
+        let mult = 1.0 / (self.m as f64).ln();
+        let add = n.saturating_sub(self.len());
+        self.levels.reserve(add);
+        self.links0.reserve(add * (self.m0 + 1));
+        self.upper.reserve(add);
+        self.locks.reserve(add);
+        while self.len() < n {
+            let level = (-self.next_random().ln() * mult)
+                .floor()
+                .min(MAX_LEVEL as f64) as u8;
+            self.levels.push(level);
+            self.links0.extend((0..=self.m0).map(|_| AtomicU32::new(0)));
+            self.upper.push(
+                (0..level as usize * (self.m + 1))
+                    .map(|_| AtomicU32::new(0))
+                    .collect(),
+            );
+            self.locks.push(Mutex::new(()));
+        }
+    }
+
+    fn block(&self, id: u32, layer: usize) -> &[AtomicU32] {
+        if layer == 0 {
+            let s = id as usize * (self.m0 + 1);
+            &self.links0[s..s + self.m0 + 1]
+        } else {
+            let s = (layer - 1) * (self.m + 1);
+            &self.upper[id as usize][s..s + self.m + 1]
+        }
+    }
+
+    fn max_links(&self, layer: usize) -> usize {
+        if layer == 0 { self.m0 } else { self.m }
+    }
+
+    /// Copies a node's links on one layer into `out`.
+    fn links(&self, id: u32, layer: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let b = self.block(id, layer);
+        let n = (b[0].load(Ordering::Relaxed) as usize).min(b.len() - 1);
+        out.extend(b[1..=n].iter().map(|x| x.load(Ordering::Relaxed)));
+    }
+
+    fn set_links(&self, id: u32, layer: usize, ids: impl ExactSizeIterator<Item = u32>) {
+        let b = self.block(id, layer);
+        let n = ids.len().min(b.len() - 1);
+        for (slot, x) in b[1..].iter().zip(ids) {
+            slot.store(x, Ordering::Relaxed);
+        }
+        b[0].store(n as u32, Ordering::Relaxed);
+    }
+
+    fn vector<'v>(&self, vectors: &'v [f32], id: u32) -> &'v [f32] {
+        let s = id as usize * self.dims;
+        &vectors[s..s + self.dims]
+    }
+
+    fn dist(&self, vectors: &[f32], q: &[f32], id: u32) -> f32 {
+        1.0 - self.kernel.dot(q, self.vector(vectors, id))
+    }
+
+    fn entry(&self) -> Option<(u32, usize)> {
+        let e = self.entry.load(Ordering::Acquire);
+        (e != NO_ENTRY).then_some((e as u32, (e >> 32) as usize))
+    }
+
+    fn take_visited(&self) -> Visited {
+        let mut v = self
+            .visited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        v.reset(self.len());
+        v
+    }
+
+    fn give_visited(&self, v: Visited) {
+        self.visited
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(v);
+    }
+
+    /// Greedy descent on one layer: the closest node reachable from `cur`.
+    fn greedy(&self, vectors: &[f32], q: &[f32], mut cur: Near, layer: usize) -> Near {
+        let mut buf = Vec::with_capacity(self.m + 1);
+        loop {
+            let mut moved = false;
+            self.links(cur.id, layer, &mut buf);
+            for &n in &buf {
+                let d = self.dist(vectors, q, n);
+                if d < cur.dist {
+                    cur = Near { dist: d, id: n };
+                    moved = true;
+                }
+            }
+            if !moved {
+                return cur;
+            }
+        }
+    }
+
+    /// Best-first search of one layer from `start`, returning up to `ef` nodes that pass
+    /// `filter` (every node routes; only passing ones are results), nearest first.
+    #[allow(clippy::too_many_arguments)]
+    fn search_layer(
+        &self,
+        vectors: &[f32],
+        q: &[f32],
+        start: Near,
+        ef: usize,
+        layer: usize,
+        visited: &mut Visited,
+        filter: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<Near> {
+        let passes = |id: u32| filter.is_none_or(|f| f(id));
+        let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::with_capacity(ef * 2);
+        let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
+        visited.first_visit(start.id);
+        candidates.push(Reverse(start));
+        if passes(start.id) {
+            results.push(start);
+        }
+        let mut buf = Vec::with_capacity(self.m0);
+        while let Some(Reverse(c)) = candidates.pop() {
+            if results.len() >= ef && results.peek().is_some_and(|w| c.dist > w.dist) {
+                break;
+            }
+            self.links(c.id, layer, &mut buf);
+            for &n in &buf {
+                if !visited.first_visit(n) {
+                    continue;
+                }
+                let d = self.dist(vectors, q, n);
+                let full = results.len() >= ef;
+                if !full || results.peek().is_some_and(|w| d < w.dist) {
+                    let near = Near { dist: d, id: n };
+                    candidates.push(Reverse(near));
+                    if passes(n) {
+                        results.push(near);
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        results.into_sorted_vec()
+    }
+
+    /// The `ef` (or fewer) nearest nodes to `q` that pass `filter`, nearest first. `q` must
+    /// be normalised like the vectors.
+    pub fn search(
+        &self,
+        vectors: &[f32],
+        q: &[f32],
+        ef: usize,
+        filter: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<Near> {
+        let Some((ep, top)) = self.entry() else {
+            return Vec::new();
+        };
+        let mut cur = Near {
+            dist: self.dist(vectors, q, ep),
+            id: ep,
+        };
+        for layer in (1..=top).rev() {
+            cur = self.greedy(vectors, q, cur, layer);
+        }
+        let mut visited = self.take_visited();
+        let found = self.search_layer(vectors, q, cur, ef.max(1), 0, &mut visited, filter);
+        self.give_visited(visited);
+        found
+    }
+
+    /// The neighbour-selection heuristic: walk candidates nearest first and keep one only if
+    /// it is closer to the base than to every neighbour already kept (spreads links across
+    /// directions, which keeps clustered data navigable).
+    fn select(&self, vectors: &[f32], sorted: &[Near], max: usize) -> Vec<Near> {
+        let mut kept: Vec<Near> = Vec::with_capacity(max);
+        for &c in sorted {
+            if kept.len() >= max {
+                break;
+            }
+            let cv = self.vector(vectors, c.id);
+            if kept
+                .iter()
+                .all(|k| 1.0 - self.kernel.dot(cv, self.vector(vectors, k.id)) >= c.dist)
+            {
+                kept.push(c);
+            }
+        }
+        kept
+    }
+
+    /// Links node `id` into the graph. Its vector must be in `vectors` and its node reserved
+    /// by [`grow`](Self::grow); each node is inserted once.
+    pub fn insert(&self, vectors: &[f32], id: u32) {
+        let level = self.levels[id as usize] as usize;
+        let mut top_guard = None;
+        let mut entry = self.entry();
+        if entry.is_none_or(|(_, top)| level > top) {
+            top_guard = Some(lock(&self.top));
+            entry = self.entry();
+        }
+        let Some((ep, top)) = entry else {
+            self.entry
+                .store(u64::from(id) | ((level as u64) << 32), Ordering::Release);
+            return;
+        };
+        let q = self.vector(vectors, id);
+        let mut cur = Near {
+            dist: self.dist(vectors, q, ep),
+            id: ep,
+        };
+        for layer in (level + 1..=top).rev() {
+            cur = self.greedy(vectors, q, cur, layer);
+        }
+        let mut visited = self.take_visited();
+        let mut buf = Vec::with_capacity(self.m0 + 1);
+        for layer in (0..=level.min(top)).rev() {
+            visited.reset(self.len());
+            let found = self.search_layer(
+                vectors,
+                q,
+                cur,
+                self.ef_construction,
+                layer,
+                &mut visited,
+                None,
+            );
+            let chosen = self.select(vectors, &found, self.m);
+            {
+                let _g = lock(&self.locks[id as usize]);
+                self.set_links(id, layer, chosen.iter().map(|n| n.id));
+            }
+            let max = self.max_links(layer);
+            for n in &chosen {
+                let _g = lock(&self.locks[n.id as usize]);
+                self.links(n.id, layer, &mut buf);
+                if buf.contains(&id) {
+                    continue;
+                }
+                if buf.len() < max {
+                    buf.push(id);
+                    self.set_links(n.id, layer, buf.iter().copied());
+                } else {
+                    // Full: re-choose its links among the old ones and the new node.
+                    let nv = self.vector(vectors, n.id);
+                    let mut cands: Vec<Near> = buf
+                        .iter()
+                        .map(|&x| Near {
+                            dist: 1.0 - self.kernel.dot(nv, self.vector(vectors, x)),
+                            id: x,
+                        })
+                        .collect();
+                    cands.push(Near { dist: n.dist, id });
+                    cands.sort_unstable();
+                    let kept = self.select(vectors, &cands, max);
+                    self.set_links(n.id, layer, kept.iter().map(|k| k.id));
+                }
+            }
+            if let Some(&nearest) = found.first() {
+                cur = nearest;
+            }
+        }
+        self.give_visited(visited);
+        if level > top {
+            self.entry
+                .store(u64::from(id) | ((level as u64) << 32), Ordering::Release);
+        }
+        drop(top_guard);
+    }
+
+    /// Inserts `ids` on up to `threads` threads (hnswlib-style parallel construction).
+    pub fn insert_parallel(&self, vectors: &[f32], ids: &[u32], threads: usize) {
+        let threads = threads.clamp(1, ids.len().max(1));
+        // The first nodes go in alone so the others start from a connected core.
+        let head = ids.len().min(if threads > 1 { 256 } else { ids.len() });
+        for &id in &ids[..head] {
+            self.insert(vectors, id);
+        }
+        let rest = &ids[head..];
+        if rest.is_empty() {
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&id) = rest.get(i) else { break };
+                        self.insert(vectors, id);
+                    }
+                });
+            }
+        });
+    }
+
+    /// The graph as bytes (little-endian): a header, levels, layer-0 links, upper links.
+    pub fn encode(&self) -> Vec<u8> {
+        let upper_words: usize = self.upper.iter().map(|b| b.len()).sum();
+        let mut b = Vec::with_capacity(64 + self.len() + (self.links0.len() + upper_words) * 4);
+        b.extend_from_slice(GRAPH_MAGIC);
+        b.extend_from_slice(&GRAPH_VERSION.to_le_bytes());
+        for x in [self.dims, self.m, self.ef_construction, self.len()] {
+            b.extend_from_slice(&(x as u64).to_le_bytes());
+        }
+        b.extend_from_slice(&self.entry.load(Ordering::Acquire).to_le_bytes());
+        b.extend_from_slice(&self.rng.to_le_bytes());
+        b.extend_from_slice(&self.levels);
+        for w in self
+            .links0
+            .iter()
+            .chain(self.upper.iter().flat_map(|u| u.iter()))
+        {
+            b.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        b
+    }
+
+    /// Parses [`encode`](Self::encode)'s output, checking every count and id so that a
+    /// damaged file is an error, never a panic or an out-of-range node later.
+    pub fn decode(bytes: &[u8], dims: usize, nodes: usize) -> Result<Self, String> {
+        let mut r = Bytes(bytes);
+        if r.take(4)? != GRAPH_MAGIC || r.u32()? != GRAPH_VERSION {
+            return Err("graph file has another format".into());
+        }
+        let file_dims = r.u64()? as usize;
+        let m = r.u64()? as usize;
+        let ef_construction = r.u64()? as usize;
+        let n = r.u64()? as usize;
+        let entry = r.u64()?;
+        let rng = r.u64()?;
+        if file_dims != dims || n != nodes || !(2..=64).contains(&m) {
+            return Err("graph file does not match its vectors".into());
+        }
+        let mut g = Graph::new(dims, m, ef_construction);
+        g.rng = rng;
+        let levels = r.take(n)?.to_vec();
+        if levels.iter().any(|&l| l > MAX_LEVEL) {
+            return Err("graph file has a bad level".into());
+        }
+        let mut links0 = Vec::with_capacity(n * (g.m0 + 1));
+        for _ in 0..n {
+            r.block(g.m0, n, &mut links0)?;
+        }
+        let mut upper = Vec::with_capacity(n);
+        for &l in &levels {
+            let mut u = Vec::with_capacity(l as usize * (m + 1));
+            for _ in 0..l {
+                r.block(m, n, &mut u)?;
+            }
+            upper.push(u.into_boxed_slice());
+        }
+        if !r.0.is_empty() {
+            return Err("graph file has trailing bytes".into());
+        }
+        if entry != NO_ENTRY {
+            let (node, level) = (entry as u32 as usize, (entry >> 32) as usize);
+            if node >= n || levels[node] as usize != level {
+                return Err("graph file has a bad entry point".into());
+            }
+        } else if links0.iter().any(|w| w.load(Ordering::Relaxed) != 0) {
+            return Err("graph file has links but no entry point".into());
+        }
+        g.entry = AtomicU64::new(entry);
+        g.locks = (0..n).map(|_| Mutex::new(())).collect();
+        g.levels = levels;
+        g.links0 = links0;
+        g.upper = upper;
+        Ok(g)
+    }
+}
+
+/// A bounds-checked cursor over a graph file.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("graph file is truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let lo = u64::from(self.u32()?);
+        let hi = u64::from(self.u32()?);
+        Ok(lo | (hi << 32))
+    }
+
+    /// One link block (a count, then `max` ids) whose ids must all be below `nodes`.
+    fn block(&mut self, max: usize, nodes: usize, out: &mut Vec<AtomicU32>) -> Result<(), String> {
+        let count = self.u32()?;
+        if count as usize > max {
+            return Err("graph file has an overfull link list".into());
+        }
+        out.push(AtomicU32::new(count));
+        for _ in 0..max {
+            let id = self.u32()?;
+            if id as usize >= nodes {
+                return Err("graph file links to a missing node".into());
+            }
+            out.push(AtomicU32::new(id));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_vectors(seed: u64, n: usize, dims: usize) -> Vec<f32> {
+        let mut s = seed;
+        let mut out = Vec::with_capacity(n * dims);
+        for _ in 0..n {
+            let v: Vec<f32> = (0..dims)
+                .map(|_| {
+                    s = s
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+                })
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            out.extend(v.iter().map(|x| x / norm));
+        }
+        out
+    }
+
+    fn exact_top(vectors: &[f32], dims: usize, q: &[f32], k: usize) -> Vec<u32> {
+        let mut all: Vec<Near> = vectors
+            .chunks_exact(dims)
+            .enumerate()
+            .map(|(i, v)| Near {
+                dist: 1.0 - super::super::simd::dot(q, v),
+                id: i as u32,
+            })
+            .collect();
+        all.sort_unstable();
+        all.iter().take(k).map(|n| n.id).collect()
+    }
+
+    fn recall(g: &Graph, vectors: &[f32], queries: &[f32], dims: usize, ef: usize) -> f64 {
+        let (mut hit, mut total) = (0, 0);
+        for q in queries.chunks_exact(dims) {
+            let truth = exact_top(vectors, dims, q, 10);
+            let got: Vec<u32> = g
+                .search(vectors, q, ef, None)
+                .iter()
+                .map(|n| n.id)
+                .collect();
+            hit += truth
+                .iter()
+                .filter(|t| got[..got.len().min(10)].contains(t))
+                .count();
+            total += 10;
+        }
+        hit as f64 / total as f64
+    }
+
+    #[test]
+    fn serial_and_parallel_builds_find_true_neighbours() {
+        let dims = 32;
+        let n = 3000;
+        let vectors = unit_vectors(1, n, dims);
+        let queries = unit_vectors(2, 100, dims);
+        for threads in [1, 4] {
+            let mut g = Graph::new(dims, 16, 100);
+            g.grow(n);
+            let ids: Vec<u32> = (0..n as u32).collect();
+            g.insert_parallel(&vectors, &ids, threads);
+            let r = recall(&g, &vectors, &queries, dims, 64);
+            assert!(r >= 0.95, "recall {r} with {threads} threads");
+            // Every node is reachable as its own nearest neighbour.
+            for id in (0..n as u32).step_by(97) {
+                let hit = g.search(&vectors, g.vector(&vectors, id), 32, None);
+                assert_eq!(hit[0].id, id);
+            }
+        }
+    }
+
+    #[test]
+    fn filtered_search_returns_only_passing_nodes() {
+        let dims = 16;
+        let n = 2000;
+        let vectors = unit_vectors(3, n, dims);
+        let mut g = Graph::new(dims, 8, 64);
+        g.grow(n);
+        g.insert_parallel(&vectors, &(0..n as u32).collect::<Vec<_>>(), 2);
+        let even = |id: u32| id.is_multiple_of(2);
+        for q in unit_vectors(4, 20, dims).chunks_exact(dims) {
+            let got = g.search(&vectors, q, 40, Some(&even));
+            assert_eq!(got.len(), 40);
+            assert!(got.iter().all(|n| n.id.is_multiple_of(2)));
+            assert!(got.windows(2).all(|w| w[0].dist <= w[1].dist));
+        }
+        assert!(
+            g.search(&vectors, &vectors[..dims], 10, Some(&|_| false))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn encode_decode_round_trips_and_damage_is_an_error() {
+        let dims = 8;
+        let n = 500;
+        let vectors = unit_vectors(5, n, dims);
+        let mut g = Graph::new(dims, 6, 40);
+        g.grow(n);
+        g.insert_parallel(&vectors, &(0..n as u32).collect::<Vec<_>>(), 1);
+        let bytes = g.encode();
+        let back = Graph::decode(&bytes, dims, n).unwrap();
+        assert_eq!(back.encode(), bytes);
+        for q in unit_vectors(6, 10, dims).chunks_exact(dims) {
+            let a: Vec<u32> = g
+                .search(&vectors, q, 20, None)
+                .iter()
+                .map(|x| x.id)
+                .collect();
+            let b: Vec<u32> = back
+                .search(&vectors, q, 20, None)
+                .iter()
+                .map(|x| x.id)
+                .collect();
+            assert_eq!(a, b);
+        }
+        assert!(Graph::decode(&bytes, dims, n + 1).is_err());
+        assert!(Graph::decode(&bytes, dims + 1, n).is_err());
+        assert!(Graph::decode(&bytes[..bytes.len() - 1], dims, n).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Graph::decode(&longer, dims, n).is_err());
+        // A link to a node that does not exist.
+        let mut bad = bytes.clone();
+        let first_link = 4 + 4 + 6 * 8 + n + 4;
+        bad[first_link..first_link + 4].copy_from_slice(&(n as u32).to_le_bytes());
+        assert!(Graph::decode(&bad, dims, n).is_err());
+        // A count past the list's capacity.
+        let mut bad = bytes;
+        bad[first_link - 4..first_link].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(Graph::decode(&bad, dims, n).is_err());
+    }
+
+    #[test]
+    fn an_empty_graph_answers_nothing() {
+        let g = Graph::new(4, 16, 100);
+        assert!(g.search(&[], &[1.0, 0.0, 0.0, 0.0], 10, None).is_empty());
+        let back = Graph::decode(&g.encode(), 4, 0).unwrap();
+        assert_eq!(back.len(), 0);
+    }
+}

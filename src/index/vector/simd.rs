@@ -1,0 +1,237 @@
+//! The dot product every vector search is made of, with the widest SIMD the CPU has, chosen
+//! once at run time: AVX-512F, else AVX2 with FMA, else a portable loop the compiler
+//! vectorises for the build target (SSE2 on x86-64).
+//!
+//! This is the one module allowed `unsafe`: calling a `#[target_feature]` function is unsafe
+//! unless the CPU is known to have the feature, and unaligned vector loads take raw
+//! pointers. A [`Kernel`] can only be obtained from detection, so holding one is the proof
+//! that its instructions exist on this CPU. Depends on nothing but `std`.
+#![allow(unsafe_code)]
+
+use std::sync::LazyLock;
+
+/// A dot-product implementation this CPU supports (see [`Kernel::best`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel(Isa);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+static BEST: LazyLock<Kernel> = LazyLock::new(|| {
+    *Kernel::available()
+        .last()
+        .expect("BUG: the portable kernel is always available")
+});
+
+impl Kernel {
+    /// The fastest kernel this CPU supports (detected once).
+    pub fn best() -> Kernel {
+        *BEST
+    }
+
+    /// Every kernel this CPU supports, slowest (the portable one) first.
+    pub fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut out = vec![Kernel(Isa::Portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                out.push(Kernel(Isa::Avx2));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                out.push(Kernel(Isa::Avx512));
+            }
+        }
+        out
+    }
+
+    /// A short name for logs and benchmarks: `avx512`, `avx2` or `portable`.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            Isa::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// Dot product of the common prefix of `a` and `b`.
+    #[inline]
+    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        match self.0 {
+            Isa::Portable => dot_portable(a, b),
+            // SAFETY: a Kernel holding Avx2/Avx512 is only made by `available`, after the
+            // CPU reported those features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::dot_avx2(a, b) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::dot_avx512(a, b) },
+        }
+    }
+}
+
+/// Dot product with the best kernel of this CPU.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    BEST.dot(a, b)
+}
+
+/// Eight independent accumulators let the compiler vectorise without fast-math (a single
+/// running sum forces sequential adds).
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *a += x * y;
+        }
+    }
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Four 8-lane FMA accumulators (32 floats per step) hide the FMA latency.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (every load below): `i + 8 <= n` (or `i + 32 <= n`) is checked first, so
+        // each 8-float unaligned load stays inside both slices.
+        while i + 32 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let o = i + 8 * j;
+                let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o))) };
+                *acc = _mm256_fmadd_ps(x, y, *acc);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+            acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+            i += 8;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
+        let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+        _mm_cvtss_f32(s) + tail
+    }
+
+    /// Four 16-lane FMA accumulators; the tail is one masked load, no scalar loop.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (every load below): bounds are checked before each load, and the masked
+        // load reads only the `n - i` (< 16) lanes that are inside both slices.
+        while i + 64 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let o = i + 16 * j;
+                let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(o)), _mm512_loadu_ps(pb.add(o))) };
+                *acc = _mm512_fmadd_ps(x, y, *acc);
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+            acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+            i += 16;
+        }
+        if i < n {
+            let mask: __mmask16 = (1u16 << (n - i)) - 1;
+            let (x, y) = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(mask, pa.add(i)),
+                    _mm512_maskz_loadu_ps(mask, pb.add(i)),
+                )
+            };
+            acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
+        }
+        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_agrees_with_a_plain_f64_sum_at_every_length() {
+        let kernels = Kernel::available();
+        assert_eq!(kernels[0].name(), "portable");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            assert!(kernels.iter().any(|k| k.name() == "avx2"));
+        }
+        assert_eq!(Kernel::best(), *kernels.last().unwrap());
+        // Every tail length of every loop (32/64-float blocks, 8/16-float steps, remainders).
+        for n in (0..=140).chain([383, 384, 385, 768, 1024, 1536]) {
+            let (a, b) = (data(n as u64, n), data(1000 + n as u64, n));
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            for k in &kernels {
+                let got = k.dot(&a, &b) as f64;
+                let scale: f64 = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| (*x as f64 * *y as f64).abs())
+                    .sum();
+                assert!(
+                    (got - want).abs() <= 1e-5 * scale.max(1.0),
+                    "{} at n={n}: {got} vs {want}",
+                    k.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unequal_lengths_use_the_common_prefix() {
+        let a = data(1, 100);
+        let b = data(2, 37);
+        for k in Kernel::available() {
+            let want = dot_portable(&a[..37], &b);
+            assert!((k.dot(&a, &b) - want).abs() < 1e-5, "{}", k.name());
+            assert!((k.dot(&b, &a) - want).abs() < 1e-5, "{}", k.name());
+        }
+    }
+}
