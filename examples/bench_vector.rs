@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench_vector -- [--tenants 10] [--per-tenant 10000] \
 //!     [--dims 384] [--queries 200] [--m 16] [--ef-construction 100] [--ef 32,48,64,96] \
-//!     [--exact-max 4096] [--real <beir_eval cache>[,<cache>...]]
+//!     [--exact-max 4096] [--real <beir_eval cache>[,<cache>...]] [--json <file>]
 //! ```
 //!
 //! Vectors are clustered like real embeddings: each tenant has 100 random centres and every
@@ -14,8 +14,14 @@
 //! brute-force scan done here, outside the index. `--real` replaces the synthetic data by
 //! real MiniLM embeddings from `beir_eval` caches (one tenant: all documents, up to
 //! `--queries` queries); use `--exact-max 0` with it so the graph is searched.
+//! `examples/anchors/side_by_side.py` writes such a file and runs this with `--json` to
+//! compare with hnswlib and ChromaDB on the same vectors.
+//!
+//! Besides wall time, the build is reported in process CPU seconds (less sensitive to other
+//! load on a shared machine), the exact row in GB/s of vectors scanned, and the index's own
+//! heap (vectors and graph) next to the process' peak RSS.
 
-use aigentable::index::vector::dot;
+use aigentable::index::vector::{Kernel, dot};
 use aigentable::index::{HnswParams, VectorIndex};
 use aigentable::types::{ChunkId, DocumentId, TenantId};
 use anyhow::{Result, anyhow, bail};
@@ -33,6 +39,7 @@ struct Args {
     efs: Vec<usize>,
     exact_max: usize,
     real: Vec<String>,
+    json: Option<String>,
 }
 
 fn args() -> Result<Args> {
@@ -46,6 +53,7 @@ fn args() -> Result<Args> {
         efs: vec![32, 48, 64, 96],
         exact_max: HnswParams::default().exact_max,
         real: Vec::new(),
+        json: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +67,7 @@ fn args() -> Result<Args> {
             "--ef-construction" => a.ef_construction = v.parse()?,
             "--exact-max" => a.exact_max = v.parse()?,
             "--real" => a.real = v.split(',').map(str::to_string).collect(),
+            "--json" => a.json = Some(v),
             "--ef" => a.efs = v.split(',').map(str::parse).collect::<Result<_, _>>()?,
             other => bail!("unknown argument {other}"),
         }
@@ -127,6 +136,30 @@ fn read_caches(paths: &[String], max_queries: usize) -> Result<(Vectors, Vectors
     Ok((docs, queries))
 }
 
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (1-based); 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn status_mib(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -152,9 +185,22 @@ fn main() -> Result<()> {
         Some((docs, queries))
     };
     println!(
-        "{} tenants x {} vectors x {} dims, M={} ef_construction={}, exact below {}",
-        a.tenants, a.per_tenant, a.dims, a.m, a.ef_construction, params.exact_max
+        "{} tenants x {} vectors x {} dims, M={} ef_construction={}, exact below {}, dot kernel {}",
+        a.tenants,
+        a.per_tenant,
+        a.dims,
+        a.m,
+        a.ef_construction,
+        params.exact_max,
+        Kernel::best().name()
     );
+    let mut report = serde_json::json!({
+        "vectors": a.tenants * a.per_tenant,
+        "dims": a.dims,
+        "kernel": Kernel::best().name(),
+        "rssBeforeBuildMiB": status_mib("VmRSS:"),
+        "rows": [],
+    });
 
     struct T {
         id: TenantId,
@@ -166,6 +212,7 @@ fn main() -> Result<()> {
     {
         let idx = VectorIndex::open_with(dir.path(), a.dims, "bench", params.clone())?;
         let mut build = Duration::ZERO;
+        let mut build_cpu = 0.0;
         for _ in 0..a.tenants {
             let centres: Vec<Vec<f32>> = (0..100)
                 .map(|_| {
@@ -186,6 +233,7 @@ fn main() -> Result<()> {
             let id = TenantId::new();
             let chunks: Vec<ChunkId> = (0..data.len()).map(|_| ChunkId::new()).collect();
             let start = Instant::now();
+            let cpu = cpu_secs();
             for (i, batch) in data.chunks(1000).enumerate() {
                 let doc = DocumentId::new();
                 let items: Vec<_> = batch
@@ -196,6 +244,7 @@ fn main() -> Result<()> {
                 idx.insert(&id, &items)?;
             }
             build += start.elapsed();
+            build_cpu += cpu_secs() - cpu;
             let truth = queries
                 .iter()
                 .map(|q| {
@@ -215,14 +264,30 @@ fn main() -> Result<()> {
                 truth,
             });
         }
+        let n = (a.tenants * a.per_tenant) as f64;
         println!(
-            "build: {:.1}s total, {:.0} vectors/s",
+            "build: {:.1}s total, {:.0} vectors/s; {:.1} CPU s ({:.0} vectors per CPU s)",
             build.as_secs_f64(),
-            (a.tenants * a.per_tenant) as f64 / build.as_secs_f64()
+            n / build.as_secs_f64(),
+            build_cpu,
+            n / build_cpu.max(1e-9)
+        );
+        let index_mib = idx.memory_bytes() as f64 / (1 << 20) as f64;
+        println!(
+            "index heap (vectors + graph): {index_mib:.1} MiB, {:.0} bytes per vector; process RSS {:.0} MiB, peak {:.0} MiB",
+            idx.memory_bytes() as f64 / n,
+            status_mib("VmRSS:"),
+            status_mib("VmHWM:")
         );
         let start = Instant::now();
         idx.persist()?;
-        println!("persist: {:.2}s", start.elapsed().as_secs_f64());
+        let persist = start.elapsed().as_secs_f64();
+        println!("persist: {persist:.2}s");
+        report["buildSecs"] = build.as_secs_f64().into();
+        report["buildCpuSecs"] = build_cpu.into();
+        report["indexHeapMiB"] = index_mib.into();
+        report["peakRssAfterBuildMiB"] = status_mib("VmHWM:").into();
+        report["persistSecs"] = persist.into();
     }
 
     println!(
@@ -274,15 +339,34 @@ fn main() -> Result<()> {
         }
         lat.sort();
         let mean = lat.iter().sum::<Duration>() / lat.len() as u32;
+        let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+        let recall = found as f64 / total as f64;
+        // For the exact row: bytes of vectors read per query over the median time.
+        let scanned = if name == "exact" {
+            let per_query = (a.per_tenant * a.dims * 4) as f64;
+            format!("   {:.1} GB/s", per_query / p50.as_secs_f64() / 1e9)
+        } else {
+            String::new()
+        };
         println!(
-            "{:>8} {:>10.3} {:>10.3} {:>10.3} {:>9.4}   (load {:.2}s)",
+            "{:>8} {:>10.3} {:>10.3} {:>10.3} {:>9.4}   (load {:.2}s){scanned}",
             name,
-            percentile(&lat, 0.5).as_secs_f64() * 1e3,
-            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
             mean.as_secs_f64() * 1e3,
-            found as f64 / total as f64,
+            recall,
             load.as_secs_f64()
         );
+        if let Some(rows) = report["rows"].as_array_mut() {
+            rows.push(serde_json::json!({
+                "ef": name,
+                "p50Ms": p50.as_secs_f64() * 1e3,
+                "p99Ms": p99.as_secs_f64() * 1e3,
+                "meanMs": mean.as_secs_f64() * 1e3,
+                "recallAt10": recall,
+                "loadSecs": load.as_secs_f64(),
+            }));
+        }
     }
     // Peak memory includes this benchmark's own copies of the data and ground truth.
     let vectors: usize = tenants.iter().map(|t| t.data.len()).sum();
@@ -290,6 +374,10 @@ fn main() -> Result<()> {
         && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM"))
     {
         println!("{vectors} vectors; peak RSS of this process (index + bench copies): {line}");
+    }
+    report["peakRssMiB"] = status_mib("VmHWM:").into();
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
 }
