@@ -35,6 +35,8 @@ pub(super) struct Db {
     cache_bytes: usize,
     /// Writes are refused while less than this many bytes are free.
     reserve: AtomicU64,
+    /// Bumped at every reopen: commits not yet durable in an earlier epoch are lost.
+    epoch: AtomicU64,
 }
 
 /// A read guard on a database that is there.
@@ -60,7 +62,15 @@ impl Db {
             failed: AtomicBool::new(false),
             cache_bytes,
             reserve: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// How many times the database was reopened (see `group`). Read while a write
+    /// transaction is open, it names the database instance that transaction commits to (a
+    /// reopen cannot happen while one is open).
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The open database (tests and migrations reach redb through it).
@@ -97,6 +107,7 @@ impl Db {
         match open_db(path, self.cache_bytes) {
             Ok(db) => {
                 *g = Some(db);
+                self.epoch.fetch_add(1, Ordering::AcqRel);
                 self.failed.store(false, Ordering::Release);
                 tracing::info!("store reopened after a disk error");
                 Ok(())

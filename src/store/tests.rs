@@ -232,3 +232,44 @@ fn schema_3_vectors_are_rewritten_compactly_and_read_the_same() {
         assert_eq!(back.text, c.text);
     }
 }
+
+#[test]
+fn concurrent_writes_are_all_durable() {
+    // Group commit: each write returns only once a durable commit covers it, whoever led it.
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant("g");
+    {
+        let store = std::sync::Arc::new(Store::open(dir.path(), 1 << 20).unwrap());
+        store
+            .write(|tx| {
+                tx.put(&t)?;
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let hs: Vec<_> = (0..8)
+            .map(|w| {
+                let (store, gate, t) = (store.clone(), gate.clone(), t.id.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        gate.wait();
+                        store
+                            .write(|tx| {
+                                tx.put(&key(&t, &format!("w{w}-{i}")))?;
+                                Ok::<_, Error>(())
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let n = store
+        .read(|tx| Ok(tx.scan::<ApiKey>(&t.id, None, |_| true)?.len()))
+        .unwrap();
+    assert_eq!(n, 160);
+}
