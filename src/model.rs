@@ -910,6 +910,10 @@ pub struct InboundEvent {
     pub received_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The parts of a queued delivery (one per contact, see `domain::inbound`) whose job
+    /// has not finished yet; it is processed once none is left. Empty: one job for all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_parts: Vec<String>,
 }
 
 /// One entry of the audit log: who did what to which target, when, from where, and how it

@@ -718,6 +718,7 @@ pub async fn telegram_webhook(
     // Parsing is CPU work: with the store write, off the async workers. serde_json's own
     // recursion limit refuses absurdly nested bodies.
     let caller = crate::auth::Caller::channel_webhook(&channel);
+    let media_max = state.config.channel_media_max_bytes;
     let accepted = state
         .run(move |s| {
             let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| {
@@ -734,7 +735,12 @@ pub async fn telegram_webhook(
                     },
                 ]));
             };
-            s.accept_inbound(&caller, &channel, &update.to_string(), raw)
+            // One chat's updates in order, different chats side by side.
+            let parts = match crate::channels::telegram::incoming(&v, media_max) {
+                Ok(Some(m)) => vec![crate::domain::inbound::InboundPart::Contact(m.chat_id)],
+                _ => vec![],
+            };
+            s.accept_inbound(&caller, &channel, &update.to_string(), raw, parts)
         })
         .await?;
     Ok(accepted_body(&accepted))
@@ -956,17 +962,22 @@ async fn meta_webhook(
                     format!("the body is not valid JSON: {e}"),
                 )
             })?;
-            if let Err(e) = crate::channels::meta::items(kind, &v, "") {
-                return Err(crate::domain::Error::Validation(vec![
-                    crate::domain::FieldError {
-                        field: "object".into(),
-                        message: e,
-                    },
-                ]));
-            }
+            // Every account's items (the job leaves out other accounts'), so every item
+            // falls in one part: one per contact, processed side by side.
+            let parts = match crate::channels::meta::items(kind, &v, "") {
+                Ok((items, _)) => crate::channels::meta::parts(&items),
+                Err(e) => {
+                    return Err(crate::domain::Error::Validation(vec![
+                        crate::domain::FieldError {
+                            field: "object".into(),
+                            message: e,
+                        },
+                    ]));
+                }
+            };
             use sha2::Digest;
             let digest = hex::encode(sha2::Sha256::digest(raw.as_bytes()));
-            s.accept_inbound(&caller, &channel, &format!("sha256:{digest}"), raw)
+            s.accept_inbound(&caller, &channel, &format!("sha256:{digest}"), raw, parts)
         })
         .await?;
     Ok(accepted_body(&accepted))

@@ -7,6 +7,7 @@
 //! redacted from every error text.
 
 use super::telegram::CallError;
+use crate::domain::inbound::InboundPart;
 use crate::model::{ChannelKind, MessageStatus};
 use crate::net::policy::Policy;
 use crate::net::upstream;
@@ -209,6 +210,34 @@ pub fn items(kind: ChannelKind, v: &Value, account: &str) -> Result<(Vec<Item>, 
         }
     }
     Ok((out, foreign))
+}
+
+/// How a delivery's items are split among its processing jobs: one part per contact with
+/// messages or read receipts (in the order they first appear), and one for statuses.
+pub fn parts(items: &[Item]) -> Vec<InboundPart> {
+    let mut out: Vec<InboundPart> = Vec::new();
+    for item in items {
+        let part = match item {
+            Item::Message(m) => InboundPart::Contact(m.contact.clone()),
+            Item::Read { contact, .. } => InboundPart::Contact(contact.clone()),
+            Item::Status { .. } => InboundPart::Statuses,
+        };
+        if !out.contains(&part) {
+            out.push(part);
+        }
+    }
+    out
+}
+
+/// Whether `item` belongs to the job of `part` (every item when there is no part).
+pub fn in_part(item: &Item, part: Option<&InboundPart>) -> bool {
+    match (part, item) {
+        (None, _) => true,
+        (Some(InboundPart::Contact(c)), Item::Message(m)) => m.contact == *c,
+        (Some(InboundPart::Contact(c)), Item::Read { contact, .. }) => contact == c,
+        (Some(InboundPart::Statuses), Item::Status { .. }) => true,
+        _ => false,
+    }
 }
 
 fn whatsapp_value(value: &Value, out: &mut Vec<Item>) {
@@ -707,6 +736,42 @@ mod tests {
         assert_eq!(m.unsupported.as_deref(), Some("a location"));
         assert_eq!(m.contact, "+4915112345678");
         assert!(items_err(ChannelKind::Messenger, &v));
+    }
+
+    #[test]
+    fn a_batch_is_split_by_contact_and_every_item_falls_in_exactly_one_part() {
+        let v = json!({"object": "page", "entry": [{"id": "900", "messaging": [
+            {"sender": {"id": "psid1"}, "recipient": {"id": "900"}, "message": {"mid": "m_1", "text": "hi"}},
+            {"sender": {"id": "psid2"}, "recipient": {"id": "900"}, "message": {"mid": "m_2", "text": "hello"}},
+            {"sender": {"id": "psid1"}, "delivery": {"mids": ["m_out1"], "watermark": 1}},
+            {"sender": {"id": "psid1"}, "recipient": {"id": "900"}, "message": {"mid": "m_3", "text": "again"}},
+            {"sender": {"id": "psid2"}, "read": {"watermark": 1700000000000_i64}}
+        ]}]});
+        let (items, _) = items(ChannelKind::Messenger, &v, "").unwrap();
+        let ps = parts(&items);
+        assert_eq!(
+            ps,
+            [
+                InboundPart::Contact("psid1".into()),
+                InboundPart::Contact("psid2".into()),
+                InboundPart::Statuses
+            ]
+        );
+        for item in &items {
+            let n = ps.iter().filter(|p| in_part(item, Some(p))).count();
+            assert_eq!(n, 1, "{item:?}");
+            assert!(in_part(item, None));
+        }
+        // One contact's items keep their order inside its part.
+        let mine: Vec<_> = items
+            .iter()
+            .filter(|i| in_part(i, Some(&ps[0])))
+            .filter_map(|i| match i {
+                Item::Message(m) => Some(m.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(mine, ["m_1", "m_3"]);
     }
 
     fn items_err(kind: ChannelKind, v: &Value) -> bool {

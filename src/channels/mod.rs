@@ -9,7 +9,9 @@ pub mod telegram;
 
 use crate::auth::Caller;
 use crate::domain::channels::{BOT_TOKEN, WEBHOOK_SECRET, account_id, is_meta, token_credential};
-use crate::domain::inbound::{InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload, window_check};
+use crate::domain::inbound::{
+    InboundPart, InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload, inbound_pending, window_check,
+};
 use crate::domain::{self, Services};
 use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
 use crate::model::*;
@@ -233,7 +235,7 @@ impl Channels {
         let Some((ev, channel)) = self.svc.inbound_event(&caller, &p).map_err(fail)? else {
             return Ok(());
         };
-        if ev.status != InboundStatus::Queued {
+        if !inbound_pending(&ev, &p) {
             return Ok(());
         }
         let outcome = match channel {
@@ -241,7 +243,7 @@ impl Channels {
             Some(ch) if ch.status == ChannelStatus::Paused => {
                 Err("the channel is paused; resume it and replay this delivery".to_string())
             }
-            Some(ch) => match self.deliver(&caller, &ch, &ev) {
+            Some(ch) => match self.deliver(&caller, &ch, &ev, p.part.as_ref()) {
                 Ok(()) => Ok(()),
                 Err(Fail::Dead(e)) => Err(e),
                 // Left queued: the job is tried again (a dead letter once it gives up).
@@ -286,11 +288,18 @@ impl Channels {
         }
     }
 
-    fn deliver(&self, caller: &Caller, ch: &Channel, ev: &InboundEvent) -> Result<(), Fail> {
+    /// Processes the items of `part` of a delivery (all of them without one).
+    fn deliver(
+        &self,
+        caller: &Caller,
+        ch: &Channel,
+        ev: &InboundEvent,
+        part: Option<&InboundPart>,
+    ) -> Result<(), Fail> {
         let v: serde_json::Value =
             serde_json::from_str(&ev.payload).map_err(|e| Fail::Dead(format!("not JSON: {e}")))?;
         if is_meta(ch.kind) {
-            return self.deliver_meta(caller, ch, &v);
+            return self.deliver_meta(caller, ch, &v, part);
         }
         let max = self.svc.config.channel_media_max_bytes;
         let Some(msg) = (match ch.kind {
@@ -362,6 +371,7 @@ impl Channels {
         caller: &Caller,
         ch: &Channel,
         v: &serde_json::Value,
+        part: Option<&InboundPart>,
     ) -> Result<(), Fail> {
         let account = account_id(ch).unwrap_or_default();
         let (items, foreign) = meta::items(ch.kind, v, &account).map_err(Fail::Dead)?;
@@ -381,7 +391,7 @@ impl Channels {
             _ => "ig",
         };
         let e = |e: domain::Error| Fail::Dead(e.to_string());
-        for item in items {
+        for item in items.into_iter().filter(|i| meta::in_part(i, part)) {
             match item {
                 meta::Item::Message(m) => {
                     let mut attachments = vec![];

@@ -35,6 +35,53 @@ pub enum Accepted {
 pub struct InboundPayload {
     pub channel_id: ChannelId,
     pub inbound_id: InboundId,
+    /// The items of the delivery this job processes; absent: all of them (a replay, or a
+    /// job queued by an earlier version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<InboundPart>,
+}
+
+/// A share of a delivery's items processed by one job. A delivery is split by contact so
+/// different customers' messages are processed side by side while one customer's are
+/// processed in the order they arrived (one serial key per contact): a channel's throughput
+/// is not one delivery at a time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "id")]
+pub enum InboundPart {
+    /// The messages and read receipts of one contact (the provider's chat or sender id).
+    Contact(String),
+    /// Delivery statuses of messages we sent: they need no order (a status never moves
+    /// back), so they run beside everything else.
+    Statuses,
+}
+
+impl InboundPart {
+    /// Its entry in the delivery's `pending_parts`.
+    pub fn key(&self) -> String {
+        match self {
+            InboundPart::Contact(c) => format!("c:{c}"),
+            InboundPart::Statuses => "s".into(),
+        }
+    }
+
+    /// The jobs that must run one at a time, in order.
+    fn serial(&self, channel: &ChannelId) -> Option<String> {
+        match self {
+            InboundPart::Contact(c) => Some(format!("inbound:{channel}:{c}")),
+            InboundPart::Statuses => None,
+        }
+    }
+}
+
+/// Whether the job of `p` still has work in delivery `ev`: the delivery is queued and the
+/// job's part not finished (a job run again after a crash between finishing its part and
+/// ending finds it done).
+pub fn inbound_pending(ev: &InboundEvent, p: &InboundPayload) -> bool {
+    ev.status == InboundStatus::Queued
+        && match &p.part {
+            Some(part) => ev.pending_parts.contains(&part.key()),
+            None => true,
+        }
 }
 
 /// The payload of an outbox job: which message, and how many of its parts the provider
@@ -169,14 +216,16 @@ fn json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
 
 impl Services {
     /// Stores a verified webhook delivery of `channel` before it is acknowledged: a new one
-    /// with its processing job (or as a dead letter while the channel is paused), nothing
-    /// for a provider id seen before. `caller` is the channel's webhook.
+    /// with its processing jobs, one per part of `parts` (one job for all when empty), or
+    /// as a dead letter while the channel is paused; nothing for a provider id seen before.
+    /// `caller` is the channel's webhook.
     pub fn accept_inbound(
         &self,
         caller: &Caller,
         channel: &Channel,
         external_id: &str,
         payload: String,
+        parts: Vec<InboundPart>,
     ) -> Result<Accepted> {
         if caller.channel() != Some(&channel.id) || caller.tenant() != &channel.tenant_id {
             return Err(Error::denied(Denied::NotFound, "channel"));
@@ -185,10 +234,10 @@ impl Services {
             .require(Action::Converse)
             .map_err(|d| Error::denied(d, "channel"))?;
         let t = channel.tenant_id.clone();
-        let (accepted, job) = self.store.write(|tx| -> Result<_> {
+        let (accepted, jobs) = self.store.write(|tx| -> Result<_> {
             let key = inbound_key(&t, &channel.id, external_id);
             if tx.index_get(Index::InboundExternal, &key)?.is_some() {
-                return Ok((Accepted::Duplicate, None));
+                return Ok((Accepted::Duplicate, vec![]));
             }
             // The stored channel decides (a pause may have committed since it was read).
             let Some(current) = tx.get::<Channel>(&t, channel.id.as_str())? else {
@@ -210,6 +259,11 @@ impl Services {
                 error: paused.then(|| crate::analytics::contrib::PAUSED_REASON.to_string()),
                 received_at: now,
                 updated_at: now,
+                pending_parts: if paused {
+                    vec![]
+                } else {
+                    parts.iter().map(InboundPart::key).collect()
+                },
             };
             Self::put_inbound(tx, &ev)?;
             tx.index_insert_new(
@@ -218,12 +272,19 @@ impl Services {
                 &make_ref(&t, &format!("{}/{}", channel.id, ev.id)),
             )?;
             if paused {
-                return Ok((Accepted::DeadLetter(ev.id), None));
+                return Ok((Accepted::DeadLetter(ev.id), vec![]));
             }
-            let job = Self::enqueue_inbound(tx, &t, &channel.id, &ev.id)?;
-            Ok((Accepted::Queued(ev.id), Some(job)))
+            let jobs = if parts.is_empty() {
+                vec![Self::enqueue_inbound(tx, &t, &channel.id, &ev.id, None)?]
+            } else {
+                parts
+                    .into_iter()
+                    .map(|part| Self::enqueue_inbound(tx, &t, &channel.id, &ev.id, Some(part)))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            Ok((Accepted::Queued(ev.id), jobs))
         })?;
-        if let Some(job) = &job {
+        for job in &jobs {
             self.jobs.wake(job);
         }
         Ok(accepted)
@@ -234,18 +295,25 @@ impl Services {
         t: &TenantId,
         channel: &ChannelId,
         id: &InboundId,
+        part: Option<InboundPart>,
     ) -> Result<Job> {
+        // One contact's deliveries are processed in the order they arrived (a whole
+        // delivery, without parts, in the channel's order).
+        let serial = match &part {
+            Some(p) => p.serial(channel),
+            None => Some(format!("inbound:{channel}")),
+        };
         let payload = InboundPayload {
             channel_id: channel.clone(),
             inbound_id: id.clone(),
+            part,
         };
-        // One channel's deliveries are processed in the order they arrived.
         Ok(Jobs::enqueue_serial_in(
             tx,
             t,
             JOB_INBOUND,
             json(&payload)?,
-            Some(format!("inbound:{channel}")),
+            serial,
         )?)
     }
 
@@ -269,7 +337,8 @@ impl Services {
         })?)
     }
 
-    /// Marks a delivery processed, or a dead letter with the reason.
+    /// Marks the job's part of a delivery done (the delivery is processed once every part
+    /// is), or the delivery a dead letter with the reason.
     pub fn finish_inbound(
         &self,
         caller: &Caller,
@@ -287,12 +356,22 @@ impl Services {
             };
             match outcome {
                 Ok(()) => {
-                    ev.status = InboundStatus::Processed;
-                    ev.error = None;
+                    if let Some(part) = &p.part {
+                        ev.pending_parts.retain(|k| *k != part.key());
+                    } else {
+                        ev.pending_parts.clear();
+                    }
+                    // A part that failed made it a dead letter: the others finishing
+                    // later do not hide that.
+                    if ev.pending_parts.is_empty() && ev.status == InboundStatus::Queued {
+                        ev.status = InboundStatus::Processed;
+                        ev.error = None;
+                    }
                 }
                 Err(e) => {
                     ev.status = InboundStatus::DeadLetter;
                     ev.error = Some(e);
+                    ev.pending_parts.clear();
                 }
             }
             ev.updated_at = self.clock.now();
@@ -419,9 +498,12 @@ impl Services {
             }
             ev.status = InboundStatus::Queued;
             ev.error = None;
+            ev.pending_parts.clear();
             ev.updated_at = self.clock.now();
             Self::put_inbound(tx, &ev)?;
-            let job = Self::enqueue_inbound(tx, &t, channel, &ev.id)?;
+            // Processed whole, again: what a part already stored is recognised by its
+            // provider id and not stored twice.
+            let job = Self::enqueue_inbound(tx, &t, channel, &ev.id, None)?;
             Ok((ev, job))
         })?;
         self.jobs.wake(&job);
@@ -839,9 +921,46 @@ impl Services {
         Ok(msg)
     }
 
+    /// Where the media files of tenant `t` are kept: `<DATA_DIR>/media/<tenantId>`.
+    pub(super) fn media_dir(&self, t: &TenantId) -> std::path::PathBuf {
+        self.config.data_dir.join("media").join(t.as_str())
+    }
+
     /// Where the media file `id` of tenant `t` is kept: `<DATA_DIR>/media/<tenantId>/<id>`.
     fn attachment_path(&self, t: &TenantId, id: &str) -> std::path::PathBuf {
-        self.config.data_dir.join("media").join(t.as_str()).join(id)
+        self.media_dir(t).join(id)
+    }
+
+    /// Inside the deletion of a channel: takes the attachments off the messages of its
+    /// conversation `conv` (their text stays, and says what had arrived) and returns the
+    /// ids of the files to remove once that is committed ([`remove_media`](Self::remove_media)).
+    pub(super) fn take_conversation_media(
+        tx: &WriteTx,
+        t: &TenantId,
+        conv: &ConversationId,
+    ) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for mut m in tx.scan::<Message>(t, Some(conv.as_str()), |m| !m.attachments.is_empty())? {
+            ids.extend(m.attachments.drain(..).map(|a| a.id));
+            tx.put(&m)?;
+        }
+        Ok(ids)
+    }
+
+    /// Removes media files of tenant `t` that no message references any more (after the
+    /// commit that took them off). A file that cannot be removed is logged: the channel's
+    /// deletion stands.
+    pub(super) fn remove_media(&self, t: &TenantId, ids: &[String]) {
+        for id in ids {
+            // Ids are hex digests (see `save_attachment`); anything else is no file of ours.
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                continue;
+            }
+            let path = self.attachment_path(t, id);
+            if let Err(e) = self.store.remove_stored(&path) {
+                tracing::warn!(tenant = %t, path = %path.display(), error = %e, "could not remove a deleted channel's media file");
+            }
+        }
     }
 
     /// Stores a fetched media file (written aside, then renamed: a crash leaves no half
@@ -919,6 +1038,7 @@ impl Services {
             )),
             received_at: now,
             updated_at: now,
+            pending_parts: vec![],
         };
         self.store.write(|tx| -> Result<()> {
             tx.put(&ev)?;
