@@ -406,17 +406,19 @@ impl Services {
         })
     }
 
-    /// Deletes a channel, its widget key and its visitors, or its webhook, stored deliveries
-    /// and contacts (their conversations stay in the inbox).
+    /// Deletes a channel, its widget key and its visitors, or its webhook, stored deliveries,
+    /// contacts and the media fetched for its messages (their conversations stay in the
+    /// inbox, the messages without their attachments).
     pub fn delete_channel(&self, caller: &Caller, id: &ChannelId) -> Result<()> {
         caller
             .require(Action::ManageChannels)
             .map_err(|d| Error::denied(d, "channel"))?;
         let t = caller.tenant().clone();
-        self.store.write(|tx| -> Result<()> {
+        let media = self.store.write(|tx| -> Result<Vec<String>> {
             let ch = tx
                 .get::<Channel>(&t, id.as_str())?
                 .ok_or(Error::NotFound("channel"))?;
+            let mut media = Vec::new();
             if let Some(web) = &ch.web {
                 tx.index_remove(Index::WidgetKey, &web.widget_key)?;
             }
@@ -434,13 +436,17 @@ impl Services {
                 if let Some(contact) = &conv.customer.external_id {
                     tx.index_remove(Index::ChannelContact, &format!("{t}/{id}/{contact}"))?;
                 }
+                // The media fetched from the provider go with the channel.
+                media.extend(Self::take_conversation_media(tx, &t, &conv.id)?);
             }
             for v in tx.scan::<Visitor>(&t, None, |v| &v.channel_id == id)? {
                 Self::forget_visitor(tx, &v)?;
             }
             tx.delete::<Channel>(&t, id.as_str())?;
-            Ok(())
-        })
+            Ok(media)
+        })?;
+        self.remove_media(&t, &media);
+        Ok(())
     }
 
     /// Replaces the identity secret of a web channel with a new random one, returned once.

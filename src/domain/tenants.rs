@@ -208,11 +208,10 @@ impl Services {
         {
             tracing::error!(tenant = %id, error = %e, "removing a deleted tenant's index entries failed");
         }
-        let dir = self.tenant_dir(id);
-        // Through the store: a backup copying files right now defers the removal.
-        match self.store.remove_stored(&dir) {
-            Ok(()) => {}
-            Err(e) => {
+        // Through the store: a backup copying files right now defers the removal. The
+        // media its channels fetched are kept apart from its other files.
+        for dir in [self.tenant_dir(id), self.media_dir(id)] {
+            if let Err(e) = self.store.remove_stored(&dir) {
                 tracing::error!(tenant = %id, dir = %dir.display(), error = %e, "could not remove tenant files");
                 return Err(Error::Internal(format!("removing tenant files: {e}")));
             }

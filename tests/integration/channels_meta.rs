@@ -10,6 +10,7 @@ use crate::common::*;
 use crate::engine::ai_tenant;
 use crate::fake_openai::{FakeOpenAi, Reply};
 use aigentable::channels::meta::sign;
+use aigentable::domain::inbound::InboundPayload;
 use aigentable::model::{InboundEvent, InboundStatus, Job, JobStatus, Message, MessageRole};
 use aigentable::store::{Index, Store, make_ref};
 use aigentable::types::TenantId;
@@ -1028,20 +1029,30 @@ async fn instagram_and_telegram_settings_echo_and_paused_channels_keep_dead_lett
 }
 
 /// Puts the store in the state a kill -9 right after the acknowledgements leaves it in:
-/// the deliveries stored and queued, their jobs running (as if the process died in them).
+/// the deliveries stored and queued with every part pending, their jobs running (as if the
+/// process died in them).
 fn crash_after_ack(dir: &std::path::Path, tenant: &str) {
     let t = TenantId::parse(tenant).expect("tenant id");
     let store = Store::open(dir, 1 << 20).expect("open store");
     store
         .write(|tx| {
+            let mut parts: std::collections::HashMap<String, Vec<String>> = Default::default();
             for mut j in tx.scan::<Job>(&t, None, |j| j.kind == "channel_inbound")? {
                 j.status = JobStatus::Running;
                 j.attempts = 1;
                 tx.put(&j)?;
                 tx.index_insert_new(Index::JobQueue, j.id.as_str(), &make_ref(&t, j.id.as_str()))?;
+                let p: InboundPayload = serde_json::from_value(j.payload.clone()).expect("payload");
+                if let Some(part) = p.part {
+                    parts
+                        .entry(p.inbound_id.to_string())
+                        .or_default()
+                        .push(part.key());
+                }
             }
             for mut ev in tx.scan::<InboundEvent>(&t, None, |_| true)? {
                 ev.status = InboundStatus::Queued;
+                ev.pending_parts = parts.remove(ev.id.as_str()).unwrap_or_default();
                 tx.put(&ev)?;
             }
             Ok::<_, aigentable::store::Error>(())
@@ -1256,4 +1267,143 @@ async fn media_is_fetched_in_the_job_capped_and_downloadable_by_staff() {
         .map(|c| c.body.clone())
         .expect("getFile");
     assert_eq!(get_file["file_id"], "photo-big");
+}
+
+#[tokio::test]
+async fn media_files_go_with_their_channel_and_their_tenant() {
+    let t = setup("wa-media-delete@x.test").await;
+    let image = |wamid: &str, media: &str| {
+        wa_payload(
+            json!([{"wa_id": "15551234567", "profile": {"name": "Ana"}}]),
+            json!([{"from": "15551234567", "id": wamid, "type": "image",
+                    "image": {"id": media, "mime_type": "image/jpeg", "caption": "my receipt"}}]),
+            json!([]),
+        )
+    };
+    let media_dir = t.s.data_dir().join("media").join(&t.a.tenant_id);
+    let stored = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+
+    // Two channels with one image each.
+    let ch = t.whatsapp().await;
+    t.webhook(&ch, &image("wamid.D1", "media-1"))
+        .await
+        .expect(200);
+    let cid = id(&t.wait_conversations(&ch, 1).await[0]);
+    let m = t
+        .wait_message(&cid, |m| {
+            m["role"] == "customer" && m["attachments"][0].is_object()
+        })
+        .await;
+    let att = m["attachments"][0]["id"].as_str().expect("id").to_string();
+    let other = t.page_channel("messenger").await;
+    let fb = json!({"object": "page", "entry": [{"id": PAGE_ID, "messaging": [
+        {"sender": {"id": "psid-media"}, "recipient": {"id": PAGE_ID},
+         "message": {"mid": "m_media", "attachments": [{"type": "image", "payload": {"url": format!("{}/download/fb-1", t.graph.base)}}]}}]}]});
+    t.webhook(&other, &fb).await.expect(200);
+    let ocid = id(&t.wait_conversations(&other, 1).await[0]);
+    let om = t
+        .wait_message(&ocid, |m| {
+            m["role"] == "customer" && m["attachments"][0].is_object()
+        })
+        .await;
+    let oatt = om["attachments"][0]["id"].as_str().expect("id").to_string();
+    t.settle().await;
+    let mut both = vec![att.clone(), oatt.clone()];
+    both.sort();
+    assert_eq!(stored(&media_dir), both);
+
+    // Deleting the WhatsApp channel removes its file and the attachment from the message
+    // (which stays in the inbox with its text); the other channel's file stays.
+    t.s.delete(&format!("/api/channels/{}", ch.id), &t.a.token)
+        .await
+        .expect(204);
+    assert_eq!(stored(&media_dir), [oatt.clone()]);
+    let msgs = t.messages(&cid).await;
+    let kept = msgs
+        .iter()
+        .find(|x| x["id"] == m["id"])
+        .expect("the message stays");
+    assert_eq!(kept["content"], "my receipt");
+    assert_eq!(kept["attachments"], json!([]));
+    t.s.get(
+        &format!(
+            "/api/conversations/{cid}/messages/{}/attachments/{att}",
+            m["id"].as_str().expect("id")
+        ),
+        &t.a.token,
+    )
+    .await
+    .expect_err(404, "attachment_not_found");
+
+    // Deleting the tenant removes the rest.
+    let root = t.s.root().await;
+    t.s.delete(&format!("/api/tenants/{}", t.a.tenant_id), &root.token)
+        .await
+        .expect(204);
+    assert!(!media_dir.exists(), "{:?}", stored(&media_dir));
+}
+
+#[tokio::test]
+async fn a_batch_of_several_customers_keeps_each_customers_order() {
+    // A batch is processed per customer, side by side; one customer's messages keep the
+    // order they arrived in, across deliveries too.
+    let t = setup("wa-order@x.test").await;
+    let ch = t.whatsapp().await;
+    let mut sent = 0;
+    for round in 0..3 {
+        let mut msgs = vec![];
+        for c in 0..4 {
+            msgs.push(wa_message(
+                &format!("1555000000{c}"),
+                &format!("wamid.O{round}-{c}"),
+                &format!("c{c} r{round}"),
+            ));
+            sent += 1;
+        }
+        let body = wa_payload(json!([]), json!(msgs), json!([]));
+        t.webhook(&ch, &body).await.expect(200);
+    }
+    let convs = t.wait_conversations(&ch, 4).await;
+    assert_eq!(convs.len(), 4);
+    t.settle().await;
+    let mut total = 0;
+    for c in &convs {
+        let texts: Vec<String> = t
+            .messages(&id(c))
+            .await
+            .iter()
+            .filter(|m| m["role"] == "customer")
+            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+            .collect();
+        let who = texts[0].split(' ').next().unwrap_or("").to_string();
+        assert_eq!(
+            texts,
+            (0..3).map(|r| format!("{who} r{r}")).collect::<Vec<_>>(),
+            "one customer's messages, once each, in order"
+        );
+        total += texts.len();
+    }
+    assert_eq!(total, sent);
+    // Every delivery ends processed once all its customers' parts are.
+    let ten = TenantId::parse(&t.a.tenant_id).expect("tenant");
+    let evs =
+        t.s.svc
+            .store
+            .read(|tx| tx.scan::<InboundEvent>(&ten, None, |_| true))
+            .expect("read");
+    assert_eq!(evs.len(), 3);
+    assert!(
+        evs.iter().all(|e| e.status == InboundStatus::Processed),
+        "{evs:?}"
+    );
 }
