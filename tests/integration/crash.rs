@@ -10,6 +10,11 @@
 //!
 //! Seeded: the seed is printed; `AIGENTABLE_CRASH_SEED=N` replays a run and
 //! `AIGENTABLE_CRASH_KILLS=N` (default 20) sets how many kills.
+//!
+//! Webhooks: WhatsApp and Telegram deliveries against local provider doubles, the server
+//! killed while they are being acknowledged and again while they are being processed; after
+//! the restarts (and the providers' retries of what was not acknowledged) every message is in
+//! its contact's one conversation exactly once and every reply reached the provider once.
 
 use crate::fake_openai::FakeOpenAi;
 use rand::rngs::StdRng;
@@ -43,6 +48,11 @@ struct Proc {
 
 impl Proc {
     async fn start(data: &Path, http: &reqwest::Client) -> Proc {
+        Proc::start_with(data, http, &[]).await
+    }
+
+    /// Starts with extra environment variables (provider base URLs).
+    async fn start_with(data: &Path, http: &reqwest::Client, env: &[(&str, String)]) -> Proc {
         let port = free_port();
         let mut c = Command::new(env!("CARGO_BIN_EXE_aigentable"));
         for k in [
@@ -55,6 +65,9 @@ impl Proc {
             "ADMIN_PASSWORD",
         ] {
             c.env_remove(k);
+        }
+        for (k, v) in env {
+            c.env(k, v);
         }
         let child = c
             .arg("serve")
@@ -912,5 +925,350 @@ async fn sigkill_at_random_points_loses_no_acknowledged_write() {
         );
     }
     p.kill9();
+    drop(fake);
+}
+
+/// The WhatsApp Cloud API and Telegram Bot API in one double: records every message sent
+/// (per recipient) and the secret of Telegram's setWebhook; answers like the providers.
+#[derive(Default)]
+struct Providers {
+    sends: Mutex<BTreeMap<String, usize>>,
+    telegram_secret: Mutex<Option<String>>,
+    next: AtomicUsize,
+}
+
+async fn wa_send(
+    axum::extract::State(p): axum::extract::State<Arc<Providers>>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let to = format!("wa:{}", body["to"].as_str().unwrap_or(""));
+    *p.sends.lock().expect("sends").entry(to).or_default() += 1;
+    let n = p.next.fetch_add(1, Ordering::SeqCst);
+    axum::Json(
+        json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.OUT{n}")}]}),
+    )
+}
+
+async fn tg_call(
+    axum::extract::State(p): axum::extract::State<Arc<Providers>>,
+    axum::extract::Path((_bot, method)): axum::extract::Path<(String, String)>,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    let n = p.next.fetch_add(1, Ordering::SeqCst);
+    match method.as_str() {
+        "setWebhook" => {
+            *p.telegram_secret.lock().expect("secret") =
+                body["secret_token"].as_str().map(str::to_string);
+            axum::Json(json!({"ok": true, "result": true}))
+        }
+        "sendMessage" => {
+            let to = format!("tg:{}", body["chat_id"]);
+            *p.sends.lock().expect("sends").entry(to).or_default() += 1;
+            axum::Json(json!({"ok": true, "result": {"message_id": n}}))
+        }
+        _ => axum::Json(json!({"ok": true, "result": {}})),
+    }
+}
+
+/// One provider delivery: where it goes, its headers, its body, and the message it carries.
+#[derive(Clone)]
+struct Delivery {
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    /// `wa:1555...` / `tg:<chat>`: the recipient of the replies.
+    contact: String,
+    text: String,
+}
+
+impl Delivery {
+    async fn send(&self, http: &reqwest::Client, base: &str) -> bool {
+        let mut rb = http
+            .post(format!("{base}{}", self.url))
+            .header("content-type", "application/json")
+            .body(self.body.clone());
+        for (k, v) in &self.headers {
+            rb = rb.header(*k, v);
+        }
+        matches!(rb.send().await, Ok(r) if r.status().is_success())
+    }
+}
+
+/// Sends every delivery, 8 at a time, and kills the server once `kill_after` of them were
+/// acknowledged (the others in flight or not sent yet). Returns which were acknowledged.
+async fn deliver_and_kill(
+    http: &reqwest::Client,
+    p: Proc,
+    deliveries: &[Delivery],
+    kill_after: usize,
+) -> Vec<bool> {
+    let base = p.base.clone();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(8));
+    let tasks: Vec<_> = deliveries
+        .iter()
+        .cloned()
+        .map(|d| {
+            let (http, base, acked, changed, gate) = (
+                http.clone(),
+                base.clone(),
+                acked.clone(),
+                changed.clone(),
+                gate.clone(),
+            );
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("gate");
+                let ok = d.send(&http, &base).await;
+                if ok {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                    changed.notify_waiters();
+                }
+                ok
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    loop {
+        let notified = changed.notified();
+        if acked.load(Ordering::SeqCst) >= kill_after {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "webhooks were not acknowledged"
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+    }
+    p.kill9();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("delivery task"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn webhooks_acknowledged_before_a_kill_are_answered_once_after_it() {
+    use reqwest::Method;
+    const CONTACTS: usize = 16;
+    const APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const PHONE_ID: &str = "1111111111";
+    let fake = FakeOpenAi::start().await;
+    let providers = Arc::new(Providers::default());
+    let app = axum::Router::new()
+        .route("/{v}/{phone}/messages", axum::routing::post(wa_send))
+        .route("/{bot}/{method}", axum::routing::post(tg_call))
+        .with_state(providers.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let provider_base = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let env = [
+        ("META_GRAPH_BASE_URL", provider_base.clone()),
+        ("TELEGRAM_API_BASE_URL", provider_base.clone()),
+    ];
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let p = Proc::start_with(&data, &http, &env).await;
+    let r = http
+        .post(format!("{}/api/auth/register", p.base))
+        .json(&json!({"email": "owner@hooks.test", "password": PASSWORD, "name": "Owner", "tenantName": "Hooks"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(r.status().as_u16(), 201);
+    let auth: Value = r.json().await.expect("json");
+    let mut cx = Ctx {
+        http: http.clone(),
+        base: p.base.clone(),
+        token: auth["accessToken"].as_str().expect("token").to_string(),
+        tenant: auth["user"]["tenantId"]
+            .as_str()
+            .expect("tenant")
+            .to_string(),
+        bots: Vec::new(),
+        fake_url: fake.base_url(),
+        ledger: Arc::default(),
+        acked: Arc::default(),
+        acked_changed: Arc::default(),
+    };
+    let r = cx
+        .call(
+            Method::PUT,
+            "/api/settings/ai",
+            Some(json!({"baseUrl": fake.base_url(), "apiKey": "sk-test", "model": "fake-model"})),
+        )
+        .await
+        .expect("settings");
+    ok(&r, 200);
+    let r = cx
+        .call(
+            Method::POST,
+            "/api/agents",
+            Some(json!({"name": "Shop Bot"})),
+        )
+        .await
+        .expect("agent");
+    ok(&r, 201);
+    let agent = r.1["id"].as_str().expect("id").to_string();
+    let r = cx
+        .call(
+            Method::POST,
+            "/api/channels",
+            Some(json!({"type": "whatsapp", "name": "WA", "agentId": agent,
+                "credentials": {"accessToken": "EAAGwhatsappaccesstoken0123456789", "appSecret": APP_SECRET},
+                "settings": {"phoneNumberId": PHONE_ID}})),
+        )
+        .await
+        .expect("whatsapp channel");
+    ok(&r, 201);
+    let wa = r.1["id"].as_str().expect("id").to_string();
+    let r = cx
+        .call(
+            Method::POST,
+            "/api/channels",
+            Some(json!({"type": "telegram", "name": "TG", "agentId": agent,
+                "credentials": {"botToken": "123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"}})),
+        )
+        .await
+        .expect("telegram channel");
+    ok(&r, 201);
+    let tg = r.1["id"].as_str().expect("id").to_string();
+    let secret = providers
+        .telegram_secret
+        .lock()
+        .expect("secret")
+        .clone()
+        .expect("setWebhook was called with a secret");
+
+    // Two messages from each of 16 WhatsApp customers and 16 Telegram chats.
+    let mut deliveries = Vec::new();
+    for round in 0..2 {
+        for c in 0..CONTACTS {
+            let from = format!("155500{c:05}");
+            let text = format!("wa {c} message {round}");
+            let body = serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages",
+                "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": PHONE_ID},
+                    "contacts": [{"wa_id": from, "profile": {"name": format!("Customer {c}")}}],
+                    "messages": [{"from": from, "id": format!("wamid.K{c}-{round}"), "timestamp": "1700000000",
+                        "type": "text", "text": {"body": text}}]}}]}]}))
+            .expect("json");
+            deliveries.push(Delivery {
+                url: format!("/webhooks/whatsapp/{wa}"),
+                headers: vec![(
+                    "X-Hub-Signature-256",
+                    aigentable::channels::meta::sign(APP_SECRET, &body),
+                )],
+                body,
+                // WhatsApp is sent the number without its +.
+                contact: format!("wa:{from}"),
+                text,
+            });
+            let chat = 7000 + c as i64;
+            let text = format!("tg {c} message {round}");
+            let update = (round * CONTACTS + c) as i64 + 1;
+            let body = serde_json::to_vec(&json!({"update_id": update, "message": {"message_id": update, "date": 1,
+                "chat": {"id": chat, "type": "private"}, "from": {"id": chat, "first_name": format!("Chat {c}")},
+                "text": text}}))
+            .expect("json");
+            deliveries.push(Delivery {
+                url: format!("/webhooks/telegram/{tg}"),
+                headers: vec![("X-Telegram-Bot-Api-Secret-Token", secret.clone())],
+                body,
+                contact: format!("tg:{chat}"),
+                text,
+            });
+        }
+    }
+
+    // The model answers nothing yet: no reply leaves before the kills, so every reply sent
+    // later is owed to exactly one acknowledged message.
+    fake.hold();
+    // Kill 1: while the deliveries are being acknowledged.
+    let acked = deliver_and_kill(&http, p, &deliveries, deliveries.len() / 3).await;
+    let first = acked.iter().filter(|a| **a).count();
+    assert!(
+        first >= deliveries.len() / 3 && first < deliveries.len(),
+        "{first} acknowledged before the kill"
+    );
+    let p = Proc::start_with(&data, &http, &env).await;
+    // The providers retry what was not acknowledged; the acknowledged ones come again too
+    // (a provider's duplicate delivery): every one answers 200 now, nothing is stored twice.
+    for d in &deliveries {
+        assert!(
+            d.send(&http, &p.base).await,
+            "a delivery was refused after the restart"
+        );
+    }
+    // Kill 2: while they are being processed (the model still holds every turn).
+    p.kill9();
+    let p = Proc::start_with(&data, &http, &env).await;
+    cx.base = p.base.clone();
+    fake.release();
+
+    // Every reply reaches the provider.
+    let sent = eventually("every reply handed to the provider", async || {
+        let s = providers.sends.lock().expect("sends").clone();
+        (s.values().sum::<usize>() >= deliveries.len()).then_some(s)
+    })
+    .await;
+    // Each customer is one conversation holding each of their messages once and one reply
+    // per message, sent once.
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in &deliveries {
+        expected
+            .entry(d.contact.clone())
+            .or_default()
+            .push(d.text.clone());
+    }
+    let mut seen = BTreeSet::new();
+    for (channel, prefix) in [(&wa, "wa:"), (&tg, "tg:")] {
+        let convs = all(&cx, &format!("/api/conversations?channelId={channel}")).await;
+        assert_eq!(convs.len(), CONTACTS, "one conversation per customer");
+        for c in convs {
+            let ext = c["customer"]["externalId"].as_str().expect("external id");
+            let contact = format!("{prefix}{}", ext.trim_start_matches('+'));
+            assert!(
+                seen.insert(contact.clone()),
+                "two conversations for {contact}"
+            );
+            let cid = c["id"].as_str().expect("id");
+            let msgs = eventually("every reply marked sent", async || {
+                let msgs = all(&cx, &format!("/api/conversations/{cid}/messages")).await;
+                msgs.iter()
+                    .filter(|m| m["role"] == "ai")
+                    .all(|m| m["status"] == "sent")
+                    .then_some(msgs)
+            })
+            .await;
+            let mut texts: Vec<String> = msgs
+                .iter()
+                .filter(|m| m["role"] == "customer")
+                .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                .collect();
+            texts.sort();
+            let mut want = expected.get(&contact).cloned().unwrap_or_default();
+            want.sort();
+            assert_eq!(texts, want, "{contact}: each message exactly once");
+            let replies = msgs.iter().filter(|m| m["role"] == "ai").count();
+            assert_eq!(replies, want.len(), "{contact}: one reply per message");
+            assert_eq!(
+                sent.get(&contact).copied().unwrap_or(0),
+                replies,
+                "{contact}: each reply sent exactly once"
+            );
+        }
+    }
+    assert_eq!(sent.values().sum::<usize>(), deliveries.len(), "{sent:?}");
+    p.kill9();
+    server.abort();
     drop(fake);
 }
