@@ -1327,7 +1327,7 @@ async fn media_files_go_with_their_channel_and_their_tenant() {
     t.s.delete(&format!("/api/channels/{}", ch.id), &t.a.token)
         .await
         .expect(204);
-    assert_eq!(stored(&media_dir), [oatt.clone()]);
+    assert_eq!(stored(&media_dir), std::slice::from_ref(&oatt));
     let msgs = t.messages(&cid).await;
     let kept = msgs
         .iter()
