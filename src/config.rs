@@ -138,6 +138,11 @@ pub struct Config {
     pub embeddings_onnx_file: Option<PathBuf>,
     /// The ONNX Runtime shared library (>= 1.24).
     pub ort_dylib_path: Option<PathBuf>,
+    /// ONNX Runtime sessions per local embedding model (concurrent searches); 0 = by the
+    /// model's size: 2 for small models on 2+ cores, else 1.
+    pub embeddings_sessions: usize,
+    /// Query embeddings remembered per local model (LRU); 0 turns the cache off.
+    pub embeddings_query_cache: usize,
     pub embeddings_base_url: Option<String>,
     pub embeddings_model: Option<String>,
     pub embeddings_api_key: Option<Secret>,
@@ -250,6 +255,8 @@ impl Default for Config {
             embeddings_model_dir: None,
             embeddings_onnx_file: None,
             ort_dylib_path: None,
+            embeddings_sessions: 0,
+            embeddings_query_cache: crate::embed::DEFAULT_QUERY_CACHE,
             embeddings_base_url: None,
             embeddings_model: None,
             embeddings_api_key: None,
@@ -331,6 +338,8 @@ const ENV_KEYS: &[&str] = &[
     "EMBEDDINGS_MODEL_DIR",
     "EMBEDDINGS_ONNX_FILE",
     "ORT_DYLIB_PATH",
+    "EMBEDDINGS_SESSIONS",
+    "EMBEDDINGS_QUERY_CACHE",
     "EMBEDDINGS_BASE_URL",
     "EMBEDDINGS_MODEL",
     "EMBEDDINGS_API_KEY",
@@ -664,6 +673,8 @@ impl Config {
                 .as_ref()
                 .map(|k| k.expose().to_string()),
             onnx_file: self.embeddings_onnx_file.clone(),
+            sessions: (self.embeddings_sessions > 0).then_some(self.embeddings_sessions),
+            query_cache: self.embeddings_query_cache,
             // 400-token chunks (+ special tokens) must not be cut by the model's input limit.
             max_length: 512,
             ..crate::embed::Settings::default()

@@ -22,6 +22,8 @@ pub const REQUIRE_MODEL: &str = "AIGENTABLE_REQUIRE_MODEL";
 pub const MODEL_DIR: &str = "AIGENTABLE_TEST_MODEL_DIR";
 /// Environment variable naming the ONNX Runtime library.
 pub const ORT_DYLIB: &str = "AIGENTABLE_TEST_ORT_DYLIB";
+/// Environment variable naming an all-mpnet-base-v2 folder (the second local model).
+pub const MPNET_DIR: &str = "AIGENTABLE_TEST_MPNET_DIR";
 
 /// The model folder, for tests that need only its tokenizer; `None` (after saying so) when
 /// it is not available. `test` names the test in the message.
@@ -36,6 +38,29 @@ pub fn model_dir(test: &str) -> Option<PathBuf> {
 /// not available.
 pub fn model_and_runtime(test: &str) -> Option<(PathBuf, PathBuf)> {
     let found = find_model_dir().and_then(|dir| {
+        let ort = env_path(ORT_DYLIB)?;
+        if ort.is_file() {
+            Ok((dir, ort))
+        } else {
+            Err(format!("{ORT_DYLIB}={} is not a file", ort.display()))
+        }
+    });
+    match found {
+        Ok(assets) => Some(assets),
+        Err(why) => skip(test, &why),
+    }
+}
+
+/// The all-mpnet-base-v2 folder ([`MPNET_DIR`]) and the ONNX Runtime library; `None` (after
+/// saying so) when either is not available.
+pub fn mpnet_and_runtime(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let found = env_path(MPNET_DIR).and_then(|dir| {
+        if !dir.join("tokenizer.json").is_file() {
+            return Err(format!(
+                "{MPNET_DIR}={} has no tokenizer.json",
+                dir.display()
+            ));
+        }
         let ort = env_path(ORT_DYLIB)?;
         if ort.is_file() {
             Ok((dir, ort))

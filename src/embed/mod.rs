@@ -7,13 +7,16 @@
 //! Everything here blocks (CPU work or HTTP): call it from worker threads or `spawn_blocking`,
 //! never from an async task.
 
+mod cache;
+mod graph;
 mod onnx;
 mod openai;
 mod resolve;
 mod runtime;
 
+pub use cache::QueryCache;
 pub use onnx::{DEFAULT_ONNX_FILE, INT8_ONNX_FILE, variant_of};
-pub use onnx::{OnnxEmbedder, OnnxOptions};
+pub use onnx::{DEFAULT_QUERY_CACHE, OnnxEmbedder, OnnxOptions, default_sessions};
 pub use openai::{OpenAiEmbedder, RetryPolicy};
 pub use resolve::{
     Found, FoundModel, Location, default_graph, default_model, exe_dir, find_runtime, graphs_in,
@@ -124,6 +127,11 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// Expected vector length of a remote model; discovered from the first response if unset.
     pub dimensions: Option<usize>,
+    /// EMBEDDINGS_SESSIONS: ONNX Runtime sessions per local model (concurrent embeddings);
+    /// default memory-aware (see [`default_sessions`]).
+    pub sessions: Option<usize>,
+    /// EMBEDDINGS_QUERY_CACHE: query embeddings remembered per local model; 0 turns it off.
+    pub query_cache: usize,
     /// Where `base_url` may lead: the operator's own setting is trusted, a tenant's is held
     /// to the tenant policy. Never serialised: it follows from who set the URL.
     #[serde(skip)]
@@ -144,6 +152,8 @@ impl Default for Settings {
             onnx_file: None,
             threads: None,
             dimensions: None,
+            sessions: None,
+            query_cache: DEFAULT_QUERY_CACHE,
             policy: crate::net::Policy::Operator,
         }
     }
@@ -163,6 +173,8 @@ impl std::fmt::Debug for Settings {
             .field("onnx_file", &self.onnx_file)
             .field("threads", &self.threads)
             .field("dimensions", &self.dimensions)
+            .field("sessions", &self.sessions)
+            .field("query_cache", &self.query_cache)
             .field("policy", &self.policy)
             .finish()
     }
@@ -188,6 +200,16 @@ impl std::fmt::Debug for Resolved {
             .field("description", &self.description)
             .finish()
     }
+}
+
+/// The load-time rewrite [`OnnxEmbedder`] applies to weight-only int8 graphs (int8 weights
+/// expanded by `Cast`+`Mul`, which ONNX Runtime would fold to fp32): the same graph with
+/// `DequantizeLinear` instead, so the weights stay int8 in memory. `Ok(None)` when the graph
+/// has no such weights. Public for the benchmarks, which compare it with the graph as shipped.
+pub fn keep_int8_weights(model: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    graph::weight_only_int8_to_dequantize(model)
+        .map(|r| r.map(|r| r.bytes))
+        .map_err(|e| Error::Config(format!("ONNX graph: {e}")))
 }
 
 /// Scales `v` to unit length in place. A zero vector stays zero (nothing to scale).

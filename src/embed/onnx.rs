@@ -10,21 +10,23 @@
 //!   file `<graph>_data` next to it is loaded too;
 //! - `1_Pooling/config.json` (optional) picks mean or CLS pooling; without it, mean.
 
-use super::{Embedder, Error, runtime};
+use super::cache::QueryCache;
+use super::{Embedder, Error, graph, runtime};
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// The graph used when none is configured (fp32).
 pub const DEFAULT_ONNX_FILE: &str = "onnx/model.onnx";
 /// The int8 graph, used when none is configured and the folder has no [`DEFAULT_ONNX_FILE`].
 pub const INT8_ONNX_FILE: &str = "onnx/model_quantized.onnx";
 
-/// How to load an ONNX model. [`Default`] gives batches of 32, 256 tokens, the fp32 graph and
-/// one intra-op thread per available core.
+/// How to load an ONNX model. [`Default`] gives batches of 32, 256 tokens, the fp32 graph,
+/// one intra-op thread per available core, a memory-aware number of sessions, a query cache of
+/// [`DEFAULT_QUERY_CACHE`] entries and int8 weights kept int8.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OnnxOptions {
     /// Texts per session run; `embed` splits larger inputs. Bounds memory per call.
@@ -34,10 +36,23 @@ pub struct OnnxOptions {
     pub max_length: usize,
     /// The graph, relative to the model folder; default [`DEFAULT_ONNX_FILE`].
     pub onnx_file: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads; default the cores available to this process. One session
-    /// serves all callers (behind a lock), so this bounds the CPU embedding can take.
+    /// ONNX Runtime intra-op threads of each session; default the cores available to this
+    /// process.
     pub threads: Option<usize>,
+    /// ONNX Runtime sessions serving callers at once (EMBEDDINGS_SESSIONS). Each holds its own
+    /// copy of the weights (ONNX Runtime cannot share them between sessions created from model
+    /// bytes), so the default is memory-aware: see [`default_sessions`].
+    pub sessions: Option<usize>,
+    /// Query embeddings remembered per model (EMBEDDINGS_QUERY_CACHE); 0 turns the cache off.
+    pub query_cache: usize,
+    /// Rewrite weight-only int8 graphs (int8 weights expanded by `Cast`+`Mul`) so ONNX Runtime
+    /// keeps the weights int8 instead of folding them to fp32 at load (see `graph.rs`). On by
+    /// default; off only to measure the difference.
+    pub keep_int8: bool,
 }
+
+/// Default size of the per-model query-embedding cache.
+pub const DEFAULT_QUERY_CACHE: usize = 1024;
 
 impl Default for OnnxOptions {
     fn default() -> Self {
@@ -46,15 +61,41 @@ impl Default for OnnxOptions {
             max_length: 256,
             onnx_file: None,
             threads: None,
+            sessions: None,
+            query_cache: DEFAULT_QUERY_CACHE,
+            keep_int8: true,
         }
     }
 }
 
-/// A local embedding model. One ONNX Runtime session behind a mutex: fastembed's `embed` takes
-/// `&mut self`, and a single session already uses every configured thread, so callers take
-/// turns per batch rather than oversubscribing the cores with several sessions.
+/// Graphs up to this size get a second session by default (on two or more cores): all-MiniLM-L6
+/// (90 MB fp32, 23 MB int8) costs ~100 MB per session. Larger ones (all-mpnet-base-v2, 112 MB
+/// of int8 weights, ~330 MB per session) get one, so a 2 GB machine is not filled by copies.
+const SECOND_SESSION_MAX_GRAPH_BYTES: usize = 100 * 1024 * 1024;
+
+/// Tokens per batch for large models: activation memory grows with batch x length (x length
+/// again in attention), and all-mpnet-base-v2 at 32 x 384 tokens held 1.3 GB after one pass
+/// against 0.4 GB at 4 x 384, which was also faster (BENCHMARKS.md). Small models keep the
+/// configured batch.
+const LARGE_MODEL_BATCH_TOKENS: usize = 2048;
+
+/// The number of sessions used when none is configured: two on a machine with two or more
+/// cores when the graph is small (a query need not wait behind an ingestion batch), else one.
+pub fn default_sessions(graph_bytes: usize, cores: usize) -> usize {
+    if cores >= 2 && graph_bytes <= SECOND_SESSION_MAX_GRAPH_BYTES {
+        2
+    } else {
+        1
+    }
+}
+
+/// A local embedding model: a small pool of ONNX Runtime sessions (fastembed's `embed` takes
+/// `&mut self`, so each caller checks one out per batch), and a cache of query embeddings.
+/// Concurrent searches run on different sessions instead of queueing behind one lock, and a
+/// repeated query costs a map lookup.
 pub struct OnnxEmbedder {
-    model: Mutex<TextEmbedding>,
+    pool: Pool,
+    cache: QueryCache,
     id: String,
     name: String,
     variant: String,
@@ -62,9 +103,65 @@ pub struct OnnxEmbedder {
     batch_size: usize,
     max_length: usize,
     threads: usize,
+    sessions: usize,
+    /// Weight tensors kept int8 by the load-time rewrite (0: the graph was used as it is).
+    int8_weights: usize,
     pooling: Pooling,
     model_dir: PathBuf,
     graph: PathBuf,
+}
+
+/// Idle sessions; a caller takes one and gives it back when its batch is done.
+struct Pool {
+    idle: Mutex<Vec<TextEmbedding>>,
+    returned: Condvar,
+}
+
+/// A checked-out session, put back on drop (also when the caller panics, so the pool never
+/// shrinks).
+struct Lease<'a> {
+    pool: &'a Pool,
+    session: Option<TextEmbedding>,
+}
+
+impl Pool {
+    fn take(&self) -> Lease<'_> {
+        // A panic while the lock was held left only a Vec behind: nothing to distrust.
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(session) = idle.pop() {
+                return Lease {
+                    pool: self,
+                    session: Some(session),
+                };
+            }
+            idle = self
+                .returned
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Lease<'_> {
+    fn session(&mut self) -> &mut TextEmbedding {
+        self.session
+            .as_mut()
+            .expect("BUG: a lease holds its session until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(s);
+            self.pool.returned.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for OnnxEmbedder {
@@ -75,6 +172,8 @@ impl std::fmt::Debug for OnnxEmbedder {
             .field("batch_size", &self.batch_size)
             .field("max_length", &self.max_length)
             .field("threads", &self.threads)
+            .field("sessions", &self.sessions)
+            .field("int8_weights", &self.int8_weights)
             .field("pooling", &self.pooling)
             .field("graph", &self.graph)
             .finish_non_exhaustive()
@@ -127,39 +226,67 @@ impl OnnxEmbedder {
         let folder = ModelFolder::open(model_dir, options.onnx_file.as_deref())?;
         let environment = runtime::environment(ort_dylib)?;
 
-        let graph_bytes = read(&folder.graph, "ONNX graph")?;
-        let fingerprint = fingerprint(&graph_bytes);
-        let mut model = UserDefinedEmbeddingModel::new(graph_bytes, folder.tokenizer_files()?)
-            .with_pooling(folder.pooling.clone());
-        if let Some((file_name, buffer)) = folder.external_data()? {
-            model = model.with_external_initializer(file_name, buffer);
+        if options.sessions == Some(0) {
+            return Err(Error::Config(
+                "sessions (EMBEDDINGS_SESSIONS) must be at least 1".into(),
+            ));
         }
+        let mut graph_bytes = read(&folder.graph, "ONNX graph")?;
+        let mut int8_weights = 0;
+        if options.keep_int8 {
+            match graph::weight_only_int8_to_dequantize(&graph_bytes) {
+                Ok(Some(r)) => {
+                    int8_weights = r.weights;
+                    graph_bytes = r.bytes;
+                }
+                Ok(None) => {}
+                // Not a protobuf we can walk: ONNX Runtime gives the better message below.
+                Err(e) => {
+                    tracing::debug!(graph = %folder.graph.display(), "graph not rewritten: {e}")
+                }
+            }
+        }
+        // Over the bytes ONNX Runtime runs: the rewritten graph computes slightly different
+        // vectors (cosine >= 0.9998), so it is a different model id than the file as it is.
+        let fingerprint = fingerprint(&graph_bytes);
+        let tokenizer_files = folder.tokenizer_files()?;
+        let external = folder.external_data()?;
         let threads = options.threads.unwrap_or_else(available_cores);
-        let init = InitOptionsUserDefined::new()
-            .with_environment(environment)
-            .with_max_length(options.max_length)
-            .with_intra_threads(threads)
-            // Spinning intra-op threads keep every core busy for a while after each run
-            // (measured: ~96 ms of process CPU per 114 ms chat turn); queries arrive one at
-            // a time between other work on the same cores, so they block instead.
-            // The CPU memory arena stays on: it grows to the largest batch seen and never
-            // shrinks, but turning it off was measured worse (RSS +590 MiB instead of
-            // +280 MiB after 2,000 texts in batches of 64: glibc keeps the freed tensors).
-            // Bounding it needs an OrtArenaCfg or run options, which fastembed does not expose.
-            .with_session_config("session.intra_op.allow_spinning", "0");
-        let mut text_embedding =
-            TextEmbedding::try_new_from_user_defined(model, init).map_err(|e| {
-                // fastembed reads the tokenizer files here too, so name the folder as well.
-                Error::Config(format!(
-                    "cannot load model folder {} (graph {}): {e}",
-                    folder.dir.display(),
-                    folder.graph.display()
-                ))
-            })?;
+        let sessions = options
+            .sessions
+            .unwrap_or_else(|| default_sessions(graph_bytes.len(), available_cores()));
+        let batch_size = if graph_bytes.len() > SECOND_SESSION_MAX_GRAPH_BYTES {
+            options
+                .batch_size
+                .min((LARGE_MODEL_BATCH_TOKENS / options.max_length).max(1))
+        } else {
+            options.batch_size
+        };
+
+        let mut pool = Vec::with_capacity(sessions);
+        for i in 0..sessions {
+            // The last session takes the bytes; the others a copy (freed once loaded).
+            let bytes = if i + 1 == sessions {
+                std::mem::take(&mut graph_bytes)
+            } else {
+                graph_bytes.clone()
+            };
+            pool.push(new_session(
+                &folder,
+                bytes,
+                tokenizer_files.clone(),
+                external.clone(),
+                environment.clone(),
+                options.max_length,
+                threads,
+            )?);
+        }
 
         // One probe both proves the graph runs end to end and tells us its width, which is
         // then checked on every batch.
-        let probe = text_embedding
+        let probe = pool
+            .first_mut()
+            .expect("BUG: at least one session")
             .embed(["dimension probe"], Some(1))
             .map_err(|e| {
                 Error::Config(format!(
@@ -177,16 +304,22 @@ impl OnnxEmbedder {
 
         let variant = variant_of(&folder.graph);
         let id = format!("onnx:{}:{variant}:{fingerprint}", folder.name);
-        tracing::info!(model_id = %id, dims, threads, graph = %folder.graph.display(), "loaded embedding model");
+        tracing::info!(model_id = %id, dims, threads, sessions, int8_weights, graph = %folder.graph.display(), "loaded embedding model");
         Ok(OnnxEmbedder {
-            model: Mutex::new(text_embedding),
+            pool: Pool {
+                idle: Mutex::new(pool),
+                returned: Condvar::new(),
+            },
+            cache: QueryCache::new(options.query_cache),
             id,
             name: folder.name,
             variant,
             dims,
-            batch_size: options.batch_size,
+            batch_size,
             max_length: options.max_length,
             threads,
+            sessions,
+            int8_weights,
             pooling: folder.pooling,
             model_dir: folder.dir,
             graph: folder.graph,
@@ -196,16 +329,24 @@ impl OnnxEmbedder {
     /// One line for logs and the health endpoint.
     pub fn description(&self) -> String {
         format!(
-            "onnx {} ({} dims, {}, {} pooling, {} tokens, {} threads) from {}",
+            "onnx {} ({} dims, {}{}, {} pooling, {} tokens, batches of {}, {} threads, {} session{}) from {}",
             self.name,
             self.dims,
             self.variant,
+            if self.int8_weights > 0 {
+                " weights kept int8"
+            } else {
+                ""
+            },
             match self.pooling {
                 Pooling::Cls => "cls",
                 Pooling::Mean => "mean",
             },
             self.max_length,
+            self.batch_size,
             self.threads,
+            self.sessions,
+            if self.sessions == 1 { "" } else { "s" },
             self.model_dir.display()
         )
     }
@@ -215,9 +356,43 @@ impl OnnxEmbedder {
         &self.graph
     }
 
-    /// ONNX Runtime intra-op threads of the session.
+    /// ONNX Runtime intra-op threads of each session.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// ONNX Runtime sessions in the pool.
+    pub fn sessions(&self) -> usize {
+        self.sessions
+    }
+
+    /// Weight tensors the load-time rewrite kept int8 (0: the graph runs as it is).
+    pub fn int8_weights(&self) -> usize {
+        self.int8_weights
+    }
+
+    /// The query cache: (entries, hits, misses).
+    pub fn query_cache_stats(&self) -> (usize, u64, u64) {
+        self.cache.stats()
+    }
+
+    fn run(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+        let vectors = self
+            .pool
+            .take()
+            .session()
+            .embed(texts, Some(texts.len()))
+            .map_err(|e| Error::Runtime(format!("{}: {e}", self.id)))?;
+        if vectors.len() != texts.len() || vectors.iter().any(|v| v.len() != self.dims) {
+            return Err(Error::Runtime(format!(
+                "{}: expected {} vectors of {} dims, got {}",
+                self.id,
+                texts.len(),
+                self.dims,
+                vectors.len()
+            )));
+        }
+        Ok(vectors)
     }
 }
 
@@ -231,29 +406,78 @@ impl Embedder for OnnxEmbedder {
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.batch_size) {
-            // Locked per batch, so concurrent callers interleave instead of one long input
-            // starving the rest. A panic inside a previous run leaves no state worth
-            // distrusting (sessions are stateless between runs), hence into_inner.
-            let vectors = {
-                let mut model = self.model.lock().unwrap_or_else(PoisonError::into_inner);
-                model.embed(chunk, Some(chunk.len()))
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        if texts.len() <= self.batch_size {
+            return self.run(texts);
+        }
+        // Batches of similar lengths: a batch is padded to its longest text, so mixing short
+        // and long texts wastes work. (Padding does not change a text's vector: the pooling
+        // ignores padded positions.)
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        // A session per batch, so concurrent callers interleave (or run side by side on
+        // another session) instead of one long input starving the rest.
+        for idx in order.chunks(self.batch_size) {
+            let batch: Vec<String> = idx.iter().map(|&i| texts[i].clone()).collect();
+            for (&i, v) in idx.iter().zip(self.run(&batch)?) {
+                out[i] = v;
             }
-            .map_err(|e| Error::Runtime(format!("{}: {e}", self.id)))?;
-            if vectors.len() != chunk.len() || vectors.iter().any(|v| v.len() != self.dims) {
-                return Err(Error::Runtime(format!(
-                    "{}: expected {} vectors of {} dims, got {}",
-                    self.id,
-                    chunk.len(),
-                    self.dims,
-                    vectors.len()
-                )));
-            }
-            out.extend(vectors);
         }
         Ok(out)
     }
+
+    /// Served from the model's query cache when the same text was embedded recently.
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, Error> {
+        if let Some(v) = self.cache.get(text) {
+            return Ok(v.as_ref().clone());
+        }
+        let v = self
+            .run(&[text.to_string()])?
+            .pop()
+            .ok_or_else(|| Error::Runtime(format!("{} returned no vector", self.id)))?;
+        self.cache.put(text, Arc::new(v.clone()));
+        Ok(v)
+    }
+}
+
+/// One ONNX Runtime session over `bytes` with the model folder's tokenizer and pooling.
+fn new_session(
+    folder: &ModelFolder,
+    bytes: Vec<u8>,
+    tokenizer_files: TokenizerFiles,
+    external: Option<(String, Vec<u8>)>,
+    environment: ort::environment::Environment,
+    max_length: usize,
+    threads: usize,
+) -> Result<TextEmbedding, Error> {
+    let mut model =
+        UserDefinedEmbeddingModel::new(bytes, tokenizer_files).with_pooling(folder.pooling.clone());
+    if let Some((file_name, buffer)) = external {
+        model = model.with_external_initializer(file_name, buffer);
+    }
+    let init = InitOptionsUserDefined::new()
+        .with_environment(environment)
+        .with_max_length(max_length)
+        .with_intra_threads(threads)
+        // Spinning intra-op threads keep every core busy for a while after each run
+        // (measured: ~96 ms of process CPU per 114 ms chat turn); queries arrive one at
+        // a time between other work on the same cores, so they block instead.
+        // The CPU memory arena stays on: it grows to the largest batch seen and never
+        // shrinks, but turning it off was measured worse (RSS +590 MiB instead of
+        // +280 MiB after 2,000 texts in batches of 64: glibc keeps the freed tensors).
+        // Bounding it needs an OrtArenaCfg or run options, which fastembed does not expose.
+        .with_session_config("session.intra_op.allow_spinning", "0");
+    TextEmbedding::try_new_from_user_defined(model, init).map_err(|e| {
+        // fastembed reads the tokenizer files here too, so name the folder as well.
+        Error::Config(format!(
+            "cannot load model folder {} (graph {}): {e}",
+            folder.dir.display(),
+            folder.graph.display()
+        ))
+    })
 }
 
 /// What was found in a model folder, before anything heavy is read.
@@ -534,6 +758,67 @@ mod tests {
                 assert!(cosine(a, b) > 0.9999);
             }
         }
+    }
+
+    /// all-mpnet-base-v2 (no token_type_ids, pad id 1, 768 dims) against vectors computed
+    /// independently: Python onnxruntime over the graph as shipped (weights folded to fp32),
+    /// Hugging Face tokenizers, numpy pooling (tests/fixtures/mpnet_reference.json says how).
+    /// Ours run the rewritten graph (weights kept int8), batched with padding.
+    #[test]
+    fn real_mpnet_matches_an_independent_reference() {
+        let Some((model_dir, ort)) = crate::test_model::mpnet_and_runtime(
+            "embed::onnx::real_mpnet_matches_an_independent_reference",
+        ) else {
+            return;
+        };
+        let fixture: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mpnet_reference.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let texts: Vec<String> = serde_json::from_value(fixture["texts"].clone()).unwrap();
+        let reference: Vec<Vec<f32>> = serde_json::from_value(fixture["vectors"].clone()).unwrap();
+        let e = OnnxEmbedder::load_with(
+            &model_dir,
+            &ort,
+            &OnnxOptions {
+                max_length: 384,
+                sessions: Some(1),
+                ..OnnxOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(e.dimensions(), 768);
+        assert!(
+            e.model_id().starts_with("onnx:all-mpnet-base-v2:int8:"),
+            "{}",
+            e.model_id()
+        );
+        // Every MatMul weight of the 12 layers (q, k, v, out, up, down) stays int8.
+        assert_eq!(e.int8_weights(), 72, "{}", e.description());
+        assert!(e.description().contains("weights kept int8"));
+
+        // One batch: the short texts are padded (with id 1) to the long one's 384 tokens.
+        let ours = e.embed(&texts).unwrap();
+        for ((t, a), b) in texts.iter().zip(&ours).zip(&reference) {
+            assert_eq!(a.len(), 768);
+            assert!((norm(a) - 1.0).abs() < 1e-4);
+            let c = cosine(a, b);
+            assert!(c > 0.999, "{t:.40}: cosine to the reference {c}");
+        }
+        // Paraphrases are close, unrelated texts are not, as in the reference.
+        assert!(cosine(&ours[0], &ours[1]) > cosine(&ours[0], &ours[2]) + 0.4);
+        assert!(cosine(&ours[3], &ours[4]) > cosine(&ours[3], &ours[2]) + 0.4);
+
+        // The query path (and its cache) gives the same vector as the batch.
+        let q = e.embed_query(&texts[3]).unwrap();
+        assert!(cosine(&q, &ours[3]) > 0.9999);
+        let again = e.embed_query(&texts[3]).unwrap();
+        assert_eq!(q, again);
+        let (entries, hits, _) = e.query_cache_stats();
+        assert_eq!((entries, hits), (1, 1));
     }
 
     #[test]

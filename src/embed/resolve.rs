@@ -144,6 +144,9 @@ fn onnx(settings: &Settings, model_dir: &Path, ort: &Path) -> Result<Resolved, E
             max_length: settings.max_length,
             onnx_file: settings.onnx_file.clone(),
             threads: settings.threads,
+            sessions: settings.sessions,
+            query_cache: settings.query_cache,
+            ..OnnxOptions::default()
         },
     )?;
     let description = embedder.description();

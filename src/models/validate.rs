@@ -74,6 +74,9 @@ pub fn validate(dir: &Path, ort: &Path, max_length: usize) -> Result<Validated, 
                 max_length,
                 onnx_file: Some(graph.clone()),
                 threads: None,
+                // One session is enough to prove the graph runs.
+                sessions: Some(1),
+                ..OnnxOptions::default()
             },
         )
         .map_err(|e| {
