@@ -73,11 +73,45 @@ impl Default for OnnxOptions {
 /// of int8 weights, ~330 MB per session) get one, so a 2 GB machine is not filled by copies.
 const SECOND_SESSION_MAX_GRAPH_BYTES: usize = 100 * 1024 * 1024;
 
-/// Tokens per batch for large models: activation memory grows with batch x length (x length
-/// again in attention), and all-mpnet-base-v2 at 32 x 384 tokens held 1.3 GB after one pass
-/// against 0.4 GB at 4 x 384, which was also faster (BENCHMARKS.md). Small models keep the
-/// configured batch.
-const LARGE_MODEL_BATCH_TOKENS: usize = 2048;
+/// Bound on one batch's attention work, (texts x estimated tokens^2): a batch is padded to
+/// its longest text and attention holds batch x heads x length^2 scores, so memory grows with
+/// the square of the length. Measured (BENCHMARKS.md): all-MiniLM-L6-v2 in batches of 32 at up
+/// to 512 tokens held 1.2 GB after one pass, all-mpnet-base-v2 1.3 GB at 32 x 384 against
+/// 0.4 GB at 4 x 384 (which was also faster). Small models get 32 texts of 256 tokens' worth,
+/// large ones 4 of 384.
+const SMALL_MODEL_ATTENTION_BUDGET: usize = 32 * 256 * 256;
+const LARGE_MODEL_ATTENTION_BUDGET: usize = 4 * 384 * 384;
+
+/// Splits texts sorted by length (ascending) into batches of at most `batch_size` whose
+/// `count x longest^2` stays within `budget`, with lengths estimated in tokens (capped at
+/// `max_length`). A single text always forms a batch, however long.
+fn plan_batches(
+    lengths: &[usize],
+    batch_size: usize,
+    max_length: usize,
+    budget: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, len) in lengths.iter().enumerate() {
+        let tokens = estimate_tokens(*len, max_length);
+        let count = i - start + 1;
+        if count > 1 && (count > batch_size || count * tokens * tokens > budget) {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    if start < lengths.len() {
+        out.push(start..lengths.len());
+    }
+    out
+}
+
+/// Tokens of a text of `bytes` UTF-8 bytes, erring high (English WordPiece averages over four
+/// bytes per token), plus the two special tokens; capped at the model's input limit.
+fn estimate_tokens(bytes: usize, max_length: usize) -> usize {
+    (bytes / 3 + 2).min(max_length)
+}
 
 /// The number of sessions used when none is configured: two on a machine with two or more
 /// cores when the graph is small (a query need not wait behind an ingestion batch), else one.
@@ -101,6 +135,8 @@ pub struct OnnxEmbedder {
     variant: String,
     dims: usize,
     batch_size: usize,
+    /// See [`SMALL_MODEL_ATTENTION_BUDGET`].
+    attention_budget: usize,
     max_length: usize,
     threads: usize,
     sessions: usize,
@@ -255,12 +291,10 @@ impl OnnxEmbedder {
         let sessions = options
             .sessions
             .unwrap_or_else(|| default_sessions(graph_bytes.len(), available_cores()));
-        let batch_size = if graph_bytes.len() > SECOND_SESSION_MAX_GRAPH_BYTES {
-            options
-                .batch_size
-                .min((LARGE_MODEL_BATCH_TOKENS / options.max_length).max(1))
+        let attention_budget = if graph_bytes.len() > SECOND_SESSION_MAX_GRAPH_BYTES {
+            LARGE_MODEL_ATTENTION_BUDGET
         } else {
-            options.batch_size
+            SMALL_MODEL_ATTENTION_BUDGET
         };
 
         let mut pool = Vec::with_capacity(sessions);
@@ -315,7 +349,8 @@ impl OnnxEmbedder {
             name: folder.name,
             variant,
             dims,
-            batch_size,
+            batch_size: options.batch_size,
+            attention_budget,
             max_length: options.max_length,
             threads,
             sessions,
@@ -329,7 +364,7 @@ impl OnnxEmbedder {
     /// One line for logs and the health endpoint.
     pub fn description(&self) -> String {
         format!(
-            "onnx {} ({} dims, {}{}, {} pooling, {} tokens, batches of {}, {} threads, {} session{}) from {}",
+            "onnx {} ({} dims, {}{}, {} pooling, {} tokens, batches of up to {}, {} threads, {} session{}) from {}",
             self.name,
             self.dims,
             self.variant,
@@ -409,18 +444,22 @@ impl Embedder for OnnxEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        if texts.len() <= self.batch_size {
-            return self.run(texts);
-        }
         // Batches of similar lengths: a batch is padded to its longest text, so mixing short
-        // and long texts wastes work. (Padding does not change a text's vector: the pooling
-        // ignores padded positions.)
+        // and long texts wastes work; and long texts go in smaller batches (memory). Padding
+        // does not change a text's vector: the pooling ignores padded positions.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
+        let lengths: Vec<usize> = order.iter().map(|&i| texts[i].len()).collect();
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         // A session per batch, so concurrent callers interleave (or run side by side on
         // another session) instead of one long input starving the rest.
-        for idx in order.chunks(self.batch_size) {
+        for range in plan_batches(
+            &lengths,
+            self.batch_size,
+            self.max_length,
+            self.attention_budget,
+        ) {
+            let idx = &order[range];
             let batch: Vec<String> = idx.iter().map(|&i| texts[i].clone()).collect();
             for (&i, v) in idx.iter().zip(self.run(&batch)?) {
                 out[i] = v;
@@ -985,6 +1024,31 @@ mod tests {
                 .to_string()
                 .contains("config.json")
         );
+    }
+
+    #[test]
+    fn batches_respect_count_and_attention_budget() {
+        // 40 short texts: by count only.
+        let short = vec![30; 40];
+        let b = plan_batches(&short, 32, 512, SMALL_MODEL_ATTENTION_BUDGET);
+        assert_eq!(b, vec![0..32, 32..40]);
+        // Long texts (capped at 512 tokens) in smaller batches: 8 x 512^2 = the budget.
+        let long = vec![5000; 20];
+        let b = plan_batches(&long, 32, 512, SMALL_MODEL_ATTENTION_BUDGET);
+        assert_eq!(b, vec![0..8, 8..16, 16..20]);
+        // Sorted mixed lengths: the short ones share a batch, the long ones split off.
+        let mut mixed = vec![30; 10];
+        mixed.extend([3000, 3000]);
+        let b = plan_batches(&mixed, 32, 384, LARGE_MODEL_ATTENTION_BUDGET);
+        assert_eq!(b, vec![0..10, 10..12]);
+        // A text over the budget on its own still gets a batch; nothing is empty.
+        assert_eq!(plan_batches(&[10_000], 32, 512, 1), vec![0..1]);
+        assert!(plan_batches(&[], 32, 512, 1).is_empty());
+        // Every text lands in exactly one batch.
+        let lens: Vec<usize> = (0..500).map(|i| i * 7).collect();
+        let b = plan_batches(&lens, 32, 512, SMALL_MODEL_ATTENTION_BUDGET);
+        assert_eq!(b.iter().map(|r| r.len()).sum::<usize>(), 500);
+        assert!(b.windows(2).all(|w| w[0].end == w[1].start));
     }
 
     #[test]
