@@ -764,8 +764,9 @@ fn unavailable(reason: &str) -> String {
     )
 }
 
-/// What is embedded for a chunk: its heading path gives the text its context.
-fn embed_text(headings: &[String], text: &str) -> String {
+/// What is embedded for a chunk: its heading path gives the text its context. Public so
+/// the evaluators embed passages exactly as ingestion does.
+pub fn embed_text(headings: &[String], text: &str) -> String {
     if headings.is_empty() {
         text.to_string()
     } else {

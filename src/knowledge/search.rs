@@ -80,6 +80,31 @@ pub enum SearchError {
     Other(#[from] Error),
 }
 
+/// The input of a hybrid search's fusion; see [`Knowledge::fusion_input`].
+#[derive(Debug, Clone)]
+pub struct FusionInput {
+    /// BM25 hits, best first, at the search's candidate depth.
+    pub keyword: Vec<Hit>,
+    /// Cosine hits, best first, at the same depth.
+    pub vector: Vec<Hit>,
+    /// Whether one of the first [`LOOKUP_HITS`] keyword hits contains every query term
+    /// (only looked up for queries short enough for [`lookup_share`] to count it).
+    pub covered: bool,
+    /// Distinct query terms, as the text index analyses them.
+    pub terms: usize,
+    /// Hits the search returns after fusion.
+    pub k: usize,
+}
+
+/// What [`Knowledge::lists`] found for a search.
+struct Lists {
+    mode: SearchMode,
+    warnings: Vec<String>,
+    keyword: Vec<Hit>,
+    vector: Vec<Hit>,
+    k: usize,
+}
+
 impl Knowledge {
     /// Narrows a search's documents to those of an agent of the tenant: `documents` when
     /// given (keeping only the agent's), else all of the agent's. `None` when the tenant has
@@ -117,9 +142,7 @@ impl Knowledge {
     /// [`search`](Self::search) after the check.
     fn search_in(&self, t: &TenantId, q: &SearchQuery) -> Result<SearchResult, SearchError> {
         let started = Instant::now();
-        let k = q.top_k.clamp(1, 50);
-        let wide = (3 * k).max(50);
-        if q.documents.as_ref().is_some_and(|d| d.is_empty()) || q.query.trim().is_empty() {
+        let Some(lists) = self.lists(t, q)? else {
             return Ok(SearchResult {
                 data: vec![],
                 mode: q.mode,
@@ -128,6 +151,78 @@ impl Knowledge {
                 best_similarity: None,
                 keyword_hits: 0,
             });
+        };
+        let Lists {
+            mode,
+            warnings,
+            keyword,
+            vector,
+            k,
+        } = lists;
+        let best_similarity = vector.first().map(|h| h.score);
+        let keyword_hits = keyword.len();
+        let ranked: Vec<Hit> = match mode {
+            SearchMode::Keyword => keyword.into_iter().take(k).collect(),
+            SearchMode::Vector => vector.into_iter().take(k).collect(),
+            SearchMode::Hybrid => {
+                let params = FusionParams::default();
+                let lookup = self.lookup_share(t, &q.query, &keyword, &params)?;
+                fuse_lookup(&keyword, &vector, k, &params, lookup)
+            }
+        };
+        let data = self.load_hits(t, &ranked)?;
+        Ok(SearchResult {
+            data,
+            mode,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+            warnings,
+            best_similarity,
+            keyword_hits,
+        })
+    }
+
+    /// What a hybrid search of the caller's tenant fuses: the keyword and vector lists at
+    /// the search's candidate depth and the query's keyword-lookup share under `params`,
+    /// exactly as [`search`](Self::search) computes them. For evaluating fusion settings
+    /// on the product's own lists (`examples/beir_eval.rs`); `None` when the search would
+    /// return nothing or cannot be hybrid (no working embedding model). Needs
+    /// [`Action::ReadDocuments`]. Blocking.
+    pub fn fusion_input(
+        &self,
+        caller: &Caller,
+        q: &SearchQuery,
+        params: &FusionParams,
+    ) -> Result<Option<FusionInput>, SearchError> {
+        require(caller, Action::ReadDocuments)?;
+        let t = caller.tenant();
+        let q = SearchQuery {
+            mode: SearchMode::Hybrid,
+            ..q.clone()
+        };
+        let Some(lists) = self.lists(t, &q)? else {
+            return Ok(None);
+        };
+        if lists.mode != SearchMode::Hybrid {
+            return Ok(None);
+        }
+        let (covered, terms) = self.lookup_evidence(t, &q.query, &lists.keyword, params)?;
+        Ok(Some(FusionInput {
+            keyword: lists.keyword,
+            vector: lists.vector,
+            covered,
+            terms,
+            k: lists.k,
+        }))
+    }
+
+    /// The ranked lists a search needs for its mode (the mode it can actually serve), each
+    /// `max(3k, 50)` deep for hybrid; `None` for a search that finds nothing by definition
+    /// (an empty query or document list).
+    fn lists(&self, t: &TenantId, q: &SearchQuery) -> Result<Option<Lists>, SearchError> {
+        let k = q.top_k.clamp(1, 50);
+        let wide = (3 * k).max(50);
+        if q.documents.as_ref().is_some_and(|d| d.is_empty()) || q.query.trim().is_empty() {
+            return Ok(None);
         }
         let mut warnings = Vec::new();
         // Keyword search never needs (or waits for) the embedding model.
@@ -170,14 +265,10 @@ impl Knowledge {
             documents: q.documents.clone(),
             agent: None,
         };
+        let depth = if mode == SearchMode::Hybrid { wide } else { k };
         let keyword = if mode != SearchMode::Vector {
             self.text
-                .search(
-                    t,
-                    &q.query,
-                    &filter,
-                    if mode == SearchMode::Hybrid { wide } else { k },
-                )
+                .search(t, &q.query, &filter, depth)
                 .map_err(Error::from)?
         } else {
             vec![]
@@ -185,39 +276,20 @@ impl Knowledge {
         let vector = match (&space, &query_vector) {
             (Some(space), Some(v)) => space
                 .index
-                .search(
-                    t,
-                    v,
-                    q.documents.as_deref(),
-                    if mode == SearchMode::Hybrid { wide } else { k },
-                )
+                .search(t, v, q.documents.as_deref(), depth)
                 .map_err(Error::from)?,
             _ => vec![],
         };
-        let best_similarity = vector.first().map(|h| h.score);
-        let keyword_hits = keyword.len();
-        let ranked: Vec<Hit> = match mode {
-            SearchMode::Keyword => keyword.into_iter().take(k).collect(),
-            SearchMode::Vector => vector.into_iter().take(k).collect(),
-            SearchMode::Hybrid => {
-                let params = FusionParams::default();
-                let lookup = self.lookup_share(t, &q.query, &keyword, &params)?;
-                fuse_lookup(&keyword, &vector, k, &params, lookup)
-            }
-        };
-        let data = self.load_hits(t, &ranked)?;
-        Ok(SearchResult {
-            data,
+        Ok(Some(Lists {
             mode,
-            took_ms: started.elapsed().as_secs_f64() * 1000.0,
             warnings,
-            best_similarity,
-            keyword_hits,
-        })
+            keyword,
+            vector,
+            k,
+        }))
     }
 
-    /// How much the query is a keyword lookup ([`lookup_share`]), judged on the first
-    /// [`LOOKUP_HITS`] keyword hits: only short queries pay for reading their chunks.
+    /// How much the query is a keyword lookup ([`lookup_share`]).
     fn lookup_share(
         &self,
         t: &TenantId,
@@ -225,9 +297,23 @@ impl Knowledge {
         keyword: &[Hit],
         params: &FusionParams,
     ) -> Result<f32, Error> {
+        let (covered, terms) = self.lookup_evidence(t, query, keyword, params)?;
+        Ok(lookup_share(covered, terms, params))
+    }
+
+    /// The inputs of [`lookup_share`]: whether one of the first [`LOOKUP_HITS`] keyword hits
+    /// contains every query term, and the query's term count. Only short queries (those
+    /// the rule can count) pay for reading their chunks.
+    fn lookup_evidence(
+        &self,
+        t: &TenantId,
+        query: &str,
+        keyword: &[Hit],
+        params: &FusionParams,
+    ) -> Result<(bool, usize), Error> {
         let terms = self.text.term_count(query);
         if keyword.is_empty() || lookup_share(true, terms, params) == 0.0 {
-            return Ok(0.0);
+            return Ok((false, terms));
         }
         let covered = self.svc.store.read(|tx| {
             for h in keyword.iter().take(LOOKUP_HITS) {
@@ -240,7 +326,7 @@ impl Knowledge {
             }
             Ok(false)
         })?;
-        Ok(lookup_share(covered, terms, params))
+        Ok((covered, terms))
     }
 
     /// Chunk text and document names for ranked hits; hits whose chunk is gone are dropped.
