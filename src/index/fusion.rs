@@ -76,7 +76,7 @@ impl Default for FusionParams {
         Self {
             method: FusionMethod::ZScore,
             vector_weight: 0.75,
-            confidence_floor: Some(0.4),
+            confidence_floor: Some(0.35),
             confidence_span: 0.2,
             rrf_k: 60.0,
             lookup_terms: Some(3),
@@ -100,7 +100,8 @@ impl FusionParams {
 /// Fuses a keyword ranking and a vector ranking (each best first, as returned by the
 /// indexes) into the top `k` of one ranking, best first. Chunks found by both lists gain
 /// from both; a chunk missing from one list gets that list's lowest contribution. Ties
-/// break on the vector rank, then the keyword rank, so the output is deterministic.
+/// break on the rank in the list with the larger weight for this query, then the other
+/// list's, so the output is deterministic.
 /// Pass each list with the same depth of at least `max(3k, 50)` hits, so the
 /// normalisation sees the score distribution rather than just its head. The vector list's
 /// scores must be cosines (as [`VectorIndex`](super::VectorIndex) returns) for the
@@ -123,13 +124,6 @@ pub fn fuse_lookup(
     }
     let full = params.vector_weight.clamp(0.0, 1.0);
     let wk = 1.0 - full;
-    let wv = match (params.confidence_floor, vector.first()) {
-        (Some(floor), Some(top)) => {
-            let span = params.confidence_span.max(f32::EPSILON);
-            full * ((top.score - floor) / span).clamp(0.0, 1.0)
-        }
-        _ => full,
-    } * (1.0 - lookup.clamp(0.0, 1.0));
     // Normalised scores per list, and the value for a chunk the list did not return.
     let ((kw, kw_missing), (vw, vw_missing)) = match params.method {
         FusionMethod::Rrf => (
@@ -148,7 +142,13 @@ pub fn fuse_lookup(
             (z_score(keyword, n, 0.0), z_score(vector, 0, 0.0))
         }
     };
-
+    let wv = match (params.confidence_floor, vector.first()) {
+        (Some(floor), Some(top)) => {
+            let span = params.confidence_span.max(f32::EPSILON);
+            full * ((top.score - floor) / span).clamp(0.0, 1.0)
+        }
+        _ => full,
+    } * (1.0 - lookup.clamp(0.0, 1.0));
     struct Entry<'a> {
         hit: &'a Hit,
         k: Option<(usize, f32)>,
@@ -183,10 +183,18 @@ pub fn fuse_lookup(
             (score, vr, kr, e.hit)
         })
         .collect();
+    // Ties break on the rank in the heavier list, so a query handed to BM25 (a lookup, or
+    // an unrecognised query) comes out exactly in keyword order: exact BM25 ties are
+    // common between near-duplicate passages.
+    let keyword_first = wk > wv;
     fused.sort_by(|a, b| {
+        let ranks = if keyword_first {
+            a.2.cmp(&b.2).then(a.1.cmp(&b.1))
+        } else {
+            a.1.cmp(&b.1).then(a.2.cmp(&b.2))
+        };
         b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
+            .then(ranks)
             .then_with(|| a.3.chunk.cmp(&b.3.chunk))
     });
     fused.truncate(k);

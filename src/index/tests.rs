@@ -860,20 +860,49 @@ mod fusion {
         }
     }
 
+    /// A list of `n` cosines falling evenly from `top` by `step`.
+    fn cosines(top: f32, step: f32, n: usize) -> Vec<Hit> {
+        hits(&(0..n).map(|i| top - step * i as f32).collect::<Vec<_>>())
+    }
+
     #[test]
     fn an_unconfident_vector_list_defers_to_keywords() {
         let p = FusionParams::default();
         let kw = hits(&[12.0, 6.0, 5.0]);
         // Top cosine under the floor: the embedding model did not recognise the query.
-        let vs = hits(&[0.35, 0.34, 0.33]);
+        let vs = cosines(0.34, 0.002, 50);
         let out = fuse(&kw, &vs, 6, &p);
         let order: Vec<_> = out.iter().take(3).map(|h| h.chunk.clone()).collect();
         let want: Vec<_> = kw.iter().map(|h| h.chunk.clone()).collect();
         assert_eq!(order, want);
         // A confident vector list moves its top hit first.
-        let vs = hits(&[0.9, 0.5, 0.45]);
+        let vs = cosines(0.9, 0.01, 50);
         let out = fuse(&kw, &vs, 6, &p);
         assert_eq!(out[0].chunk, vs[0].chunk);
+    }
+
+    #[test]
+    fn a_query_handed_to_keywords_keeps_their_order_on_exact_ties() {
+        let p = FusionParams::default();
+        // Two near-duplicate passages tie exactly in BM25; the vector list has them the
+        // other way round.
+        let kw = hits(&[9.0, 9.0, 4.0]);
+        let mut vs = cosines(0.9, 0.01, 50);
+        vs[0] = Hit {
+            score: 0.9,
+            ..kw[1].clone()
+        };
+        vs[1] = Hit {
+            score: 0.89,
+            ..kw[0].clone()
+        };
+        let out = fuse_lookup(&kw, &vs, 3, &p, 1.0);
+        let order: Vec<_> = out.iter().map(|h| h.chunk.clone()).collect();
+        let want: Vec<_> = kw.iter().map(|h| h.chunk.clone()).collect();
+        assert_eq!(order, want, "a lookup is ranked as keyword search ranks it");
+        // A question (no lookup) lets the vector list order them.
+        let out = fuse_lookup(&kw, &vs, 3, &p, 0.0);
+        assert_eq!(out[0].chunk, kw[1].chunk);
     }
 
     #[test]
