@@ -253,7 +253,7 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     for (i, qid) in qids.iter().enumerate() {
         let rel = &qrels[qid];
-        let half = if crc32fast::hash(qid.as_bytes()) % 2 == 0 {
+        let half = if crc32fast::hash(qid.as_bytes()).is_multiple_of(2) {
             "dev"
         } else {
             "test"
