@@ -87,7 +87,7 @@ impl Flush {
                 s = self.done.wait(s).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            let Some(f) = sync.take() else {
+            let Some(sync) = sync.take() else {
                 // Led once and still not durable: only a failed lead gets here, and it
                 // returned its error already.
                 return Err(Error::Unavailable(
@@ -96,24 +96,45 @@ impl Flush {
             };
             s.leading = true;
             drop(s);
-            let r = f();
-            s = self.lock();
-            s.leading = false;
-            if let Ok((epoch, upto)) = r {
-                #[cfg(test)]
-                {
-                    s.syncs += 1;
-                }
-                if (epoch, upto) > (s.durable_epoch, s.durable_seq) {
-                    s.durable_epoch = epoch;
-                    s.durable_seq = upto;
-                }
-            }
-            // Waiters re-check: covered now, or one of them leads the next durable commit
-            // (after a failure, that one fails on the same disk or finds the store reopened).
-            self.done.notify_all();
+            // Ends the lead even if `sync` panics, so the waiters never wait forever.
+            let mut lead = Lead {
+                flush: self,
+                durable: None,
+            };
+            let r = sync();
+            lead.durable = r.as_ref().ok().copied();
+            drop(lead);
             r?;
+            s = self.lock();
         }
+    }
+}
+
+/// The lead of one durable commit: when it ends (also by a panic), records what became
+/// durable and wakes the waiters, who re-check: covered now, or one of them leads the next
+/// durable commit (after a failure, that one fails on the same disk or finds the store
+/// reopened).
+struct Lead<'a> {
+    flush: &'a Flush,
+    /// The epoch and last ticket the durable commit covered, when it succeeded.
+    durable: Option<(u64, u64)>,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut s = self.flush.lock();
+        s.leading = false;
+        if let Some((epoch, upto)) = self.durable {
+            #[cfg(test)]
+            {
+                s.syncs += 1;
+            }
+            if (epoch, upto) > (s.durable_epoch, s.durable_seq) {
+                s.durable_epoch = epoch;
+                s.durable_seq = upto;
+            }
+        }
+        self.flush.done.notify_all();
     }
 }
 
@@ -156,6 +177,19 @@ mod tests {
         // A commit in the new epoch is fine.
         let c = f.committed(1);
         f.wait(c, || Ok((1, f.last()))).expect("c");
+    }
+
+    #[test]
+    fn a_panicking_durable_commit_does_not_leave_the_others_waiting() {
+        let f = Flush::default();
+        let a = f.committed(0);
+        let b = f.committed(0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = f.wait(a, || panic!("redb panicked"));
+        }));
+        assert!(r.is_err());
+        // b leads its own durable commit instead of waiting for the dead lead.
+        f.wait(b, || Ok((0, f.last()))).expect("b");
     }
 
     #[test]
