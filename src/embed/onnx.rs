@@ -147,55 +147,84 @@ pub struct OnnxEmbedder {
     graph: PathBuf,
 }
 
-/// Idle sessions; a caller takes one and gives it back when its batch is done.
-struct Pool {
-    idle: Mutex<Vec<TextEmbedding>>,
+/// Idle sessions; a caller takes one and gives it back when its batch is done. Queries go
+/// first: while one waits, batch work (ingestion) takes no session, so a search waits for at
+/// most the batch already running, not for a whole document's worth of batches.
+struct Pool<T = TextEmbedding> {
+    state: Mutex<PoolState<T>>,
     returned: Condvar,
+}
+
+struct PoolState<T> {
+    idle: Vec<T>,
+    /// Queries waiting for a session.
+    queries_waiting: usize,
 }
 
 /// A checked-out session, put back on drop (also when the caller panics, so the pool never
 /// shrinks).
-struct Lease<'a> {
-    pool: &'a Pool,
-    session: Option<TextEmbedding>,
+struct Lease<'a, T = TextEmbedding> {
+    pool: &'a Pool<T>,
+    session: Option<T>,
 }
 
-impl Pool {
-    fn take(&self) -> Lease<'_> {
-        // A panic while the lock was held left only a Vec behind: nothing to distrust.
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+impl<T> Pool<T> {
+    fn new(sessions: Vec<T>) -> Self {
+        Pool {
+            state: Mutex::new(PoolState {
+                idle: sessions,
+                queries_waiting: 0,
+            }),
+            returned: Condvar::new(),
+        }
+    }
+
+    /// A session for a query (`query`) or for batch work, waiting until one is free.
+    fn take(&self, query: bool) -> Lease<'_, T> {
+        // A panic while the lock was held left only plain data behind: nothing to distrust.
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if query {
+            st.queries_waiting += 1;
+        }
         loop {
-            if let Some(session) = idle.pop() {
+            if (query || st.queries_waiting == 0)
+                && let Some(session) = st.idle.pop()
+            {
+                if query {
+                    st.queries_waiting -= 1;
+                }
                 return Lease {
                     pool: self,
                     session: Some(session),
                 };
             }
-            idle = self
+            st = self
                 .returned
-                .wait(idle)
+                .wait(st)
                 .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
 
-impl Lease<'_> {
-    fn session(&mut self) -> &mut TextEmbedding {
+impl<T> Lease<'_, T> {
+    fn session(&mut self) -> &mut T {
         self.session
             .as_mut()
             .expect("BUG: a lease holds its session until dropped")
     }
 }
 
-impl Drop for Lease<'_> {
+impl<T> Drop for Lease<'_, T> {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
             self.pool
-                .idle
+                .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
+                .idle
                 .push(s);
-            self.pool.returned.notify_one();
+            // All: a waiting batch caller must not swallow the wake-up a query needs.
+            self.pool.returned.notify_all();
         }
     }
 }
@@ -340,10 +369,7 @@ impl OnnxEmbedder {
         let id = format!("onnx:{}:{variant}:{fingerprint}", folder.name);
         tracing::info!(model_id = %id, dims, threads, sessions, int8_weights, graph = %folder.graph.display(), "loaded embedding model");
         Ok(OnnxEmbedder {
-            pool: Pool {
-                idle: Mutex::new(pool),
-                returned: Condvar::new(),
-            },
+            pool: Pool::new(pool),
             cache: QueryCache::new(options.query_cache),
             id,
             name: folder.name,
@@ -411,10 +437,10 @@ impl OnnxEmbedder {
         self.cache.stats()
     }
 
-    fn run(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+    fn run(&self, texts: &[String], query: bool) -> Result<Vec<Vec<f32>>, Error> {
         let vectors = self
             .pool
-            .take()
+            .take(query)
             .session()
             .embed(texts, Some(texts.len()))
             .map_err(|e| Error::Runtime(format!("{}: {e}", self.id)))?;
@@ -461,7 +487,7 @@ impl Embedder for OnnxEmbedder {
         ) {
             let idx = &order[range];
             let batch: Vec<String> = idx.iter().map(|&i| texts[i].clone()).collect();
-            for (&i, v) in idx.iter().zip(self.run(&batch)?) {
+            for (&i, v) in idx.iter().zip(self.run(&batch, false)?) {
                 out[i] = v;
             }
         }
@@ -474,7 +500,7 @@ impl Embedder for OnnxEmbedder {
             return Ok(v.as_ref().clone());
         }
         let v = self
-            .run(&[text.to_string()])?
+            .run(&[text.to_string()], true)?
             .pop()
             .ok_or_else(|| Error::Runtime(format!("{} returned no vector", self.id)))?;
         self.cache.put(text, Arc::new(v.clone()));
@@ -1024,6 +1050,41 @@ mod tests {
                 .to_string()
                 .contains("config.json")
         );
+    }
+
+    #[test]
+    fn a_waiting_query_gets_the_next_free_session_before_batch_work() {
+        let pool = Pool::new(vec![1u8]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let held = pool.take(false);
+            let batch = {
+                let tx = tx.clone();
+                let pool = &pool;
+                s.spawn(move || {
+                    let _l = pool.take(false);
+                    tx.send("batch").unwrap();
+                })
+            };
+            let query = {
+                let tx = tx.clone();
+                let pool = &pool;
+                s.spawn(move || {
+                    let _l = pool.take(true);
+                    tx.send("query").unwrap();
+                })
+            };
+            // Hand the session back only once the query is waiting for it.
+            while pool.state.lock().unwrap().queries_waiting == 0 {
+                std::thread::yield_now();
+            }
+            drop(held);
+            batch.join().unwrap();
+            query.join().unwrap();
+        });
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["query", "batch"]);
+        // Every lease came back.
+        assert_eq!(pool.state.lock().unwrap().idle.len(), 1);
     }
 
     #[test]
