@@ -233,7 +233,7 @@ fn turn_for(
 /// Server-Sent Events stream: `delta` events `{content}`, then one `done` event with
 /// `{reply, citations, usage, latencyMs, upstreamMs, toolCalls}` (or an `error` event).
 #[utoipa::path(post, path = "/api/agents/{id}/test", tag = "agents", params(("id" = String, Path)), request_body = TestReq,
-    responses((status = 200, description = "JSON, or text/event-stream (`delta`, then `done` with the whole answer) when stream is true", content((TestResponse = "application/json"), (super::sse::SseEvent = "text/event-stream"))), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    responses((status = 200, description = "JSON, or text/event-stream (`delta`, then `done` with the whole answer) when stream is true", content((TestResponse = "application/json"), (super::sse::SseEvent = "text/event-stream"))), (status = 402, body = ErrorBody, description = "`plan_limit_reached` (the plan's AI replies for the period are used up) or `subscription_inactive`"), (status = 404, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn test(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -247,7 +247,10 @@ pub async fn test(
         .run(move |s| s.find_agent(&caller, id.as_str()))
         .await?;
     let stream = r.stream;
+    let counted = asker.clone();
     let turn = turn_for(stored, asker, r)?;
+    // A playground answer costs the model as much as a customer's: it counts against the plan.
+    state.run(move |s| s.reserve_ai_reply(&counted)).await?;
     let engine = state.engine.clone();
     if !stream {
         let res = engine

@@ -235,10 +235,11 @@ pub async fn channels(
 }
 
 /// Knowledge gaps: customers' questions that ended in the fallback message or a handoff,
-/// grouped by similar wording, with counts and example conversations.
+/// grouped by meaning (the tenant's embedding model) or else by wording, with counts and
+/// example conversations.
 #[utoipa::path(get, path = "/api/analytics/knowledge-gaps", tag = "analytics", params(GapParams),
     responses(
-        (status = 200, description = "`{range, groups: [{question, count, fallbacks, handoffs, examples, lastAt}], grouping}`", body = Object),
+        (status = 200, description = "`{range, groups: [{question, count, fallbacks, handoffs, examples, lastAt}], grouping}`; `grouping` is `embeddings` when similar questions were grouped by meaning with the tenant's embedding model, `terms` when by wording", body = Object),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn knowledge_gaps(
     State(state): State<AppState>,
@@ -260,8 +261,19 @@ pub async fn knowledge_gaps(
         },
     };
     let caller = scoped(&state, caller, p.tenant_id.as_deref()).await?;
+    // Similar questions are grouped by meaning with the tenant's embedding model, when it
+    // has one that works now; by wording otherwise.
+    let knowledge = state.knowledge.clone();
+    let embed = move |t: &crate::types::TenantId, questions: &[String]| {
+        let space = knowledge.space_for(t).ok().flatten()?;
+        space
+            .embedder
+            .embed(questions)
+            .map_err(|e| tracing::warn!(error = %e, "knowledge gaps: grouped by wording only"))
+            .ok()
+    };
     let v = state
-        .run(move |s| s.knowledge_gaps(&caller, &q, limit))
+        .run(move |s| s.knowledge_gaps(&caller, &q, limit, &embed))
         .await?;
     Ok(axum::Json(v))
 }

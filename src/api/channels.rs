@@ -61,7 +61,7 @@ pub struct WebSettingsReq {
     #[schema(value_type = Option<String>, max_length = 35)]
     language: Option<Option<String>>,
     pre_chat: Option<PreChatReq>,
-    identity: Option<IdentityReq>,
+    identity: Option<IdentitySettingsReq>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -89,7 +89,7 @@ pub struct PreChatReq {
 /// (answered once as `identitySecret`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct IdentityReq {
+pub struct IdentitySettingsReq {
     mode: FieldMode,
 }
 

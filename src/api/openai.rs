@@ -26,6 +26,7 @@ impl IntoResponse for OaiError {
             403 => "permission_error",
             404 => "invalid_request_error",
             429 => "rate_limit_error",
+            402 => "insufficient_quota",
             400 | 413 | 415 | 422 => "invalid_request_error",
             _ => "api_error",
         };
@@ -45,6 +46,9 @@ impl From<ApiError> for OaiError {
             404 => "model_not_found",
             429 => "rate_limit_exceeded",
             413 => "payload_too_large",
+            // The plan's AI replies are used up, or the subscription is inactive.
+            402 if e.code == "subscription_inactive" => "subscription_inactive",
+            402 => "insufficient_quota",
             400 | 415 | 422 => "invalid_request",
             _ => "server_error",
         };
@@ -288,6 +292,7 @@ fn usage_json(u: &crate::model::Usage) -> Value {
         (status = 200, description = "An OpenAI `chat.completion`, or `text/event-stream` of `chat.completion.chunk` events ending in `[DONE]` when `stream` is true", content((Object = "application/json"), (super::sse::SseEvent = "text/event-stream"))),
         (status = 400, body = Object, description = "OpenAI error shape `{error:{message,type,param,code}}`"),
         (status = 401, body = Object, description = "OpenAI error shape"),
+        (status = 402, body = Object, description = "The tenant's plan allows no more AI replies this period, or its subscription is inactive (OpenAI error shape, code `insufficient_quota` or `subscription_inactive`)"),
         (status = 404, body = Object, description = "No agent with that `model` (OpenAI error shape)"),
         (status = 413, body = Object, description = "OpenAI error shape"),
         (status = 415, body = Object, description = "OpenAI error shape"),
@@ -301,6 +306,12 @@ pub async fn chat_completions(
     let c = validate(req, state.config.chat_max_messages)?;
     let asker = caller.clone();
     let agent = agent_for(&state, caller, &c).await?;
+    // An answer here is an AI reply like one in a conversation: it counts against the plan.
+    let counted = asker.clone();
+    state
+        .run(move |s| s.reserve_ai_reply(&counted))
+        .await
+        .map_err(OaiError::from)?;
     let meta = Meta::new(agent.slug.clone());
     let turn = Turn {
         caller: asker,

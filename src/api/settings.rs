@@ -151,9 +151,8 @@ pub async fn test_provider(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<axum::Json<ProviderTest>> {
-    // Only those who may see the settings may test them.
     let c = caller.clone();
-    state.run(move |s| s.get_ai_settings(&c)).await?;
+    state.run(move |s| s.may_test_provider(&c)).await?;
     let out = state.engine.test_provider(&caller).await.map_err(|e| {
         tracing::error!(error = %e, "provider test");
         ApiError::internal()

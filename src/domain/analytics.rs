@@ -893,8 +893,16 @@ impl Services {
         Ok(json!(out))
     }
 
-    /// Questions that ended in the fallback or a handoff, grouped by similar wording.
-    pub fn knowledge_gaps(&self, caller: &Caller, q: &ReportQuery, limit: usize) -> Result<Value> {
+    /// Questions that ended in the fallback or a handoff, grouped by similar wording, then
+    /// by meaning when `embed` gives vectors for the tenant's questions (its embedding
+    /// model; `None` when it has none or the model cannot be used now).
+    pub fn knowledge_gaps(
+        &self,
+        caller: &Caller,
+        q: &ReportQuery,
+        limit: usize,
+        embed: &GapEmbed,
+    ) -> Result<Value> {
         let Scope::Tenant(t) = self.scope(caller)? else {
             return Err(Error::Invalid(
                 "invalid_query",
@@ -932,7 +940,20 @@ impl Services {
             .rev()
             .take(MAX_GAPS)
             .collect();
-        let groups = group_gaps(&gaps);
+        let mut groups = group_gaps(&gaps);
+        let mut grouping = "terms";
+        if groups.len() > 1 {
+            // The heads of the largest word groups, embedded once each (bounded work).
+            let heads: Vec<String> = groups
+                .iter()
+                .take(MAX_EMBEDDED_GROUPS)
+                .map(|g| normalise(&gaps[g[0]].question))
+                .collect();
+            if let Some(vectors) = embed(&t, &heads).filter(|v| v.len() == heads.len()) {
+                groups = merge_by_meaning(groups, &vectors);
+                grouping = "embeddings";
+            }
+        }
         let out: Vec<Value> = groups
             .into_iter()
             .take(limit)
@@ -958,7 +979,7 @@ impl Services {
                 "timeZone": zone.name(), "tenantId": t, "agentId": q.agent_id, "channelId": null,
             },
             "groups": out,
-            "grouping": "terms",
+            "grouping": grouping,
         }))
     }
 }
@@ -972,6 +993,18 @@ struct Series {
 
 /// Most knowledge gaps grouped per request (the newest).
 const MAX_GAPS: usize = 5_000;
+/// Word groups whose questions are embedded per request, largest first (the rest keep
+/// their word grouping): bounds the embedding work of one report.
+const MAX_EMBEDDED_GROUPS: usize = 200;
+/// Cosine from which two questions ask the same thing. With all-MiniLM-L6-v2, rewordings
+/// of one question ("how long does delivery to Spain take" / "what is the delivery time for
+/// orders to Spain") score 0.86-0.92, related but different questions ("do you ship to
+/// Portugal") 0.4-0.66, unrelated ones under 0.25.
+const SAME_MEANING: f32 = 0.75;
+
+/// Embeds a tenant's questions with its embedding model (L2-normalised vectors in input
+/// order), or `None` when it has none or it cannot be used now. Blocking.
+pub type GapEmbed = dyn Fn(&TenantId, &[String]) -> Option<Vec<Vec<f32>>> + Send + Sync;
 
 /// A question's normalised terms: lower case, letters and digits, short stop words out.
 fn terms(q: &str) -> Vec<String> {
@@ -1024,6 +1057,36 @@ fn group_gaps(gaps: &[KnowledgeGap]) -> Vec<Vec<usize>> {
         }
     }
     let mut out: Vec<Vec<usize>> = groups.into_iter().map(|(_, v)| v).collect();
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
+    out
+}
+
+/// Joins word groups whose first questions mean the same (`vectors[i]` is group i's head,
+/// for the first `vectors.len()` groups): each group joins the largest earlier group it is
+/// close to. Sizes and order as in [`group_gaps`]; members stay newest first.
+fn merge_by_meaning(groups: Vec<Vec<usize>>, vectors: &[Vec<f32>]) -> Vec<Vec<usize>> {
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let mut kept: Vec<(usize, Vec<usize>)> = Vec::new(); // (head's vector, members)
+    for (i, g) in groups.into_iter().enumerate() {
+        let close = (i < vectors.len())
+            .then(|| {
+                kept.iter().position(|(h, _)| {
+                    *h < vectors.len() && dot(&vectors[*h], &vectors[i]) >= SAME_MEANING
+                })
+            })
+            .flatten();
+        match close {
+            Some(k) => kept[k].1.extend(g),
+            None => kept.push((i, g)),
+        }
+    }
+    let mut out: Vec<Vec<usize>> = kept
+        .into_iter()
+        .map(|(_, mut v)| {
+            v.sort_unstable();
+            v
+        })
+        .collect();
     out.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
     out
 }

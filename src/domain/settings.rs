@@ -138,6 +138,14 @@ impl Services {
         })
     }
 
+    /// Whether the caller may try the tenant's model provider (a request made with the
+    /// tenant's saved key): the same permission as reading and changing the AI settings.
+    pub fn may_test_provider(&self, caller: &Caller) -> Result<()> {
+        caller
+            .require(Action::ManageSettings)
+            .map_err(|d| Error::denied(d, "settings"))
+    }
+
     pub fn get_ai_settings(&self, caller: &Caller) -> Result<AiSettingsView> {
         caller
             .require(Action::ManageSettings)

@@ -823,3 +823,81 @@ async fn every_report_matches_the_scripted_conversations() {
     let rebuilt = s.svc.analytics_rollups(&tenant).expect("rollups");
     assert_eq!(rebuilt, incremental);
 }
+
+/// With the tenant's embedding model, knowledge gaps asked in different words but meaning
+/// the same are one group; an unrelated question stays apart. Without a model the same
+/// questions are three groups (grouped by wording).
+#[tokio::test]
+async fn knowledge_gaps_are_grouped_by_meaning_with_the_embedding_model() {
+    let Some((model, ort)) = crate::test_model::model_and_runtime(
+        "analytics::knowledge_gaps_are_grouped_by_meaning_with_the_embedding_model",
+    ) else {
+        return;
+    };
+    let questions = [
+        "How long does delivery to Spain take?",
+        "What is the delivery time for orders to Spain?",
+        "Can I pay with bitcoin?",
+    ];
+    for with_model in [true, false] {
+        let (model, ort) = (model.clone(), ort.clone());
+        let s = start_with(move |c| {
+            if with_model {
+                c.embeddings_provider = Some("onnx".into());
+                c.embeddings_model_dir = Some(model);
+                c.ort_dylib_path = Some(ort);
+            } else {
+                c.embeddings_provider = Some("none".into());
+            }
+        })
+        .await;
+        let a = s.register("gaps@x.test", "Shop").await;
+        // No documents and no model provider: every question gets the fallback.
+        let agent = create_agent(&s, &a, json!({"name": "Bot", "fallbackMessage": FALLBACK})).await;
+        for q in questions {
+            let c = s
+                .post(
+                    "/api/conversations",
+                    Some(&a.token),
+                    json!({"agentId": id(&agent)}),
+                )
+                .await;
+            c.expect(201);
+            let r = s
+                .post(
+                    &format!("/api/conversations/{}/messages", id(&c.body)),
+                    Some(&a.token),
+                    json!({"content": q, "role": "customer"}),
+                )
+                .await;
+            r.expect(201);
+            assert_eq!(r.body["reply"]["content"], FALLBACK, "{}", r.text);
+        }
+        let r = s.get("/api/analytics/knowledge-gaps", &a.token).await;
+        r.expect(200);
+        let groups = r.body["groups"].as_array().expect("groups");
+        let counts: Vec<u64> = groups
+            .iter()
+            .map(|g| g["count"].as_u64().unwrap())
+            .collect();
+        if with_model {
+            assert_eq!(r.body["grouping"], "embeddings", "{}", r.text);
+            assert_eq!(counts, [2, 1], "{}", r.text);
+            let examples: Vec<&str> = groups[0]["examples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["question"].as_str().unwrap())
+                .collect();
+            assert!(
+                examples.contains(&questions[0]) && examples.contains(&questions[1]),
+                "{examples:?}"
+            );
+            assert_eq!(groups[1]["examples"][0]["question"], questions[2]);
+        } else {
+            assert_eq!(r.body["grouping"], "terms", "{}", r.text);
+            assert_eq!(counts, [1, 1, 1], "{}", r.text);
+        }
+        s.stop().await;
+    }
+}

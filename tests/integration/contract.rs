@@ -274,3 +274,81 @@ async fn the_openapi_document_covers_v1_ids_limits_and_error_answers() {
     assert!(schemas["AgentView"].is_object() && schemas["Agent"].is_null());
     assert!(schemas["JobView"]["properties"]["payload"].is_null());
 }
+
+/// utoipa names each OpenAPI schema after its Rust type, and two `ToSchema` types with the
+/// same name silently replace each other in the document (schemathesis once caught a route
+/// documented with the wrong `UsageView`). Every `ToSchema` type name must be unique, unless
+/// renamed with `#[schema(as = ...)]`.
+#[test]
+fn openapi_schema_names_are_unique() {
+    fn rs_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("read src") {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                rs_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    rs_files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let mut dups = Vec::new();
+    let mut found = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read source");
+        let mut pending = false;
+        let mut renamed: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("#[derive(") && line.contains("ToSchema") {
+                pending = true;
+            } else if pending && line.starts_with("#[schema(") && line.contains("as = ") {
+                let after = line.split("as = ").nth(1).unwrap_or("");
+                renamed = Some(
+                    after
+                        .split([',', ')'])
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .rsplit("::")
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                );
+            } else if pending
+                && let Some(rest) = [
+                    "pub struct ",
+                    "pub enum ",
+                    "struct ",
+                    "enum ",
+                    "pub(crate) struct ",
+                    "pub(crate) enum ",
+                ]
+                .iter()
+                .find_map(|k| line.strip_prefix(k))
+            {
+                let name = renamed.take().unwrap_or_else(|| {
+                    rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                });
+                found += 1;
+                let here = f.display().to_string();
+                if let Some(prev) = seen.insert(name.clone(), here.clone()) {
+                    dups.push(format!("{name}: {prev} and {here}"));
+                }
+                pending = false;
+            }
+        }
+    }
+    assert!(
+        found > 50,
+        "only {found} ToSchema types found: is the scan broken?"
+    );
+    assert!(dups.is_empty(), "ToSchema types sharing a name: {dups:#?}");
+}

@@ -675,3 +675,41 @@ async fn crossing_80_and_100_percent_is_announced_once_each() {
         vec![("agents", 4, 5, 80, 80), ("agents", 5, 5, 100, 100)]
     );
 }
+
+#[tokio::test]
+async fn playground_and_openai_api_answers_count_against_the_plan() {
+    let s = start().await;
+    let root = s.root().await;
+    let a = s.register("owner@shop.example", "Shop").await;
+    put_on_plan(&s, &root, &a.tenant_id, json!({"messagesPerMonth": 2})).await;
+    let agent = create_agent(&s, &a, json!({"name": "Bot"})).await;
+    let playground = format!("/api/agents/{}/test", id(&agent));
+    let completion = |s: &Server| {
+        s.http
+            .post(format!("{}/v1/chat/completions", s.base))
+            .bearer_auth(&a.token)
+            .json(&json!({"model": agent["slug"], "messages": [{"role": "user", "content": "hi"}]}))
+    };
+
+    // No model configured: both answer extractively, and each answer is an AI reply.
+    s.post(&playground, Some(&a.token), json!({"message": "hello"}))
+        .await
+        .expect(200);
+    assert_eq!(usage(&s, &a).await["usage"]["messagesPerMonth"]["used"], 1);
+    send(completion(&s)).await.expect(200);
+    assert_eq!(
+        usage(&s, &a).await["usage"]["messagesPerMonth"],
+        json!({"used": 2, "limit": 2, "percent": 100})
+    );
+
+    // Used up: the playground answers our 402, /v1 OpenAI's error shape; neither counts.
+    let r = s
+        .post(&playground, Some(&a.token), json!({"message": "again"}))
+        .await;
+    r.expect_err(402, "plan_limit_reached");
+    let r = send(completion(&s)).await;
+    r.expect(402);
+    assert_eq!(r.body["error"]["code"], "insufficient_quota", "{}", r.text);
+    assert_eq!(r.body["error"]["type"], "insufficient_quota", "{}", r.text);
+    assert_eq!(usage(&s, &a).await["usage"]["messagesPerMonth"]["used"], 2);
+}
