@@ -1067,6 +1067,7 @@ async fn forward(s: SocketRef, hub: Arc<Hub>, conn: Arc<Conn>, mut sub: Subscrip
             Recv::Event(e) => Box::pin(deliver(&s, &hub, &conn, &e)).await,
             Recv::Lagged(n) => {
                 tracing::debug!(socket = %s.id, missed = n, "socket lagged; refilling from the store");
+                metrics::counter!("socket_lagged_total").increment(1);
                 Box::pin(refill_all(&s, &hub, &conn)).await
             }
             Recv::Closed => false,
