@@ -282,7 +282,7 @@ pub async fn reset(
 
 /// Accept an invitation: create the account and sign in.
 #[utoipa::path(post, path = "/api/auth/accept-invite", tag = "auth", security(()), request_body = AcceptInviteReq,
-    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody, description = "`server_busy`: too many passwords being checked; retry after `Retry-After`")))]
+    responses((status = 201, body = AuthResponse), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody, description = "`plan_limit_reached`: the plan has no seat left for the invited user (e.g. after a downgrade)"), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody, description = "`server_busy`: too many passwords being checked; retry after `Retry-After`")))]
 pub async fn accept_invite(
     State(state): State<AppState>,
     client: Client,

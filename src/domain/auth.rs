@@ -515,6 +515,9 @@ impl Services {
             if tx.get::<Tenant>(&tid, "")?.is_none() {
                 return Err(invalid());
             }
+            // The pending invitation holds a seat; after a downgrade below the seats in
+            // use, it cannot turn into a user.
+            self.within_quota(tx, &tid, super::plans::Limit::Seats)?;
             inv.accepted_at = Some(now);
             tx.put(&inv)?;
             tx.index_remove(Index::InvitationToken, &hash)?;

@@ -411,6 +411,26 @@ impl Services {
         Ok(Crossings(events))
     }
 
+    /// Refuses (402 `plan_limit_reached`) when the tenant already uses more of `limit` than
+    /// its plan allows, counting what the write is about to turn into a real one (an
+    /// invitation made before a downgrade cannot become a seat the plan no longer has).
+    pub fn within_quota(&self, tx: &WriteTx, tenant: &TenantId, limit: Limit) -> Result<()> {
+        if tenant.is_platform() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let r = ReadTxLike::W(tx);
+        let (sub, _) = effective(&r, tenant, now)?;
+        let plan = plan_by_id(&r, &sub.plan_id)?.unwrap_or_else(|| builtin_plan(false));
+        if let Some(max) = limit.of(&plan.limits) {
+            let used = used(&r, tenant, &sub, limit, now)?;
+            if used > max {
+                return Err(limit_refusal(limit, used, max));
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes (and logs) threshold crossings once their write has committed.
     pub fn announce(&self, c: Crossings) {
         for e in c.0 {

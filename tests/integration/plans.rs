@@ -713,3 +713,44 @@ async fn playground_and_openai_api_answers_count_against_the_plan() {
     assert_eq!(r.body["error"]["type"], "insufficient_quota", "{}", r.text);
     assert_eq!(usage(&s, &a).await["usage"]["messagesPerMonth"]["used"], 2);
 }
+
+#[tokio::test]
+async fn an_invitation_made_before_a_downgrade_cannot_take_a_seat_the_plan_no_longer_has() {
+    let s = start().await;
+    let root = s.root().await;
+    let a = s.register("owner@shop.example", "Shop").await;
+    put_on_plan(&s, &root, &a.tenant_id, json!({"seats": 3})).await;
+    let r = s
+        .post(
+            &format!("/api/tenants/{}/users", a.tenant_id),
+            Some(&a.token),
+            json!({"email": "late@shop.example", "role": "TENANT_USER"}),
+        )
+        .await;
+    r.expect(201);
+    let url = r.body["inviteUrl"].as_str().expect("inviteUrl").to_string();
+    let token = url.split("token=").nth(1).expect("token").to_string();
+
+    // The operator moves the shop to a one-seat plan: the owner fills it.
+    put_on_plan(&s, &root, &a.tenant_id, json!({"seats": 1})).await;
+    let accept = json!({"token": token, "name": "Late", "password": "password-123"});
+    let r = s
+        .post("/api/auth/accept-invite", None, accept.clone())
+        .await;
+    r.expect_err(402, "plan_limit_reached");
+    let r = s
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": "late@shop.example", "password": "password-123"}),
+        )
+        .await;
+    r.expect(401);
+
+    // Back on a plan with room, the same invitation works.
+    put_on_plan(&s, &root, &a.tenant_id, json!({"seats": 2})).await;
+    s.post("/api/auth/accept-invite", None, accept)
+        .await
+        .expect(201);
+    assert_eq!(usage(&s, &a).await["usage"]["seats"]["used"], 2);
+}
