@@ -66,6 +66,25 @@ type IndexDef<'a> = TableDefinition<'a, &'static str, &'static str>;
 type MetaDef<'a> = TableDefinition<'a, &'static str, u64>;
 type CountDef<'a> = TableDefinition<'a, (&'static str, &'static str), u64>;
 
+/// The rows of one tenant in a table keyed `(tenantId, id)`, in key order (every row
+/// without a tenant).
+fn tenant_range<'t, V: redb::Value + 'static>(
+    t: &'t redb::ReadOnlyTable<(&'static str, &'static str), V>,
+    tenant: Option<&TenantId>,
+) -> Result<redb::Range<'t, (&'static str, &'static str), V>> {
+    let range = match tenant {
+        Some(tid) => {
+            let upper = format!("{tid}\0");
+            t.range::<(&str, &str)>((
+                Bound::Included((tid.as_str(), "")),
+                Bound::Excluded((upper.as_str(), "")),
+            ))
+        }
+        None => t.range::<(&str, &str)>(..),
+    };
+    range.map_err(Error::from)
+}
+
 fn kind_of(name: &str) -> Option<Kind> {
     tables()
         .into_iter()
@@ -116,18 +135,7 @@ impl Snapshot {
             Kind::Record => {
                 let def: RecordDef = TableDefinition::new(table);
                 let t = self.0.open_table(def).map_err(Error::from)?;
-                let upper;
-                let range = match tenant {
-                    Some(tid) => {
-                        upper = format!("{tid}\0");
-                        t.range::<(&str, &str)>((
-                            Bound::Included((tid.as_str(), "")),
-                            Bound::Excluded((upper.as_str(), "")),
-                        ))
-                    }
-                    None => t.range::<(&str, &str)>(..),
-                }
-                .map_err(Error::from)?;
+                let range = tenant_range(&t, tenant)?;
                 for e in range {
                     let (k, v) = e.map_err(Error::from)?;
                     let (tn, id) = k.value();
@@ -160,18 +168,7 @@ impl Snapshot {
             Kind::Count => {
                 let def: CountDef = TableDefinition::new(table);
                 let t = self.0.open_table(def).map_err(Error::from)?;
-                let upper;
-                let range = match tenant {
-                    Some(tid) => {
-                        upper = format!("{tid}\0");
-                        t.range::<(&str, &str)>((
-                            Bound::Included((tid.as_str(), "")),
-                            Bound::Excluded((upper.as_str(), "")),
-                        ))
-                    }
-                    None => t.range::<(&str, &str)>(..),
-                }
-                .map_err(Error::from)?;
+                let range = tenant_range(&t, tenant)?;
                 for e in range {
                     let (k, v) = e.map_err(Error::from)?;
                     let (tn, name) = k.value();
