@@ -339,6 +339,8 @@ try {
   });
   if (waAnswer.status !== 200) throw new Error(`the WhatsApp webhook answered ${waAnswer.status}`);
   await page.getByRole('link', { name: 'Inbox' }).click();
+  // The list says where it came in (the channel's name).
+  await page.locator('[data-testid=conversation]', { hasText: 'Rita WhatsApp' }).filter({ hasText: /· WhatsApp ·/ }).waitFor();
   await page.locator('[data-testid=conversation]', { hasText: 'Rita WhatsApp' }).click();
   await page.locator('[data-testid=message-customer]', { hasText: 'my receipt' }).waitFor();
   // The AI's answer went out through the Graph API: marked as sent under the bubble.
