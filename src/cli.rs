@@ -500,9 +500,10 @@ pub async fn backup(config: Config, out: std::path::PathBuf) -> anyhow::Result<(
     let s = tokio::task::spawn_blocking(move || crate::backup::backup_to_file(&dir, &o)).await??;
     let rows: u64 = s.tables.values().sum();
     println!(
-        "backup written to {} ({rows} rows, {} files, schema {})",
+        "backup written to {} ({rows} rows, {} files, {} media files, schema {})",
         out.display(),
         s.files,
+        s.media,
         s.schema_version
     );
     Ok(())
@@ -516,8 +517,9 @@ pub async fn restore(config: Config, file: std::path::PathBuf) -> anyhow::Result
     let s = tokio::task::spawn_blocking(move || crate::backup::restore_file(&file, &d)).await??;
     let rows: u64 = s.tables.values().sum();
     println!(
-        "restored {rows} rows and {} files into {}; search indexes are rebuilt at the first start",
+        "restored {rows} rows, {} files and {} media files into {}; search indexes are rebuilt at the first start",
         s.files,
+        s.media,
         dir.display()
     );
     Ok(())

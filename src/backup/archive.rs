@@ -4,6 +4,7 @@
 //! aigentable-backup.json          header: format, formatVersion, kind, schemaVersion, tenantId
 //! tables/<table>/<part>.jsonl     the rows of one table, at most PART_BYTES per part
 //! files/<tenantId>/<sha256>       stored originals of uploads (content-addressed)
+//! media/<tenantId>/<id>           channel media of messages (attachments; hex ids)
 //! secrets/<name>                  full backups only: the install's keys
 //! manifest.json                   last: every entry above with its sha256 and size
 //! ```
@@ -11,7 +12,9 @@
 //! A record row is `{"t": tenantId, "k": id, "v": <the record's JSON>}`, an index row
 //! `{"k": key, "v": "tenantId/id"}`, a meta row `{"k": name, "v": <u64>}`. Readers check every
 //! entry against the manifest and refuse an archive with a missing, extra or altered entry.
-//! Entry names are parsed, never used as paths.
+//! Entry names are parsed, never used as paths: a name with `..`, an absolute or an empty
+//! component is refused outright, and a stored file (files/, media/) larger than
+//! [`MAX_FILE_BYTES`] is refused before anything of it is written.
 
 use super::Error;
 use crate::store::{Kind, Row};
@@ -30,6 +33,12 @@ const HEADER: &str = "aigentable-backup.json";
 const MANIFEST: &str = "manifest.json";
 /// Rows are buffered per part: this bounds the memory a table of any size needs.
 const PART_BYTES: usize = 8 * 1024 * 1024;
+/// The largest stored file (an upload's original, a channel media file) an archive may hold.
+/// Far above what the upload and channel-media limits let in; it bounds what a crafted
+/// archive can make a restore or an import write for one entry.
+pub const MAX_FILE_BYTES: u64 = 4 << 30;
+/// The longest media id accepted (ids are hex digests; see `channels::short_hash`).
+const MAX_MEDIA_ID: usize = 128;
 
 /// A whole install or one tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +86,9 @@ pub struct Manifest {
     /// Table name -> (kind, rows), for reports.
     pub tables: BTreeMap<String, TableSum>,
     pub files: u64,
+    /// Channel media files (archives of older builds have none).
+    #[serde(default)]
+    pub media: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +200,10 @@ impl<W: Write> Writer<W> {
 
     pub fn count_file(&mut self) {
         self.manifest.files += 1;
+    }
+
+    pub fn count_media(&mut self) {
+        self.manifest.media += 1;
     }
 
     /// Appends the manifest and flushes; returns the manifest and the inner writer.
@@ -316,10 +332,46 @@ pub enum Entry<'a> {
         sha256: String,
         reader: &'a mut dyn Read,
     },
+    /// A channel media file of a message: copy it from the reader.
+    Media {
+        tenant: crate::types::TenantId,
+        id: String,
+        reader: &'a mut dyn Read,
+    },
     Secret {
         name: String,
         bytes: Vec<u8>,
     },
+}
+
+/// A media id as the channels name files: hex, bounded (never a path).
+pub fn is_media_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_MEDIA_ID && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Refuses entry names that could mean a place outside the target if used as a path
+/// (they never are: this says clearly what is wrong with a crafted archive).
+fn check_entry_name(path: &str) -> Result<(), Error> {
+    let unsafe_part = path.starts_with('/')
+        || path.contains('\\')
+        || path
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
+    if unsafe_part {
+        return Err(Error::Damaged(format!(
+            "unsafe entry name {path:?}: entries may not contain '..', '.', '\\', empty parts or a leading '/'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_file_size(path: &str, size: u64) -> Result<(), Error> {
+    if size > MAX_FILE_BYTES {
+        return Err(Error::Damaged(format!(
+            "{path}: a stored file of {size} bytes; at most {MAX_FILE_BYTES} are accepted"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads an archive, calling `on_entry` for every entry after the header (given to
@@ -350,6 +402,7 @@ pub fn read(
             .to_str()
             .ok_or_else(|| Error::Damaged("an entry name that is not UTF-8".into()))?
             .to_string();
+        check_entry_name(&path)?;
         let size = e.header().size().map_err(damaged)?;
         if header.is_none() {
             if path != HEADER {
@@ -408,6 +461,7 @@ pub fn read(
                 }
             }
             ["files", tenant, sha] if is_sha256(sha) => {
+                check_file_size(&path, size)?;
                 let tenant = crate::types::TenantId::parse(tenant)
                     .ok_or_else(|| Error::Damaged(format!("{path}: not a tenant id")))?;
                 let mut hr = HashingReader::new(&mut e);
@@ -427,6 +481,24 @@ pub fn read(
                 EntrySum {
                     path: path.clone(),
                     sha256: digest,
+                    bytes: hr.n,
+                }
+            }
+            ["media", tenant, id] if is_media_id(id) => {
+                check_file_size(&path, size)?;
+                let tenant = crate::types::TenantId::parse(tenant)
+                    .ok_or_else(|| Error::Damaged(format!("{path}: not a tenant id")))?;
+                let mut hr = HashingReader::new(&mut e);
+                on_entry(Entry::Media {
+                    tenant,
+                    id: id.to_string(),
+                    reader: &mut hr,
+                })?;
+                std::io::copy(&mut hr, &mut std::io::sink())?;
+                // The manifest holds its checksum: compared with all others at the end.
+                EntrySum {
+                    path: path.clone(),
+                    sha256: hex::encode(hr.h.clone().finalize()),
                     bytes: hr.n,
                 }
             }

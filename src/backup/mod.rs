@@ -7,7 +7,10 @@
 //! Consistency: every table is read from ONE redb read transaction, so the archive holds the
 //! store as of one commit. Uploads write their file before the record that references it,
 //! and removals of such files are deferred while a backup is copying (`Store::pin_files`),
-//! so every file a snapshotted document references is present. Search indexes are not
+//! so every file a snapshotted document references is present. Channel media go the same
+//! way: the job stores a fetched file before the message that names it, and a deleted
+//! channel's or tenant's media are removed through `Store::remove_stored` (deferred while a
+//! backup copies), so every attachment of a snapshotted message is there. Search indexes are not
 //! archived: they are rebuilt from the store at the first start after a restore.
 
 pub mod archive;
@@ -132,7 +135,9 @@ pub struct Summary {
     pub schema_version: u64,
     pub tables: BTreeMap<String, u64>,
     pub files: u64,
-    /// Files documents reference that were not on disk (removed by hand): the documents are
+    /// Channel media files (attachments of messages).
+    pub media: u64,
+    /// Files documents (or media files messages) reference that were not on disk (removed by hand): the documents are
     /// archived, their originals are not.
     pub missing_files: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +150,7 @@ fn summary(h: &Header, m: &Manifest, missing: Vec<String>) -> Summary {
         schema_version: h.schema_version,
         tables: m.tables.iter().map(|(k, v)| (k.clone(), v.rows)).collect(),
         files: m.files,
+        media: m.media,
         missing_files: missing,
         tenant_id: h.tenant_id.clone(),
     }
@@ -153,6 +159,24 @@ fn summary(h: &Header, m: &Manifest, missing: Vec<String>) -> Summary {
 #[derive(Deserialize)]
 struct DocFile {
     sha256: String,
+}
+
+/// The attachments of a message record (only their ids matter here).
+#[derive(Deserialize)]
+struct MsgMedia {
+    #[serde(default)]
+    attachments: Vec<MediaRef>,
+}
+
+#[derive(Deserialize)]
+struct MediaRef {
+    id: String,
+}
+
+/// Cheap test before parsing a message: most messages carry no attachment.
+fn has_attachments(value: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"\"attachments\":[{";
+    value.windows(NEEDLE.len()).any(|w| w == NEEDLE)
 }
 
 /// Writes a full backup of the install (every table, every referenced file, the keys in
@@ -253,6 +277,7 @@ fn write_archive<W: Write>(
     };
     let mut w = archive::Writer::new(out, &header)?;
     let mut files: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut media: BTreeSet<(String, String)> = BTreeSet::new();
     let mut resealed = 0u64;
     for (name, kind) in &tables {
         if tenant.is_some() && *kind == Kind::Meta {
@@ -270,6 +295,12 @@ fn write_archive<W: Write>(
                         && let Ok(d) = serde_json::from_slice::<DocFile>(&value)
                     {
                         files.insert((t.clone(), d.sha256));
+                    }
+                    if name == "messages"
+                        && has_attachments(&value)
+                        && let Ok(m) = serde_json::from_slice::<MsgMedia>(&value)
+                    {
+                        media.extend(m.attachments.into_iter().map(|a| (t.clone(), a.id)));
                     }
                     let value = match &secrets {
                         Some((from, _)) => {
@@ -307,6 +338,24 @@ fn write_archive<W: Write>(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %path.display(), "a document's stored file is missing; the backup holds the document without it");
                 missing.push(format!("{t}/{sha}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (t, id) in &media {
+        if TenantId::parse(t).is_none() || !archive::is_media_id(id) {
+            continue;
+        }
+        let path = data_dir.join("media").join(t).join(id);
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                let size = f.metadata()?.len();
+                w.entry_from(&format!("media/{t}/{id}"), size, f)?;
+                w.count_media();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), "a message's media file is missing; the backup holds the message without it");
+                missing.push(format!("media/{t}/{id}"));
             }
             Err(e) => return Err(e.into()),
         }
@@ -453,6 +502,13 @@ fn unpack_inner(input: impl Read, dir: &Path, opts: Unpack<'_>) -> Result<(Heade
                     std::io::copy(reader, &mut f)?;
                     f.sync_all()?;
                 }
+                archive::Entry::Media { tenant, id, reader } => {
+                    let d = dir.join("media").join(tenant.as_str());
+                    std::fs::create_dir_all(&d)?;
+                    let mut f = std::fs::File::create(d.join(&id))?;
+                    std::io::copy(reader, &mut f)?;
+                    f.sync_all()?;
+                }
                 archive::Entry::Secret { name, bytes } => {
                     let d = dir.join("secrets");
                     std::fs::create_dir_all(&d)?;
@@ -542,7 +598,8 @@ fn import_inner(
         .ok_or_else(|| Error::Damaged("a tenant export without a tenant id".into()))?;
     let exists = store.read(|tx| tx.get::<crate::model::Tenant>(&tenant, ""))?;
     let dest = data_dir.join("tenants").join(tenant.as_str());
-    if exists.is_some() || dest.exists() {
+    let media_dest = data_dir.join("media").join(tenant.as_str());
+    if exists.is_some() || dest.exists() || media_dest.exists() {
         return Err(Error::Conflict(format!(
             "tenant {tenant} exists in this install already"
         )));
@@ -558,10 +615,21 @@ fn import_inner(
         std::fs::create_dir_all(data_dir.join("tenants"))?;
         std::fs::rename(&from, &dest)?;
     }
-    let done = store.import_tenant(&src, &tenant, IMPORT_SKIPPED);
     let undo = || {
         let _ = std::fs::remove_dir_all(&dest);
+        let _ = std::fs::remove_dir_all(&media_dest);
     };
+    // Tenant ids are kept across installs, so messages name their media as before.
+    let media_from = tmp.join("media").join(tenant.as_str());
+    if media_from.exists() {
+        let moved = std::fs::create_dir_all(data_dir.join("media"))
+            .and_then(|_| std::fs::rename(&media_from, &media_dest));
+        if let Err(e) = moved {
+            undo();
+            return Err(e.into());
+        }
+    }
+    let done = store.import_tenant(&src, &tenant, IMPORT_SKIPPED);
     match done {
         Ok(Ok(_)) => {}
         Ok(Err(store::ImportConflict::TenantExists)) => {

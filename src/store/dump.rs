@@ -440,7 +440,7 @@ impl Store {
         remove_path(path)
     }
 
-    /// Whether `.../tenants/<t>/files/<sha>` or `.../tenants/<t>` is referenced by records
+    /// Whether `.../tenants/<t>/files/<sha>`, `.../tenants/<t>` or `.../media/<t>` is referenced by records
     /// (again). On a read error: yes (keeping a file is the safe side).
     fn referenced_again(&self, p: &Path) -> bool {
         let parts: Vec<&str> = p
@@ -455,7 +455,8 @@ impl Store {
                 self.read(|tx| tx.index_get(super::Index::DocumentSha, &super::make_ref(&t, sha)))
                     .map(|v| v.is_some())
             }),
-            [t, "tenants", ..] => tenant_of(t).map(|t| {
+            // A tenant's folder, or its channel media folder (`<data>/media/<t>`).
+            [t, "tenants" | "media", ..] => tenant_of(t).map(|t| {
                 self.read(|tx| tx.get::<crate::model::Tenant>(&t, ""))
                     .map(|v| v.is_some())
             }),

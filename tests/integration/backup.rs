@@ -587,3 +587,191 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     s2.stop().await;
     s.stop().await;
 }
+
+/// Downloads attachment `att` of message `msg` in conversation `cid` as staff.
+async fn attachment_bytes(s: &Server, token: &str, cid: &str, msg: &str, att: &str) -> Vec<u8> {
+    let r = s
+        .http
+        .get(format!(
+            "{}/api/conversations/{cid}/messages/{msg}/attachments/{att}",
+            s.base
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status().as_u16(), 200, "attachment downloads");
+    r.bytes().await.expect("bytes").to_vec()
+}
+
+/// A gzip tar with the entries given as (raw name, content): names are written byte for
+/// byte into the header, as a crafted archive would carry them (the tar crate's own
+/// builder refuses `..`).
+fn crafted_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        let raw = &mut h.as_old_mut().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *data).expect("append");
+    }
+    let tar = b.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// Customers' attachments (channel media under `<data>/media/<tenant>/`) travel with a full
+/// backup and with a tenant export: after a restore, and after an import into another
+/// install, staff download them byte for byte. A crafted media entry is refused.
+#[tokio::test]
+async fn channel_media_survive_a_restore_and_a_tenant_move() {
+    use crate::channels_meta::{setup, wa_payload};
+    let t = setup("media-backup@x.test").await;
+    let ch = t.whatsapp().await;
+    let body = wa_payload(
+        json!([{"wa_id": "15551234567", "profile": {"name": "Ana"}}]),
+        json!([{"from": "15551234567", "id": "wamid.B1", "type": "image",
+                "image": {"id": "media-1", "mime_type": "image/jpeg", "caption": "my receipt"}}]),
+        json!([]),
+    );
+    t.webhook(&ch, &body).await.expect(200);
+    let cid = id(&t.wait_conversations(&ch, 1).await[0]);
+    t.settle().await;
+    let msgs = t.messages(&cid).await;
+    let m = msgs
+        .iter()
+        .find(|m| m["role"] == "customer" && m["attachments"][0].is_object())
+        .unwrap_or_else(|| panic!("a customer message with its attachment: {msgs:?}"));
+    let (mid, att) = (
+        id(m),
+        m["attachments"][0]["id"].as_str().expect("id").to_string(),
+    );
+    let original = attachment_bytes(&t.s, &t.a.token, &cid, &mid, &att).await;
+    assert!(!original.is_empty());
+    // A media file no message names (left over by hand) is not archived.
+    let media_dir = t.s.data_dir().join("media").join(&t.a.tenant_id);
+    std::fs::write(media_dir.join("abcdef"), b"stray").expect("write");
+
+    // 1. A full backup while the server runs, restored into an empty directory.
+    let out = tempfile::tempdir().expect("tmp");
+    let archive = out.path().join("full.tar.gz");
+    let (d, o) = (t.s.data_dir(), archive.clone());
+    let summary = tokio::task::spawn_blocking(move || aigentable::backup::backup_to_file(&d, &o))
+        .await
+        .expect("join")
+        .expect("backup");
+    assert_eq!(summary.media, 1, "{summary:?}");
+    let target = Arc::new(tempfile::tempdir().expect("tmp"));
+    let r = aigentable::backup::restore_file(&archive, target.path()).expect("restore");
+    assert_eq!(r.media, 1);
+    assert!(
+        !target
+            .path()
+            .join("media")
+            .join(&t.a.tenant_id)
+            .join("abcdef")
+            .exists(),
+        "only media that messages reference"
+    );
+
+    // 2. The tenant's admin exports (before the source stops).
+    let resp =
+        t.s.http
+            .post(format!("{}/api/tenants/{}/export", t.s.base, t.a.tenant_id))
+            .bearer_auth(&t.a.token)
+            .json(&json!({"passphrase": "correct horse battery"}))
+            .send()
+            .await
+            .expect("export");
+    assert_eq!(resp.status().as_u16(), 200);
+    let export = resp.bytes().await.expect("bytes").to_vec();
+    let entries: Vec<String> = {
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&export[..]));
+        tar.entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    };
+    assert!(
+        entries.contains(&format!("media/{}/{att}", t.a.tenant_id)),
+        "{entries:?}"
+    );
+    t.s.stop().await;
+
+    let s2 = start_in(target.clone(), |_| {}).await;
+    let b = s2.login("media-backup@x.test", "password-123").await;
+    let restored = attachment_bytes(&s2, &b.token, &cid, &mid, &att).await;
+    assert_eq!(restored, original, "the attachment restored byte for byte");
+    s2.stop().await;
+
+    // 3. Imported into another install: the messages still name their media.
+    let s3 = start().await;
+    let root3 = s3.root().await;
+    let r = send(
+        s3.http
+            .post(format!("{}/api/tenants/import", s3.base))
+            .bearer_auth(&root3.token)
+            .header("x-export-passphrase", "correct horse battery")
+            .header("content-type", "application/gzip")
+            .body(export.clone()),
+    )
+    .await;
+    r.expect(201);
+    let c = s3.login("media-backup@x.test", "password-123").await;
+    let moved = attachment_bytes(&s3, &c.token, &cid, &mid, &att).await;
+    assert_eq!(moved, original, "the attachment moved byte for byte");
+
+    // 4. A crafted archive whose media entry climbs out of the data directory: refused with
+    // a clear error, nothing written (by restore nor by an import).
+    let first_entry = |gz: &[u8]| -> Vec<u8> {
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+        let mut e = tar
+            .entries()
+            .expect("entries")
+            .next()
+            .expect("header")
+            .expect("entry");
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut v).expect("read");
+        v
+    };
+    let evil = |header: &[u8]| {
+        crafted_archive(&[
+            ("aigentable-backup.json", header),
+            ("media/../../x", b"escaped"),
+        ])
+    };
+    let full_header = first_entry(&std::fs::read(&archive).expect("read"));
+    let evil_path = out.path().join("evil.tar.gz");
+    std::fs::write(&evil_path, evil(&full_header)).expect("write");
+    let dest = out.path().join("a").join("b");
+    let e = aigentable::backup::restore_file(&evil_path, &dest).expect_err("refused");
+    assert!(matches!(e, aigentable::backup::Error::Damaged(_)), "{e}");
+    assert!(e.to_string().contains("media/../../x"), "{e}");
+    assert!(e.to_string().contains("'..'"), "{e}");
+    assert!(!out.path().join("x").exists() && !out.path().join("a").join("x").exists());
+    let r = send(
+        s3.http
+            .post(format!("{}/api/tenants/import", s3.base))
+            .bearer_auth(&root3.token)
+            .header("x-export-passphrase", "correct horse battery")
+            .header("content-type", "application/gzip")
+            .body(evil(&first_entry(&export))),
+    )
+    .await;
+    r.expect_err(422, "invalid_archive");
+    assert!(r.text.contains("media/../../x"), "{}", r.text);
+    assert!(!s3.data_dir().parent().expect("parent").join("x").exists());
+    s3.stop().await;
+}

@@ -247,15 +247,15 @@ impl FakeGraph {
     }
 }
 
-struct Setup {
-    s: Server,
-    a: Account,
+pub(crate) struct Setup {
+    pub(crate) s: Server,
+    pub(crate) a: Account,
     fake: FakeOpenAi,
     graph: FakeGraph,
     agent: String,
 }
 
-async fn setup(email: &str) -> Setup {
+pub(crate) async fn setup(email: &str) -> Setup {
     let graph = FakeGraph::start().await;
     let base = graph.base.clone();
     let s = start_with(|c| {
@@ -278,13 +278,13 @@ async fn setup(email: &str) -> Setup {
 }
 
 /// A channel as Meta would deliver to it.
-struct Chan {
+pub(crate) struct Chan {
     id: String,
     kind: &'static str,
 }
 
 impl Setup {
-    async fn whatsapp(&self) -> Chan {
+    pub(crate) async fn whatsapp(&self) -> Chan {
         let r = self
             .s
             .post(
@@ -345,7 +345,7 @@ impl Setup {
     }
 
     /// Delivers `body` signed with the app secret, as Meta does.
-    async fn webhook(&self, ch: &Chan, body: &Value) -> Resp {
+    pub(crate) async fn webhook(&self, ch: &Chan, body: &Value) -> Resp {
         let bytes = serde_json::to_vec(body).expect("json");
         let sig = sign(APP_SECRET, &bytes);
         self.raw_webhook(ch, &bytes, Some(sig), "application/json")
@@ -356,11 +356,11 @@ impl Setup {
         channel_conversations(&self.s, &self.a.token, &ch.id).await
     }
 
-    async fn wait_conversations(&self, ch: &Chan, n: usize) -> Vec<Value> {
+    pub(crate) async fn wait_conversations(&self, ch: &Chan, n: usize) -> Vec<Value> {
         wait_channel_conversations(&self.s, &self.a.token, &ch.id, n).await
     }
 
-    async fn messages(&self, cid: &str) -> Vec<Value> {
+    pub(crate) async fn messages(&self, cid: &str) -> Vec<Value> {
         conversation_messages(&self.s, &self.a.token, cid).await
     }
 
@@ -369,7 +369,7 @@ impl Setup {
     }
 
     /// Waits until every channel job of the tenant has ended.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let ten = TenantId::parse(&self.a.tenant_id).expect("tenant");
         let t0 = Instant::now();
         loop {
@@ -437,7 +437,7 @@ fn wa_message(from: &str, wamid: &str, text: &str) -> Value {
     json!({"from": from, "id": wamid, "timestamp": "1700000000", "type": "text", "text": {"body": text}})
 }
 
-fn wa_payload(contacts: Value, messages: Value, statuses: Value) -> Value {
+pub(crate) fn wa_payload(contacts: Value, messages: Value, statuses: Value) -> Value {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages",
         "value": {"messaging_product": "whatsapp",
                   "metadata": {"display_phone_number": "15550100000", "phone_number_id": PHONE_ID},
