@@ -91,6 +91,7 @@ impl WriteTx {
     pub fn put_audit(&self, rec: &AuditRecord) -> Result<()> {
         self.put(rec)?;
         let mut t = self.0.open_table(Index::AuditTime.table())?;
+        self.wrote();
         t.insert(
             rec.id.as_str(),
             make_ref(&rec.tenant_id, rec.id.as_str()).as_str(),
@@ -115,6 +116,9 @@ impl WriteTx {
         };
         let mut index = self.0.open_table(Index::AuditTime.table())?;
         let mut records = self.0.open_table(AuditRecord::TABLE)?;
+        if !doomed.is_empty() {
+            self.wrote();
+        }
         for (k, v) in &doomed {
             index.remove(k.as_str())?;
             if let Some((t, id)) = split_ref(v) {

@@ -49,22 +49,35 @@ impl Flush {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a commit that just returned, made in database epoch `epoch`.
+    /// Registers a commit about to be made in database epoch `epoch` (its transaction still
+    /// open; a commit that then fails leaves an unused ticket, which is harmless).
     pub(super) fn committed(&self, epoch: u64) -> Ticket {
         let mut s = self.lock();
         s.seq += 1;
         Ticket { epoch, seq: s.seq }
     }
 
-    /// The last ticket handed out: a durable commit that began after it was read covers
-    /// every commit up to it (tickets are handed out after their commit returned).
+    /// A ticket for a transaction of epoch `epoch` that wrote nothing: the last commit it
+    /// could have read (tickets are handed out with their transaction still open, so every
+    /// commit made before this transaction began has one). Waiting for it waits until what
+    /// the transaction read is durable, usually no wait at all.
+    pub(super) fn seen(&self, epoch: u64) -> Ticket {
+        Ticket {
+            epoch,
+            seq: self.lock().seq,
+        }
+    }
+
+    /// The last ticket handed out: a durable commit whose transaction was open when it was
+    /// read covers every commit up to it (a ticket is handed out with its transaction open,
+    /// and write transactions run one at a time, so that commit had returned).
     pub(super) fn last(&self) -> u64 {
         self.lock().seq
     }
 
     /// Durable commits made so far.
     #[cfg(test)]
-    fn syncs(&self) -> u64 {
+    pub(super) fn syncs(&self) -> u64 {
         self.lock().syncs
     }
 

@@ -17,6 +17,7 @@ use crate::types::TenantId;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::cell::Cell;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
@@ -450,7 +451,9 @@ impl Store {
     ///
     /// Returns once the commit is on the disk. Writes committed at the same time share one
     /// fsync (group commit, see `group`): under concurrent load a write costs its own
-    /// commit plus a share of one fsync, not an fsync each.
+    /// commit plus a share of one fsync, not an fsync each. A transaction that wrote nothing
+    /// is not committed and waits for no fsync of its own, only (when needed) for the
+    /// commits it read to be durable.
     pub fn write<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&WriteTx) -> std::result::Result<T, E>,
@@ -462,12 +465,26 @@ impl Store {
         let epoch = self.db.epoch();
         tx.set_durability(redb::Durability::None)
             .map_err(|e| Error::Db(e.into()))?;
-        let tx = WriteTx(tx);
+        let tx = WriteTx(tx, Cell::new(false));
         let out = f(&tx)?;
-        let committed = tx.0.commit().map_err(Error::from);
-        committed.map_err(|e| self.db.note(e))?;
-        metrics::counter!("store_commits_total").increment(1);
-        let ticket = self.flush.committed(epoch);
+        let ticket = if tx.1.get() {
+            // Handed out before the commit, with the transaction open: a transaction that
+            // begins later finds every commit it can read covered by `last()`.
+            let ticket = self.flush.committed(epoch);
+            let committed = tx.0.commit().map_err(Error::from);
+            committed.map_err(|e| self.db.note(e))?;
+            metrics::counter!("store_commits_total").increment(1);
+            ticket
+        } else {
+            // Nothing written: no commit and no fsync of its own. What `f` read may still be
+            // a commit that is not durable yet (a webhook stored a moment ago, found again by
+            // the provider's retry), so the answer waits for it as a write would: usually it
+            // is durable already and this returns at once.
+            let seen = self.flush.seen(epoch);
+            drop(tx);
+            metrics::counter!("store_noop_writes_total").increment(1);
+            seen
+        };
         self.flush.wait(ticket, || self.sync())?;
         Ok(out)
     }
@@ -477,8 +494,8 @@ impl Store {
     fn sync(&self) -> Result<(u64, u64)> {
         let tx = self.begin_write()?;
         let epoch = self.db.epoch();
-        // Read with the transaction open: every ticket up to here was handed out after
-        // its commit returned, so this commit comes after all of them.
+        // Read with the transaction open: every ticket up to here belongs to a transaction
+        // that has ended (committed, or failed and harmless), so this commit covers them.
         let upto = self.flush.last();
         tx.commit().map_err(|e| self.db.note(e.into()))?;
         metrics::counter!("store_syncs_total").increment(1);
@@ -743,11 +760,18 @@ impl ReadTx {
     read_ops!();
 }
 
-/// A write transaction; see [`Store::write`].
-pub struct WriteTx(redb::WriteTransaction);
+/// A write transaction; see [`Store::write`]. The flag records that something was written
+/// (set by every method that changes a table), so a transaction that wrote nothing is
+/// dropped instead of committed.
+pub struct WriteTx(redb::WriteTransaction, Cell<bool>);
 
 impl WriteTx {
     read_ops!();
+
+    /// Notes that this transaction changed a table: it must be committed.
+    fn wrote(&self) {
+        self.1.set(true);
+    }
 
     /// Inserts or replaces a record.
     pub fn put<R: Record>(&self, rec: &R) -> Result<()> {
@@ -756,6 +780,7 @@ impl WriteTx {
             source,
         })?;
         let mut t = self.0.open_table(R::TABLE)?;
+        self.wrote();
         let old_weight = match t.insert(
             (rec.tenant().as_str(), rec.key_id().as_str()),
             bytes.as_slice(),
@@ -790,6 +815,7 @@ impl WriteTx {
                 .map(|v| v.value())
                 .unwrap_or(0);
             let next = (cur as i128 + delta).clamp(0, u64::MAX as i128) as u64;
+            self.wrote();
             if next == 0 {
                 c.remove((tenant.as_str(), key))?;
             } else {
@@ -807,6 +833,7 @@ impl WriteTx {
             Some(old) if R::COUNTED => decode::<R>(old.value())?.weight(),
             Some(_) => 0,
         };
+        self.wrote();
         drop(t);
         if R::COUNTED {
             self.add_count::<R>(tenant, -1, -(weight as i128))?;
@@ -838,6 +865,9 @@ impl WriteTx {
         if let Some(e) = bad {
             return Err(e);
         }
+        if n > 0 {
+            self.wrote();
+        }
         if R::COUNTED && n > 0 {
             drop(t);
             self.add_count::<R>(tenant, -(n as i128), -(w as i128))?;
@@ -851,13 +881,16 @@ impl WriteTx {
         if t.get(key)?.is_some() {
             return Ok(false);
         }
+        self.wrote();
         t.insert(key, value)?;
         Ok(true)
     }
 
     pub fn index_remove(&self, index: Index, key: &str) -> Result<()> {
         let mut t = self.0.open_table(index.table())?;
-        t.remove(key)?;
+        if t.remove(key)?.is_some() {
+            self.wrote();
+        }
         Ok(())
     }
 
@@ -887,6 +920,9 @@ impl WriteTx {
                 n += hit as u64;
                 !hit
             })?;
+        }
+        if n > 0 {
+            self.wrote();
         }
         Ok(n)
     }

@@ -234,6 +234,85 @@ fn schema_3_vectors_are_rewritten_compactly_and_read_the_same() {
 }
 
 #[test]
+fn a_write_that_changes_nothing_is_not_committed_and_waits_for_no_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let a = tenant("a");
+    let k = key(&a.id, "k");
+    let syncs = |n: u64| {
+        assert_eq!(store.flush.syncs(), n, "durable commits");
+    };
+    store
+        .write(|tx| {
+            tx.put(&a)?;
+            tx.index_insert_new(Index::ApiKeyHash, "h", "v")?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    syncs(1);
+    // Reads, a delete of nothing, a taken unique key, removing an absent index entry,
+    // deleting under an empty parent: nothing written, nothing committed.
+    let found = store
+        .write(|tx| {
+            let found = tx.get::<Tenant>(&a.id, "")?.is_some();
+            assert!(!tx.delete::<ApiKey>(&a.id, k.id.as_str())?);
+            assert!(!tx.index_insert_new(Index::ApiKeyHash, "h", "other")?);
+            tx.index_remove(Index::ApiKeyHash, "absent")?;
+            assert_eq!(tx.delete_under::<Message>(&a.id, "nothing")?, 0);
+            assert_eq!(tx.delete_tenant(&TenantId::new())?, 0);
+            Ok::<_, Error>(found)
+        })
+        .unwrap();
+    assert!(found);
+    syncs(1);
+    // Each kind of change is committed (one durable commit each here: nothing concurrent).
+    let changes: [&dyn Fn(&WriteTx) -> Result<()>; 4] = [
+        &|tx| tx.put(&k),
+        &|tx| tx.delete::<ApiKey>(&a.id, k.id.as_str()).map(drop),
+        &|tx| tx.index_insert_new(Index::ApiKeyHash, "h2", "v").map(drop),
+        &|tx| tx.index_remove(Index::ApiKeyHash, "h2"),
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        store.write(|tx| change(tx)).unwrap();
+        syncs(2 + i as u64);
+    }
+    assert_eq!(
+        store
+            .read(|tx| tx.index_get(Index::ApiKeyHash, "h2"))
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_write_that_changes_nothing_still_waits_for_what_it_read_to_be_durable() {
+    // Another writer's commit is made but not durable yet (its writer has not waited): a
+    // transaction that reads it and writes nothing (a provider's retry finding its
+    // webhook stored) must not answer before that commit is on the disk.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let a = tenant("a");
+    {
+        let mut tx = store.begin_write().unwrap();
+        tx.set_durability(redb::Durability::None).unwrap();
+        let tx = WriteTx(tx, Cell::new(false));
+        tx.put(&a).unwrap();
+        let _ticket = store.flush.committed(store.db.epoch());
+        tx.0.commit().unwrap();
+    }
+    assert_eq!(store.flush.syncs(), 0);
+    let found = store
+        .write(|tx| Ok::<_, Error>(tx.get::<Tenant>(&a.id, "")?.is_some()))
+        .unwrap();
+    assert!(found);
+    assert_eq!(store.flush.syncs(), 1, "the no-op write made it durable");
+    store
+        .write(|tx| Ok::<_, Error>(tx.get::<Tenant>(&a.id, "")?.is_some()))
+        .unwrap();
+    assert_eq!(store.flush.syncs(), 1, "durable already: no wait");
+}
+
+#[test]
 fn concurrent_writes_are_all_durable() {
     // Group commit: each write returns only once a durable commit covers it, whoever led it.
     let dir = tempfile::tempdir().unwrap();
