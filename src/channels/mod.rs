@@ -241,7 +241,7 @@ impl Channels {
         let outcome = match channel {
             None => Err("the channel was deleted".to_string()),
             Some(ch) if ch.status == ChannelStatus::Paused => {
-                Err("the channel is paused; resume it and replay this delivery".to_string())
+                Err(crate::domain::inbound::CHANNEL_PAUSED.to_string())
             }
             Some(ch) => match self.deliver(&caller, &ch, &ev, p.part.as_ref()) {
                 Ok(()) => Ok(()),

@@ -109,6 +109,9 @@ pub struct Template {
     pub parameters: Vec<String>,
 }
 
+/// Why a delivery of a paused channel is not processed (a dead letter to replay).
+pub const CHANNEL_PAUSED: &str = "the channel is paused; resume it and replay this delivery";
+
 /// How long after the customer's last message WhatsApp, Messenger and Instagram take
 /// free-form replies.
 pub const MESSAGING_WINDOW: time::Duration = time::Duration::hours(24);
@@ -400,13 +403,22 @@ impl Services {
         }
         let key = contact_key(&t, &channel.id, contact_id);
         let created = self.store.write(|tx| -> Result<_> {
+            // The stored channel decides, in the same transaction as the conversation: one
+            // deleted or paused since the job read it gets no conversation (its delivery
+            // becomes a dead letter, or goes with the channel).
+            let current = tx
+                .get::<Channel>(&t, channel.id.as_str())?
+                .ok_or(Error::NotFound("channel"))?;
+            if current.status == ChannelStatus::Paused {
+                return Err(Error::Forbidden("channel_paused", CHANNEL_PAUSED.into()));
+            }
             if let Some(r) = tx.index_get(Index::ChannelContact, &key)?
                 && let Some((_, id)) = split_ref(&r)
                 && let Some(conv) = tx.get::<Conversation>(&t, id)?
             {
                 return Ok((conv, false));
             }
-            let agent_id = channel.agent_id.clone().ok_or(Error::NotFound("agent"))?;
+            let agent_id = current.agent_id.clone().ok_or(Error::NotFound("agent"))?;
             if tx.get::<Agent>(&t, agent_id.as_str())?.is_none() {
                 return Err(Error::NotFound("agent"));
             }
@@ -1069,5 +1081,97 @@ impl Services {
                 |_| true,
             )
         })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::agents::AgentInput;
+    use crate::domain::caller_tests::services;
+    use crate::domain::channels::ChannelInput;
+
+    #[test]
+    fn a_channel_paused_or_deleted_while_its_job_runs_gets_no_conversation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = services(dir.path());
+        let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
+        let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
+        let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
+        let agent = s
+            .create_agent(
+                &admin,
+                AgentInput {
+                    name: Some("Ava".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("agent");
+        let channel = s
+            .create_channel(
+                &admin,
+                ChannelInput {
+                    kind: Some(ChannelKind::Telegram),
+                    name: Some("Bot".into()),
+                    agent_id: Some(agent.id.clone()),
+                    bot_token: Some("123456:ABCdefGHIjklMNOpqrSTUvwx".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("channel")
+            .channel;
+        // `channel` is what a running inbound job read before the admin acted.
+        let webhook = Caller::channel_webhook(&channel);
+        let customer = |id: &str| Customer {
+            name: Some(id.into()),
+            email: None,
+            external_id: Some(id.into()),
+        };
+        let conversations = || {
+            s.store
+                .read(|tx| tx.scan::<Conversation>(&tenant.id, None, |_| true))
+                .expect("read")
+                .len()
+        };
+        s.contact_conversation(&webhook, &channel, "known", customer("known"))
+            .expect("an active channel opens a conversation");
+        assert_eq!(conversations(), 1);
+
+        let pause = |status| {
+            s.update_channel(
+                &admin,
+                &channel.id,
+                ChannelInput {
+                    status: Some(status),
+                    ..Default::default()
+                },
+            )
+            .expect("status changed")
+        };
+        pause(ChannelStatus::Paused);
+        for contact in ["new", "known"] {
+            let e = s
+                .contact_conversation(&webhook, &channel, contact, customer(contact))
+                .expect_err("paused meanwhile");
+            assert!(
+                matches!(e, Error::Forbidden("channel_paused", ref m) if m == CHANNEL_PAUSED),
+                "{e:?}"
+            );
+        }
+        assert_eq!(conversations(), 1, "nothing opened while paused");
+
+        pause(ChannelStatus::Active);
+        s.delete_channel(&admin, &channel.id).expect("deleted");
+        for contact in ["new", "known"] {
+            let e = s
+                .contact_conversation(&webhook, &channel, contact, customer(contact))
+                .expect_err("deleted meanwhile");
+            assert!(matches!(e, Error::NotFound("channel")), "{e:?}");
+        }
+        assert_eq!(
+            conversations(),
+            1,
+            "the inbox keeps the old conversation and gets no new one"
+        );
     }
 }
