@@ -1081,6 +1081,32 @@ pub async fn whatsapp_template(
     ))
 }
 
+/// Resend a reply that failed in a messaging channel's conversation: the provider refused
+/// it, the outbox gave up, or the server stopped while sending it and it is not known
+/// whether the customer got it (`delivery_unknown`: check the chat first). The same
+/// message goes back to `pending` and is sent whole through the outbox (a
+/// `message_status` event follows each change); outside the provider's messaging window it
+/// is refused as a new reply would be.
+#[utoipa::path(post, path = "/api/conversations/{id}/messages/{messageId}/resend", tag = "conversations",
+    params(("id" = String, Path), ("messageId" = String, Path)),
+    responses((status = 200, body = crate::api::views::MessageView, description = "The message, `pending` again"),
+        (status = 400, body = ErrorBody, description = "`invalid_id`"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "`conversation_not_found`, `message_not_found`"),
+        (status = 409, body = ErrorBody, description = "`message_not_resendable` (not a failed reply of a messaging channel), `outside_messaging_window`")))]
+pub async fn resend_message(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path((id, msg)): Path<(String, String)>,
+) -> ApiResult<axum::Json<crate::api::views::MessageView>> {
+    let id = crate::types::ConversationId::parse(&id).ok_or_else(|| ApiError::invalid_id("id"))?;
+    let msg =
+        crate::types::MessageId::parse(&msg).ok_or_else(|| ApiError::invalid_id("messageId"))?;
+    let m = state
+        .run(move |s| s.resend_message(&caller, &id, &msg))
+        .await?;
+    Ok(axum::Json(crate::api::views::MessageView::from(&m)))
+}
+
 /// Download a file a customer sent through a messaging channel (an image, a voice message,
 /// a document). Staff only (the visitor widget has no access). Always served as a download
 /// (`Content-Disposition: attachment`, `nosniff`, a sandboxing CSP), never rendered inline

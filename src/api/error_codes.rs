@@ -112,6 +112,7 @@ error_codes! {
     PlanInUse = "plan_in_use", 409, "Tenants are on this plan (`details.tenants`); move them to another plan before deleting it.";
     PlanBuiltIn = "plan_built_in", 409, "The built-in unlimited plan cannot be changed or deleted.";
     ImportConflict = "import_conflict", 409, "A tenant import collides with this install: the tenant id exists, or an email (or another unique key) of the export belongs to someone here.";
+    MessageNotResendable = "message_not_resendable", 409, "Only a failed AI or human reply in a messaging channel's conversation can be resent (a WhatsApp template is sent again instead).";
     NotADeadLetter = "not_a_dead_letter", 409, "The webhook delivery was processed or is queued; only dead letters are replayed.";
     PayloadTooLarge = "payload_too_large", 413, "The body or an uploaded file is larger than the configured limit.";
     UnsupportedMediaType = "unsupported_media_type", 415, "Wrong `Content-Type`, or an uploaded file type that is not supported.";

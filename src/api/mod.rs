@@ -302,6 +302,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             channels::instagram_webhook
         ))
         .routes(routes!(channels::whatsapp_template))
+        .routes(routes!(channels::resend_message))
         .routes(routes!(channels::attachment))
         .routes(routes!(channels::platform_dead_letters))
         .routes(routes!(widget::config))

@@ -420,6 +420,10 @@ impl Graph {
                     ),
                     retryable: true,
                     retry_after: None,
+                    // Refused before the request went out (no connection, no address):
+                    // the provider cannot have it. Anything else (a timeout, a reset) may
+                    // have reached it.
+                    unknown_outcome: !e.is_connect(),
                 });
             }
         };
@@ -448,6 +452,9 @@ impl Graph {
             message: upstream::redact(format!("Meta said: {description}"), Some(token)),
             retryable: status.as_u16() == 429 || status.is_server_error() || transient,
             retry_after: wait,
+            // A success status with no error in an answer that cannot be read: accepted,
+            // most likely.
+            unknown_outcome: status.is_success() && err.is_none(),
         })
     }
 
@@ -514,6 +521,7 @@ impl Graph {
                     message: "only WhatsApp channels send templates".into(),
                     retryable: false,
                     retry_after: None,
+                    unknown_outcome: false,
                 });
             }
         };
@@ -546,6 +554,7 @@ impl Graph {
                         message: "the media id is not one Meta hands out".into(),
                         retryable: false,
                         retry_after: None,
+                        unknown_outcome: false,
                     });
                 }
                 let v = self.node(token, id, "url,mime_type,file_size").await?;
@@ -563,6 +572,7 @@ impl Graph {
                     message: "the media item names nothing to download".into(),
                     retryable: false,
                     retry_after: None,
+                    unknown_outcome: false,
                 });
             }
         };
@@ -571,6 +581,7 @@ impl Graph {
                 message: "Meta answered no download URL for the media".into(),
                 retryable: false,
                 retry_after: None,
+                unknown_outcome: false,
             });
         }
         let resp = match self.http.get(&url).bearer_auth(token).send().await {
@@ -586,6 +597,7 @@ impl Graph {
                     ),
                     retryable: true,
                     retry_after: None,
+                    unknown_outcome: false,
                 });
             }
         };
@@ -610,6 +622,7 @@ pub async fn read_capped(mut resp: reqwest::Response, max: u64) -> Result<Vec<u8
             message: format!("the media could not be fetched: HTTP {}", status.as_u16()),
             retryable: status.as_u16() == 429 || status.is_server_error(),
             retry_after: upstream::retry_after(resp.headers()),
+            unknown_outcome: false,
         });
     }
     if resp.content_length().is_some_and(|n| n > max) {
@@ -630,6 +643,7 @@ pub async fn read_capped(mut resp: reqwest::Response, max: u64) -> Result<Vec<u8
                     message: format!("the media download broke off: {}", upstream::root_cause(&e)),
                     retryable: true,
                     retry_after: None,
+                    unknown_outcome: false,
                 });
             }
         }
@@ -643,6 +657,7 @@ fn too_big(max: u64) -> CallError {
         ),
         retryable: false,
         retry_after: None,
+        unknown_outcome: false,
     }
 }
 

@@ -10,7 +10,8 @@ pub mod telegram;
 use crate::auth::Caller;
 use crate::domain::channels::{BOT_TOKEN, WEBHOOK_SECRET, account_id, is_meta, token_credential};
 use crate::domain::inbound::{
-    InboundPart, InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload, inbound_pending, window_check,
+    DELIVERY_UNKNOWN, InboundPart, InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload,
+    delivery_unknown, inbound_pending, window_check,
 };
 use crate::domain::{self, Services};
 use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
@@ -472,6 +473,12 @@ impl Channels {
         let Some(out) = self.svc.outgoing(&caller, &p).map_err(fail)? else {
             return Ok(());
         };
+        // A part was being handed to the provider when the server stopped (or this job was
+        // cut off): the provider may have taken it, and sending it again could show the
+        // customer the reply twice. A person decides (the message is failed, resendable).
+        if p.attempt.is_some_and(|a| a >= p.sent_parts) {
+            return Err(JobError::Final(DELIVERY_UNKNOWN.into()));
+        }
         let kind = out.channel.kind;
         if kind == ChannelKind::Web {
             return Err(JobError::Final("a web channel has no outbox".into()));
@@ -512,6 +519,10 @@ impl Channels {
             None => telegram::split_text(&out.message.content, telegram::MAX_TEXT_CHARS),
         };
         for (i, part) in parts.iter().enumerate().skip(p.sent_parts as usize) {
+            // Durable before the call: a crash during it is recognised after the restart.
+            self.svc
+                .record_send_attempt(&caller, &ctx.job.id, Some(i as u32))
+                .map_err(fail)?;
             let sent = rt.block_on(async {
                 let call = async {
                     if !is_meta(kind) {
@@ -539,7 +550,11 @@ impl Channels {
                 }
             });
             match sent {
+                // Cut off during the call: the attempt stays recorded (outcome unknown).
                 None => return Err(JobError::Interrupted),
+                Some(Err(e)) if e.unknown_outcome => {
+                    return Err(JobError::Final(delivery_unknown(&e.message)));
+                }
                 Some(Ok(provider_id)) => self
                     .svc
                     .record_send_progress(
@@ -549,13 +564,13 @@ impl Channels {
                         Some((&out.channel.id, provider_id.as_str())),
                     )
                     .map_err(fail)?,
-                Some(Err(e)) if e.retryable => {
-                    return Err(match e.retry_after {
-                        Some(w) => JobError::RetryAfter(e.message, w),
-                        None => JobError::Failed(e.message),
-                    });
+                Some(Err(e)) => {
+                    // The provider refused it, or it never left: a retry may send it.
+                    self.svc
+                        .record_send_attempt(&caller, &ctx.job.id, None)
+                        .map_err(fail)?;
+                    return Err(send_error(e));
                 }
-                Some(Err(e)) => return Err(JobError::Final(e.message)),
             }
         }
         self.svc.mark_outgoing_sent(&caller, &p).map_err(fail)
@@ -577,6 +592,18 @@ impl Channels {
         {
             tracing::error!(error = %e, "marking an unsent message failed did not work");
         }
+    }
+}
+
+/// The job's outcome for a send the provider refused or that never left: retried on
+/// 429, 5xx and network trouble, failed for good otherwise.
+fn send_error(e: telegram::CallError) -> JobError {
+    if !e.retryable {
+        return JobError::Final(e.message);
+    }
+    match e.retry_after {
+        Some(w) => JobError::RetryAfter(e.message, w),
+        None => JobError::Failed(e.message),
     }
 }
 

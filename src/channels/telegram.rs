@@ -23,6 +23,10 @@ pub struct CallError {
     pub retryable: bool,
     /// How long Telegram asked us to wait (429 `retry_after`, or the Retry-After header).
     pub retry_after: Option<Duration>,
+    /// The request may have reached the provider, but its answer is unknown (a timeout or a
+    /// broken connection after it went out): the provider may have acted on it, so a send
+    /// is not repeated blindly.
+    pub unknown_outcome: bool,
 }
 
 /// The Bot API client.
@@ -66,6 +70,10 @@ impl Telegram {
                     ),
                     retryable: true,
                     retry_after: None,
+                    // Refused before the request went out (no connection, no address):
+                    // the provider cannot have it. Anything else (a timeout, a reset) may
+                    // have reached it.
+                    unknown_outcome: !e.is_connect(),
                 });
             }
         };
@@ -97,6 +105,8 @@ impl Telegram {
             message: upstream::redact(format!("Telegram said: {description}"), Some(token)),
             retryable: code == 429 || code >= 500,
             retry_after: wait,
+            // A success status whose answer cannot be read: accepted, most likely.
+            unknown_outcome: status.is_success() && v.is_none(),
         })
     }
 
@@ -135,6 +145,7 @@ impl Telegram {
                 message: format!("the file is larger than the limit of {max} bytes"),
                 retryable: false,
                 retry_after: None,
+                unknown_outcome: false,
             });
         }
         let Some(path) = f["file_path"].as_str().filter(|p| !p.contains("..")) else {
@@ -142,6 +153,7 @@ impl Telegram {
                 message: "Telegram answered no file path".into(),
                 retryable: false,
                 retry_after: None,
+                unknown_outcome: false,
             });
         };
         let url = format!("{}/file/bot{token}/{path}", self.base);
@@ -155,6 +167,7 @@ impl Telegram {
             ),
             retryable: true,
             retry_after: None,
+            unknown_outcome: false,
         })?;
         super::meta::read_capped(resp, max).await.map_err(|mut e| {
             e.message = upstream::redact(e.message, Some(token));

@@ -93,6 +93,13 @@ pub struct SendPayload {
     pub message_id: MessageId,
     #[serde(default)]
     pub sent_parts: u32,
+    /// The part being handed to the provider: recorded (durably) before the call and
+    /// cleared with its outcome. Found still set when the job runs again, the server
+    /// stopped during that call and whether the provider took the part is unknown: the
+    /// message is failed with [`DELIVERY_UNKNOWN`] instead of being sent a second time
+    /// (neither provider takes an idempotency key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
     /// A WhatsApp template to send instead of the message's text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Template>,
@@ -107,6 +114,19 @@ pub struct Template {
     pub language: String,
     #[serde(default)]
     pub parameters: Vec<String>,
+}
+
+/// The error of a reply whose send may or may not have reached the provider (the server
+/// stopped during the call, or the call broke after the request went out): it is not sent
+/// again on its own, a person checks the chat and resends it (`.../resend`). The text
+/// starts with a stable code.
+pub const DELIVERY_UNKNOWN: &str = "delivery_unknown: the server stopped while sending this reply, so it is not known whether the customer got it; check the chat and resend it if it is missing";
+
+/// [`DELIVERY_UNKNOWN`] for a call that broke after the request went out, with what broke.
+pub fn delivery_unknown(what: &str) -> String {
+    format!(
+        "delivery_unknown: the provider's answer was lost ({what}), so it is not known whether the customer got this reply; check the chat and resend it if it is missing"
+    )
 }
 
 /// Why a delivery of a paused channel is not processed (a dead letter to replay).
@@ -583,6 +603,7 @@ impl Services {
             conversation_id: conv.id.clone(),
             message_id: msg.id.clone(),
             sent_parts: 0,
+            attempt: None,
             template,
         };
         Ok(Some(Jobs::enqueue_serial_in(
@@ -658,10 +679,106 @@ impl Services {
                 )?;
             }
             p.sent_parts = sent_parts;
+            p.attempt = None;
             j.payload = json(&p)?;
             tx.put(&j)?;
             Ok(())
         })
+    }
+
+    /// Records on the outbox job `job` that part `attempt` is being handed to the provider
+    /// (before the call: durable when this returns), or, with `None`, that the call ended
+    /// without the provider taking it (refused, or never sent), so a retry may send it.
+    pub fn record_send_attempt(
+        &self,
+        caller: &Caller,
+        job: &JobId,
+        attempt: Option<u32>,
+    ) -> Result<()> {
+        caller
+            .require(Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant().clone();
+        self.store.write(|tx| -> Result<()> {
+            let Some(mut j) = tx.get::<Job>(&t, job.as_str())? else {
+                return Ok(());
+            };
+            let Ok(mut p) = serde_json::from_value::<SendPayload>(j.payload.clone()) else {
+                return Ok(());
+            };
+            if p.attempt == attempt {
+                return Ok(());
+            }
+            p.attempt = attempt;
+            j.payload = json(&p)?;
+            tx.put(&j)?;
+            Ok(())
+        })
+    }
+
+    /// A person resends a reply that failed (the provider refused it, it gave up, or the
+    /// server stopped while sending it: `delivery_unknown`): the same message goes back to
+    /// `pending` and into the conversation's outbox, sent whole (every part again), after
+    /// the replies queued before it. Only a failed AI or human reply of a messaging
+    /// channel's conversation can be resent; outside the messaging window it is refused as
+    /// a new reply would be. A WhatsApp template is resent by sending the template again.
+    pub fn resend_message(
+        &self,
+        caller: &Caller,
+        conversation: &ConversationId,
+        message: &MessageId,
+    ) -> Result<Message> {
+        caller
+            .require_conversation(conversation, Action::WorkConversations)
+            .map_err(|d| Error::denied(d, "conversation"))?;
+        let t = caller.tenant().clone();
+        let (msg, job) = self.store.write(|tx| -> Result<_> {
+            let conv = tx
+                .get::<Conversation>(&t, conversation.as_str())?
+                .ok_or(Error::NotFound("conversation"))?;
+            let mut msg = tx
+                .get::<Message>(&t, &format!("{conversation}/{message}"))?
+                .ok_or(Error::NotFound("message"))?;
+            let not = |why: &str| Error::Conflict("message_not_resendable", why.into(), None);
+            if !matches!(msg.role, MessageRole::Ai | MessageRole::Human) {
+                return Err(not("only a reply (AI or human) can be resent"));
+            }
+            if msg.status != MessageStatus::Failed {
+                return Err(not("only a failed reply can be resent"));
+            }
+            if msg.content.starts_with("[WhatsApp template ") {
+                return Err(not("a template is resent by sending the template again"));
+            }
+            let channel = match &conv.channel_id {
+                Some(ch) => tx.get::<Channel>(&t, ch.as_str())?,
+                None => None,
+            };
+            let Some(channel) = channel.filter(|c| c.kind != ChannelKind::Web) else {
+                return Err(not(
+                    "only a reply in a messaging channel's conversation (with its channel) can be resent",
+                ));
+            };
+            // Outside the window an AI reply would be stored failed again: refused as a
+            // person's new reply is, so the person learns why.
+            let last = last_customer_at!(tx, &t, &conv.id)?;
+            if let Err(reason) = window_check(channel.kind, msg.role, last, now()) {
+                return Err(Error::Conflict("outside_messaging_window", reason, None));
+            }
+            msg.status = MessageStatus::Pending;
+            msg.error = None;
+            let job = Self::queue_outbound(tx, &conv, &mut msg)?
+                .ok_or_else(|| not("the reply has nothing to send"))?;
+            Ok((msg, job))
+        })?;
+        self.jobs.wake(&job);
+        self.events.publish(Event::MessageStatus {
+            tenant_id: t,
+            conversation_id: conversation.clone(),
+            message_id: message.clone(),
+            status: msg.status,
+            error: None,
+        });
+        Ok(msg)
     }
 
     /// The provider accepted every part of an outgoing message: `pending` becomes `sent`

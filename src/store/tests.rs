@@ -266,7 +266,8 @@ fn a_write_that_changes_nothing_is_not_committed_and_waits_for_no_fsync() {
     assert!(found);
     syncs(1);
     // Each kind of change is committed (one durable commit each here: nothing concurrent).
-    let changes: [&dyn Fn(&WriteTx) -> Result<()>; 4] = [
+    type Change<'a> = &'a dyn Fn(&WriteTx) -> Result<()>;
+    let changes: [Change; 4] = [
         &|tx| tx.put(&k),
         &|tx| tx.delete::<ApiKey>(&a.id, k.id.as_str()).map(drop),
         &|tx| tx.index_insert_new(Index::ApiKeyHash, "h2", "v").map(drop),

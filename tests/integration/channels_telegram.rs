@@ -2,13 +2,15 @@
 //! secret), the provider test (getMe), webhooks verified by the secret, stored before the
 //! 200 and processed once (a retried update creates nothing twice), dead letters of a
 //! paused channel and their replay, AI replies sent through the outbox (5xx retried, 4xx
-//! failed with Telegram's words, long answers split at 4096 characters).
+//! failed with Telegram's words, long answers split at 4096 characters), and a reply whose
+//! send may have reached Telegram without an answer never sent twice (`delivery_unknown`,
+//! resent by a person).
 
 use crate::common::*;
 use crate::engine::ai_tenant;
 use crate::fake_openai::{FakeOpenAi, Reply};
 use aigentable::events::{Event, Recv};
-use aigentable::model::{InboundEvent, InboundStatus, Job, JobStatus, MessageStatus};
+use aigentable::model::{InboundEvent, InboundStatus, Job, JobStatus, Message, MessageStatus};
 use aigentable::store::{Index, Store, make_ref};
 use aigentable::types::TenantId;
 use axum::Router;
@@ -35,21 +37,36 @@ struct FakeTelegram {
     inner: Arc<Double>,
 }
 
+/// A scripted body that stands for an answer cut off on the way back (not JSON): the
+/// request reached Telegram, its outcome is unknown to the server.
+const CUT_OFF: &str = "__cut_off__";
+
 async fn bot(
     State(d): State<Arc<Double>>,
     Path((token, method)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> (axum::http::StatusCode, axum::Json<Value>) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    bot_json(State(d), Path((token, method)), body)
+        .await
+        .into_response()
+}
+
+async fn bot_json(
+    State(d): State<Arc<Double>>,
+    Path((token, method)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, axum::Json<Value>), (axum::http::StatusCode, &'static str)> {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     d.calls
         .lock()
         .expect("double lock")
         .push((method.clone(), body));
     if token != format!("bot{TOKEN}") {
-        return (
+        return Ok((
             axum::http::StatusCode::UNAUTHORIZED,
             axum::Json(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
-        );
+        ));
     }
     if let Some((status, body)) = d
         .script
@@ -58,10 +75,13 @@ async fn bot(
         .get_mut(&method)
         .and_then(|q| q.pop_front())
     {
-        return (
+        if body == CUT_OFF {
+            return Err((axum::http::StatusCode::OK, "{\"ok\":tr"));
+        }
+        return Ok((
             axum::http::StatusCode::from_u16(status).expect("test precondition"),
             axum::Json(body),
-        );
+        ));
     }
     let result = match method.as_str() {
         "getMe" => {
@@ -70,10 +90,10 @@ async fn bot(
         "sendMessage" => json!({"message_id": 1}),
         _ => json!(true),
     };
-    (
+    Ok((
         axum::http::StatusCode::OK,
         axum::Json(json!({"ok": true, "result": result})),
-    )
+    ))
 }
 
 impl FakeTelegram {
@@ -728,4 +748,160 @@ async fn after_a_crash_every_acknowledged_message_and_reply_exists_exactly_once(
         "no part sent twice"
     );
     s.stop().await;
+}
+
+/// Puts the store in the state a kill -9 leaves it in while the outbox job of `message`
+/// was handing its first part to Telegram: the attempt recorded, the outcome not, the job
+/// running, the message pending.
+fn crash_during_send(dir: &std::path::Path, tenant: &str, message: &str) {
+    let t = TenantId::parse(tenant).expect("tenant id");
+    let store = Store::open(dir, 1 << 20).expect("open store");
+    store
+        .write(|tx| {
+            let jobs = tx.scan::<Job>(&t, None, |j| {
+                j.kind == "channel_send" && j.payload["messageId"] == message
+            })?;
+            assert_eq!(jobs.len(), 1, "the reply's outbox job");
+            for mut j in jobs {
+                j.status = JobStatus::Running;
+                j.attempts = 1;
+                j.payload["sentParts"] = json!(0);
+                j.payload["attempt"] = json!(0);
+                tx.put(&j)?;
+                tx.index_insert_new(Index::JobQueue, j.id.as_str(), &make_ref(&t, j.id.as_str()))?;
+                let key = format!(
+                    "{}/{message}",
+                    j.payload["conversationId"].as_str().expect("conversation")
+                );
+                let mut m = tx.get::<Message>(&t, &key)?.expect("the reply");
+                m.status = MessageStatus::Pending;
+                tx.put(&m)?;
+            }
+            Ok::<_, aigentable::store::Error>(())
+        })
+        .expect("write");
+}
+
+#[tokio::test]
+async fn a_reply_whose_send_outcome_is_unknown_is_never_sent_twice_and_a_person_resends_it() {
+    let t = setup("tg-unknown@x.test").await;
+    t.fake.push(Reply::text("Answer one."));
+    t.webhook(Some(&t.secret), &update(1, 8, "one"))
+        .await
+        .expect(200);
+    t.tg.wait_calls("sendMessage", 1).await;
+    let cid = id(&t.wait_conversations(1).await[0]);
+    let first = t
+        .wait_message(&cid, |m| m["role"] == "ai" && m["status"] == "sent")
+        .await;
+    let mid = id(&first);
+
+    // Killed while Telegram had the part and had not answered: after the restart the reply
+    // is not sent again, it is failed with delivery_unknown.
+    let tenant = t.a.tenant_id.clone();
+    let ten = TenantId::parse(&tenant).expect("tenant");
+    let Setup {
+        s,
+        a,
+        fake,
+        tg,
+        channel,
+        secret,
+    } = t;
+    let dir = s.stop().await;
+    crash_during_send(dir.path(), &tenant, &mid);
+    let base = tg.base.clone();
+    let s = start_in(dir, move |c| c.telegram_api_base_url = base).await;
+    let t = Setup {
+        s,
+        a,
+        fake,
+        tg,
+        channel,
+        secret,
+    };
+    let unknown = t
+        .wait_message(&cid, |m| m["id"] == mid.as_str() && m["status"] == "failed")
+        .await;
+    let error = unknown["error"].as_str().expect("an error");
+    assert!(error.starts_with("delivery_unknown: "), "{error}");
+    assert!(error.contains("check the chat and resend"), "{error}");
+    let jobs: Vec<_> =
+        t.s.svc
+            .store
+            .read(|tx| tx.scan::<Job>(&ten, None, |j| j.kind == "channel_send"))
+            .expect("read");
+    for j in &jobs {
+        bounded("the outbox job", t.s.svc.jobs.finished(&ten, &j.id)).await;
+    }
+    assert_eq!(t.tg.calls("sendMessage").len(), 1, "not sent a second time");
+
+    // A person resends it: pending again, then sent once more.
+    let path = format!("/api/conversations/{cid}/messages/{mid}/resend");
+    let r = t.s.post(&path, Some(&t.a.token), json!({})).await;
+    r.expect(200);
+    assert_eq!(r.body["status"], "pending", "{}", r.text);
+    assert!(r.body["error"].is_null(), "{}", r.text);
+    let sent = t.tg.wait_calls("sendMessage", 2).await;
+    assert_eq!(sent[1]["text"], "Answer one.");
+    t.wait_message(&cid, |m| m["id"] == mid.as_str() && m["status"] == "sent")
+        .await;
+    // Only a failed reply is resent.
+    t.s.post(&path, Some(&t.a.token), json!({}))
+        .await
+        .expect_err(409, "message_not_resendable");
+    let customer = t
+        .messages(&cid)
+        .await
+        .into_iter()
+        .find(|m| m["role"] == "customer")
+        .expect("the customer's message");
+    t.s.post(
+        &format!("/api/conversations/{cid}/messages/{}/resend", id(&customer)),
+        Some(&t.a.token),
+        json!({}),
+    )
+    .await
+    .expect_err(409, "message_not_resendable");
+    t.s.post(
+        &format!("/api/conversations/{cid}/messages/00000000-0000-7000-8000-000000000000/resend"),
+        Some(&t.a.token),
+        json!({}),
+    )
+    .await
+    .expect_err(404, "message_not_found");
+    // Another tenant cannot resend it.
+    let other = t.s.register("tg-unknown-other@x.test", "Other").await;
+    t.s.post(&path, Some(&other.token), json!({}))
+        .await
+        .expect_err(404, "conversation_not_found");
+
+    // An answer lost on the way back while the server runs: Telegram got the request, so
+    // it is not retried either.
+    t.tg.script("sendMessage", 200, json!(CUT_OFF));
+    t.fake.push(Reply::text("Answer two."));
+    t.webhook(Some(&t.secret), &update(2, 8, "two"))
+        .await
+        .expect(200);
+    let lost = t
+        .wait_message(&cid, |m| {
+            m["role"] == "ai" && m["content"] == "Answer two." && m["status"] == "failed"
+        })
+        .await;
+    assert!(
+        lost["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("delivery_unknown: ")),
+        "{lost}"
+    );
+    let jobs: Vec<_> =
+        t.s.svc
+            .store
+            .read(|tx| tx.scan::<Job>(&ten, None, |j| j.kind == "channel_send"))
+            .expect("read");
+    for j in &jobs {
+        bounded("the outbox job", t.s.svc.jobs.finished(&ten, &j.id)).await;
+    }
+    assert_eq!(t.tg.calls("sendMessage").len(), 3, "sent once, not retried");
+    t.s.stop().await;
 }
