@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 const APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "EAAGbenchaccesstoken0123456789";
 const PHONE_ID: &str = "1111111111";
+const METRICS_TOKEN: &str = "bench-metrics-token-0123456789";
 
 struct Opts {
     bin: PathBuf,
@@ -201,6 +202,10 @@ fn spawn(bin: &Path, data: &Path, port: u16, graph: &str) -> Result<Server> {
         .env("OUTBOUND_ALLOWED_PRIVATE_HOSTS", "127.0.0.1")
         .env("PUBLIC_URL", format!("http://127.0.0.1:{port}"))
         .env("JWT_SECRET", "bench-jwt-secret-0123456789abcdef0123456789")
+        // Where an acknowledgement waits (the store's write turn, the shared fsync) is
+        // read from the metrics after the load.
+        .env("METRICS", "token")
+        .env("METRICS_TOKEN", METRICS_TOKEN)
         .env(
             "JWT_REFRESH_SECRET",
             "bench-refresh-secret-0123456789abcdef012345",
@@ -324,9 +329,33 @@ impl Api {
     }
 }
 
-/// Every customer message of the channel's conversations, by tag: how many times stored.
-async fn stored_tags(api: &Api, channel: &str) -> Result<HashMap<String, u32>> {
+/// The store's and the webhook route's timings from `/metrics` (Prometheus text): where
+/// an acknowledgement waits.
+async fn print_waits(http: &reqwest::Client, base: &str) {
+    let Ok(r) = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+    else {
+        return;
+    };
+    let text = r.text().await.unwrap_or_default();
+    for line in text.lines().filter(|l| {
+        (l.starts_with("store_")
+            || (l.starts_with("http_request_duration") && l.contains("webhooks")))
+            && !l.contains("_bucket")
+    }) {
+        println!("  {line}");
+    }
+}
+
+/// Every customer message of the channel's conversations, by tag: how many times stored;
+/// and the tags whose reply failed as `delivery_unknown` (its send was cut off by the kill:
+/// not sent again, left to a person).
+async fn stored_tags(api: &Api, channel: &str) -> Result<(HashMap<String, u32>, Vec<String>)> {
     let mut out = HashMap::new();
+    let mut unknown = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let mut path = format!("/api/conversations?channelId={channel}&limit=200");
@@ -349,6 +378,15 @@ async fn stored_tags(api: &Api, channel: &str) -> Result<HashMap<String, u32>> {
                     {
                         *out.entry(t).or_insert(0) += 1;
                     }
+                    if m["role"] == "ai"
+                        && m["status"] == "failed"
+                        && m["error"]
+                            .as_str()
+                            .is_some_and(|e| e.starts_with("delivery_unknown"))
+                        && let Some(t) = m["content"].as_str().and_then(tag_in)
+                    {
+                        unknown.push(t);
+                    }
                 }
                 mc = msgs["nextCursor"].as_str().map(str::to_string);
                 if mc.is_none() {
@@ -358,7 +396,7 @@ async fn stored_tags(api: &Api, channel: &str) -> Result<HashMap<String, u32>> {
         }
         cursor = page["nextCursor"].as_str().map(str::to_string);
         if cursor.is_none() {
-            return Ok(out);
+            return Ok((out, unknown));
         }
     }
 }
@@ -438,6 +476,8 @@ async fn main() -> Result<()> {
         pct(&lat, 0.99),
         pct(&lat, 1.0)
     );
+    println!("where writes waited during the load (seconds):");
+    print_waits(&http, &base).await;
     let tags: Vec<String> = acked.iter().map(|a| a.0.clone()).collect();
     let missing = drain(&seen, &tags, o.drain).await;
     let mut e2e: Vec<Duration> = {
@@ -480,8 +520,22 @@ async fn main() -> Result<()> {
     server = spawn(&o.bin, &data, port, &graph_url)?;
     wait_healthy(&http, &base).await?;
     let tags2: Vec<String> = acked2.iter().map(|a| a.0.clone()).collect();
-    let missing2 = drain(&seen, &tags2, o.drain).await;
-    let stored = stored_tags(&api, &channel).await?;
+    // Drained until every reply is sent or shown as `delivery_unknown` (never resent).
+    let t0 = Instant::now();
+    let (stored, unknown, missing2) = loop {
+        let missing2 = drain(&seen, &tags2, Duration::from_secs(5)).await;
+        let (stored, unknown) = stored_tags(&api, &channel).await?;
+        let unsent = {
+            let s = seen.lock().expect("lock");
+            tags2
+                .iter()
+                .filter(|t| !s.replies.contains_key(*t) && !unknown.contains(*t))
+                .count()
+        };
+        if unsent == 0 || t0.elapsed() > o.drain {
+            break (stored, unknown, missing2);
+        }
+    };
     let lost = tags2.iter().filter(|t| !stored.contains_key(*t)).count();
     let dup_stored = tags2
         .iter()
@@ -497,10 +551,18 @@ async fn main() -> Result<()> {
             missing2,
         )
     };
+    let unknown_sent = {
+        let s = seen.lock().expect("lock");
+        unknown
+            .iter()
+            .filter(|t| s.replies.contains_key(*t))
+            .count()
+    };
     println!(
-        "kill -9 phase: {} acknowledged ({} refused or cut off by the kill); lost {lost}, stored twice {dup_stored}, replies sent twice {dup_replies}, unanswered after the drain {unanswered}",
+        "kill -9 phase: {} acknowledged ({} refused or cut off by the kill); lost {lost}, stored twice {dup_stored}, replies sent twice {dup_replies}, unanswered after the drain {unanswered}, of which shown as delivery_unknown {} ({unknown_sent} of those had reached the provider)",
         acked2.len(),
-        failed2
+        failed2,
+        unknown.len()
     );
     drop(server);
     Ok(())

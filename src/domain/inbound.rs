@@ -257,7 +257,9 @@ impl Services {
             .require(Action::Converse)
             .map_err(|d| Error::denied(d, "channel"))?;
         let t = channel.tenant_id.clone();
-        let (accepted, jobs) = self.store.write(|tx| -> Result<_> {
+        // The provider waits for this commit (Meta asks for fast answers): it goes before
+        // the job queue's bookkeeping.
+        let (accepted, jobs) = self.store.write_urgent(|tx| -> Result<_> {
             let key = inbound_key(&t, &channel.id, external_id);
             if tx.index_get(Index::InboundExternal, &key)?.is_some() {
                 return Ok((Accepted::Duplicate, vec![]));

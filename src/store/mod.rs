@@ -9,6 +9,7 @@
 mod audit;
 mod disk;
 mod dump;
+mod gate;
 mod group;
 mod migrate;
 
@@ -405,6 +406,8 @@ pub struct Store {
     pins: dump::Pins,
     /// Shares one fsync among the writes committed at the same time (see `group`).
     flush: group::Flush,
+    /// Who gets the write transaction next (see `gate`).
+    gate: gate::Gate,
 }
 
 impl std::fmt::Debug for Store {
@@ -426,6 +429,7 @@ impl Store {
             path,
             pins: Default::default(),
             flush: Default::default(),
+            gate: Default::default(),
         })
     }
 
@@ -458,10 +462,32 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTx) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        self.write_with(false, f)
+    }
+
+    /// [`write`](Self::write) that goes before the writers waiting without urgency: for
+    /// what a client is waiting on under a deadline (a provider's webhook, acknowledged
+    /// only once stored), while job bookkeeping can wait its turn.
+    pub fn write_urgent<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&WriteTx) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.write_with(true, f)
+    }
+
+    fn write_with<T, E: From<Error>>(
+        &self,
+        urgent: bool,
+        f: impl FnOnce(&WriteTx) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         // Refused before redb sees a full or read-only disk (which would fail the database
         // for reads too): see `disk`.
         self.check_space(0)?;
+        let asked = std::time::Instant::now();
+        let turn = self.gate.enter(urgent);
         let mut tx = self.begin_write()?;
+        metrics::histogram!("store_write_wait_seconds", "urgent" => if urgent { "yes" } else { "no" })
+            .record(asked.elapsed().as_secs_f64());
         let epoch = self.db.epoch();
         tx.set_durability(redb::Durability::None)
             .map_err(|e| Error::Db(e.into()))?;
@@ -485,13 +511,18 @@ impl Store {
             metrics::counter!("store_noop_writes_total").increment(1);
             seen
         };
+        drop(turn);
+        let committed = std::time::Instant::now();
         self.flush.wait(ticket, || self.sync())?;
+        metrics::histogram!("store_durable_wait_seconds").record(committed.elapsed().as_secs_f64());
         Ok(out)
     }
 
     /// One durable commit (empty: it makes every commit before it durable); the database
     /// epoch it was made in and the last commit ticket it covers.
     fn sync(&self) -> Result<(u64, u64)> {
+        // Every writer that committed is waiting for this one: it goes first.
+        let _turn = self.gate.enter(true);
         let tx = self.begin_write()?;
         let epoch = self.db.epoch();
         // Read with the transaction open: every ticket up to here belongs to a transaction

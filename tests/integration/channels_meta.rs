@@ -590,11 +590,13 @@ async fn a_whatsapp_channel_is_set_up_verified_and_answers_once() {
     t.settle().await;
     let m = t.wait_message(&cid, |m| m["id"] == ai["id"]).await;
     assert_eq!(m["status"], "read", "{m}");
-    // The bus saw delivered then read, nothing backwards.
+    // The bus saw the status move forward only: delivered then read, or read alone (status
+    // jobs need no order, so `read` may be processed first; the late ones change nothing).
+    // Every job has finished: its events are on the bus already.
     let mut seen = vec![];
-    while seen.len() < 2 {
-        let aigentable::events::Recv::Event(e) = bounded("status events", sub.recv()).await else {
-            panic!("bus ended")
+    while let Some(r) = sub.try_recv() {
+        let aigentable::events::Recv::Event(e) = r else {
+            panic!("bus ended or lagged: {r:?}")
         };
         if let aigentable::events::Event::MessageStatus {
             message_id, status, ..
@@ -604,12 +606,10 @@ async fn a_whatsapp_channel_is_set_up_verified_and_answers_once() {
             seen.push(*status);
         }
     }
-    assert_eq!(
-        seen,
-        vec![
-            aigentable::model::MessageStatus::Delivered,
-            aigentable::model::MessageStatus::Read
-        ]
+    use aigentable::model::MessageStatus::{Delivered, Read};
+    assert!(
+        seen == vec![Delivered, Read] || seen == vec![Read],
+        "{seen:?}"
     );
 }
 
