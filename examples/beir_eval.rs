@@ -18,7 +18,8 @@
 //! are embedded by the product on every search, as in production.
 //!
 //! `--fusion` adds hybrid rows for other fusion settings, fused from the product's own
-//! lists (`Knowledge::fusion_input`); `--runs` writes each query's lists and lookup
+//! lists of the hybrid search itself (`Knowledge::search_explained`: one query embedding);
+//! `--runs` writes each query's lists and lookup
 //! evidence as JSON lines for offline analysis. Queries are split into two halves by a hash
 //! of their id ("dev": even, "test": odd): choose settings on dev, report test. Query ids
 //! of the form `group:id` (the mixed corpus) are also reported per group.
@@ -268,7 +269,8 @@ async fn main() -> Result<()> {
             top_k: K,
             mode: SearchMode::Hybrid,
         };
-        let mut hybrid = Vec::new();
+        let explain = !a.fusions.is_empty() || runs_out.is_some();
+        let mut hybrid = None;
         for mode in &a.modes {
             let (s2, q2) = (
                 s.clone(),
@@ -277,9 +279,15 @@ async fn main() -> Result<()> {
                     ..q.clone()
                 },
             );
-            let r = tokio::task::spawn_blocking(move || s2.knowledge.search(&s2.caller, &q2))
-                .await?
-                .map_err(|e| anyhow!("search: {e}"))?;
+            let (r, input) = tokio::task::spawn_blocking(move || {
+                if explain && q2.mode == SearchMode::Hybrid {
+                    s2.knowledge.search_explained(&s2.caller, &q2)
+                } else {
+                    s2.knowledge.search(&s2.caller, &q2).map(|r| (r, None))
+                }
+            })
+            .await?
+            .map_err(|e| anyhow!("search: {e}"))?;
             if r.mode != *mode {
                 bail!("{mode:?} search answered as {:?}: {:?}", r.mode, r.warnings);
             }
@@ -288,27 +296,19 @@ async fn main() -> Result<()> {
             let ranked = names(&mut r.data.iter().map(|h| h.document_id.clone()));
             sums.add(&row, &slices, metrics(&ranked, rel));
             if *mode == SearchMode::Hybrid {
-                hybrid = ranked;
+                hybrid = Some((ranked, input));
             }
         }
-        if !a.fusions.is_empty() || runs_out.is_some() {
-            let s2 = s.clone();
-            let q2 = q.clone();
-            let input = tokio::task::spawn_blocking(move || {
-                s2.knowledge
-                    .fusion_input(&s2.caller, &q2, &FusionParams::default())
-            })
-            .await?
-            .map_err(|e| anyhow!("fusion input: {e}"))?;
-            let Some(input) = input else {
-                bail!("no hybrid lists for {qid}");
+        if explain {
+            let Some((hybrid, Some(input))) = hybrid else {
+                bail!("--fusion and --runs need the hybrid mode (and a hybrid answer for {qid})");
             };
             let hits = |h: &[Hit]| names(&mut h.iter().map(|h| h.document.clone()));
             for (name, p) in &a.fusions {
                 let lookup = lookup_share(input.covered, input.terms, p);
                 let fused = fuse_lookup(&input.keyword, &input.vector, input.k, p, lookup);
                 let ranked = hits(&fused);
-                if name == "default" && !hybrid.is_empty() && ranked != hybrid {
+                if name == "default" && ranked != hybrid {
                     // The product's search and its own lists fused again must agree.
                     mismatches += 1;
                 }
@@ -341,7 +341,7 @@ async fn main() -> Result<()> {
     }
     if mismatches > 0 {
         eprintln!(
-            "warning: {mismatches} queries where the default fusion of fusion_input differs from search (ties or a changed index)"
+            "warning: {mismatches} queries where the default fusion of the explained lists differs from the search's (ties or a changed index)"
         );
     }
     println!("dataset: {} ({} passages)", a.data.display(), corpus.len());

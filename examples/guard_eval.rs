@@ -6,21 +6,24 @@
 //!     --model-dir ../shared/models/all-MiniLM-L6-v2 \
 //!     --ort ../shared/runtime/onnxruntime-1.32.0/libonnxruntime.so.1.32.0 \
 //!     [--modes hybrid,keyword] [--limit N] [--cache FILE] [--dump FILE] \
+//!     [--without article|passage] [--no-extractive] \
 //!     [--scoring dense_weight:rank_penalty:keep_share]...
 //! ```
 //!
-//! The app is built (`aigentable::build`) on a temporary data directory with the model;
-//! one tenant gets every corpus passage as one document of one chunk (headings = title),
-//! written the way the ingestion pipeline writes them (store records with vectors, text
-//! index, vector index). Vectors are the product embedder's, cached in `--cache` (default
-//! under /tmp) so reruns skip the model.
+//! The tenant is seeded as `beir_eval` seeds it (`common/tenant.rs`: the product on a
+//! temporary data directory with the model, one document of one chunk per passage, heading
+//! = title), with passage vectors from the model's shared cache; sentence and question
+//! vectors go into the same cache, keyed by their text.
 //!
 //! For every query, `Knowledge::agent_search` (what `Retrieve::retrieve` answers from: the
 //! product's search and relevance guard) runs twice for an agent: once over every passage
-//! (answerable: its passage is there), once over every passage but its own (unanswerable:
-//! the same question against a corpus without its passage). Reported: how often the guard
+//! (answerable: its passage is there), once without the question's passages (unanswerable).
+//! "Without" is by default every passage of the question's article (BoolQ passages are
+//! paragraphs of Wikipedia articles, and a sibling paragraph often answers the question
+//! too); `--without passage` removes only the judged passage. Reported: how often the guard
 //! lets the agent answer when it should and falls back when it should, with the default
-//! thresholds and over a grid, per retrieval mode.
+//! thresholds and over a grid, per retrieval mode. `--no-extractive` skips the extractive
+//! measurement (which embeds every sentence of the corpus once: slow with a large model).
 //!
 //! Extractive answers (hybrid, answerable questions the guard let through): the product's
 //! sentence selection (`agent::extractive`) over the first sources, scored three ways
@@ -33,25 +36,22 @@
 
 use aigentable::agent::extractive::{self, Candidate, Scoring};
 use aigentable::agent::{Retrieve, Source};
-use aigentable::auth::Caller;
-use aigentable::config::Config;
-use aigentable::domain::ClientMeta;
-use aigentable::domain::auth::RegisterInput;
-use aigentable::index::TextDoc;
 use aigentable::index::terms::content_terms;
 use aigentable::knowledge::guard::{self, GuardParams};
 use aigentable::model::{
-    ActiveStatus, Agent, AnswerMode, Chunk, Document, DocumentStatus, RetrievalMode,
+    ActiveStatus, Agent, AnswerMode, RetrievalMode,
 };
-use aigentable::types::{AgentId, ChunkId, DocumentId, SessionId};
+use aigentable::types::{AgentId, ChunkId, DocumentId};
 use anyhow::{Result, anyhow, bail};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[path = "common/beir.rs"]
 mod beir;
+#[path = "common/tenant.rs"]
+mod tenant;
 
 const TOP_K: u32 = 8;
 /// Extractive answers timed end to end (embedding included) per run.
@@ -67,6 +67,11 @@ struct Args {
     dump: Option<PathBuf>,
     /// Extra sentence scorings to compare (`dense_weight:rank_penalty:keep_share`).
     scorings: Vec<Scoring>,
+    /// Measure extractive answers too (embeds every sentence of the corpus once).
+    extractive: bool,
+    /// Unanswerable = without every passage of the question's article (same title), not
+    /// only its own passage.
+    whole_article: bool,
 }
 
 fn args() -> Result<Args> {
@@ -83,6 +88,8 @@ fn args() -> Result<Args> {
         cache: None,
         dump: None,
         scorings: Vec::new(),
+        extractive: true,
+        whole_article: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,6 +101,14 @@ fn args() -> Result<Args> {
             "--limit" => a.limit = val()?.parse()?,
             "--cache" => a.cache = Some(val()?.into()),
             "--dump" => a.dump = Some(val()?.into()),
+            "--no-extractive" => a.extractive = false,
+            "--without" => {
+                a.whole_article = match val()?.as_str() {
+                    "article" => true,
+                    "passage" => false,
+                    other => bail!("--without article|passage, not {other}"),
+                }
+            }
             "--scoring" => {
                 let v = val()?;
                 let p: Vec<f32> = v.split(':').map(str::parse).collect::<Result<_, _>>()?;
@@ -129,75 +144,6 @@ fn args() -> Result<Args> {
         );
     }
     Ok(a)
-}
-
-/// Cache: u64 count, u64 dims, then per item (u32 key len, key, dims x f32 LE).
-fn load_cache(path: &Path) -> HashMap<String, Vec<f32>> {
-    let mut bytes = Vec::new();
-    if std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .is_err()
-    {
-        return HashMap::new();
-    }
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = bytes.get(pos..pos + n)?;
-        pos += n;
-        Some(s)
-    };
-    let mut out = HashMap::new();
-    let Some(n) = take(8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-    else {
-        return out;
-    };
-    let Some(dims) = take(8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-    else {
-        return out;
-    };
-    for _ in 0..n {
-        let Some(len) = take(4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-        else {
-            break;
-        };
-        let Some(key) = take(len as usize).map(|b| String::from_utf8_lossy(b).into_owned()) else {
-            break;
-        };
-        let Some(v) = take(dims as usize * 4) else {
-            break;
-        };
-        let v = v
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        out.insert(key, v);
-    }
-    out
-}
-
-fn save_cache(path: &Path, items: &HashMap<String, Vec<f32>>) -> Result<()> {
-    let dims = items.values().next().map_or(0, Vec::len);
-    let tmp = path.with_extension("tmp");
-    let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
-    w.write_all(&(items.len() as u64).to_le_bytes())?;
-    w.write_all(&(dims as u64).to_le_bytes())?;
-    for (k, v) in items {
-        w.write_all(&(k.len() as u32).to_le_bytes())?;
-        w.write_all(k.as_bytes())?;
-        for x in v {
-            w.write_all(&x.to_le_bytes())?;
-        }
-    }
-    w.flush()?;
-    drop(w);
-    std::fs::rename(tmp, path)?;
-    Ok(())
 }
 
 use beir::Doc as Passage;
@@ -282,168 +228,84 @@ async fn main() -> Result<()> {
         gold.len()
     );
 
-    let dir = tempfile::tempdir()?;
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        embeddings_provider: Some("onnx".into()),
-        embeddings_model_dir: Some(a.model_dir.clone()),
-        ort_dylib_path: Some(a.ort.clone()),
-        job_workers: 1,
-        log_level: "warn".into(),
-        ..Config::default()
-    };
-    let app = aigentable::build(config).await?;
-    let k = app.state.knowledge.clone();
-    let svc = k.svc.clone();
-    let signed = tokio::task::spawn_blocking(move || {
-        svc.register(
-            RegisterInput {
-                email: "eval@example.com".into(),
-                password: "eval-password-123".into(),
-                name: "Eval".into(),
-                tenant_name: "Eval".into(),
-            },
-            &ClientMeta {
-                ip: None,
-                user_agent: None,
-            },
-        )
-    })
-    .await?
-    .map_err(|e| anyhow!("register: {e}"))?;
-    let caller = Caller::staff_session(&signed.user, SessionId::new());
-    let tenant = signed.user.tenant_id.clone();
+    // The tenant: every passage seeded the way the pipeline writes chunks (common/tenant.rs),
+    // passage vectors from the model's shared cache (the one beir_eval fills).
+    let cache = a
+        .cache
+        .clone()
+        .unwrap_or_else(|| tenant::default_cache(&a.model_dir));
+    let seeded = tenant::seed(&a.model_dir, &a.ort, &cache, &corpus).await?;
+    eprintln!(
+        "model {}: embedded {} passages in {:.1} s; seeded {} passages in {:.1} s",
+        seeded.model_id,
+        seeded.embedded,
+        seeded.embed_secs,
+        corpus.len(),
+        seeded.seed_secs
+    );
+    let k = seeded.knowledge.clone();
+    let caller = seeded.caller.clone();
+    let tenant_id = caller.tenant().clone();
     let space = k
-        .space_for(&tenant)?
+        .space_for(&tenant_id)?
         .ok_or_else(|| anyhow!("no embedding model loaded"))?;
-    let model_id = space.model_id().to_string();
+    let model_id = seeded.model_id.clone();
+    let doc_of: HashMap<String, DocumentId> = seeded
+        .passage_of
+        .iter()
+        .map(|(d, p)| (p.clone(), d.clone()))
+        .collect();
+    // The passages of each article (same title): "without" may remove them all.
+    let mut article: HashMap<&str, Vec<DocumentId>> = HashMap::new();
+    for p in &corpus {
+        article.entry(p.title.as_str()).or_default().push(doc_of[&p.id].clone());
+    }
+    let title_of: HashMap<&str, &str> = corpus
+        .iter()
+        .map(|p| (p.id.as_str(), p.title.as_str()))
+        .collect();
 
-    // Embeddings: passages ("title\ntext", as the pipeline embeds a chunk under a
-    // heading), every candidate sentence of every passage, every question; cached.
-    let cache = a.cache.clone().unwrap_or_else(|| {
-        let key = format!("{}|{}", a.data.display(), a.model_dir.display());
-        PathBuf::from(format!(
-            "/tmp/aig-guard-{:08x}.vec",
-            crc32fast::hash(key.as_bytes())
-        ))
-    });
-    let mut vecs = load_cache(&cache);
+    // Sentences of the passages (extractive answers) and questions, embedded by the
+    // product's model; kept in the same cache, keyed by their text.
+    let mut vecs = tenant::load_cache(&cache);
     let passage_cands: HashMap<String, Vec<Candidate>> = corpus
         .iter()
         .map(|p| (p.id.clone(), extractive::candidates(&[source_of(p)])))
         .collect();
-    let mut todo: Vec<(String, String)> = Vec::new();
-    for p in &corpus {
-        todo.push((format!("d:{}", p.id), format!("{}\n{}", p.title, p.text)));
-        for c in &passage_cands[&p.id] {
-            todo.push((format!("s:{}", c.text), c.text.clone()));
+    if a.extractive {
+        let mut todo: Vec<String> = passage_cands
+            .values()
+            .flatten()
+            .map(|c| c.text.clone())
+            .filter(|t| !vecs.contains_key(t))
+            .collect();
+        todo.sort();
+        todo.dedup();
+        if !todo.is_empty() {
+            let t0 = Instant::now();
+            for (i, batch) in todo.chunks(64).enumerate() {
+                let vs = space.embedder.embed(batch)?;
+                for (t, v) in batch.iter().zip(vs) {
+                    vecs.insert(t.clone(), v);
+                }
+                if i % 20 == 0 {
+                    eprint!("\rembedding sentences: {}/{}", (i + 1) * 64, todo.len());
+                }
+            }
+            eprintln!(
+                "\rembedded {} sentences in {:.0} s",
+                todo.len(),
+                t0.elapsed().as_secs_f64()
+            );
+            tenant::save_cache(&cache, &vecs)?;
         }
     }
-    todo.retain(|(key, _)| !vecs.contains_key(key));
-    todo.sort();
-    todo.dedup();
-    if !todo.is_empty() {
-        let t0 = Instant::now();
-        for (i, batch) in todo.chunks(64).enumerate() {
-            let texts: Vec<String> = batch.iter().map(|(_, t)| t.clone()).collect();
-            let vs = space.embedder.embed(&texts)?;
-            for ((key, _), v) in batch.iter().zip(vs) {
-                vecs.insert(key.clone(), v);
-            }
-            if i % 20 == 0 {
-                eprint!("\rembedding: {}/{}", (i + 1) * 64, todo.len());
-            }
-        }
-        eprintln!(
-            "\rembedded {} texts in {:.0} s",
-            todo.len(),
-            t0.elapsed().as_secs_f64()
-        );
-        save_cache(&cache, &vecs)?;
-    }
-
-    // Seed the tenant: one document of one chunk per passage.
-    let t0 = Instant::now();
     let agent_id = AgentId::new();
-    let mut doc_of: HashMap<String, DocumentId> = HashMap::new();
-    for batch in corpus.chunks(200) {
-        let now = time::OffsetDateTime::now_utc();
-        let mut records = Vec::new();
-        for p in batch {
-            let doc_id = DocumentId::new();
-            doc_of.insert(p.id.clone(), doc_id.clone());
-            let v = vecs
-                .get(&format!("d:{}", p.id))
-                .cloned()
-                .ok_or_else(|| anyhow!("no vector for {}", p.id))?;
-            let chunk = Chunk {
-                id: ChunkId::new(),
-                tenant_id: tenant.clone(),
-                document_id: doc_id.clone(),
-                ordinal: 0,
-                token_count: (p.text.split_whitespace().count() * 4 / 3) as u32,
-                text: p.text.clone(),
-                page: None,
-                headings: vec![p.title.clone()],
-                embedding_model: Some(model_id.clone()),
-                vector: Some(v),
-            };
-            let doc = Document {
-                id: doc_id.clone(),
-                tenant_id: tenant.clone(),
-                name: format!("{}.txt", p.id),
-                mime_type: "text/plain".into(),
-                size_bytes: p.text.len() as u64,
-                sha256: format!("{:064x}", crc32fast::hash(p.id.as_bytes())),
-                status: DocumentStatus::Ready,
-                progress: 100,
-                error: None,
-                pages: None,
-                chunk_count: 1,
-                title: Some(p.title.clone()),
-                author: None,
-                agent_ids: vec![agent_id.clone()],
-                created_at: now,
-                updated_at: now,
-                processed_at: Some(now),
-            };
-            records.push((doc, chunk));
-        }
-        k.svc.store.write(|tx| {
-            for (d, c) in &records {
-                tx.put(d)?;
-                tx.put(c)?;
-            }
-            Ok::<_, aigentable::store::Error>(())
-        })?;
-        let docs: Vec<TextDoc> = records
-            .iter()
-            .map(|(_, c)| TextDoc {
-                tenant: tenant.clone(),
-                document: c.document_id.clone(),
-                chunk: c.id.clone(),
-                agents: vec![agent_id.clone()],
-                text: c.text.clone(),
-                headings: c.headings.clone(),
-            })
-            .collect();
-        k.text.add(&docs)?;
-        let items: Vec<_> = records
-            .into_iter()
-            .filter_map(|(_, c)| Some((c.id, c.document_id, c.vector?)))
-            .collect();
-        space.index.insert(&tenant, &items)?;
-    }
-    eprintln!(
-        "seeded {} passages in {:.1} s",
-        corpus.len(),
-        t0.elapsed().as_secs_f64()
-    );
     let all_docs: Vec<DocumentId> = corpus.iter().map(|p| doc_of[&p.id].clone()).collect();
     let now = time::OffsetDateTime::now_utc();
     let base_agent = Agent {
         id: agent_id.clone(),
-        tenant_id: tenant.clone(),
+        tenant_id: tenant_id.clone(),
         name: "Eval".into(),
         slug: "eval".into(),
         description: None,
@@ -511,9 +373,14 @@ async fn main() -> Result<()> {
                 .agent_search(&caller, &agent, q, TOP_K as usize)
                 .map_err(|e| anyhow!(e))?;
             let mut without = agent.clone();
+            let removed: &[DocumentId] = if a.whole_article {
+                &article[title_of[pid.as_str()]]
+            } else {
+                std::slice::from_ref(gold_doc)
+            };
             without.document_ids = all_docs
                 .iter()
-                .filter(|d| *d != gold_doc)
+                .filter(|d| !removed.contains(d))
                 .cloned()
                 .collect();
             let (r2, rel2) = k
@@ -527,16 +394,16 @@ async fn main() -> Result<()> {
             feats.push((false, rel2.coverage, rel2.similarity));
             if let Some(d) = dump.as_mut() {
                 let rank = r.data.iter().position(|h| &h.document_id == gold_doc);
-                let qv = match vecs.get(&format!("q:{qid}")) {
+                let qv = match vecs.get(q) {
                     Some(v) => v.clone(),
                     None => {
                         let v = space.embedder.embed_query(q)?;
-                        vecs.insert(format!("q:{qid}"), v.clone());
+                        vecs.insert(q.clone(), v.clone());
                         v
                     }
                 };
                 let terms = guard::query_terms(q);
-                let (docs, dfs) = k.text.doc_freqs(&tenant, &terms)?;
+                let (docs, dfs) = k.text.doc_freqs(&tenant_id, &terms)?;
                 let weights = guard::weights(docs, &dfs);
                 let extra = |data: &[aigentable::knowledge::SearchHit]| {
                     let srcs: Vec<Source> = data
@@ -558,7 +425,7 @@ async fn main() -> Result<()> {
                         .fold(0.0f32, f32::max);
                     let sent_sim = cands
                         .iter()
-                        .filter_map(|c| vecs.get(&format!("s:{}", c.text)))
+                        .filter_map(|c| vecs.get(&c.text))
                         .map(|v| cosine(v, &qv))
                         .fold(-1.0f32, f32::max);
                     let top = data.first().map_or(0.0, |h| h.score);
@@ -576,7 +443,7 @@ async fn main() -> Result<()> {
                         "cov_without": rel2.coverage, "sim_without": rel2.similarity})
                 )?;
             }
-            if *mode == RetrievalMode::Hybrid && rel.relevant {
+            if a.extractive && *mode == RetrievalMode::Hybrid && rel.relevant {
                 let Some(key) = key_sentence(q, &passage_cands[pid]) else {
                     no_key += 1;
                     continue;
@@ -613,18 +480,17 @@ async fn main() -> Result<()> {
                     timings.push((t.elapsed().as_secs_f64() * 1000.0, cands.len()));
                     std::hint::black_box(a);
                 }
-                let qv = vecs.get(&format!("q:{qid}")).cloned();
-                let qv = match qv {
-                    Some(v) => v,
+                let qv = match vecs.get(q) {
+                    Some(v) => v.clone(),
                     None => {
                         let v = space.embedder.embed_query(q)?;
-                        vecs.insert(format!("q:{qid}"), v.clone());
+                        vecs.insert(q.clone(), v.clone());
                         v
                     }
                 };
                 let svs: Option<Vec<Vec<f32>>> = cands
                     .iter()
-                    .map(|c| vecs.get(&format!("s:{}", c.text)).cloned())
+                    .map(|c| vecs.get(&c.text).cloned())
                     .collect();
                 let svs = svs.ok_or_else(|| anyhow!("a sentence without a vector"))?;
                 ext_total += 1;
@@ -754,6 +620,6 @@ async fn main() -> Result<()> {
             }
         }
     }
-    save_cache(&cache, &vecs)?;
+    tenant::save_cache(&cache, &vecs)?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Shared by `beir_eval` (included with `#[path]`; not an example of its own): the product
+//! Shared by `beir_eval` and `guard_eval` (included with `#[path]`; not an example of its own): the product
 //! on a temporary data directory with an ONNX embedding model, one registered tenant, and a
 //! BEIR corpus seeded into it the way the ingestion pipeline writes chunks (one document of
 //! one chunk per passage, heading = the passage's title, the vector of the pipeline's

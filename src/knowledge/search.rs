@@ -80,7 +80,7 @@ pub enum SearchError {
     Other(#[from] Error),
 }
 
-/// The input of a hybrid search's fusion; see [`Knowledge::fusion_input`].
+/// The input of a hybrid search's fusion; see [`Knowledge::search_explained`].
 #[derive(Debug, Clone)]
 pub struct FusionInput {
     /// BM25 hits, best first, at the search's candidate depth.
@@ -136,21 +136,41 @@ impl Knowledge {
     /// Searches the caller's tenant. Needs [`Action::ReadDocuments`]. Blocking.
     pub fn search(&self, caller: &Caller, q: &SearchQuery) -> Result<SearchResult, SearchError> {
         require(caller, Action::ReadDocuments)?;
-        self.search_in(caller.tenant(), q)
+        Ok(self.search_in(caller.tenant(), q, false)?.0)
     }
 
-    /// [`search`](Self::search) after the check.
-    fn search_in(&self, t: &TenantId, q: &SearchQuery) -> Result<SearchResult, SearchError> {
+    /// [`search`](Self::search), and for a search answered in hybrid mode what its fusion
+    /// fused: the product's own keyword and vector lists and lookup evidence, from the same
+    /// single embedding of the query. For evaluating other fusion settings on exactly what
+    /// the search saw (`examples/beir_eval.rs`). Needs [`Action::ReadDocuments`]. Blocking.
+    pub fn search_explained(
+        &self,
+        caller: &Caller,
+        q: &SearchQuery,
+    ) -> Result<(SearchResult, Option<FusionInput>), SearchError> {
+        require(caller, Action::ReadDocuments)?;
+        self.search_in(caller.tenant(), q, true)
+    }
+
+    /// [`search`](Self::search) after the check; with `explain`, also the fusion input of a
+    /// hybrid answer.
+    fn search_in(
+        &self,
+        t: &TenantId,
+        q: &SearchQuery,
+        explain: bool,
+    ) -> Result<(SearchResult, Option<FusionInput>), SearchError> {
         let started = Instant::now();
         let Some(lists) = self.lists(t, q)? else {
-            return Ok(SearchResult {
+            let empty = SearchResult {
                 data: vec![],
                 mode: q.mode,
                 took_ms: 0.0,
                 warnings: vec![],
                 best_similarity: None,
                 keyword_hits: 0,
-            });
+            };
+            return Ok((empty, None));
         };
         let Lists {
             mode,
@@ -161,58 +181,40 @@ impl Knowledge {
         } = lists;
         let best_similarity = vector.first().map(|h| h.score);
         let keyword_hits = keyword.len();
+        let mut input = None;
         let ranked: Vec<Hit> = match mode {
             SearchMode::Keyword => keyword.into_iter().take(k).collect(),
             SearchMode::Vector => vector.into_iter().take(k).collect(),
             SearchMode::Hybrid => {
                 let params = FusionParams::default();
-                let lookup = self.lookup_share(t, &q.query, &keyword, &params)?;
-                fuse_lookup(&keyword, &vector, k, &params, lookup)
+                let (covered, terms) = self.lookup_evidence(t, &q.query, &keyword, &params)?;
+                let lookup = lookup_share(covered, terms, &params);
+                let fused = fuse_lookup(&keyword, &vector, k, &params, lookup);
+                if explain {
+                    input = Some(FusionInput {
+                        keyword,
+                        vector,
+                        covered,
+                        terms,
+                        k,
+                    });
+                }
+                fused
             }
         };
         let data = self.load_hits(t, &ranked)?;
-        Ok(SearchResult {
-            data,
-            mode,
-            took_ms: started.elapsed().as_secs_f64() * 1000.0,
-            warnings,
-            best_similarity,
-            keyword_hits,
-        })
-    }
-
-    /// What a hybrid search of the caller's tenant fuses: the keyword and vector lists at
-    /// the search's candidate depth and the query's keyword-lookup share under `params`,
-    /// exactly as [`search`](Self::search) computes them. For evaluating fusion settings
-    /// on the product's own lists (`examples/beir_eval.rs`); `None` when the search would
-    /// return nothing or cannot be hybrid (no working embedding model). Needs
-    /// [`Action::ReadDocuments`]. Blocking.
-    pub fn fusion_input(
-        &self,
-        caller: &Caller,
-        q: &SearchQuery,
-        params: &FusionParams,
-    ) -> Result<Option<FusionInput>, SearchError> {
-        require(caller, Action::ReadDocuments)?;
-        let t = caller.tenant();
-        let q = SearchQuery {
-            mode: SearchMode::Hybrid,
-            ..q.clone()
-        };
-        let Some(lists) = self.lists(t, &q)? else {
-            return Ok(None);
-        };
-        if lists.mode != SearchMode::Hybrid {
-            return Ok(None);
-        }
-        let (covered, terms) = self.lookup_evidence(t, &q.query, &lists.keyword, params)?;
-        Ok(Some(FusionInput {
-            keyword: lists.keyword,
-            vector: lists.vector,
-            covered,
-            terms,
-            k: lists.k,
-        }))
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok((
+            SearchResult {
+                data,
+                mode,
+                took_ms,
+                warnings,
+                best_similarity,
+                keyword_hits,
+            },
+            input,
+        ))
     }
 
     /// The ranked lists a search needs for its mode (the mode it can actually serve), each
@@ -287,18 +289,6 @@ impl Knowledge {
             vector,
             k,
         }))
-    }
-
-    /// How much the query is a keyword lookup ([`lookup_share`]).
-    fn lookup_share(
-        &self,
-        t: &TenantId,
-        query: &str,
-        keyword: &[Hit],
-        params: &FusionParams,
-    ) -> Result<f32, Error> {
-        let (covered, terms) = self.lookup_evidence(t, query, keyword, params)?;
-        Ok(lookup_share(covered, terms, params))
     }
 
     /// The inputs of [`lookup_share`]: whether one of the first [`LOOKUP_HITS`] keyword hits
@@ -415,18 +405,21 @@ impl Knowledge {
             top_k,
             mode,
         };
-        let r = match self.search_in(t, &q) {
-            Ok(r) => r,
+        let r = match self.search_in(t, &q, false) {
+            Ok((r, _)) => r,
             // Without a (working) model, vector agents fall back to keywords rather than fail.
-            Err(SearchError::NoEmbeddings | SearchError::Unavailable(_)) => self
-                .search_in(
+            Err(SearchError::NoEmbeddings | SearchError::Unavailable(_)) => {
+                self.search_in(
                     t,
                     &SearchQuery {
                         mode: SearchMode::Keyword,
                         ..q
                     },
+                    false,
                 )
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .0
+            }
             Err(e) => return Err(e.to_string()),
         };
         let relevance = self.relevance(t, query, &r).map_err(|e| e.to_string())?;
