@@ -5,7 +5,7 @@
 //! cargo run --example beir_eval -- --data <BEIR folder> \
 //!     --model-dir <sentence-transformers ONNX dir> --ort <libonnxruntime.so> \
 //!     [--modes keyword,vector,hybrid] [--cache <file>] [--runs <file>] [--limit N] \
-//!     [--fusion default | default-nolookup | zscore:0.75 | zscore:0.75:0.4:0.2:3 | minmax:0.7 | rrf:0.5]...
+//!     [--fusion default | default-nolookup | zscore:0.75 | zscore:0.75:0.35:0.2:3:all | minmax:0.7 | rrf:0.5]...
 //! ```
 //!
 //! The app is built on a temporary data directory with the model; one tenant gets every
@@ -52,8 +52,10 @@ struct Args {
     fusions: Vec<(String, FusionParams)>,
 }
 
-/// `default`, `default-nolookup`, or `method:vector_weight[:floor:span[:lookup terms]]`
-/// (fixed weight, no confidence floor and no lookup rule unless given).
+/// `default`, `default-nolookup`, or
+/// `method:vector_weight[:floor:span[:lookup terms[:short terms|all[:long floor|none]]]]`
+/// (fixed weight; no confidence floor, no lookup rule unless given; the floor applies to
+/// queries of at most the default's short terms, longer ones have none unless given).
 fn parse_fusion(s: &str) -> Result<FusionParams> {
     if s == "default" {
         return Ok(FusionParams::default());
@@ -79,6 +81,18 @@ fn parse_fusion(s: &str) -> Result<FusionParams> {
     }
     if let Some(terms) = parts.get(4) {
         p.lookup_terms = Some(terms.parse()?);
+    }
+    if let Some(terms) = parts.get(5) {
+        p.confidence_terms = match *terms {
+            "all" => None,
+            n => Some(n.parse()?),
+        };
+    }
+    if let Some(floor) = parts.get(6) {
+        p.long_query_floor = match *floor {
+            "none" => None,
+            f => Some(f.parse()?),
+        };
     }
     Ok(p)
 }
@@ -306,7 +320,14 @@ async fn main() -> Result<()> {
             let hits = |h: &[Hit]| names(&mut h.iter().map(|h| h.document.clone()));
             for (name, p) in &a.fusions {
                 let lookup = lookup_share(input.covered, input.terms, p);
-                let fused = fuse_lookup(&input.keyword, &input.vector, input.k, p, lookup);
+                let fused = fuse_lookup(
+                    &input.keyword,
+                    &input.vector,
+                    input.k,
+                    p,
+                    lookup,
+                    input.terms,
+                );
                 let ranked = hits(&fused);
                 if name == "default" && ranked != hybrid {
                     // The product's search and its own lists fused again must agree.

@@ -38,9 +38,7 @@ use aigentable::agent::extractive::{self, Candidate, Scoring};
 use aigentable::agent::{Retrieve, Source};
 use aigentable::index::terms::content_terms;
 use aigentable::knowledge::guard::{self, GuardParams};
-use aigentable::model::{
-    ActiveStatus, Agent, AnswerMode, RetrievalMode,
-};
+use aigentable::model::{ActiveStatus, Agent, AnswerMode, RetrievalMode};
 use aigentable::types::{AgentId, ChunkId, DocumentId};
 use anyhow::{Result, anyhow, bail};
 use std::collections::{HashMap, HashSet};
@@ -258,7 +256,10 @@ async fn main() -> Result<()> {
     // The passages of each article (same title): "without" may remove them all.
     let mut article: HashMap<&str, Vec<DocumentId>> = HashMap::new();
     for p in &corpus {
-        article.entry(p.title.as_str()).or_default().push(doc_of[&p.id].clone());
+        article
+            .entry(p.title.as_str())
+            .or_default()
+            .push(doc_of[&p.id].clone());
     }
     let title_of: HashMap<&str, &str> = corpus
         .iter()
@@ -488,10 +489,8 @@ async fn main() -> Result<()> {
                         v
                     }
                 };
-                let svs: Option<Vec<Vec<f32>>> = cands
-                    .iter()
-                    .map(|c| vecs.get(&c.text).cloned())
-                    .collect();
+                let svs: Option<Vec<Vec<f32>>> =
+                    cands.iter().map(|c| vecs.get(&c.text).cloned()).collect();
                 let svs = svs.ok_or_else(|| anyhow!("a sentence without a vector"))?;
                 ext_total += 1;
                 ext_gold_read += usize::from(gold_read);

@@ -7,9 +7,10 @@
 //! query. Z-scores alone make any list look decisive, including a dense list that matches
 //! nothing well (a query of rare words, names or codes); the top cosine says whether the
 //! embedding model recognised the query at all, so below a floor the ranking falls back to
-//! BM25 and above floor + span the vector list gets its full weight. Short queries whose
-//! every term one of the first keyword hits contains (a lookup of a name or code) are
-//! ranked by the keyword list alone: see [`lookup_share`].
+//! BM25 and above floor + span the vector list gets its full weight. The floor is lower for
+//! longer questions than for short queries (what a model fails to recognise is short: a
+//! name, a code). Short queries whose every term one of the first keyword hits contains (a
+//! lookup of a name or code) are ranked by the keyword list alone: see [`lookup_share`].
 
 use super::Hit;
 use crate::types::ChunkId;
@@ -39,6 +40,14 @@ pub struct FusionParams {
     pub confidence_floor: Option<f32>,
     /// See `confidence_floor`.
     pub confidence_span: f32,
+    /// `confidence_floor` applies to queries of at most this many distinct terms, and
+    /// `long_query_floor` to longer ones (`None`: `confidence_floor` to every query). What
+    /// an embedding model fails to recognise is short: a name, a code, a few rare words; a
+    /// longer question it scores low (forum questions score low with every model) still
+    /// gains from the vector list, and depends less on the floor's model-specific cosine.
+    pub confidence_terms: Option<usize>,
+    /// The floor of queries longer than `confidence_terms` (`None`: no floor for them).
+    pub long_query_floor: Option<f32>,
     /// The rank offset of RRF.
     pub rrf_k: f32,
     /// Keyword lookups: a query of at most this many terms, all of which occur in one of
@@ -78,6 +87,8 @@ impl Default for FusionParams {
             vector_weight: 0.75,
             confidence_floor: Some(0.35),
             confidence_span: 0.2,
+            confidence_terms: Some(4),
+            long_query_floor: Some(0.25),
             rrf_k: 60.0,
             lookup_terms: Some(3),
         }
@@ -91,6 +102,7 @@ impl FusionParams {
             method,
             vector_weight,
             confidence_floor: None,
+            long_query_floor: None,
             lookup_terms: None,
             ..Self::default()
         }
@@ -107,17 +119,21 @@ impl FusionParams {
 /// scores must be cosines (as [`VectorIndex`](super::VectorIndex) returns) for the
 /// confidence weighting to mean anything.
 pub fn fuse(keyword: &[Hit], vector: &[Hit], k: usize, params: &FusionParams) -> Vec<Hit> {
-    fuse_lookup(keyword, vector, k, params, 0.0)
+    fuse_lookup(keyword, vector, k, params, 0.0, 0)
 }
 
-/// [`fuse`] for a query that is a keyword lookup to the degree `lookup` (in [0, 1], from
-/// [`lookup_share`]): the vector list's weight is scaled by `1 - lookup`.
+/// [`fuse`] for a query of `terms` distinct terms (as the text index analyses them; 0 when
+/// unknown, which counts as short) that is a keyword lookup to the degree `lookup` (in
+/// [0, 1], from [`lookup_share`]): the vector list's weight is scaled by `1 - lookup`, and
+/// by its confidence against the floor of the query's length
+/// ([`FusionParams::confidence_terms`]).
 pub fn fuse_lookup(
     keyword: &[Hit],
     vector: &[Hit],
     k: usize,
     params: &FusionParams,
     lookup: f32,
+    terms: usize,
 ) -> Vec<Hit> {
     if k == 0 {
         return Vec::new();
@@ -142,7 +158,11 @@ pub fn fuse_lookup(
             (z_score(keyword, n, 0.0), z_score(vector, 0, 0.0))
         }
     };
-    let wv = match (params.confidence_floor, vector.first()) {
+    let floor = match params.confidence_terms {
+        Some(max) if terms > max => params.long_query_floor,
+        _ => params.confidence_floor,
+    };
+    let wv = match (floor, vector.first()) {
         (Some(floor), Some(top)) => {
             let span = params.confidence_span.max(f32::EPSILON);
             full * ((top.score - floor) / span).clamp(0.0, 1.0)

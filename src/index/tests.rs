@@ -882,6 +882,30 @@ mod fusion {
     }
 
     #[test]
+    fn a_long_question_has_a_lower_confidence_floor() {
+        let p = FusionParams::default();
+        let max = p
+            .confidence_terms
+            .expect("the default floor is for short queries");
+        let floor = p.confidence_floor.expect("a floor");
+        let long_floor = p.long_query_floor.expect("a floor for long queries");
+        assert!(long_floor < floor);
+        // Just under the short floor: the model did not recognise a short query (a name,
+        // a code), so the vector list defers to keywords ...
+        let kw = hits(&[6.0, 5.9, 5.8, 5.7, 5.6, 5.5]);
+        let vs = cosines(floor - 0.001, 0.002, 50);
+        let short = fuse_lookup(&kw, &vs, 6, &p, 0.0, max);
+        assert_eq!(short[0].chunk, kw[0].chunk);
+        // ... while a longer question is still ranked by meaning as well.
+        let long = fuse_lookup(&kw, &vs, 6, &p, 0.0, max + 1);
+        assert_eq!(long[0].chunk, vs[0].chunk);
+        // Under both floors, keywords lead either way.
+        let vs = cosines(long_floor - 0.01, 0.002, 50);
+        let long = fuse_lookup(&kw, &vs, 6, &p, 0.0, max + 1);
+        assert_eq!(long[0].chunk, kw[0].chunk);
+    }
+
+    #[test]
     fn a_query_handed_to_keywords_keeps_their_order_on_exact_ties() {
         let p = FusionParams::default();
         // Two near-duplicate passages tie exactly in BM25; the vector list has them the
@@ -896,12 +920,12 @@ mod fusion {
             score: 0.89,
             ..kw[0].clone()
         };
-        let out = fuse_lookup(&kw, &vs, 3, &p, 1.0);
+        let out = fuse_lookup(&kw, &vs, 3, &p, 1.0, 2);
         let order: Vec<_> = out.iter().map(|h| h.chunk.clone()).collect();
         let want: Vec<_> = kw.iter().map(|h| h.chunk.clone()).collect();
         assert_eq!(order, want, "a lookup is ranked as keyword search ranks it");
         // A question (no lookup) lets the vector list order them.
-        let out = fuse_lookup(&kw, &vs, 3, &p, 0.0);
+        let out = fuse_lookup(&kw, &vs, 3, &p, 0.0, 8);
         assert_eq!(out[0].chunk, kw[1].chunk);
     }
 
@@ -933,9 +957,9 @@ mod fusion {
         let kw = hits(&[12.0, 6.0, 5.0]);
         // A confident vector list that disagrees wins a question ...
         let vs = hits(&[0.9, 0.5, 0.45]);
-        assert_eq!(fuse_lookup(&kw, &vs, 6, &p, 0.0)[0].chunk, vs[0].chunk);
+        assert_eq!(fuse_lookup(&kw, &vs, 6, &p, 0.0, 2)[0].chunk, vs[0].chunk);
         // ... but not a lookup: the keyword order stands.
-        let out = fuse_lookup(&kw, &vs, 6, &p, 1.0);
+        let out = fuse_lookup(&kw, &vs, 6, &p, 1.0, 2);
         let order: Vec<_> = out.iter().take(3).map(|h| h.chunk.clone()).collect();
         let want: Vec<_> = kw.iter().map(|h| h.chunk.clone()).collect();
         assert_eq!(order, want);

@@ -189,7 +189,7 @@ impl Knowledge {
                 let params = FusionParams::default();
                 let (covered, terms) = self.lookup_evidence(t, &q.query, &keyword, &params)?;
                 let lookup = lookup_share(covered, terms, &params);
-                let fused = fuse_lookup(&keyword, &vector, k, &params, lookup);
+                let fused = fuse_lookup(&keyword, &vector, k, &params, lookup, terms);
                 if explain {
                     input = Some(FusionInput {
                         keyword,
