@@ -44,6 +44,20 @@ pub struct TenantSettings {
     /// Per-tenant override of the global embedding settings (JSON of `embed::Settings`).
     #[serde(default)]
     pub embeddings: Option<serde_json::Value>,
+    /// A change of embedding model whose re-embedding has not finished: until it has, the
+    /// tenant's searches keep using the model it had before (knowledge::mod). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_switch: Option<EmbeddingSwitch>,
+}
+
+/// The model a tenant's searches keep using while its chunks are re-embedded for a new one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddingSwitch {
+    /// The embedding override in force before the change (`None`: the server's model).
+    pub from: Option<serde_json::Value>,
+    /// The model id of `from`: its index holds a vector of every chunk of the tenant.
+    pub from_model_id: String,
 }
 
 /// Chat model provider override; unset fields fall back to the global configuration.

@@ -20,7 +20,7 @@ use crate::embed::{self, Embedder};
 use crate::index::{TextIndex, VectorIndex};
 use crate::ingest::{self, Chunker};
 use crate::jobs::Jobs;
-use crate::model::{Chunk, Tenant, TenantSettings};
+use crate::model::{Chunk, EmbeddingSwitch, Tenant, TenantSettings};
 use crate::types::{TenantId, Timestamp};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -93,6 +93,22 @@ pub enum VectorStatus {
     Unavailable { reason: String },
 }
 
+/// A tenant's model change as loaded: the switch recorded in its settings and the old
+/// space it names (`None` when that model cannot be loaded any more: searches then use the
+/// new space, whatever it holds so far).
+#[derive(Clone)]
+struct Switch {
+    record: EmbeddingSwitch,
+    from: Option<Arc<Space>>,
+}
+
+/// How far a tenant's re-embedding has come: chunks with a vector of the new model, of all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+}
+
 /// An embedding model with its vector index.
 pub struct Space {
     pub embedder: Arc<dyn Embedder>,
@@ -123,6 +139,11 @@ pub struct Knowledge {
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Tenants whose vector search is unavailable, and why.
     outages: Mutex<HashMap<TenantId, Outage>>,
+    /// Tenants changing model: the old space that answers their searches meanwhile, loaded
+    /// from the switch recorded in their settings.
+    switches: Mutex<HashMap<TenantId, Switch>>,
+    /// Re-embedding progress of tenants, while it runs (or is queued).
+    reembedding: Mutex<HashMap<TenantId, Progress>>,
     pub chunker: Chunker,
     pub limits: ingest::Limits,
     pub jobs: Arc<Jobs>,
@@ -197,6 +218,8 @@ impl Knowledge {
             overrides: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             outages: Mutex::new(HashMap::new()),
+            switches: Mutex::new(HashMap::new()),
+            reembedding: Mutex::new(HashMap::new()),
             chunker,
             limits,
             jobs,
@@ -289,6 +312,223 @@ impl Knowledge {
             }
         }
         Ok(space)
+    }
+
+    /// The space that answers a tenant's searches: while a change of model is re-embedding
+    /// the tenant's chunks, the old model's (its index still holds every chunk; the new one
+    /// fills up meanwhile), else [`space_for`](Self::space_for). Blocking.
+    pub fn search_space(&self, tenant: &TenantId) -> Result<Option<Arc<Space>>, Error> {
+        if let Some(from) = self.switch_from(tenant)? {
+            return Ok(Some(from));
+        }
+        self.space_for(tenant)
+    }
+
+    /// The old model's space while a tenant's change of model re-embeds; `None` otherwise
+    /// (or when the old model cannot be loaded: logged). Loads it after a restart.
+    pub(crate) fn switch_from(&self, tenant: &TenantId) -> Result<Option<Arc<Space>>, Error> {
+        let settings = self
+            .svc
+            .tenant_settings(tenant)
+            .map_err(|e| Error::Io(e.to_string()))?;
+        let Some(record) = settings.embedding_switch else {
+            lock(&self.switches).remove(tenant);
+            return Ok(None);
+        };
+        // Recorded before a change that did not happen (or was undone): nothing to bridge.
+        if record.from == settings.embeddings {
+            return Ok(None);
+        }
+        if let Some(sw) = lock(&self.switches).get(tenant)
+            && sw.record == record
+        {
+            return Ok(sw.from.clone());
+        }
+        let from = self.load_switch_from(tenant, &record);
+        lock(&self.switches).insert(
+            tenant.clone(),
+            Switch {
+                record,
+                from: from.clone(),
+            },
+        );
+        Ok(from)
+    }
+
+    /// The space a recorded switch names, checked to be the model it was made with.
+    fn load_switch_from(&self, tenant: &TenantId, record: &EmbeddingSwitch) -> Option<Arc<Space>> {
+        let loaded = match &record.from {
+            None => Ok(self.global.clone()),
+            Some(v) => {
+                let candidate = TenantSettings {
+                    tenant_id: tenant.clone(),
+                    embeddings: Some(v.clone()),
+                    ..TenantSettings::default()
+                };
+                match tenant_embed_settings(&candidate, &self.svc) {
+                    Some(over) => self.override_space(&over, &settings_key(&over), false),
+                    None => Ok(None),
+                }
+            }
+        };
+        let space = match loaded {
+            Ok(Some(s)) if s.model_id() == record.from_model_id => s,
+            Ok(_) => {
+                tracing::warn!(tenant = %tenant, model = %record.from_model_id, "the model a tenant had before its change of model is gone; its searches use the new model while re-embedding runs");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, model = %record.from_model_id, error = %e, "the model a tenant had before its change of model does not load; its searches use the new model while re-embedding runs");
+                return None;
+            }
+        };
+        if space.index.needs_rebuild(tenant) {
+            // Lost in a crash: the store still has the old vectors of chunks not yet
+            // re-embedded; the others are found by keywords until the switch ends.
+            tracing::warn!(tenant = %tenant, "the old model's vector index of a tenant changing model was damaged: rebuilt from the vectors the store still holds");
+            if let Err(e) = self.reindex_vectors(tenant, &space) {
+                tracing::error!(tenant = %tenant, error = %e, "rebuilding the old model's vector index failed");
+            }
+        }
+        Some(space)
+    }
+
+    /// Records (or clears) a tenant's switch in its settings; nothing for a deleted tenant.
+    fn set_switch(&self, t: &TenantId, record: Option<EmbeddingSwitch>) -> Result<(), Error> {
+        self.svc.store.write(|tx| {
+            let mut s = match tx.get::<TenantSettings>(t, "")? {
+                Some(s) => s,
+                None if record.is_none() => return Ok::<_, crate::store::Error>(()),
+                None => TenantSettings {
+                    tenant_id: t.clone(),
+                    ..TenantSettings::default()
+                },
+            };
+            if s.embedding_switch != record {
+                s.embedding_switch = record.clone();
+                tx.put(&s)?;
+            }
+            Ok(())
+        })?;
+        if record.is_none() {
+            lock(&self.switches).remove(t);
+        }
+        Ok(())
+    }
+
+    /// Ends a tenant's switch once every chunk has a vector of `to` in its index, unless
+    /// its settings changed since `started_with` (a newer change has its own re-embedding):
+    /// searches move to `to` in one step, then the old space forgets the tenant (its files
+    /// go; the model leaves memory when no tenant uses it any more).
+    fn end_switch(
+        &self,
+        t: &TenantId,
+        to: &Space,
+        started_with: &Option<serde_json::Value>,
+    ) -> Result<bool, Error> {
+        let ended = self.svc.store.write(|tx| {
+            let Some(mut s) = tx.get::<TenantSettings>(t, "")? else {
+                return Ok::<_, crate::store::Error>(true);
+            };
+            if &s.embeddings != started_with {
+                return Ok(false);
+            }
+            if s.embedding_switch.take().is_some() {
+                tx.put(&s)?;
+            }
+            Ok(true)
+        })?;
+        if !ended {
+            return Ok(false);
+        }
+        let old = lock(&self.switches).remove(t);
+        lock(&self.reembedding).remove(t);
+        let mut released = Vec::new();
+        for space in self.spaces() {
+            if space.model_id() != to.model_id() {
+                space.index.delete_tenant(t)?;
+                if !space.key.is_empty() {
+                    released.push(space.key.clone());
+                }
+            }
+        }
+        if let Some(Switch {
+            from: Some(from), ..
+        }) = old
+        {
+            tracing::info!(tenant = %t, from = %from.model_id(), to = %to.model_id(), "re-embedding done: searches use the new model");
+        }
+        self.release_unused(&released);
+        Ok(true)
+    }
+
+    /// Drops cached override spaces that no tenant uses (now or as a switch's old model),
+    /// so an old model leaves memory after the last tenant moved away from it.
+    fn release_unused(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let Ok(tenants) = self.all_tenants() else {
+            return;
+        };
+        let mut used = std::collections::HashSet::new();
+        for t in &tenants {
+            let Ok(s) = self.svc.tenant_settings(t) else {
+                return;
+            };
+            if let Some(over) = tenant_embed_settings(&s, &self.svc) {
+                used.insert(settings_key(&over));
+            }
+            if let Some(Some(from)) = s.embedding_switch.map(|w| w.from) {
+                let candidate = TenantSettings {
+                    tenant_id: t.clone(),
+                    embeddings: Some(from),
+                    ..TenantSettings::default()
+                };
+                if let Some(over) = tenant_embed_settings(&candidate, &self.svc) {
+                    used.insert(settings_key(&over));
+                }
+            }
+        }
+        let mut overrides = lock(&self.overrides);
+        for k in keys {
+            if !used.contains(k) {
+                overrides.remove(k);
+            }
+        }
+    }
+
+    /// A tenant's re-embedding progress, while it runs or is queued.
+    pub fn reembed_progress(&self, t: &TenantId) -> Option<Progress> {
+        lock(&self.reembedding).get(t).copied()
+    }
+
+    fn set_progress(&self, t: &TenantId, p: Option<Progress>) {
+        let mut map = lock(&self.reembedding);
+        match p {
+            Some(p) => {
+                map.insert(t.clone(), p);
+            }
+            None => {
+                map.remove(t);
+            }
+        }
+    }
+
+    /// Chunks of a tenant with a vector of `model`, and all its chunks. Blocking (reads
+    /// every chunk record).
+    fn count_embedded(&self, t: &TenantId, model: &str) -> Result<Progress, Error> {
+        let mut p = Progress::default();
+        self.svc.store.read(|tx| {
+            tx.scan::<Chunk>(t, None, |c| {
+                p.total += 1;
+                if c.embedding_model.as_deref() == Some(model) {
+                    p.done += 1;
+                }
+                false
+            })
+        })?;
+        Ok(p)
     }
 
     /// A tenant override's space, from the cache or loaded (and tried once) now; `try_cached`
@@ -466,11 +706,12 @@ impl Knowledge {
         Ok(())
     }
 
-    /// Whether a tenant has embedding settings of its own (not the server's model).
+    /// Whether a tenant has embedding settings of its own (not the server's model), or is
+    /// changing model (its old model may be its own).
     fn has_own_embeddings(&self, t: &TenantId) -> bool {
-        self.svc
-            .tenant_settings(t)
-            .is_ok_and(|s| tenant_embed_settings(&s, &self.svc).is_some())
+        self.svc.tenant_settings(t).is_ok_and(|s| {
+            s.embedding_switch.is_some() || tenant_embed_settings(&s, &self.svc).is_some()
+        })
     }
 
     /// Restores one tenant's vectors at startup; failures are logged (and recorded as an
@@ -489,8 +730,20 @@ impl Knowledge {
     }
 
     /// Brings a tenant's vectors in line with `space`: re-embedding queued when its chunks
-    /// come from another model, the index rebuilt from the store when it is missing or stale.
+    /// come from another model or a change of model had not finished (its old model is
+    /// loaded to answer searches meanwhile), the index rebuilt from the store when it is
+    /// missing or stale.
     fn recover_tenant(&self, t: &TenantId, space: &Space) -> Result<(), Error> {
+        self.switch_from(t)?;
+        // Present even when the old model no longer loads: the re-embedding must still end.
+        let switching = lock(&self.switches).contains_key(t);
+        if switching {
+            if self.reembed_progress(t).is_none() {
+                let p = self.count_embedded(t, space.model_id())?;
+                self.set_progress(t, Some(p));
+            }
+            return self.queue_reembed(t);
+        }
         let sample = self
             .svc
             .store
@@ -591,12 +844,18 @@ impl Knowledge {
         Ok(())
     }
 
-    /// Queues a background re-embedding of a tenant's chunks with its current model.
+    /// Queues a background re-embedding of a tenant's chunks with its current model. One
+    /// runs at a time per tenant: a later one finds the earlier one's work done.
     pub(super) fn queue_reembed(&self, t: &TenantId) -> Result<(), Error> {
-        let job = self
-            .svc
-            .store
-            .write(|tx| Jobs::enqueue_in(tx, t, JOB_REEMBED, serde_json::json!({})))?;
+        let job = self.svc.store.write(|tx| {
+            Jobs::enqueue_serial_in(
+                tx,
+                t,
+                JOB_REEMBED,
+                serde_json::json!({}),
+                Some(format!("{JOB_REEMBED}/{t}")),
+            )
+        })?;
         self.jobs.wake(&job);
         Ok(())
     }
@@ -605,6 +864,8 @@ impl Knowledge {
     /// `delete_tenant` through [`crate::domain::TenantIndexes`]).
     fn forget_tenant(&self, t: &TenantId) -> Result<(), Error> {
         lock(&self.outages).remove(t);
+        lock(&self.switches).remove(t);
+        lock(&self.reembedding).remove(t);
         self.text.delete_tenant(t)?;
         if let Some(g) = &self.global {
             g.index.delete_tenant(t)?;

@@ -190,6 +190,17 @@ impl Knowledge {
             Error::Unavailable(reason) => JobError::Failed(unavailable(&reason)),
             e => failed(e),
         })?;
+        // While the tenant changes model, its searches use the old one: new documents get a
+        // vector of both, so they are found by meaning before the switch ends too.
+        let old = match &space {
+            Some(space) => self
+                .switch_from(t)
+                .ok()
+                .flatten()
+                .filter(|o| o.model_id() != space.model_id()),
+            None => None,
+        };
+        let mut old_vectors: Vec<(usize, Vec<f32>)> = Vec::new();
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; pieces.len()];
         if let Some(space) = &space {
             let total = pieces.len();
@@ -207,6 +218,19 @@ impl Knowledge {
                 })?;
                 for (i, v) in vs.into_iter().enumerate() {
                     vectors[b * EMBED_BATCH + i] = Some(v);
+                }
+                if let Some(old) = &old {
+                    match old.embedder.embed(&texts) {
+                        Ok(vs) => old_vectors.extend(
+                            vs.into_iter()
+                                .enumerate()
+                                .map(|(i, v)| (b * EMBED_BATCH + i, v)),
+                        ),
+                        // Only costs finding it by meaning until the switch ends.
+                        Err(e) => {
+                            tracing::warn!(tenant = %t, document = %id, error = %e, "embedding a new document with the old model failed");
+                        }
+                    }
                 }
                 let done = ((b + 1) * EMBED_BATCH).min(total);
                 let p = 20 + (done * 70 / total) as u8;
@@ -255,6 +279,32 @@ impl Knowledge {
         let Some(agents) = agents else { return Ok(()) };
         self.index_chunks(t, id, &chunks, &agents, space.as_deref())
             .map_err(failed)?;
+        if let Some(old) = &old {
+            let items: Vec<_> = old_vectors
+                .into_iter()
+                .filter_map(|(i, v)| {
+                    let c = chunks.get(i)?;
+                    Some((c.id.clone(), c.document_id.clone(), v))
+                })
+                .collect();
+            old.index.delete_document(t, id).map_err(failed)?;
+            old.index.insert(t, &items).map_err(failed)?;
+            // The switch may have ended while we embedded: then the old space forgot the
+            // tenant already, and these vectors must not bring it back.
+            let still = self
+                .switch_from(t)
+                .ok()
+                .flatten()
+                .is_some_and(|o| Arc::ptr_eq(&o, old));
+            let serving = self
+                .space_for(t)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.model_id() == old.model_id());
+            if !still && !serving {
+                old.index.delete_tenant(t).map_err(failed)?;
+            }
+        }
         let still = store
             .write(|tx| {
                 let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
@@ -314,28 +364,53 @@ impl Knowledge {
         Ok(())
     }
 
-    /// Re-embeds every chunk of a tenant whose vector is missing or from another model.
+    /// Re-embeds every chunk of a tenant whose vector is missing or from another model,
+    /// a batch at a time into the store and the model's index (a restart resumes where it
+    /// stopped), then ends the tenant's change of model: searches move to the new index,
+    /// which holds every chunk by then.
     fn reembed_job(&self, ctx: &JobCtx) -> Result<(), JobError> {
         let t = ctx.job.tenant_id.clone();
+        let started_with = self.svc.tenant_settings(&t).map_err(failed)?.embeddings;
         let Some(space) = self.space_for(&t).map_err(failed)? else {
+            self.set_progress(&t, None);
             return Ok(());
         };
         let model = space.model_id().to_string();
-        let todo: Vec<Chunk> = self
-            .svc
-            .store
-            .read(|tx| {
-                tx.scan::<Chunk>(&t, None, |c| {
-                    c.embedding_model.as_deref() != Some(model.as_str())
-                })
-            })
-            .map_err(failed)?;
-        let total = todo.len().max(1);
-        for (b, batch) in todo.chunks(EMBED_BATCH).enumerate() {
+        // Loads the old model after a restart: it answers searches until we are done.
+        self.switch_from(&t).map_err(failed)?;
+        let mut progress = self.count_embedded(&t, &model).map_err(failed)?;
+        if progress.done == 0 {
+            // Vectors of an earlier use of this model are stale.
+            space.index.delete_tenant(&t).map_err(failed)?;
+        }
+        self.set_progress(&t, Some(progress));
+        let mut after: Option<String> = None;
+        loop {
             if ctx.shutting_down() {
                 return Err(JobError::Interrupted);
             }
-            let texts: Vec<String> = batch
+            // Changed again meanwhile: the job queued by that change takes over.
+            match self.space_for(&t) {
+                Ok(Some(now)) if Arc::ptr_eq(&now, &space) => {}
+                Err(Error::Unavailable(reason)) => {
+                    return Err(JobError::Failed(unavailable(&reason)));
+                }
+                _ => return Ok(()),
+            }
+            let page = self
+                .svc
+                .store
+                .read(|tx| {
+                    tx.list_filtered::<Chunk>(&t, None, after.as_deref(), EMBED_BATCH, false, |c| {
+                        c.embedding_model.as_deref() != Some(model.as_str())
+                    })
+                })
+                .map_err(failed)?;
+            if page.items.is_empty() {
+                break;
+            }
+            let texts: Vec<String> = page
+                .items
                 .iter()
                 .map(|c| embed_text(&c.headings, &c.text))
                 .collect();
@@ -343,25 +418,38 @@ impl Knowledge {
                 self.embedding_failed(&t, &space, &e);
                 JobError::Failed(format!("embedding failed: {e}"))
             })?;
-            self.svc
+            let items = self
+                .svc
                 .store
                 .write(|tx| {
-                    for (c, v) in batch.iter().zip(vs) {
+                    let mut items = Vec::with_capacity(vs.len());
+                    for (c, v) in page.items.iter().zip(vs) {
                         // Skip chunks deleted meanwhile.
                         if let Some(mut cur) =
                             tx.get::<Chunk>(&t, &chunk_key(&c.document_id, &c.id))?
                         {
-                            cur.vector = Some(v);
+                            cur.vector = Some(v.clone());
                             cur.embedding_model = Some(model.clone());
                             tx.put(&cur)?;
+                            items.push((cur.id, cur.document_id, v));
                         }
                     }
-                    Ok::<_, store::Error>(())
+                    Ok::<_, store::Error>(items)
                 })
                 .map_err(failed)?;
-            ctx.progress((((b + 1) * EMBED_BATCH).min(total) * 100 / total) as u8);
+            space.index.insert(&t, &items).map_err(failed)?;
+            progress.done = (progress.done + items.len()).min(progress.total);
+            self.set_progress(&t, Some(progress));
+            ctx.progress((progress.done * 100 / progress.total.max(1)) as u8);
+            after = page.next;
+            if after.is_none() {
+                break;
+            }
         }
-        self.reindex_vectors(&t, &space).map_err(failed)?;
+        if space.index.needs_rebuild(&t) {
+            self.reindex_vectors(&t, &space).map_err(failed)?;
+        }
+        self.end_switch(&t, &space, &started_with).map_err(failed)?;
         Ok(())
     }
 

@@ -230,7 +230,8 @@ impl Knowledge {
         // Keyword search never needs (or waits for) the embedding model.
         let space = match q.mode {
             SearchMode::Keyword => None,
-            _ => match self.space_for(t) {
+            // During a change of model, the old model's complete index answers.
+            _ => match self.search_space(t) {
                 Ok(space) => space,
                 Err(Error::Unavailable(reason)) if q.mode == SearchMode::Hybrid => {
                     warnings.push(degraded(&reason));

@@ -6,7 +6,7 @@
 use super::{Error, Knowledge, VectorStatus, tenant_embed_settings};
 use crate::auth::{Action, Caller};
 use crate::domain::settings::EmbeddingSettingsPatch;
-use crate::model::TenantSettings;
+use crate::model::{EmbeddingSwitch, TenantSettings};
 use crate::types::TenantId;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -26,6 +26,22 @@ pub struct EmbeddingSettingsView {
     /// Whether vector search works now: `ok`, `off` (keyword only by choice) or
     /// `unavailable` (keyword only until the model works again, with the reason).
     vector_search: VectorStatus,
+    /// The model whose vectors answer searches now: while a change of model re-embeds the
+    /// chunks, the previous one (so search keeps its quality); else `modelId`.
+    search_model_id: Option<String>,
+    /// Re-embedding after a change of model, while it runs (or waits to run); null when
+    /// there is none.
+    reembedding: Option<ReembedProgress>,
+}
+
+/// How far a tenant's re-embedding has come.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReembedProgress {
+    /// Chunks that have a vector of the new model.
+    done: usize,
+    /// All chunks of the tenant.
+    total: usize,
 }
 
 /// Why the embedding settings cannot be shown or changed.
@@ -73,6 +89,14 @@ impl Knowledge {
         require(caller)?;
         p.check()?;
         let t = caller.tenant();
+        // What answers searches now keeps answering them until the new model's index holds
+        // every chunk. Recorded before the change is saved, so that no search (and no
+        // restart) ever sees the new model's still empty index in between.
+        let serving = self.serving_record(t)?;
+        if let Some(record) = &serving {
+            self.set_switch(t, Some(record.clone()))
+                .map_err(SettingsError::Internal)?;
+        }
         loop {
             let change = self.svc.prepare_embedding_settings(caller, &p)?;
             let candidate = TenantSettings {
@@ -91,14 +115,73 @@ impl Knowledge {
             }
         }
         self.clear_outage(t);
-        match self.space_for(t) {
-            Ok(Some(space)) => self
-                .recover_tenant(t, &space)
-                .map_err(SettingsError::Reembed)?,
-            Ok(None) | Err(Error::Unavailable(_)) => {}
+        let space = match self.space_for(t) {
+            Ok(space) => space,
+            Err(Error::Unavailable(_)) => None,
             Err(e) => return Err(SettingsError::Internal(e)),
+        };
+        let Some(space) = space else {
+            // No vectors now (keyword only by choice, or a model that stopped working).
+            self.set_switch(t, None).map_err(SettingsError::Internal)?;
+            return self.embedding_view(t);
+        };
+        let from_model = serving.as_ref().map(|r| r.from_model_id.clone());
+        // Vectors an interrupted earlier change left in other spaces are stale.
+        for other in self.spaces() {
+            let model = other.model_id();
+            if model != space.model_id() && Some(model) != from_model.as_deref() {
+                other
+                    .index
+                    .delete_tenant(t)
+                    .map_err(|e| SettingsError::Internal(e.into()))?;
+            }
+        }
+        if from_model.as_deref() != Some(space.model_id()) {
+            // The model changed: re-embed; the old space answers until that is done.
+            let progress = self
+                .count_embedded(t, space.model_id())
+                .map_err(SettingsError::Internal)?;
+            self.set_progress(t, Some(progress));
+            self.queue_reembed(t).map_err(SettingsError::Reembed)?;
+            return self.embedding_view(t);
+        }
+        // The same model (another key, or back to the one searches use): nothing to bridge;
+        // chunks an undone change re-embedded meanwhile are embedded again.
+        self.set_switch(t, None).map_err(SettingsError::Internal)?;
+        let progress = self
+            .count_embedded(t, space.model_id())
+            .map_err(SettingsError::Internal)?;
+        if progress.done < progress.total {
+            self.set_progress(t, Some(progress));
+            self.queue_reembed(t).map_err(SettingsError::Reembed)?;
+        } else {
+            self.recover_tenant(t, &space)
+                .map_err(SettingsError::Reembed)?;
         }
         self.embedding_view(t)
+    }
+
+    /// The switch to record for a change of model: the settings and model of the space that
+    /// answers the tenant's searches now (`None` when nothing does).
+    fn serving_record(&self, t: &TenantId) -> Result<Option<EmbeddingSwitch>, SettingsError> {
+        let settings = self.svc.tenant_settings(t)?;
+        if let Some(from) = self.switch_from(t).map_err(SettingsError::Internal)? {
+            // A change already under way: its old model still has every chunk.
+            let record = settings
+                .embedding_switch
+                .filter(|r| r.from_model_id == from.model_id());
+            if record.is_some() {
+                return Ok(record);
+            }
+        }
+        Ok(match self.space_for(t) {
+            Ok(Some(space)) => Some(EmbeddingSwitch {
+                from: settings.embeddings,
+                from_model_id: space.model_id().to_string(),
+            }),
+            Ok(None) | Err(Error::Unavailable(_)) => None,
+            Err(e) => return Err(SettingsError::Internal(e)),
+        })
     }
 
     fn embedding_view(&self, t: &TenantId) -> Result<EmbeddingSettingsView, SettingsError> {
@@ -124,9 +207,17 @@ impl Knowledge {
                 (None, _) => "none: keyword retrieval only".into(),
             },
             model_id: space.as_ref().map(|s| s.model_id().to_string()),
+            search_model_id: match self.switch_from(t) {
+                Ok(Some(from)) => Some(from.model_id().to_string()),
+                _ => space.as_ref().map(|s| s.model_id().to_string()),
+            },
             over,
             api_key_set,
             vector_search: status,
+            reembedding: self.reembed_progress(t).map(|p| ReembedProgress {
+                done: p.done,
+                total: p.total,
+            }),
         })
     }
 }

@@ -633,26 +633,26 @@ async fn embedding_settings_per_tenant_and_reembedding() {
         "{}",
         r.text
     );
-    // The chunks are re-embedded in the background; then vector search works.
-    let t0 = Instant::now();
-    loop {
-        let c = s
-            .get(&format!("/api/documents/{id}/chunks"), &a.token)
-            .await;
-        if c.body["data"]
+    // The chunks are re-embedded in the background; the settings page shows how far it
+    // has come, and once it is done vector search works.
+    assert!(
+        r.body["reembedding"]["total"].as_u64() > Some(0),
+        "{}",
+        r.text
+    );
+    wait_reembedded(&s, &a.token).await;
+    let c = s
+        .get(&format!("/api/documents/{id}/chunks"), &a.token)
+        .await;
+    assert!(
+        c.body["data"]
             .as_array()
             .expect("data")
             .iter()
-            .all(|c| c["embeddingModel"].is_string())
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "re-embedding did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .all(|c| c["embeddingModel"].is_string()),
+        "{}",
+        c.text
+    );
     let v = s
         .search(
             &a.token,
@@ -668,4 +668,299 @@ async fn embedding_settings_per_tenant_and_reembedding() {
         "{}",
         v.text
     );
+}
+
+/// The settings page of a tenant, once re-embedding has finished (polled, bounded).
+async fn wait_reembedded(s: &Server, token: &str) -> Resp {
+    let t0 = Instant::now();
+    loop {
+        let r = s.get("/api/settings/embeddings", token).await;
+        r.expect(200);
+        if r.body["reembedding"].is_null() {
+            return r;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "re-embedding did not finish: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tenant's vector-index folder under a model's index, as the index names it.
+fn tenant_vectors(data: &std::path::Path, model_id: &str, tenant: &str) -> std::path::PathBuf {
+    let model: String = model_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    data.join("index/vectors")
+        .join(model)
+        .join(format!("t-{}", hex::encode(tenant)))
+}
+
+#[tokio::test]
+async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
+    let test = "knowledge::switching_model_keeps_semantic_search_until_reembedding_ends";
+    let Some((model, ort)) = crate::test_model::model_and_runtime(test) else {
+        return;
+    };
+    let Some((mpnet, _)) = crate::test_model::mpnet_and_runtime(test) else {
+        return;
+    };
+    let (m, o) = (model.clone(), ort.clone());
+    let s = start_with(move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(m);
+        c.ort_dylib_path = Some(o);
+    })
+    .await;
+    let a = s.register("a@x.test", "A").await;
+    let r = upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    let id = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    assert_eq!(wait_done(&s, &a.token, &id).await["status"], "ready");
+    // Enough other chunks that re-embedding them with mpnet takes a while.
+    let topics = [
+        "bicycles",
+        "printers",
+        "coffee",
+        "windows",
+        "plants",
+        "lockers",
+        "badges",
+        "heating",
+        "lifts",
+        "recycling",
+        "laptops",
+        "phones",
+        "mail",
+        "keys",
+        "fire drills",
+        "showers",
+        "desks",
+        "monitors",
+        "chairs",
+        "umbrellas",
+        "meeting rooms",
+        "whiteboards",
+        "fridges",
+        "kettles",
+        "lamps",
+        "cables",
+        "headsets",
+        "water",
+        "snacks",
+        "towels",
+    ];
+    let files: Vec<(String, Vec<u8>)> = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                format!("note-{i}.md"),
+                format!(
+                    "# Note {i}\n\nRules about {t}: ask the office team about {t} on floor {i}.\n"
+                )
+                .into_bytes(),
+            )
+        })
+        .collect();
+    for (name, body) in &files {
+        let r = upload(
+            &s,
+            &a.token,
+            &[(name.as_str(), "text/markdown", body.clone())],
+            None,
+        )
+        .await;
+        let d = r.body["data"][0]["id"].as_str().expect("id").to_string();
+        assert_eq!(wait_done(&s, &a.token, &d).await["status"], "ready");
+    }
+    let before = s.get("/api/settings/embeddings", &a.token).await;
+    let mini = before.body["modelId"]
+        .as_str()
+        .expect("modelId")
+        .to_string();
+    assert_eq!(
+        before.body["searchModelId"],
+        mini.as_str(),
+        "{}",
+        before.text
+    );
+    assert!(before.body["reembedding"].is_null(), "{}", before.text);
+    // Only vector search answers this paraphrase (no word of it is in the passage's).
+    let question = "how much annual leave do staff receive";
+    let finds = |r: &Resp, needle: &str| {
+        r.expect(200);
+        r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .take(3)
+            .any(|h| h["text"].as_str().unwrap_or("").contains(needle))
+    };
+    let vector = json!({"query": question, "mode": "vector"});
+    assert!(finds(
+        &s.search(&a.token, vector.clone()).await,
+        "twenty-five"
+    ));
+
+    std::fs::create_dir_all(s.data_dir().join("models")).expect("mkdir");
+    std::os::unix::fs::symlink(&mpnet, s.data_dir().join("models/mpnet")).expect("symlink");
+    let r = s
+        .put(
+            "/api/settings/embeddings",
+            &a.token,
+            json!({"provider": "onnx", "modelFolder": "mpnet"}),
+        )
+        .await;
+    r.expect(200);
+    let new = r.body["modelId"].as_str().expect("modelId").to_string();
+    assert!(new.contains("mpnet"), "{}", r.text);
+    assert_ne!(new, mini);
+    // Until the new model has every chunk, searches use the old one, and the page says so.
+    let during = r.body["reembedding"].clone();
+    assert!(
+        during["total"].as_u64().is_some_and(|t| t > 0),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["searchModelId"], mini.as_str(), "{}", r.text);
+    let mut polls_during = 0;
+    let hit = s.search(&a.token, vector.clone()).await;
+    let state = s.get("/api/settings/embeddings", &a.token).await;
+    if !state.body["reembedding"].is_null() {
+        assert!(
+            finds(&hit, "twenty-five"),
+            "lost during the switch: {}",
+            hit.text
+        );
+        polls_during += 1;
+    }
+
+    // A document added during the switch is embedded for both models.
+    let extra = "# Office\n\n## Parking\n\nThe garage opens at seven and closes at midnight.\n";
+    let r = upload(
+        &s,
+        &a.token,
+        &[("office.md", "text/markdown", extra.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    let office = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    let mut office_during = false;
+    let t0 = Instant::now();
+    loop {
+        // Searched first, then the state read: a search seen before an unfinished state
+        // was certainly answered during the switch.
+        let hit = s.search(&a.token, vector.clone()).await;
+        let found = finds(&hit, "twenty-five");
+        let office_ready = s
+            .get(&format!("/api/documents/{office}"), &a.token)
+            .await
+            .body["status"]
+            == "ready";
+        let parking = if office_ready {
+            finds(
+                &s.search(
+                    &a.token,
+                    json!({"query": "when can I leave my car in the building", "mode": "vector"}),
+                )
+                .await,
+                "garage",
+            )
+        } else {
+            false
+        };
+        let state = s.get("/api/settings/embeddings", &a.token).await;
+        if state.body["reembedding"].is_null() {
+            break;
+        }
+        assert!(
+            found,
+            "vector search lost its passage during the switch: {}",
+            hit.text
+        );
+        assert_eq!(state.body["searchModelId"], mini.as_str(), "{}", state.text);
+        assert_eq!(state.body["modelId"], new.as_str(), "{}", state.text);
+        let p = &state.body["reembedding"];
+        assert!(p["done"].as_u64() <= p["total"].as_u64(), "{}", state.text);
+        polls_during += 1;
+        if office_ready {
+            assert!(
+                parking,
+                "a document added during the switch is found by meaning"
+            );
+            office_during = true;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "re-embedding did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(polls_during > 0, "the switch ended before the first search");
+    assert_eq!(wait_done(&s, &a.token, &office).await["status"], "ready");
+
+    // Done: the new space answers, the chunks carry the new model, the old space forgot us.
+    let after = wait_reembedded(&s, &a.token).await;
+    assert_eq!(after.body["searchModelId"], new.as_str(), "{}", after.text);
+    assert!(finds(
+        &s.search(&a.token, vector.clone()).await,
+        "twenty-five"
+    ));
+    let chunks = s
+        .get(&format!("/api/documents/{id}/chunks"), &a.token)
+        .await;
+    assert!(
+        chunks.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .all(|c| c["embeddingModel"] == new.as_str()),
+        "{}",
+        chunks.text
+    );
+    let data = s.data_dir();
+    let dir = s.stop().await;
+    assert!(
+        !tenant_vectors(&data, &mini, &a.tenant_id).exists(),
+        "the old model's index keeps the tenant's files"
+    );
+    assert!(tenant_vectors(&data, &new, &a.tenant_id).exists());
+    eprintln!(
+        "switch: {polls_during} polls during the switch; office doc ready during it: {office_during}"
+    );
+
+    // Back to the server's model after a restart: MiniLM re-embeds while mpnet answers.
+    let s = start_in(dir, move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(model);
+        c.ort_dylib_path = Some(ort);
+    })
+    .await;
+    let r = s
+        .put(
+            "/api/settings/embeddings",
+            &a.token,
+            json!({"provider": null, "modelFolder": null}),
+        )
+        .await;
+    r.expect(200);
+    assert_eq!(r.body["modelId"], mini.as_str(), "{}", r.text);
+    let after = wait_reembedded(&s, &a.token).await;
+    assert_eq!(after.body["searchModelId"], mini.as_str(), "{}", after.text);
+    assert!(finds(&s.search(&a.token, vector).await, "twenty-five"));
 }
