@@ -289,6 +289,8 @@ impl OnnxEmbedder {
         // The folder first: it needs no runtime, so its mistakes are reported even on a
         // machine without ONNX Runtime.
         let folder = ModelFolder::open(model_dir, options.onnx_file.as_deref())?;
+        let (max_length, length_suffix) =
+            effective_length(options.max_length, folder.max_seq_length, &folder.name);
         let environment = runtime::environment(ort_dylib)?;
 
         if options.sessions == Some(0) {
@@ -340,7 +342,7 @@ impl OnnxEmbedder {
                 tokenizer_files.clone(),
                 external.clone(),
                 environment.clone(),
-                options.max_length,
+                max_length,
                 threads,
             )?);
         }
@@ -366,7 +368,10 @@ impl OnnxEmbedder {
         }
 
         let variant = variant_of(&folder.graph);
-        let id = format!("onnx:{}:{variant}:{fingerprint}", folder.name);
+        let id = format!(
+            "onnx:{}:{variant}:{fingerprint}{length_suffix}",
+            folder.name
+        );
         tracing::info!(model_id = %id, dims, threads, sessions, int8_weights, graph = %folder.graph.display(), "loaded embedding model");
         Ok(OnnxEmbedder {
             pool: Pool::new(pool),
@@ -377,7 +382,7 @@ impl OnnxEmbedder {
             dims,
             batch_size: options.batch_size,
             attention_budget,
-            max_length: options.max_length,
+            max_length,
             threads,
             sessions,
             int8_weights,
@@ -552,6 +557,48 @@ struct ModelFolder {
     name: String,
     graph: PathBuf,
     pooling: Pooling,
+    /// `max_seq_length` of `sentence_bert_config.json`: the input length the model was
+    /// trained and is evaluated with (all-mpnet-base-v2: 384).
+    max_seq_length: Option<usize>,
+}
+
+/// Models whose vectors were made at the configured length (512) before a folder's own
+/// `max_seq_length` was applied, and keep it: all-MiniLM-L6-v2 says 256, but its quality
+/// figures (BENCHMARKS.md, issue 3) were measured at 512 over our ~400-token chunks, and
+/// applying 256 would drop the last third of every chunk from its vector and re-embed every
+/// existing installation.
+const KEEPS_CONFIGURED_LENGTH: &[&str] = &["all-MiniLM-L6-v2"];
+
+/// The input length a folder's model runs at, and the suffix its model id gets: the folder's
+/// own `max_seq_length` when it is shorter than the configured length (then the id says so,
+/// `:len384`, since vectors made at the configured length differ and must be re-embedded),
+/// else the configured length and no suffix (the model id as it always was).
+fn effective_length(configured: usize, folder: Option<usize>, name: &str) -> (usize, String) {
+    match folder {
+        Some(n) if n >= 2 && n < configured && !KEEPS_CONFIGURED_LENGTH.contains(&name) => {
+            (n, format!(":len{n}"))
+        }
+        _ => (configured, String::new()),
+    }
+}
+
+/// `max_seq_length` of a folder's `sentence_bert_config.json`; `None` without the file or
+/// the key (a file that does not parse is reported: the length changes the vectors).
+fn read_max_seq_length(path: &Path) -> Result<Option<usize>, Error> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = read(path, "sentence-transformers config")?;
+    let cfg: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Config(format!(
+            "sentence-transformers config {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(cfg
+        .get("max_seq_length")
+        .and_then(|v| v.as_u64())
+        .map(|n| n as usize))
 }
 
 impl ModelFolder {
@@ -603,6 +650,7 @@ impl ModelFolder {
             )));
         }
         let pooling = read_pooling(&dir.join("1_Pooling").join("config.json"))?;
+        let max_seq_length = read_max_seq_length(&dir.join("sentence_bert_config.json"))?;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -612,6 +660,7 @@ impl ModelFolder {
             name,
             graph,
             pooling,
+            max_seq_length,
         })
     }
 
@@ -884,6 +933,26 @@ mod tests {
         assert_eq!(q, again);
         let (entries, hits, _) = e.query_cache_stats();
         assert_eq!((entries, hits), (1, 1));
+
+        // Loaded with the server's 512: it runs at its own 384, and its id says so (vectors
+        // made at 512 are re-embedded).
+        drop(e);
+        let e = OnnxEmbedder::load_with(
+            &model_dir,
+            &ort,
+            &OnnxOptions {
+                max_length: 512,
+                sessions: Some(1),
+                ..OnnxOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(e.model_id().ends_with(":len384"), "{}", e.model_id());
+        assert!(
+            e.description().contains("384 tokens"),
+            "{}",
+            e.description()
+        );
     }
 
     #[test]
@@ -1025,6 +1094,38 @@ mod tests {
         assert!(opts(|o| o.batch_size = 0).contains("batch_size"));
         assert!(opts(|o| o.max_length = 0).contains("max_length"));
         assert!(opts(|o| o.threads = Some(0)).contains("threads"));
+    }
+
+    #[test]
+    fn a_model_runs_at_its_own_length_unless_its_vectors_predate_that() {
+        // mpnet's config says 384: applied under a configured 512, and the id says so.
+        assert_eq!(
+            effective_length(512, Some(384), "all-mpnet-base-v2"),
+            (384, ":len384".to_string())
+        );
+        // Nothing to apply: a longer or equal config, none at all, or a configured length
+        // that is already shorter (the id as it always was).
+        assert_eq!(effective_length(512, Some(512), "m"), (512, String::new()));
+        assert_eq!(effective_length(256, Some(384), "m"), (256, String::new()));
+        assert_eq!(effective_length(512, None, "m"), (512, String::new()));
+        // MiniLM keeps the 512 its stored vectors were made with, under the same id.
+        assert_eq!(
+            effective_length(512, Some(256), "all-MiniLM-L6-v2"),
+            (512, String::new())
+        );
+
+        let dir = fake_model_dir();
+        let cfg = dir.path().join("sentence_bert_config.json");
+        assert_eq!(read_max_seq_length(&cfg).unwrap(), None);
+        std::fs::write(&cfg, r#"{"max_seq_length": 384, "do_lower_case": false}"#).unwrap();
+        assert_eq!(read_max_seq_length(&cfg).unwrap(), Some(384));
+        assert_eq!(
+            ModelFolder::open(dir.path(), None).unwrap().max_seq_length,
+            Some(384)
+        );
+        std::fs::write(&cfg, "{not json").unwrap();
+        let e = read_max_seq_length(&cfg).unwrap_err().to_string();
+        assert!(e.contains("sentence_bert_config.json"), "{e}");
     }
 
     #[test]
