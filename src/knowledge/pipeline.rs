@@ -395,6 +395,11 @@ impl Knowledge {
                 Err(Error::Unavailable(reason)) => {
                     return Err(JobError::Failed(unavailable(&reason)));
                 }
+                // Keyword only now: nothing left to re-embed.
+                Ok(None) => {
+                    self.set_progress(&t, None);
+                    return Ok(());
+                }
                 _ => return Ok(()),
             }
             let page = self

@@ -123,6 +123,7 @@ impl Knowledge {
         let Some(space) = space else {
             // No vectors now (keyword only by choice, or a model that stopped working).
             self.set_switch(t, None).map_err(SettingsError::Internal)?;
+            self.set_progress(t, None);
             return self.embedding_view(t);
         };
         let from_model = serving.as_ref().map(|r| r.from_model_id.clone());

@@ -945,6 +945,7 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
     );
 
     // Back to the server's model after a restart: MiniLM re-embeds while mpnet answers.
+    let (model2, ort2) = (model.clone(), ort.clone());
     let s = start_in(dir, move |c| {
         c.embeddings_provider = Some("onnx".into());
         c.embeddings_model_dir = Some(model);
@@ -962,5 +963,40 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
     assert_eq!(r.body["modelId"], mini.as_str(), "{}", r.text);
     let after = wait_reembedded(&s, &a.token).await;
     assert_eq!(after.body["searchModelId"], mini.as_str(), "{}", after.text);
+    assert!(finds(
+        &s.search(&a.token, vector.clone()).await,
+        "twenty-five"
+    ));
+
+    // A restart in the middle of a switch keeps the old model answering and resumes.
+    let r = s
+        .put(
+            "/api/settings/embeddings",
+            &a.token,
+            json!({"provider": "onnx", "modelFolder": "mpnet"}),
+        )
+        .await;
+    r.expect(200);
+    let dir = s.stop().await;
+    let s = start_in(dir, move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(model2);
+        c.ort_dylib_path = Some(ort2);
+    })
+    .await;
+    let hit = s.search(&a.token, vector.clone()).await;
+    let state = s.get("/api/settings/embeddings", &a.token).await;
+    assert_eq!(state.body["modelId"], new.as_str(), "{}", state.text);
+    if !state.body["reembedding"].is_null() {
+        assert_eq!(state.body["searchModelId"], mini.as_str(), "{}", state.text);
+        assert!(
+            finds(&hit, "twenty-five"),
+            "lost after a restart: {}",
+            hit.text
+        );
+        eprintln!("switch: restarted in the middle of it");
+    }
+    let after = wait_reembedded(&s, &a.token).await;
+    assert_eq!(after.body["searchModelId"], new.as_str(), "{}", after.text);
     assert!(finds(&s.search(&a.token, vector).await, "twenty-five"));
 }
