@@ -581,11 +581,18 @@ impl Channels {
         let Ok(p) = serde_json::from_value::<SendPayload>(ctx.job.payload.clone()) else {
             return;
         };
-        let reason = ctx
+        let mut reason = ctx
             .job
             .error
             .clone()
             .unwrap_or_else(|| "the message could not be sent".into());
+        // An unknown outcome is not a giving up after retries: the queue's
+        // "(gave up after N attempts)" would mislead the person deciding to resend.
+        if reason.starts_with("delivery_unknown:")
+            && let Some(i) = reason.find(" (gave up after ")
+        {
+            reason.truncate(i);
+        }
         if let Err(e) = self
             .svc
             .fail_outgoing(&Caller::for_job(ctx.job), &p, &reason)

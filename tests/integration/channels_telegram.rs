@@ -826,6 +826,7 @@ async fn a_reply_whose_send_outcome_is_unknown_is_never_sent_twice_and_a_person_
     let error = unknown["error"].as_str().expect("an error");
     assert!(error.starts_with("delivery_unknown: "), "{error}");
     assert!(error.contains("check the chat and resend"), "{error}");
+    assert!(!error.contains("gave up"), "{error}");
     let jobs: Vec<_> =
         t.s.svc
             .store
