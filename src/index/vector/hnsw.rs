@@ -14,7 +14,7 @@
 //! Deletion is the caller's business (tombstones filtered at search, compaction rebuilds).
 //! Depends on nothing but `std` and the dot product in `simd.rs`.
 
-use super::simd::Kernel;
+use super::simd::{Kernel, prefetch};
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +26,8 @@ pub(super) const MAX_LEVEL: u8 = 15;
 const NO_ENTRY: u64 = u64::MAX;
 const GRAPH_MAGIC: &[u8; 4] = b"AIGH";
 const GRAPH_VERSION: u32 = 1;
+/// How many neighbours ahead of the one being scored a walk prefetches.
+const PREFETCH_AHEAD: usize = 2;
 
 /// A node id and its distance to the query (`1 - cosine` on normalised vectors).
 #[derive(Clone, Copy, Debug)]
@@ -284,14 +286,22 @@ impl Graph {
             results.push(start);
         }
         let mut buf = Vec::with_capacity(self.m0);
+        let mut fresh = Vec::with_capacity(self.m0);
         while let Some(Reverse(c)) = candidates.pop() {
             if results.len() >= ef && results.peek().is_some_and(|w| c.dist > w.dist) {
                 break;
             }
             self.links(c.id, layer, &mut buf);
-            for &n in &buf {
-                if !visited.first_visit(n) {
-                    continue;
+            fresh.clear();
+            fresh.extend(buf.iter().copied().filter(|&n| visited.first_visit(n)));
+            // Vectors of a large tenant are mostly not in cache: start loading the next
+            // ones while scoring this one.
+            for &n in fresh.iter().take(PREFETCH_AHEAD) {
+                prefetch(self.vector(vectors, n));
+            }
+            for (j, &n) in fresh.iter().enumerate() {
+                if let Some(&ahead) = fresh.get(j + PREFETCH_AHEAD) {
+                    prefetch(self.vector(vectors, ahead));
                 }
                 let d = self.dist(vectors, q, n);
                 let full = results.len() >= ef;
