@@ -1,7 +1,7 @@
 //! A compact HNSW graph (Malkov & Yashunin, 2016) over vectors its caller owns.
 //!
-//! The graph stores links only: node `i` is the caller's vector `i` (`vectors[i * dims..]`),
-//! so each vector is kept once, in the tenant's flat array that exact search, filtered
+//! The graph stores links only: node `i` is the caller's vector `i` (`vectors[i * dims..]`,
+//! half precision; queries are f32), so each vector is kept once, in the tenant's flat array that exact search, filtered
 //! search and compaction read too. Links are plain `u32`s in fixed-size blocks (layer 0:
 //! one flat array, `2M` links per node; upper layers: one small block per node above 0),
 //! about 150 bytes per node instead of a separately allocated `Arc` per link. The visited
@@ -14,7 +14,7 @@
 //! Deletion is the caller's business (tombstones filtered at search, compaction rebuilds).
 //! Depends on nothing but `std` and the dot product in `simd.rs`.
 
-use super::simd::{Kernel, prefetch};
+use super::simd::{Kernel, prefetch, widen};
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -213,13 +213,13 @@ impl Graph {
         b[0].store(n as u32, Ordering::Relaxed);
     }
 
-    fn vector<'v>(&self, vectors: &'v [f32], id: u32) -> &'v [f32] {
+    fn vector<'v>(&self, vectors: &'v [u16], id: u32) -> &'v [u16] {
         let s = id as usize * self.dims;
         &vectors[s..s + self.dims]
     }
 
-    fn dist(&self, vectors: &[f32], q: &[f32], id: u32) -> f32 {
-        1.0 - self.kernel.dot(q, self.vector(vectors, id))
+    fn dist(&self, vectors: &[u16], q: &[f32], id: u32) -> f32 {
+        1.0 - self.kernel.dot_f16(q, self.vector(vectors, id))
     }
 
     fn entry(&self) -> Option<(u32, usize)> {
@@ -246,7 +246,7 @@ impl Graph {
     }
 
     /// Greedy descent on one layer: the closest node reachable from `cur`.
-    fn greedy(&self, vectors: &[f32], q: &[f32], mut cur: Near, layer: usize) -> Near {
+    fn greedy(&self, vectors: &[u16], q: &[f32], mut cur: Near, layer: usize) -> Near {
         let mut buf = Vec::with_capacity(self.m + 1);
         loop {
             let mut moved = false;
@@ -269,7 +269,7 @@ impl Graph {
     #[allow(clippy::too_many_arguments)]
     fn search_layer(
         &self,
-        vectors: &[f32],
+        vectors: &[u16],
         q: &[f32],
         start: Near,
         ef: usize,
@@ -324,7 +324,7 @@ impl Graph {
     /// be normalised like the vectors.
     pub fn search(
         &self,
-        vectors: &[f32],
+        vectors: &[u16],
         q: &[f32],
         ef: usize,
         filter: Option<&dyn Fn(u32) -> bool>,
@@ -348,17 +348,15 @@ impl Graph {
     /// The neighbour-selection heuristic: walk candidates nearest first and keep one only if
     /// it is closer to the base than to every neighbour already kept (spreads links across
     /// directions, which keeps clustered data navigable).
-    fn select(&self, vectors: &[f32], sorted: &[Near], max: usize) -> Vec<Near> {
+    fn select(&self, vectors: &[u16], sorted: &[Near], max: usize) -> Vec<Near> {
         let mut kept: Vec<Near> = Vec::with_capacity(max);
+        let mut cv = Vec::with_capacity(self.dims);
         for &c in sorted {
             if kept.len() >= max {
                 break;
             }
-            let cv = self.vector(vectors, c.id);
-            if kept
-                .iter()
-                .all(|k| 1.0 - self.kernel.dot(cv, self.vector(vectors, k.id)) >= c.dist)
-            {
+            widen(self.vector(vectors, c.id), &mut cv);
+            if kept.iter().all(|k| self.dist(vectors, &cv, k.id) >= c.dist) {
                 kept.push(c);
             }
         }
@@ -367,7 +365,7 @@ impl Graph {
 
     /// Links node `id` into the graph. Its vector must be in `vectors` and its node reserved
     /// by [`grow`](Self::grow); each node is inserted once.
-    pub fn insert(&self, vectors: &[f32], id: u32) {
+    pub fn insert(&self, vectors: &[u16], id: u32) {
         let level = self.levels[id as usize] as usize;
         let mut top_guard = None;
         let mut entry = self.entry();
@@ -380,7 +378,9 @@ impl Graph {
                 .store(u64::from(id) | ((level as u64) << 32), Ordering::Release);
             return;
         };
-        let q = self.vector(vectors, id);
+        let mut q = Vec::with_capacity(self.dims);
+        widen(self.vector(vectors, id), &mut q);
+        let q = q.as_slice();
         let mut cur = Near {
             dist: self.dist(vectors, q, ep),
             id: ep,
@@ -390,6 +390,7 @@ impl Graph {
         }
         let mut visited = self.take_visited();
         let mut buf = Vec::with_capacity(self.m0 + 1);
+        let mut nv = Vec::with_capacity(self.dims);
         for layer in (0..=level.min(top)).rev() {
             visited.reset(self.len());
             let found = self.search_layer(
@@ -418,11 +419,11 @@ impl Graph {
                     self.set_links(n.id, layer, buf.iter().copied());
                 } else {
                     // Full: re-choose its links among the old ones and the new node.
-                    let nv = self.vector(vectors, n.id);
+                    widen(self.vector(vectors, n.id), &mut nv);
                     let mut cands: Vec<Near> = buf
                         .iter()
                         .map(|&x| Near {
-                            dist: 1.0 - self.kernel.dot(nv, self.vector(vectors, x)),
+                            dist: self.dist(vectors, &nv, x),
                             id: x,
                         })
                         .collect();
@@ -445,7 +446,7 @@ impl Graph {
     }
 
     /// Inserts `ids` on up to `threads` threads (hnswlib-style parallel construction).
-    pub fn insert_parallel(&self, vectors: &[f32], ids: &[u32], threads: usize) {
+    pub fn insert_parallel(&self, vectors: &[u16], ids: &[u32], threads: usize) {
         let threads = threads.clamp(1, ids.len().max(1));
         // The first nodes go in alone so the others start from a connected core.
         let head = ids.len().min(if threads > 1 { 256 } else { ids.len() });
@@ -590,7 +591,12 @@ impl<'a> Bytes<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::simd::{from_f16, to_f16};
     use super::*;
+
+    fn halves(v: &[f32]) -> Vec<u16> {
+        v.iter().map(|&x| to_f16(x)).collect()
+    }
 
     fn unit_vectors(seed: u64, n: usize, dims: usize) -> Vec<f32> {
         let mut s = seed;
@@ -623,12 +629,14 @@ mod tests {
         all.iter().take(k).map(|n| n.id).collect()
     }
 
+    /// Recall@10 of the graph over the stored halves against f32 brute force.
     fn recall(g: &Graph, vectors: &[f32], queries: &[f32], dims: usize, ef: usize) -> f64 {
+        let stored = halves(vectors);
         let (mut hit, mut total) = (0, 0);
         for q in queries.chunks_exact(dims) {
             let truth = exact_top(vectors, dims, q, 10);
             let got: Vec<u32> = g
-                .search(vectors, q, ef, None)
+                .search(&stored, q, ef, None)
                 .iter()
                 .map(|n| n.id)
                 .collect();
@@ -646,17 +654,19 @@ mod tests {
         let dims = 32;
         let n = 3000;
         let vectors = unit_vectors(1, n, dims);
+        let stored = halves(&vectors);
         let queries = unit_vectors(2, 100, dims);
         for threads in [1, 4] {
             let mut g = Graph::new(dims, 16, 100);
             g.grow(n);
             let ids: Vec<u32> = (0..n as u32).collect();
-            g.insert_parallel(&vectors, &ids, threads);
+            g.insert_parallel(&stored, &ids, threads);
             let r = recall(&g, &vectors, &queries, dims, 64);
             assert!(r >= 0.95, "recall {r} with {threads} threads");
             // Every node is reachable as its own nearest neighbour.
             for id in (0..n as u32).step_by(97) {
-                let hit = g.search(&vectors, g.vector(&vectors, id), 32, None);
+                let q: Vec<f32> = g.vector(&stored, id).iter().map(|&h| from_f16(h)).collect();
+                let hit = g.search(&stored, &q, 32, None);
                 assert_eq!(hit[0].id, id);
             }
         }
@@ -667,18 +677,19 @@ mod tests {
         let dims = 16;
         let n = 2000;
         let vectors = unit_vectors(3, n, dims);
+        let stored = halves(&vectors);
         let mut g = Graph::new(dims, 8, 64);
         g.grow(n);
-        g.insert_parallel(&vectors, &(0..n as u32).collect::<Vec<_>>(), 2);
+        g.insert_parallel(&stored, &(0..n as u32).collect::<Vec<_>>(), 2);
         let even = |id: u32| id.is_multiple_of(2);
         for q in unit_vectors(4, 20, dims).chunks_exact(dims) {
-            let got = g.search(&vectors, q, 40, Some(&even));
+            let got = g.search(&stored, q, 40, Some(&even));
             assert_eq!(got.len(), 40);
             assert!(got.iter().all(|n| n.id.is_multiple_of(2)));
             assert!(got.windows(2).all(|w| w[0].dist <= w[1].dist));
         }
         assert!(
-            g.search(&vectors, &vectors[..dims], 10, Some(&|_| false))
+            g.search(&stored, &vectors[..dims], 10, Some(&|_| false))
                 .is_empty()
         );
     }
@@ -687,7 +698,7 @@ mod tests {
     fn encode_decode_round_trips_and_damage_is_an_error() {
         let dims = 8;
         let n = 500;
-        let vectors = unit_vectors(5, n, dims);
+        let vectors = halves(&unit_vectors(5, n, dims));
         let mut g = Graph::new(dims, 6, 40);
         g.grow(n);
         g.insert_parallel(&vectors, &(0..n as u32).collect::<Vec<_>>(), 1);

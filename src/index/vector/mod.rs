@@ -4,8 +4,10 @@
 //! Owns `<dir>` and nothing else; must not depend on `api/`, `domain/` or `store/`. A
 //! tenant's query only ever touches that tenant's vectors and graph.
 //!
-//! Each vector is held once in memory: a tenant's flat array of normalised vectors, which
-//! exact search, filtered search, compaction and the graph (links only) all read.
+//! Each vector is held once in memory: a tenant's flat array of normalised vectors in half
+//! precision (768 bytes for 384 dimensions), which exact search, filtered search,
+//! compaction and the graph (links only) all read. Queries stay f32; a cosine against a
+//! stored half is within ~1e-4 of the f32 one (see `simd.rs`).
 //! Persistence (the on-disk layout, atomic generations, checksums and the UNTRUSTED list)
 //! lives in `persist.rs`; the dot product (SIMD chosen at run time) in `simd.rs`.
 
@@ -13,7 +15,7 @@ mod hnsw;
 mod persist;
 mod simd;
 
-pub use simd::{Kernel, dot};
+pub use simd::{Kernel, dot, from_f16, to_f16};
 
 use super::{Error, Hit, MAX_K};
 use crate::types::{ChunkId, DocumentId, TenantId};
@@ -61,12 +63,13 @@ struct Slot {
 }
 
 /// One tenant's vectors. Slots are append-only between compactions; the slot number is the
-/// graph's node id, and `vectors[slot * dims..]` holds the normalised vector (the only copy:
-/// the graph keeps links, and exact search, filtered search and rebuilds read it too).
+/// graph's node id, and `vectors[slot * dims..]` holds the normalised vector as IEEE half
+/// bits (the only copy: the graph keeps links, and exact search, filtered search and
+/// rebuilds read it too).
 #[derive(Default)]
 struct Tenant {
     slots: Vec<Slot>,
-    vectors: Vec<f32>,
+    vectors: Vec<u16>,
     by_chunk: HashMap<ChunkId, u32>,
     /// Live slots per document; a document is absent once it has none.
     by_doc: HashMap<DocumentId, Vec<u32>>,
@@ -78,6 +81,9 @@ struct Tenant {
     graph: Option<Graph>,
     /// Changed since the last dump (and listed in UNTRUSTED).
     dirty: AtomicBool,
+    /// Loaded from files of an older format, which are still valid: the next persist
+    /// rewrites them (without listing the tenant in UNTRUSTED, unlike `dirty`).
+    outdated: AtomicBool,
     /// Its files were missing, stale or invalid: served empty until `rebuild_tenant`.
     needs_rebuild: bool,
 }
@@ -87,7 +93,7 @@ impl Tenant {
         self.slots.len() - self.dead
     }
 
-    fn vector(&self, slot: u32, dims: usize) -> &[f32] {
+    fn vector(&self, slot: u32, dims: usize) -> &[u16] {
         let s = slot as usize * dims;
         &self.vectors[s..s + dims]
     }
@@ -110,7 +116,15 @@ impl Tenant {
         }
     }
 
+    /// Appends a slot with `v` (normalised f32), stored in half precision.
     fn push(&mut self, chunk: ChunkId, document: DocumentId, v: &[f32]) -> Result<u32, Error> {
+        let slot = self.push_slot(chunk, document)?;
+        self.vectors.extend(v.iter().map(|&x| to_f16(x)));
+        Ok(slot)
+    }
+
+    /// [`push`](Self::push) of a vector already in half precision (compaction).
+    fn push_half(&mut self, chunk: ChunkId, document: DocumentId, v: &[u16]) -> Result<u32, Error> {
         let slot = self.push_slot(chunk, document)?;
         self.vectors.extend_from_slice(v);
         Ok(slot)
@@ -162,11 +176,12 @@ impl Tenant {
                 let v = &old_vectors[i * dims..(i + 1) * dims];
                 // Chunks are unique among live slots, so push never kills here.
                 let document = old_docs[s.doc as usize].clone();
-                let _ = fresh.push(s.chunk, document, v);
+                let _ = fresh.push_half(s.chunk, document, v);
             }
         }
         fresh.graph = None;
         fresh.dirty = AtomicBool::new(self.dirty.load(Ordering::Relaxed));
+        fresh.outdated = AtomicBool::new(self.outdated.load(Ordering::Relaxed));
         fresh.needs_rebuild = self.needs_rebuild;
         *self = fresh;
         if self.live() > params.exact_max {
@@ -353,7 +368,7 @@ impl VectorIndex {
             .iter()
             .map(|(_, t)| {
                 let t = read(t);
-                t.vectors.len() * 4 + t.graph.as_ref().map_or(0, Graph::heap_bytes)
+                t.vectors.len() * 2 + t.graph.as_ref().map_or(0, Graph::heap_bytes)
             })
             .sum()
     }
@@ -578,7 +593,8 @@ impl VectorIndex {
         for (id, cell) in self.snapshot() {
             // Readers keep searching while a tenant is dumped; writers wait.
             let t = read(&cell);
-            if !t.dirty.load(Ordering::Acquire) || t.needs_rebuild {
+            let outdated = t.outdated.load(Ordering::Acquire);
+            if !(t.dirty.load(Ordering::Acquire) || outdated) || t.needs_rebuild {
                 continue;
             }
             // delete_tenant unmaps the tenant before it waits for this lock and removes its
@@ -588,6 +604,7 @@ impl VectorIndex {
             }
             persist::dump_tenant(&self.tenant_dir(&id), &t, self.dims, &self.model_id)?;
             t.dirty.store(false, Ordering::Release);
+            t.outdated.store(false, Ordering::Release);
             let mut untrusted = self.lock_untrusted();
             if untrusted.remove(&hex::encode(id.as_str())) {
                 write_untrusted(&self.dir, &untrusted)?;
@@ -695,7 +712,7 @@ fn exact(
 ) -> Vec<(f32, u32)> {
     let mut scored: Vec<(f32, u32)> = slots
         .filter(|&s| t.slots.get(s as usize).is_some_and(|s| s.alive))
-        .map(|s| (dot(q, t.vector(s, dims)), s))
+        .map(|s| (Kernel::best().dot_f16(q, t.vector(s, dims)), s))
         .collect();
     if scored.len() > k {
         scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));

@@ -6,7 +6,7 @@
 //! <dir>/MANIFEST                 format, model id and dimensions of everything below
 //! <dir>/UNTRUSTED                tenants whose files are stale or invalid (see below)
 //! <dir>/t-<hex tenant>/CURRENT   name of the current generation directory
-//! <dir>/t-<hex tenant>/g<N>/     meta.bin, vectors.f32 [, graph.bin]
+//! <dir>/t-<hex tenant>/g<N>/     meta.bin, vectors.f16 [, graph.bin]
 //! ```
 //! A generation is written to `g<N>.tmp`, synced, renamed, then `CURRENT` is replaced by
 //! rename, so a crash leaves either the old or the new generation. A tenant is added to
@@ -15,11 +15,14 @@
 //! chunks) are not served: it comes back empty and reported by
 //! [`VectorIndex::tenants_needing_rebuild`](super::VectorIndex::tenants_needing_rebuild).
 //!
-//! Vectors are on disk once per tenant (`vectors.f32`); `graph.bin` holds links only.
-//! Generations of meta version 1 (graphs in hnsw_rs's format, which held a second copy of
-//! every vector) still load: their graph files are ignored and the graph is rebuilt in
-//! memory from `vectors.f32`.
+//! Vectors are on disk once per tenant (`vectors.f16`: little-endian IEEE halves, as held
+//! in memory); `graph.bin` holds links only. Older generations still load, and are marked
+//! changed so the next persist rewrites them in this format (once, not at every start):
+//! meta version 2 (`vectors.f32` and `graph.bin`; the vectors are rounded to halves on
+//! load) and version 1 (graphs in hnsw_rs's format, which held a second copy of every
+//! vector: ignored, and the graph is rebuilt in memory from `vectors.f32`).
 
+use super::simd::to_f16;
 use super::{Graph, Tenant};
 use crate::index::Error;
 use crate::types::{ChunkId, DocumentId, TenantId};
@@ -30,8 +33,10 @@ use std::path::Path;
 
 const MANIFEST_FORMAT: &str = "aigentable-vector-index 1";
 const META_MAGIC: &[u8; 4] = b"AIGV";
-/// 2: `graph.bin` (this crate's graph). 1: hnsw_rs graph files (ignored; rebuilt).
-const META_VERSION: u32 = 2;
+/// 3: `vectors.f16` and `graph.bin`. 2: `vectors.f32` and `graph.bin` (this crate's
+/// graph). 1: `vectors.f32` and hnsw_rs graph files (ignored; rebuilt).
+const META_VERSION: u32 = 3;
+const VECTORS_FILE: &str = "vectors.f16";
 const GRAPH_FILE: &str = "graph.bin";
 
 /// The MANIFEST text for vectors of `dims` dimensions made by `model_id`: an index whose
@@ -65,9 +70,9 @@ pub(super) fn dump_tenant(
     // double the index's memory while it is dumped.
     let vectors_crc = {
         let mut h = crc32fast::Hasher::new();
-        let mut f = File::create(tmp.join("vectors.f32"))?;
+        let mut f = File::create(tmp.join(VECTORS_FILE))?;
         let mut buf = Vec::with_capacity(1 << 16);
-        for part in t.vectors.chunks(1 << 14) {
+        for part in t.vectors.chunks(1 << 15) {
             buf.clear();
             buf.extend(part.iter().flat_map(|x| x.to_le_bytes()));
             h.update(&buf);
@@ -219,7 +224,7 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
         return Err("meta.bin has another format".into());
     }
     let version = r.u32()?;
-    if version != 1 && version != META_VERSION {
+    if !(1..=META_VERSION).contains(&version) {
         return Err("meta.bin has another format".into());
     }
     if r.u64()? != dims as u64 || r.str()? != model_id {
@@ -248,18 +253,23 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
 
     // Decoded straight into the tenant's array through a small buffer: the file is never
     // in memory whole beside the vectors.
-    let path = gen_dir.join("vectors.f32");
-    let file = File::open(&path).map_err(|e| format!("vectors.f32: {e}"))?;
+    let (file_name, width) = if version == META_VERSION {
+        (VECTORS_FILE, 2)
+    } else {
+        ("vectors.f32", 4)
+    };
+    let path = gen_dir.join(file_name);
+    let file = File::open(&path).map_err(|e| format!("{file_name}: {e}"))?;
     let len = file
         .metadata()
-        .map_err(|e| format!("vectors.f32: {e}"))?
+        .map_err(|e| format!("{file_name}: {e}"))?
         .len();
     let want_bytes = n
         .checked_mul(dims)
-        .and_then(|x| x.checked_mul(4))
+        .and_then(|x| x.checked_mul(width))
         .ok_or("meta.bin has an impossible vector count")?;
     if len != want_bytes as u64 {
-        return Err("vectors.f32 does not match meta.bin".into());
+        return Err(format!("{file_name} does not match meta.bin"));
     }
     t.vectors.reserve_exact(n * dims);
     let mut rd = BufReader::with_capacity(1 << 16, file);
@@ -269,17 +279,25 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
     while left > 0 {
         let want = left.min(buf.len());
         rd.read_exact(&mut buf[..want])
-            .map_err(|e| format!("vectors.f32: {e}"))?;
+            .map_err(|e| format!("{file_name}: {e}"))?;
         h.update(&buf[..want]);
-        t.vectors.extend(
-            buf[..want]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        if width == 2 {
+            t.vectors.extend(
+                buf[..want]
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]])),
+            );
+        } else {
+            t.vectors.extend(
+                buf[..want]
+                    .chunks_exact(4)
+                    .map(|b| to_f16(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            );
+        }
         left -= want;
     }
     if h.finalize() != vectors_crc {
-        return Err("vectors.f32 does not match meta.bin".into());
+        return Err(format!("{file_name} does not match meta.bin"));
     }
     for (chunk, doc) in entries {
         // Slots for alive and dead alike keep slot numbers (the graph's node ids); the
@@ -292,7 +310,7 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
     if t.live() != alive_count {
         return Err("meta.bin lists a live chunk twice".into());
     }
-    if version == META_VERSION && !graph_name.is_empty() {
+    if version >= 2 && !graph_name.is_empty() {
         if graph_name != GRAPH_FILE {
             return Err("meta.bin names an unknown graph file".into());
         }
@@ -301,6 +319,11 @@ pub(super) fn load_tenant(tdir: &Path, dims: usize, model_id: &str) -> Result<Te
             return Err("graph file does not match meta.bin".into());
         }
         t.graph = Some(Graph::decode(&bytes, dims, n)?);
+    }
+    if version < META_VERSION {
+        // Rewritten by the next persist. Not listed as untrusted: these files are still a
+        // valid copy, so a crash before then only means converting them once more.
+        t.outdated.store(true, std::sync::atomic::Ordering::Release);
     }
     Ok(t)
 }
