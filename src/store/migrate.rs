@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 12;
+pub const SCHEMA_VERSION: u64 = 13;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -37,6 +37,7 @@ const STEPS: &[Step] = &[
     Step::Schema(v10_audit_log),
     Step::Schema(v11_plans_and_counts),
     Step::Schema(v12_analytics_rollups),
+    Step::Rewrite(v13_half_vectors),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
@@ -483,6 +484,55 @@ fn v12_analytics_rollups(tx: &redb::WriteTransaction) -> Result<()> {
         tx.open_table(RecordTable::new(name))?;
     }
     Ok(())
+}
+
+/// Rewrites every chunk's vector from base64 of f32s (or, never migrated by step 4, a
+/// number list) to `"h:"` + base64 of the nearest IEEE halves: half the bytes, and what the
+/// vector index holds anyway. A vector already in that form is kept (a re-run after a
+/// crash); a chunk without a vector is kept as it is.
+fn v13_half_vectors(db: &Database) -> Result<()> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    const HALVES: &str = "h:";
+    let bad = |what: &str| Error::Corrupt {
+        table: "chunks",
+        source: <serde_json::Error as serde::de::Error>::custom(what),
+    };
+    rewrite_rows(db, CHUNKS, "chunks", |_, _, mut map| {
+        let floats: Option<Vec<f32>> = match map.get("vector") {
+            Some(serde_json::Value::String(s)) if !s.starts_with(HALVES) => {
+                let bytes = STANDARD
+                    .decode(s)
+                    .map_err(|_| bad("a chunk vector is not base64"))?;
+                if bytes.len() % 4 != 0 {
+                    return Err(bad("a chunk vector is not a whole number of f32s"));
+                }
+                Some(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                )
+            }
+            Some(serde_json::Value::Array(list)) => Some(
+                list.iter()
+                    .map(|x| x.as_f64().map(|x| x as f32))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("a chunk vector list holds a non-number"))?,
+            ),
+            _ => None,
+        };
+        if let Some(v) = floats {
+            let bytes: Vec<u8> = v
+                .iter()
+                .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+                .collect();
+            let mut out = String::from(HALVES);
+            STANDARD.encode_string(bytes, &mut out);
+            map.insert("vector".into(), serde_json::Value::String(out));
+        }
+        serde_json::to_vec(&map).map_err(corrupt("chunks"))
+    })
 }
 
 pub(super) fn run(db: &Database, path: &Path) -> Result<()> {

@@ -228,8 +228,118 @@ fn schema_3_vectors_are_rewritten_compactly_and_read_the_same() {
     );
     for c in &chunks {
         let back: Chunk = store.read(|tx| tx.get(&t, &c.key_id())).unwrap().unwrap();
-        assert_eq!(back.vector, c.vector);
+        // Schema 13 keeps the nearest halves.
+        assert_eq!(back.vector, c.vector.as_ref().map(|v| halves(v)));
         assert_eq!(back.text, c.text);
+    }
+}
+
+/// `v` rounded to the nearest halves, as schema 13 stores vectors.
+fn halves(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| crate::half::from_f16(crate::half::to_f16(x)))
+        .collect()
+}
+
+#[test]
+fn schema_12_vectors_become_halves_once_and_the_rest_of_the_chunk_is_kept() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let t = TenantId::new();
+    let doc = DocumentId::new();
+    let vector = |i: u32| -> Vec<f32> {
+        (0..384)
+            .map(|d| ((i * 384 + d) as f32 * 0.37).sin() / 20.0)
+            .collect()
+    };
+    // 1,500 chunks: more than one of the migration's batches; every third has no vector.
+    let chunks: Vec<Chunk> = (0..1_500)
+        .map(|i| Chunk {
+            id: ChunkId::new(),
+            tenant_id: t.clone(),
+            document_id: doc.clone(),
+            ordinal: i,
+            text: format!("chunk \"vector\":\"{i}\" text"),
+            page: Some(i),
+            headings: vec![format!("Heading {i}")],
+            token_count: 7,
+            embedding_model: Some("m".into()),
+            vector: (i % 3 != 0).then(|| vector(i)),
+        })
+        .collect();
+    let schema_12_bytes = |c: &Chunk| {
+        // The vector as schema 12 wrote it: base64 of little-endian f32s.
+        let mut v = serde_json::to_value(c).unwrap();
+        v["vector"] = match &c.vector {
+            Some(x) => serde_json::json!(
+                base64::engine::general_purpose::STANDARD
+                    .encode(x.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>())
+            ),
+            None => serde_json::Value::Null,
+        };
+        serde_json::to_vec(&v).unwrap()
+    };
+    let before_bytes: usize = chunks.iter().map(|c| schema_12_bytes(c).len()).sum();
+    {
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let tx = store.db.get().unwrap().begin_write().unwrap();
+        {
+            let mut table = tx.open_table(Chunk::TABLE).unwrap();
+            for (i, c) in chunks.iter().enumerate() {
+                // A few already in the new form: a re-run after a crash mid-way.
+                let bytes = if i < 10 {
+                    serde_json::to_vec(c).unwrap()
+                } else {
+                    schema_12_bytes(c)
+                };
+                table
+                    .insert((t.as_str(), c.key_id().as_str()), bytes.as_slice())
+                    .unwrap();
+            }
+        }
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", 12)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(
+        store.schema_version().unwrap(),
+        crate::store::SCHEMA_VERSION
+    );
+    let raw: Vec<Vec<u8>> = {
+        let tx = redb::ReadableDatabase::begin_read(&*store.db.get().unwrap()).unwrap();
+        let table = tx.open_table(Chunk::TABLE).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().1.value().to_vec())
+            .collect()
+    };
+    assert_eq!(raw.len(), chunks.len());
+    let with_vector = raw
+        .iter()
+        .filter(|b| b.windows(12).any(|w| w == b"\"vector\":\"h:"))
+        .count();
+    assert_eq!(
+        with_vector,
+        chunks.iter().filter(|c| c.vector.is_some()).count()
+    );
+    // About 1 KB less per 384-dimension vector.
+    let after_bytes: usize = raw.iter().map(Vec::len).sum();
+    assert!(
+        after_bytes + 1_000 * with_vector < before_bytes,
+        "{after_bytes} vs {before_bytes}"
+    );
+    for c in &chunks {
+        let back: Chunk = store.read(|tx| tx.get(&t, &c.key_id())).unwrap().unwrap();
+        assert_eq!(back.vector, c.vector.as_ref().map(|v| halves(v)));
+        assert_eq!(back.text, c.text);
+        assert_eq!(back.headings, c.headings);
+        assert_eq!(back.page, c.page);
+        assert_eq!(back.embedding_model, c.embedding_model);
+        assert_eq!(back.document_id, c.document_id);
     }
 }
 
