@@ -26,6 +26,8 @@ pub(super) const MAX_LEVEL: u8 = 15;
 const NO_ENTRY: u64 = u64::MAX;
 const GRAPH_MAGIC: &[u8; 4] = b"AIGH";
 const GRAPH_VERSION: u32 = 1;
+/// Nodes a new graph links one at a time before parallel inserts start.
+const SERIAL_HEAD: usize = 256;
 /// How many neighbours ahead of the one being scored a walk prefetches.
 const PREFETCH_AHEAD: usize = 2;
 
@@ -108,6 +110,9 @@ pub(super) struct Graph {
     rng: u64,
     visited: Mutex<Vec<Visited>>,
     kernel: Kernel,
+    /// Nodes linked so far (all of them after a decode): tells an empty graph, whose first
+    /// nodes must go in alone, from one a batch is added to.
+    linked: AtomicUsize,
 }
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
@@ -133,6 +138,7 @@ impl Graph {
             rng: 0x5eed_0000_0000_0001,
             visited: Mutex::new(Vec::new()),
             kernel: Kernel::best(),
+            linked: AtomicUsize::new(0),
         }
     }
 
@@ -366,6 +372,7 @@ impl Graph {
     /// Links node `id` into the graph. Its vector must be in `vectors` and its node reserved
     /// by [`grow`](Self::grow); each node is inserted once.
     pub fn insert(&self, vectors: &[u16], id: u32) {
+        self.linked.fetch_add(1, Ordering::Relaxed);
         let level = self.levels[id as usize] as usize;
         let mut top_guard = None;
         let mut entry = self.entry();
@@ -448,8 +455,15 @@ impl Graph {
     /// Inserts `ids` on up to `threads` threads (hnswlib-style parallel construction).
     pub fn insert_parallel(&self, vectors: &[u16], ids: &[u32], threads: usize) {
         let threads = threads.clamp(1, ids.len().max(1));
-        // The first nodes go in alone so the others start from a connected core.
-        let head = ids.len().min(if threads > 1 { 256 } else { ids.len() });
+        // The first nodes of a graph go in alone so the others start from a connected core.
+        // Only those: a batch added to a graph that has them runs on every thread at once
+        // (starting each batch with 256 serial inserts kept a 100k build near one core).
+        let head = if threads > 1 {
+            SERIAL_HEAD.saturating_sub(self.linked.load(Ordering::Relaxed))
+        } else {
+            ids.len()
+        }
+        .min(ids.len());
         for &id in &ids[..head] {
             self.insert(vectors, id);
         }
@@ -543,6 +557,7 @@ impl Graph {
         g.levels = levels;
         g.links0 = links0;
         g.upper = upper;
+        g.linked = AtomicUsize::new(n);
         Ok(g)
     }
 }
@@ -670,6 +685,27 @@ mod tests {
                 assert_eq!(hit[0].id, id);
             }
         }
+    }
+
+    #[test]
+    fn a_graph_grown_batch_by_batch_on_many_threads_finds_true_neighbours() {
+        // As the index grows a tenant: batches appended to a graph that already has its
+        // serial core are inserted on every thread from their first node.
+        let dims = 32;
+        let n = 3000;
+        let vectors = unit_vectors(7, n, dims);
+        let stored = halves(&vectors);
+        let queries = unit_vectors(8, 100, dims);
+        let mut g = Graph::new(dims, 16, 100);
+        for batch in (0..n as u32).collect::<Vec<_>>().chunks(100) {
+            g.grow(batch[batch.len() - 1] as usize + 1);
+            g.insert_parallel(&stored, batch, 4);
+        }
+        assert_eq!(g.linked.load(Ordering::Relaxed), n);
+        let r = recall(&g, &vectors, &queries, dims, 64);
+        assert!(r >= 0.95, "recall {r}");
+        let decoded = Graph::decode(&g.encode(), dims, n).unwrap();
+        assert_eq!(decoded.linked.load(Ordering::Relaxed), n);
     }
 
     #[test]
