@@ -19,6 +19,10 @@ pub struct Health {
     uptime_seconds: u64,
     /// `ok` or `error`.
     storage: &'static str,
+    /// Whether the data directory takes writes: `ok`, `full` (less free than
+    /// `DISK_RESERVE_MB`: writes answer 507 `insufficient_storage`) or `readOnly` (writes
+    /// answer 503 `storage_read_only`). Reads go on in both; `status` is then `degraded`.
+    disk: &'static str,
     schema_version: Option<u64>,
     /// The embedding model and its dimensions, or `none` (the server log says why retrieval
     /// is keyword-only). No file paths: this endpoint is public.
@@ -70,16 +74,18 @@ pub async fn health(
         Err(_) => (None, None),
     };
     let svc = state.svc.clone();
-    let schema = tokio::task::spawn_blocking(move || svc.storage_check())
-        .await
-        .ok()
-        .flatten();
+    let (schema, disk) =
+        tokio::task::spawn_blocking(move || (svc.storage_check(), svc.store.disk_state()))
+            .await
+            .unwrap_or((None, crate::store::DiskState::Ok));
     let ok = schema.is_some();
+    let writable = disk == crate::store::DiskState::Ok;
     let body = Health {
-        status: if ok { "ok" } else { "degraded" },
+        status: if ok && writable { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         storage: if ok { "ok" } else { "error" },
+        disk: disk.as_str(),
         schema_version: schema,
         embeddings: match state.knowledge.global_model() {
             Some((id, dims)) => format!("{id} ({dims} dims)"),

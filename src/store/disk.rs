@@ -7,12 +7,42 @@
 //! and writes work again as soon as space is back. Should a write still fail on the disk
 //! (someone else filled it between the check and the commit), the database is reopened at
 //! the next operation; acknowledged commits are durable and survive that.
+//!
+//! A filesystem can turn read-only under a running server without its mount saying so: ext4
+//! with `errors=remount-ro` marks itself "emergency read-only" after an error, and statvfs
+//! still reports it writable. Opening a file for writing is refused there (EROFS), so every
+//! write first opens the small probe file [`WRITE_PROBE`] for writing (two syscalls; nothing
+//! is written to it).
 
 use super::{Error, Result, Store};
 use redb::ReadableDatabase;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
+
+/// The file in the data directory whose opening for writing tells whether the filesystem
+/// takes writes (see the module header). Never written to.
+pub const WRITE_PROBE: &str = ".write-probe";
+
+/// What the data directory's filesystem allows now, for health reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskState {
+    Ok,
+    /// Less free space than the reserve: writes answer 507.
+    Full,
+    /// Read-only: writes answer 503.
+    ReadOnly,
+}
+
+impl DiskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskState::Ok => "ok",
+            DiskState::Full => "full",
+            DiskState::ReadOnly => "readOnly",
+        }
+    }
+}
 
 /// Opens the store file; `Locked` when another process has it.
 pub(super) fn open_db(path: &Path, cache_bytes: usize) -> Result<redb::Database> {
@@ -153,6 +183,18 @@ impl Store {
                     std::io::ErrorKind::ReadOnlyFilesystem,
                 )));
             }
+            // Not the store file itself: closing any descriptor of it would drop the
+            // process's POSIX locks on it.
+            let probe = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(WRITE_PROBE));
+            if let Err(e) = probe
+                && e.kind() == std::io::ErrorKind::ReadOnlyFilesystem
+            {
+                return Err(Error::Disk(e));
+            }
             let free = st.f_bavail.saturating_mul(st.f_frsize);
             let need = self
                 .db
@@ -169,6 +211,20 @@ impl Store {
         #[cfg(not(unix))]
         let _ = extra;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Whether writes go through now (see [`check_space`](Self::check_space)). Blocking
+    /// (statvfs and an open).
+    pub fn disk_state(&self) -> DiskState {
+        match self.check_space(0).err().and_then(|e| e.io_kind()) {
+            Some(std::io::ErrorKind::ReadOnlyFilesystem) => DiskState::ReadOnly,
+            Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) => {
+                DiskState::Full
+            }
+            _ => DiskState::Ok,
+        }
     }
 }
 

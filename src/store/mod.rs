@@ -22,6 +22,7 @@ use std::cell::Cell;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
+pub use disk::{DiskState, WRITE_PROBE};
 pub use dump::{FilePin, ImportConflict, Kind, RawWriter, Row, Snapshot};
 pub use migrate::SCHEMA_VERSION;
 

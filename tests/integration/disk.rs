@@ -1,6 +1,9 @@
 //! A full disk: writes answer 507 with nothing written, reads go on, nothing acknowledged is
-//! lost, and writes work again once space is back. The data directory is a small tmpfs
-//! (needs root to mount; skipped loudly otherwise, failed under AIGENTABLE_REQUIRE_MOUNT=1).
+//! lost, and writes work again once space is back. The data directory is a small tmpfs.
+//! A read-only disk: the data directory is an ext4 image on a loop device that an error
+//! turns read-only under the running server (`errors=remount-ro`); writes answer 503, reads
+//! go on, and after a repair and a restart everything acknowledged is there. Both need root
+//! to mount; skipped loudly otherwise, failed under AIGENTABLE_REQUIRE_MOUNT=1.
 
 use crate::common::*;
 use serde_json::json;
@@ -34,12 +37,287 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
     if ok {
         return Some(Tmpfs(dir.to_path_buf()));
     }
-    let why = "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)";
-    if std::env::var("AIGENTABLE_REQUIRE_MOUNT").is_ok_and(|v| v == "1") {
-        panic!("{why}");
-    }
-    eprintln!("SKIPPED disk::disk_full_answers_507_and_recovers: {why}");
+    skip(
+        "disk::disk_full_answers_507_and_recovers",
+        "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)",
+    );
     None
+}
+
+/// Says loudly why a test does not run; fails it under AIGENTABLE_REQUIRE_MOUNT=1.
+fn skip(test: &str, why: &str) {
+    if std::env::var("AIGENTABLE_REQUIRE_MOUNT").is_ok_and(|v| v == "1") {
+        panic!("{test}: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    match cmd.output() {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        Ok(o) => Err(format!(
+            "{cmd:?}: {}: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("{cmd:?}: {e}")),
+    }
+}
+
+/// An ext4 image on a loop device, mounted with `errors=remount-ro` on `dir`. Dropping it
+/// unmounts (lazily, should something still hold a file) and frees the loop device.
+struct LoopExt4 {
+    img: PathBuf,
+    dir: PathBuf,
+    /// `/dev/loopN` while mounted.
+    dev: Option<String>,
+}
+
+impl LoopExt4 {
+    /// Makes a `size` image in `img_dir` and mounts it on `dir`.
+    fn create(img_dir: &Path, dir: &Path, size: &str) -> Result<LoopExt4, String> {
+        let img = img_dir.join("data.ext4");
+        run(Command::new("truncate").args(["-s", size]).arg(&img))?;
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
+        let mut l = LoopExt4 {
+            img,
+            dir: dir.to_path_buf(),
+            dev: None,
+        };
+        l.mount()?;
+        Ok(l)
+    }
+
+    fn mount(&mut self) -> Result<(), String> {
+        run(Command::new("mount")
+            .args(["-o", "loop,errors=remount-ro"])
+            .arg(&self.img)
+            .arg(&self.dir))?;
+        let dev = run(Command::new("findmnt")
+            .args(["-no", "SOURCE"])
+            .arg(&self.dir))?;
+        self.dev = Some(dev);
+        let _ = run(Command::new("chmod").arg("0700").arg(&self.dir));
+        Ok(())
+    }
+
+    /// An ext4 error, as a failing disk would cause one: the filesystem turns read-only at
+    /// once (its mount still says `rw`).
+    fn fail(&self) {
+        let dev = self.dev.as_deref().expect("mounted");
+        let name = Path::new(dev).file_name().expect("loopN");
+        let knob = Path::new("/sys/fs/ext4")
+            .join(name)
+            .join("trigger_fs_error");
+        std::fs::write(&knob, b"test").unwrap_or_else(|e| panic!("{}: {e}", knob.display()));
+    }
+
+    /// Unmounts (every file must be closed), repairs, mounts again.
+    fn remount_repaired(&mut self) {
+        run(Command::new("umount").arg(&self.dir)).expect("umount: the server closed its files");
+        self.detach();
+        // 0: clean, 1: errors fixed; above: not repairable.
+        let st = Command::new("e2fsck")
+            .arg("-fy")
+            .arg(&self.img)
+            .output()
+            .expect("e2fsck");
+        assert!(
+            matches!(st.status.code(), Some(0 | 1)),
+            "e2fsck: {}",
+            String::from_utf8_lossy(&st.stdout)
+        );
+        self.mount().expect("mount again");
+    }
+
+    /// Frees the loop device when the unmount did not already.
+    fn detach(&mut self) {
+        if let Some(dev) = self.dev.take() {
+            let attached = run(Command::new("losetup").arg("-j").arg(&self.img))
+                .is_ok_and(|o| o.contains(&dev));
+            if attached {
+                let _ = run(Command::new("losetup").arg("-d").arg(&dev));
+            }
+        }
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        if self.dev.is_some() {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        self.detach();
+    }
+}
+
+#[tokio::test]
+async fn read_only_data_directory_answers_503_and_keeps_everything() {
+    const TEST: &str = "disk::read_only_data_directory_answers_503_and_keeps_everything";
+    let dir = Arc::new(tempfile::tempdir().expect("tmp"));
+    let img_dir = tempfile::tempdir().expect("tmp");
+    if !Path::new("/sys/fs/ext4").is_dir() {
+        skip(TEST, "no ext4 in this kernel (/sys/fs/ext4)");
+        return;
+    }
+    let mut fs = match LoopExt4::create(img_dir.path(), dir.path(), "96M") {
+        Ok(fs) => fs,
+        Err(e) => {
+            skip(
+                TEST,
+                &format!("cannot mount an ext4 image on a loop device (needs root): {e}"),
+            );
+            return;
+        }
+    };
+    let s = start_in(dir.clone(), |c| c.disk_reserve_mb = 2).await;
+    let a = s.register("owner@ro.test", "Read Only Co").await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Bot"})).await);
+    let c = s
+        .post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"agentId": agent}),
+        )
+        .await;
+    c.expect(201);
+    let conv = id(&c.body);
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let r = s
+            .post(
+                &format!("/api/conversations/{conv}/messages"),
+                Some(&a.token),
+                json!({"content": format!("before {i}"), "role": "human"}),
+            )
+            .await;
+        r.expect(201);
+        acked.push(id(&r.body["message"]));
+    }
+    let doc = upload_doc(
+        &s,
+        &a.token,
+        "ro.txt",
+        "text/plain",
+        b"The warehouse in Porto opens at seven.",
+        None,
+    )
+    .await;
+    // Processed before the failure: no background commit is in flight when it comes.
+    assert_eq!(wait_done(&s, &a.token, &doc).await["status"], "ready");
+    let h = s.get("/api/health", &a.token).await;
+    h.expect(200);
+    assert_eq!(
+        (&h.body["status"], &h.body["disk"]),
+        (&json!("ok"), &json!("ok"))
+    );
+
+    // The filesystem fails and turns read-only under the running server.
+    fs.fail();
+    let r = s
+        .post(
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&a.token),
+            json!({"content": "while read-only", "role": "human"}),
+        )
+        .await;
+    r.expect_err(503, "storage_read_only");
+    s.post("/api/agents", Some(&a.token), json!({"name": "Another"}))
+        .await
+        .expect_err(503, "storage_read_only");
+    s.put(
+        &format!("/api/agents/{agent}"),
+        &a.token,
+        json!({"name": "Bot", "description": "changed while read-only"}),
+    )
+    .await
+    .expect_err(503, "storage_read_only");
+    let r = upload(
+        &s,
+        &a.token,
+        &[("b.txt", "text/plain", b"more words".to_vec())],
+        None,
+    )
+    .await;
+    r.expect_err(503, "storage_read_only");
+    // Signing in records a session: refused the same way, with the reason.
+    s.post(
+        "/api/auth/login",
+        None,
+        json!({"email": "owner@ro.test", "password": "password-123"}),
+    )
+    .await
+    .expect_err(503, "storage_read_only");
+    // Reads go on, and show everything acknowledged (and nothing refused).
+    let msgs = s
+        .get(
+            &format!("/api/conversations/{conv}/messages?limit=100"),
+            &a.token,
+        )
+        .await;
+    msgs.expect(200);
+    for m in &acked {
+        assert!(msgs.text.contains(m.as_str()), "acknowledged {m} readable");
+    }
+    assert!(
+        !msgs.text.contains("while read-only"),
+        "nothing half-written"
+    );
+    let agents = s.get("/api/agents", &a.token).await;
+    agents.expect(200);
+    assert!(!agents.text.contains("Another") && !agents.text.contains("changed while"));
+    s.get(&format!("/api/documents/{doc}"), &a.token)
+        .await
+        .expect(200);
+    let r = s
+        .search(
+            &a.token,
+            json!({"query": "warehouse Porto", "mode": "keyword"}),
+        )
+        .await;
+    r.expect(200);
+    assert!(r.text.contains(&doc), "search reads on: {}", r.text);
+    // The health report says why writes fail.
+    let h = s.get("/api/health", &a.token).await;
+    h.expect(200);
+    assert_eq!(h.body["disk"], "readOnly", "{}", h.text);
+    assert_eq!(h.body["status"], "degraded", "{}", h.text);
+    assert_eq!(h.body["storage"], "ok", "reads work: {}", h.text);
+    // Stopping on a read-only filesystem: no panic, no hang (the server task ends cleanly).
+    s.stop().await;
+
+    // Repaired and mounted again, a restarted server has every acknowledged write.
+    fs.remount_repaired();
+    let s = start_in(dir.clone(), |c| c.disk_reserve_mb = 2).await;
+    let b = s.login("owner@ro.test", "password-123").await;
+    let msgs = s
+        .get(
+            &format!("/api/conversations/{conv}/messages?limit=100"),
+            &b.token,
+        )
+        .await;
+    msgs.expect(200);
+    for m in &acked {
+        assert!(
+            msgs.text.contains(m.as_str()),
+            "acknowledged {m} kept after the repair"
+        );
+    }
+    assert!(!msgs.text.contains("while read-only"));
+    let d = s.get(&format!("/api/documents/{doc}"), &b.token).await;
+    d.expect(200);
+    assert_eq!(d.body["status"], "ready");
+    let h = s.get("/api/health", &b.token).await;
+    assert_eq!(h.body["disk"], "ok", "{}", h.text);
+    s.post(
+        &format!("/api/conversations/{conv}/messages"),
+        Some(&b.token),
+        json!({"content": "after the repair", "role": "human"}),
+    )
+    .await
+    .expect(201);
+    s.stop().await;
+    drop(fs);
 }
 
 /// Fills the filesystem until it refuses more; the filler file's path.
