@@ -120,6 +120,7 @@ pub async fn export_tenant(
                         .details(serde_json::json!({
                             "rows": summary.tables.values().sum::<u64>(),
                             "files": summary.files,
+                            "media": summary.media,
                             "secrets": if with_passphrase { "passphrase" } else { "removed" },
                         }))
                         .in_tenant(&t),
@@ -178,6 +179,8 @@ pub struct ImportView {
     /// Rows per table.
     pub tables: BTreeMap<String, u64>,
     pub files: u64,
+    /// Channel media files (customers' attachments).
+    pub media: u64,
 }
 
 /// Import a tenant export (platform admin): the tenant is created with its id, users
@@ -269,6 +272,7 @@ pub async fn import_tenant(
         tenant_id: summary.tenant_id.unwrap_or_default(),
         tables: summary.tables,
         files: summary.files,
+        media: summary.media,
     };
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }

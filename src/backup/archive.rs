@@ -1,4 +1,5 @@
-//! The backup archive format (version 1): a gzip-compressed tar holding
+//! The backup archive format (version 2; version 1 had no `media/` entries and is still
+//! read): a gzip-compressed tar holding
 //!
 //! ```text
 //! aigentable-backup.json          header: format, formatVersion, kind, schemaVersion, tenantId
@@ -26,8 +27,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-/// The archive format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The archive format this build writes and reads (and every older one). 2 added `media/`
+/// entries: an older build refuses such an archive as too new instead of as damaged.
+pub const FORMAT_VERSION: u32 = 2;
 pub const FORMAT_NAME: &str = "aigentable-backup";
 const HEADER: &str = "aigentable-backup.json";
 const MANIFEST: &str = "manifest.json";

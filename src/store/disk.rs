@@ -185,10 +185,12 @@ impl Store {
             }
             // Not the store file itself: closing any descriptor of it would drop the
             // process's POSIX locks on it.
+            use std::os::unix::fs::OpenOptionsExt;
             let probe = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(0o600)
                 .open(dir.join(WRITE_PROBE));
             if let Err(e) = probe
                 && e.kind() == std::io::ErrorKind::ReadOnlyFilesystem

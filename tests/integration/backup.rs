@@ -728,6 +728,7 @@ async fn channel_media_survive_a_restore_and_a_tenant_move() {
     )
     .await;
     r.expect(201);
+    assert_eq!(r.body["media"], 1, "{}", r.text);
     let c = s3.login("media-backup@x.test", "password-123").await;
     let moved = attachment_bytes(&s3, &c.token, &cid, &mid, &att).await;
     assert_eq!(moved, original, "the attachment moved byte for byte");
