@@ -390,6 +390,10 @@ pub fn read(
     let mut manifest: Option<Manifest> = None;
     let mut seen: Vec<EntrySum> = Vec::new();
     let mut kinds: BTreeMap<String, Kind> = BTreeMap::new();
+    // What the entries really hold, checked against the manifest's counts at the end (they
+    // are what restores and imports report).
+    let mut rows_read: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut files_read, mut media_read) = (0u64, 0u64);
     for e in tar.entries().map_err(damaged)? {
         let mut e = e.map_err(damaged)?;
         if manifest.is_some() {
@@ -451,6 +455,7 @@ pub fn read(
                 })?;
                 let rows =
                     parse_rows(&bytes, kind).map_err(|m| Error::Damaged(format!("{path}: {m}")))?;
+                *rows_read.entry(table.to_string()).or_default() += rows.len() as u64;
                 on_entry(Entry::Rows {
                     table: table.to_string(),
                     kind,
@@ -480,6 +485,7 @@ pub fn read(
                         "{path}: content does not match its name"
                     )));
                 }
+                files_read += 1;
                 EntrySum {
                     path: path.clone(),
                     sha256: digest,
@@ -497,6 +503,7 @@ pub fn read(
                     reader: &mut hr,
                 })?;
                 std::io::copy(&mut hr, &mut std::io::sink())?;
+                media_read += 1;
                 // The manifest holds its checksum: compared with all others at the end.
                 EntrySum {
                     path: path.clone(),
@@ -543,6 +550,24 @@ pub fn read(
             "checksum mismatch against the manifest: {bad}"
         )));
     }
+    let listed: BTreeMap<String, u64> = manifest
+        .tables
+        .iter()
+        .map(|(k, v)| (k.clone(), v.rows))
+        .collect();
+    let kinds_agree = manifest
+        .tables
+        .iter()
+        .all(|(k, v)| kinds.get(k) == Some(&v.kind));
+    if listed != rows_read
+        || !kinds_agree
+        || manifest.files != files_read
+        || manifest.media != media_read
+    {
+        return Err(Error::Damaged(
+            "the manifest's counts of rows, files or media do not match the entries".into(),
+        ));
+    }
     Ok((header, manifest))
 }
 
@@ -560,7 +585,8 @@ fn read_small(r: &mut impl Read, size: u64, max: u64) -> Result<Vec<u8>, Error> 
             "an entry of {size} bytes where at most {max} are expected"
         )));
     }
-    let mut v = Vec::with_capacity(size as usize);
+    // The size is the archive's word: memory grows with what really arrives.
+    let mut v = Vec::with_capacity(size.min(1 << 20) as usize);
     r.take(size).read_to_end(&mut v).map_err(damaged)?;
     Ok(v)
 }
@@ -619,4 +645,91 @@ fn parse_rows(bytes: &[u8], kind: Kind) -> Result<Vec<Row>, String> {
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "01a22dba-0000-7000-8000-000000000001";
+
+    fn header() -> Header {
+        Header {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            kind: ArchiveKind::Full,
+            schema_version: 1,
+            created_at: "now".into(),
+            aigentable_version: "test".into(),
+            tenant_id: None,
+            tables: [("messages".to_string(), Kind::Record)].into(),
+            secrets: None,
+        }
+    }
+
+    /// An archive with one message row and one media file; `edit` may change the manifest
+    /// before it is written.
+    fn archive(edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new(), &header()).expect("writer");
+        let mut t = w.table("messages", Kind::Record);
+        t.row(&Row::Record {
+            tenant: T.into(),
+            id: "c/m".into(),
+            value: br#"{"attachments":[{"id":"ab12"}]}"#.to_vec(),
+        })
+        .expect("row");
+        t.finish().expect("part");
+        w.entry_from(&format!("media/{T}/ab12"), 3, &b"jpg"[..])
+            .expect("media");
+        w.count_media();
+        edit(&mut w.manifest);
+        w.finish().expect("finish").1
+    }
+
+    #[test]
+    fn an_archive_reads_back_with_its_counts() {
+        let (_, m) = read(&archive(|_| {})[..], |_| Ok(()), |_| Ok(())).expect("reads");
+        assert_eq!((m.tables["messages"].rows, m.files, m.media), (1, 0, 1));
+    }
+
+    #[test]
+    fn counts_the_entries_do_not_hold_are_refused() {
+        for edit in [
+            (|m: &mut Manifest| m.media = 2) as fn(&mut Manifest),
+            |m| m.files = 1,
+            |m| m.tables.get_mut("messages").expect("table").rows = 9,
+            |m| {
+                m.tables.insert(
+                    "ghost".into(),
+                    TableSum {
+                        kind: Kind::Record,
+                        rows: 0,
+                    },
+                );
+            },
+        ] {
+            let e = read(&archive(edit)[..], |_| Ok(()), |_| Ok(())).expect_err("refused");
+            assert!(e.to_string().contains("counts"), "{e}");
+        }
+    }
+
+    #[test]
+    fn entry_names_that_could_climb_out_are_refused() {
+        for bad in [
+            "media/../../x",
+            "/etc/passwd",
+            "files//x",
+            "media/./x",
+            "files/..",
+            "a\\b",
+        ] {
+            let e = check_entry_name(bad).expect_err(bad);
+            assert!(e.to_string().contains("unsafe entry name"), "{e}");
+        }
+        for good in ["manifest.json", "tables/users/000000.jsonl", "media/t/ab12"] {
+            check_entry_name(good).expect(good);
+        }
+        assert!(is_media_id("0123abcdef") && !is_media_id("") && !is_media_id("x.jpg"));
+        assert!(!is_media_id(&"a".repeat(MAX_MEDIA_ID + 1)));
+    }
 }

@@ -137,8 +137,8 @@ pub struct Summary {
     pub files: u64,
     /// Channel media files (attachments of messages).
     pub media: u64,
-    /// Files documents (or media files messages) reference that were not on disk (removed by hand): the documents are
-    /// archived, their originals are not.
+    /// Files documents (or media files messages) reference that were not on disk (removed
+    /// by hand): the records are archived, those files are not.
     pub missing_files: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,

@@ -6,7 +6,8 @@
 use aigentable::api::error::ApiError;
 use aigentable::api::extract::parse_json;
 use aigentable::api::{
-    agents, api_keys, auth, channels, conversations, documents, settings, tenants, widget,
+    agents, api_keys, auth, backup, channels, conversations, documents, plans, settings, tenants,
+    widget,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
         return;
     };
-    match pick % 20 {
+    match pick % 30 {
         0 => check::<agents::AgentReq>(body),
         1 => check::<agents::TestReq>(body),
         2 => check::<api_keys::CreateKeyReq>(body),
@@ -45,6 +46,16 @@ fuzz_target!(|data: &[u8]| {
         16 => check::<tenants::UpdateUserReq>(body),
         17 => check::<widget::VisitorReq>(body),
         18 => check::<widget::VisitorMessageReq>(body),
-        _ => check::<widget::RatingReq>(body),
+        19 => check::<widget::RatingReq>(body),
+        20 => check::<auth::RefreshReq>(body),
+        21 => check::<auth::LogoutReq>(body),
+        22 => check::<auth::ForgotReq>(body),
+        23 => check::<auth::AcceptInviteReq>(body),
+        24 => check::<channels::TemplateReq>(body),
+        25 => check::<conversations::AssignReq>(body),
+        26 => check::<plans::PlanReq>(body),
+        27 => check::<plans::SubscriptionReq>(body),
+        28 => check::<tenants::UpdateTenantReq>(body),
+        _ => check::<backup::ExportReq>(body),
     }
 });
