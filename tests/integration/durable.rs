@@ -126,6 +126,13 @@ async fn a_message_acknowledged_before_a_stop_is_answered_once_after_the_restart
     let answers = wait_ai_messages(&s, &a, &cid, 1).await;
     assert_eq!(answers[0]["content"], "It ships today.");
     assert_eq!(answers[0]["status"], "sent");
+    // The answer is committed before its job is marked done: a stop in between leaves the
+    // job queued (the next start would skip it as answered), so wait for the job itself.
+    let t = TenantId::parse(&a.tenant_id).expect("tenant");
+    let job = bounded("the resumed turn", s.svc.jobs.finished(&t, &jobs[0].id))
+        .await
+        .expect("the resumed turn ends");
+    assert_eq!(job.status, JobStatus::Done);
     let dir = s.stop().await;
     let (jobs, answers) = stored(dir.path(), &a.tenant_id);
     assert_eq!(answers.len(), 1, "exactly one answer: {answers:?}");
