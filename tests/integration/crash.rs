@@ -65,8 +65,24 @@ impl Proc {
         Proc::spawn(data, http, env).await
     }
 
-    /// Starts the binary and waits (bounded) until it answers its health check.
+    /// Starts the binary and waits (bounded) until it answers its health check. The port is
+    /// picked free but bound by the child later: when another test's server takes it in
+    /// between, the child exits ("address in use") and is started again on another port.
     async fn spawn(data: &Path, http: &reqwest::Client, env: Vec<(String, String)>) -> Proc {
+        for _ in 0..5 {
+            if let Some(p) = Proc::try_spawn(data, http, &env).await {
+                return p;
+            }
+        }
+        panic!("the server could not bind a free port in 5 tries");
+    }
+
+    /// One start: `None` when the child exited before it answered (its port was taken).
+    async fn try_spawn(
+        data: &Path,
+        http: &reqwest::Client,
+        env: &[(String, String)],
+    ) -> Option<Proc> {
         let port = free_port();
         let mut c = Command::new(env!("CARGO_BIN_EXE_aigentable"));
         for k in [
@@ -80,10 +96,10 @@ impl Proc {
         ] {
             c.env_remove(k);
         }
-        for (k, v) in &env {
+        for (k, v) in env {
             c.env(k, v);
         }
-        let child = c
+        let mut child = c
             .arg("serve")
             .arg("--data-dir")
             .arg(data)
@@ -103,8 +119,13 @@ impl Proc {
         let base = format!("http://127.0.0.1:{port}");
         let t0 = Instant::now();
         loop {
+            if child.try_wait().expect("child status").is_some() {
+                return None;
+            }
             if let Ok(r) = http.get(format!("{base}/api/health")).send().await
                 && r.status().is_success()
+                // A child that already exited lost its port to another test's server.
+                && child.try_wait().expect("child status").is_none()
             {
                 break;
             }
@@ -114,12 +135,12 @@ impl Proc {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Proc {
+        Some(Proc {
             child,
             base,
             data: data.to_path_buf(),
-            env,
-        }
+            env: env.to_vec(),
+        })
     }
 
     /// SIGKILL: no shutdown code runs.
