@@ -710,7 +710,8 @@ fn tenant_vectors(data: &std::path::Path, model_id: &str, tenant: &str) -> std::
 /// a view with every chunk done and the new model answering is a finished switch.
 fn still_switching(settings: &Value, new: &str) -> bool {
     let p = &settings["reembedding"];
-    !p.is_null() && !(settings["searchModelId"] == new && p["done"] == p["total"])
+    let finished = settings["searchModelId"] == new && p["done"] == p["total"];
+    !p.is_null() && !finished
 }
 
 #[tokio::test]
