@@ -661,30 +661,18 @@ impl Services {
         sent_parts: u32,
         provider_id: Option<(&ChannelId, &str)>,
     ) -> Result<()> {
-        caller
-            .require(Action::WorkConversations)
-            .map_err(|d| Error::denied(d, "conversation"))?;
-        let t = caller.tenant().clone();
-        self.store.write(|tx| -> Result<()> {
-            let Some(mut j) = tx.get::<Job>(&t, job.as_str())? else {
-                return Ok(());
-            };
-            let Ok(mut p) = serde_json::from_value::<SendPayload>(j.payload.clone()) else {
-                return Ok(());
-            };
+        self.update_send_payload(caller, job, |tx, t, p| {
             if let Some((ch, id)) = provider_id.filter(|(_, id)| !id.is_empty()) {
-                tx.index_remove(Index::InboundExternal, &sent_key(&t, ch, id))?;
+                tx.index_remove(Index::InboundExternal, &sent_key(t, ch, id))?;
                 tx.index_insert_new(
                     Index::InboundExternal,
-                    &sent_key(&t, ch, id),
-                    &make_ref(&t, &format!("{}/{}", p.conversation_id, p.message_id)),
+                    &sent_key(t, ch, id),
+                    &make_ref(t, &format!("{}/{}", p.conversation_id, p.message_id)),
                 )?;
             }
             p.sent_parts = sent_parts;
             p.attempt = None;
-            j.payload = json(&p)?;
-            tx.put(&j)?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -697,6 +685,21 @@ impl Services {
         job: &JobId,
         attempt: Option<u32>,
     ) -> Result<()> {
+        self.update_send_payload(caller, job, |_, _, p| {
+            let changed = p.attempt != attempt;
+            p.attempt = attempt;
+            Ok(changed)
+        })
+    }
+
+    /// Changes the payload of the outbox job `job` in one write: nothing when the job or its
+    /// payload is gone, or when `change` answers that it changed nothing.
+    fn update_send_payload(
+        &self,
+        caller: &Caller,
+        job: &JobId,
+        change: impl FnOnce(&crate::store::WriteTx, &TenantId, &mut SendPayload) -> Result<bool>,
+    ) -> Result<()> {
         caller
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
@@ -708,12 +711,10 @@ impl Services {
             let Ok(mut p) = serde_json::from_value::<SendPayload>(j.payload.clone()) else {
                 return Ok(());
             };
-            if p.attempt == attempt {
-                return Ok(());
+            if change(tx, &t, &mut p)? {
+                j.payload = json(&p)?;
+                tx.put(&j)?;
             }
-            p.attempt = attempt;
-            j.payload = json(&p)?;
-            tx.put(&j)?;
             Ok(())
         })
     }
