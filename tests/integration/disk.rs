@@ -12,6 +12,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+/// The conversation's messages (its first 100), checked to hold every acknowledged one
+/// (`what` ends the failure message: "kept", "readable", ...).
+async fn messages_kept(s: &Server, token: &str, conv: &str, acked: &[String], what: &str) -> Resp {
+    let msgs = s
+        .get(
+            &format!("/api/conversations/{conv}/messages?limit=100"),
+            token,
+        )
+        .await;
+    msgs.expect(200);
+    for m in acked {
+        assert!(msgs.text.contains(m.as_str()), "acknowledged {m} {what}");
+    }
+    msgs
+}
+
 /// A tmpfs mounted on a temp dir, unmounted on drop.
 struct Tmpfs(PathBuf);
 
@@ -260,16 +276,7 @@ async fn read_only_data_directory_answers_503_and_keeps_everything() {
     .await
     .expect_err(503, "storage_read_only");
     // Reads go on, and show everything acknowledged (and nothing refused).
-    let msgs = s
-        .get(
-            &format!("/api/conversations/{conv}/messages?limit=100"),
-            &a.token,
-        )
-        .await;
-    msgs.expect(200);
-    for m in &acked {
-        assert!(msgs.text.contains(m.as_str()), "acknowledged {m} readable");
-    }
+    let msgs = messages_kept(&s, &a.token, &conv, &acked, "readable").await;
     assert!(
         !msgs.text.contains("while read-only"),
         "nothing half-written"
@@ -301,19 +308,7 @@ async fn read_only_data_directory_answers_503_and_keeps_everything() {
     fs.remount_repaired();
     let s = start_in(dir.clone(), |c| c.disk_reserve_mb = 2).await;
     let b = s.login("owner@ro.test", "password-123").await;
-    let msgs = s
-        .get(
-            &format!("/api/conversations/{conv}/messages?limit=100"),
-            &b.token,
-        )
-        .await;
-    msgs.expect(200);
-    for m in &acked {
-        assert!(
-            msgs.text.contains(m.as_str()),
-            "acknowledged {m} kept after the repair"
-        );
-    }
+    let msgs = messages_kept(&s, &b.token, &conv, &acked, "kept after the repair").await;
     assert!(!msgs.text.contains("while read-only"));
     let d = s.get(&format!("/api/documents/{doc}"), &b.token).await;
     d.expect(200);
@@ -401,16 +396,7 @@ async fn disk_full_answers_507_and_recovers() {
         .post("/api/agents", Some(&a.token), json!({"name": "Another"}))
         .await;
     r.expect_err(507, "insufficient_storage");
-    let msgs = s
-        .get(
-            &format!("/api/conversations/{conv}/messages?limit=100"),
-            &a.token,
-        )
-        .await;
-    msgs.expect(200);
-    for m in &acked {
-        assert!(msgs.text.contains(m.as_str()), "acknowledged {m} kept");
-    }
+    let msgs = messages_kept(&s, &a.token, &conv, &acked, "kept").await;
     assert!(!msgs.text.contains("while full"), "nothing half-written");
     s.get("/api/agents", &a.token).await.expect(200);
 
@@ -451,33 +437,12 @@ async fn disk_full_answers_507_and_recovers() {
     let r = post("recovered".into()).await;
     r.expect(201);
     acked.push(id(&r.body["message"]));
-    let msgs = s
-        .get(
-            &format!("/api/conversations/{conv}/messages?limit=100"),
-            &a.token,
-        )
-        .await;
-    msgs.expect(200);
-    for m in &acked {
-        assert!(msgs.text.contains(m.as_str()), "acknowledged {m} kept");
-    }
+    messages_kept(&s, &a.token, &conv, &acked, "kept").await;
     s.stop().await;
 
     // And after a restart on the same directory, every acknowledged message is there.
     let s = start_in(dir.clone(), |c| c.disk_reserve_mb = 2).await;
     let b = s.login("owner@disk.test", "password-123").await;
-    let msgs = s
-        .get(
-            &format!("/api/conversations/{conv}/messages?limit=100"),
-            &b.token,
-        )
-        .await;
-    msgs.expect(200);
-    for m in &acked {
-        assert!(
-            msgs.text.contains(m.as_str()),
-            "acknowledged {m} kept after restart"
-        );
-    }
+    messages_kept(&s, &b.token, &conv, &acked, "kept after restart").await;
     s.stop().await;
 }
