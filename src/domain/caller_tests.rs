@@ -32,6 +32,41 @@ pub(super) fn services(dir: &std::path::Path) -> Services {
     }
 }
 
+/// The usual world of a domain test: services on a fresh data directory, one tenant
+/// ("Shop"), its admin and one agent made from `agent`.
+pub(super) struct Shop {
+    pub s: Services,
+    pub tenant: Tenant,
+    pub admin: Caller,
+    pub agent: Agent,
+    /// Kept so the data directory lives as long as the services.
+    pub dir: tempfile::TempDir,
+}
+
+pub(super) fn shop(agent: AgentInput) -> Shop {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = services(dir.path());
+    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
+    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
+    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
+    let agent = s.create_agent(&admin, agent).expect("agent");
+    Shop {
+        s,
+        tenant,
+        admin,
+        agent,
+        dir,
+    }
+}
+
+/// An agent input with only a name.
+pub(super) fn named(name: &str) -> AgentInput {
+    AgentInput {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
 fn job(tenant: &TenantId) -> Job {
     Job {
         id: JobId::new(),
@@ -64,20 +99,13 @@ fn not_found(r: Result<impl std::fmt::Debug, Error>) {
 
 #[test]
 fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = services(dir.path());
-    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
-    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
-    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
-    let agent = s
-        .create_agent(
-            &admin,
-            AgentInput {
-                name: Some("Support".into()),
-                ..Default::default()
-            },
-        )
-        .expect("agent");
+    let Shop {
+        s,
+        tenant,
+        admin,
+        agent,
+        dir: _dir,
+    } = shop(named("Support"));
     let channel = Channel {
         id: ChannelId::new(),
         tenant_id: tenant.id.clone(),
@@ -190,20 +218,13 @@ fn webhooks_visitors_and_jobs_do_only_their_narrow_thing() {
 /// an earlier message counts even when it was stored after this turn's message.
 #[test]
 fn a_turns_history_skips_later_customer_messages_but_not_later_answers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = services(dir.path());
-    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
-    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
-    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
-    let agent = s
-        .create_agent(
-            &admin,
-            AgentInput {
-                name: Some("Support".into()),
-                ..Default::default()
-            },
-        )
-        .expect("agent");
+    let Shop {
+        s,
+        tenant,
+        admin,
+        agent,
+        dir: _dir,
+    } = shop(named("Support"));
     let conv = s
         .create_conversation(&admin, &agent.id, None, Customer::default())
         .expect("conversation");

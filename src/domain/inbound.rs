@@ -1207,26 +1207,18 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::agents::AgentInput;
-    use crate::domain::caller_tests::services;
+    use crate::domain::caller_tests::{Shop, named, shop};
     use crate::domain::channels::ChannelInput;
 
     #[test]
     fn a_channel_paused_or_deleted_while_its_job_runs_gets_no_conversation() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = services(dir.path());
-        let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
-        let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
-        let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
-        let agent = s
-            .create_agent(
-                &admin,
-                AgentInput {
-                    name: Some("Ava".into()),
-                    ..Default::default()
-                },
-            )
-            .expect("agent");
+        let Shop {
+            s,
+            tenant,
+            admin,
+            agent,
+            dir: _dir,
+        } = shop(named("Ava"));
         let channel = s
             .create_channel(
                 &admin,

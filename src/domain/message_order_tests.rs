@@ -3,7 +3,7 @@
 use super::Error;
 use super::agents::AgentInput;
 use super::analytics::{Outcome, TurnStats};
-use super::caller_tests::services;
+use super::caller_tests::{Shop, named, shop};
 use crate::auth::Caller;
 use crate::model::*;
 use crate::types::*;
@@ -29,21 +29,17 @@ fn answer(conv: &Conversation, content: &str) -> Message {
 
 #[test]
 fn seq_is_commit_order_and_replay_follows_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = services(dir.path());
-    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
-    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
-    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
-    let agent = s
-        .create_agent(
-            &admin,
-            AgentInput {
-                name: Some("Support".into()),
-                greeting: Some(Some("Hi!".into())),
-                ..Default::default()
-            },
-        )
-        .expect("agent");
+    let Shop {
+        s,
+        tenant,
+        admin,
+        agent,
+        dir: _dir,
+    } = shop(AgentInput {
+        name: Some("Support".into()),
+        greeting: Some(Some("Hi!".into())),
+        ..Default::default()
+    });
     let conv = s
         .create_conversation(&admin, &agent.id, None, Customer::default())
         .expect("conversation");
@@ -144,20 +140,13 @@ fn seq_is_commit_order_and_replay_follows_it() {
 
 #[test]
 fn a_resend_with_the_same_client_id_stores_nothing_new() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = services(dir.path());
-    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
-    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
-    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
-    let agent = s
-        .create_agent(
-            &admin,
-            AgentInput {
-                name: Some("Support".into()),
-                ..Default::default()
-            },
-        )
-        .expect("agent");
+    let Shop {
+        s,
+        tenant: _,
+        admin,
+        agent,
+        dir: _dir,
+    } = shop(named("Support"));
     let conv = s
         .create_conversation(&admin, &agent.id, None, Customer::default())
         .expect("conversation");

@@ -2,8 +2,7 @@
 //! and ratings, against a real store.
 
 use super::*;
-use crate::domain::agents::AgentInput;
-use crate::domain::caller_tests::services;
+use crate::domain::caller_tests::{Shop, named, shop};
 use crate::domain::channels::{ChannelInput, WebInput};
 
 struct World {
@@ -14,20 +13,13 @@ struct World {
 }
 
 fn world(web: WebInput) -> World {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = services(dir.path());
-    let root = Caller::test_staff(&TenantId::platform(), Role::PlatformAdmin);
-    let tenant = s.create_tenant(&root, "Shop", None).expect("tenant");
-    let admin = Caller::test_staff(&tenant.id, Role::TenantAdmin);
-    let agent = s
-        .create_agent(
-            &admin,
-            AgentInput {
-                name: Some("Ava".into()),
-                ..Default::default()
-            },
-        )
-        .expect("agent");
+    let Shop {
+        s,
+        tenant: _,
+        admin,
+        agent,
+        dir,
+    } = shop(named("Ava"));
     let channel = s
         .create_channel(
             &admin,
