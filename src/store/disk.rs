@@ -14,6 +14,7 @@
 //! write first opens the small probe file [`WRITE_PROBE`] for writing (two syscalls; nothing
 //! is written to it).
 
+use super::view::View;
 use super::{Error, Result, Store};
 use redb::ReadableDatabase;
 use std::path::Path;
@@ -59,9 +60,11 @@ pub(super) fn open_db(path: &Path, cache_bytes: usize) -> Result<redb::Database>
 
 /// The database handle, replaced after a disk error.
 pub(super) struct Db {
-    inner: RwLock<Option<redb::Database>>,
+    inner: RwLock<Option<Handle>>,
     /// An I/O error was latched: reopen before the next use.
     failed: AtomicBool,
+    /// The handle is a read-only view (see `view`): a write reopens the file first.
+    viewing: AtomicBool,
     cache_bytes: usize,
     /// Writes are refused while less than this many bytes are free.
     reserve: AtomicU64,
@@ -69,8 +72,31 @@ pub(super) struct Db {
     epoch: AtomicU64,
 }
 
+/// The open database: the store file, or a read-only view of it.
+enum Handle {
+    File(redb::Database),
+    View(View),
+}
+
+impl Handle {
+    fn db(&self) -> &redb::Database {
+        match self {
+            Handle::File(db) => db,
+            Handle::View(v) => &v.db,
+        }
+    }
+
+    /// Lets go of the file; a view stops reading it at once (see `view`).
+    fn close(self) {
+        match self {
+            Handle::File(db) => drop(db),
+            Handle::View(v) => v.close(),
+        }
+    }
+}
+
 /// A read guard on a database that is there.
-pub(super) struct DbGuard<'a>(RwLockReadGuard<'a, Option<redb::Database>>);
+pub(super) struct DbGuard<'a>(RwLockReadGuard<'a, Option<Handle>>);
 
 impl std::ops::Deref for DbGuard<'_> {
     type Target = redb::Database;
@@ -78,6 +104,7 @@ impl std::ops::Deref for DbGuard<'_> {
         self.0
             .as_ref()
             .expect("BUG: DbGuard made only for an open database")
+            .db()
     }
 }
 
@@ -88,8 +115,9 @@ fn is_disk_error(e: &Error) -> bool {
 impl Db {
     pub(super) fn new(db: redb::Database, cache_bytes: usize) -> Self {
         Db {
-            inner: RwLock::new(Some(db)),
+            inner: RwLock::new(Some(Handle::File(db))),
             failed: AtomicBool::new(false),
+            viewing: AtomicBool::new(false),
             cache_bytes,
             reserve: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
@@ -117,48 +145,90 @@ impl Db {
     /// Passes `e` on, remembering a latched I/O error so the next use reopens.
     pub(super) fn note(&self, e: Error) -> Error {
         if is_disk_error(&e) && !self.failed.swap(true, Ordering::AcqRel) {
-            tracing::error!(error = %e, "a store write failed on the disk; the store is reopened at the next request");
+            tracing::error!(error = %e, "a store operation failed on the disk; the store is reopened at the next request");
         }
         e
     }
 
-    /// Reopens the database after a latched I/O error. In-flight transactions keep the old
-    /// file open; until they end the reopen fails and is tried again at the next use.
-    fn heal(&self, path: &Path) -> Result<()> {
-        if !self.failed.load(Ordering::Acquire) {
+    /// Whether the handle must be replaced before a read (`write` false) or a write.
+    fn stale(&self, write: bool) -> bool {
+        self.failed.load(Ordering::Acquire) || (write && self.viewing.load(Ordering::Acquire))
+    }
+
+    /// Reopens the database after a latched I/O error, or (for a write) when only a view is
+    /// open. When the file cannot be opened for writing (the disk is read-only or full: the
+    /// repair that every reopen after a failed commit needs writes), a read-only view of it
+    /// takes its place, so reads go on with everything acknowledged, and the next write tries
+    /// the file again. In-flight transactions of a failed handle may keep its file lock until
+    /// they end; the reopen is then tried again at the next use.
+    fn heal(&self, path: &Path, write: bool) -> Result<()> {
+        if !self.stale(write) {
             return Ok(());
         }
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if !self.failed.load(Ordering::Acquire) {
+        if !self.stale(write) {
             return Ok(());
         }
+        let was_viewing = self.viewing.load(Ordering::Acquire);
         // The old handle must close (its file lock with it) before the file opens again.
-        *g = None;
-        match open_db(path, self.cache_bytes) {
+        if let Some(h) = g.take() {
+            h.close();
+        }
+        let e = match open_db(path, self.cache_bytes) {
             Ok(db) => {
-                *g = Some(db);
-                self.epoch.fetch_add(1, Ordering::AcqRel);
-                self.failed.store(false, Ordering::Release);
+                *g = Some(Handle::File(db));
+                self.reopened(false);
                 tracing::info!("store reopened after a disk error");
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "reopening the store failed; trying again at the next request");
-                Err(Error::Unavailable(e.to_string()))
+            Err(e) => e,
+        };
+        match View::open(path, self.cache_bytes) {
+            Ok(view) => {
+                *g = Some(Handle::View(view));
+                self.reopened(true);
+                if !was_viewing {
+                    tracing::warn!(error = %e, "the store cannot be opened for writing; reads go on from its last durable commit, and the next write once the disk takes writes reopens it");
+                }
+            }
+            Err(ve) => {
+                tracing::warn!(error = %e, view = %ve, "reopening the store failed; trying again at the next request");
+                return Err(Error::Unavailable(e.to_string()));
             }
         }
+        if !write {
+            return Ok(());
+        }
+        // The write is told why: the disk's own error (507 / 503 read-only) when there is one.
+        Err(match e.io_kind() {
+            Some(_) => e,
+            None => Error::Unavailable(e.to_string()),
+        })
+    }
+
+    fn reopened(&self, view: bool) {
+        metrics::counter!("store_reopens_total", "view" => if view { "yes" } else { "no" })
+            .increment(1);
+        self.viewing.store(view, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.failed.store(false, Ordering::Release);
+    }
+
+    /// Whether only a read-only view of the store is open (writes reopen the file first).
+    pub(super) fn viewing(&self) -> bool {
+        self.viewing.load(Ordering::Acquire)
     }
 }
 
 impl Store {
     pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction> {
-        self.db.heal(&self.path)?;
+        self.db.heal(&self.path, false)?;
         let db = self.db.get()?;
         db.begin_read().map_err(|e| self.db.note(e.into()))
     }
 
     pub(super) fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        self.db.heal(&self.path)?;
+        self.db.heal(&self.path, true)?;
         let db = self.db.get()?;
         db.begin_write().map_err(|e| self.db.note(e.into()))
     }
@@ -217,6 +287,18 @@ impl Store {
 }
 
 impl Store {
+    /// How many times the store file was reopened after a disk error (a read-only view
+    /// counts; see `view`).
+    pub fn reopens(&self) -> u64 {
+        self.db.epoch()
+    }
+
+    /// Whether reads are served from a read-only view of the store file because it could not
+    /// be reopened for writing yet; the next write tries again.
+    pub fn read_only_view(&self) -> bool {
+        self.db.viewing()
+    }
+
     /// Whether writes go through now (see [`check_space`](Self::check_space)). Blocking
     /// (statvfs and an open).
     pub fn disk_state(&self) -> DiskState {
@@ -250,5 +332,44 @@ mod tests {
         );
         store.set_disk_reserve(0);
         store.write(|_| Ok::<_, Error>(())).expect("writes again");
+    }
+
+    #[test]
+    fn reads_go_on_from_a_view_while_the_file_cannot_be_reopened_and_writes_come_back() {
+        use super::super::Index;
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let put = |k: &str| store.write(|tx| tx.index_insert_new(Index::WidgetKey, k, "t/v"));
+        let get = |k: &str| store.read(|tx| tx.index_get(Index::WidgetKey, k));
+        assert!(put("acked").expect("write"));
+        // A write transaction of the failed handle outlives it: the file stays locked, so
+        // the reopen for writing fails, as it does on a read-only or full disk.
+        let held = {
+            let db = store.db.get().expect("db");
+            db.begin_write().expect("tx")
+        };
+        let _ = store.db.note(Error::Db(redb::Error::PreviousIo));
+        assert_eq!(
+            get("acked").expect("a read goes on").as_deref(),
+            Some("t/v")
+        );
+        assert!(store.read_only_view());
+        let reopens = store.reopens();
+        assert!(reopens >= 1);
+        let e = put("refused").expect_err("no write through a view");
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert_eq!(get("refused").expect("read"), None);
+        // The file is free again: the next write reopens it for writing.
+        drop(held);
+        assert!(put("after").expect("writes again"));
+        assert!(!store.read_only_view());
+        assert!(store.reopens() > reopens);
+        assert_eq!(get("acked").expect("read").as_deref(), Some("t/v"));
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).expect("open again");
+        let get = |k: &str| store.read(|tx| tx.index_get(Index::WidgetKey, k));
+        assert_eq!(get("acked").expect("read").as_deref(), Some("t/v"));
+        assert_eq!(get("after").expect("read").as_deref(), Some("t/v"));
+        assert_eq!(get("refused").expect("read"), None);
     }
 }

@@ -12,6 +12,7 @@ mod dump;
 mod gate;
 mod group;
 mod migrate;
+mod view;
 
 use crate::model::*;
 use crate::types::TenantId;

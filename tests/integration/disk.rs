@@ -1,9 +1,10 @@
 //! A full disk: writes answer 507 with nothing written, reads go on, nothing acknowledged is
 //! lost, and writes work again once space is back. The data directory is a small tmpfs.
 //! A read-only disk: the data directory is an ext4 image on a loop device that an error
-//! turns read-only under the running server (`errors=remount-ro`); writes answer 503, reads
-//! go on, and after a repair and a restart everything acknowledged is there. Both need root
-//! to mount; skipped loudly otherwise, failed under AIGENTABLE_REQUIRE_MOUNT=1.
+//! turns read-only under the running server (`errors=remount-ro`) in the middle of a commit;
+//! writes answer 503, reads go on (from a read-only view of the store), and after a repair and
+//! a restart everything acknowledged is there. Both need root to mount; skipped loudly
+//! otherwise, failed under AIGENTABLE_REQUIRE_MOUNT=1.
 
 use crate::common::*;
 use serde_json::json;
@@ -219,9 +220,8 @@ async fn read_only_data_directory_answers_503_and_keeps_everything() {
         None,
     )
     .await;
-    // Processed, and its job ended, before the failure: no background commit is in flight
-    // when it comes. (One that is makes redb fail for reads too until the filesystem is
-    // writable again: see the README.)
+    // Processed, and its job ended, before the failure: the only commit the failure meets
+    // is the one below.
     assert_eq!(wait_done(&s, &a.token, &doc).await["status"], "ready");
     let ten = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant");
     let jobs = s
@@ -239,8 +239,17 @@ async fn read_only_data_directory_answers_503_and_keeps_everything() {
         (&json!("ok"), &json!("ok"))
     );
 
-    // The filesystem fails and turns read-only under the running server.
-    fs.fail();
+    // The filesystem fails and turns read-only under the running server, in the middle of a
+    // commit (as a background job's could be): past the check for a read-only disk, before
+    // redb writes. That commit is not acknowledged, and redb refuses its handle from then on.
+    let store = s.svc.store.clone();
+    let mid_commit = store.write(|tx| {
+        tx.index_insert_new(aigentable::store::Index::WidgetKey, "mid-commit", "t/x")?;
+        fs.fail();
+        Ok::<_, aigentable::store::Error>(())
+    });
+    assert!(mid_commit.is_err(), "a commit on a read-only disk failed");
+    let reopens = store.reopens();
     let r = s
         .post(
             &format!("/api/conversations/{conv}/messages"),
@@ -275,8 +284,11 @@ async fn read_only_data_directory_answers_503_and_keeps_everything() {
     )
     .await
     .expect_err(503, "storage_read_only");
-    // Reads go on, and show everything acknowledged (and nothing refused).
+    // Reads go on, and show everything acknowledged (and nothing refused): the store file
+    // cannot be reopened for writing, so a read-only view of it serves them.
     let msgs = messages_kept(&s, &a.token, &conv, &acked, "readable").await;
+    assert!(store.read_only_view(), "reads come from a view");
+    assert!(store.reopens() > reopens, "the failed handle was replaced");
     assert!(
         !msgs.text.contains("while read-only"),
         "nothing half-written"
@@ -303,6 +315,7 @@ async fn read_only_data_directory_answers_503_and_keeps_everything() {
     assert_eq!(h.body["storage"], "ok", "reads work: {}", h.text);
     // Stopping on a read-only filesystem: no panic, no hang (the server task ends cleanly).
     s.stop().await;
+    drop(store);
 
     // Repaired and mounted again, a restarted server has every acknowledged write.
     fs.remount_repaired();
@@ -420,6 +433,7 @@ async fn disk_full_answers_507_and_recovers() {
     s.svc.store.set_disk_reserve(0);
     let filler = fill(dir.path());
     let mut refused = 0;
+    let reopens = s.svc.store.reopens();
     for i in 0..20 {
         let r = post(format!("squeezed {i} {}", "x".repeat(30_000))).await;
         match r.status.as_u16() {
@@ -431,12 +445,22 @@ async fn disk_full_answers_507_and_recovers() {
             503 => assert_eq!(r.code(), "storage_unavailable", "{}", r.text),
             other => panic!("unexpected {other}: {}", r.text),
         }
+        // Reads go on after every failed commit, with everything acknowledged so far (from
+        // the file reopened, or from a read-only view of it while the repair that a reopen
+        // needs finds no room).
+        messages_kept(&s, &a.token, &conv, &acked, "readable while full").await;
     }
     assert!(refused > 0, "a full disk was met");
+    assert!(
+        s.svc.store.reopens() > reopens,
+        "a commit failed on the disk and the store was reopened"
+    );
+    // Space comes back: the next write reopens the file for writing, without a restart.
     std::fs::remove_file(&filler).expect("free");
     let r = post("recovered".into()).await;
     r.expect(201);
     acked.push(id(&r.body["message"]));
+    assert!(!s.svc.store.read_only_view(), "writing to the file again");
     messages_kept(&s, &a.token, &conv, &acked, "kept").await;
     s.stop().await;
 
