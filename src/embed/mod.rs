@@ -19,8 +19,8 @@ pub use onnx::{DEFAULT_ONNX_FILE, INT8_ONNX_FILE, variant_of};
 pub use onnx::{DEFAULT_QUERY_CACHE, OnnxEmbedder, OnnxOptions, default_sessions};
 pub use openai::{OpenAiEmbedder, RetryPolicy};
 pub use resolve::{
-    Found, FoundModel, Location, default_graph, default_model, exe_dir, find_runtime, graphs_in,
-    is_model_folder, model_folders, model_roots, resolve,
+    Found, FoundModel, Location, default_graph, default_model, exe_dir, find_by_id, find_runtime,
+    graphs_in, is_model_folder, model_folders, model_roots, resolve,
 };
 pub use runtime::{environment as ort_environment, loaded_path as ort_loaded_path};
 
@@ -191,6 +191,11 @@ pub struct Resolved {
     /// `onnx all-MiniLM-L6-v2 (384 dims, fp32, 2 threads) from /path` or
     /// `none: keyword retrieval only (no model found at <data>/models/default)`.
     pub description: String,
+    /// Settings that load this same model again, with nothing left to discovery (a local
+    /// model's folder and graph explicit; never the API key): what the knowledge base records
+    /// of the server's model, so that after the operator changes it the previous one can
+    /// still answer while tenants are re-embedded. None when keyword-only.
+    pub source: Option<Settings>,
 }
 
 impl std::fmt::Debug for Resolved {

@@ -65,6 +65,7 @@ fn resolve_with(
             embedder: None,
             model_dir: None,
             description: "none: keyword retrieval only (EMBEDDINGS_PROVIDER=none)".into(),
+            source: None,
         }),
         Some(Provider::Openai) => openai(settings),
         Some(Provider::Onnx) => {
@@ -120,6 +121,7 @@ fn resolve_with(
                             .unwrap_or_default(),
                         runtime_dir.display()
                     ),
+                    source: None,
                 }),
                 _ => Ok(Resolved {
                     embedder: None,
@@ -129,6 +131,7 @@ fn resolve_with(
                         model_dir.display(),
                         found.why_none.map(|w| format!("; {w}")).unwrap_or_default()
                     ),
+                    source: None,
                 }),
             }
         }
@@ -150,10 +153,26 @@ fn onnx(settings: &Settings, model_dir: &Path, ort: &Path) -> Result<Resolved, E
         },
     )?;
     let description = embedder.description();
+    let graph = embedder.graph_path();
+    let source = Settings {
+        provider: Some(Provider::Onnx),
+        model_dir: Some(model_dir.to_path_buf()),
+        ort_dylib_path: Some(ort.to_path_buf()),
+        // Relative to the folder when it is inside it (it always is), as configured.
+        onnx_file: Some(
+            graph
+                .strip_prefix(std::fs::canonicalize(model_dir).unwrap_or_default())
+                .unwrap_or(graph)
+                .to_path_buf(),
+        ),
+        api_key: None,
+        ..settings.clone()
+    };
     Ok(Resolved {
         embedder: Some(Arc::new(embedder) as Arc<dyn Embedder>),
         model_dir: Some(model_dir.to_path_buf()),
         description,
+        source: Some(source),
     })
 }
 
@@ -176,7 +195,76 @@ fn openai(settings: &Settings) -> Result<Resolved, Error> {
         embedder: Some(Arc::new(embedder) as Arc<dyn Embedder>),
         model_dir: None,
         description,
+        source: Some(Settings {
+            provider: Some(Provider::Openai),
+            api_key: None,
+            ..settings.clone()
+        }),
     })
+}
+
+/// Looks for the local model whose id is `model_id` (`onnx:<folder>:<variant>:...`) in the
+/// model folders under `roots`: folders of that name, graphs of that variant, each loaded
+/// with `base` (lengths, threads, runtime) and kept only when it is that very model. `skip`
+/// is a graph not to try (the one already loaded under another id: its files changed).
+/// `Err` says where it looked and what it found instead. Blocking (loads candidates).
+pub fn find_by_id(
+    model_id: &str,
+    base: &Settings,
+    data_dir: &Path,
+    roots: &[PathBuf],
+    skip: Option<&Path>,
+) -> Result<Resolved, String> {
+    let mut parts = model_id.split(':');
+    let (Some("onnx"), Some(name), Some(variant)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("{model_id} is not a local model"));
+    };
+    let mut tried = Vec::new();
+    for root in roots {
+        for folder in model_folders(root) {
+            let canonical = std::fs::canonicalize(&folder).unwrap_or_else(|_| folder.clone());
+            if canonical.file_name().and_then(|n| n.to_str()) != Some(name) {
+                continue;
+            }
+            for graph in graphs_in(&folder) {
+                let path = canonical.join(&graph);
+                if super::variant_of(&graph) != variant || Some(path.as_path()) == skip {
+                    continue;
+                }
+                let settings = Settings {
+                    provider: Some(Provider::Onnx),
+                    model_dir: Some(folder.clone()),
+                    onnx_file: Some(graph.clone()),
+                    ..base.clone()
+                };
+                match resolve(&settings, data_dir) {
+                    Ok(r) if r.embedder.as_ref().map(|e| e.model_id()) == Some(model_id) => {
+                        return Ok(r);
+                    }
+                    Ok(r) => tried.push(format!(
+                        "{} is {}",
+                        path.display(),
+                        r.embedder
+                            .as_ref()
+                            .map(|e| e.model_id())
+                            .unwrap_or("no model")
+                    )),
+                    Err(e) => tried.push(format!("{}: {e}", path.display())),
+                }
+            }
+        }
+    }
+    let looked: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    Err(format!(
+        "no model folder named {name} with a {variant} graph of that model in {}{}",
+        looked.join(", "),
+        if tried.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", tried.join("; "))
+        }
+    ))
 }
 
 /// Where an installed model folder lives.
@@ -638,6 +726,83 @@ mod tests {
         );
         assert_eq!(e.dimensions(), 384);
         assert_eq!(r.model_dir.as_deref(), Some(m.as_path()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_model_is_found_again_by_its_id_and_only_by_it() {
+        let Some((model, ort)) =
+            crate::test_model::model_and_runtime("a_model_is_found_again_by_its_id_and_only_by_it")
+        else {
+            return;
+        };
+        let data = tempfile::tempdir().unwrap();
+        let roots = [data.path().join("models")];
+        let m = roots[0].join("mini");
+        std::fs::create_dir_all(m.join("onnx")).unwrap();
+        for f in ["tokenizer.json", "tokenizer_config.json", "config.json"] {
+            std::os::unix::fs::symlink(model.join(f), m.join(f)).unwrap();
+        }
+        std::os::unix::fs::symlink(
+            model.join("onnx/model_quantized.onnx"),
+            m.join("onnx/model_quantized.onnx"),
+        )
+        .unwrap();
+        let base = Settings {
+            ort_dylib_path: Some(ort),
+            ..Settings::default()
+        };
+        let loaded = resolve(
+            &Settings {
+                model_dir: Some(m.clone()),
+                ..base.clone()
+            },
+            data.path(),
+        )
+        .unwrap();
+        let id = loaded.embedder.unwrap().model_id().to_string();
+        assert!(id.starts_with("onnx:mini:int8:"), "{id}");
+        // Its settings load it again without discovery.
+        let source = loaded.source.unwrap();
+        assert_eq!(
+            source.onnx_file.as_deref(),
+            Some(Path::new("onnx/model_quantized.onnx"))
+        );
+        assert_eq!(
+            resolve(&source, data.path())
+                .unwrap()
+                .embedder
+                .unwrap()
+                .model_id(),
+            id
+        );
+
+        let found = find_by_id(&id, &base, data.path(), &roots, None).unwrap();
+        assert_eq!(found.embedder.unwrap().model_id(), id);
+        // The graph to skip (the one loaded under another id) is not tried.
+        let graph = std::fs::canonicalize(&m)
+            .unwrap()
+            .join("onnx/model_quantized.onnx");
+        let err = find_by_id(&id, &base, data.path(), &roots, Some(&graph))
+            .err()
+            .unwrap();
+        assert!(err.contains("no model folder named mini"), "{err}");
+        // Same name and variant, other bytes: tried, named, refused.
+        let other = id.replace(":int8:", ":int8:0").to_string();
+        let err = find_by_id(&other, &base, data.path(), &roots, None)
+            .err()
+            .unwrap();
+        assert!(err.contains(&id), "{err}");
+        assert!(
+            find_by_id(
+                "openai:text-embedding-3-small",
+                &base,
+                data.path(),
+                &roots,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -94,13 +94,45 @@ pub enum VectorStatus {
 }
 
 /// A tenant's model change as loaded: the switch recorded in its settings and the old
-/// space it names (`None` when that model cannot be loaded any more: searches then use the
-/// new space, whatever it holds so far).
+/// space it names, or why that model cannot be loaded (then the tenant's searches are
+/// keyword-only until re-embedding ends: the new model's index is still partial).
 #[derive(Clone)]
 struct Switch {
     record: EmbeddingSwitch,
-    from: Option<Arc<Space>>,
+    from: Result<Arc<Space>, Missing>,
 }
+
+/// Why the old model of a change cannot answer searches, and when loading it is tried again.
+#[derive(Clone, Debug)]
+struct Missing {
+    reason: String,
+    retry_at: Timestamp,
+}
+
+/// What answers a tenant's searches while it changes model.
+pub(crate) enum Bridge {
+    /// No change of model under way.
+    None,
+    /// The old model and its complete index.
+    Old(Arc<Space>),
+    /// A change is under way but its old model cannot be loaded: keyword search until it
+    /// ends, for this reason.
+    Missing(String),
+}
+
+/// A model the server used by default, recorded so that after the operator changes it the
+/// previous one can be loaded again to answer searches while tenants are re-embedded.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerModel {
+    model_id: String,
+    settings: embed::Settings,
+}
+
+/// The server's models, newest first, in `<data>/index/`.
+const SERVER_MODELS_FILE: &str = "server-models.json";
+/// Server models remembered (each a few hundred bytes).
+const SERVER_MODELS_KEPT: usize = 8;
 
 /// How far a tenant's re-embedding has come: chunks with a vector of the new model, of all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,6 +164,10 @@ pub struct Knowledge {
     global_description: String,
     /// The folder of the global model when it is local (discovery may have chosen it).
     global_model_dir: Option<std::path::PathBuf>,
+    /// The global model's graph file (canonical), when it is local.
+    global_graph: Option<PathBuf>,
+    /// Earlier server models (not the current one), newest first: see [`ServerModel`].
+    previous_server_models: Vec<ServerModel>,
     /// Spaces of tenants that override the embedding settings, by settings key.
     overrides: Mutex<HashMap<String, Arc<Space>>>,
     /// One lock per settings key while its space loads: two loads of one key would open the
@@ -181,6 +217,18 @@ impl Knowledge {
         let resolved = embed::resolve(settings, &cfg.data_dir)?;
         let global_description = resolved.description.clone();
         let global_model_dir = resolved.model_dir.clone();
+        let global_graph = resolved.source.as_ref().and_then(|s| {
+            let dir = std::fs::canonicalize(s.model_dir.as_ref()?).ok()?;
+            Some(dir.join(s.onnx_file.as_ref()?))
+        });
+        let current = match (&resolved.embedder, &resolved.source) {
+            (Some(e), Some(settings)) => Some(ServerModel {
+                model_id: e.model_id().to_string(),
+                settings: settings.clone(),
+            }),
+            _ => None,
+        };
+        let previous_server_models = record_server_model(&index_dir, current);
         let global = match resolved.embedder {
             Some(e) => Some(Arc::new(Self::space(
                 &index_dir,
@@ -215,6 +263,8 @@ impl Knowledge {
             global,
             global_description,
             global_model_dir,
+            global_graph,
+            previous_server_models,
             overrides: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             outages: Mutex::new(HashMap::new()),
@@ -316,49 +366,84 @@ impl Knowledge {
 
     /// The space that answers a tenant's searches: while a change of model is re-embedding
     /// the tenant's chunks, the old model's (its index still holds every chunk; the new one
-    /// fills up meanwhile), else [`space_for`](Self::space_for). Blocking.
+    /// fills up meanwhile), else [`space_for`](Self::space_for). [`Error::Unavailable`] while
+    /// a change runs whose old model cannot be loaded (keyword search until it ends: the new
+    /// index is still partial). Blocking.
     pub fn search_space(&self, tenant: &TenantId) -> Result<Option<Arc<Space>>, Error> {
-        if let Some(from) = self.switch_from(tenant)? {
-            return Ok(Some(from));
+        match self.bridge(tenant)? {
+            Bridge::Old(from) => Ok(Some(from)),
+            Bridge::Missing(reason) => Err(Error::Unavailable(reason)),
+            Bridge::None => self.space_for(tenant),
         }
-        self.space_for(tenant)
     }
 
     /// The old model's space while a tenant's change of model re-embeds; `None` otherwise
     /// (or when the old model cannot be loaded: logged). Loads it after a restart.
     pub(crate) fn switch_from(&self, tenant: &TenantId) -> Result<Option<Arc<Space>>, Error> {
+        Ok(match self.bridge(tenant)? {
+            Bridge::Old(from) => Some(from),
+            Bridge::None | Bridge::Missing(_) => None,
+        })
+    }
+
+    /// What answers a tenant's searches while it changes model (loads the old model after a
+    /// restart; one that could not be loaded is tried again after [`RETRY_UNAVAILABLE`]).
+    pub(crate) fn bridge(&self, tenant: &TenantId) -> Result<Bridge, Error> {
         let settings = self
             .svc
             .tenant_settings(tenant)
             .map_err(|e| Error::Io(e.to_string()))?;
         let Some(record) = settings.embedding_switch else {
             lock(&self.switches).remove(tenant);
-            return Ok(None);
+            return Ok(Bridge::None);
         };
         // Recorded before a change that did not happen (or was undone): nothing to bridge.
-        if record.from == settings.embeddings {
-            return Ok(None);
+        // A tenant on the server's model bridges when the server's model is another now.
+        let same_model = match &record.from {
+            None => self.global_model().map(|(id, _)| id) == Some(record.from_model_id.as_str()),
+            Some(_) => true,
+        };
+        if record.from == settings.embeddings && same_model {
+            return Ok(Bridge::None);
         }
+        let now = self.svc.clock.now();
         if let Some(sw) = lock(&self.switches).get(tenant)
             && sw.record == record
         {
-            return Ok(sw.from.clone());
+            match &sw.from {
+                Ok(from) => return Ok(Bridge::Old(from.clone())),
+                Err(m) if now < m.retry_at => return Ok(Bridge::Missing(m.reason.clone())),
+                Err(_) => {}
+            }
         }
-        let from = self.load_switch_from(tenant, &record);
-        lock(&self.switches).insert(
-            tenant.clone(),
-            Switch {
-                record,
-                from: from.clone(),
-            },
-        );
-        Ok(from)
+        let from = self
+            .load_switch_from(tenant, &record)
+            .map_err(|reason| Missing {
+                reason,
+                retry_at: now + RETRY_UNAVAILABLE,
+            });
+        let bridge = match &from {
+            Ok(s) => Bridge::Old(s.clone()),
+            Err(m) => Bridge::Missing(m.reason.clone()),
+        };
+        lock(&self.switches).insert(tenant.clone(), Switch { record, from });
+        Ok(bridge)
     }
 
-    /// The space a recorded switch names, checked to be the model it was made with.
-    fn load_switch_from(&self, tenant: &TenantId, record: &EmbeddingSwitch) -> Option<Arc<Space>> {
+    /// The space a recorded switch names, checked to be the model it was made with; `Err`
+    /// says (and has logged) why it cannot be used.
+    fn load_switch_from(
+        &self,
+        tenant: &TenantId,
+        record: &EmbeddingSwitch,
+    ) -> Result<Arc<Space>, String> {
+        let model = &record.from_model_id;
         let loaded = match &record.from {
-            None => Ok(self.global.clone()),
+            None => match &self.global {
+                Some(g) if g.model_id() == model => Ok(Some(g.clone())),
+                // The operator changed the server's model since: load the previous one.
+                _ => self.previous_server_space(model).map(Some),
+            },
             Some(v) => {
                 let candidate = TenantSettings {
                     tenant_id: tenant.clone(),
@@ -366,20 +451,40 @@ impl Knowledge {
                     ..TenantSettings::default()
                 };
                 match tenant_embed_settings(&candidate, &self.svc) {
-                    Some(over) => self.override_space(&over, &settings_key(&over), false),
+                    Some(over) => self
+                        .override_space(&over, &settings_key(&over), false)
+                        .map_err(|e| e.to_string()),
                     None => Ok(None),
                 }
             }
         };
+        let follows_server = self
+            .svc
+            .tenant_settings(tenant)
+            .is_ok_and(|s| s.embeddings.is_none());
+        let to = match self.global_model() {
+            Some((id, _)) if follows_server => id.to_string(),
+            _ => "the new model".into(),
+        };
         let space = match loaded {
-            Ok(Some(s)) if s.model_id() == record.from_model_id => s,
-            Ok(_) => {
-                tracing::warn!(tenant = %tenant, model = %record.from_model_id, "the model a tenant had before its change of model is gone; its searches use the new model while re-embedding runs");
-                return None;
+            Ok(Some(s)) if s.model_id() == model => s,
+            Ok(other) => {
+                let reason = format!(
+                    "the previous embedding model {model} is gone ({}); keyword search until re-embedding with {to} ends",
+                    match other {
+                        Some(s) => format!("its settings now load {}", s.model_id()),
+                        None => "its settings load no model".into(),
+                    }
+                );
+                tracing::warn!(tenant = %tenant, model = %model, "{reason}");
+                return Err(reason);
             }
             Err(e) => {
-                tracing::warn!(tenant = %tenant, model = %record.from_model_id, error = %e, "the model a tenant had before its change of model does not load; its searches use the new model while re-embedding runs");
-                return None;
+                let reason = format!(
+                    "the previous embedding model {model} cannot be loaded: {e}; keyword search until re-embedding with {to} ends"
+                );
+                tracing::warn!(tenant = %tenant, model = %model, "{reason}");
+                return Err(reason);
             }
         };
         if space.index.needs_rebuild(tenant) {
@@ -390,7 +495,114 @@ impl Knowledge {
                 tracing::error!(tenant = %tenant, error = %e, "rebuilding the old model's vector index failed");
             }
         }
-        Some(space)
+        Ok(space)
+    }
+
+    /// A model the server used by default before, loaded again (once; cached like a tenant
+    /// override under `server:<model id>`) from the settings recorded when it was the
+    /// server's, else from any installed model folder that holds it (`<data>/models`, the
+    /// bundle's, the current model's neighbours). `Err` says where it looked. Blocking.
+    fn previous_server_space(&self, model_id: &str) -> Result<Arc<Space>, String> {
+        let key = format!("server:{model_id}");
+        if let Some(s) = lock(&self.overrides).get(&key).cloned() {
+            return Ok(s);
+        }
+        let gate = lock(&self.loading).entry(key.clone()).or_default().clone();
+        let _loading = lock(&gate);
+        if let Some(s) = lock(&self.overrides).get(&key).cloned() {
+            return Ok(s);
+        }
+        let data_dir = &self.svc.config.data_dir;
+        let mut why = Vec::new();
+        let mut found = None;
+        for m in self
+            .previous_server_models
+            .iter()
+            .filter(|m| m.model_id == model_id)
+        {
+            let graph = m.settings.model_dir.as_ref().and_then(|d| {
+                Some(
+                    std::fs::canonicalize(d)
+                        .ok()?
+                        .join(m.settings.onnx_file.as_ref()?),
+                )
+            });
+            let at = m
+                .settings
+                .model_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .or_else(|| m.settings.base_url.clone())
+                .unwrap_or_default();
+            if graph.is_some() && graph == self.global_graph {
+                // The same files now hold the server's new model.
+                why.push(format!("{at} now holds the server's current model"));
+                continue;
+            }
+            // One ONNX Runtime per process: the one loaded now, whatever it was then.
+            let settings = embed::Settings {
+                ort_dylib_path: embed::ort_loaded_path()
+                    .map(std::path::Path::to_path_buf)
+                    .or_else(|| m.settings.ort_dylib_path.clone()),
+                ..m.settings.clone()
+            };
+            // The key is never recorded: the server's own, when it is the same service.
+            let global = self.svc.config.embed_settings();
+            let settings = embed::Settings {
+                api_key: (settings.provider == Some(embed::Provider::Openai)
+                    && settings.base_url == global.base_url)
+                    .then_some(global.api_key)
+                    .flatten(),
+                ..settings
+            };
+            match embed::resolve(&settings, data_dir) {
+                Ok(r) if r.embedder.as_ref().map(|e| e.model_id()) == Some(model_id) => {
+                    found = Some(r);
+                    break;
+                }
+                Ok(r) => why.push(format!(
+                    "{at} now holds {}",
+                    r.embedder
+                        .as_ref()
+                        .map(|e| e.model_id())
+                        .unwrap_or("no model")
+                )),
+                Err(e) => why.push(format!("{at}: {e}")),
+            }
+        }
+        if found.is_none() {
+            let mut roots: Vec<PathBuf> = embed::model_roots(data_dir, embed::exe_dir().as_deref())
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            // Folders beside the current one (EMBEDDINGS_MODEL_DIR=/opt/models/<name>).
+            if let Some(parent) = self.global_model_dir.as_deref().and_then(|d| d.parent())
+                && !roots.iter().any(|r| r == parent)
+            {
+                roots.push(parent.to_path_buf());
+            }
+            match embed::find_by_id(
+                model_id,
+                &self.svc.config.embed_settings(),
+                data_dir,
+                &roots,
+                self.global_graph.as_deref(),
+            ) {
+                Ok(r) => found = Some(r),
+                Err(e) => why.push(e),
+            }
+        }
+        let Some(resolved) = found else {
+            return Err(format!("not found: {}", why.join("; ")));
+        };
+        let e = resolved.embedder.ok_or("no model")?;
+        let space = Self::space(&self.index_dir, e, resolved.description, key.clone())
+            .map_err(|e| e.to_string())?;
+        probe(&space)?;
+        tracing::info!(model = %model_id, "loaded the server's previous embedding model: it answers searches of tenants not yet re-embedded");
+        let space = Arc::new(space);
+        lock(&self.overrides).insert(key, space.clone());
+        Ok(space)
     }
 
     /// Records (or clears) a tenant's switch in its settings; nothing for a deleted tenant.
@@ -452,10 +664,7 @@ impl Knowledge {
                 }
             }
         }
-        if let Some(Switch {
-            from: Some(from), ..
-        }) = old
-        {
+        if let Some(Switch { from: Ok(from), .. }) = old {
             tracing::info!(tenant = %t, from = %from.model_id(), to = %to.model_id(), "re-embedding done: searches use the new model");
         }
         self.release_unused(&released);
@@ -478,6 +687,11 @@ impl Knowledge {
             };
             if let Some(over) = tenant_embed_settings(&s, &self.svc) {
                 used.insert(settings_key(&over));
+            }
+            if let Some(w) = &s.embedding_switch
+                && w.from.is_none()
+            {
+                used.insert(format!("server:{}", w.from_model_id));
             }
             if let Some(Some(from)) = s.embedding_switch.map(|w| w.from) {
                 let candidate = TenantSettings {
@@ -632,6 +846,9 @@ impl Knowledge {
 
     /// Whether a tenant's vector search works now. Blocking (may load a model).
     fn vector_status(&self, tenant: &TenantId) -> Result<VectorStatus, Error> {
+        if let Bridge::Missing(reason) = self.bridge(tenant)? {
+            return Ok(VectorStatus::Unavailable { reason });
+        }
         Ok(match self.space_for(tenant) {
             Ok(Some(space)) => VectorStatus::Ok {
                 model_id: space.model_id().to_string(),
@@ -748,11 +965,32 @@ impl Knowledge {
             .svc
             .store
             .read(|tx| tx.list::<Chunk>(t, None, None, 1, false))?;
-        let mismatched = sample
+        let previous = sample
             .items
             .first()
-            .is_some_and(|c| c.embedding_model.as_deref() != Some(space.model_id()));
-        if mismatched {
+            .map(|c| c.embedding_model.clone())
+            .filter(|m| m.as_deref() != Some(space.model_id()));
+        if let Some(previous) = previous {
+            // The operator changed the server's model: a tenant on it bridges like a change
+            // of its own, its searches answered by the previous model until re-embedded.
+            let follows_server = space.key.is_empty()
+                && self
+                    .svc
+                    .tenant_settings(t)
+                    .is_ok_and(|s| s.embeddings.is_none() && s.embedding_switch.is_none());
+            if let Some(from_model_id) = previous.filter(|_| follows_server) {
+                tracing::info!(tenant = %t, from = %from_model_id, to = %space.model_id(), "the server's embedding model changed: re-embedding this tenant's chunks while the previous model answers its searches");
+                self.set_switch(
+                    t,
+                    Some(EmbeddingSwitch {
+                        from: None,
+                        from_model_id,
+                    }),
+                )?;
+                self.bridge(t)?;
+                let p = self.count_embedded(t, space.model_id())?;
+                self.set_progress(t, Some(p));
+            }
             self.queue_reembed(t)?;
         } else if space.index.needs_rebuild(t) {
             tracing::warn!(tenant = %t, "vector index missing or damaged: rebuilding it from the store");
@@ -895,6 +1133,44 @@ impl Knowledge {
     }
 }
 
+/// Records the server's current model (`None`: keyword only) at the head of
+/// `<index>/server-models.json` and returns the earlier ones, newest first. A file that
+/// cannot be read or written costs only the bridge of a later change of the server's model
+/// (logged); it never stops the server.
+fn record_server_model(
+    index_dir: &std::path::Path,
+    current: Option<ServerModel>,
+) -> Vec<ServerModel> {
+    let path = index_dir.join(SERVER_MODELS_FILE);
+    let mut models: Vec<ServerModel> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "the record of earlier server embedding models does not parse; starting a new one");
+            Vec::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the record of earlier server embedding models");
+            Vec::new()
+        }
+    };
+    let Some(current) = current else {
+        return models;
+    };
+    models.retain(|m| m.model_id != current.model_id);
+    let previous = models.clone();
+    models.insert(0, current);
+    models.truncate(SERVER_MODELS_KEPT);
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec_pretty(&models)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record the server's embedding model; a later change of it will not find this one by its settings");
+    }
+    previous
+}
+
 enum OutageCheck {
     None,
     /// Still failing: not tried again before the retry time.
@@ -962,5 +1238,62 @@ fn tenant_embed_settings(s: &TenantSettings, svc: &Services) -> Option<embed::Se
 impl crate::domain::TenantIndexes for Knowledge {
     fn forget_tenant(&self, tenant: &TenantId) -> Result<(), String> {
         Knowledge::forget_tenant(self, tenant).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(id: &str, dir: &str) -> ServerModel {
+        ServerModel {
+            model_id: id.into(),
+            settings: embed::Settings {
+                provider: Some(embed::Provider::Onnx),
+                model_dir: Some(dir.into()),
+                onnx_file: Some("onnx/model.onnx".into()),
+                api_key: Some("sk-never-written".into()),
+                ..embed::Settings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn server_models_are_recorded_newest_first_without_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first start knows no earlier model; keyword-only starts record nothing.
+        assert!(record_server_model(dir.path(), Some(model("onnx:a:fp32:1", "/m/a"))).is_empty());
+        let earlier = record_server_model(dir.path(), None);
+        assert_eq!(earlier.len(), 1);
+        // A change: the earlier model is returned with the settings that load it again.
+        let earlier = record_server_model(dir.path(), Some(model("onnx:b:int8:2", "/m/b")));
+        assert_eq!(earlier.len(), 1);
+        assert_eq!(earlier[0].model_id, "onnx:a:fp32:1");
+        assert_eq!(
+            earlier[0].settings.model_dir.as_deref(),
+            Some(std::path::Path::new("/m/a"))
+        );
+        let file = std::fs::read_to_string(dir.path().join(SERVER_MODELS_FILE)).unwrap();
+        assert!(!file.contains("sk-never-written"), "{file}");
+        // Back to the first: it moves to the head, listed once.
+        let earlier = record_server_model(dir.path(), Some(model("onnx:a:fp32:1", "/m/a")));
+        let ids: Vec<&str> = earlier.iter().map(|m| m.model_id.as_str()).collect();
+        assert_eq!(ids, ["onnx:b:int8:2"]);
+        // Bounded.
+        for i in 0..20 {
+            record_server_model(dir.path(), Some(model(&format!("onnx:m{i}:fp32:0"), "/m")));
+        }
+        let earlier = record_server_model(dir.path(), None);
+        assert_eq!(earlier.len(), SERVER_MODELS_KEPT);
+        assert_eq!(earlier[0].model_id, "onnx:m19:fp32:0");
+    }
+
+    #[test]
+    fn a_damaged_record_of_server_models_is_replaced_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVER_MODELS_FILE), "{not json").unwrap();
+        assert!(record_server_model(dir.path(), Some(model("onnx:a:fp32:1", "/m/a"))).is_empty());
+        let earlier = record_server_model(dir.path(), Some(model("onnx:b:fp32:1", "/m/b")));
+        assert_eq!(earlier[0].model_id, "onnx:a:fp32:1");
     }
 }

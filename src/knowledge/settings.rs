@@ -3,7 +3,7 @@
 //! model change needs. New settings are tried (model loaded, endpoint called once) before
 //! they are saved: settings that do not work are refused and leave the old ones in place.
 
-use super::{Error, Knowledge, VectorStatus, tenant_embed_settings};
+use super::{Bridge, Error, Knowledge, VectorStatus, tenant_embed_settings};
 use crate::auth::{Action, Caller};
 use crate::domain::settings::EmbeddingSettingsPatch;
 use crate::model::{EmbeddingSwitch, TenantSettings};
@@ -27,7 +27,9 @@ pub struct EmbeddingSettingsView {
     /// `unavailable` (keyword only until the model works again, with the reason).
     vector_search: VectorStatus,
     /// The model whose vectors answer searches now: while a change of model re-embeds the
-    /// chunks, the previous one (so search keeps its quality); else `modelId`.
+    /// chunks, the previous one (so search keeps its quality); else `modelId`. Null when
+    /// searches are keyword-only, also during a change whose previous model cannot be
+    /// loaded (`vectorSearch` then says why).
     search_model_id: Option<String>,
     /// Re-embedding after a change of model, while it runs (or waits to run); null when
     /// there is none.
@@ -166,14 +168,20 @@ impl Knowledge {
     /// answers the tenant's searches now (`None` when nothing does).
     fn serving_record(&self, t: &TenantId) -> Result<Option<EmbeddingSwitch>, SettingsError> {
         let settings = self.svc.tenant_settings(t)?;
-        if let Some(from) = self.switch_from(t).map_err(SettingsError::Internal)? {
-            // A change already under way: its old model still has every chunk.
-            let record = settings
-                .embedding_switch
-                .filter(|r| r.from_model_id == from.model_id());
-            if record.is_some() {
-                return Ok(record);
+        match self.bridge(t).map_err(SettingsError::Internal)? {
+            Bridge::Old(from) => {
+                // A change already under way: its old model still has every chunk.
+                let record = settings
+                    .embedding_switch
+                    .filter(|r| r.from_model_id == from.model_id());
+                if record.is_some() {
+                    return Ok(record);
+                }
             }
+            // Nothing answers by meaning (the new index is partial): the change stays the
+            // one recorded, keyword search until the next model holds every chunk.
+            Bridge::Missing(_) => return Ok(settings.embedding_switch),
+            Bridge::None => {}
         }
         Ok(match self.space_for(t) {
             Ok(Some(space)) => Some(EmbeddingSwitch {
@@ -195,12 +203,20 @@ impl Knowledge {
         if let Some(serde_json::Value::Object(m)) = over.as_mut() {
             m.remove("apiKeySealed");
         }
-        let space = match &status {
-            VectorStatus::Ok { .. } => self.space_for(t).ok().flatten(),
+        let bridge = self.bridge(t).map_err(SettingsError::Internal)?;
+        // A change whose old model is missing: the new model works (and embeds), but
+        // searches are keyword-only until its index is complete.
+        let space = match (&status, &bridge) {
+            (VectorStatus::Ok { .. }, _) | (_, Bridge::Missing(_)) => {
+                self.space_for(t).ok().flatten()
+            }
             _ => None,
         };
         Ok(EmbeddingSettingsView {
             effective: match (&space, &status) {
+                (Some(s), VectorStatus::Unavailable { reason }) => {
+                    format!("{} (searches: {reason})", s.description)
+                }
                 (Some(s), _) => s.description.clone(),
                 (None, VectorStatus::Unavailable { reason }) => {
                     format!("unavailable: {reason} (keyword retrieval until it works)")
@@ -208,9 +224,10 @@ impl Knowledge {
                 (None, _) => "none: keyword retrieval only".into(),
             },
             model_id: space.as_ref().map(|s| s.model_id().to_string()),
-            search_model_id: match self.switch_from(t) {
-                Ok(Some(from)) => Some(from.model_id().to_string()),
-                _ => space.as_ref().map(|s| s.model_id().to_string()),
+            search_model_id: match &bridge {
+                Bridge::Old(from) => Some(from.model_id().to_string()),
+                Bridge::Missing(_) => None,
+                Bridge::None => space.as_ref().map(|s| s.model_id().to_string()),
             },
             over,
             api_key_set,

@@ -1009,3 +1009,215 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
     assert_eq!(after.body["searchModelId"], new.as_str(), "{}", after.text);
     assert!(finds(&s.search(&a.token, vector).await, "twenty-five"));
 }
+
+/// A folder holding only MiniLM's int8 graph under another name: another model id, and one
+/// the test can remove.
+fn int8_only_copy(model: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    let m = dir.join("mini-int8");
+    std::fs::create_dir_all(m.join("onnx")).expect("mkdir");
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "config.json",
+        "special_tokens_map.json",
+        "1_Pooling",
+        "onnx/model_quantized.onnx",
+    ] {
+        if model.join(f).exists() {
+            std::os::unix::fs::symlink(model.join(f), m.join(f)).expect("symlink");
+        }
+    }
+    m
+}
+
+#[tokio::test]
+async fn changing_the_server_model_keeps_semantic_search_until_reembedding_ends() {
+    let test = "knowledge::changing_the_server_model_keeps_semantic_search_until_reembedding_ends";
+    let Some((model, ort)) = crate::test_model::model_and_runtime(test) else {
+        return;
+    };
+    let (m, o) = (model.clone(), ort.clone());
+    let s = start_with(move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(m);
+        c.ort_dylib_path = Some(o);
+    })
+    .await;
+    let a = s.register("a@x.test", "A").await;
+    let r = upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    let id = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    assert_eq!(wait_done(&s, &a.token, &id).await["status"], "ready");
+    // Enough other chunks that re-embedding them takes a moment after a restart.
+    let notes: Vec<(String, Vec<u8>)> = (0..120)
+        .map(|i| {
+            let body = format!(
+                "# Note {i}\n\nRoom {i} of the east wing is booked through the front desk; \
+                 its projector, its cables and its whiteboard markers are checked every \
+                 Monday by the facilities team, who also keep the key cabinet on floor {} \
+                 and answer questions about room {i} by phone on extension {}.\n",
+                i % 7,
+                4000 + i
+            );
+            (format!("note-{i}.md"), body.into_bytes())
+        })
+        .collect();
+    for batch in notes.chunks(10) {
+        let files: Vec<(&str, &str, Vec<u8>)> = batch
+            .iter()
+            .map(|(n, b)| (n.as_str(), "text/markdown", b.clone()))
+            .collect();
+        let r = upload(&s, &a.token, &files, None).await;
+        r.expect(202);
+        for d in r.body["data"].as_array().expect("data") {
+            let d = d["id"].as_str().expect("id");
+            assert_eq!(wait_done(&s, &a.token, d).await["status"], "ready");
+        }
+    }
+    let before = s.get("/api/settings/embeddings", &a.token).await;
+    let fp32 = before.body["modelId"]
+        .as_str()
+        .expect("modelId")
+        .to_string();
+    assert!(fp32.contains(":fp32:"), "{}", before.text);
+    let question = "how much annual leave do staff receive";
+    let finds = |r: &Resp, needle: &str| {
+        r.expect(200);
+        r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .take(3)
+            .any(|h| h["text"].as_str().unwrap_or("").contains(needle))
+    };
+    let vector = json!({"query": question, "mode": "vector"});
+    assert!(finds(
+        &s.search(&a.token, vector.clone()).await,
+        "twenty-five"
+    ));
+    let dir = s.stop().await;
+
+    // The operator changes the server's model (another folder, the int8 graph) and restarts:
+    // the tenant's searches keep the fp32 model until its chunks are re-embedded.
+    let models = tempfile::tempdir().expect("tempdir");
+    let int8_dir = int8_only_copy(&model, models.path());
+    let (m, o) = (int8_dir.clone(), ort.clone());
+    let s = start_in(dir, move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(m);
+        c.ort_dylib_path = Some(o);
+    })
+    .await;
+    let mut polls_during = 0;
+    let t0 = Instant::now();
+    let int8 = loop {
+        let hit = s.search(&a.token, vector.clone()).await;
+        let state = s.get("/api/settings/embeddings", &a.token).await;
+        let int8 = state.body["modelId"].as_str().expect("modelId").to_string();
+        assert!(int8.contains(":int8:"), "{}", state.text);
+        if !still_switching(&state.body, &int8) {
+            break int8;
+        }
+        assert_eq!(state.body["searchModelId"], fp32.as_str(), "{}", state.text);
+        assert_eq!(state.body["vectorSearch"]["status"], "ok", "{}", state.text);
+        assert!(
+            finds(&hit, "twenty-five"),
+            "vector search lost its passage during the server's change: {}",
+            hit.text
+        );
+        polls_during += 1;
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "re-embedding did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(polls_during > 0, "the switch ended before the first search");
+    let after = wait_reembedded(&s, &a.token).await;
+    assert_eq!(after.body["searchModelId"], int8.as_str(), "{}", after.text);
+    assert!(finds(
+        &s.search(&a.token, vector.clone()).await,
+        "twenty-five"
+    ));
+    let chunks = s
+        .get(&format!("/api/documents/{id}/chunks"), &a.token)
+        .await;
+    assert!(
+        chunks.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .all(|c| c["embeddingModel"] == int8.as_str()),
+        "{}",
+        chunks.text
+    );
+    let data = s.data_dir();
+    let dir = s.stop().await;
+    assert!(
+        !tenant_vectors(&data, &fp32, &a.tenant_id).exists(),
+        "the previous model's index keeps the tenant's files"
+    );
+    eprintln!("server switch: {polls_during} polls during it");
+
+    // Back to fp32, but the int8 folder is gone: nothing can answer by meaning until the
+    // chunks are re-embedded, and the settings page says why; keyword search carries on.
+    std::fs::remove_dir_all(&int8_dir).expect("rm");
+    let s = start_in(dir, move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(model);
+        c.ort_dylib_path = Some(ort);
+    })
+    .await;
+    let mut polls_missing = 0;
+    let t0 = Instant::now();
+    loop {
+        let hybrid = s
+            .search(&a.token, json!({"query": "twenty-five vacation days"}))
+            .await;
+        let vector_only = s.search(&a.token, vector.clone()).await;
+        let state = s.get("/api/settings/embeddings", &a.token).await;
+        assert_eq!(state.body["modelId"], fp32.as_str(), "{}", state.text);
+        if !still_switching(&state.body, &fp32) {
+            break;
+        }
+        let status = &state.body["vectorSearch"];
+        assert_eq!(status["status"], "unavailable", "{}", state.text);
+        assert!(
+            status["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(int8.as_str())),
+            "the reason names the missing model: {}",
+            state.text
+        );
+        assert!(state.body["searchModelId"].is_null(), "{}", state.text);
+        assert!(finds(&hybrid, "twenty-five"), "{}", hybrid.text);
+        assert_eq!(hybrid.body["mode"], "keyword", "{}", hybrid.text);
+        assert!(
+            hybrid.body["warnings"]
+                .as_array()
+                .is_some_and(|w| !w.is_empty()),
+            "{}",
+            hybrid.text
+        );
+        vector_only.expect_err(422, "embeddings_unavailable");
+        polls_missing += 1;
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "re-embedding did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        polls_missing > 0,
+        "the switch ended before the first search"
+    );
+    let after = wait_reembedded(&s, &a.token).await;
+    assert_eq!(after.body["searchModelId"], fp32.as_str(), "{}", after.text);
+    assert_eq!(after.body["vectorSearch"]["status"], "ok", "{}", after.text);
+    assert!(finds(&s.search(&a.token, vector).await, "twenty-five"));
+}
