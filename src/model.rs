@@ -363,7 +363,7 @@ pub struct Document {
     pub processed_at: Option<OffsetDateTime>,
 }
 
-/// A retrievable piece of a document, with where it came from and its vector.
+/// A retrievable piece of a document and where it came from (its vector is kept apart).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Chunk {
@@ -376,108 +376,9 @@ pub struct Chunk {
     #[serde(default)]
     pub headings: Vec<String>,
     pub token_count: u32,
-    /// The embedding model id that made `vector`; vectors of different models never mix.
+    /// The embedding model id that made the chunk's vector, which the store keeps apart
+    /// (`WriteTx::put_vector`, schema 14); vectors of different models never mix.
     pub embedding_model: Option<String>,
-    /// Stored as `"h:"` + base64 of little-endian IEEE halves (schema 13; the vector index
-    /// holds halves too, so nothing it uses is lost). Read back as the halves' exact f32
-    /// values. Base64 of little-endian f32s (schemas 4-12) and a list of numbers (schema 3)
-    /// are still read.
-    #[serde(default, with = "vector_bytes")]
-    pub vector: Option<Vec<f32>>,
-}
-
-/// Serde for embedding vectors: `"h:<base64 of little-endian halves>"` written;
-/// `"<base64 of little-endian f32s>"` and a JSON number list read too.
-mod vector_bytes {
-    use crate::half::{from_f16, to_f16};
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::de::{self, SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
-    use std::fmt;
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<f32>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            None => s.serialize_none(),
-            Some(v) => {
-                let bytes: Vec<u8> = v.iter().flat_map(|&x| to_f16(x).to_le_bytes()).collect();
-                let mut out = String::with_capacity(2 + bytes.len().div_ceil(3) * 4);
-                out.push_str(HALVES);
-                STANDARD.encode_string(bytes, &mut out);
-                s.serialize_str(&out)
-            }
-        }
-    }
-
-    /// Marks the half-precision form (`:` is not in the base64 alphabet).
-    const HALVES: &str = "h:";
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f32>>, D::Error> {
-        d.deserialize_option(OptionVisitor)
-    }
-
-    struct OptionVisitor;
-
-    impl<'de> Visitor<'de> for OptionVisitor {
-        type Value = Option<Vec<f32>>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(
-                "null, a base64 string of little-endian halves or f32s, or a list of numbers",
-            )
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(VectorVisitor).map(Some)
-        }
-    }
-
-    struct VectorVisitor;
-
-    impl<'de> Visitor<'de> for VectorVisitor {
-        type Value = Vec<f32>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a base64 string of little-endian halves or f32s, or a list of numbers")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            if let Some(h) = v.strip_prefix(HALVES) {
-                let bytes = STANDARD.decode(h).map_err(E::custom)?;
-                if bytes.len() % 2 != 0 {
-                    return Err(E::custom("vector bytes are not a whole number of halves"));
-                }
-                return Ok(bytes
-                    .chunks_exact(2)
-                    .map(|b| from_f16(u16::from_le_bytes([b[0], b[1]])))
-                    .collect());
-            }
-            let bytes = STANDARD.decode(v).map_err(E::custom)?;
-            if bytes.len() % 4 != 0 {
-                return Err(E::custom("vector bytes are not a whole number of f32s"));
-            }
-            Ok(bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect())
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-            while let Some(x) = seq.next_element::<f32>()? {
-                out.push(x);
-            }
-            Ok(out)
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -861,85 +762,6 @@ pub struct Job {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chunk(vector: Option<Vec<f32>>) -> Chunk {
-        Chunk {
-            id: ChunkId::new(),
-            tenant_id: TenantId::new(),
-            document_id: DocumentId::new(),
-            ordinal: 0,
-            text: "text".into(),
-            page: Some(1),
-            headings: vec![],
-            token_count: 1,
-            embedding_model: Some("m".into()),
-            vector,
-        }
-    }
-
-    #[test]
-    fn vectors_are_stored_as_compact_halves() {
-        let v: Vec<f32> = (0..384).map(|i| (i as f32 * 0.37).sin() / 7.0).collect();
-        let json = serde_json::to_string(&chunk(Some(v.clone()))).unwrap();
-        // 384 halves are 1,024 base64 characters (f32s were 2,048).
-        assert!(json.len() < 1_400, "{} bytes", json.len());
-        assert!(json.contains("\"vector\":\"h:"));
-        let back: Chunk = serde_json::from_str(&json).unwrap();
-        let got = back.vector.unwrap();
-        assert_eq!(got.len(), 384);
-        // The nearest halves: within half a unit in the last place (2^-11 relative).
-        for (a, b) in got.iter().zip(&v) {
-            assert!((a - b).abs() <= b.abs() / 2048.0 + 1e-7, "{a} vs {b}");
-        }
-        // Values that are halves already come back exactly, and stay the same once stored.
-        let again = serde_json::to_string(&chunk(Some(got.clone()))).unwrap();
-        let back: Chunk = serde_json::from_str(&again).unwrap();
-        assert_eq!(back.vector, Some(got));
-        let none: Chunk =
-            serde_json::from_str(&serde_json::to_string(&chunk(None)).unwrap()).unwrap();
-        assert_eq!(none.vector, None);
-    }
-
-    #[test]
-    fn vectors_written_as_f32_base64_are_still_read_exactly() {
-        use base64::Engine as _;
-        let v = vec![0.1f32, -0.333_333_34, 1e-8, 3.0];
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let mut json = serde_json::to_value(chunk(None)).unwrap();
-        json["vector"] = serde_json::json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-        assert_eq!(
-            serde_json::from_value::<Chunk>(json).unwrap().vector,
-            Some(v)
-        );
-    }
-
-    #[test]
-    fn vectors_written_as_number_lists_are_still_read() {
-        let mut json = serde_json::to_value(chunk(None)).unwrap();
-        json["vector"] = serde_json::json!([0.5, -1.25, 3.0]);
-        let back: Chunk = serde_json::from_value(json.clone()).unwrap();
-        assert_eq!(back.vector, Some(vec![0.5, -1.25, 3.0]));
-        json.as_object_mut().unwrap().remove("vector");
-        assert_eq!(serde_json::from_value::<Chunk>(json).unwrap().vector, None);
-    }
-
-    #[test]
-    fn broken_vector_bytes_are_an_error() {
-        let mut json = serde_json::to_value(chunk(None)).unwrap();
-        json["vector"] = serde_json::json!("AAAAAAA=");
-        assert!(serde_json::from_value::<Chunk>(json.clone()).is_err());
-        json["vector"] = serde_json::json!("not base64!");
-        assert!(serde_json::from_value::<Chunk>(json.clone()).is_err());
-        json["vector"] = serde_json::json!("h:AA==");
-        assert!(serde_json::from_value::<Chunk>(json.clone()).is_err());
-        json["vector"] = serde_json::json!("h:!!");
-        assert!(serde_json::from_value::<Chunk>(json).is_err());
-    }
 }
 
 /// Where a provider's webhook delivery stands.

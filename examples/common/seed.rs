@@ -409,7 +409,7 @@ pub struct SeedReport {
 pub const PERTURB_SIGMA: f32 = 0.03;
 
 /// Seeds `docs` x `chunks_per_doc` chunks into one tenant, the way the pipeline writes them:
-/// Document + Chunk records (with vectors) in one transaction per document, then the text
+/// Document and Chunk records and the chunks' vectors in one transaction per document, then the text
 /// index (one commit per document) and the vector index (one insert per document).
 /// Vectors: `base_texts` distinct synthetic texts embedded with the real model, each reused
 /// for many chunks with Gaussian noise, normalised. Blocking.
@@ -453,6 +453,7 @@ pub fn seed(
         let topic = TOPICS[d % TOPICS.len()];
         let now = time::OffsetDateTime::now_utc();
         let mut chunks = Vec::with_capacity(o.chunks_per_doc);
+        let mut vectors = Vec::with_capacity(o.chunks_per_doc);
         let mut size = 0usize;
         for i in 0..o.chunks_per_doc {
             let text = chunk_text(&mut rng, topic, o.words);
@@ -480,8 +481,8 @@ pub fn seed(
                     format!("Section {}", 1 + i / 10),
                 ],
                 embedding_model: Some(model_id.clone()),
-                vector: Some(v),
             });
+            vectors.push(v);
         }
         rep.text_bytes += size;
         let doc = Document {
@@ -506,8 +507,9 @@ pub fn seed(
         let t = Instant::now();
         k.svc.store.write(|tx| {
             tx.put(&doc)?;
-            for c in &chunks {
+            for (c, v) in chunks.iter().zip(&vectors) {
                 tx.put(c)?;
+                tx.put_vector(c, v)?;
             }
             Ok::<_, aigentable::store::Error>(())
         })?;
@@ -529,7 +531,8 @@ pub fn seed(
         let t = Instant::now();
         let items: Vec<_> = chunks
             .into_iter()
-            .filter_map(|c| Some((c.id, c.document_id, c.vector?)))
+            .zip(vectors)
+            .map(|(c, v)| (c.id, c.document_id, v))
             .collect();
         space.index.insert(tenant, &items)?;
         rep.vector_index += t.elapsed();

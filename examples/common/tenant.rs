@@ -204,7 +204,6 @@ pub async fn seed(model_dir: &Path, ort: &Path, cache: &Path, corpus: &[Doc]) ->
                 page: None,
                 headings: headings(p),
                 embedding_model: Some(model_id.clone()),
-                vector: Some(v),
             };
             let doc = Document {
                 id: doc_id.clone(),
@@ -225,22 +224,23 @@ pub async fn seed(model_dir: &Path, ort: &Path, cache: &Path, corpus: &[Doc]) ->
                 updated_at: now,
                 processed_at: Some(now),
             };
-            records.push((doc, chunk));
+            records.push((doc, chunk, v));
         }
         let k2 = k.clone();
         let tenant2 = tenant.clone();
         let space2 = Arc::clone(&space);
         tokio::task::spawn_blocking(move || -> Result<()> {
             k2.svc.store.write(|tx| {
-                for (d, c) in &records {
+                for (d, c, v) in &records {
                     tx.put(d)?;
                     tx.put(c)?;
+                    tx.put_vector(c, v)?;
                 }
                 Ok::<_, aigentable::store::Error>(())
             })?;
             let docs: Vec<TextDoc> = records
                 .iter()
-                .map(|(_, c)| TextDoc {
+                .map(|(_, c, _)| TextDoc {
                     tenant: tenant2.clone(),
                     document: c.document_id.clone(),
                     chunk: c.id.clone(),
@@ -252,7 +252,7 @@ pub async fn seed(model_dir: &Path, ort: &Path, cache: &Path, corpus: &[Doc]) ->
             k2.text.add(&docs)?;
             let items: Vec<_> = records
                 .into_iter()
-                .filter_map(|(_, c)| Some((c.id, c.document_id, c.vector?)))
+                .map(|(_, c, v)| (c.id, c.document_id, v))
                 .collect();
             space2.index.insert(&tenant2, &items)?;
             Ok(())

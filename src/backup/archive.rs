@@ -121,6 +121,13 @@ struct MetaLine<'a> {
     k: std::borrow::Cow<'a, str>,
     v: u64,
 }
+/// A row of a raw-bytes table (chunk vectors): the value as base64.
+#[derive(Serialize, Deserialize)]
+struct BytesLine<'a> {
+    t: std::borrow::Cow<'a, str>,
+    k: std::borrow::Cow<'a, str>,
+    b: std::borrow::Cow<'a, str>,
+}
 
 fn sha_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
@@ -268,6 +275,19 @@ impl<W: Write> TableWriter<'_, W> {
                     v: *value,
                 },
             ),
+            Row::Bytes { tenant, id, value } => {
+                use base64::Engine as _;
+                serde_json::to_writer(
+                    &mut self.buf,
+                    &BytesLine {
+                        t: tenant.into(),
+                        k: id.into(),
+                        b: base64::engine::general_purpose::STANDARD
+                            .encode(value)
+                            .into(),
+                    },
+                )
+            }
         }
         .map_err(Error::json)?;
         self.buf.push(b'\n');
@@ -640,6 +660,17 @@ fn parse_rows(bytes: &[u8], kind: Kind) -> Result<Vec<Row>, String> {
                     tenant: l.t.into_owned(),
                     name: l.k.into_owned(),
                     value: l.v,
+                }
+            }
+            Kind::Bytes => {
+                use base64::Engine as _;
+                let l: BytesLine = serde_json::from_slice(line).map_err(bad)?;
+                Row::Bytes {
+                    tenant: l.t.into_owned(),
+                    id: l.k.into_owned(),
+                    value: base64::engine::general_purpose::STANDARD
+                        .decode(l.b.as_bytes())
+                        .map_err(|e| format!("line {}: {e}", i + 1))?,
                 }
             }
         });

@@ -558,9 +558,13 @@ mod vector {
         {
             let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
             assert!(idx.needs_rebuild_all());
+            // No index found: every tenant is to be rebuilt (a restored backup, a lost
+            // directory) until it has vectors again.
+            assert!(idx.needs_rebuild(&a) && idx.needs_rebuild(&b));
             idx.insert(&a, &items(&DocumentId::new(), &vs)).unwrap();
-            idx.insert(&b, &items(&DocumentId::new(), &vs[..30]))
+            idx.rebuild_tenant(&b, items(&DocumentId::new(), &vs[..30]).into_iter())
                 .unwrap();
+            assert!(!idx.needs_rebuild(&a) && !idx.needs_rebuild(&b));
             before = qs
                 .iter()
                 .map(|q| idx.search(&a, q, None, 10).unwrap())
@@ -570,6 +574,7 @@ mod vector {
         let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
         assert!(!idx.needs_rebuild_all());
         assert!(idx.tenants_needing_rebuild().is_empty());
+        assert!(!idx.needs_rebuild(&TenantId::new()));
         for (q, want) in qs.iter().zip(&before) {
             assert_eq!(&idx.search(&a, q, None, 10).unwrap(), want);
         }

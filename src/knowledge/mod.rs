@@ -1063,22 +1063,30 @@ impl Knowledge {
     }
 
     fn reindex_vectors(&self, t: &TenantId, space: &Space) -> Result<(), Error> {
-        let chunks = self
-            .svc
-            .store
-            .read(|tx| tx.scan::<Chunk>(t, None, |_| true))?;
-        let model = space.model_id().to_string();
-        space.index.rebuild_tenant(
-            t,
-            chunks.into_iter().filter_map(|c| {
-                let v = c.vector?;
-                (c.embedding_model.as_deref() == Some(model.as_str())).then_some((
-                    c.id,
-                    c.document_id,
-                    v,
-                ))
-            }),
-        )?;
+        let model = space.model_id();
+        // One snapshot: the ids of the chunks embedded by this model, then their vectors
+        // (only ids are gathered from the records: their text is not needed here).
+        let items = self.svc.store.read(|tx| {
+            let mut ours = HashMap::new();
+            tx.scan::<Chunk>(t, None, |c| {
+                if c.embedding_model.as_deref() == Some(model) {
+                    ours.insert(
+                        crate::store::chunk_key(&c.document_id, &c.id),
+                        (c.id.clone(), c.document_id.clone()),
+                    );
+                }
+                false
+            })?;
+            let mut items = Vec::with_capacity(ours.len());
+            tx.for_each_vector(t, |key, v| {
+                if let Some((c, d)) = ours.remove(key) {
+                    items.push((c, d, v));
+                }
+                Ok(())
+            })?;
+            Ok(items)
+        })?;
+        space.index.rebuild_tenant(t, items.into_iter())?;
         Ok(())
     }
 

@@ -241,7 +241,7 @@ impl Knowledge {
         let model_id = space.as_ref().map(|s| s.model_id().to_string());
         let chunks: Vec<Chunk> = pieces
             .into_iter()
-            .zip(vectors)
+            .zip(&vectors)
             .enumerate()
             .map(|(i, (p, v))| Chunk {
                 id: ChunkId::new(),
@@ -253,7 +253,6 @@ impl Knowledge {
                 headings: p.headings,
                 token_count: p.token_count,
                 embedding_model: v.as_ref().and(model_id.clone()),
-                vector: v,
             })
             .collect();
         // Store the chunks (replacing any from an earlier run) only if the document still exists.
@@ -263,8 +262,11 @@ impl Knowledge {
                     return Ok::<_, store::Error>(None);
                 };
                 tx.delete_under::<Chunk>(t, id.as_str())?;
-                for c in &chunks {
+                for (c, v) in chunks.iter().zip(&vectors) {
                     tx.put(c)?;
+                    if let Some(v) = v {
+                        tx.put_vector(c, v)?;
+                    }
                 }
                 d.pages = parsed.pages;
                 d.title = parsed.title.clone().filter(|s| !s.trim().is_empty());
@@ -277,7 +279,7 @@ impl Knowledge {
             })
             .map_err(failed)?;
         let Some(agents) = agents else { return Ok(()) };
-        self.index_chunks(t, id, &chunks, &agents, space.as_deref())
+        self.index_chunks(t, id, &chunks, vectors, &agents, space.as_deref())
             .map_err(failed)?;
         if let Some(old) = &old {
             let items: Vec<_> = old_vectors
@@ -333,6 +335,7 @@ impl Knowledge {
         t: &TenantId,
         id: &DocumentId,
         chunks: &[Chunk],
+        vectors: Vec<Option<Vec<f32>>>,
         agents: &[AgentId],
         space: Option<&Space>,
     ) -> Result<(), Error> {
@@ -343,11 +346,8 @@ impl Knowledge {
             space.index.delete_document(t, id)?;
             let items: Vec<_> = chunks
                 .iter()
-                .filter_map(|c| {
-                    c.vector
-                        .clone()
-                        .map(|v| (c.id.clone(), c.document_id.clone(), v))
-                })
+                .zip(vectors)
+                .filter_map(|(c, v)| Some((c.id.clone(), c.document_id.clone(), v?)))
                 .collect();
             space.index.insert(t, &items)?;
         }
@@ -433,9 +433,9 @@ impl Knowledge {
                         if let Some(mut cur) =
                             tx.get::<Chunk>(&t, &chunk_key(&c.document_id, &c.id))?
                         {
-                            cur.vector = Some(v.clone());
                             cur.embedding_model = Some(model.clone());
                             tx.put(&cur)?;
+                            tx.put_vector(&cur, &v)?;
                             items.push((cur.id, cur.document_id, v));
                         }
                     }

@@ -20,6 +20,8 @@ pub enum Kind {
     Meta,
     /// `(tenantId, table) -> u64` (the per-tenant row counts of counted tables)
     Count,
+    /// `(tenantId, id) -> raw bytes`, not JSON (`chunk_vectors`: little-endian halves)
+    Bytes,
 }
 
 /// One row as the store keeps it.
@@ -43,6 +45,11 @@ pub enum Row {
         name: String,
         value: u64,
     },
+    Bytes {
+        tenant: String,
+        id: String,
+        value: Vec<u8>,
+    },
 }
 
 /// Every table this build knows, with its kind, in a fixed order (records first).
@@ -56,6 +63,7 @@ pub fn tables() -> Vec<(String, Kind)> {
             .iter()
             .map(|i| (i.table().name().to_string(), Kind::Index)),
     );
+    v.push((super::CHUNK_VECTORS.name().to_string(), Kind::Bytes));
     v.push((super::COUNTS.name().to_string(), Kind::Count));
     v.push((META.name().to_string(), Kind::Meta));
     v
@@ -132,17 +140,18 @@ impl Snapshot {
         mut f: impl FnMut(Row) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         match kind {
-            Kind::Record => {
+            Kind::Record | Kind::Bytes => {
                 let def: RecordDef = TableDefinition::new(table);
                 let t = self.0.open_table(def).map_err(Error::from)?;
                 let range = tenant_range(&t, tenant)?;
                 for e in range {
                     let (k, v) = e.map_err(Error::from)?;
                     let (tn, id) = k.value();
-                    f(Row::Record {
-                        tenant: tn.to_string(),
-                        id: id.to_string(),
-                        value: v.value().to_vec(),
+                    let (tenant, id, value) = (tn.to_string(), id.to_string(), v.value().to_vec());
+                    f(if kind == Kind::Bytes {
+                        Row::Bytes { tenant, id, value }
+                    } else {
+                        Row::Record { tenant, id, value }
                     })?;
                 }
             }
@@ -237,11 +246,11 @@ impl RawWriter {
 
 fn write_rows(tx: &redb::WriteTransaction, table: &str, kind: Kind, rows: &[Row]) -> Result<()> {
     match kind {
-        Kind::Record => {
+        Kind::Record | Kind::Bytes => {
             let def: RecordDef = TableDefinition::new(table);
             let mut t = tx.open_table(def)?;
             for r in rows {
-                if let Row::Record { tenant, id, value } = r {
+                if let Row::Record { tenant, id, value } | Row::Bytes { tenant, id, value } = r {
                     t.insert((tenant.as_str(), id.as_str()), value.as_slice())?;
                 }
             }

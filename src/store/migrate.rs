@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 13;
+pub const SCHEMA_VERSION: u64 = 14;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -38,9 +38,11 @@ const STEPS: &[Step] = &[
     Step::Schema(v11_plans_and_counts),
     Step::Schema(v12_analytics_rollups),
     Step::Rewrite(v13_half_vectors),
+    Step::Rewrite(v14_vectors_table),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
+const CHUNK_VECTORS: RecordTable = TableDefinition::new("chunk_vectors");
 const RECORD_COUNTS: TableDefinition<'static, (&'static str, &'static str), u64> =
     TableDefinition::new("record_counts");
 const INBOUND_EVENTS: RecordTable = TableDefinition::new("inbound_events");
@@ -535,7 +537,111 @@ fn v13_half_vectors(db: &Database) -> Result<()> {
     })
 }
 
-pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
+/// Moves every chunk's vector out of its record into the `chunk_vectors` table (same key,
+/// the value raw little-endian halves), so records of text alone pack several to a redb
+/// page. Reads the three forms earlier schemas wrote (`"h:"` + base64 of halves, base64 of
+/// f32s, a number list); a record without `vector` is left alone (a re-run after a crash).
+/// 1,000 chunks per transaction.
+fn v14_vectors_table(db: &Database) -> Result<()> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    const BATCH: usize = 1_000;
+    let bad = |what: &str| Error::Corrupt {
+        table: "chunks",
+        source: <serde_json::Error as serde::de::Error>::custom(what),
+    };
+    let halves = |v: &serde_json::Value| -> Result<Option<Vec<u8>>> {
+        let floats: Vec<f32> = match v {
+            serde_json::Value::Null => return Ok(None),
+            serde_json::Value::String(s) => {
+                if let Some(h) = s.strip_prefix("h:") {
+                    let bytes = STANDARD
+                        .decode(h)
+                        .map_err(|_| bad("a chunk vector is not base64"))?;
+                    if bytes.len() % 2 != 0 {
+                        return Err(bad("a chunk vector is not a whole number of halves"));
+                    }
+                    return Ok(Some(bytes));
+                }
+                let bytes = STANDARD
+                    .decode(s)
+                    .map_err(|_| bad("a chunk vector is not base64"))?;
+                if bytes.len() % 4 != 0 {
+                    return Err(bad("a chunk vector is not a whole number of f32s"));
+                }
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            }
+            serde_json::Value::Array(list) => list
+                .iter()
+                .map(|x| x.as_f64().map(|x| x as f32))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad("a chunk vector list holds a non-number"))?,
+            _ => return Err(bad("a chunk vector is neither a string nor a list")),
+        };
+        Ok(Some(
+            floats
+                .iter()
+                .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+                .collect(),
+        ))
+    };
+    {
+        let tx = db.begin_write()?;
+        tx.open_table(CHUNK_VECTORS)?;
+        tx.commit()?;
+    }
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let tx = db.begin_write()?;
+        let batch: Vec<(String, String, Vec<u8>)> = {
+            let t = tx.open_table(CHUNKS)?;
+            let lower = match &after {
+                Some((a, b)) => Bound::Excluded((a.as_str(), b.as_str())),
+                None => Bound::Unbounded,
+            };
+            t.range::<(&str, &str)>((lower, Bound::Unbounded))?
+                .take(BATCH)
+                .map(|e| {
+                    let (k, v) = e?;
+                    let (tenant, id) = k.value();
+                    Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
+                })
+                .collect::<Result<_>>()?
+        };
+        {
+            let mut t = tx.open_table(CHUNKS)?;
+            let mut vectors = tx.open_table(CHUNK_VECTORS)?;
+            for (tenant, id, bytes) in &batch {
+                if !bytes.windows(9).any(|w| w == b"\"vector\":") {
+                    continue; // moved already (a re-run after a crash)
+                }
+                let mut map: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(bytes).map_err(corrupt("chunks"))?;
+                let Some(v) = map.remove("vector") else {
+                    continue; // the text of a chunk said `"vector":`
+                };
+                if let Some(h) = halves(&v)? {
+                    vectors.insert((tenant.as_str(), id.as_str()), h.as_slice())?;
+                }
+                let out = serde_json::to_vec(&map).map_err(corrupt("chunks"))?;
+                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        let full = batch.len() == BATCH;
+        match batch.into_iter().last() {
+            Some((tenant, id, _)) if full => after = Some((tenant, id)),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Brings the store to [`SCHEMA_VERSION`]; true when a step rewrote records (the file is
+/// then worth compacting).
+pub(super) fn run(db: &Database, path: &Path) -> Result<bool> {
     let found = {
         let tx = db.begin_read()?;
         match tx.open_table(META) {
@@ -551,10 +657,13 @@ pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
             known: SCHEMA_VERSION,
         });
     }
+    let mut rewrote = false;
     for (i, step) in STEPS.iter().enumerate().skip(found as usize) {
         let to = i as u64 + 1;
         if let Step::Rewrite(rewrite) = step {
             rewrite(db)?;
+            // A new store runs every step over no records: nothing to compact.
+            rewrote |= found > 0;
         }
         let tx = db.begin_write()?;
         if let Step::Schema(schema) = step {
@@ -564,7 +673,7 @@ pub(super) fn run(db: &Database, path: &Path) -> Result<()> {
         tx.commit()?;
         tracing::info!(from = i, to, "migrated store schema");
     }
-    Ok(())
+    Ok(rewrote)
 }
 
 #[cfg(test)]

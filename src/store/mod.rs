@@ -131,6 +131,40 @@ pub trait Record: Serialize + DeserializeOwned {
     fn weight(&self) -> u64 {
         0
     }
+    /// Whether rows of [`CHUNK_VECTORS`] under the same key belong to this record: they are
+    /// deleted with it (one record type, chunks, has them).
+    const VECTORS: bool = false;
+}
+
+/// Chunk vectors, apart from the chunk records: `(tenantId, "documentId/chunkId")` (the
+/// chunk's own key) -> little-endian IEEE halves (768 bytes for 384 dimensions). Not JSON.
+///
+/// Kept out of the records because redb gives any value over ~2 KB a 4 KiB page of its
+/// own: a chunk of ~110 words plus its vector took a page each, while apart, several
+/// records and several vectors share a page (BENCHMARKS.md, "vectors in their own table").
+/// Written by [`WriteTx::put_vector`]; removed with their chunk by every delete.
+pub(crate) const CHUNK_VECTORS: RecordTable = TableDefinition::new("chunk_vectors");
+
+/// A vector as [`CHUNK_VECTORS`] keeps it.
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter()
+        .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+        .collect()
+}
+
+/// The f32 values of a stored vector (the halves' exact values).
+fn vector_from_bytes(b: &[u8]) -> Result<Vec<f32>> {
+    if !b.len().is_multiple_of(2) {
+        return Err(Error::Corrupt {
+            table: CHUNK_VECTORS.name(),
+            source: <serde_json::Error as serde::de::Error>::custom(
+                "a vector is not a whole number of halves",
+            ),
+        });
+    }
+    Ok(b.chunks_exact(2)
+        .map(|h| crate::half::from_f16(u16::from_le_bytes([h[0], h[1]])))
+        .collect())
 }
 
 /// Per-tenant row counts (and summed weights) of the counted tables: `(tenantId, name)` ->
@@ -202,7 +236,16 @@ record!(Agent, "agents", |r| r.id.to_string(), counted);
 record!(AgentAnalytics, "agent_analytics", |r| r.id.clone());
 record!(Document, "documents", |r| r.id.to_string(), counted, |d| d
     .size_bytes);
-record!(Chunk, "chunks", |r| chunk_key(&r.document_id, &r.id));
+impl Record for Chunk {
+    const TABLE: RecordTable = TableDefinition::new("chunks");
+    const VECTORS: bool = true;
+    fn tenant(&self) -> &TenantId {
+        &self.tenant_id
+    }
+    fn key_id(&self) -> String {
+        chunk_key(&self.document_id, &self.id)
+    }
+}
 record!(Channel, "channels", |r| r.id.to_string(), counted);
 record!(Conversation, "conversations", |r| r.id.to_string());
 record!(Message, "messages", |r| format!(
@@ -400,6 +443,27 @@ fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
     })
 }
 
+/// Compacts the store file after a migration rewrote records: redb reuses freed pages but
+/// never gives them back to the file system, so a rewrite of every chunk would otherwise
+/// leave the file at its largest for good. Needs exclusive access, so it runs at open,
+/// before anything is served.
+fn compact(db: &mut redb::Database, path: &Path) -> Result<()> {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let before = size(path);
+    tracing::info!(path = %path.display(), bytes = before, "compacting the store after a migration");
+    let started = std::time::Instant::now();
+    // Moves pages down until nothing moves (redb loops inside), then trims the file.
+    db.compact().map_err(|e| Error::Db(e.into()))?;
+    tracing::info!(
+        path = %path.display(),
+        before,
+        after = size(path),
+        ms = started.elapsed().as_millis() as u64,
+        "compacted the store"
+    );
+    Ok(())
+}
+
 /// The embedded database of one data directory.
 pub struct Store {
     /// The database, reopened after a disk error (see `disk`).
@@ -424,8 +488,10 @@ impl Store {
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self> {
         let path = dir.join("aigentable.redb");
         make_private(dir, &path).map_err(|e| Error::Db(redb::StorageError::Io(e).into()))?;
-        let db = disk::open_db(&path, cache_bytes)?;
-        migrate::run(&db, &path)?;
+        let mut db = disk::open_db(&path, cache_bytes)?;
+        if migrate::run(&db, &path)? {
+            compact(&mut db, &path)?;
+        }
         Ok(Store {
             db: disk::Db::new(db, cache_bytes),
             path,
@@ -639,6 +705,34 @@ macro_rules! read_ops {
                 .items)
         }
 
+        /// The stored vector of a chunk (by tenant and [`chunk_key`]), if it has one.
+        pub fn vector(&self, tenant: &TenantId, key: &str) -> Result<Option<Vec<f32>>> {
+            let t = self.0.open_table(CHUNK_VECTORS)?;
+            match t.get((tenant.as_str(), key))? {
+                Some(v) => Ok(Some(vector_from_bytes(v.value())?)),
+                None => Ok(None),
+            }
+        }
+
+        /// Calls `f` with the [`chunk_key`] and vector of every chunk of a tenant that has
+        /// one, in key order (one vector in memory at a time).
+        pub fn for_each_vector(
+            &self,
+            tenant: &TenantId,
+            mut f: impl FnMut(&str, Vec<f32>) -> Result<()>,
+        ) -> Result<()> {
+            let t = self.0.open_table(CHUNK_VECTORS)?;
+            let upper = format!("{tenant}\0");
+            for e in t.range::<(&str, &str)>((
+                Bound::Included((tenant.as_str(), "")),
+                Bound::Excluded((upper.as_str(), "")),
+            ))? {
+                let (k, v) = e?;
+                f(k.value().1, vector_from_bytes(v.value())?)?;
+            }
+            Ok(())
+        }
+
         /// How many rows of a counted table (`R::COUNTED`) the tenant has. O(1).
         pub fn count<R: Record>(&self, tenant: &TenantId) -> Result<u64> {
             debug_assert!(
@@ -754,7 +848,7 @@ macro_rules! read_ops {
         pub fn tenant_footprint(&self, tenant: &TenantId) -> Result<u64> {
             let mut n = 0;
             let upper = format!("{tenant}\0");
-            for def in RECORD_TABLES {
+            for def in RECORD_TABLES.iter().chain([&CHUNK_VECTORS]) {
                 let t = self.0.open_table(*def)?;
                 n += t
                     .range::<(&str, &str)>((
@@ -834,6 +928,18 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Stores the vector of a chunk (replacing any it had), as halves; see
+    /// [`CHUNK_VECTORS`]. Deleting the chunk deletes it.
+    pub fn put_vector(&self, chunk: &Chunk, v: &[f32]) -> Result<()> {
+        let mut t = self.0.open_table(CHUNK_VECTORS)?;
+        self.wrote();
+        t.insert(
+            (chunk.tenant().as_str(), chunk.key_id().as_str()),
+            vector_bytes(v).as_slice(),
+        )?;
+        Ok(())
+    }
+
     /// Adds to a tenant's row count and weight sum of table `R` (saturating at zero).
     fn add_count<R: Record>(&self, tenant: &TenantId, rows: i128, weight: i128) -> Result<()> {
         let mut c = self.0.open_table(COUNTS)?;
@@ -868,6 +974,11 @@ impl WriteTx {
         };
         self.wrote();
         drop(t);
+        if R::VECTORS {
+            self.0
+                .open_table(CHUNK_VECTORS)?
+                .remove((tenant.as_str(), id))?;
+        }
         if R::COUNTED {
             self.add_count::<R>(tenant, -1, -(weight as i128))?;
         }
@@ -901,6 +1012,21 @@ impl WriteTx {
         if n > 0 {
             self.wrote();
         }
+        if R::VECTORS {
+            // Also the vectors of chunks whose record is gone (none should be).
+            let mut v = self.0.open_table(CHUNK_VECTORS)?;
+            let mut gone = 0;
+            v.retain_in::<(&str, &str), _>(
+                (tenant.as_str(), prefix.as_str())..(tenant.as_str(), upper.as_str()),
+                |_, _| {
+                    gone += 1;
+                    false
+                },
+            )?;
+            if gone > 0 {
+                self.wrote();
+            }
+        }
         if R::COUNTED && n > 0 {
             drop(t);
             self.add_count::<R>(tenant, -(n as i128), -(w as i128))?;
@@ -931,7 +1057,7 @@ impl WriteTx {
     pub fn delete_tenant(&self, tenant: &TenantId) -> Result<u64> {
         let mut n = 0;
         let upper = format!("{tenant}\0");
-        for def in RECORD_TABLES {
+        for def in RECORD_TABLES.iter().chain([&CHUNK_VECTORS]) {
             let mut t = self.0.open_table(*def)?;
             t.retain_in::<(&str, &str), _>((tenant.as_str(), "")..(upper.as_str(), ""), |_, _| {
                 n += 1;

@@ -167,180 +167,236 @@ fn failed_transactions_write_nothing() {
     );
 }
 
-#[test]
-fn schema_3_vectors_are_rewritten_compactly_and_read_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = TenantId::new();
-    let doc = DocumentId::new();
-    // 2,500 chunks: more than two of the migration's batches.
-    let chunks: Vec<Chunk> = (0..2_500)
-        .map(|i| Chunk {
-            id: ChunkId::new(),
-            tenant_id: t.clone(),
-            document_id: doc.clone(),
-            ordinal: i,
-            text: format!("chunk {i}"),
-            page: None,
-            headings: vec![],
-            token_count: 2,
-            embedding_model: Some("m".into()),
-            vector: (i % 3 != 0).then(|| vec![i as f32 * 0.25, -1.0, 0.1]),
-        })
-        .collect();
-    {
-        // Written the way schema 3 wrote them: the vector as a JSON number list.
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let tx = store.db.get().unwrap().begin_write().unwrap();
-        {
-            let mut table = tx.open_table(Chunk::TABLE).unwrap();
-            for c in &chunks {
-                let mut v = serde_json::to_value(c).unwrap();
-                v["vector"] = serde_json::to_value(&c.vector).unwrap();
-                let key = c.key_id();
-                table
-                    .insert(
-                        (t.as_str(), key.as_str()),
-                        serde_json::to_vec(&v).unwrap().as_slice(),
-                    )
-                    .unwrap();
-            }
-        }
-        tx.open_table(META)
-            .unwrap()
-            .insert("schema_version", 3)
-            .unwrap();
-        tx.commit().unwrap();
-    }
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
-    let raw: Vec<Vec<u8>> = {
-        let tx = redb::ReadableDatabase::begin_read(&*store.db.get().unwrap()).unwrap();
-        let table = tx.open_table(Chunk::TABLE).unwrap();
-        table
-            .iter()
-            .unwrap()
-            .map(|e| e.unwrap().1.value().to_vec())
-            .collect()
-    };
-    assert_eq!(raw.len(), chunks.len());
-    assert!(
-        raw.iter()
-            .all(|b| !b.windows(10).any(|w| w == b"\"vector\":["))
-    );
-    for c in &chunks {
-        let back: Chunk = store.read(|tx| tx.get(&t, &c.key_id())).unwrap().unwrap();
-        // Schema 13 keeps the nearest halves.
-        assert_eq!(back.vector, c.vector.as_ref().map(|v| halves(v)));
-        assert_eq!(back.text, c.text);
+fn chunk(t: &TenantId, doc: &DocumentId, i: u32, text: String) -> Chunk {
+    Chunk {
+        id: ChunkId::new(),
+        tenant_id: t.clone(),
+        document_id: doc.clone(),
+        ordinal: i,
+        text,
+        page: Some(i),
+        headings: vec![format!("Heading {i}")],
+        token_count: 7,
+        embedding_model: Some("m".into()),
     }
 }
 
-/// `v` rounded to the nearest halves, as schema 13 stores vectors.
+/// `v` rounded to the nearest halves, as the store keeps vectors.
 fn halves(v: &[f32]) -> Vec<f32> {
     v.iter()
         .map(|&x| crate::half::from_f16(crate::half::to_f16(x)))
         .collect()
 }
 
+/// Writes chunk records as an older schema did (`vector` inside the record, in the form
+/// `vector_json` gives) and sets the schema version; returns the store file's size.
+fn write_old_chunks(
+    dir: &Path,
+    version: u64,
+    chunks: &[(Chunk, Option<Vec<f32>>)],
+    vector_json: impl Fn(usize, &[f32]) -> serde_json::Value,
+) -> u64 {
+    {
+        let store = Store::open(dir, 1 << 20).unwrap();
+        // 500 rows per transaction, as ingestion commits: the file grows as it would.
+        for (n, part) in chunks.chunks(500).enumerate() {
+            let tx = store.db.get().unwrap().begin_write().unwrap();
+            {
+                let mut table = tx.open_table(Chunk::TABLE).unwrap();
+                for (i, (c, v)) in part.iter().enumerate() {
+                    let mut json = serde_json::to_value(c).unwrap();
+                    json["vector"] = match v {
+                        Some(v) => vector_json(n * 500 + i, v),
+                        None => serde_json::Value::Null,
+                    };
+                    table
+                        .insert(
+                            (c.tenant_id.as_str(), c.key_id().as_str()),
+                            serde_json::to_vec(&json).unwrap().as_slice(),
+                        )
+                        .unwrap();
+                }
+            }
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", version)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+    }
+    std::fs::metadata(dir.join("aigentable.redb"))
+        .unwrap()
+        .len()
+}
+
+/// Every chunk record, as raw bytes.
+fn raw_chunks(store: &Store) -> Vec<Vec<u8>> {
+    let tx = redb::ReadableDatabase::begin_read(&*store.db.get().unwrap()).unwrap();
+    let table = tx.open_table(Chunk::TABLE).unwrap();
+    table
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().1.value().to_vec())
+        .collect()
+}
+
+/// After a migration: no record holds a vector any more, each chunk's vector is in the
+/// vectors table as its nearest halves, and the rest of each chunk is kept.
+fn assert_moved(store: &Store, chunks: &[(Chunk, Option<Vec<f32>>)]) {
+    assert_eq!(
+        store.schema_version().unwrap(),
+        crate::store::SCHEMA_VERSION
+    );
+    let raw = raw_chunks(store);
+    assert_eq!(raw.len(), chunks.len());
+    assert!(
+        raw.iter()
+            .all(|b| !b.windows(9).any(|w| w == b"\"vector\":")),
+        "a record still holds a vector"
+    );
+    for (c, v) in chunks {
+        let t = &c.tenant_id;
+        let back: Chunk = store.read(|tx| tx.get(t, &c.key_id())).unwrap().unwrap();
+        assert_eq!(back.text, c.text);
+        assert_eq!(back.headings, c.headings);
+        assert_eq!(back.page, c.page);
+        assert_eq!(back.embedding_model, c.embedding_model);
+        assert_eq!(back.document_id, c.document_id);
+        let stored = store.read(|tx| tx.vector(t, &c.key_id())).unwrap();
+        assert_eq!(stored, v.as_ref().map(|v| halves(v)));
+    }
+}
+
 #[test]
-fn schema_12_vectors_become_halves_once_and_the_rest_of_the_chunk_is_kept() {
-    use base64::Engine as _;
+fn schema_3_vectors_move_to_their_own_table() {
     let dir = tempfile::tempdir().unwrap();
     let t = TenantId::new();
+    let doc = DocumentId::new();
+    // 2,500 chunks: more than two of the migration's batches.
+    let chunks: Vec<_> = (0..2_500)
+        .map(|i| {
+            let v = (i % 3 != 0).then(|| vec![i as f32 * 0.25, -1.0, 0.1]);
+            (chunk(&t, &doc, i, format!("chunk {i}")), v)
+        })
+        .collect();
+    // As schema 3 wrote them: the vector as a JSON number list.
+    write_old_chunks(dir.path(), 3, &chunks, |_, v| serde_json::json!(v));
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_moved(&store, &chunks);
+}
+
+#[test]
+fn schema_12_and_13_vectors_move_to_their_own_table_and_the_file_shrinks() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let dir = tempfile::tempdir().unwrap();
+    let (t, u) = (TenantId::new(), TenantId::new());
     let doc = DocumentId::new();
     let vector = |i: u32| -> Vec<f32> {
         (0..384)
             .map(|d| ((i * 384 + d) as f32 * 0.37).sin() / 20.0)
             .collect()
     };
-    // 1,500 chunks: more than one of the migration's batches; every third has no vector.
-    let chunks: Vec<Chunk> = (0..1_500)
-        .map(|i| Chunk {
-            id: ChunkId::new(),
-            tenant_id: t.clone(),
-            document_id: doc.clone(),
-            ordinal: i,
-            text: format!("chunk \"vector\":\"{i}\" text"),
-            page: Some(i),
-            headings: vec![format!("Heading {i}")],
-            token_count: 7,
-            embedding_model: Some("m".into()),
-            vector: (i % 3 != 0).then(|| vector(i)),
+    // 3,000 chunks of two tenants: more than one of the migration's batches; every third
+    // has no vector; the text mentions "vector": too.
+    let chunks: Vec<_> = (0..3_000)
+        .map(|i| {
+            let tenant = if i % 2 == 0 { &t } else { &u };
+            let c = chunk(tenant, &doc, i, format!("chunk \"vector\":\"{i}\" text"));
+            (c, (i % 3 != 0).then(|| vector(i)))
         })
         .collect();
-    let schema_12_bytes = |c: &Chunk| {
-        // The vector as schema 12 wrote it: base64 of little-endian f32s.
-        let mut v = serde_json::to_value(c).unwrap();
-        v["vector"] = match &c.vector {
-            Some(x) => serde_json::json!(
-                base64::engine::general_purpose::STANDARD
-                    .encode(x.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>())
-            ),
-            None => serde_json::Value::Null,
-        };
-        serde_json::to_vec(&v).unwrap()
-    };
-    let before_bytes: usize = chunks.iter().map(|c| schema_12_bytes(c).len()).sum();
-    {
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let tx = store.db.get().unwrap().begin_write().unwrap();
-        {
-            let mut table = tx.open_table(Chunk::TABLE).unwrap();
-            for (i, c) in chunks.iter().enumerate() {
-                // A few already in the new form: a re-run after a crash mid-way.
-                let bytes = if i < 10 {
-                    serde_json::to_vec(c).unwrap()
-                } else {
-                    schema_12_bytes(c)
-                };
-                table
-                    .insert((t.as_str(), c.key_id().as_str()), bytes.as_slice())
-                    .unwrap();
-            }
+    // Schema 12's base64 of f32s, and (a re-run after a crash in step 13) some in step 13's
+    // "h:" form: step 13 then step 14 run.
+    let old_form = |i: usize, v: &[f32]| {
+        if i < 700 {
+            let h: Vec<u8> = v
+                .iter()
+                .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+                .collect();
+            serde_json::json!(format!("h:{}", STANDARD.encode(h)))
+        } else {
+            let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            serde_json::json!(STANDARD.encode(b))
         }
-        tx.open_table(META)
-            .unwrap()
-            .insert("schema_version", 12)
-            .unwrap();
-        tx.commit().unwrap();
-    }
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(
-        store.schema_version().unwrap(),
-        crate::store::SCHEMA_VERSION
-    );
-    let raw: Vec<Vec<u8>> = {
-        let tx = redb::ReadableDatabase::begin_read(&*store.db.get().unwrap()).unwrap();
-        let table = tx.open_table(Chunk::TABLE).unwrap();
-        table
-            .iter()
-            .unwrap()
-            .map(|e| e.unwrap().1.value().to_vec())
-            .collect()
     };
-    assert_eq!(raw.len(), chunks.len());
-    let with_vector = raw
-        .iter()
-        .filter(|b| b.windows(12).any(|w| w == b"\"vector\":\"h:"))
-        .count();
-    assert_eq!(
-        with_vector,
-        chunks.iter().filter(|c| c.vector.is_some()).count()
-    );
-    // About 1 KB less per 384-dimension vector.
-    let after_bytes: usize = raw.iter().map(Vec::len).sum();
+    write_old_chunks(dir.path(), 12, &chunks, old_form);
+    // The same store migrated without the compaction that follows in `Store::open`.
+    let plain = tempfile::tempdir().unwrap();
+    write_old_chunks(plain.path(), 12, &chunks, old_form);
+    let path = plain.path().join("aigentable.redb");
+    assert!(migrate::run(&disk::open_db(&path, 1 << 20).unwrap(), &path).unwrap());
+    let uncompacted = std::fs::metadata(&path).unwrap().len();
+
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_moved(&store, &chunks);
+    // Compacted once after the rewrite: redb keeps the pages the rewrite freed otherwise.
+    let compacted = std::fs::metadata(dir.path().join("aigentable.redb"))
+        .unwrap()
+        .len();
     assert!(
-        after_bytes + 1_000 * with_vector < before_bytes,
-        "{after_bytes} vs {before_bytes}"
+        compacted * 4 < uncompacted * 3,
+        "{compacted} bytes compacted, {uncompacted} not"
     );
-    for c in &chunks {
-        let back: Chunk = store.read(|tx| tx.get(&t, &c.key_id())).unwrap().unwrap();
-        assert_eq!(back.vector, c.vector.as_ref().map(|v| halves(v)));
-        assert_eq!(back.text, c.text);
-        assert_eq!(back.headings, c.headings);
-        assert_eq!(back.page, c.page);
-        assert_eq!(back.embedding_model, c.embedding_model);
-        assert_eq!(back.document_id, c.document_id);
-    }
+    drop(store);
+    // Opening it again migrates nothing and keeps everything.
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_moved(&store, &chunks);
+}
+
+#[test]
+fn vectors_go_with_their_chunks_and_their_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let (d1, d2) = (DocumentId::new(), DocumentId::new());
+    let c = |t: &Tenant, d: &DocumentId, i: u32| chunk(&t.id, d, i, format!("c{i}"));
+    let (a1, a2, a3, b1) = (c(&a, &d1, 1), c(&a, &d2, 2), c(&a, &d2, 3), c(&b, &d1, 4));
+    store
+        .write(|tx| {
+            tx.put(&a)?;
+            tx.put(&b)?;
+            for (i, ch) in [&a1, &a2, &a3, &b1].into_iter().enumerate() {
+                tx.put(ch)?;
+                tx.put_vector(ch, &[i as f32, 0.5])?;
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let vectors = |t: &Tenant| {
+        let mut keys = Vec::new();
+        store
+            .read(|tx| {
+                tx.for_each_vector(&t.id, |k, v| {
+                    keys.push((k.to_string(), v));
+                    Ok(())
+                })
+            })
+            .unwrap();
+        keys
+    };
+    assert_eq!(vectors(&a).len(), 3);
+    assert_eq!(
+        store.read(|tx| tx.vector(&a.id, &a2.key_id())).unwrap(),
+        Some(vec![1.0, 0.5])
+    );
+    // A document's chunks go with their vectors.
+    store
+        .write(|tx| tx.delete_under::<Chunk>(&a.id, d2.as_str()))
+        .unwrap();
+    assert_eq!(vectors(&a), [(a1.key_id(), vec![0.0, 0.5])]);
+    // One chunk.
+    store
+        .write(|tx| tx.delete::<Chunk>(&a.id, &a1.key_id()))
+        .unwrap();
+    assert!(vectors(&a).is_empty());
+    store.write(|tx| tx.put_vector(&a3, &[2.0, 2.0])).unwrap();
+    // The tenant, with every vector (one left behind by a chunk deleted elsewhere).
+    store.write(|tx| tx.delete_tenant(&a.id)).unwrap();
+    assert_eq!(store.read(|tx| tx.tenant_footprint(&a.id)).unwrap(), 0);
+    assert!(vectors(&a).is_empty());
+    // The other tenant's vector is untouched.
+    assert_eq!(vectors(&b), [(b1.key_id(), vec![3.0, 0.5])]);
 }
 
 #[test]

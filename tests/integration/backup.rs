@@ -28,6 +28,7 @@ fn dump(snap: &Snapshot) -> BTreeMap<String, Vec<(String, Value)>> {
                     name,
                     value,
                 } => (format!("{tenant}/{name}"), json!(value)),
+                Row::Bytes { tenant, id, value } => (format!("{tenant}/{id}"), json!(value)),
             });
             Ok(())
         })

@@ -468,6 +468,7 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
     ) else {
         return;
     };
+    let (model2, ort2) = (model.clone(), ort.clone());
     let s = start_with(move |c| {
         c.embeddings_provider = Some("onnx".into());
         c.embeddings_model_dir = Some(model);
@@ -543,6 +544,33 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
             r.text
         );
     }
+    // A lost vector index is rebuilt at start from the vectors the store keeps (its own
+    // table, apart from the chunk records): no re-embedding, the same answers.
+    let before = s
+        .search(&a.token, json!({"query": question, "mode": "vector"}))
+        .await;
+    let dir = s.stop().await;
+    std::fs::remove_dir_all(dir.path().join("index/vectors")).expect("remove index");
+    let s = start_in(dir, move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(model2);
+        c.ort_dylib_path = Some(ort2);
+    })
+    .await;
+    let after = s
+        .search(&a.token, json!({"query": question, "mode": "vector"}))
+        .await;
+    after.expect(200);
+    assert!(in_top3(&after), "after the rebuild: {}", after.text);
+    let ids = |r: &Resp| -> Vec<String> {
+        r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|h| h["chunkId"].to_string())
+            .collect()
+    };
+    assert_eq!(ids(&before), ids(&after));
 }
 
 #[tokio::test]

@@ -392,9 +392,14 @@ impl VectorIndex {
     }
 
     /// True when this tenant's index must be rebuilt from the store before it can be
-    /// trusted (see [`needs_rebuild_all`](Self::needs_rebuild_all)).
+    /// trusted: its files were unusable, or `open` found no index at all (a new or lost
+    /// directory, a restored backup; see [`needs_rebuild_all`](Self::needs_rebuild_all)) and
+    /// the tenant has had nothing since.
     pub fn needs_rebuild(&self, tenant: &TenantId) -> bool {
-        self.tenant(tenant).is_some_and(|t| read(&t).needs_rebuild)
+        match self.tenant(tenant) {
+            Some(t) => read(&t).needs_rebuild,
+            None => self.rebuild_all,
+        }
     }
 
     /// Adds (or replaces, by chunk id) vectors of one tenant. Vectors are normalised; the
