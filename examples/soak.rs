@@ -172,7 +172,7 @@ async fn start_fake() -> Result<String> {
 struct Server {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -221,11 +221,7 @@ async fn start_server(bin: &PathBuf, http: &reqwest::Client) -> Result<Server> {
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let base = format!("http://127.0.0.1:{port}");
-    let server = Server {
-        child,
-        base,
-        _dir: dir,
-    };
+    let server = Server { child, base, dir };
     let t0 = Instant::now();
     loop {
         if let Ok(r) = http.get(format!("{}/api/health", server.base)).send().await
@@ -244,13 +240,35 @@ async fn start_server(bin: &PathBuf, http: &reqwest::Client) -> Result<Server> {
 struct Sample {
     at_s: f64,
     rss_mib: f64,
+    /// Anonymous memory (heap, stacks): where a leak shows.
+    anon_mib: f64,
+    /// File-backed pages mapped in (tantivy's segment files, the binary): the kernel drops
+    /// them under pressure, and they grow with the index files.
+    file_mib: f64,
+    /// The data directory on disk, for reading memory growth against data growth.
+    data_mib: f64,
     fds: usize,
     threads: usize,
     ops: u64,
     errors: u64,
 }
 
-fn sample(pid: u32, t0: Instant, ops: u64, errors: u64) -> Sample {
+/// Bytes under `dir`, recursively (files only; unreadable entries count as 0).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn sample(pid: u32, data: &std::path::Path, t0: Instant, ops: u64, errors: u64) -> Sample {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -266,6 +284,9 @@ fn sample(pid: u32, t0: Instant, ops: u64, errors: u64) -> Sample {
     Sample {
         at_s: t0.elapsed().as_secs_f64(),
         rss_mib: field("VmRSS:") / 1024.0,
+        anon_mib: field("RssAnon:") / 1024.0,
+        file_mib: field("RssFile:") / 1024.0,
+        data_mib: dir_bytes(data) as f64 / (1024.0 * 1024.0),
         fds,
         threads: field("Threads:") as usize,
         ops,
@@ -613,6 +634,7 @@ async fn main() -> Result<()> {
     let fake = start_fake().await?;
     let server = start_server(&o.bin, &http).await?;
     let pid = server.child.id();
+    let data = server.dir.path().join("data");
     let base = server.base.clone();
     println!(
         "soak: {} for {} min, {} clients, server pid {pid} at {base}",
@@ -699,16 +721,27 @@ async fn main() -> Result<()> {
         .collect();
 
     let end = t0 + Duration::from_secs_f64(o.minutes * 60.0);
-    let mut samples = vec![sample(pid, t0, 0, 0)];
-    println!("| t (s) | RSS (MiB) | open fds | threads | requests | req/s | failed |");
-    println!("|---|---|---|---|---|---|---|");
+    let mut samples = vec![sample(pid, &data, t0, 0, 0)];
+    println!(
+        "| t (s) | RSS (MiB) | anon (MiB) | file (MiB) | data dir (MiB) | open fds | threads | requests | req/s | failed |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let print = |s: &Sample, prev: Option<&Sample>| {
         let rate = prev.map_or(0.0, |p| {
             (s.ops - p.ops) as f64 / (s.at_s - p.at_s).max(1e-9)
         });
         println!(
-            "| {:.0} | {:.1} | {} | {} | {} | {:.1} | {} |",
-            s.at_s, s.rss_mib, s.fds, s.threads, s.ops, rate, s.errors
+            "| {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1} | {} |",
+            s.at_s,
+            s.rss_mib,
+            s.anon_mib,
+            s.file_mib,
+            s.data_mib,
+            s.fds,
+            s.threads,
+            s.ops,
+            rate,
+            s.errors
         );
     };
     print(&samples[0], None);
@@ -717,6 +750,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(wait).await;
         let s = sample(
             pid,
+            &data,
             t0,
             sh.ops.load(Ordering::Relaxed),
             sh.errors.load(Ordering::Relaxed),
@@ -734,6 +768,7 @@ async fn main() -> Result<()> {
     }
     let last = sample(
         pid,
+        &data,
         t0,
         sh.ops.load(Ordering::Relaxed),
         sh.errors.load(Ordering::Relaxed),
@@ -766,12 +801,18 @@ async fn main() -> Result<()> {
     let hours = ((last.at_s - warm.at_s) / 3600.0).max(1e-9);
     println!();
     println!(
-        "after warm-up (t={:.0}s -> {:.0}s): RSS {:.1} -> {:.1} MiB ({:+.1} MiB/h), open fds {} -> {}, threads {} -> {}",
+        "after warm-up (t={:.0}s -> {:.0}s): RSS {:.1} -> {:.1} MiB ({:+.1} MiB/h; anonymous {:.1} -> {:.1}, file-backed {:.1} -> {:.1}; data directory {:.1} -> {:.1} MiB), open fds {} -> {}, threads {} -> {}",
         warm.at_s,
         last.at_s,
         warm.rss_mib,
         last.rss_mib,
         (last.rss_mib - warm.rss_mib) / hours,
+        warm.anon_mib,
+        last.anon_mib,
+        warm.file_mib,
+        last.file_mib,
+        warm.data_mib,
+        last.data_mib,
         warm.fds,
         last.fds,
         warm.threads,
