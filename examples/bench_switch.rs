@@ -41,6 +41,10 @@ struct Args {
     to: Option<PathBuf>,
     chunks: usize,
     queries: usize,
+    /// EMBEDDINGS_SESSIONS for both models (0: the product's default).
+    sessions: usize,
+    /// EMBEDDINGS_QUERY_CACHE (None: the product's default).
+    query_cache: Option<usize>,
 }
 
 fn args() -> Result<Args> {
@@ -52,6 +56,8 @@ fn args() -> Result<Args> {
         to: None,
         chunks: 10_000,
         queries: 300,
+        sessions: 0,
+        query_cache: None,
     };
     while let Some(k) = a.next() {
         let mut v = || a.next().ok_or_else(|| anyhow!("{k} needs a value"));
@@ -62,6 +68,8 @@ fn args() -> Result<Args> {
             "--to" => out.to = Some(v()?.into()),
             "--chunks" => out.chunks = v()?.parse()?,
             "--queries" => out.queries = v()?.parse()?,
+            "--sessions" => out.sessions = v()?.parse()?,
+            "--query-cache" => out.query_cache = Some(v()?.parse()?),
             other => return Err(anyhow!("unknown argument {other}")),
         }
     }
@@ -86,6 +94,78 @@ fn rss() -> (f64, f64) {
             / 1024.0
     };
     (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// One phase of the run as the memory sampler saw it (MiB).
+struct Phase {
+    name: String,
+    samples: usize,
+    rss_max: f64,
+    rss_last: f64,
+    anon_max: f64,
+    file_max: f64,
+}
+
+/// Samples VmRSS, RssAnon and RssFile of this process every 200 ms, per named phase, so the
+/// growth can be placed (model load, re-embedding batches, after).
+struct Sampler {
+    phases: Arc<std::sync::Mutex<Vec<Phase>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start() -> Self {
+        let phases = Arc::new(std::sync::Mutex::new(Vec::<Phase>::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p2, s2) = (phases.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                let mib = |key: &str| {
+                    s.lines()
+                        .find(|l| l.starts_with(key))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                        / 1024.0
+                };
+                let (rss, anon, file) = (mib("VmRSS:"), mib("RssAnon:"), mib("RssFile:"));
+                if let Some(p) = p2.lock().expect("sampler").last_mut() {
+                    p.samples += 1;
+                    p.rss_max = p.rss_max.max(rss);
+                    p.rss_last = rss;
+                    p.anon_max = p.anon_max.max(anon);
+                    p.file_max = p.file_max.max(file);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+        let s = Sampler {
+            phases,
+            stop,
+            thread,
+        };
+        s.phase("seeded, before questions");
+        s
+    }
+
+    fn phase(&self, name: &str) {
+        self.phases.lock().expect("sampler").push(Phase {
+            name: name.into(),
+            samples: 0,
+            rss_max: 0.0,
+            rss_last: 0.0,
+            anon_max: 0.0,
+            file_max: 0.0,
+        });
+    }
+
+    fn stop(self) -> Vec<Phase> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+        std::mem::take(&mut *self.phases.lock().expect("sampler"))
+    }
 }
 
 /// Installs `src` as `<data>/models/<name>`: the whole folder, or (`int8_only`) every file
@@ -180,7 +260,6 @@ async fn main() -> Result<()> {
         .collect();
     judged.sort_by(|x, y| x.text.cmp(&y.text));
     judged.dedup_by(|x, y| x.text == y.text);
-    judged.truncate(a.queries);
 
     // Filler: the cache's other texts (title line, then text), in a stable order.
     let cache = tenant::default_cache(&a.model_dir);
@@ -216,13 +295,26 @@ async fn main() -> Result<()> {
             text,
         });
     }
+    // Fewer chunks than boolq has: its first passages, and the questions about them.
+    corpus.truncate(a.chunks);
+    let present: HashSet<&str> = corpus.iter().map(|p| p.id.as_str()).collect();
+    judged.retain(|j| present.contains(j.passage.as_str()));
+    judged.truncate(a.queries);
     eprintln!(
         "seeding {} chunks ({} filler) with {}",
         corpus.len(),
         corpus.len().saturating_sub(2939),
         a.model_dir.display()
     );
-    let seeded = tenant::seed(&a.model_dir, &a.ort, &cache, &corpus).await?;
+    let (sessions, query_cache) = (a.sessions, a.query_cache);
+    let seeded = tenant::seed_with(&a.model_dir, &a.ort, &cache, &corpus, |c| {
+        c.embeddings_sessions = sessions;
+        if let Some(n) = query_cache {
+            c.embeddings_query_cache = n;
+        }
+    })
+    .await?;
+    let sampler = Sampler::start();
     eprintln!(
         "seeded in {:.1} s ({} embedded now)",
         seeded.seed_secs + seeded.embed_secs,
@@ -276,6 +368,7 @@ async fn main() -> Result<()> {
         before.p50()
     );
 
+    sampler.phase("switch: settings change (new model loaded and tried)");
     // The switch, then questions for as long as re-embedding runs.
     let (k2, c2) = (k.clone(), caller.clone());
     let folder2 = folder.to_string();
@@ -304,6 +397,7 @@ async fn main() -> Result<()> {
         judged.clone(),
         tenant_id.clone(),
     );
+    sampler.phase("re-embedding, questions to the old model");
     let (during, peak, done_secs) =
         tokio::task::spawn_blocking(move || -> Result<(Tally, f64, f64)> {
             let mut t = Tally::default();
@@ -340,6 +434,7 @@ async fn main() -> Result<()> {
         passage_of.clone(),
         judged.clone(),
     );
+    sampler.phase("after: questions to the new model");
     let after = tokio::task::spawn_blocking(move || -> Result<Tally> {
         let mut t = Tally::default();
         for q in j2.iter() {
@@ -353,6 +448,9 @@ async fn main() -> Result<()> {
     })
     .await??;
     let rss_after = rss();
+    sampler.phase("idle after (3 s)");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let phases = sampler.stop();
     let space = k
         .search_space(&tenant_id)?
         .context("no embedding space after the switch")?;
@@ -391,6 +489,25 @@ async fn main() -> Result<()> {
         "RSS MiB: before the switch {:.0} (peak so far {:.0}), highest sampled during {:.0}, after {:.0} (process peak {:.0})",
         rss_before.0, rss_before.1, peak, rss_after.0, rss_after.1
     );
+    println!(
+        "sessions per model: {}; query cache: {}",
+        if a.sessions == 0 {
+            "default".to_string()
+        } else {
+            a.sessions.to_string()
+        },
+        a.query_cache
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "default".into())
+    );
+    println!("| phase | samples | VmRSS max | VmRSS last | RssAnon max | RssFile max |");
+    println!("|---|---|---|---|---|---|");
+    for p in phases {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            p.name, p.samples, p.rss_max, p.rss_last, p.anon_max, p.file_max
+        );
+    }
     println!("load average at the end: {}", load.trim());
     Ok(())
 }

@@ -106,9 +106,22 @@ pub struct Seeded {
 
 /// Builds the app with the model and seeds `corpus` into a new tenant; `cache` holds
 /// vectors by embedded text (see the module header).
+#[allow(dead_code)]
 pub async fn seed(model_dir: &Path, ort: &Path, cache: &Path, corpus: &[Doc]) -> Result<Seeded> {
+    seed_with(model_dir, ort, cache, corpus, |_| {}).await
+}
+
+/// [`seed`] with the configuration adjusted by `tweak` before the app is built.
+#[allow(dead_code)]
+pub async fn seed_with(
+    model_dir: &Path,
+    ort: &Path,
+    cache: &Path,
+    corpus: &[Doc],
+    tweak: impl FnOnce(&mut Config),
+) -> Result<Seeded> {
     let dir = tempfile::tempdir()?;
-    let config = Config {
+    let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         embeddings_provider: Some("onnx".into()),
         embeddings_model_dir: Some(model_dir.to_path_buf()),
@@ -117,6 +130,7 @@ pub async fn seed(model_dir: &Path, ort: &Path, cache: &Path, corpus: &[Doc]) ->
         log_level: "warn".into(),
         ..Config::default()
     };
+    tweak(&mut config);
     let app = aigentable::build(config).await?;
     let k = app.state.knowledge.clone();
     let svc = k.svc.clone();

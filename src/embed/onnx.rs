@@ -75,12 +75,14 @@ const SECOND_SESSION_MAX_GRAPH_BYTES: usize = 100 * 1024 * 1024;
 
 /// Bound on one batch's attention work, (texts x estimated tokens^2): a batch is padded to
 /// its longest text and attention holds batch x heads x length^2 scores, so memory grows with
-/// the square of the length. Measured (BENCHMARKS.md): all-MiniLM-L6-v2 in batches of 32 at up
-/// to 512 tokens held 1.2 GB after one pass, all-mpnet-base-v2 1.3 GB at 32 x 384 against
-/// 0.4 GB at 4 x 384 (which was also faster). Small models get 32 texts of 256 tokens' worth,
-/// large ones 4 of 384.
-const SMALL_MODEL_ATTENTION_BUDGET: usize = 32 * 256 * 256;
-const LARGE_MODEL_ATTENTION_BUDGET: usize = 4 * 384 * 384;
+/// the square of the length. ONNX Runtime's arena grows to the largest batch's working set
+/// (rounded up to the next power of two) and never gives it back, so this bound is what a
+/// model costs for good after its first large batch. Measured (BENCHMARKS.md): with 32 x 256^2,
+/// a tenant's re-embedding held +870 MiB for MiniLM int8 (one arena; a second session did not
+/// matter), with 8 x 256^2 +225 MiB, at the same or better speed; mpnet held 1.3 GB at
+/// 32 x 384 against 0.4 GB at 4 x 384 (also faster). One bound for every model: 4 texts of
+/// 384 tokens' worth (9 of 256, 2 of 512).
+const ATTENTION_BUDGET: usize = 4 * 384 * 384;
 
 /// Splits texts sorted by length (ascending) into batches of at most `batch_size` whose
 /// `count x longest^2` stays within `budget`, with lengths estimated in tokens (capped at
@@ -135,8 +137,6 @@ pub struct OnnxEmbedder {
     variant: String,
     dims: usize,
     batch_size: usize,
-    /// See [`SMALL_MODEL_ATTENTION_BUDGET`].
-    attention_budget: usize,
     max_length: usize,
     threads: usize,
     sessions: usize,
@@ -322,11 +322,6 @@ impl OnnxEmbedder {
         let sessions = options
             .sessions
             .unwrap_or_else(|| default_sessions(graph_bytes.len(), available_cores()));
-        let attention_budget = if graph_bytes.len() > SECOND_SESSION_MAX_GRAPH_BYTES {
-            LARGE_MODEL_ATTENTION_BUDGET
-        } else {
-            SMALL_MODEL_ATTENTION_BUDGET
-        };
 
         let mut pool = Vec::with_capacity(sessions);
         for i in 0..sessions {
@@ -381,7 +376,6 @@ impl OnnxEmbedder {
             variant,
             dims,
             batch_size: options.batch_size,
-            attention_budget,
             max_length,
             threads,
             sessions,
@@ -484,12 +478,7 @@ impl Embedder for OnnxEmbedder {
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         // A session per batch, so concurrent callers interleave (or run side by side on
         // another session) instead of one long input starving the rest.
-        for range in plan_batches(
-            &lengths,
-            self.batch_size,
-            self.max_length,
-            self.attention_budget,
-        ) {
+        for range in plan_batches(&lengths, self.batch_size, self.max_length, ATTENTION_BUDGET) {
             let idx = &order[range];
             let batch: Vec<String> = idx.iter().map(|&i| texts[i].clone()).collect();
             for (&i, v) in idx.iter().zip(self.run(&batch, false)?) {
@@ -1192,23 +1181,26 @@ mod tests {
     fn batches_respect_count_and_attention_budget() {
         // 40 short texts: by count only.
         let short = vec![30; 40];
-        let b = plan_batches(&short, 32, 512, SMALL_MODEL_ATTENTION_BUDGET);
+        let b = plan_batches(&short, 32, 512, ATTENTION_BUDGET);
         assert_eq!(b, vec![0..32, 32..40]);
-        // Long texts (capped at 512 tokens) in smaller batches: 8 x 512^2 = the budget.
-        let long = vec![5000; 20];
-        let b = plan_batches(&long, 32, 512, SMALL_MODEL_ATTENTION_BUDGET);
-        assert_eq!(b, vec![0..8, 8..16, 16..20]);
+        // Long texts (capped at 512 tokens) in smaller batches: 2 x 512^2 fit the budget.
+        let long = vec![5000; 5];
+        let b = plan_batches(&long, 32, 512, ATTENTION_BUDGET);
+        assert_eq!(b, vec![0..2, 2..4, 4..5]);
+        // At 256 tokens, 9.
+        let b = plan_batches(&[800; 20], 32, 256, ATTENTION_BUDGET);
+        assert_eq!(b, vec![0..9, 9..18, 18..20]);
         // Sorted mixed lengths: the short ones share a batch, the long ones split off.
         let mut mixed = vec![30; 10];
         mixed.extend([3000, 3000]);
-        let b = plan_batches(&mixed, 32, 384, LARGE_MODEL_ATTENTION_BUDGET);
+        let b = plan_batches(&mixed, 32, 384, ATTENTION_BUDGET);
         assert_eq!(b, vec![0..10, 10..12]);
         // A text over the budget on its own still gets a batch; nothing is empty.
         assert_eq!(plan_batches(&[10_000], 32, 512, 1), vec![0..1]);
         assert!(plan_batches(&[], 32, 512, 1).is_empty());
         // Every text lands in exactly one batch.
         let lens: Vec<usize> = (0..500).map(|i| i * 7).collect();
-        let b = plan_batches(&lens, 32, 512, SMALL_MODEL_ATTENTION_BUDGET);
+        let b = plan_batches(&lens, 32, 512, ATTENTION_BUDGET);
         assert_eq!(b.iter().map(|r| r.len()).sum::<usize>(), 500);
         assert!(b.windows(2).all(|w| w[0].end == w[1].start));
     }
