@@ -41,7 +41,7 @@
 //!    index runs, as in production), one registered tenant, and `--chunks` chunks written
 //!    document by document with the calls the ingestion pipeline makes (`process_document`
 //!    and `index_chunks` in src/knowledge/pipeline.rs): one store transaction with the
-//!    document and its chunks, `TextIndex::delete_document` + `add`,
+//!    document, its chunks and their vectors, `TextIndex::delete_document` + `add`,
 //!    `VectorIndex::delete_document` + `insert`. Per-stage time, RSS and load every tenth.
 //! 4. `reopen`: a fresh process opens the data directory (startup = `aigentable::build`:
 //!    store, migrations, text index, vector index load, model load), then times hybrid
@@ -807,7 +807,8 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     // Documents are generated on a thread of their own, a few ahead (it works while the
     // store waits for its fsync), so the benchmark's text generation is not on the path.
-    let (send, docs) = std::sync::mpsc::sync_channel::<(Document, Vec<Chunk>)>(4);
+    type Batch = (Document, Vec<Chunk>, Vec<Vec<f32>>);
+    let (send, docs) = std::sync::mpsc::sync_channel::<Batch>(4);
     let started = Instant::now();
     let cpu0 = cpu_secs();
     let (generate, real_used) = std::thread::scope(|scope| -> Result<(f64, usize)> {
@@ -822,6 +823,7 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
                 let doc_id = DocumentId::new();
                 let now = time::OffsetDateTime::now_utc();
                 let mut chunks = Vec::with_capacity(n);
+                let mut vectors = Vec::with_capacity(n);
                 let mut size = 0usize;
                 for j in 0..n {
                     let i = done + j;
@@ -850,8 +852,8 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
                         page: None,
                         headings: vec![],
                         embedding_model: Some(model_id.clone()),
-                        vector: Some(v),
                     });
+                    vectors.push(v);
                 }
                 let doc = Document {
                     id: doc_id,
@@ -879,7 +881,7 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
                     cache = None;
                 }
                 secs += t.elapsed().as_secs_f64();
-                if send.send((doc, chunks)).is_err() {
+                if send.send((doc, chunks, vectors)).is_err() {
                     break;
                 }
             }
@@ -889,15 +891,16 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
         let mut total = Stages::default();
         let mut last = (0usize, 0f64, Stages::default());
         let mut done = 0usize;
-        for (doc, chunks) in docs {
+        for (doc, chunks, vectors) in docs {
             let doc_id = doc.id.clone();
             let n = chunks.len();
             // The pipeline's calls (process_document's transaction, then index_chunks).
             let t = Instant::now();
             k.svc.store.write(|tx| {
                 tx.put(&doc)?;
-                for c in &chunks {
+                for (c, v) in chunks.iter().zip(&vectors) {
                     tx.put(c)?;
+                    tx.put_vector(c, v)?;
                 }
                 Ok::<_, aigentable::store::Error>(())
             })?;
@@ -914,7 +917,8 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
             space.index.delete_document(tenant, &doc_id)?;
             let items: Vec<_> = chunks
                 .into_iter()
-                .filter_map(|c| Some((c.id, c.document_id, c.vector?)))
+                .zip(vectors)
+                .map(|(c, v)| (c.id, c.document_id, v))
                 .collect();
             space.index.insert(tenant, &items)?;
             total.vector += t.elapsed().as_secs_f64();
