@@ -497,7 +497,9 @@ pub async fn backup(config: Config, out: std::path::PathBuf) -> anyhow::Result<(
     crate::store::private_files();
     let dir = config.data_dir.clone();
     let o = out.clone();
-    let s = tokio::task::spawn_blocking(move || crate::backup::backup_to_file(&dir, &o)).await??;
+    let limits = crate::backup::Limits::from_config(&config);
+    let s = tokio::task::spawn_blocking(move || crate::backup::backup_to_file(&dir, &o, &limits))
+        .await??;
     let rows: u64 = s.tables.values().sum();
     println!(
         "backup written to {} ({rows} rows, {} files, {} media files, schema {})",
@@ -514,7 +516,9 @@ pub async fn restore(config: Config, file: std::path::PathBuf) -> anyhow::Result
     crate::store::private_files();
     let dir = config.data_dir.clone();
     let d = dir.clone();
-    let s = tokio::task::spawn_blocking(move || crate::backup::restore_file(&file, &d)).await??;
+    let limits = crate::backup::Limits::from_config(&config);
+    let s = tokio::task::spawn_blocking(move || crate::backup::restore_file(&file, &d, &limits))
+        .await??;
     let rows: u64 = s.tables.values().sum();
     println!(
         "restored {rows} rows, {} files and {} media files into {}; search indexes are rebuilt at the first start",

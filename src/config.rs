@@ -201,6 +201,9 @@ pub struct Config {
     pub backup_keep: usize,
     /// Largest tenant export accepted by `POST /api/tenants/import`, bytes.
     pub tenant_import_max_bytes: u64,
+    /// Largest stored file (an upload's original, a channel media file) a backup or tenant
+    /// export may hold to be restored or imported here, bytes.
+    pub backup_max_file_bytes: u64,
     /// Writes are refused (507) while less than this many MB are free on the data
     /// directory's filesystem, so the store never meets a full disk mid-commit.
     pub disk_reserve_mb: u64,
@@ -286,6 +289,7 @@ impl Default for Config {
             backup_every: "6h".into(),
             backup_keep: 7,
             tenant_import_max_bytes: 4 * 1024 * 1024 * 1024,
+            backup_max_file_bytes: crate::backup::archive::DEFAULT_MAX_FILE_BYTES,
             disk_reserve_mb: 64,
         }
     }
@@ -369,6 +373,7 @@ const ENV_KEYS: &[&str] = &[
     "BACKUP_EVERY",
     "BACKUP_KEEP",
     "TENANT_IMPORT_MAX_BYTES",
+    "BACKUP_MAX_FILE_BYTES",
     "DISK_RESERVE_MB",
 ];
 
@@ -434,6 +439,14 @@ impl Config {
             .map_err(|e| Error::Invalid(format!("BACKUP_EVERY `{}`: {e}", self.backup_every)))?;
         if self.backup_keep == 0 {
             return Err(Error::Invalid("BACKUP_KEEP must be at least 1".into()));
+        }
+        // This install's own backups must restore here: every file it accepts fits.
+        let largest = self.upload_max_bytes.max(self.channel_media_max_bytes);
+        if self.backup_max_file_bytes < largest {
+            return Err(Error::Invalid(format!(
+                "BACKUP_MAX_FILE_BYTES ({}) must be at least UPLOAD_MAX_BYTES and CHANNEL_MEDIA_MAX_BYTES ({largest}), or this install's own backups could not be restored",
+                self.backup_max_file_bytes
+            )));
         }
         crate::net::Allowlist::parse(&self.outbound_allowed_private_hosts)
             .map_err(|e| Error::Invalid(format!("OUTBOUND_ALLOWED_PRIVATE_HOSTS: {e}")))?;
@@ -893,6 +906,13 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("BIND"));
+        // A backup of this install must restore here.
+        let c = Config {
+            backup_max_file_bytes: 1024,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("BACKUP_MAX_FILE_BYTES"), "{e}");
         let c = Config {
             outbound_allowed_private_hosts: "ollama.internal, 10.0.0.0/33".into(),
             ..Config::default()

@@ -35,6 +35,8 @@ impl From<backup::Error> for ApiError {
             E::Damaged(_) | E::TooNew(_) | E::WrongKind(_) | E::NotEmpty(_) => {
                 ApiError::of(ErrorCode::InvalidArchive, e.to_string())
             }
+            E::FileTooLarge(m, max) => ApiError::of(ErrorCode::PayloadTooLarge, m)
+                .with_details(serde_json::json!({ "maxBytes": max })),
             E::Store(s) => crate::domain::Error::Store(s).into(),
             E::Io(_) | E::Busy => {
                 tracing::error!(error = %e, "tenant export or import failed");
@@ -188,7 +190,8 @@ pub struct ImportView {
 /// (409 `import_conflict`, nothing written) when the tenant exists here or one of its emails
 /// belongs to a user of this install. Sessions, API keys, invitations and reset links are
 /// not carried over (they are bound to the old install's keys). The body is the archive
-/// (`application/gzip`, at most `TENANT_IMPORT_MAX_BYTES`); `X-Export-Passphrase` when the
+/// (`application/gzip`, at most `TENANT_IMPORT_MAX_BYTES`, each stored file in it at most
+/// `BACKUP_MAX_FILE_BYTES`: 413 otherwise); `X-Export-Passphrase` when the
 /// export was made with one.
 #[utoipa::path(post, path = "/api/tenants/import", tag = "tenants",
     params(("X-Export-Passphrase" = Option<String>, Header, description = "The export's passphrase")),
@@ -312,6 +315,7 @@ impl AppState {
             input,
             &self.svc.sealer,
             passphrase,
+            &backup::Limits::from_config(&self.config),
         )?;
         if let Some(t) = s.tenant_id.as_deref().and_then(TenantId::parse)
             && let Err(e) = self.knowledge.index_tenant(&t)

@@ -129,10 +129,27 @@ impl<S: Send + Sync> FromRequest<S> for CompletionBody {
                     None,
                 )
             })?;
-        serde_json::from_slice(&body)
-            .map(CompletionBody)
-            .map_err(|e| bad(format!("invalid request body: {e}"), "body"))
+        decode(&body).map(CompletionBody)
     }
+}
+
+fn decode(body: &[u8]) -> Result<CompletionReq, OaiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid request body: {e}"), "body"))
+}
+
+impl OaiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.0
+    }
+}
+
+/// Decodes and checks a `/v1/chat/completions` body exactly as the route does before it
+/// looks up the agent (`max_messages`: CHAT_MAX_MESSAGES). For the fuzz target: any input
+/// gives `Ok` or an error with a 4xx status.
+#[doc(hidden)]
+pub fn check_completion_body(body: &[u8], max_messages: usize) -> Result<(), OaiError> {
+    validate(decode(body)?, max_messages).map(|_| ())
 }
 
 /// Text of a message content: a string, or an array of `{type:"text", text}` parts.

@@ -15,7 +15,8 @@
 //! entry against the manifest and refuse an archive with a missing, extra or altered entry.
 //! Entry names are parsed, never used as paths: a name with `..`, an absolute or an empty
 //! component is refused outright, and a stored file (files/, media/) larger than
-//! [`MAX_FILE_BYTES`] is refused before anything of it is written.
+//! [`Limits::max_file_bytes`] (`BACKUP_MAX_FILE_BYTES`) is refused before anything of it is
+//! written.
 
 use super::Error;
 use crate::store::{Kind, Row};
@@ -35,10 +36,35 @@ const HEADER: &str = "aigentable-backup.json";
 const MANIFEST: &str = "manifest.json";
 /// Rows are buffered per part: this bounds the memory a table of any size needs.
 const PART_BYTES: usize = 8 * 1024 * 1024;
-/// The largest stored file (an upload's original, a channel media file) an archive may hold.
-/// Far above what the upload and channel-media limits let in; it bounds what a crafted
-/// archive can make a restore or an import write for one entry.
-pub const MAX_FILE_BYTES: u64 = 4 << 30;
+/// The default of [`Limits::max_file_bytes`] (`BACKUP_MAX_FILE_BYTES`): 4 GiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// What a reader accepts from an archive.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest stored file (an upload's original, a channel media file) an archive may
+    /// hold (`BACKUP_MAX_FILE_BYTES`). At least what the upload and channel-media limits let
+    /// in (the configuration checks it); it bounds what a crafted archive can make a restore
+    /// or an import write for one entry.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits the configuration sets.
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Limits {
+            max_file_bytes: c.backup_max_file_bytes,
+        }
+    }
+}
 /// The longest media id accepted (ids are hex digests; see `channels::short_hash`).
 const MAX_MEDIA_ID: usize = 128;
 
@@ -387,11 +413,15 @@ fn check_entry_name(path: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_file_size(path: &str, size: u64) -> Result<(), Error> {
-    if size > MAX_FILE_BYTES {
-        return Err(Error::Damaged(format!(
-            "{path}: a stored file of {size} bytes; at most {MAX_FILE_BYTES} are accepted"
-        )));
+fn check_file_size(path: &str, size: u64, limits: &Limits) -> Result<(), Error> {
+    let max = limits.max_file_bytes;
+    if size > max {
+        return Err(Error::FileTooLarge(
+            format!(
+                "{path} is a stored file of {size} bytes; this install accepts at most {max} (BACKUP_MAX_FILE_BYTES): raise it to restore or import this archive"
+            ),
+            max,
+        ));
     }
     Ok(())
 }
@@ -402,6 +432,7 @@ fn check_file_size(path: &str, size: u64) -> Result<(), Error> {
 /// what it wrote when this fails.
 pub fn read(
     input: impl Read,
+    limits: &Limits,
     mut on_header: impl FnMut(&Header) -> Result<(), Error>,
     mut on_entry: impl FnMut(Entry<'_>) -> Result<(), Error>,
 ) -> Result<(Header, Manifest), Error> {
@@ -488,7 +519,7 @@ pub fn read(
                 }
             }
             ["files", tenant, sha] if is_sha256(sha) => {
-                check_file_size(&path, size)?;
+                check_file_size(&path, size, limits)?;
                 let tenant = crate::types::TenantId::parse(tenant)
                     .ok_or_else(|| Error::Damaged(format!("{path}: not a tenant id")))?;
                 let mut hr = HashingReader::new(&mut e);
@@ -513,7 +544,7 @@ pub fn read(
                 }
             }
             ["media", tenant, id] if is_media_id(id) => {
-                check_file_size(&path, size)?;
+                check_file_size(&path, size, limits)?;
                 let tenant = crate::types::TenantId::parse(tenant)
                     .ok_or_else(|| Error::Damaged(format!("{path}: not a tenant id")))?;
                 let mut hr = HashingReader::new(&mut e);
@@ -719,7 +750,13 @@ mod tests {
 
     #[test]
     fn an_archive_reads_back_with_its_counts() {
-        let (_, m) = read(&archive(|_| {})[..], |_| Ok(()), |_| Ok(())).expect("reads");
+        let (_, m) = read(
+            &archive(|_| {})[..],
+            &Limits::default(),
+            |_| Ok(()),
+            |_| Ok(()),
+        )
+        .expect("reads");
         assert_eq!((m.tables["messages"].rows, m.files, m.media), (1, 0, 1));
     }
 
@@ -739,7 +776,13 @@ mod tests {
                 );
             },
         ] {
-            let e = read(&archive(edit)[..], |_| Ok(()), |_| Ok(())).expect_err("refused");
+            let e = read(
+                &archive(edit)[..],
+                &Limits::default(),
+                |_| Ok(()),
+                |_| Ok(()),
+            )
+            .expect_err("refused");
             assert!(e.to_string().contains("counts"), "{e}");
         }
     }
@@ -762,5 +805,15 @@ mod tests {
         }
         assert!(is_media_id("0123abcdef") && !is_media_id("") && !is_media_id("x.jpg"));
         assert!(!is_media_id(&"a".repeat(MAX_MEDIA_ID + 1)));
+    }
+
+    #[test]
+    fn a_stored_file_over_the_limit_is_refused_with_the_setting_named() {
+        let tight = Limits { max_file_bytes: 2 };
+        let e = read(&archive(|_| {})[..], &tight, |_| Ok(()), |_| Ok(())).expect_err("3 > 2");
+        assert!(matches!(e, Error::FileTooLarge(_, 2)), "{e}");
+        assert!(e.to_string().contains("BACKUP_MAX_FILE_BYTES"), "{e}");
+        let exact = Limits { max_file_bytes: 3 };
+        read(&archive(|_| {})[..], &exact, |_| Ok(()), |_| Ok(())).expect("3 <= 3");
     }
 }

@@ -20,7 +20,7 @@ pub mod socket;
 use crate::auth::seal::Sealer;
 use crate::store::{self, Kind, Row, SCHEMA_VERSION, Store};
 use crate::types::TenantId;
-pub use archive::{ArchiveKind, FORMAT_VERSION, Header, Manifest};
+pub use archive::{ArchiveKind, FORMAT_VERSION, Header, Limits, Manifest};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -50,6 +50,9 @@ pub enum Error {
     Passphrase(String),
     #[error("a backup is already being written")]
     Busy,
+    /// A stored file of the archive is larger than `BACKUP_MAX_FILE_BYTES` (the limit).
+    #[error("{0}")]
+    FileTooLarge(String, u64),
 }
 
 impl Error {
@@ -409,6 +412,7 @@ fn clear_dir(dir: &Path) {
 /// Options of [`unpack`].
 struct Unpack<'a> {
     kind: ArchiveKind,
+    limits: &'a Limits,
     /// Tenant imports: turns sealed values of the archive into this install's.
     reseal: Option<(&'a Sealer, Option<&'a str>)>,
 }
@@ -433,6 +437,7 @@ fn unpack_inner(input: impl Read, dir: &Path, opts: Unpack<'_>) -> Result<(Heade
     let mut resealed = 0u64;
     let out = archive::read(
         input,
+        opts.limits,
         |h| {
             if h.kind != opts.kind {
                 return Err(Error::WrongKind(match opts.kind {
@@ -526,12 +531,13 @@ fn unpack_inner(input: impl Read, dir: &Path, opts: Unpack<'_>) -> Result<(Heade
 /// archive (header, every checksum, the schema version: a newer one is refused) and then
 /// opens the store once, which runs the normal migrations on an older one. Indexes are
 /// rebuilt at the server's first start. Blocking.
-pub fn restore(input: impl Read, dir: &Path) -> Result<Summary> {
+pub fn restore(input: impl Read, dir: &Path, limits: &Limits) -> Result<Summary> {
     let (h, m) = unpack(
         input,
         dir,
         Unpack {
             kind: ArchiveKind::Full,
+            limits,
             reseal: None,
         },
     )?;
@@ -566,11 +572,12 @@ pub fn import_tenant(
     input: impl Read,
     sealer: &Sealer,
     passphrase: Option<&str>,
+    limits: &Limits,
 ) -> Result<Summary> {
     let tmp = data_dir
         .join("tmp")
         .join(format!("import-{}", uuid::Uuid::now_v7()));
-    let r = import_inner(store, data_dir, &tmp, input, sealer, passphrase);
+    let r = import_inner(store, data_dir, &tmp, input, sealer, passphrase, limits);
     let _ = std::fs::remove_dir_all(&tmp);
     r
 }
@@ -582,12 +589,14 @@ fn import_inner(
     input: impl Read,
     sealer: &Sealer,
     passphrase: Option<&str>,
+    limits: &Limits,
 ) -> Result<Summary> {
     let (h, m) = unpack(
         input,
         tmp,
         Unpack {
             kind: ArchiveKind::Tenant,
+            limits,
             reseal: Some((sealer, passphrase)),
         },
     )?;
@@ -660,15 +669,16 @@ fn import_inner(
 
 /// Reads a whole archive and checks it (header, every checksum, the manifest) without
 /// writing anything. Blocking.
-pub fn verify(input: impl Read) -> Result<Summary> {
-    let (h, m) = archive::read(input, |_| Ok(()), |_| Ok(()))?;
+pub fn verify(input: impl Read, limits: &Limits) -> Result<Summary> {
+    let (h, m) = archive::read(input, limits, |_| Ok(()), |_| Ok(()))?;
     Ok(summary(&h, &m, Vec::new()))
 }
 
 /// `aigentable backup`: a full backup of `data_dir` into `out` (atomically, checked before it
-/// gets its name). Asks the server running on `data_dir` through its admin socket; when none
-/// runs, opens the store itself. Blocking.
-pub fn backup_to_file(data_dir: &Path, out: &Path) -> Result<Summary> {
+/// gets its name, with `limits`: a backup this install could not restore is not kept). Asks
+/// the server running on `data_dir` through its admin socket; when none runs, opens the store
+/// itself. Blocking.
+pub fn backup_to_file(data_dir: &Path, out: &Path, limits: &Limits) -> Result<Summary> {
     if !data_dir.join("aigentable.redb").exists() {
         return Err(Error::Conflict(format!(
             "{} holds no aigentable store",
@@ -695,7 +705,7 @@ pub fn backup_to_file(data_dir: &Path, out: &Path) -> Result<Summary> {
         direct = Some(backup_full(&store, data_dir, w)?);
         Ok(())
     })?;
-    let checked = verify(std::io::BufReader::new(std::fs::File::open(out)?));
+    let checked = verify(std::io::BufReader::new(std::fs::File::open(out)?), limits);
     match (checked, direct) {
         (Ok(_), Some(s)) => Ok(s),
         (Ok(s), None) => Ok(s),
@@ -707,7 +717,7 @@ pub fn backup_to_file(data_dir: &Path, out: &Path) -> Result<Summary> {
 }
 
 /// `aigentable restore`: see [`restore`].
-pub fn restore_file(file: &Path, dir: &Path) -> Result<Summary> {
+pub fn restore_file(file: &Path, dir: &Path, limits: &Limits) -> Result<Summary> {
     let f = std::fs::File::open(file)?;
-    restore(std::io::BufReader::new(f), dir)
+    restore(std::io::BufReader::new(f), dir, limits)
 }

@@ -166,10 +166,12 @@ async fn backup_under_write_load_restores_every_record() {
     let out_dir = tempfile::tempdir().expect("tmp");
     let cli_archive = out_dir.path().join("cli.tar.gz");
     let (d, o) = (s.data_dir(), cli_archive.clone());
-    let summary = tokio::task::spawn_blocking(move || aigentable::backup::backup_to_file(&d, &o))
-        .await
-        .expect("join")
-        .expect("backup through the admin socket");
+    let summary = tokio::task::spawn_blocking(move || {
+        aigentable::backup::backup_to_file(&d, &o, &Default::default())
+    })
+    .await
+    .expect("join")
+    .expect("backup through the admin socket");
     assert!(summary.tables["messages"] >= 9, "{summary:?}");
     rounds(&done, 1).await;
 
@@ -203,7 +205,8 @@ async fn backup_under_write_load_restores_every_record() {
     // Restore the snapshot's archive and compare every row.
     let restored = tempfile::tempdir().expect("tmp");
     let target = restored.path().join("data");
-    let r = aigentable::backup::restore_file(&snap_archive, &target).expect("restore");
+    let r = aigentable::backup::restore_file(&snap_archive, &target, &Default::default())
+        .expect("restore");
     assert!(r.tables["documents"] >= 4, "{r:?}");
     let rs = Store::open(&target, 1 << 20).expect("restored store opens");
     let restored_rows = dump(&rs.snapshot().expect("snapshot"));
@@ -224,7 +227,8 @@ async fn backup_under_write_load_restores_every_record() {
     // The CLI archive restores into a whole store too, and a server starts on it: the same
     // sign-in works, the documents are there and searchable (indexes rebuilt at start).
     let cli_target = restored.path().join("cli");
-    aigentable::backup::restore_file(&cli_archive, &cli_target).expect("restore cli archive");
+    aigentable::backup::restore_file(&cli_archive, &cli_target, &Default::default())
+        .expect("restore cli archive");
     {
         let rs = Store::open(&cli_target, 1 << 20).expect("opens");
         let snap = rs.snapshot().expect("snapshot");
@@ -277,16 +281,19 @@ async fn restore_refuses_a_non_empty_directory_and_a_damaged_archive() {
     let out = tempfile::tempdir().expect("tmp");
     let archive = out.path().join("b.tar.gz");
     let (d, o) = (s.data_dir(), archive.clone());
-    tokio::task::spawn_blocking(move || aigentable::backup::backup_to_file(&d, &o))
-        .await
-        .expect("join")
-        .expect("backup");
+    tokio::task::spawn_blocking(move || {
+        aigentable::backup::backup_to_file(&d, &o, &Default::default())
+    })
+    .await
+    .expect("join")
+    .expect("backup");
 
     // Non-empty: refused, and what was there is untouched.
     let busy = out.path().join("busy");
     std::fs::create_dir_all(&busy).expect("mkdir");
     std::fs::write(busy.join("keep.txt"), b"mine").expect("write");
-    let e = aigentable::backup::restore_file(&archive, &busy).expect_err("refused");
+    let e = aigentable::backup::restore_file(&archive, &busy, &Default::default())
+        .expect_err("refused");
     assert!(matches!(e, aigentable::backup::Error::NotEmpty(_)), "{e}");
     assert!(e.to_string().contains("not empty"), "{e}");
     assert_eq!(std::fs::read(busy.join("keep.txt")).expect("kept"), b"mine");
@@ -307,7 +314,8 @@ async fn restore_refuses_a_non_empty_directory_and_a_damaged_archive() {
     let bad = out.path().join("bad.tar.gz");
     std::fs::write(&bad, gz.finish().expect("gzip")).expect("write");
     let target = out.path().join("t1");
-    let e = aigentable::backup::restore_file(&bad, &target).expect_err("damaged");
+    let e =
+        aigentable::backup::restore_file(&bad, &target, &Default::default()).expect_err("damaged");
     assert!(matches!(e, aigentable::backup::Error::Damaged(_)), "{e}");
     assert_eq!(
         std::fs::read_dir(&target).expect("ls").count(),
@@ -319,7 +327,8 @@ async fn restore_refuses_a_non_empty_directory_and_a_damaged_archive() {
     let cut = out.path().join("cut.tar.gz");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
     let target = out.path().join("t2");
-    let e = aigentable::backup::restore_file(&cut, &target).expect_err("truncated");
+    let e = aigentable::backup::restore_file(&cut, &target, &Default::default())
+        .expect_err("truncated");
     assert!(matches!(e, aigentable::backup::Error::Damaged(_)), "{e}");
     s.stop().await;
 }
@@ -359,7 +368,8 @@ async fn scheduled_backups_keep_the_newest() {
     assert_eq!(left, want, "the 2 newest backups and the stray file");
     for p in &written[2..] {
         let f = std::fs::File::open(p).expect("open");
-        aigentable::backup::verify(std::io::BufReader::new(f)).expect("a whole archive");
+        aigentable::backup::verify(std::io::BufReader::new(f), &Default::default())
+            .expect("a whole archive");
     }
     assert_eq!(sched.status().status, "ok");
 
@@ -400,6 +410,16 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
         "b.txt",
         "text/plain",
         b"Secret plans of the other tenant.",
+        None,
+    )
+    .await;
+    // A bigger file: an install with a lower BACKUP_MAX_FILE_BYTES refuses the export.
+    upload_doc(
+        &s,
+        &a.token,
+        "big.txt",
+        "text/plain",
+        "Crates, pallets and boxes. ".repeat(80).as_bytes(),
         None,
     )
     .await;
@@ -519,6 +539,38 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     import(Some("correct horse battery"), damaged)
         .await
         .expect_err(422, "invalid_archive");
+    // An install that takes smaller stored files refuses the export, naming the setting,
+    // and nothing of it is left there.
+    let small = start_with(|c| {
+        c.upload_max_bytes = 1024;
+        c.channel_media_max_bytes = 1024;
+        c.backup_max_file_bytes = 1024;
+    })
+    .await;
+    let root3 = small.root().await;
+    let r = send(
+        small
+            .http
+            .post(format!("{}/api/tenants/import", small.base))
+            .bearer_auth(&root3.token)
+            .header("x-export-passphrase", "correct horse battery")
+            .header("content-type", "application/gzip")
+            .body(archive.clone()),
+    )
+    .await;
+    r.expect_err(413, "payload_too_large");
+    assert!(r.text.contains("BACKUP_MAX_FILE_BYTES"), "{}", r.text);
+    assert_eq!(r.body["error"]["details"]["maxBytes"], 1024, "{}", r.text);
+    let tid3 = aigentable::types::TenantId::parse(&a.tenant_id).expect("id");
+    assert_eq!(
+        small
+            .svc
+            .store
+            .read(|tx| tx.tenant_footprint(&tid3))
+            .expect("read"),
+        0
+    );
+    small.stop().await;
     // A failed import leaves nothing behind: the good one goes through afterwards.
     let r = import(Some("correct horse battery"), archive.clone()).await;
     r.expect(201);
@@ -579,7 +631,7 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
             ))
         })
         .expect("counts");
-    assert_eq!((agents_n, docs_n, keys_n), (1, 1, 0));
+    assert_eq!((agents_n, docs_n, keys_n), (1, 2, 0));
     // The other tenant's email is free here, the moved one is taken: importing again is a
     // conflict, nothing changes.
     import(Some("correct horse battery"), archive.clone())
@@ -662,13 +714,16 @@ async fn channel_media_survive_a_restore_and_a_tenant_move() {
     let out = tempfile::tempdir().expect("tmp");
     let archive = out.path().join("full.tar.gz");
     let (d, o) = (t.s.data_dir(), archive.clone());
-    let summary = tokio::task::spawn_blocking(move || aigentable::backup::backup_to_file(&d, &o))
-        .await
-        .expect("join")
-        .expect("backup");
+    let summary = tokio::task::spawn_blocking(move || {
+        aigentable::backup::backup_to_file(&d, &o, &Default::default())
+    })
+    .await
+    .expect("join")
+    .expect("backup");
     assert_eq!(summary.media, 1, "{summary:?}");
     let target = Arc::new(tempfile::tempdir().expect("tmp"));
-    let r = aigentable::backup::restore_file(&archive, target.path()).expect("restore");
+    let r = aigentable::backup::restore_file(&archive, target.path(), &Default::default())
+        .expect("restore");
     assert_eq!(r.media, 1);
     assert!(
         !target
@@ -758,7 +813,8 @@ async fn channel_media_survive_a_restore_and_a_tenant_move() {
     let evil_path = out.path().join("evil.tar.gz");
     std::fs::write(&evil_path, evil(&full_header)).expect("write");
     let dest = out.path().join("a").join("b");
-    let e = aigentable::backup::restore_file(&evil_path, &dest).expect_err("refused");
+    let e = aigentable::backup::restore_file(&evil_path, &dest, &Default::default())
+        .expect_err("refused");
     assert!(matches!(e, aigentable::backup::Error::Damaged(_)), "{e}");
     assert!(e.to_string().contains("media/../../x"), "{e}");
     assert!(e.to_string().contains("'..'"), "{e}");

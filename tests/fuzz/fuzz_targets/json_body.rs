@@ -1,6 +1,8 @@
 //! The strict JSON body decoder every JSON route uses (`api::extract::parse_json`, over
 //! `api::strict_json`): arbitrary bytes as the body of a request type chosen by the first
-//! byte. Any input gives a value or an `ApiError` with a 4xx status, never a panic.
+//! byte. Any input gives a value or an `ApiError` with a 4xx status, never a panic. The
+//! OpenAI-compatible `/v1/chat/completions` body has its own decoder and checks
+//! (`api::openai::check_completion_body`, OpenAI's error shape): the same holds for it.
 #![no_main]
 
 use aigentable::api::error::ApiError;
@@ -26,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
         return;
     };
-    match pick % 30 {
+    match pick % 31 {
         0 => check::<agents::AgentReq>(body),
         1 => check::<agents::TestReq>(body),
         2 => check::<api_keys::CreateKeyReq>(body),
@@ -56,6 +58,16 @@ fuzz_target!(|data: &[u8]| {
         26 => check::<plans::PlanReq>(body),
         27 => check::<plans::SubscriptionReq>(body),
         28 => check::<tenants::UpdateTenantReq>(body),
-        _ => check::<backup::ExportReq>(body),
+        29 => check::<backup::ExportReq>(body),
+        _ => {
+            // At most 4 messages, so the fuzzer also meets the limit's rejection.
+            if let Err(e) = aigentable::api::openai::check_completion_body(body, 4) {
+                let status = e.status();
+                assert!(
+                    status.is_client_error(),
+                    "a completion body error is a 4xx: {status}"
+                );
+            }
+        }
     }
 });
