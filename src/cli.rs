@@ -132,6 +132,10 @@ pub enum TenantCommand {
         /// The export's passphrase, when its secrets were sealed with one.
         #[arg(long, env = "EXPORT_PASSPHRASE", hide_env_values = true)]
         passphrase: Option<String>,
+        /// Import under a new tenant id (every id of the tenant remapped), for an install
+        /// that has the tenant already. Its users' emails must still be free here.
+        #[arg(long)]
+        new_id: bool,
     },
 }
 
@@ -535,12 +539,13 @@ pub async fn tenant_import(
     config: Config,
     file: std::path::PathBuf,
     passphrase: Option<String>,
+    new_id: bool,
 ) -> anyhow::Result<()> {
     let app = crate::app::build(config).await?;
     let st = app.state.clone();
     let s = tokio::task::spawn_blocking(move || {
         let f = std::io::BufReader::new(std::fs::File::open(&file)?);
-        st.import_tenant(f, passphrase.as_deref())
+        st.import_tenant(f, passphrase.as_deref(), new_id)
     })
     .await??;
     if let Some(t) = s
@@ -561,7 +566,7 @@ pub async fn tenant_import(
                     None,
                     AuditEntry::new(AuditAction::TenantImported)
                         .target("tenant", &t, None)
-                        .details(serde_json::json!({"rows": rows, "files": files, "via": "cli"})),
+                        .details(serde_json::json!({"rows": rows, "files": files, "via": "cli", "asNew": new_id})),
                 )
             })
         })

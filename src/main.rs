@@ -45,8 +45,13 @@ fn main() -> ExitCode {
             Some(Command::Backup { out }) => aigentable::cli::backup(config, out).await,
             Some(Command::Restore { file }) => aigentable::cli::restore(config, file).await,
             Some(Command::Tenant {
-                command: TenantCommand::Import { file, passphrase },
-            }) => aigentable::cli::tenant_import(config, file, passphrase).await,
+                command:
+                    TenantCommand::Import {
+                        file,
+                        passphrase,
+                        new_id,
+                    },
+            }) => aigentable::cli::tenant_import(config, file, passphrase, new_id).await,
             Some(Command::Serve { .. }) | None => {
                 let _guard = aigentable::telemetry::init_logging(&config)?;
                 aigentable::app::run(config).await

@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
-use super::extract::{Auth, parse_json};
+use super::extract::{Auth, Query, parse_json};
 use crate::auth::Action;
 use crate::backup;
 use crate::domain::audit::{AuditAction, AuditEntry};
@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// The passphrase header of an import.
 pub const PASSPHRASE_HEADER: &str = "x-export-passphrase";
@@ -185,16 +185,28 @@ pub struct ImportView {
     pub media: u64,
 }
 
-/// Import a tenant export (platform admin): the tenant is created with its id, users
-/// (passwords carry over), agents, documents and files, channels, conversations. Refused
-/// (409 `import_conflict`, nothing written) when the tenant exists here or one of its emails
-/// belongs to a user of this install. Sessions, API keys, invitations and reset links are
+/// Options of an import.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImportParams {
+    /// `true`: import under a new tenant id (every id of the tenant is remapped; widget keys
+    /// are new, widget visitors start new sessions), so an install that already has the
+    /// tenant keeps both. Its users' emails must still be free here.
+    #[param(value_type = Option<bool>)]
+    pub as_new: Option<bool>,
+}
+
+/// Import a tenant export (platform admin): the tenant is created with its id (or, with
+/// `asNew=true`, under a new one), users (passwords carry over), agents, documents and files,
+/// channels, conversations. Refused (409 `import_conflict`, nothing written) when the tenant
+/// exists here (without `asNew`) or one of its emails belongs to a user of this install. Sessions, API keys, invitations and reset links are
 /// not carried over (they are bound to the old install's keys). The body is the archive
 /// (`application/gzip`, at most `TENANT_IMPORT_MAX_BYTES`, each stored file in it at most
 /// `BACKUP_MAX_FILE_BYTES`: 413 otherwise); `X-Export-Passphrase` when the
 /// export was made with one.
 #[utoipa::path(post, path = "/api/tenants/import", tag = "tenants",
-    params(("X-Export-Passphrase" = Option<String>, Header, description = "The export's passphrase")),
+    params(("X-Export-Passphrase" = Option<String>, Header, description = "The export's passphrase"), ImportParams),
     request_body(content = Vec<u8>, content_type = "application/gzip"),
     responses(
         (status = 201, body = ImportView),
@@ -204,9 +216,11 @@ pub struct ImportView {
 pub async fn import_tenant(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    Query(params): Query<ImportParams>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let as_new = params.as_new.unwrap_or(false);
     caller
         .require(Action::CreateTenant)
         .map_err(|d| crate::domain::Error::denied(d, "tenant"))?;
@@ -245,7 +259,7 @@ pub async fn import_tenant(
         use std::io::Seek;
         let mut f = file;
         f.seek(std::io::SeekFrom::Start(0))?;
-        st.import_tenant(std::io::BufReader::new(f), passphrase.as_deref())
+        st.import_tenant(std::io::BufReader::new(f), passphrase.as_deref(), as_new)
     })
     .await
     .map_err(|_| ApiError::internal())??;
@@ -264,7 +278,9 @@ pub async fn import_tenant(
                         &c,
                         AuditEntry::new(AuditAction::TenantImported)
                             .target("tenant", &t, None)
-                            .details(serde_json::json!({"rows": rows, "files": files}))
+                            .details(
+                                serde_json::json!({"rows": rows, "files": files, "asNew": as_new}),
+                            )
                             .in_tenant(&t),
                     )
                 })
@@ -308,14 +324,18 @@ impl AppState {
         &self,
         input: impl std::io::Read,
         passphrase: Option<&str>,
+        as_new: bool,
     ) -> Result<backup::Summary, backup::Error> {
         let s = backup::import_tenant(
             &self.svc.store,
             &self.config.data_dir,
             input,
             &self.svc.sealer,
-            passphrase,
-            &backup::Limits::from_config(&self.config),
+            &backup::ImportOptions {
+                passphrase,
+                as_new,
+                limits: backup::Limits::from_config(&self.config),
+            },
         )?;
         if let Some(t) = s.tenant_id.as_deref().and_then(TenantId::parse)
             && let Err(e) = self.knowledge.index_tenant(&t)

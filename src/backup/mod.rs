@@ -14,6 +14,7 @@
 //! archived: they are rebuilt from the store at the first start after a restore.
 
 pub mod archive;
+mod remap;
 pub mod schedule;
 pub mod socket;
 
@@ -561,25 +562,47 @@ pub const IMPORT_SKIPPED: &[&str] = &[
     "idx_reset_token",
 ];
 
+/// Tables left out of an import under a new tenant id, besides [`IMPORT_SKIPPED`]: widget
+/// visitors' token hashes (global keys; the visitors of the copy start new sessions).
+pub const IMPORT_AS_NEW_SKIPPED: &[&str] = &["idx_visitor_token"];
+
+/// How a tenant export is imported.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportOptions<'a> {
+    /// The export's passphrase, when its secrets were sealed with one.
+    pub passphrase: Option<&'a str>,
+    /// Under a new tenant id, every id of the tenant remapped (see `remap`), instead of the
+    /// id it had (refused when it exists here).
+    pub as_new: bool,
+    pub limits: Limits,
+}
+
 /// Imports a tenant export into the live store: the archive is unpacked and checked into a
 /// scratch store under `<data>/tmp/` first (migrated there when older), then the tenant's
 /// files are moved into place and its rows are copied in ONE transaction. Refused, with
-/// nothing left behind, when the tenant id exists here or a unique key (an email, a widget
-/// key) is taken. Blocking.
+/// nothing left behind, when the tenant id exists here (unless imported as new) or a unique
+/// key (an email, a widget key) is taken. Blocking.
 pub fn import_tenant(
     store: &Store,
     data_dir: &Path,
     input: impl Read,
     sealer: &Sealer,
-    passphrase: Option<&str>,
-    limits: &Limits,
+    opts: &ImportOptions<'_>,
 ) -> Result<Summary> {
     let tmp = data_dir
         .join("tmp")
         .join(format!("import-{}", uuid::Uuid::now_v7()));
-    let r = import_inner(store, data_dir, &tmp, input, sealer, passphrase, limits);
+    let r = import_inner(store, data_dir, &tmp, input, sealer, opts);
     let _ = std::fs::remove_dir_all(&tmp);
     r
+}
+
+/// Whether a tenant id is free here: no tenant record and no folder of it.
+fn tenant_free(store: &Store, data_dir: &Path, t: &TenantId) -> Result<bool> {
+    let exists = store.read(|tx| tx.get::<crate::model::Tenant>(t, ""))?;
+    Ok(exists.is_none()
+        && !data_dir.join("tenants").join(t.as_str()).exists()
+        && !data_dir.join("media").join(t.as_str()).exists())
 }
 
 fn import_inner(
@@ -588,16 +611,15 @@ fn import_inner(
     tmp: &Path,
     input: impl Read,
     sealer: &Sealer,
-    passphrase: Option<&str>,
-    limits: &Limits,
+    opts: &ImportOptions<'_>,
 ) -> Result<Summary> {
     let (h, m) = unpack(
         input,
         tmp,
         Unpack {
             kind: ArchiveKind::Tenant,
-            limits,
-            reseal: Some((sealer, passphrase)),
+            limits: &opts.limits,
+            reseal: Some((sealer, opts.passphrase)),
         },
     )?;
     let tenant = h
@@ -605,20 +627,47 @@ fn import_inner(
         .as_deref()
         .and_then(TenantId::parse)
         .ok_or_else(|| Error::Damaged("a tenant export without a tenant id".into()))?;
-    let exists = store.read(|tx| tx.get::<crate::model::Tenant>(&tenant, ""))?;
-    let dest = data_dir.join("tenants").join(tenant.as_str());
-    let media_dest = data_dir.join("media").join(tenant.as_str());
-    if exists.is_some() || dest.exists() || media_dest.exists() {
-        return Err(Error::Conflict(format!(
-            "tenant {tenant} exists in this install already"
-        )));
-    }
     let scratch = Store::open(tmp, 16 << 20)?;
     let src = scratch.snapshot()?;
     if src.get::<crate::model::Tenant>(&tenant, "")?.is_none() {
         return Err(Error::Damaged("the export does not hold its tenant".into()));
     }
-    // Files before records, as an upload does.
+    let mut skip: Vec<&str> = IMPORT_SKIPPED.to_vec();
+    // The tenant id the rows get here, and how they are rewritten for it.
+    let (target, remap) = if opts.as_new {
+        skip.extend(IMPORT_AS_NEW_SKIPPED);
+        let mut remap = remap::Remap::new();
+        for (name, kind) in src.tables()? {
+            src.for_each::<Error>(&name, kind, Some(&tenant), |row| {
+                remap.learn(&name, &row);
+                Ok(())
+            })?;
+        }
+        let mut target = remap.tenant(&tenant);
+        let mut tries = 0;
+        while !tenant_free(store, data_dir, &target)? {
+            tries += 1;
+            if tries == 8 {
+                return Err(Error::Conflict(
+                    "no free tenant id was found for the import; try again".into(),
+                ));
+            }
+            remap.reroll();
+            target = remap.tenant(&tenant);
+        }
+        (target, Some(remap))
+    } else {
+        if !tenant_free(store, data_dir, &tenant)? {
+            return Err(Error::Conflict(format!(
+                "tenant {tenant} exists in this install already (import it as a new tenant to keep both)"
+            )));
+        }
+        (tenant.clone(), None)
+    };
+    let dest = data_dir.join("tenants").join(target.as_str());
+    let media_dest = data_dir.join("media").join(target.as_str());
+    // Files before records, as an upload does. Files are named by content (documents) or
+    // by hex ids (media): only their tenant folder changes with the tenant id.
     let from = tmp.join("tenants").join(tenant.as_str());
     if from.exists() {
         std::fs::create_dir_all(data_dir.join("tenants"))?;
@@ -628,7 +677,6 @@ fn import_inner(
         let _ = std::fs::remove_dir_all(&dest);
         let _ = std::fs::remove_dir_all(&media_dest);
     };
-    // Tenant ids are kept across installs, so messages name their media as before.
     let media_from = tmp.join("media").join(tenant.as_str());
     if media_from.exists() {
         let moved = std::fs::create_dir_all(data_dir.join("media"))
@@ -638,19 +686,24 @@ fn import_inner(
             return Err(e.into());
         }
     }
-    let done = store.import_tenant(&src, &tenant, IMPORT_SKIPPED);
+    let done = match &remap {
+        Some(r) => store.import_tenant(&src, &tenant, &skip, &target, |row| r.row(row)),
+        None => store.import_tenant(&src, &tenant, &skip, &target, |row| row),
+    };
     match done {
         Ok(Ok(_)) => {}
         Ok(Err(store::ImportConflict::TenantExists)) => {
             undo();
             return Err(Error::Conflict(format!(
-                "tenant {tenant} exists in this install already"
+                "tenant {target} exists in this install already"
             )));
         }
         Ok(Err(store::ImportConflict::IndexTaken { table, key })) => {
             undo();
             let what = match table.as_str() {
-                "idx_user_email" => format!("the email {key} belongs to a user of this install"),
+                "idx_user_email" => format!(
+                    "the email {key} belongs to a user of this install (emails are unique per install: remove or rename that user first)"
+                ),
                 _ => format!("a unique key of the export is taken here ({table})"),
             };
             return Err(Error::Conflict(what));
@@ -661,7 +714,8 @@ fn import_inner(
         }
     }
     let mut s = summary(&h, &m, Vec::new());
-    for t in IMPORT_SKIPPED {
+    s.tenant_id = Some(target.to_string());
+    for t in &skip {
         s.tables.remove(*t);
     }
     Ok(s)

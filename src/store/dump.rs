@@ -305,12 +305,15 @@ impl Store {
     /// in one transaction, so an import is all or nothing. Refused, with nothing written,
     /// when the tenant exists or a unique key is taken. Rows stream from `src`: memory stays
     /// bounded whatever the tenant's size. `skip` names tables left out (credentials bound to
-    /// the source install's keys).
+    /// the source install's keys). Every row passes through `map` on its way (an import under
+    /// a new tenant id rewrites them); `target` is the tenant id the rows have after it.
     pub fn import_tenant(
         &self,
         src: &Snapshot,
         tenant: &TenantId,
         skip: &[&str],
+        target: &TenantId,
+        map: impl Fn(Row) -> Row,
     ) -> Result<std::result::Result<u64, ImportConflict>> {
         let tables: Vec<(String, Kind)> = src
             .tables()?
@@ -321,7 +324,7 @@ impl Store {
         let tx = self.begin_write()?;
         {
             let t = tx.open_table(<crate::model::Tenant as super::Record>::TABLE)?;
-            if t.get((tenant.as_str(), ""))?.is_some() {
+            if t.get((target.as_str(), ""))?.is_some() {
                 return Ok(Err(ImportConflict::TenantExists));
             }
         }
@@ -334,8 +337,10 @@ impl Store {
             let t = tx.open_table(def)?;
             let mut conflict = None;
             src.for_each::<Error>(name, *kind, Some(tenant), |r| {
-                if conflict.is_none()
-                    && let Row::Index { key, .. } = &r
+                if conflict.is_some() {
+                    return Ok(());
+                }
+                if let Row::Index { key, .. } = &map(r)
                     && t.get(key.as_str())?.is_some()
                 {
                     conflict = Some(ImportConflict::IndexTaken {
@@ -359,7 +364,7 @@ impl Store {
                 {
                     return Ok(());
                 }
-                batch.push(r);
+                batch.push(map(r));
                 if batch.len() == 256 {
                     write_rows(&tx, name, *kind, &batch)?;
                     n += batch.len() as u64;

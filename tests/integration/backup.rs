@@ -833,3 +833,246 @@ async fn channel_media_survive_a_restore_and_a_tenant_move() {
     assert!(!s3.data_dir().parent().expect("parent").join("x").exists());
     s3.stop().await;
 }
+
+/// POSTs a tenant export to `/api/tenants/import` as the platform admin (`?asNew=true` with
+/// `as_new`).
+async fn import_archive(s: &Server, root: &Account, archive: &[u8], as_new: bool) -> Resp {
+    let q = if as_new { "?asNew=true" } else { "" };
+    send(
+        s.http
+            .post(format!("{}/api/tenants/import{q}", s.base))
+            .bearer_auth(&root.token)
+            .header("content-type", "application/gzip")
+            .body(archive.to_vec()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_tenant_imported_again_as_new_lives_beside_the_first_and_apart_from_it() {
+    // The origin install: a tenant with an agent, a website widget, a document and a
+    // conversation.
+    let s = start().await;
+    let a = s.register("owner@twice.test", "Twice Co").await;
+    let agent = id(&create_agent(&s, &a, json!({"name": "Twice Bot"})).await);
+    let ch = s
+        .post(
+            "/api/channels",
+            Some(&a.token),
+            json!({"type": "web", "name": "Website", "agentId": agent, "settings": {}}),
+        )
+        .await;
+    ch.expect(201);
+    let widget_key = ch.body["settings"]["widgetKey"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let doc = upload_doc(
+        &s,
+        &a.token,
+        "hours.txt",
+        "text/plain",
+        b"The Twice shop in Lyon opens at nine.",
+        None,
+    )
+    .await;
+    let c = s
+        .post(
+            "/api/conversations",
+            Some(&a.token),
+            json!({"agentId": agent}),
+        )
+        .await;
+    c.expect(201);
+    let conv = id(&c.body);
+    s.post(
+        &format!("/api/conversations/{conv}/messages"),
+        Some(&a.token),
+        json!({"content": "first words", "role": "human"}),
+    )
+    .await
+    .expect(201);
+    let resp = s
+        .http
+        .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
+        .bearer_auth(&a.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(resp.status().as_u16(), 200);
+    let archive = resp.bytes().await.expect("bytes").to_vec();
+    s.stop().await;
+
+    // The new host imports it (same id), and a second time: the id exists, 409.
+    let s2 = start().await;
+    let root = s2.root().await;
+    let r = import_archive(&s2, &root, &archive, false).await;
+    r.expect(201);
+    assert_eq!(r.body["tenantId"], a.tenant_id.as_str());
+    import_archive(&s2, &root, &archive, false)
+        .await
+        .expect_err(409, "import_conflict");
+    // As a new tenant, the owner's email is still someone's here: refused, with the email
+    // named, nothing written.
+    let first = aigentable::types::TenantId::parse(&a.tenant_id).expect("id");
+    let rows = |s: &Server, t: &aigentable::types::TenantId| {
+        s.svc
+            .store
+            .read(|tx| tx.tenant_footprint(t))
+            .expect("footprint")
+    };
+    let first_rows = rows(&s2, &first);
+    let r = import_archive(&s2, &root, &archive, true).await;
+    r.expect_err(409, "import_conflict");
+    assert!(r.text.contains("owner@twice.test"), "{}", r.text);
+    let tenants = s2.get("/api/tenants?limit=200", &root.token).await;
+    assert_eq!(
+        tenants.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        tenants.text
+    );
+    // The first copy gets a new admin and the old owner leaves it: the email is free.
+    let owner = s2.login("owner@twice.test", "password-123").await;
+    let admin = s2
+        .invite_and_accept(&owner, &a.tenant_id, "admin@twice.test", "TENANT_ADMIN")
+        .await;
+    let users = s2
+        .get(&format!("/api/tenants/{}/users", a.tenant_id), &admin.token)
+        .await;
+    users.expect(200);
+    let owner_id = users.body["data"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["email"] == "owner@twice.test")
+        .map(id)
+        .expect("owner listed");
+    s2.delete(
+        &format!("/api/tenants/{}/users/{owner_id}", a.tenant_id),
+        &admin.token,
+    )
+    .await
+    .expect(204);
+    let first_rows = rows(&s2, &first).max(first_rows);
+
+    // Imported as new: another tenant id, every id of it new, the first copy untouched.
+    let r = import_archive(&s2, &root, &archive, true).await;
+    r.expect(201);
+    let second_id = r.body["tenantId"].as_str().expect("tenantId").to_string();
+    assert_ne!(second_id, a.tenant_id);
+    let second = aigentable::types::TenantId::parse(&second_id).expect("id");
+    assert_eq!(rows(&s2, &first), first_rows, "the first copy is untouched");
+    assert!(rows(&s2, &second) > 0);
+    let log = s2
+        .get(
+            &format!("/api/audit?action=tenant.imported&tenantId={second_id}"),
+            &root.token,
+        )
+        .await;
+    log.expect(200);
+    assert_eq!(
+        log.body["data"][0]["details"]["asNew"], true,
+        "{}",
+        log.text
+    );
+
+    // The owner signs in (the same password) to the new copy, with all of its data.
+    let b = s2.login("owner@twice.test", "password-123").await;
+    assert_eq!(b.tenant_id, second_id);
+    let agents = s2.get("/api/agents", &b.token).await;
+    agents.expect(200);
+    let agents = agents.body["data"].as_array().expect("agents").clone();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0]["name"], "Twice Bot");
+    let agent2 = id(&agents[0]);
+    assert_ne!(agent2, agent, "a new agent id");
+    let docs = s2.get("/api/documents", &b.token).await;
+    docs.expect(200);
+    let doc2 = id(&docs.body["data"][0]);
+    assert_ne!(doc2, doc);
+    assert_eq!(docs.body["data"][0]["status"], "ready", "{}", docs.text);
+    let hits = s2
+        .search(&b.token, json!({"query": "Lyon nine", "mode": "keyword"}))
+        .await;
+    hits.expect(200);
+    assert!(
+        hits.text.contains(&doc2) && !hits.text.contains(&doc),
+        "its own index: {}",
+        hits.text
+    );
+    let convs = s2.get("/api/conversations", &b.token).await;
+    let conv2 = id(&convs.body["data"][0]);
+    assert_ne!(conv2, conv);
+    let msgs = s2
+        .get(&format!("/api/conversations/{conv2}/messages"), &b.token)
+        .await;
+    msgs.expect(200);
+    assert!(msgs.text.contains("first words"), "{}", msgs.text);
+    assert!(
+        msgs.text.contains(&conv2) && !msgs.text.contains(&conv),
+        "messages name their new conversation: {}",
+        msgs.text
+    );
+    // Its widget has a key of its own; the first copy's key still opens the first copy's.
+    let chs = s2.get("/api/channels", &b.token).await;
+    chs.expect(200);
+    let key2 = chs.body["data"][0]["settings"]["widgetKey"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    assert!(key2.starts_with("wk_") && key2 != widget_key);
+    assert_eq!(chs.body["data"][0]["agentId"], agent2.as_str());
+    for key in [&widget_key, &key2] {
+        s2.req(
+            reqwest::Method::GET,
+            &format!("/api/widget/{key}/config"),
+            None,
+            None,
+        )
+        .await
+        .expect(200);
+    }
+
+    // Both copies work and are apart: each writes, each sees only its own.
+    s2.post(
+        &format!("/api/conversations/{conv2}/messages"),
+        Some(&b.token),
+        json!({"content": "in the second copy", "role": "human"}),
+    )
+    .await
+    .expect(201);
+    s2.post(
+        &format!("/api/conversations/{conv}/messages"),
+        Some(&admin.token),
+        json!({"content": "in the first copy", "role": "human"}),
+    )
+    .await
+    .expect(201);
+    for (acc, own_conv, own_doc, other_conv, other_doc, other_text) in [
+        (&b, &conv2, &doc2, &conv, &doc, "in the first copy"),
+        (&admin, &conv, &doc, &conv2, &doc2, "in the second copy"),
+    ] {
+        let m = s2
+            .get(
+                &format!("/api/conversations/{own_conv}/messages"),
+                &acc.token,
+            )
+            .await;
+        m.expect(200);
+        assert!(!m.text.contains(other_text), "{}", m.text);
+        s2.get(&format!("/api/documents/{own_doc}"), &acc.token)
+            .await
+            .expect(200);
+        s2.get(&format!("/api/conversations/{other_conv}"), &acc.token)
+            .await
+            .expect_err(404, "conversation_not_found");
+        s2.get(&format!("/api/documents/{other_doc}"), &acc.token)
+            .await
+            .expect_err(404, "document_not_found");
+    }
+    let tenants = s2.get("/api/tenants?limit=200", &root.token).await;
+    assert_eq!(tenants.body["data"].as_array().map(Vec::len), Some(2));
+    s2.stop().await;
+}
