@@ -210,6 +210,7 @@ pub struct ImportParams {
     request_body(content = Vec<u8>, content_type = "application/gzip"),
     responses(
         (status = 201, body = ImportView),
+        (status = 400, body = ErrorBody, description = "A query parameter is not valid (`asNew` must be true or false)"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 507, body = ErrorBody)))]

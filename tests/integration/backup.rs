@@ -913,6 +913,14 @@ async fn a_tenant_imported_again_as_new_lives_beside_the_first_and_apart_from_it
     import_archive(&s2, &root, &archive, false)
         .await
         .expect_err(409, "import_conflict");
+    send(
+        s2.http
+            .post(format!("{}/api/tenants/import?asNew=maybe", s2.base))
+            .bearer_auth(&root.token)
+            .body(archive.clone()),
+    )
+    .await
+    .expect_err(400, "invalid_query");
     // As a new tenant, the owner's email is still someone's here: refused, with the email
     // named, nothing written.
     let first = aigentable::types::TenantId::parse(&a.tenant_id).expect("id");
