@@ -69,7 +69,7 @@ impl Remap {
     /// keys it owns (index `idx_widget_key`).
     pub fn learn(&mut self, table: &str, row: &Row) {
         match row {
-            Row::Record { tenant, id, .. } => {
+            Row::Record { tenant, id, .. } | Row::Bytes { tenant, id, .. } => {
                 self.learn_ids(tenant);
                 self.learn_ids(id);
             }
@@ -165,6 +165,12 @@ impl Remap {
                 tenant: self.text(&tenant),
                 id: self.text(&id),
                 value: self.bytes(&value),
+            },
+            // Raw bytes (vectors) hold no ids: only the key moves.
+            Row::Bytes { tenant, id, value } => Row::Bytes {
+                tenant: self.text(&tenant),
+                id: self.text(&id),
+                value,
             },
             Row::Index { key, value } => Row::Index {
                 key: self.text(&key),
