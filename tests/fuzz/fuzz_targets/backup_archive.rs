@@ -13,7 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     gz.write_all(data).expect("in memory");
     let archive = gz.finish().expect("in memory");
-    if let Ok(s) = aigentable::backup::verify(&archive[..], &aigentable::backup::Limits::default()) {
+    if let Ok(s) = aigentable::backup::verify(&archive[..], &aigentable::backup::Limits::default())
+    {
         // Whatever verifies lists only what it holds: no more entries than the input has
         // 512-byte tar headers.
         let entries = s.tables.len() as u64 + s.files + s.media;
