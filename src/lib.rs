@@ -15,7 +15,6 @@ pub mod config;
 pub mod domain;
 pub mod embed;
 pub mod events;
-pub mod half;
 pub mod index;
 pub mod ingest;
 pub mod jobs;

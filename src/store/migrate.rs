@@ -527,7 +527,7 @@ fn v13_half_vectors(db: &Database) -> Result<()> {
         if let Some(v) = floats {
             let bytes: Vec<u8> = v
                 .iter()
-                .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+                .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
                 .collect();
             let mut out = String::from(HALVES);
             STANDARD.encode_string(bytes, &mut out);
@@ -584,7 +584,7 @@ fn v14_vectors_table(db: &Database) -> Result<()> {
         Ok(Some(
             floats
                 .iter()
-                .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+                .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
                 .collect(),
         ))
     };

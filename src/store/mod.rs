@@ -148,7 +148,7 @@ pub(crate) const CHUNK_VECTORS: RecordTable = TableDefinition::new("chunk_vector
 /// A vector as [`CHUNK_VECTORS`] keeps it.
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
     v.iter()
-        .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+        .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
         .collect()
 }
 
@@ -163,7 +163,7 @@ fn vector_from_bytes(b: &[u8]) -> Result<Vec<f32>> {
         });
     }
     Ok(b.chunks_exact(2)
-        .map(|h| crate::half::from_f16(u16::from_le_bytes([h[0], h[1]])))
+        .map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32())
         .collect())
 }
 

@@ -183,9 +183,7 @@ fn chunk(t: &TenantId, doc: &DocumentId, i: u32, text: String) -> Chunk {
 
 /// `v` rounded to the nearest halves, as the store keeps vectors.
 fn halves(v: &[f32]) -> Vec<f32> {
-    v.iter()
-        .map(|&x| crate::half::from_f16(crate::half::to_f16(x)))
-        .collect()
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
 /// Writes chunk records as an older schema did (`vector` inside the record, in the form
@@ -312,7 +310,7 @@ fn schema_12_and_13_vectors_move_to_their_own_table_and_the_file_shrinks() {
         if i < 700 {
             let h: Vec<u8> = v
                 .iter()
-                .flat_map(|&x| crate::half::to_f16(x).to_le_bytes())
+                .flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes())
                 .collect();
             serde_json::json!(format!("h:{}", STANDARD.encode(h)))
         } else {

@@ -2,9 +2,8 @@
 //! once at run time: AVX-512F, else AVX2 with FMA and F16C, else a portable loop the
 //! compiler vectorises for the build target (SSE2 on x86-64).
 //!
-//! Stored vectors are IEEE half precision (`u16` bits, [`to_f16`]/[`from_f16`] from
-//! `crate::half`): half the
-//! memory and disk of f32, and for unit vectors of a few hundred dimensions the rounding
+//! Stored vectors are IEEE half precision (`u16` bits, [`to_f16`]/[`from_f16`], converted
+//! by the `half` crate): half the memory and disk of f32, and for unit vectors of a few hundred dimensions the rounding
 //! moves a cosine by about 1e-4, far below what separates neighbours (the index tests and
 //! `bench_vector` measure recall against f32 brute force). Queries stay f32;
 //! [`Kernel::dot_f16`] widens the stored half on the fly.
@@ -12,10 +11,20 @@
 //! This is the one module allowed `unsafe`: calling a `#[target_feature]` function is unsafe
 //! unless the CPU is known to have the feature, and unaligned vector loads take raw
 //! pointers. A [`Kernel`] can only be obtained from detection, so holding one is the proof
-//! that its instructions exist on this CPU. Depends on nothing but `std`.
+//! that its instructions exist on this CPU. Depends on nothing but `std` and `half`.
 #![allow(unsafe_code)]
 
-pub use crate::half::{from_f16, to_f16};
+/// The nearest IEEE half of `x` (ties to even; overflow to infinity, NaN kept), as bits.
+#[inline]
+pub fn to_f16(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// The f32 value of a half given as bits (exact).
+#[inline]
+pub fn from_f16(h: u16) -> f32 {
+    half::f16::from_bits(h).to_f32()
+}
 use std::sync::LazyLock;
 
 /// A dot-product implementation this CPU supports (see [`Kernel::best`]).
@@ -344,6 +353,29 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halves_round_trip_and_round_to_nearest_even() {
+        // What the stored vectors rely on, from the `half` crate: every finite half survives
+        // f16 -> f32 -> f16 (the widening is exact), and rounding is to nearest, ties to even.
+        for h in 0..=u16::MAX {
+            let x = from_f16(h);
+            if x.is_nan() {
+                assert!(from_f16(to_f16(x)).is_nan());
+            } else {
+                assert_eq!(to_f16(x), h, "{h:#06x} = {x}");
+            }
+        }
+        assert_eq!(to_f16(1.0), 0x3c00);
+        assert_eq!(to_f16(-2.0), 0xc000);
+        assert_eq!(to_f16(65504.0), 0x7bff);
+        assert_eq!(to_f16(1e6), 0x7c00);
+        assert_eq!(to_f16(1.0 + 1.0 / 2048.0), 0x3c00); // tie: down to even
+        assert_eq!(to_f16(1.0 + 3.0 / 2048.0), 0x3c02); // tie: up to even
+        assert_eq!(from_f16(0x0001), 2f32.powi(-24));
+        assert_eq!(to_f16(2f32.powi(-25)), 0); // tie with 0: even
+        assert_eq!(to_f16(1e-9), 0);
+    }
 
     fn data(seed: u64, n: usize) -> Vec<f32> {
         let mut s = seed;
