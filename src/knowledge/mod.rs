@@ -356,7 +356,7 @@ impl Knowledge {
             }
             self.clear_outage(tenant);
             if let Some(space) = &space
-                && let Err(e) = self.recover_tenant(tenant, space)
+                && let Err(e) = self.recover_tenant(tenant, space, false)
             {
                 tracing::error!(tenant = %tenant, error = %e, "restoring the vector index of a tenant failed");
             }
@@ -905,7 +905,7 @@ impl Knowledge {
             .into_iter()
             .partition(|t| self.has_own_embeddings(t));
         for t in &shared {
-            self.recover_vectors(t);
+            self.recover_vectors(t, false);
         }
         if !own.is_empty() {
             let me = self.clone();
@@ -913,7 +913,7 @@ impl Knowledge {
                 .name("recover-tenants".into())
                 .spawn(move || {
                     for t in &own {
-                        me.recover_vectors(t);
+                        me.recover_vectors(t, false);
                     }
                 });
             if let Err(e) = spawned {
@@ -931,11 +931,12 @@ impl Knowledge {
         })
     }
 
-    /// Restores one tenant's vectors at startup; failures are logged (and recorded as an
-    /// outage by [`space_for`](Self::space_for)), never returned.
-    fn recover_vectors(&self, t: &TenantId) {
+    /// Restores one tenant's vectors at startup (`imported`: a tenant the vector index has
+    /// never seen, built from the store whatever the index says); failures are logged (and
+    /// recorded as an outage by [`space_for`](Self::space_for)), never returned.
+    fn recover_vectors(&self, t: &TenantId, imported: bool) {
         let restored = match self.space_for(t) {
-            Ok(Some(space)) => self.recover_tenant(t, &space),
+            Ok(Some(space)) => self.recover_tenant(t, &space, imported),
             Ok(None) => Ok(()),
             // Recorded and logged as an outage by space_for.
             Err(Error::Unavailable(_)) => Ok(()),
@@ -949,8 +950,9 @@ impl Knowledge {
     /// Brings a tenant's vectors in line with `space`: re-embedding queued when its chunks
     /// come from another model or a change of model had not finished (its old model is
     /// loaded to answer searches meanwhile), the index rebuilt from the store when it is
-    /// missing or stale.
-    fn recover_tenant(&self, t: &TenantId, space: &Space) -> Result<(), Error> {
+    /// missing or stale, or when `imported` (an index that already serves other tenants
+    /// does not know it lacks one it never saw).
+    fn recover_tenant(&self, t: &TenantId, space: &Space, imported: bool) -> Result<(), Error> {
         self.switch_from(t)?;
         // Present even when the old model no longer loads: the re-embedding must still end.
         let switching = lock(&self.switches).contains_key(t);
@@ -992,6 +994,8 @@ impl Knowledge {
                 self.set_progress(t, Some(p));
             }
             self.queue_reembed(t)?;
+        } else if imported {
+            self.reindex_vectors(t, space)?;
         } else if space.index.needs_rebuild(t) {
             tracing::warn!(tenant = %t, "vector index missing or damaged: rebuilding it from the store");
             self.reindex_vectors(t, space)?;
@@ -1038,7 +1042,7 @@ impl Knowledge {
     /// Builds a tenant's indexes from the store (a tenant just imported). Blocking.
     pub fn index_tenant(&self, t: &TenantId) -> Result<(), Error> {
         self.reindex_text(t)?;
-        self.recover_vectors(t);
+        self.recover_vectors(t, true);
         Ok(())
     }
 

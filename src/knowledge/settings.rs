@@ -158,7 +158,7 @@ impl Knowledge {
             self.set_progress(t, Some(progress));
             self.queue_reembed(t).map_err(SettingsError::Reembed)?;
         } else {
-            self.recover_tenant(t, &space)
+            self.recover_tenant(t, &space, false)
                 .map_err(SettingsError::Reembed)?;
         }
         self.embedding_view(t)

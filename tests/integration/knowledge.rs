@@ -1249,3 +1249,100 @@ async fn changing_the_server_model_keeps_semantic_search_until_reembedding_ends(
     assert_eq!(after.body["vectorSearch"]["status"], "ok", "{}", after.text);
     assert!(finds(&s.search(&a.token, vector).await, "twenty-five"));
 }
+
+/// A tenant moved to another install with the same model answers by meaning there: its
+/// vectors are built from the imported store even though that install's vector index
+/// already serves other tenants (it used to build only what it knew was missing).
+#[tokio::test]
+async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
+    let Some((model, ort)) = crate::test_model::model_and_runtime(
+        "knowledge::an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to",
+    ) else {
+        return;
+    };
+    let with_model = |model: std::path::PathBuf, ort: std::path::PathBuf| {
+        move |c: &mut aigentable::config::Config| {
+            c.embeddings_provider = Some("onnx".into());
+            c.embeddings_model_dir = Some(model);
+            c.ort_dylib_path = Some(ort);
+        }
+    };
+    let question = "how much annual leave do staff receive";
+    let in_top3 = |r: &Resp| {
+        r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .take(3)
+            .any(|h| h["text"].as_str().unwrap_or("").contains("twenty-five"))
+    };
+
+    // The install the business leaves.
+    let s = start_with(with_model(model.clone(), ort.clone())).await;
+    let a = s.register("owner@moving.test", "Moving Co").await;
+    let r = upload(
+        &s,
+        &a.token,
+        &[("handbook.md", "text/markdown", HANDBOOK.as_bytes().to_vec())],
+        None,
+    )
+    .await;
+    let doc = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    assert_eq!(wait_done(&s, &a.token, &doc).await["status"], "ready");
+    let resp = s
+        .http
+        .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
+        .bearer_auth(&a.token)
+        .json(&json!({"passphrase": "correct horse battery"}))
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(resp.status().as_u16(), 200);
+    let archive = resp.bytes().await.expect("bytes").to_vec();
+
+    // The install it moves to already serves a tenant with vectors, from an index it
+    // loaded at start (a fresh install would build every tenant it meets).
+    let s2 = start_with(with_model(model.clone(), ort.clone())).await;
+    let here = s2.register("owner@here.test", "Here Co").await;
+    let r = upload(
+        &s2,
+        &here.token,
+        &[(
+            "office.md",
+            "text/markdown",
+            b"# Office\n\nThe garage opens at seven and closes at midnight.\n".to_vec(),
+        )],
+        None,
+    )
+    .await;
+    let d = r.body["data"][0]["id"].as_str().expect("id").to_string();
+    assert_eq!(wait_done(&s2, &here.token, &d).await["status"], "ready");
+    let dir = s2.stop().await;
+    let s2 = start_in(dir, with_model(model, ort)).await;
+    let root2 = s2.root().await;
+    let r = send(
+        s2.http
+            .post(format!("{}/api/tenants/import", s2.base))
+            .bearer_auth(&root2.token)
+            .header("x-export-passphrase", "correct horse battery")
+            .header("content-type", "application/gzip")
+            .body(archive),
+    )
+    .await;
+    r.expect(201);
+    let b = s2.login("owner@moving.test", "password-123").await;
+    let r = s2
+        .search(&b.token, json!({"query": question, "mode": "vector"}))
+        .await;
+    r.expect(200);
+    assert!(
+        in_top3(&r),
+        "the imported tenant's paraphrase is found by vector search: {}",
+        r.text
+    );
+    // And not by the tenant that was there before.
+    let r = s2
+        .search(&here.token, json!({"query": question, "mode": "vector"}))
+        .await;
+    assert!(!r.text.contains("twenty-five"), "{}", r.text);
+}
