@@ -726,12 +726,18 @@ mod tests {
             g.insert_parallel(&stored, &ids, threads);
             let r = recall(&g, &vectors, &queries, dims, 64);
             assert!(r >= 0.95, "recall {r} with {threads} threads");
-            // Every node is reachable as its own nearest neighbour.
-            for id in (0..n as u32).step_by(97) {
-                let q: Vec<f32> = g.vector(&stored, id).iter().map(|&h| from_f16(h)).collect();
-                let hit = g.search(&stored, &q, 32, None);
-                assert_eq!(hit[0].id, id);
-            }
+            // Nodes are reachable as their own nearest neighbour. HNSW does not promise it
+            // for every node (a node whose neighbours all pruned it has no way in; parallel
+            // builds make such orphans now and then, hnswlib's too): CI saw one sampled
+            // node in 31 missed once in many runs, so one is allowed, not two.
+            let missed: Vec<u32> = (0..n as u32)
+                .step_by(97)
+                .filter(|&id| {
+                    let q: Vec<f32> = g.vector(&stored, id).iter().map(|&h| from_f16(h)).collect();
+                    g.search(&stored, &q, 32, None)[0].id != id
+                })
+                .collect();
+            assert!(missed.len() <= 1, "{threads} threads: {missed:?} not found");
         }
     }
 
