@@ -716,6 +716,40 @@ async fn wait_reembedded(s: &Server, token: &str) -> Resp {
     }
 }
 
+/// A search answered 200 with `needle` in one of its first three hits.
+fn finds(r: &Resp, needle: &str) -> bool {
+    r.expect(200);
+    r.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .take(3)
+        .any(|h| h["text"].as_str().unwrap_or("").contains(needle))
+}
+
+/// Waits for the tenant's re-embedding to end, then checks searches moved to `model` and
+/// still find the paraphrase by meaning; returns the settings page.
+async fn switched_to(s: &Server, token: &str, model: &str, vector: &Value) -> Resp {
+    let after = wait_reembedded(s, token).await;
+    assert_eq!(after.body["searchModelId"], model, "{}", after.text);
+    assert!(finds(&s.search(token, vector.clone()).await, "twenty-five"));
+    after
+}
+
+/// Every chunk of document `id` carries `model`.
+async fn chunks_carry(s: &Server, token: &str, id: &str, model: &str) {
+    let chunks = s.get(&format!("/api/documents/{id}/chunks"), token).await;
+    assert!(
+        chunks.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .all(|c| c["embeddingModel"] == model),
+        "{}",
+        chunks.text
+    );
+}
+
 /// A tenant's vector-index folder under a model's index, as the index names it.
 fn tenant_vectors(data: &std::path::Path, model_id: &str, tenant: &str) -> std::path::PathBuf {
     let model: String = model_id
@@ -839,15 +873,6 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
     assert!(before.body["reembedding"].is_null(), "{}", before.text);
     // Only vector search answers this paraphrase (no word of it is in the passage's).
     let question = "how much annual leave do staff receive";
-    let finds = |r: &Resp, needle: &str| {
-        r.expect(200);
-        r.body["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .take(3)
-            .any(|h| h["text"].as_str().unwrap_or("").contains(needle))
-    };
     let vector = json!({"query": question, "mode": "vector"});
     assert!(finds(
         &s.search(&a.token, vector.clone()).await,
@@ -952,24 +977,8 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
     assert_eq!(wait_done(&s, &a.token, &office).await["status"], "ready");
 
     // Done: the new space answers, the chunks carry the new model, the old space forgot us.
-    let after = wait_reembedded(&s, &a.token).await;
-    assert_eq!(after.body["searchModelId"], new.as_str(), "{}", after.text);
-    assert!(finds(
-        &s.search(&a.token, vector.clone()).await,
-        "twenty-five"
-    ));
-    let chunks = s
-        .get(&format!("/api/documents/{id}/chunks"), &a.token)
-        .await;
-    assert!(
-        chunks.body["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .all(|c| c["embeddingModel"] == new.as_str()),
-        "{}",
-        chunks.text
-    );
+    switched_to(&s, &a.token, &new, &vector).await;
+    chunks_carry(&s, &a.token, &id, &new).await;
     let data = s.data_dir();
     let dir = s.stop().await;
     assert!(
@@ -998,12 +1007,7 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
         .await;
     r.expect(200);
     assert_eq!(r.body["modelId"], mini.as_str(), "{}", r.text);
-    let after = wait_reembedded(&s, &a.token).await;
-    assert_eq!(after.body["searchModelId"], mini.as_str(), "{}", after.text);
-    assert!(finds(
-        &s.search(&a.token, vector.clone()).await,
-        "twenty-five"
-    ));
+    switched_to(&s, &a.token, &mini, &vector).await;
 
     // A restart in the middle of a switch keeps the old model answering and resumes.
     let r = s
@@ -1033,9 +1037,7 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
         );
         eprintln!("switch: restarted in the middle of it");
     }
-    let after = wait_reembedded(&s, &a.token).await;
-    assert_eq!(after.body["searchModelId"], new.as_str(), "{}", after.text);
-    assert!(finds(&s.search(&a.token, vector).await, "twenty-five"));
+    switched_to(&s, &a.token, &new, &vector).await;
 }
 
 /// A folder holding only MiniLM's int8 graph under another name: another model id, and one
@@ -1114,15 +1116,6 @@ async fn changing_the_server_model_keeps_semantic_search_until_reembedding_ends(
         .to_string();
     assert!(fp32.contains(":fp32:"), "{}", before.text);
     let question = "how much annual leave do staff receive";
-    let finds = |r: &Resp, needle: &str| {
-        r.expect(200);
-        r.body["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .take(3)
-            .any(|h| h["text"].as_str().unwrap_or("").contains(needle))
-    };
     let vector = json!({"query": question, "mode": "vector"});
     assert!(finds(
         &s.search(&a.token, vector.clone()).await,
@@ -1166,24 +1159,8 @@ async fn changing_the_server_model_keeps_semantic_search_until_reembedding_ends(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(polls_during > 0, "the switch ended before the first search");
-    let after = wait_reembedded(&s, &a.token).await;
-    assert_eq!(after.body["searchModelId"], int8.as_str(), "{}", after.text);
-    assert!(finds(
-        &s.search(&a.token, vector.clone()).await,
-        "twenty-five"
-    ));
-    let chunks = s
-        .get(&format!("/api/documents/{id}/chunks"), &a.token)
-        .await;
-    assert!(
-        chunks.body["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .all(|c| c["embeddingModel"] == int8.as_str()),
-        "{}",
-        chunks.text
-    );
+    switched_to(&s, &a.token, &int8, &vector).await;
+    chunks_carry(&s, &a.token, &id, &int8).await;
     let data = s.data_dir();
     let dir = s.stop().await;
     assert!(
