@@ -189,6 +189,29 @@ fn v3_tenant_settings(tx: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Up to `n` rows of a record table in key order after `after` (from the start when
+/// `None`): the batches of the steps that rewrite every record, one transaction each.
+fn rows_after(
+    tx: &redb::WriteTransaction,
+    table: RecordTable,
+    after: Option<&(String, String)>,
+    n: usize,
+) -> Result<Vec<(String, String, Vec<u8>)>> {
+    let t = tx.open_table(table)?;
+    let lower = match after {
+        Some((a, b)) => Bound::Excluded((a.as_str(), b.as_str())),
+        None => Bound::Unbounded,
+    };
+    t.range::<(&str, &str)>((lower, Bound::Unbounded))?
+        .take(n)
+        .map(|e| {
+            let (k, v) = e?;
+            let (tenant, id) = k.value();
+            Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
+        })
+        .collect()
+}
+
 /// Rewrites every chunk so its vector is stored as base64 bytes instead of a JSON number
 /// list (about a third of the size), 1,000 chunks per transaction.
 fn v4_compact_vectors(db: &Database) -> Result<()> {
@@ -197,21 +220,7 @@ fn v4_compact_vectors(db: &Database) -> Result<()> {
     let mut after: Option<(String, String)> = None;
     loop {
         let tx = db.begin_write()?;
-        let batch: Vec<(String, String, Vec<u8>)> = {
-            let t = tx.open_table(CHUNKS)?;
-            let lower = match &after {
-                Some((a, b)) => Bound::Excluded((a.as_str(), b.as_str())),
-                None => Bound::Unbounded,
-            };
-            t.range::<(&str, &str)>((lower, Bound::Unbounded))?
-                .take(BATCH)
-                .map(|e| {
-                    let (k, v) = e?;
-                    let (tenant, id) = k.value();
-                    Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
-                })
-                .collect::<Result<_>>()?
-        };
+        let batch = rows_after(&tx, CHUNKS, after.as_ref(), BATCH)?;
         {
             let mut t = tx.open_table(CHUNKS)?;
             for (tenant, id, bytes) in &batch {
@@ -291,21 +300,7 @@ fn rewrite_rows(
     let mut after: Option<(String, String)> = None;
     loop {
         let tx = db.begin_write()?;
-        let batch: Vec<(String, String, Vec<u8>)> = {
-            let t = tx.open_table(table)?;
-            let lower = match &after {
-                Some((a, b)) => Bound::Excluded((a.as_str(), b.as_str())),
-                None => Bound::Unbounded,
-            };
-            t.range::<(&str, &str)>((lower, Bound::Unbounded))?
-                .take(BATCH)
-                .map(|e| {
-                    let (k, v) = e?;
-                    let (tenant, id) = k.value();
-                    Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
-                })
-                .collect::<Result<_>>()?
-        };
+        let batch = rows_after(&tx, table, after.as_ref(), BATCH)?;
         {
             let mut t = tx.open_table(table)?;
             for (tenant, id, bytes) in &batch {
@@ -596,21 +591,7 @@ fn v14_vectors_table(db: &Database) -> Result<()> {
     let mut after: Option<(String, String)> = None;
     loop {
         let tx = db.begin_write()?;
-        let batch: Vec<(String, String, Vec<u8>)> = {
-            let t = tx.open_table(CHUNKS)?;
-            let lower = match &after {
-                Some((a, b)) => Bound::Excluded((a.as_str(), b.as_str())),
-                None => Bound::Unbounded,
-            };
-            t.range::<(&str, &str)>((lower, Bound::Unbounded))?
-                .take(BATCH)
-                .map(|e| {
-                    let (k, v) = e?;
-                    let (tenant, id) = k.value();
-                    Ok((tenant.to_string(), id.to_string(), v.value().to_vec()))
-                })
-                .collect::<Result<_>>()?
-        };
+        let batch = rows_after(&tx, CHUNKS, after.as_ref(), BATCH)?;
         {
             let mut t = tx.open_table(CHUNKS)?;
             let mut vectors = tx.open_table(CHUNK_VECTORS)?;
