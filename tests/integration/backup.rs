@@ -876,15 +876,7 @@ async fn a_tenant_imported_again_as_new_lives_beside_the_first_and_apart_from_it
         None,
     )
     .await;
-    let c = s
-        .post(
-            "/api/conversations",
-            Some(&a.token),
-            json!({"agentId": agent}),
-        )
-        .await;
-    c.expect(201);
-    let conv = id(&c.body);
+    let conv = start_conversation(&s, &a.token, &agent).await;
     s.post(
         &format!("/api/conversations/{conv}/messages"),
         Some(&a.token),

@@ -401,6 +401,15 @@ pub fn id(v: &Value) -> String {
 // Conversations of a channel, shared by the channel tests (Telegram, Meta).
 
 /// The conversations of a channel, as staff sees them.
+/// Starts a conversation with `agent` as the caller of `token`; its id.
+pub async fn start_conversation(s: &Server, token: &str, agent: &str) -> String {
+    let c = s
+        .post("/api/conversations", Some(token), json!({"agentId": agent}))
+        .await;
+    c.expect(201);
+    id(&c.body)
+}
+
 pub async fn channel_conversations(s: &Server, token: &str, channel: &str) -> Vec<Value> {
     let r = s
         .get(&format!("/api/conversations?channelId={channel}"), token)

@@ -190,15 +190,7 @@ async fn read_only_data_directory_answers_503_and_keeps_everything() {
     let s = start_in(dir.clone(), |c| c.disk_reserve_mb = 2).await;
     let a = s.register("owner@ro.test", "Read Only Co").await;
     let agent = id(&create_agent(&s, &a, json!({"name": "Bot"})).await);
-    let c = s
-        .post(
-            "/api/conversations",
-            Some(&a.token),
-            json!({"agentId": agent}),
-        )
-        .await;
-    c.expect(201);
-    let conv = id(&c.body);
+    let conv = start_conversation(&s, &a.token, &agent).await;
     let mut acked = Vec::new();
     for i in 0..5 {
         let r = s
@@ -365,15 +357,7 @@ async fn disk_full_answers_507_and_recovers() {
     let s = start_in(dir.clone(), |c| c.disk_reserve_mb = 2).await;
     let a = s.register("owner@disk.test", "Disk Co").await;
     let agent = create_agent(&s, &a, json!({"name": "Bot"})).await;
-    let c = s
-        .post(
-            "/api/conversations",
-            Some(&a.token),
-            json!({"agentId": id(&agent)}),
-        )
-        .await;
-    c.expect(201);
-    let conv = id(&c.body);
+    let conv = start_conversation(&s, &a.token, &id(&agent)).await;
     let post = |text: String| {
         let (s, token, conv) = (&s, a.token.clone(), conv.clone());
         async move {
