@@ -361,6 +361,8 @@ fn run_child(o: &Opts, phase: &str, data: &Path) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // As the server's main does: the malloc arenas are part of what is measured.
+    let malloc = aigentable::malloc::tune();
     let o = parse_args()?;
     if let Some((phase, data)) = o.phase.clone() {
         let rt = tokio::runtime::Runtime::new()?;
@@ -376,7 +378,7 @@ fn main() -> Result<()> {
     let data = dir.path().join("data");
     println!(
         "corpus: {} documents x {} chunks, ~{} words each; vectors: {} real all-MiniLM-L6-v2 \
-         embeddings, perturbed and reused (raw f32 vectors alone: {:.0} MiB)\n",
+         embeddings, perturbed and reused (raw f32 vectors alone: {:.0} MiB); malloc: {malloc:?}\n",
         o.seed.spec.docs,
         o.seed.spec.chunks_per_doc,
         o.seed.spec.words,

@@ -1210,6 +1210,8 @@ fn run_child(o: &Opts, phase: &str) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // As the server's main does: the malloc arenas are part of what is measured.
+    let malloc = aigentable::malloc::tune();
     let o = parse_args()?;
     if let Some(phase) = o.child.clone() {
         let rt = tokio::runtime::Runtime::new()?;
@@ -1224,6 +1226,7 @@ fn main() -> Result<()> {
         });
     }
     std::fs::create_dir_all(&o.work)?;
+    println!("malloc: {malloc:?}\n");
     println!("| process | point | VmRSS MiB | RssAnon MiB | VmHWM (peak) MiB | load |");
     println!("|---|---|---|---|---|---|");
     for phase in &o.phases {

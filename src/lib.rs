@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod knowledge;
 pub mod llm;
 pub mod mail;
+pub mod malloc;
 pub mod model;
 pub mod models;
 pub mod net;

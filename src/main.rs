@@ -3,6 +3,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any thread exists: arenas made earlier would stay.
+    let malloc = aigentable::malloc::tune();
     let cli = Cli::parse();
     let config = match cli.config() {
         Ok(c) => c,
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
             }) => aigentable::cli::tenant_import(config, file, passphrase, new_id).await,
             Some(Command::Serve { .. }) | None => {
                 let _guard = aigentable::telemetry::init_logging(&config)?;
+                tracing::info!(?malloc, "malloc arenas");
                 aigentable::app::run(config).await
             }
         }
