@@ -13,7 +13,7 @@ pub mod vector;
 
 pub use fusion::{FusionParams, fuse, fuse_lookup, lookup_share};
 pub use text::{Filter, TextDoc, TextIndex, TextParams};
-pub use vector::{HnswParams, VectorIndex};
+pub use vector::{HnswParams, VectorIndex, VectorSource};
 
 use crate::types::{ChunkId, DocumentId};
 

@@ -324,6 +324,8 @@ mod text {
 
 mod vector {
     use super::*;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
 
     const DIMS: usize = 16;
 
@@ -778,10 +780,14 @@ mod vector {
         meta_path
     }
 
-    fn current_files(dir: &std::path::Path, t: &TenantId) -> Vec<String> {
+    fn current_dir(dir: &std::path::Path, t: &TenantId) -> std::path::PathBuf {
         let tdir = dir.join(format!("t-{}", hex::encode(t.as_str())));
         let current = std::fs::read_to_string(tdir.join("CURRENT")).unwrap();
-        let mut names: Vec<String> = std::fs::read_dir(tdir.join(current.trim()))
+        tdir.join(current.trim())
+    }
+
+    fn current_files(dir: &std::path::Path, t: &TenantId) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(current_dir(dir, t))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -831,7 +837,7 @@ mod vector {
             };
             let mut meta = std::fs::read(&meta_path).unwrap();
             meta.truncate(meta.len() - 4);
-            meta[4..8].copy_from_slice(&4u32.to_le_bytes());
+            meta[4..8].copy_from_slice(&5u32.to_le_bytes());
             let crc = crc32fast::hash(&meta);
             meta.extend_from_slice(&crc.to_le_bytes());
             std::fs::write(&meta_path, &meta).unwrap();
@@ -860,6 +866,205 @@ mod vector {
         let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
         assert_eq!(idx.tenants_needing_rebuild(), vec![t.clone()]);
         assert!(idx.search(&t, &vs[0], None, 5).unwrap().is_empty());
+    }
+
+    /// The store's copy of the vectors as `VectorSource` sees it: each chunk's vector as
+    /// the halves of what the embedder returned (`store::put_vector`).
+    #[derive(Default)]
+    struct Halves(Mutex<HashMap<ChunkId, Vec<u16>>>);
+
+    impl Halves {
+        fn put(&self, items: &[Item]) {
+            let mut m = self.0.lock().unwrap();
+            for (c, _, v) in items {
+                m.insert(
+                    c.clone(),
+                    v.iter().map(|&x| crate::index::vector::to_f16(x)).collect(),
+                );
+            }
+        }
+    }
+
+    impl VectorSource for Halves {
+        fn tenant_vectors(
+            &self,
+            _tenant: &TenantId,
+            each: &mut dyn FnMut(&ChunkId, &[u16]),
+        ) -> Result<(), String> {
+            for (c, v) in self.0.lock().unwrap().iter() {
+                each(c, v);
+            }
+            Ok(())
+        }
+    }
+
+    fn open_sourced(dir: &std::path::Path, source: &Arc<Halves>) -> VectorIndex {
+        let source: Arc<dyn VectorSource> = source.clone();
+        VectorIndex::open_with_source(dir, DIMS, "m", small_graph(), Some(source)).unwrap()
+    }
+
+    #[test]
+    fn with_the_store_holding_the_vectors_dumps_keep_links_only_and_load_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Halves::default());
+        let t = TenantId::new();
+        let (keep, gone) = (DocumentId::new(), DocumentId::new());
+        let vs = vecs(14, 300);
+        let (kept, dropped) = (items(&keep, &vs[..280]), items(&gone, &vs[280..]));
+        let qs = vecs(15, 20);
+        let before: Vec<Vec<Hit>>;
+        {
+            let idx = open_sourced(dir.path(), &store);
+            store.put(&kept);
+            store.put(&dropped);
+            idx.insert(&t, &kept).unwrap();
+            idx.insert(&t, &dropped).unwrap();
+            // Deleted: the store forgets them, the graph still routes through them.
+            idx.delete_document(&t, &gone).unwrap();
+            store
+                .0
+                .lock()
+                .unwrap()
+                .retain(|c, _| !dropped.iter().any(|d| &d.0 == c));
+            before = qs
+                .iter()
+                .map(|q| idx.search(&t, q, None, 10).unwrap())
+                .collect();
+            idx.persist().unwrap();
+        }
+        assert_eq!(
+            current_files(dir.path(), &t),
+            ["dead.f16", "graph.bin", "meta.bin"]
+        );
+        let dead = current_dir(dir.path(), &t).join("dead.f16");
+        assert_eq!(
+            std::fs::metadata(&dead).unwrap().len(),
+            20 * DIMS as u64 * 2
+        );
+        let idx = open_sourced(dir.path(), &store);
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        for (q, want) in qs.iter().zip(&before) {
+            assert_eq!(&idx.search(&t, q, None, 10).unwrap(), want);
+        }
+        // The same index without the store cannot serve the tenant: it is rebuilt.
+        drop(idx);
+        let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+        assert_eq!(idx.tenants_needing_rebuild(), vec![t.clone()]);
+    }
+
+    #[test]
+    fn a_graph_is_never_served_against_vectors_it_was_not_built_for() {
+        let vs = vecs(16, 200);
+        let it = items(&DocumentId::new(), &vs);
+        let other = vecs(17, 1);
+        // The store lacks a vector; holds another vector for a chunk; holds one from
+        // another model (other dimensions).
+        type Vectors = HashMap<ChunkId, Vec<u16>>;
+        let changes: [&dyn Fn(&mut Vectors); 3] = [
+            &|m| {
+                m.remove(&it[7].0);
+            },
+            &|m| {
+                m.insert(
+                    it[7].0.clone(),
+                    other[0]
+                        .iter()
+                        .map(|&x| crate::index::vector::to_f16(x))
+                        .collect(),
+                );
+            },
+            &|m| {
+                m.get_mut(&it[7].0).unwrap().push(0);
+            },
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Halves::default());
+            let t = TenantId::new();
+            {
+                let idx = open_sourced(dir.path(), &store);
+                store.put(&it);
+                idx.insert(&t, &it).unwrap();
+                idx.persist().unwrap();
+            }
+            change(&mut store.0.lock().unwrap());
+            let idx = open_sourced(dir.path(), &store);
+            assert_eq!(idx.tenants_needing_rebuild(), vec![t.clone()], "change {i}");
+            assert!(idx.search(&t, &vs[0], None, 5).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_kept_tenant_dumps_its_vectors_and_outlives_the_stores_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Halves::default());
+        let t = TenantId::new();
+        let vs = vecs(18, 200);
+        let it = items(&DocumentId::new(), &vs);
+        {
+            let idx = open_sourced(dir.path(), &store);
+            store.put(&it);
+            idx.insert(&t, &it).unwrap();
+            idx.persist().unwrap();
+            assert!(!current_files(dir.path(), &t).contains(&"vectors.f16".to_string()));
+            // A change of model starts: the dump holds the vectors before this returns.
+            idx.keep_own_vectors(&t).unwrap();
+            assert_eq!(
+                current_files(dir.path(), &t),
+                ["graph.bin", "meta.bin", "vectors.f16"]
+            );
+            // Later dumps too.
+            idx.insert(&t, &items(&DocumentId::new(), &vecs(19, 3)))
+                .unwrap();
+            idx.persist().unwrap();
+            assert!(current_files(dir.path(), &t).contains(&"vectors.f16".to_string()));
+        }
+        // Re-embedding replaces the store's copy with the new model's vectors.
+        store.put(&items(&DocumentId::new(), &vecs(20, 1)));
+        let replaced: Vec<Item> = it
+            .iter()
+            .zip(vecs(21, 200))
+            .map(|((c, d, _), v)| (c.clone(), d.clone(), v))
+            .collect();
+        store.put(&replaced);
+        let idx = open_sourced(dir.path(), &store);
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        let hits = idx.search(&t, &vs[42], None, 1).unwrap();
+        assert_eq!(hits[0].chunk, it[42].0);
+        // Its next dump still holds them: the store's are not its own.
+        idx.insert(&t, &items(&DocumentId::new(), &vecs(22, 1)))
+            .unwrap();
+        idx.persist().unwrap();
+        assert!(current_files(dir.path(), &t).contains(&"vectors.f16".to_string()));
+    }
+
+    #[test]
+    fn a_dump_holding_its_vectors_gives_them_up_when_the_store_holds_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new();
+        let vs = vecs(23, 200);
+        let it = items(&DocumentId::new(), &vs);
+        {
+            // As the previous format wrote it: every vector in the dump.
+            let idx = VectorIndex::open_with(dir.path(), DIMS, "m", small_graph()).unwrap();
+            idx.insert(&t, &it).unwrap();
+            idx.persist().unwrap();
+        }
+        make_old_generation(dir.path(), &t, 2);
+        let store = Arc::new(Halves::default());
+        store.put(&it);
+        let idx = open_sourced(dir.path(), &store);
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        idx.persist().unwrap();
+        drop(idx);
+        assert_eq!(
+            current_files(dir.path(), &t),
+            ["dead.f16", "graph.bin", "meta.bin"]
+        );
+        let idx = open_sourced(dir.path(), &store);
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        let hits = idx.search(&t, &vs[9], None, 1).unwrap();
+        assert_eq!(hits[0].chunk, it[9].0);
     }
 }
 

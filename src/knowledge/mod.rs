@@ -17,11 +17,11 @@ pub mod settings;
 use crate::auth::Caller;
 use crate::domain::Services;
 use crate::embed::{self, Embedder};
-use crate::index::{TextIndex, VectorIndex};
+use crate::index::{HnswParams, TextIndex, VectorIndex, VectorSource};
 use crate::ingest::{self, Chunker};
 use crate::jobs::Jobs;
 use crate::model::{Chunk, EmbeddingSwitch, Tenant, TenantSettings};
-use crate::types::{TenantId, Timestamp};
+use crate::types::{ChunkId, TenantId, Timestamp};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -201,6 +201,29 @@ fn dir_name(model_id: &str) -> String {
         .collect()
 }
 
+/// The store's copy of the chunk vectors, which the vector indexes read back at open
+/// instead of keeping a second copy in their dumps.
+struct StoreVectors(Arc<crate::store::Store>);
+
+impl VectorSource for StoreVectors {
+    fn tenant_vectors(
+        &self,
+        tenant: &TenantId,
+        each: &mut dyn FnMut(&ChunkId, &[u16]),
+    ) -> Result<(), String> {
+        self.0
+            .read(|tx| {
+                tx.for_each_vector_halves(tenant, |key, halves| {
+                    // Keys are `<document>/<chunk>` (store::chunk_key).
+                    if let Some(chunk) = key.rsplit('/').next().and_then(ChunkId::parse) {
+                        each(&chunk, halves);
+                    }
+                })
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl Knowledge {
     /// Opens indexes and models. Blocking. Fails (with a message naming the path) when an
     /// explicitly configured model or runtime cannot be loaded.
@@ -232,6 +255,7 @@ impl Knowledge {
         let global = match resolved.embedder {
             Some(e) => Some(Arc::new(Self::space(
                 &index_dir,
+                &svc,
                 e,
                 resolved.description,
                 String::new(),
@@ -279,6 +303,7 @@ impl Knowledge {
 
     fn space(
         index_dir: &std::path::Path,
+        svc: &Arc<Services>,
         e: Arc<dyn Embedder>,
         description: String,
         key: String,
@@ -289,7 +314,15 @@ impl Knowledge {
             dims = e.embed_query("dimension probe")?.len();
         }
         let dir = index_dir.join("vectors").join(dir_name(e.model_id()));
-        let index = VectorIndex::open(&dir, dims, e.model_id())?;
+        // The store keeps every chunk's vector: the index's dumps leave them to it.
+        let source: Arc<dyn VectorSource> = Arc::new(StoreVectors(Arc::clone(&svc.store)));
+        let index = VectorIndex::open_with_source(
+            &dir,
+            dims,
+            e.model_id(),
+            HnswParams::default(),
+            Some(source),
+        )?;
         Ok(Space {
             embedder: e,
             index,
@@ -423,7 +456,12 @@ impl Knowledge {
                 retry_at: now + RETRY_UNAVAILABLE,
             });
         let bridge = match &from {
-            Ok(s) => Bridge::Old(s.clone()),
+            Ok(s) => {
+                // Re-embedding overwrites the store's copy of these vectors while the old
+                // index still answers: from now on its dumps must hold them itself.
+                s.index.keep_own_vectors(tenant)?;
+                Bridge::Old(s.clone())
+            }
             Err(m) => Bridge::Missing(m.reason.clone()),
         };
         lock(&self.switches).insert(tenant.clone(), Switch { record, from });
@@ -596,8 +634,14 @@ impl Knowledge {
             return Err(format!("not found: {}", why.join("; ")));
         };
         let e = resolved.embedder.ok_or("no model")?;
-        let space = Self::space(&self.index_dir, e, resolved.description, key.clone())
-            .map_err(|e| e.to_string())?;
+        let space = Self::space(
+            &self.index_dir,
+            &self.svc,
+            e,
+            resolved.description,
+            key.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         probe(&space)?;
         tracing::info!(model = %model_id, "loaded the server's previous embedding model: it answers searches of tenants not yet re-embedded");
         let space = Arc::new(space);
@@ -776,7 +820,13 @@ impl Knowledge {
         let Some(e) = resolved.embedder else {
             return Ok(None);
         };
-        let space = Self::space(&self.index_dir, e, resolved.description, key.to_string())?;
+        let space = Self::space(
+            &self.index_dir,
+            &self.svc,
+            e,
+            resolved.description,
+            key.to_string(),
+        )?;
         // A model that loads but answers nonsense is no use: try it before keeping it.
         probe(&space).map_err(Error::Unavailable)?;
         let space = Arc::new(space);

@@ -733,6 +733,36 @@ macro_rules! read_ops {
             Ok(())
         }
 
+        /// [`for_each_vector`](Self::for_each_vector) with the vector as stored: IEEE half
+        /// bits (no conversion, no allocation per vector).
+        pub fn for_each_vector_halves(
+            &self,
+            tenant: &TenantId,
+            mut f: impl FnMut(&str, &[u16]),
+        ) -> Result<()> {
+            let t = self.0.open_table(CHUNK_VECTORS)?;
+            let upper = format!("{tenant}\0");
+            let mut halves = Vec::new();
+            for e in t.range::<(&str, &str)>((
+                Bound::Included((tenant.as_str(), "")),
+                Bound::Excluded((upper.as_str(), "")),
+            ))? {
+                let (k, v) = e?;
+                let bytes = v.value();
+                if !bytes.len().is_multiple_of(2) {
+                    vector_from_bytes(bytes)?;
+                }
+                halves.clear();
+                halves.extend(
+                    bytes
+                        .chunks_exact(2)
+                        .map(|h| u16::from_le_bytes([h[0], h[1]])),
+                );
+                f(k.value().1, &halves);
+            }
+            Ok(())
+        }
+
         /// How many rows of a counted table (`R::COUNTED`) the tenant has. O(1).
         pub fn count<R: Record>(&self, tenant: &TenantId) -> Result<u64> {
             debug_assert!(

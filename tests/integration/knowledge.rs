@@ -469,6 +469,7 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
         return;
     };
     let (model2, ort2) = (model.clone(), ort.clone());
+    let (model3, ort3) = (model.clone(), ort.clone());
     let s = start_with(move |c| {
         c.embeddings_provider = Some("onnx".into());
         c.embeddings_model_dir = Some(model);
@@ -544,11 +545,47 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
             r.text
         );
     }
-    // A lost vector index is rebuilt at start from the vectors the store keeps (its own
-    // table, apart from the chunk records): no re-embedding, the same answers.
+    let ids = |r: &Resp| -> Vec<String> {
+        r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|h| h["chunkId"].to_string())
+            .collect()
+    };
+    let model_id = chunks.body["data"][0]["embeddingModel"]
+        .as_str()
+        .expect("model")
+        .to_string();
     let before = s
         .search(&a.token, json!({"query": question, "mode": "vector"}))
         .await;
+    let data = s.data_dir();
+    let dir = s.stop().await;
+    // The vector index's dump keeps the slot list (and graph), not the vectors: the store
+    // holds them once, and a restart reads them back from it.
+    let tdir = tenant_vectors(&data, &model_id, &a.tenant_id);
+    let current = std::fs::read_to_string(tdir.join("CURRENT")).expect("CURRENT");
+    let generation = tdir.join(current.trim());
+    assert!(generation.join("meta.bin").exists());
+    assert!(
+        !generation.join("vectors.f16").exists(),
+        "the dump keeps a second copy of the vectors"
+    );
+    let s = start_in(dir, move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(model3);
+        c.ort_dylib_path = Some(ort3);
+    })
+    .await;
+    let reloaded = s
+        .search(&a.token, json!({"query": question, "mode": "vector"}))
+        .await;
+    reloaded.expect(200);
+    assert_eq!(ids(&before), ids(&reloaded), "{}", reloaded.text);
+
+    // A lost vector index is rebuilt at start from the vectors the store keeps (its own
+    // table, apart from the chunk records): no re-embedding, the same answers.
     let dir = s.stop().await;
     std::fs::remove_dir_all(dir.path().join("index/vectors")).expect("remove index");
     let s = start_in(dir, move |c| {
@@ -562,14 +599,6 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
         .await;
     after.expect(200);
     assert!(in_top3(&after), "after the rebuild: {}", after.text);
-    let ids = |r: &Resp| -> Vec<String> {
-        r.body["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(|h| h["chunkId"].to_string())
-            .collect()
-    };
     assert_eq!(ids(&before), ids(&after));
 }
 

@@ -10,6 +10,15 @@
 //! stored half is within ~1e-4 of the f32 one (see `simd.rs`).
 //! Persistence (the on-disk layout, atomic generations, checksums and the UNTRUSTED list)
 //! lives in `persist.rs`; the dot product (SIMD chosen at run time) in `simd.rs`.
+//!
+//! The store keeps every chunk's vector too (as halves of what the embedder returned). An
+//! index opened with a [`VectorSource`] over those does not write them again: its dumps hold
+//! the slot list and the graph, and a load takes the vectors back from the source, checked
+//! against a checksum of the very halves the graph was built for. So the index turns the
+//! store's halves into its own in one fixed way ([`stored_form`]), on insert and on load
+//! alike. A tenant whose vectors the store does not hold (the old model's index while a
+//! tenant changes model: re-embedding overwrites the store's copy) is marked with
+//! [`VectorIndex::keep_own_vectors`] and dumped whole, as without a source.
 
 mod hnsw;
 mod persist;
@@ -26,6 +35,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+/// Where an index opened with [`VectorIndex::open_with_source`] reads back the vectors its
+/// dumps leave out: the store's copy of each chunk's vector.
+pub trait VectorSource: Send + Sync {
+    /// Calls `each` with the chunk id and the vector (IEEE half bits, as the embedder's
+    /// f32s rounded to halves) of every vector the store holds for `tenant`, whatever model
+    /// made it: the index matches them to its slots and checks them.
+    fn tenant_vectors(
+        &self,
+        tenant: &TenantId,
+        each: &mut dyn FnMut(&ChunkId, &[u16]),
+    ) -> Result<(), String>;
+}
 
 /// HNSW and search tuning. The defaults are the ones measured in `BENCHMARKS.md`.
 #[derive(Clone, Debug)]
@@ -86,6 +108,11 @@ struct Tenant {
     outdated: AtomicBool,
     /// Its files were missing, stale or invalid: served empty until `rebuild_tenant`.
     needs_rebuild: bool,
+    /// Dump the vectors too even with a source: loaded from a dump that held them, and the
+    /// source did not hold the same ones.
+    own_vectors: bool,
+    /// The current dump leaves the live vectors to the source.
+    dumped_in_store: AtomicBool,
 }
 
 impl Tenant {
@@ -116,21 +143,15 @@ impl Tenant {
         }
     }
 
-    /// Appends a slot with `v` (normalised f32), stored in half precision.
-    fn push(&mut self, chunk: ChunkId, document: DocumentId, v: &[f32]) -> Result<u32, Error> {
-        let slot = self.push_slot(chunk, document)?;
-        self.vectors.extend(v.iter().map(|&x| to_f16(x)));
-        Ok(slot)
-    }
-
-    /// [`push`](Self::push) of a vector already in half precision (compaction).
+    /// Appends a slot with `v` (in [`stored_form`]).
     fn push_half(&mut self, chunk: ChunkId, document: DocumentId, v: &[u16]) -> Result<u32, Error> {
         let slot = self.push_slot(chunk, document)?;
         self.vectors.extend_from_slice(v);
         Ok(slot)
     }
 
-    /// [`push`](Self::push) without the vector, for a loader that fills `vectors` itself.
+    /// [`push_half`](Self::push_half) without the vector, for a loader that fills `vectors`
+    /// itself.
     fn push_slot(&mut self, chunk: ChunkId, document: DocumentId) -> Result<u32, Error> {
         if let Some(&old) = self.by_chunk.get(&chunk) {
             self.kill(old);
@@ -183,6 +204,8 @@ impl Tenant {
         fresh.dirty = AtomicBool::new(self.dirty.load(Ordering::Relaxed));
         fresh.outdated = AtomicBool::new(self.outdated.load(Ordering::Relaxed));
         fresh.needs_rebuild = self.needs_rebuild;
+        fresh.own_vectors = self.own_vectors;
+        fresh.dumped_in_store = AtomicBool::new(self.dumped_in_store.load(Ordering::Relaxed));
         *self = fresh;
         if self.live() > params.exact_max {
             self.graph = Some(build_graph(self, dims, params));
@@ -217,6 +240,47 @@ fn build_graph(t: &Tenant, dims: usize, params: &HnswParams) -> Graph {
     g
 }
 
+/// The form a vector is held in: rounded to halves as the store keeps it, normalised (the
+/// sum in f64, in order, so every machine gets the same bits), rounded to halves again. A
+/// vector read back from the store's halves takes the same steps and gets the same bits,
+/// which is what lets a load check them against the checksum of a dump.
+fn stored_form(v: &[f32], dims: usize) -> Result<Vec<u16>, Error> {
+    if v.len() != dims {
+        return Err(Error::Dimensions {
+            expected: dims,
+            got: v.len(),
+        });
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Invalid(
+            "vector has a NaN or infinite component".into(),
+        ));
+    }
+    let halves: Vec<u16> = v.iter().map(|&x| to_f16(x)).collect();
+    stored_from_halves(&halves)
+        .ok_or_else(|| Error::Invalid("vector has a component beyond half precision".into()))
+}
+
+/// [`stored_form`] of a vector given as the store's halves; `None` for a non-finite one.
+fn stored_from_halves(h: &[u16]) -> Option<Vec<u16>> {
+    let mut sum = 0f64;
+    for &x in h {
+        let x = f64::from(from_f16(x));
+        if !x.is_finite() {
+            return None;
+        }
+        sum += x * x;
+    }
+    let norm = sum.sqrt();
+    // A zero vector has no direction: it is kept as zeros and scores 0 against everything.
+    let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+    Some(
+        h.iter()
+            .map(|&x| to_f16((f64::from(from_f16(x)) * scale) as f32))
+            .collect(),
+    )
+}
+
 /// Normalises to unit length; rejects wrong lengths and non-finite values.
 fn normalised(v: &[f32], dims: usize) -> Result<Vec<f32>, Error> {
     if v.len() != dims {
@@ -246,6 +310,12 @@ pub struct VectorIndex {
     /// Hex names listed in `<dir>/UNTRUSTED`; the mutex also serialises rewriting it.
     untrusted: Mutex<HashSet<String>>,
     rebuild_all: bool,
+    /// The store's copy of the vectors: dumps leave them out when set.
+    source: Option<Arc<dyn VectorSource>>,
+    /// Tenants whose dumps hold their vectors whatever the source ([`keep_own_vectors`]).
+    ///
+    /// [`keep_own_vectors`]: Self::keep_own_vectors
+    kept: Mutex<HashSet<TenantId>>,
 }
 
 impl VectorIndex {
@@ -265,6 +335,23 @@ impl VectorIndex {
         dims: usize,
         model_id: &str,
         params: HnswParams,
+    ) -> Result<Self, Error> {
+        Self::open_with_source(dir, dims, model_id, params, None)
+    }
+
+    /// [`open_with`](Self::open_with) for an index whose vectors `source` also holds: dumps
+    /// keep the graph and the slot list, not the vectors, and loads read them from
+    /// `source`. A tenant whose vectors there are not the ones its graph was built for
+    /// (missing, changed, from another model) is loaded empty and listed by
+    /// [`tenants_needing_rebuild`](Self::tenants_needing_rebuild). Dumps that hold their
+    /// vectors (older formats, [`keep_own_vectors`](Self::keep_own_vectors)) still load;
+    /// when the source holds the same vectors, the next persist drops them from the dump.
+    pub fn open_with_source(
+        dir: &Path,
+        dims: usize,
+        model_id: &str,
+        params: HnswParams,
+        source: Option<Arc<dyn VectorSource>>,
     ) -> Result<Self, Error> {
         if dims == 0 {
             return Err(Error::Invalid("dimensions must be positive".into()));
@@ -308,6 +395,7 @@ impl VectorIndex {
                 Err("changes were not persisted before the last stop".to_string())
             } else {
                 load_tenant(&entry.path(), dims, model_id)
+                    .and_then(|l| persist::vectors_from_source(l, source.as_deref(), &tenant, dims))
             };
             let t = match loaded {
                 Ok(mut t) => {
@@ -353,6 +441,8 @@ impl VectorIndex {
             tenants: RwLock::new(tenants),
             untrusted: Mutex::new(untrusted_now),
             rebuild_all,
+            source,
+            kept: Mutex::new(HashSet::new()),
         })
     }
 
@@ -414,14 +504,14 @@ impl VectorIndex {
         }
         let normed = items
             .iter()
-            .map(|(_, _, v)| normalised(v, self.dims))
+            .map(|(_, _, v)| stored_form(v, self.dims))
             .collect::<Result<Vec<_>, _>>()?;
         let cell = self.tenant_or_create(tenant);
         let mut t = write(&cell);
         self.mark_dirty(tenant, &t)?;
         let mut new_slots = Vec::with_capacity(items.len());
         for ((chunk, doc, _), v) in items.iter().zip(&normed) {
-            new_slots.push(t.push(chunk.clone(), doc.clone(), v)?);
+            new_slots.push(t.push_half(chunk.clone(), doc.clone(), v)?);
         }
         let tenant = &mut *t;
         match &mut tenant.graph {
@@ -466,6 +556,7 @@ impl VectorIndex {
 
     /// Removes a tenant from memory and disk.
     pub fn delete_tenant(&self, tenant: &TenantId) -> Result<(), Error> {
+        self.lock_kept().remove(tenant);
         let removed = self.write_tenants().remove(tenant);
         if let Some(cell) = removed {
             // Wait for in-flight users of the tenant before deleting its files.
@@ -491,8 +582,8 @@ impl VectorIndex {
     ) -> Result<(), Error> {
         let mut fresh = Tenant::default();
         for (chunk, doc, v) in items {
-            let v = normalised(&v, self.dims)?;
-            fresh.push(chunk, doc, &v)?;
+            let v = stored_form(&v, self.dims)?;
+            fresh.push_half(chunk, doc, &v)?;
         }
         if fresh.dead > 0 {
             fresh.compact(self.dims, &self.params);
@@ -503,6 +594,8 @@ impl VectorIndex {
         let mut t = write(&cell);
         self.mark_dirty(tenant, &t)?;
         fresh.dirty = AtomicBool::new(true);
+        fresh.own_vectors = t.own_vectors;
+        fresh.dumped_in_store = AtomicBool::new(t.dumped_in_store.load(Ordering::Relaxed));
         *t = fresh;
         Ok(())
     }
@@ -596,24 +689,58 @@ impl VectorIndex {
     /// rebuild are skipped: their files must stay untrusted.
     pub fn persist(&self) -> Result<(), Error> {
         for (id, cell) in self.snapshot() {
-            // Readers keep searching while a tenant is dumped; writers wait.
+            self.persist_tenant(&id, &cell)?;
+        }
+        Ok(())
+    }
+
+    /// Makes a tenant's dumps hold its vectors even though the index has a source: the
+    /// store is about to stop holding them (the tenant changes model, and re-embedding
+    /// overwrites the store's copy while this index still answers its searches). A dump
+    /// that left them to the store is rewritten now, before this returns. Cheap when
+    /// already marked.
+    pub fn keep_own_vectors(&self, tenant: &TenantId) -> Result<(), Error> {
+        if !self.lock_kept().insert(tenant.clone()) {
+            return Ok(());
+        }
+        let Some(cell) = self.tenant(tenant) else {
+            return Ok(());
+        };
+        {
             let t = read(&cell);
-            let outdated = t.outdated.load(Ordering::Acquire);
-            if !(t.dirty.load(Ordering::Acquire) || outdated) || t.needs_rebuild {
-                continue;
+            if t.dumped_in_store.load(Ordering::Acquire) {
+                t.outdated.store(true, Ordering::Release);
             }
-            // delete_tenant unmaps the tenant before it waits for this lock and removes its
-            // files after: checking under the lock keeps a dump from resurrecting them.
-            if !self.tenant(&id).is_some_and(|c| Arc::ptr_eq(&c, &cell)) {
-                continue;
-            }
-            persist::dump_tenant(&self.tenant_dir(&id), &t, self.dims, &self.model_id)?;
-            t.dirty.store(false, Ordering::Release);
-            t.outdated.store(false, Ordering::Release);
-            let mut untrusted = self.lock_untrusted();
-            if untrusted.remove(&hex::encode(id.as_str())) {
-                write_untrusted(&self.dir, &untrusted)?;
-            }
+        }
+        self.persist_tenant(tenant, &cell)
+    }
+
+    fn persist_tenant(&self, id: &TenantId, cell: &Arc<RwLock<Tenant>>) -> Result<(), Error> {
+        // Readers keep searching while a tenant is dumped; writers wait.
+        let t = read(cell);
+        let outdated = t.outdated.load(Ordering::Acquire);
+        if !(t.dirty.load(Ordering::Acquire) || outdated) || t.needs_rebuild {
+            return Ok(());
+        }
+        // delete_tenant unmaps the tenant before it waits for this lock and removes its
+        // files after: checking under the lock keeps a dump from resurrecting them.
+        if !self.tenant(id).is_some_and(|c| Arc::ptr_eq(&c, cell)) {
+            return Ok(());
+        }
+        let in_store = self.source.is_some() && !t.own_vectors && !self.lock_kept().contains(id);
+        persist::dump_tenant(
+            &self.tenant_dir(id),
+            &t,
+            self.dims,
+            &self.model_id,
+            in_store,
+        )?;
+        t.dumped_in_store.store(in_store, Ordering::Release);
+        t.dirty.store(false, Ordering::Release);
+        t.outdated.store(false, Ordering::Release);
+        let mut untrusted = self.lock_untrusted();
+        if untrusted.remove(&hex::encode(id.as_str())) {
+            write_untrusted(&self.dir, &untrusted)?;
         }
         Ok(())
     }
@@ -696,6 +823,10 @@ impl VectorIndex {
 
     fn lock_untrusted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.untrusted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, HashSet<TenantId>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
