@@ -212,6 +212,36 @@ impl Tally {
         ms.sort_by(f64::total_cmp);
         ms.get(ms.len() / 2).copied().unwrap_or(0.0)
     }
+    /// Counts one answer of [`ask`].
+    fn add(&mut self, (hit, vectors, ms): (bool, bool, f64)) {
+        self.queries += 1;
+        self.hits += hit as usize;
+        self.with_vectors += vectors as usize;
+        self.ms.push(ms);
+    }
+}
+
+/// Every judged question once, on a blocking thread (the phases before and after a switch).
+async fn ask_each(
+    k: &Arc<Knowledge>,
+    caller: &aigentable::auth::Caller,
+    passage_of: &Arc<HashMap<aigentable::types::DocumentId, String>>,
+    judged: &Arc<Vec<Judged>>,
+) -> Result<Tally> {
+    let (k, c, p, j) = (
+        k.clone(),
+        caller.clone(),
+        passage_of.clone(),
+        judged.clone(),
+    );
+    tokio::task::spawn_blocking(move || -> Result<Tally> {
+        let mut t = Tally::default();
+        for q in j.iter() {
+            t.add(ask(&k, &c, &p, q)?);
+        }
+        Ok(t)
+    })
+    .await?
 }
 
 /// One hybrid search with the product's defaults: (judged passage in the top 10, vector
@@ -341,25 +371,7 @@ async fn main() -> Result<()> {
     let passage_of = Arc::new(seeded.passage_of.clone());
     let judged = Arc::new(judged);
 
-    // Before.
-    let (k2, c2, p2, j2) = (
-        k.clone(),
-        caller.clone(),
-        passage_of.clone(),
-        judged.clone(),
-    );
-    let before = tokio::task::spawn_blocking(move || -> Result<Tally> {
-        let mut t = Tally::default();
-        for q in j2.iter() {
-            let (hit, vectors, ms) = ask(&k2, &c2, &p2, q)?;
-            t.queries += 1;
-            t.hits += hit as usize;
-            t.with_vectors += vectors as usize;
-            t.ms.push(ms);
-        }
-        Ok(t)
-    })
-    .await??;
+    let before = ask_each(&k, &caller, &passage_of, &judged).await?;
     let rss_before = rss();
     eprintln!(
         "before: hit@10 {:.4} over {} questions, p50 {:.1} ms",
@@ -407,15 +419,12 @@ async fn main() -> Result<()> {
                 let Some(p) = k2.reembed_progress(&t2) else {
                     break;
                 };
-                let (hit, vectors, ms) = ask(&k2, &c2, &p2, q)?;
+                let answer = ask(&k2, &c2, &p2, q)?;
                 // Counted only when the switch was still under way after the answer too.
                 if k2.reembed_progress(&t2).is_none() {
                     break;
                 }
-                t.queries += 1;
-                t.hits += hit as usize;
-                t.with_vectors += vectors as usize;
-                t.ms.push(ms);
+                t.add(answer);
                 peak = peak.max(rss().0);
                 if last_report.elapsed().as_secs() >= 10 {
                     eprintln!(
@@ -428,25 +437,8 @@ async fn main() -> Result<()> {
             Ok((t, peak, t_switch.elapsed().as_secs_f64()))
         })
         .await??;
-    let (k2, c2, p2, j2) = (
-        k.clone(),
-        caller.clone(),
-        passage_of.clone(),
-        judged.clone(),
-    );
     sampler.phase("after: questions to the new model");
-    let after = tokio::task::spawn_blocking(move || -> Result<Tally> {
-        let mut t = Tally::default();
-        for q in j2.iter() {
-            let (hit, vectors, ms) = ask(&k2, &c2, &p2, q)?;
-            t.queries += 1;
-            t.hits += hit as usize;
-            t.with_vectors += vectors as usize;
-            t.ms.push(ms);
-        }
-        Ok(t)
-    })
-    .await??;
+    let after = ask_each(&k, &caller, &passage_of, &judged).await?;
     let rss_after = rss();
     sampler.phase("idle after (3 s)");
     std::thread::sleep(std::time::Duration::from_secs(3));
