@@ -388,12 +388,20 @@ fn main() -> Result<()> {
     println!("| process | point | VmRSS MiB | RssAnon MiB | VmHWM (peak) MiB |");
     println!("|---|---|---|---|---|");
     run_child(&o, "seed", &data)?;
+    let mib = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "\nafter seeding: store {:.0} MiB, data dir {:.0} MiB (the reopen compacts a store whose file is mostly free pages)\n",
+        mib(&data.join("aigentable.redb")),
+        du(&data)
+    );
     run_child(&o, "reopen", &data)?;
     println!(
         "\non disk: store {:.0} MiB, text index {:.0} MiB, vector index {:.0} MiB, data dir total {:.0} MiB",
-        std::fs::metadata(data.join("aigentable.redb"))
-            .map(|m| m.len() as f64 / (1024.0 * 1024.0))
-            .unwrap_or(f64::NAN),
+        mib(&data.join("aigentable.redb")),
         du(&data.join("index/text")),
         du(&data.join("index/vectors")),
         du(&data)

@@ -443,14 +443,53 @@ fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
     })
 }
 
-/// Compacts the store file after a migration rewrote records: redb reuses freed pages but
-/// never gives them back to the file system, so a rewrite of every chunk would otherwise
-/// leave the file at its largest for good. Needs exclusive access, so it runs at open,
-/// before anything is served.
-fn compact(db: &mut redb::Database, path: &Path) -> Result<()> {
+/// Free pages worth a compaction at open: at least this share of the file...
+const COMPACT_FREE_SHARE: f64 = 0.2;
+/// ...and at least this many bytes (a small store is not worth the wait).
+const COMPACT_FREE_MIN: u64 = 32 << 20;
+
+/// META key: the file's size when its free pages were last counted.
+const FREE_CHECKED_AT: &str = "free_pages_checked_at_bytes";
+
+/// Bytes of the store file in no page redb has allocated (freed by deletes and
+/// copy-on-write commits, reused by later writes, never given back without a compaction),
+/// or `None` when not worth counting: counting reads every page of the file, so it happens
+/// only once the file has grown by a quarter since the last count (recorded before a
+/// compaction, so a compacted file is counted again past 5/4 of its size before it).
+fn free_bytes(db: &redb::Database, path: &Path) -> Result<Option<u64>> {
+    let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if file < 2 * COMPACT_FREE_MIN {
+        return Ok(None);
+    }
+    let tx = db.begin_write()?;
+    let checked = tx
+        .open_table(META)?
+        .get(FREE_CHECKED_AT)?
+        .map(|v| v.value());
+    if checked.is_some_and(|c| file <= c + c / 4) {
+        tx.abort()?;
+        return Ok(None);
+    }
+    let stats = tx.stats()?;
+    let used = stats.allocated_pages() * stats.page_size() as u64;
+    tx.open_table(META)?.insert(FREE_CHECKED_AT, file)?;
+    tx.commit()?;
+    Ok(Some(file.saturating_sub(used)))
+}
+
+/// Whether a file of `file` bytes with `free` of them unused is worth compacting at open.
+fn worth_compacting(file: u64, free: u64) -> bool {
+    free >= COMPACT_FREE_MIN && free as f64 >= COMPACT_FREE_SHARE * file as f64
+}
+
+/// Compacts the store file: redb reuses freed pages but never gives them back to the file
+/// system, so a migration that rewrote every chunk, a bulk load (copy-on-write commits free
+/// as many pages as they write) or a large delete would otherwise leave the file at its
+/// largest for good. Needs exclusive access, so it runs at open, before anything is served.
+fn compact(db: &mut redb::Database, path: &Path, why: &str) -> Result<()> {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let before = size(path);
-    tracing::info!(path = %path.display(), bytes = before, "compacting the store after a migration");
+    tracing::info!(path = %path.display(), bytes = before, why, "compacting the store");
     let started = std::time::Instant::now();
     // Moves pages down until nothing moves (redb loops inside), then trims the file.
     db.compact().map_err(|e| Error::Db(e.into()))?;
@@ -461,6 +500,8 @@ fn compact(db: &mut redb::Database, path: &Path) -> Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "compacted the store"
     );
+    // No write here: a commit right after compacting takes fresh pages at the end of the
+    // file again (measured: a 9.9 MB file back to 19.8 MB).
     Ok(())
 }
 
@@ -490,7 +531,12 @@ impl Store {
         make_private(dir, &path).map_err(|e| Error::Db(redb::StorageError::Io(e).into()))?;
         let mut db = disk::open_db(&path, cache_bytes)?;
         if migrate::run(&db, &path)? {
-            compact(&mut db, &path)?;
+            compact(&mut db, &path, "a migration rewrote records")?;
+        } else {
+            let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if free_bytes(&db, &path)?.is_some_and(|free| worth_compacting(file, free)) {
+                compact(&mut db, &path, "much of the file is free pages")?;
+            }
         }
         Ok(Store {
             db: disk::Db::new(db, cache_bytes),

@@ -343,6 +343,60 @@ fn schema_12_and_13_vectors_move_to_their_own_table_and_the_file_shrinks() {
 }
 
 #[test]
+fn a_store_mostly_free_pages_is_compacted_at_open() {
+    assert!(
+        !worth_compacting(100 << 20, 10 << 20),
+        "a tenth free: not worth the wait"
+    );
+    assert!(
+        !worth_compacting(60 << 20, 30 << 20),
+        "small: not worth the wait"
+    );
+    assert!(worth_compacting(200 << 20, 60 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aigentable.redb");
+    let t = tenant("a");
+    let doc = DocumentId::new();
+    {
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.write(|tx| tx.put(&t)).unwrap();
+        // ~48 MB of chunks in a few commits, then the document's chunks go.
+        for batch in 0..6u32 {
+            store
+                .write(|tx| {
+                    for i in 0..400 {
+                        let text = format!("{i:05} {}", "lorem ipsum ".repeat(1_700));
+                        tx.put(&chunk(&t.id, &doc, batch * 400 + i, text))?;
+                    }
+                    Ok::<_, Error>(())
+                })
+                .unwrap();
+        }
+        store
+            .write(|tx| tx.delete_under::<Chunk>(&t.id, doc.as_str()))
+            .unwrap();
+    }
+    let before = std::fs::metadata(&path).unwrap().len();
+    assert!(before > 40 << 20, "{before}");
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let after = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        after * 4 < before,
+        "{after} bytes after opening, {before} before"
+    );
+    // Nothing else went, and the store works on.
+    assert!(
+        store
+            .read(|tx| tx.get::<Tenant>(&t.id, ""))
+            .unwrap()
+            .is_some()
+    );
+    store
+        .write(|tx| tx.put(&chunk(&t.id, &doc, 1, "again".into())))
+        .unwrap();
+}
+
+#[test]
 fn vectors_go_with_their_chunks_and_their_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 1 << 20).unwrap();
