@@ -32,7 +32,7 @@
 use aigentable::config::Config;
 use aigentable::knowledge::Knowledge;
 use aigentable::types::{AgentId, TenantId};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
@@ -40,6 +40,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/seed.rs"]
 mod seed;
 use seed::{SeedArgs, question, seed};
@@ -342,22 +344,7 @@ fn run_child(o: &Opts, phase: &str, data: &Path) -> Result<()> {
     ] {
         cmd.arg(k).arg(v);
     }
-    let mut child = cmd.spawn().context("spawning a child")?;
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if !status.success() {
-                bail!("the {phase} child failed: {status}");
-            }
-            return Ok(());
-        }
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the {phase} child took longer than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    child::run(cmd, phase, CHILD_TIMEOUT)
 }
 
 fn main() -> Result<()> {

@@ -83,6 +83,8 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 #[path = "common/beir.rs"]
 mod beir;
+#[path = "common/child.rs"]
+mod child;
 #[allow(dead_code)]
 #[path = "common/tenant.rs"]
 mod tenant;
@@ -1191,22 +1193,7 @@ fn run_child(o: &Opts, phase: &str) -> Result<()> {
     ] {
         cmd.arg(k).arg(v);
     }
-    let mut child = cmd.spawn().context("spawning a child")?;
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if !status.success() {
-                bail!("the {phase} child failed: {status}");
-            }
-            return Ok(());
-        }
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the {phase} child took longer than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    child::run(cmd, phase, CHILD_TIMEOUT)
 }
 
 fn main() -> Result<()> {
