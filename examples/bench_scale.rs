@@ -1093,7 +1093,8 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
         .join(dir_name(space.model_id()));
     let dims = space.embedder.dimensions();
     let t0 = Instant::now();
-    let exact = VectorIndex::open_with(
+    // With the store as its source, as the server's index: the dumps leave the vectors there.
+    let exact = VectorIndex::open_with_source(
         &dir,
         dims,
         space.model_id(),
@@ -1101,6 +1102,7 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
             exact_max: usize::MAX,
             ..HnswParams::default()
         },
+        Some(k.vector_source()),
     )?;
     println!(
         "\nrecall@10 of the vector index against exact search: {n} boolq questions \
@@ -1138,7 +1140,7 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
     };
     measure(&space.index, "64 (default, the server's own index)")?;
     for &ef in &o.ef {
-        let idx = VectorIndex::open_with(
+        let idx = VectorIndex::open_with_source(
             &dir,
             dims,
             space.model_id(),
@@ -1146,6 +1148,7 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
                 ef_search: ef,
                 ..HnswParams::default()
             },
+            Some(k.vector_source()),
         )?;
         measure(&idx, &ef.to_string())?;
     }

@@ -348,6 +348,12 @@ impl Knowledge {
         self.global_model_dir.as_deref()
     }
 
+    /// The store's copy of the chunk vectors, as the vector indexes read it back at open:
+    /// for a second [`VectorIndex`] opened on a model's index directory (benchmarks).
+    pub fn vector_source(&self) -> Arc<dyn VectorSource> {
+        Arc::new(StoreVectors(Arc::clone(&self.svc.store)))
+    }
+
     pub fn has_global_embedder(&self) -> bool {
         self.global.is_some()
     }
