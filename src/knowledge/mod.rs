@@ -464,8 +464,11 @@ impl Knowledge {
         let bridge = match &from {
             Ok(s) => {
                 // Re-embedding overwrites the store's copy of these vectors while the old
-                // index still answers: from now on its dumps must hold them itself.
-                s.index.keep_own_vectors(tenant)?;
+                // index still answers: from now on its dumps must hold them itself. A dump
+                // that fails now is retried by the next persist; searches go on meanwhile.
+                if let Err(e) = s.index.keep_own_vectors(tenant) {
+                    tracing::warn!(tenant = %tenant, error = %e, "saving the previous model's vectors of a tenant failed; the next save of its index retries");
+                }
                 Bridge::Old(s.clone())
             }
             Err(m) => Bridge::Missing(m.reason.clone()),

@@ -697,8 +697,9 @@ impl VectorIndex {
     /// Makes a tenant's dumps hold its vectors even though the index has a source: the
     /// store is about to stop holding them (the tenant changes model, and re-embedding
     /// overwrites the store's copy while this index still answers its searches). A dump
-    /// that left them to the store is rewritten now, before this returns. Cheap when
-    /// already marked.
+    /// that left them to the store is rewritten now, before this returns (should that
+    /// fail, the mark stays and the next [`persist`](Self::persist) writes them). Cheap
+    /// when already marked.
     pub fn keep_own_vectors(&self, tenant: &TenantId) -> Result<(), Error> {
         if !self.lock_kept().insert(tenant.clone()) {
             return Ok(());
