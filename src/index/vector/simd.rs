@@ -117,10 +117,34 @@ impl Kernel {
     }
 }
 
-/// `src` widened to f32 into `out` (replacing its contents).
+/// `src` widened to f32 into `out` (replacing its contents), with the best kernel of
+/// this CPU.
+#[inline]
 pub fn widen(src: &[u16], out: &mut Vec<f32>) {
-    out.clear();
-    out.extend(src.iter().map(|&h| from_f16(h)));
+    BEST.widen(src, out)
+}
+
+impl Kernel {
+    /// `src` widened to f32 into `out` (replacing its contents). A graph insert widens a
+    /// stored vector for every candidate its neighbour heuristic weighs: converting one
+    /// half at a time (the `half` crate's per-value call) cost more than the dot products
+    /// it prepared.
+    pub fn widen(self, src: &[u16], out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(src.len(), 0.0);
+        match self.0 {
+            Isa::Portable => {
+                for (o, &h) in out.iter_mut().zip(src) {
+                    *o = from_f16(h);
+                }
+            }
+            // SAFETY: as in `dot`: the kernel exists only when the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::widen_f16c(src, out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { x86::widen_avx512(src, out) },
+        }
+    }
 }
 
 fn dot_f16_portable(q: &[f32], v: &[u16]) -> f32 {
@@ -254,6 +278,44 @@ mod x86 {
         }
         let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
         _mm512_reduce_add_ps(s)
+    }
+
+    /// Halves to f32, 8 per instruction (F16C); `out` is as long as `src`.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) fn widen_f16c(src: &[u16], out: &mut [f32]) {
+        let n = src.len().min(out.len());
+        let mut i = 0;
+        // SAFETY: `i + 8 <= n` is checked first, so the 8-half load and the 8-float store
+        // stay inside `src` and `out`.
+        while i + 8 <= n {
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(i).cast()));
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), x);
+            }
+            i += 8;
+        }
+        for (o, &h) in out[i..n].iter_mut().zip(&src[i..n]) {
+            *o = super::from_f16(h);
+        }
+    }
+
+    /// Halves to f32, 16 per instruction; `out` is as long as `src`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn widen_avx512(src: &[u16], out: &mut [f32]) {
+        let n = src.len().min(out.len());
+        let mut i = 0;
+        // SAFETY: `i + 16 <= n` is checked first, so the 16-half load and the 16-float
+        // store stay inside `src` and `out`.
+        while i + 16 <= n {
+            unsafe {
+                let x = _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().add(i).cast()));
+                _mm512_storeu_ps(out.as_mut_ptr().add(i), x);
+            }
+            i += 16;
+        }
+        for (o, &h) in out[i..n].iter_mut().zip(&src[i..n]) {
+            *o = super::from_f16(h);
+        }
     }
 
     /// [`dot_avx2`] over a half-precision `v`: 8 halves widened per load (F16C).
@@ -447,6 +509,19 @@ mod tests {
                     "{} at n={n}: {got} vs {want}",
                     k.name()
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_widens_halves_exactly_at_every_length() {
+        for n in (0..=40).chain([383, 384, 385]) {
+            let v: Vec<u16> = data(7 + n as u64, n).into_iter().map(to_f16).collect();
+            let want: Vec<f32> = v.iter().map(|&h| from_f16(h)).collect();
+            for k in Kernel::available() {
+                let mut out = vec![1.0; 3];
+                k.widen(&v, &mut out);
+                assert_eq!(out, want, "{} at n={n}", k.name());
             }
         }
     }
