@@ -1138,7 +1138,10 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
         );
         Ok(())
     };
-    measure(&space.index, "64 (default, the server's own index)")?;
+    measure(
+        &space.index,
+        "default (grows with size; the server's own index)",
+    )?;
     for &ef in &o.ef {
         let idx = VectorIndex::open_with_source(
             &dir,
@@ -1146,6 +1149,7 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
             space.model_id(),
             HnswParams {
                 ef_search: ef,
+                ef_grows_above: usize::MAX,
                 ..HnswParams::default()
             },
             Some(k.vector_source()),

@@ -13,7 +13,9 @@
 //! then reopened once per `--ef` value (so load time is measured too). Ground truth is a
 //! brute-force scan done here, outside the index. `--real` replaces the synthetic data by
 //! real MiniLM embeddings from `beir_eval` caches (one tenant: all documents, up to
-//! `--queries` queries); use `--exact-max 0` with it so the graph is searched.
+//! `--queries` queries); use `--exact-max 0` with it so the graph is searched. Each `--ef`
+//! row searches with that ef; the `default` row with the product's rule, whose ef grows
+//! with the tenant's size (`HnswParams::search_ef`).
 //! `examples/anchors/side_by_side.py` writes such a file and runs this with `--json` to
 //! compare with hnswlib and ChromaDB on the same vectors.
 //!
@@ -294,6 +296,8 @@ fn main() -> Result<()> {
         "{:>8} {:>10} {:>10} {:>10} {:>9}",
         "ef", "p50 (ms)", "p99 (ms)", "mean (ms)", "recall@10"
     );
+    // `--ef` rows search with that ef whatever the tenant's size; the `default` row with
+    // the product's rule (ef grows with the tenant's size).
     let mut configs: Vec<(String, HnswParams)> = a
         .efs
         .iter()
@@ -302,11 +306,19 @@ fn main() -> Result<()> {
                 ef.to_string(),
                 HnswParams {
                     ef_search: ef,
+                    ef_grows_above: usize::MAX,
                     ..params.clone()
                 },
             )
         })
         .collect();
+    println!(
+        "(default: ef {} for a tenant of {} vectors)",
+        params.search_ef(10, a.per_tenant),
+        a.per_tenant
+    );
+    report["defaultEf"] = params.search_ef(10, a.per_tenant).into();
+    configs.push(("default".into(), params.clone()));
     configs.push((
         "exact".into(),
         HnswParams {

@@ -388,6 +388,23 @@ mod vector {
     }
 
     #[test]
+    fn the_search_ef_grows_with_the_square_root_of_a_large_tenant() {
+        let p = HnswParams::default();
+        let from = p.ef_grows_above;
+        assert_eq!(p.search_ef(10, 5_000), p.ef_search);
+        assert_eq!(p.search_ef(10, from), p.ef_search);
+        assert_eq!(p.search_ef(10, 4 * from), 2 * p.ef_search);
+        assert_eq!(p.search_ef(10, 64 * from), 8 * p.ef_search);
+        // Never fewer candidates than results.
+        assert_eq!(p.search_ef(200, 5_000), 200);
+        let fixed = HnswParams {
+            ef_grows_above: usize::MAX,
+            ..p
+        };
+        assert_eq!(fixed.search_ef(10, 10_000_000), fixed.ef_search);
+    }
+
+    #[test]
     fn exact_and_graph_find_the_vector_itself_first() {
         for params in [HnswParams::default(), small_graph()] {
             let dir = tempfile::tempdir().unwrap();

@@ -56,13 +56,27 @@ pub struct HnswParams {
     pub max_conn: usize,
     /// Candidate list size while building.
     pub ef_construction: usize,
-    /// Candidate list size while searching (raised to k when k is larger).
+    /// Candidate list size while searching a tenant of up to `ef_grows_above` vectors
+    /// (raised to k when k is larger).
     pub ef_search: usize,
+    /// Above this many live vectors the search's candidate list grows with the square
+    /// root of the tenant's size, `ef_search * sqrt(live / ef_grows_above)`, so recall
+    /// holds as a tenant grows (`usize::MAX`: a fixed `ef_search`).
+    pub ef_grows_above: usize,
     /// Tenants (or document-filtered sets) with at most this many live vectors are
     /// searched exactly; no graph is built below it.
     pub exact_max: usize,
     /// Compact (and rebuild the graph) when this fraction of slots is deleted.
     pub max_dead_ratio: f32,
+}
+
+impl HnswParams {
+    /// The candidate list size of a graph search for `k` results in a tenant of `live`
+    /// vectors (see [`ef_grows_above`](Self::ef_grows_above)).
+    pub fn search_ef(&self, k: usize, live: usize) -> usize {
+        let scale = (live as f64 / self.ef_grows_above as f64).sqrt().max(1.0);
+        ((self.ef_search as f64 * scale) as usize).max(k)
+    }
 }
 
 impl Default for HnswParams {
@@ -71,11 +85,21 @@ impl Default for HnswParams {
             max_conn: 16,
             ef_construction: 100,
             ef_search: 64,
+            ef_grows_above: EF_GROWS_ABOVE,
             exact_max: 4096,
             max_dead_ratio: 0.2,
         }
     }
 }
+
+/// Where the default search ef starts to grow (see [`HnswParams::ef_grows_above`]).
+/// Recall@10 at a fixed ef 64 falls as a tenant grows (BENCHMARKS.md "Session 9"): on
+/// stand-ins of real MiniLM vectors 0.968 at 10k, 0.953 at 300k and 0.819 at 1M (the 1M
+/// tenant of `bench_scale`, where ef 128 gave 0.887); on harder low-rank vectors 0.92 at
+/// 10k, 0.72 at 100k, 0.58 at 300k. The ef needed for a given recall grew about with the
+/// square root of the size there, and a walk costs about linearly in ef (100k: 0.24 ms at
+/// ef 64, 0.53 ms at 158), small next to the keyword half of a hybrid search at that size.
+const EF_GROWS_ABOVE: usize = 16_384;
 
 struct Slot {
     chunk: ChunkId,
@@ -649,7 +673,7 @@ impl VectorIndex {
                     let slots = chosen.iter().flat_map(|l| l.iter().copied());
                     exact(&t, &q, slots, k, self.dims)
                 } else {
-                    let ef = self.ef(k) * 2;
+                    let ef = self.ef(k, t.live()) * 2;
                     let slots = &t.slots;
                     let pass = |id: u32| {
                         slots
@@ -750,7 +774,7 @@ impl VectorIndex {
     fn search_unfiltered(&self, t: &Tenant, q: &[f32], k: usize) -> Vec<(f32, u32)> {
         match &t.graph {
             Some(g) if t.live() > self.params.exact_max => {
-                let ef = self.ef(k);
+                let ef = self.ef(k, t.live());
                 let slots = &t.slots;
                 // Tombstones still route the walk but never take a result place.
                 let alive = |id: u32| slots.get(id as usize).is_some_and(|s| s.alive);
@@ -765,8 +789,8 @@ impl VectorIndex {
         }
     }
 
-    fn ef(&self, k: usize) -> usize {
-        self.params.ef_search.max(k)
+    fn ef(&self, k: usize, live: usize) -> usize {
+        self.params.search_ef(k, live)
     }
 
     /// Lists the tenant in UNTRUSTED (synced) before its first unpersisted change.
