@@ -85,12 +85,27 @@ impl Kernel {
     /// Dot product of the common prefix of `a` and `b`.
     #[inline]
     pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        self.dot_any(a, b)
+    }
+
+    /// Dot product of the common prefix of an f32 query and a stored half-precision vector.
+    #[inline]
+    pub fn dot_f16(self, q: &[f32], v: &[u16]) -> f32 {
+        self.dot_any(q, v)
+    }
+
+    /// The one dot product behind [`dot`](Self::dot) and [`dot_f16`](Self::dot_f16):
+    /// the same loops for f32 and half-precision `b`, which differ only in how a run of
+    /// lanes is loaded ([`Lanes`]).
+    #[inline]
+    fn dot_any<T: Lanes>(self, a: &[f32], b: &[T]) -> f32 {
         let n = a.len().min(b.len());
         let (a, b) = (&a[..n], &b[..n]);
         match self.0 {
             Isa::Portable => dot_portable(a, b),
             // SAFETY: a Kernel holding Avx2/Avx512 is only made by `available`, after the
-            // CPU reported those features.
+            // CPU reported those features (F16C is part of the Avx2 kernel's detection;
+            // AVX-512F converts halves itself).
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { x86::dot_avx2(a, b) },
             #[cfg(target_arch = "x86_64")]
@@ -99,21 +114,87 @@ impl Kernel {
     }
 }
 
-impl Kernel {
-    /// Dot product of the common prefix of an f32 query and a stored half-precision vector.
-    #[inline]
-    pub fn dot_f16(self, q: &[f32], v: &[u16]) -> f32 {
-        let n = q.len().min(v.len());
-        let (q, v) = (&q[..n], &v[..n]);
-        match self.0 {
-            Isa::Portable => dot_f16_portable(q, v),
-            // SAFETY: as in `dot`: the kernel exists only when the CPU has the features
-            // (F16C is part of the Avx2 kernel's detection; AVX-512F converts halves itself).
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { x86::dot_f16_avx2(q, v) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { x86::dot_f16_avx512(q, v) },
-        }
+/// How a kernel reads the second operand: f32 as it is, IEEE halves (`u16` bits) widened
+/// on load. Everything else about a dot product is the same for both.
+trait Lanes: Copy {
+    /// One value as f32 (the portable loop and the tails).
+    fn to_f32(self) -> f32;
+    /// 8 values from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be readable and the CPU must have AVX and F16C; only called from
+    /// kernels compiled for them, into which it is inlined.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    /// 16 values from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// `p..p + 16` must be readable and the CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    /// The `rest.len()` (< 16) values of `rest` in the low lanes, zeros above.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16_tail(rest: &[Self]) -> std::arch::x86_64::__m512;
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16_tail(rest: &[f32]) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{__mmask16, _mm512_maskz_loadu_ps};
+        let mask: __mmask16 = (1u16 << rest.len().min(15)) - 1;
+        // SAFETY: the masked load reads only the `rest.len()` lanes inside `rest`.
+        unsafe { _mm512_maskz_loadu_ps(mask, rest.as_ptr()) }
+    }
+}
+
+impl Lanes for u16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        from_f16(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const u16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm256_cvtph_ps};
+        // SAFETY: the caller's contract (8 halves are 16 bytes).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const u16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{_mm256_loadu_si256, _mm512_cvtph_ps};
+        // SAFETY: the caller's contract (16 halves are 32 bytes).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16_tail(rest: &[u16]) -> std::arch::x86_64::__m512 {
+        // A masked 16-bit load needs AVX-512BW: the tail goes through a buffer.
+        let mut buf = [0u16; 16];
+        let n = rest.len().min(16);
+        buf[..n].copy_from_slice(&rest[..n]);
+        // SAFETY: `buf` holds 16 halves; the caller's contract for the CPU.
+        unsafe { Self::load16(buf.as_ptr()) }
     }
 }
 
@@ -147,24 +228,6 @@ impl Kernel {
     }
 }
 
-fn dot_f16_portable(q: &[f32], v: &[u16]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let cq = q.chunks_exact(8);
-    let cv = v.chunks_exact(8);
-    let tail: f32 = cq
-        .remainder()
-        .iter()
-        .zip(cv.remainder())
-        .map(|(x, &h)| x * from_f16(h))
-        .sum();
-    for (x, y) in cq.zip(cv) {
-        for ((a, x), &h) in acc.iter_mut().zip(x).zip(y) {
-            *a += x * from_f16(h);
-        }
-    }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
-}
-
 /// Asks the CPU to start loading `v` into cache (a hint: no effect on results, and a no-op
 /// off x86-64). A graph walk calls it for the next vectors it will score, so their cache
 /// misses overlap instead of following one another.
@@ -192,7 +255,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Eight independent accumulators let the compiler vectorise without fast-math (a single
 /// running sum forces sequential adds).
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+fn dot_portable<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
     let mut acc = [0.0f32; 8];
     let ca = a.chunks_exact(8);
     let cb = b.chunks_exact(8);
@@ -200,11 +263,11 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * y.to_f32())
         .sum();
     for (x, y) in ca.zip(cb) {
         for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *a += x * y;
+            *a += x * y.to_f32();
         }
     }
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
@@ -214,25 +277,28 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Four 8-lane FMA accumulators (32 floats per step) hide the FMA latency.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use super::Lanes;
+
+    /// Four 8-lane FMA accumulators (32 values per step) hide the FMA latency.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn dot_avx2<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
         // SAFETY (every load below): `i + 8 <= n` (or `i + 32 <= n`) is checked first, so
-        // each 8-float unaligned load stays inside both slices.
+        // each 8-value unaligned load stays inside both slices; this function has the
+        // features `load8` needs.
         while i + 32 <= n {
             for (j, acc) in acc.iter_mut().enumerate() {
                 let o = i + 8 * j;
-                let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o))) };
+                let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(o)), T::load8(pb.add(o))) };
                 *acc = _mm256_fmadd_ps(x, y, *acc);
             }
             i += 32;
         }
         while i + 8 <= n {
-            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), T::load8(pb.add(i))) };
             acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
             i += 8;
         }
@@ -240,40 +306,39 @@ mod x86 {
         let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
-        let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+        let tail: f32 = a[i..n]
+            .iter()
+            .zip(&b[i..n])
+            .map(|(x, y)| x * y.to_f32())
+            .sum();
         _mm_cvtss_f32(s) + tail
     }
 
-    /// Four 16-lane FMA accumulators; the tail is one masked load, no scalar loop.
+    /// Four 16-lane FMA accumulators; the tail is one masked (or buffered) load, no
+    /// scalar loop.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    pub(super) fn dot_avx512<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm512_setzero_ps(); 4];
         let mut i = 0;
         // SAFETY (every load below): bounds are checked before each load, and the masked
-        // load reads only the `n - i` (< 16) lanes that are inside both slices.
+        // loads read only the `n - i` (< 16) lanes that are inside both slices.
         while i + 64 <= n {
             for (j, acc) in acc.iter_mut().enumerate() {
                 let o = i + 16 * j;
-                let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(o)), _mm512_loadu_ps(pb.add(o))) };
+                let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(o)), T::load16(pb.add(o))) };
                 *acc = _mm512_fmadd_ps(x, y, *acc);
             }
             i += 64;
         }
         while i + 16 <= n {
-            let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+            let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), T::load16(pb.add(i))) };
             acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
             i += 16;
         }
         if i < n {
-            let mask: __mmask16 = (1u16 << (n - i)) - 1;
-            let (x, y) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(mask, pa.add(i)),
-                    _mm512_maskz_loadu_ps(mask, pb.add(i)),
-                )
-            };
+            let (x, y) = unsafe { (f32::load16_tail(&a[i..n]), T::load16_tail(&b[i..n])) };
             acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
         }
         let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
@@ -316,99 +381,6 @@ mod x86 {
         for (o, &h) in out[i..n].iter_mut().zip(&src[i..n]) {
             *o = super::from_f16(h);
         }
-    }
-
-    /// [`dot_avx2`] over a half-precision `v`: 8 halves widened per load (F16C).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot_f16_avx2(q: &[f32], v: &[u16]) -> f32 {
-        let n = q.len().min(v.len());
-        let (pq, pv) = (q.as_ptr(), v.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        // SAFETY (every load below): `i + 8 <= n` (or `i + 32 <= n`) is checked first, so
-        // each 8-float and 8-half unaligned load stays inside both slices.
-        while i + 32 <= n {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let o = i + 8 * j;
-                let (x, y) = unsafe {
-                    (
-                        _mm256_loadu_ps(pq.add(o)),
-                        _mm256_cvtph_ps(_mm_loadu_si128(pv.add(o).cast())),
-                    )
-                };
-                *acc = _mm256_fmadd_ps(x, y, *acc);
-            }
-            i += 32;
-        }
-        while i + 8 <= n {
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_ps(pq.add(i)),
-                    _mm256_cvtph_ps(_mm_loadu_si128(pv.add(i).cast())),
-                )
-            };
-            acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
-            i += 8;
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<0x55>(s, s));
-        let tail: f32 = q[i..n]
-            .iter()
-            .zip(&v[i..n])
-            .map(|(x, &h)| x * super::from_f16(h))
-            .sum();
-        _mm_cvtss_f32(s) + tail
-    }
-
-    /// [`dot_avx512`] over a half-precision `v`: 16 halves widened per load.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn dot_f16_avx512(q: &[f32], v: &[u16]) -> f32 {
-        let n = q.len().min(v.len());
-        let (pq, pv) = (q.as_ptr(), v.as_ptr());
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        // SAFETY (every load below): bounds are checked before each load, the masked load
-        // reads only the `n - i` (< 16) lanes inside `q`, and `tail` has 16 halves.
-        while i + 64 <= n {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let o = i + 16 * j;
-                let (x, y) = unsafe {
-                    (
-                        _mm512_loadu_ps(pq.add(o)),
-                        _mm512_cvtph_ps(_mm256_loadu_si256(pv.add(o).cast())),
-                    )
-                };
-                *acc = _mm512_fmadd_ps(x, y, *acc);
-            }
-            i += 64;
-        }
-        while i + 16 <= n {
-            let (x, y) = unsafe {
-                (
-                    _mm512_loadu_ps(pq.add(i)),
-                    _mm512_cvtph_ps(_mm256_loadu_si256(pv.add(i).cast())),
-                )
-            };
-            acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
-            i += 16;
-        }
-        if i < n {
-            let mask: __mmask16 = (1u16 << (n - i)) - 1;
-            // A masked 16-bit load needs AVX-512BW: the tail halves go through a buffer.
-            let mut tail = [0u16; 16];
-            tail[..n - i].copy_from_slice(&v[i..n]);
-            let (x, y) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(mask, pq.add(i)),
-                    _mm512_cvtph_ps(_mm256_loadu_si256(tail.as_ptr().cast())),
-                )
-            };
-            acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
-        }
-        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        _mm512_reduce_add_ps(s)
     }
 }
 
