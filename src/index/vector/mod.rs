@@ -269,17 +269,7 @@ fn build_graph(t: &Tenant, dims: usize, params: &HnswParams) -> Graph {
 /// vector read back from the store's halves takes the same steps and gets the same bits,
 /// which is what lets a load check them against the checksum of a dump.
 fn stored_form(v: &[f32], dims: usize) -> Result<Vec<u16>, Error> {
-    if v.len() != dims {
-        return Err(Error::Dimensions {
-            expected: dims,
-            got: v.len(),
-        });
-    }
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(Error::Invalid(
-            "vector has a NaN or infinite component".into(),
-        ));
-    }
+    checked(v, dims)?;
     let halves: Vec<u16> = v.iter().map(|&x| to_f16(x)).collect();
     stored_from_halves(&halves)
         .ok_or_else(|| Error::Invalid("vector has a component beyond half precision".into()))
@@ -305,8 +295,8 @@ fn stored_from_halves(h: &[u16]) -> Option<Vec<u16>> {
     )
 }
 
-/// Normalises to unit length; rejects wrong lengths and non-finite values.
-fn normalised(v: &[f32], dims: usize) -> Result<Vec<f32>, Error> {
+/// Rejects a vector of the wrong length or with a non-finite value.
+fn checked(v: &[f32], dims: usize) -> Result<(), Error> {
     if v.len() != dims {
         return Err(Error::Dimensions {
             expected: dims,
@@ -318,6 +308,12 @@ fn normalised(v: &[f32], dims: usize) -> Result<Vec<f32>, Error> {
             "vector has a NaN or infinite component".into(),
         ));
     }
+    Ok(())
+}
+
+/// Normalises to unit length; rejects wrong lengths and non-finite values.
+fn normalised(v: &[f32], dims: usize) -> Result<Vec<f32>, Error> {
+    checked(v, dims)?;
     let norm = dot(v, v).sqrt();
     // A zero vector has no direction: it is kept as zeros and scores 0 against everything.
     let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
