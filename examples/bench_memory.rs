@@ -92,22 +92,8 @@ fn parse_args() -> Result<Opts> {
     Ok(o)
 }
 
-/// VmRSS, VmHWM and RssAnon of this process, in MiB.
-fn mem() -> (f64, f64, f64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(f64::NAN)
-    };
-    (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
-}
-
 fn row(phase: &str, what: &str) {
-    let (rss, hwm, anon) = mem();
+    let child::Mem { rss, anon, hwm } = child::mem();
     println!("| {phase} | {what} | {rss:.0} | {anon:.0} | {hwm:.0} |");
 }
 

@@ -190,20 +190,6 @@ fn parse_args() -> Result<Opts> {
 
 // ---------------------------------------------------------------- measuring
 
-/// VmRSS, RssAnon and VmHWM of this process, in MiB.
-fn mem() -> (f64, f64, f64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(f64::NAN)
-    };
-    (field("VmRSS:"), field("RssAnon:"), field("VmHWM:"))
-}
-
 /// The 1-minute load average.
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -223,7 +209,7 @@ fn cpu_secs() -> f64 {
 }
 
 fn row(phase: &str, what: &str) {
-    let (rss, anon, hwm) = mem();
+    let child::Mem { rss, anon, hwm } = child::mem();
     println!(
         "| {phase} | {what} | {rss:.0} | {anon:.0} | {hwm:.0} | {} |",
         load()
@@ -929,7 +915,7 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
                 let (c0, w0, s0) = last;
                 let wall = started.elapsed().as_secs_f64();
                 let dc = (done - c0) as f64;
-                let (rss, _, hwm) = mem();
+                let child::Mem { rss, hwm, .. } = child::mem();
                 println!(
                     "| {done} | {wall:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {rss:.0} | {hwm:.0} | {} |",
                     dc / (wall - w0),

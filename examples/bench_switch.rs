@@ -82,18 +82,23 @@ fn args() -> Result<Args> {
     Ok(out)
 }
 
-/// Resident and peak resident memory of this process, MiB.
-fn rss() -> (f64, f64) {
+/// The named fields of this process' `/proc/self/status`, MiB (0 where missing).
+fn status_mib<const N: usize>(keys: [&str; N]) -> [f64; N] {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |key: &str| {
+    keys.map(|key| {
         s.lines()
             .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
             / 1024.0
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
+    })
+}
+
+/// Resident and peak resident memory of this process, MiB.
+fn rss() -> (f64, f64) {
+    let [rss, hwm] = status_mib(["VmRSS:", "VmHWM:"]);
+    (rss, hwm)
 }
 
 /// One phase of the run as the memory sampler saw it (MiB).
@@ -121,16 +126,7 @@ impl Sampler {
         let (p2, s2) = (phases.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-                let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-                let mib = |key: &str| {
-                    s.lines()
-                        .find(|l| l.starts_with(key))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .unwrap_or(0.0)
-                        / 1024.0
-                };
-                let (rss, anon, file) = (mib("VmRSS:"), mib("RssAnon:"), mib("RssFile:"));
+                let [rss, anon, file] = status_mib(["VmRSS:", "RssAnon:", "RssFile:"]);
                 if let Some(p) = p2.lock().expect("sampler").last_mut() {
                     p.samples += 1;
                     p.rss_max = p.rss_max.max(rss);
