@@ -1074,9 +1074,7 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
     for q in &qs[start..start + n] {
         vs.push(space.embedder.embed_query(q)?);
     }
-    let dir = data_dir(o)
-        .join("index/vectors")
-        .join(dir_name(space.model_id()));
+    let dir = k.vector_index_dir(space.model_id());
     let dims = space.embedder.dimensions();
     let t0 = Instant::now();
     // With the store as its source, as the server's index: the dumps leave the vectors there.
@@ -1145,21 +1143,6 @@ fn recall(k: &Knowledge, o: &Opts) -> Result<()> {
     let (p50, p99, _) = stats(&mut exact_ms);
     println!("| exact | {p50:.3} | {p99:.3} | 1.0000 | {} |", load());
     Ok(())
-}
-
-/// The vector index folder of a model id (as `Knowledge` names it: src/knowledge/mod.rs).
-fn dir_name(model_id: &str) -> String {
-    model_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(120)
-        .collect()
 }
 
 // ---------------------------------------------------------------- the parent

@@ -186,6 +186,11 @@ pub struct Knowledge {
     index_dir: PathBuf,
 }
 
+/// The folder of a model's vector index under the data directory's `index/`.
+fn vector_dir(index_dir: &std::path::Path, model_id: &str) -> PathBuf {
+    index_dir.join("vectors").join(dir_name(model_id))
+}
+
 /// A directory-safe name for a model id.
 fn dir_name(model_id: &str) -> String {
     model_id
@@ -313,7 +318,7 @@ impl Knowledge {
             // A remote model whose size is unknown until the first call.
             dims = e.embed_query("dimension probe")?.len();
         }
-        let dir = index_dir.join("vectors").join(dir_name(e.model_id()));
+        let dir = vector_dir(index_dir, e.model_id());
         // The store keeps every chunk's vector: the index's dumps leave them to it.
         let source: Arc<dyn VectorSource> = Arc::new(StoreVectors(Arc::clone(&svc.store)));
         let index = VectorIndex::open_with_source(
@@ -352,6 +357,11 @@ impl Knowledge {
     /// for a second [`VectorIndex`] opened on a model's index directory (benchmarks).
     pub fn vector_source(&self) -> Arc<dyn VectorSource> {
         Arc::new(StoreVectors(Arc::clone(&self.svc.store)))
+    }
+
+    /// The directory of a model's vector index (benchmarks open a second index on it).
+    pub fn vector_index_dir(&self, model_id: &str) -> PathBuf {
+        vector_dir(&self.index_dir, model_id)
     }
 
     pub fn has_global_embedder(&self) -> bool {
