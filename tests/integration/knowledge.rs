@@ -468,14 +468,7 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
     ) else {
         return;
     };
-    let (model2, ort2) = (model.clone(), ort.clone());
-    let (model3, ort3) = (model.clone(), ort.clone());
-    let s = start_with(move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(model);
-        c.ort_dylib_path = Some(ort);
-    })
-    .await;
+    let s = start_with(onnx(&model, &ort)).await;
     let health = s.get("/api/health", "").await;
     assert!(
         health.body["embeddings"]
@@ -572,12 +565,7 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
         !generation.join("vectors.f16").exists(),
         "the dump keeps a second copy of the vectors"
     );
-    let s = start_in(dir, move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(model3);
-        c.ort_dylib_path = Some(ort3);
-    })
-    .await;
+    let s = start_in(dir, onnx(&model, &ort)).await;
     let reloaded = s
         .search(&a.token, json!({"query": question, "mode": "vector"}))
         .await;
@@ -588,12 +576,7 @@ async fn paraphrases_are_found_by_vector_and_hybrid_but_not_keyword() {
     // table, apart from the chunk records): no re-embedding, the same answers.
     let dir = s.stop().await;
     std::fs::remove_dir_all(dir.path().join("index/vectors")).expect("remove index");
-    let s = start_in(dir, move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(model2);
-        c.ort_dylib_path = Some(ort2);
-    })
-    .await;
+    let s = start_in(dir, onnx(&model, &ort)).await;
     let after = s
         .search(&a.token, json!({"query": question, "mode": "vector"}))
         .await;
@@ -779,6 +762,19 @@ async fn chunks_carry(s: &Server, token: &str, id: &str, model: &str) {
     );
 }
 
+/// The server's embeddings from the ONNX model folder `model`, with the runtime `ort`.
+fn onnx(
+    model: &std::path::Path,
+    ort: &std::path::Path,
+) -> impl FnOnce(&mut aigentable::config::Config) + use<> {
+    let (model, ort) = (model.to_path_buf(), ort.to_path_buf());
+    move |c| {
+        c.embeddings_provider = Some("onnx".into());
+        c.embeddings_model_dir = Some(model);
+        c.ort_dylib_path = Some(ort);
+    }
+}
+
 /// A tenant's vector-index folder under a model's index, as the index names it.
 fn tenant_vectors(data: &std::path::Path, model_id: &str, tenant: &str) -> std::path::PathBuf {
     let model: String = model_id
@@ -814,13 +810,7 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
     let Some((mpnet, _)) = crate::test_model::mpnet_and_runtime(test) else {
         return;
     };
-    let (m, o) = (model.clone(), ort.clone());
-    let s = start_with(move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(m);
-        c.ort_dylib_path = Some(o);
-    })
-    .await;
+    let s = start_with(onnx(&model, &ort)).await;
     let a = s.register("a@x.test", "A").await;
     let r = upload(
         &s,
@@ -1020,13 +1010,7 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
     );
 
     // Back to the server's model after a restart: MiniLM re-embeds while mpnet answers.
-    let (model2, ort2) = (model.clone(), ort.clone());
-    let s = start_in(dir, move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(model);
-        c.ort_dylib_path = Some(ort);
-    })
-    .await;
+    let s = start_in(dir, onnx(&model, &ort)).await;
     let r = s
         .put(
             "/api/settings/embeddings",
@@ -1048,12 +1032,7 @@ async fn switching_model_keeps_semantic_search_until_reembedding_ends() {
         .await;
     r.expect(200);
     let dir = s.stop().await;
-    let s = start_in(dir, move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(model2);
-        c.ort_dylib_path = Some(ort2);
-    })
-    .await;
+    let s = start_in(dir, onnx(&model, &ort)).await;
     let hit = s.search(&a.token, vector.clone()).await;
     let state = s.get("/api/settings/embeddings", &a.token).await;
     assert_eq!(state.body["modelId"], new.as_str(), "{}", state.text);
@@ -1095,13 +1074,7 @@ async fn changing_the_server_model_keeps_semantic_search_until_reembedding_ends(
     let Some((model, ort)) = crate::test_model::model_and_runtime(test) else {
         return;
     };
-    let (m, o) = (model.clone(), ort.clone());
-    let s = start_with(move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(m);
-        c.ort_dylib_path = Some(o);
-    })
-    .await;
+    let s = start_with(onnx(&model, &ort)).await;
     let a = s.register("a@x.test", "A").await;
     let r = upload(
         &s,
@@ -1156,13 +1129,7 @@ async fn changing_the_server_model_keeps_semantic_search_until_reembedding_ends(
     // the tenant's searches keep the fp32 model until its chunks are re-embedded.
     let models = tempfile::tempdir().expect("tempdir");
     let int8_dir = int8_only_copy(&model, models.path());
-    let (m, o) = (int8_dir.clone(), ort.clone());
-    let s = start_in(dir, move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(m);
-        c.ort_dylib_path = Some(o);
-    })
-    .await;
+    let s = start_in(dir, onnx(&int8_dir, &ort)).await;
     let mut polls_during = 0;
     let t0 = Instant::now();
     let int8 = loop {
@@ -1201,12 +1168,7 @@ async fn changing_the_server_model_keeps_semantic_search_until_reembedding_ends(
     // Back to fp32, but the int8 folder is gone: nothing can answer by meaning until the
     // chunks are re-embedded, and the settings page says why; keyword search carries on.
     std::fs::remove_dir_all(&int8_dir).expect("rm");
-    let s = start_in(dir, move |c| {
-        c.embeddings_provider = Some("onnx".into());
-        c.embeddings_model_dir = Some(model);
-        c.ort_dylib_path = Some(ort);
-    })
-    .await;
+    let s = start_in(dir, onnx(&model, &ort)).await;
     let mut polls_missing = 0;
     let t0 = Instant::now();
     loop {
@@ -1266,13 +1228,6 @@ async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
     ) else {
         return;
     };
-    let with_model = |model: std::path::PathBuf, ort: std::path::PathBuf| {
-        move |c: &mut aigentable::config::Config| {
-            c.embeddings_provider = Some("onnx".into());
-            c.embeddings_model_dir = Some(model);
-            c.ort_dylib_path = Some(ort);
-        }
-    };
     let question = "how much annual leave do staff receive";
     let in_top3 = |r: &Resp| {
         r.body["data"]
@@ -1284,7 +1239,7 @@ async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
     };
 
     // The install the business leaves.
-    let s = start_with(with_model(model.clone(), ort.clone())).await;
+    let s = start_with(onnx(&model, &ort)).await;
     let a = s.register("owner@moving.test", "Moving Co").await;
     let r = upload(
         &s,
@@ -1308,7 +1263,7 @@ async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
 
     // The install it moves to already serves a tenant with vectors, from an index it
     // loaded at start (a fresh install would build every tenant it meets).
-    let s2 = start_with(with_model(model.clone(), ort.clone())).await;
+    let s2 = start_with(onnx(&model, &ort)).await;
     let here = s2.register("owner@here.test", "Here Co").await;
     let r = upload(
         &s2,
@@ -1324,7 +1279,7 @@ async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
     let d = r.body["data"][0]["id"].as_str().expect("id").to_string();
     assert_eq!(wait_done(&s2, &here.token, &d).await["status"], "ready");
     let dir = s2.stop().await;
-    let s2 = start_in(dir, with_model(model, ort)).await;
+    let s2 = start_in(dir, onnx(&model, &ort)).await;
     let root2 = s2.root().await;
     let r = send(
         s2.http
