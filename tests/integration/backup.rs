@@ -457,15 +457,7 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     r.expect_err(422, "passphrase_required");
 
     // The tenant's admin exports with a passphrase.
-    let resp = s
-        .http
-        .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
-        .bearer_auth(&a.token)
-        .json(&json!({"passphrase": "correct horse battery"}))
-        .send()
-        .await
-        .expect("export");
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = export_tenant(&s, &a, Some("correct horse battery")).await;
     assert_eq!(resp.headers()["content-type"], "application/gzip");
     let archive = resp.bytes().await.expect("bytes").to_vec();
     // The export is in the tenant's audit log.
@@ -736,15 +728,7 @@ async fn channel_media_survive_a_restore_and_a_tenant_move() {
     );
 
     // 2. The tenant's admin exports (before the source stops).
-    let resp =
-        t.s.http
-            .post(format!("{}/api/tenants/{}/export", t.s.base, t.a.tenant_id))
-            .bearer_auth(&t.a.token)
-            .json(&json!({"passphrase": "correct horse battery"}))
-            .send()
-            .await
-            .expect("export");
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = export_tenant(&t.s, &t.a, Some("correct horse battery")).await;
     let export = resp.bytes().await.expect("bytes").to_vec();
     let entries: Vec<String> = {
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&export[..]));
@@ -884,15 +868,7 @@ async fn a_tenant_imported_again_as_new_lives_beside_the_first_and_apart_from_it
     )
     .await
     .expect(201);
-    let resp = s
-        .http
-        .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
-        .bearer_auth(&a.token)
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("export");
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = export_tenant(&s, &a, None).await;
     let archive = resp.bytes().await.expect("bytes").to_vec();
     s.stop().await;
 

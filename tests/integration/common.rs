@@ -276,6 +276,25 @@ pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
     }
 }
 
+/// `POST /api/tenants/{id}/export` as `a` (with `passphrase`, else an unencrypted archive);
+/// checks the answer is 200 and returns it (the archive is its body).
+pub async fn export_tenant(s: &Server, a: &Account, passphrase: Option<&str>) -> reqwest::Response {
+    let body = match passphrase {
+        Some(p) => json!({ "passphrase": p }),
+        None => json!({}),
+    };
+    let resp = s
+        .http
+        .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
+        .bearer_auth(&a.token)
+        .json(&body)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp
+}
+
 #[derive(Clone, Debug)]
 pub struct Account {
     pub token: String,

@@ -1250,15 +1250,7 @@ async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
     .await;
     let doc = r.body["data"][0]["id"].as_str().expect("id").to_string();
     assert_eq!(wait_done(&s, &a.token, &doc).await["status"], "ready");
-    let resp = s
-        .http
-        .post(format!("{}/api/tenants/{}/export", s.base, a.tenant_id))
-        .bearer_auth(&a.token)
-        .json(&json!({"passphrase": "correct horse battery"}))
-        .send()
-        .await
-        .expect("export");
-    assert_eq!(resp.status().as_u16(), 200);
+    let resp = export_tenant(&s, &a, Some("correct horse battery")).await;
     let archive = resp.bytes().await.expect("bytes").to_vec();
 
     // The install it moves to already serves a tenant with vectors, from an index it
