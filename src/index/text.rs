@@ -262,6 +262,16 @@ impl TextIndex {
         self.commit(&mut writer)
     }
 
+    /// How many chunks of one document of one tenant the index holds (committed, not
+    /// deleted).
+    pub fn document_chunks(&self, tenant: &TenantId, doc: &DocumentId) -> Result<usize, Error> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.doc_key, &key(tenant, doc.as_str())),
+            IndexRecordOption::Basic,
+        );
+        Ok(self.reader.searcher().search(&q, &Count)?)
+    }
+
     /// Removes every chunk of a tenant, and commits.
     pub fn delete_tenant(&self, tenant: &TenantId) -> Result<(), Error> {
         let mut writer = self.lock_writer();

@@ -33,6 +33,13 @@ pub use search::{SearchHit, SearchMode, SearchQuery, SearchResult};
 pub const JOB_PROCESS: &str = "document.process";
 pub const JOB_REEMBED: &str = "knowledge.reembed";
 pub const JOB_TRAIN: &str = "agent.train";
+/// Removes a deleted document's chunks from the indexes. Queued in the delete's own
+/// transaction, so a crash or a full disk between the store's commit and the indexes' never
+/// leaves them behind for good.
+pub const JOB_UNINDEX: &str = "document.unindex";
+/// Attempts of [`JOB_UNINDEX`] before it gives up (the last ~17 minutes after the first):
+/// long enough for an operator to free a full disk.
+pub const UNINDEX_ATTEMPTS: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

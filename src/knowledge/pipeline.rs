@@ -1,11 +1,13 @@
 //! The ingestion pipeline and the other knowledge jobs. Runs on job worker threads.
 
-use super::{Error, JOB_PROCESS, JOB_REEMBED, JOB_TRAIN, Knowledge, Space};
+use super::{
+    Error, JOB_PROCESS, JOB_REEMBED, JOB_TRAIN, JOB_UNINDEX, Knowledge, Space, UNINDEX_ATTEMPTS,
+};
 use crate::auth::{Action, Caller};
 use crate::domain::plans::{Crossings, Limit};
 use crate::index::TextDoc;
 use crate::ingest;
-use crate::jobs::{JobCtx, JobError, Jobs};
+use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
 use crate::model::*;
 use crate::store::chunk_key;
 use crate::store::{self, Index, make_ref};
@@ -55,6 +57,36 @@ impl Knowledge {
         jobs.register(JOB_REEMBED, Arc::new(move |ctx| k.reembed_job(ctx)));
         let k = self.clone();
         jobs.register(JOB_TRAIN, Arc::new(move |ctx| k.train_job(ctx)));
+        let k = self.clone();
+        jobs.register_with(
+            JOB_UNINDEX,
+            Policy {
+                class: Class::Background,
+                max_attempts: UNINDEX_ATTEMPTS,
+            },
+            Arc::new(move |ctx| k.unindex_job(ctx)),
+        );
+    }
+
+    /// Removes what the indexes still hold of a deleted document: nothing when the delete
+    /// itself got through to them (the usual case), its chunks when the indexes could not
+    /// be written then (a full disk, a crash right after the store's commit).
+    fn unindex_job(&self, ctx: &JobCtx) -> Result<(), JobError> {
+        let Some(id) = Self::doc_of(ctx) else {
+            return Err(JobError::Final("the job names no document".into()));
+        };
+        let t = &ctx.job.tenant_id;
+        let left = self.text.document_chunks(t, &id).map_err(failed)?;
+        if left > 0 {
+            tracing::info!(tenant = %t, document = %id, chunks = left, "removing a deleted document's chunks the keyword index still held");
+            self.text.delete_document(t, &id).map_err(failed)?;
+        }
+        // In memory (a document the index does not hold costs a map lookup); the vector
+        // index persists on its own schedule.
+        for space in self.spaces() {
+            space.index.delete_document(t, &id).map_err(failed)?;
+        }
+        Ok(())
     }
 
     fn doc_of(ctx: &JobCtx) -> Option<DocumentId> {
@@ -764,6 +796,7 @@ impl Knowledge {
             let Some(d) = tx.get::<Document>(t, id.as_str())? else {
                 return Ok::<_, store::Error>(None);
             };
+            let job = Jobs::enqueue_in(tx, t, JOB_UNINDEX, serde_json::json!({"documentId": id}))?;
             tx.delete_under::<Chunk>(t, id.as_str())?;
             tx.index_remove(Index::DocumentSha, &make_ref(t, &d.sha256))?;
             for a in &d.agent_ids {
@@ -773,10 +806,18 @@ impl Knowledge {
                 }
             }
             tx.delete::<Document>(t, id.as_str())?;
-            Ok(Some(d))
+            Ok(Some((d, job)))
         })?;
-        let Some(d) = removed else { return Ok(false) };
-        self.unindex_document(t, id)?;
+        let Some((d, job)) = removed else {
+            return Ok(false);
+        };
+        // The delete is committed: searches stop returning the document now (hits are read
+        // back from the store). An index that cannot be written now (a full disk) is caught
+        // up by the queued job, which otherwise finds nothing left to do.
+        if let Err(e) = self.unindex_document(t, id) {
+            tracing::warn!(tenant = %t, document = %id, error = %e, "a deleted document's chunks stay in the indexes until a background retry removes them");
+        }
+        self.jobs.wake(&job);
         let path = self.files_dir(t).join(&d.sha256);
         // Through the store: a backup copying files right now defers the removal.
         if let Err(e) = self.svc.store.remove_stored(&path) {

@@ -3,8 +3,9 @@
 //! A read-only disk: the data directory is an ext4 image on a loop device that an error
 //! turns read-only under the running server (`errors=remount-ro`) in the middle of a commit;
 //! writes answer 503, reads go on (from a read-only view of the store), and after a repair and
-//! a restart everything acknowledged is there. Both need root to mount; skipped loudly
-//! otherwise, failed under AIGENTABLE_REQUIRE_MOUNT=1.
+//! a restart everything acknowledged is there. A full disk under the keyword index only: a
+//! delete the store commits answers as done and the index catches up once it can be written.
+//! All need root to mount; skipped loudly otherwise, failed under AIGENTABLE_REQUIRE_MOUNT=1.
 
 use crate::common::*;
 use serde_json::json;
@@ -38,7 +39,7 @@ impl Drop for Tmpfs {
     }
 }
 
-fn mount_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
+fn mount_tmpfs(test: &str, dir: &Path, size: &str) -> Option<Tmpfs> {
     let ok = Command::new("mount")
         .args([
             "-t",
@@ -55,7 +56,7 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Option<Tmpfs> {
         return Some(Tmpfs(dir.to_path_buf()));
     }
     skip(
-        "disk::disk_full_answers_507_and_recovers",
+        test,
         "cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)",
     );
     None
@@ -351,7 +352,11 @@ fn fill(dir: &Path) -> PathBuf {
 #[tokio::test]
 async fn disk_full_answers_507_and_recovers() {
     let dir = Arc::new(tempfile::tempdir().expect("tmp"));
-    let Some(_mount) = mount_tmpfs(dir.path(), "48m") else {
+    let Some(_mount) = mount_tmpfs(
+        "disk::disk_full_answers_507_and_recovers",
+        dir.path(),
+        "48m",
+    ) else {
         return;
     };
     let s = start_in(dir.clone(), |c| c.disk_reserve_mb = 2).await;
@@ -453,4 +458,164 @@ async fn disk_full_answers_507_and_recovers() {
     let b = s.login("owner@disk.test", "password-123").await;
     messages_kept(&s, &b.token, &conv, &acked, "kept after restart").await;
     s.stop().await;
+}
+
+/// The status of the tenant's `document.unindex` job for `doc` (read from the store), once
+/// there is one.
+fn unindex_job(
+    s: &Server,
+    tenant: &aigentable::types::TenantId,
+    doc: &str,
+) -> Option<aigentable::model::Job> {
+    let jobs = s
+        .svc
+        .store
+        .read(|tx| {
+            tx.scan::<aigentable::model::Job>(tenant, None, |j| {
+                j.kind == aigentable::knowledge::JOB_UNINDEX
+                    && j.payload["documentId"].as_str() == Some(doc)
+            })
+        })
+        .expect("scan jobs");
+    jobs.into_iter().next()
+}
+
+/// The chunks of `doc` the keyword index in `dir` holds (the server stopped).
+fn keyword_chunks(dir: &Path, tenant: &aigentable::types::TenantId, doc: &str) -> usize {
+    let idx =
+        aigentable::index::TextIndex::open(&dir.join("index").join("text")).expect("text index");
+    let doc = aigentable::types::DocumentId::parse(doc).expect("doc id");
+    idx.document_chunks(tenant, &doc).expect("count")
+}
+
+/// Waits until the tenant's unindex job for `doc` is done.
+async fn unindex_done(s: &Server, tenant: &aigentable::types::TenantId, doc: &str) {
+    use aigentable::model::JobStatus;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let job = unindex_job(s, tenant, doc).expect("the unindex job");
+        match job.status {
+            JobStatus::Done => return,
+            JobStatus::Failed => panic!("unindex failed: {job:?}"),
+            _ if std::time::Instant::now() > deadline => panic!("unindex still pending: {job:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Deletes `doc` while the keyword index's disk is full: the store commits it, so the
+/// answer says deleted and keyword searches for `query` show `kept`, not `doc`.
+async fn delete_while_index_full(s: &Server, a: &Account, doc: &str, kept: &str, query: &str) {
+    s.delete(&format!("/api/documents/{doc}"), &a.token)
+        .await
+        .expect(204);
+    s.get(&format!("/api/documents/{doc}"), &a.token)
+        .await
+        .expect_err(404, "document_not_found");
+    let r = s
+        .search(&a.token, json!({"query": query, "mode": "keyword"}))
+        .await;
+    r.expect(200);
+    let found: Vec<&str> = r.body["data"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter_map(|h| h["documentId"].as_str())
+        .collect();
+    assert!(found.contains(&kept), "{}", r.text);
+    assert!(!found.contains(&doc), "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_delete_the_keyword_index_cannot_record_yet_answers_and_the_index_catches_up() {
+    const TEST: &str =
+        "disk::a_delete_the_keyword_index_cannot_record_yet_answers_and_the_index_catches_up";
+    let dir = Arc::new(tempfile::tempdir().expect("tmp"));
+    // Only the keyword index's folder is small: the store commits, the index cannot.
+    let text_dir = dir.path().join("index").join("text");
+    std::fs::create_dir_all(&text_dir).expect("index dir");
+    let Some(mount) = mount_tmpfs(TEST, &text_dir, "16m") else {
+        return;
+    };
+    let s = start_in(dir.clone(), |_| {}).await;
+    let a = s.register("owner@unindex.test", "Unindex Co").await;
+    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
+    let mut docs = Vec::new();
+    for (name, text) in [
+        (
+            "a.txt",
+            "The zanzibarite warranty covers every blue kettle for ten years.",
+        ),
+        (
+            "b.txt",
+            "The zanzibarite returns policy: kettles come back within thirty days.",
+        ),
+        (
+            "kept.txt",
+            "The zanzibarite catalogue lists our red kettles and their prices.",
+        ),
+    ] {
+        docs.push(upload_doc(&s, &a.token, name, "text/plain", text.as_bytes(), None).await);
+    }
+    let (first, second, kept) = (&docs[0], &docs[1], &docs[2]);
+
+    // 1. A delete that the index cannot record, then a stop (as a crash would leave it):
+    // the removal stays queued, and the restart with space back carries it out.
+    let filler = fill(&text_dir);
+    delete_while_index_full(&s, &a, first, kept, "zanzibarite kettle").await;
+    let job = unindex_job(&s, &tenant, first).expect("an unindex job");
+    assert_ne!(job.status, aigentable::model::JobStatus::Done, "{job:?}");
+    let dir = s.stop().await;
+    assert!(
+        keyword_chunks(dir.path(), &tenant, first) > 0,
+        "the index was not written"
+    );
+    std::fs::remove_file(&filler).expect("free");
+    let s = start_in(dir.clone(), |_| {}).await;
+    unindex_done(&s, &tenant, first).await;
+
+    // 2. The same without a restart: once space is back the retry gets through, and the
+    // index goes on taking new documents.
+    let filler = fill(&text_dir);
+    delete_while_index_full(&s, &a, second, kept, "zanzibarite kettle").await;
+    let job = unindex_job(&s, &tenant, second).expect("an unindex job");
+    assert_ne!(job.status, aigentable::model::JobStatus::Done, "{job:?}");
+    std::fs::remove_file(&filler).expect("free");
+    unindex_done(&s, &tenant, second).await;
+    let fresh = upload_doc(
+        &s,
+        &a.token,
+        "fresh.txt",
+        "text/plain",
+        b"Our zanzibarite teapots arrived this week.",
+        None,
+    )
+    .await;
+    let r = s
+        .search(&a.token, json!({"query": "teapots", "mode": "keyword"}))
+        .await;
+    r.expect(200);
+    assert_eq!(
+        r.body["data"][0]["documentId"],
+        fresh.as_str(),
+        "{}",
+        r.text
+    );
+
+    let dir = s.stop().await;
+    assert_eq!(
+        keyword_chunks(dir.path(), &tenant, first),
+        0,
+        "caught up after a restart"
+    );
+    assert_eq!(
+        keyword_chunks(dir.path(), &tenant, second),
+        0,
+        "caught up without one"
+    );
+    assert!(
+        keyword_chunks(dir.path(), &tenant, kept) > 0,
+        "the other document stays"
+    );
+    drop(mount);
 }
