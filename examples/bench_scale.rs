@@ -27,7 +27,8 @@
 //! * `--recall-queries N`   queries for recall@10 against exact search (default 300)
 //! * `--ef LIST`            extra ef_search values for the recall table (default 128,256)
 //! * `--work DIR`           vectors cache, sample and data directory (default /tmp/bench-scale)
-//! * `--phases LIST`        of embed,int8,seed,reopen (default all four, in that order)
+//! * `--phases LIST`        of embed,int8,seed,reopen,edits (default the first four, in that
+//!   order)
 //! * `--model-dir DIR`, `--ort PATH` the embedding model and ONNX Runtime
 //!
 //! The parent sequences child processes, each reading its own `/proc/self/status`:
@@ -49,6 +50,14 @@
 //!    then `Knowledge::search` (hybrid, topK 8, which finds the vector in the cache), and
 //!    the BM25 and vector lists alone at the product's candidate depth; then recall@10 of
 //!    the vector index (`HnswParams::default`) against the same vectors searched exactly.
+//! 5. `edits` (only when asked for): what small changes cost the once-a-minute persist: a
+//!    fresh process opens the data directory (startup timed), persists, then adds a document
+//!    of 10 chunks, deletes one of `--chunks-per-doc`, replaces one (delete, then add as
+//!    many new chunks), each followed by a persist (bytes and time, as a delta or a new
+//!    base); then a second start on the files those persists left (startup timed again).
+//!
+//! The seed phase prints, every tenth, what the vector index's persists wrote so far
+//! (`VectorIndex::persisted`: the server's minute persist while the tenant fills).
 //!
 //! Text: the pool's passages split into sentences; chunk `i` (seeded by `i`) is a run of
 //! sentences of one passage from a random sentence on, continued by a run from a nearby
@@ -181,7 +190,7 @@ fn parse_args() -> Result<Opts> {
     o.recall_queries = o.recall_queries.clamp(1, 10_000);
     o.ef.retain(|&e| (1..=4096).contains(&e));
     for p in &o.phases {
-        if !["embed", "int8", "seed", "reopen"].contains(&p.as_str()) {
+        if !["embed", "int8", "seed", "reopen", "edits"].contains(&p.as_str()) {
             bail!("unknown phase {p}");
         }
     }
@@ -215,6 +224,8 @@ fn row(phase: &str, what: &str) {
         load()
     );
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// Total size of the files under `p`, in MiB.
 fn du(p: &Path) -> f64 {
@@ -776,6 +787,7 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
     )?;
     let sigma = cal["sigma"].as_f64().ok_or_else(|| anyhow!("no sigma"))? as f32;
     let sample = cal["sample"].as_u64().unwrap_or(0) as usize;
+    let index_dir = k.vector_index_dir(&model_id);
     println!(
         "\ncorpus: {} chunks in {} documents of {}; pool {} passages; vectors: the first {} \
          chunks real ({model_id}), the rest stand-ins (sigma {sigma:.5})\n",
@@ -790,9 +802,9 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
         "before ingesting (the benchmark's pool and passage vectors loaded)",
     );
     println!(
-        "| chunks | wall s | chunks/s (wall, last step) | store chunks/s | text chunks/s | vector chunks/s | VmRSS MiB | peak MiB | load |"
+        "| chunks | wall s | chunks/s (wall, last step) | store chunks/s | text chunks/s | vector chunks/s | VmRSS MiB | peak MiB | load | persists so far: bases + deltas | MiB they wrote | vector index on disk MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     // Documents are generated on a thread of their own, a few ahead (it works while the
     // store waits for its fsync), so the benchmark's text generation is not on the path.
     type Batch = (Document, Vec<Chunk>, Vec<Vec<f32>>);
@@ -880,49 +892,26 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
         let mut last = (0usize, 0f64, Stages::default());
         let mut done = 0usize;
         for (doc, chunks, vectors) in docs {
-            let doc_id = doc.id.clone();
             let n = chunks.len();
-            // The pipeline's calls (process_document's transaction, then index_chunks).
-            let t = Instant::now();
-            k.svc.store.write(|tx| {
-                tx.put(&doc)?;
-                for (c, v) in chunks.iter().zip(&vectors) {
-                    tx.put(c)?;
-                    tx.put_vector(c, v)?;
-                }
-                Ok::<_, aigentable::store::Error>(())
-            })?;
-            total.store += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            k.text.delete_document(tenant, &doc_id)?;
-            let text_docs: Vec<TextDoc> = chunks
-                .iter()
-                .map(|c| aigentable::knowledge::pipeline::text_doc(c, &[]))
-                .collect();
-            k.text.add(&text_docs)?;
-            total.text += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            space.index.delete_document(tenant, &doc_id)?;
-            let items: Vec<_> = chunks
-                .into_iter()
-                .zip(vectors)
-                .map(|(c, v)| (c.id, c.document_id, v))
-                .collect();
-            space.index.insert(tenant, &items)?;
-            total.vector += t.elapsed().as_secs_f64();
+            ingest(k, &space.index, tenant, doc, chunks, vectors, &mut total)?;
             done += n;
             if done / step != (done - n) / step || done == o.chunks {
                 let (c0, w0, s0) = last;
                 let wall = started.elapsed().as_secs_f64();
                 let dc = (done - c0) as f64;
                 let child::Mem { rss, hwm, .. } = child::mem();
+                let p = space.index.persisted();
                 println!(
-                    "| {done} | {wall:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {rss:.0} | {hwm:.0} | {} |",
+                    "| {done} | {wall:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {rss:.0} | {hwm:.0} | {} | {} + {} | {:.1} | {:.1} |",
                     dc / (wall - w0),
                     dc / (total.store - s0.store),
                     dc / (total.text - s0.text),
                     dc / (total.vector - s0.vector),
-                    load()
+                    load(),
+                    p.bases,
+                    p.deltas,
+                    p.bytes as f64 / MIB,
+                    du(&index_dir),
                 );
                 last = (done, wall, total);
             }
@@ -953,6 +942,207 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
          vectors used: {real_used}"
     );
     row("seed", &format!("after ingesting {} chunks", o.chunks));
+    Ok(())
+}
+
+/// Writes one document as the pipeline does after embedding (`process_document`'s store
+/// transaction, then `index_chunks`), adding each stage's seconds to `total`.
+fn ingest(
+    k: &Knowledge,
+    index: &VectorIndex,
+    tenant: &TenantId,
+    doc: Document,
+    chunks: Vec<Chunk>,
+    vectors: Vec<Vec<f32>>,
+    total: &mut Stages,
+) -> Result<()> {
+    let doc_id = doc.id.clone();
+    let t = Instant::now();
+    k.svc.store.write(|tx| {
+        tx.put(&doc)?;
+        for (c, v) in chunks.iter().zip(&vectors) {
+            tx.put(c)?;
+            tx.put_vector(c, v)?;
+        }
+        Ok::<_, aigentable::store::Error>(())
+    })?;
+    total.store += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    k.text.delete_document(tenant, &doc_id)?;
+    let text_docs: Vec<TextDoc> = chunks
+        .iter()
+        .map(|c| aigentable::knowledge::pipeline::text_doc(c, &[]))
+        .collect();
+    k.text.add(&text_docs)?;
+    total.text += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    index.delete_document(tenant, &doc_id)?;
+    let items: Vec<_> = chunks
+        .into_iter()
+        .zip(vectors)
+        .map(|(c, v)| (c.id, c.document_id, v))
+        .collect();
+    index.insert(tenant, &items)?;
+    total.vector += t.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Phase 5: small edits after the tenant is full, and what each persist writes.
+async fn phase_edits(o: &Opts) -> Result<()> {
+    let data = data_dir(o);
+    row("edits", "process start");
+    let (r, built) = start(o, &data, None).await?;
+    row(
+        "edits",
+        &format!("app built on the data dir in **{built:.2} s** (store, indexes, model)"),
+    );
+    let k = r.knowledge.clone();
+    let o2 = o.clone();
+    blocking(move || edits(&k, &o2)).await?;
+    let secs = stop(r).await;
+    row("edits", &format!("after a graceful stop ({secs:.1} s)"));
+    let (r, built) = start(o, &data, None).await?;
+    row(
+        "edits",
+        &format!("app built again on the files the edits left in **{built:.2} s**"),
+    );
+    let k = r.knowledge.clone();
+    blocking(move || {
+        let (_, tenant) = login(&k)?;
+        let space = k.space_for(&tenant)?.ok_or_else(|| anyhow!("no model"))?;
+        if space.index.needs_rebuild(&tenant) {
+            bail!("the tenant's vector index did not load after the edits");
+        }
+        Ok(())
+    })
+    .await?;
+    stop(r).await;
+    disk(&data);
+    Ok(())
+}
+
+fn edits(k: &Knowledge, o: &Opts) -> Result<()> {
+    let (caller, tenant) = login(k)?;
+    let space = k.space_for(&tenant)?.ok_or_else(|| anyhow!("no model"))?;
+    let model_id = space.model_id().to_string();
+    let dims = space.embedder.dimensions();
+    if space.index.needs_rebuild(&tenant) {
+        bail!("the tenant's vector index did not load (run the seed phase)");
+    }
+    let cache = tenant::load_cache(&vec_cache(o));
+    let pool = load_pool(o, Some(&cache))?;
+    let passage_vecs = passage_vectors(&pool, &cache)?;
+    let cal: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(calibration(o)).context("calibration: run the embed phase")?,
+    )?;
+    let sigma = cal["sigma"].as_f64().ok_or_else(|| anyhow!("no sigma"))? as f32;
+    // New chunks continue the corpus' numbering.
+    let mut taken = HashSet::new();
+    let mut next = o.chunks;
+    let mut new_doc = |n: usize| -> (Document, Vec<Chunk>, Vec<Vec<f32>>) {
+        let doc_id = DocumentId::new();
+        let now = time::OffsetDateTime::now_utc();
+        let (mut chunks, mut vectors) = (Vec::new(), Vec::new());
+        for j in 0..n {
+            let g = gen_chunk(&pool, next, &mut taken);
+            vectors.push(stand_in(next, &g, &passage_vecs, dims, sigma));
+            next += 1;
+            chunks.push(Chunk {
+                id: ChunkId::new(),
+                tenant_id: tenant.clone(),
+                document_id: doc_id.clone(),
+                ordinal: j as u32,
+                token_count: (g.text.split_whitespace().count() * 4 / 3) as u32,
+                text: g.text,
+                page: None,
+                headings: vec![],
+                embedding_model: Some(model_id.clone()),
+            });
+        }
+        let doc = Document {
+            id: doc_id,
+            tenant_id: tenant.clone(),
+            name: format!("edit-{next}.txt"),
+            mime_type: "text/plain".into(),
+            size_bytes: chunks.iter().map(|c| c.text.len() as u64).sum(),
+            sha256: format!("{:064x}", next as u128 * 0x9e37_79b9_7f4a_7c15 + 1),
+            status: DocumentStatus::Ready,
+            progress: 100,
+            error: None,
+            pages: None,
+            chunk_count: n as u32,
+            title: None,
+            author: None,
+            agent_ids: vec![],
+            created_at: now,
+            updated_at: now,
+            processed_at: Some(now),
+        };
+        (doc, chunks, vectors)
+    };
+    // A seeded document to delete: the one holding the nearest chunk to a vector.
+    let some_document = |seed: usize| -> Result<DocumentId> {
+        let v = &passage_vecs[seed % passage_vecs.len()];
+        let hits = space.index.search(&tenant, v, None, 1)?;
+        Ok(hits
+            .first()
+            .ok_or_else(|| anyhow!("the tenant is empty"))?
+            .document
+            .clone())
+    };
+    // Whatever the start left to write (a format change rewrites once) goes first.
+    let t0 = Instant::now();
+    k.persist();
+    let p = space.index.persisted();
+    println!(
+        "
+first persist after the start: {} bases + {} deltas, {:.1} MiB, {:.2} s
+",
+        p.bases,
+        p.deltas,
+        p.bytes as f64 / MIB,
+        t0.elapsed().as_secs_f64()
+    );
+    println!("| edit | chunks changed | persist writes | bytes | persist ms | load |");
+    println!("|---|---|---|---|---|---|");
+    let mut stages = Stages::default();
+    let per_doc = o.per_doc;
+    for step in 0..6 {
+        let before = space.index.persisted();
+        let (what, changed) = match step % 3 {
+            0 => {
+                let (d, c, v) = new_doc(10);
+                ingest(k, &space.index, &tenant, d, c, v, &mut stages)?;
+                ("add a document of 10 chunks", 10)
+            }
+            1 => {
+                let d = some_document(step)?;
+                k.delete_document(&caller, &d)?;
+                ("delete a document", per_doc)
+            }
+            _ => {
+                let d = some_document(step)?;
+                k.delete_document(&caller, &d)?;
+                let (d, c, v) = new_doc(per_doc);
+                ingest(k, &space.index, &tenant, d, c, v, &mut stages)?;
+                ("replace a document (delete, add as many)", 2 * per_doc)
+            }
+        };
+        let t0 = Instant::now();
+        k.persist();
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let after = space.index.persisted();
+        let kind = match (after.bases - before.bases, after.deltas - before.deltas) {
+            (0, 1) => "a delta".to_string(),
+            (1, 0) => "a new base".to_string(),
+            (b, d) => format!("{b} bases + {d} deltas"),
+        };
+        println!(
+            "| {what} | {changed} | {kind} | {:.0} KiB | {ms:.0} | {} |",
+            (after.bytes - before.bytes) as f64 / 1024.0,
+            load()
+        );
+    }
     Ok(())
 }
 
@@ -1184,6 +1374,7 @@ fn main() -> Result<()> {
                 "int8" => phase_embed(&o, true).await,
                 "seed" => phase_seed(&o).await,
                 "reopen" => phase_reopen(&o).await,
+                "edits" => phase_edits(&o).await,
                 other => bail!("unknown phase {other}"),
             }
         });

@@ -324,6 +324,7 @@ mod text {
 
 mod vector {
     use super::*;
+    use crate::index::vector::PersistTotals;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -756,45 +757,16 @@ mod vector {
         assert!((hits[0].score - 1.0).abs() < 1e-4);
     }
 
-    /// Rewrites tenant `t`'s current generation as meta `version` wrote it: `vectors.f32`
-    /// instead of `vectors.f16`, and for version 1 hnsw_rs graph files instead of
-    /// `graph.bin`. Returns the meta.bin path.
+    /// Rewrites tenant `t`'s current generation as meta `version` wrote it: ids as text,
+    /// `vectors.f32` instead of `vectors.f16` for versions 1 and 2, and for version 1
+    /// hnsw_rs graph files instead of `graph.bin`. Returns the meta.bin path.
     fn make_old_generation(
         dir: &std::path::Path,
         t: &TenantId,
         version: u32,
     ) -> std::path::PathBuf {
         let tdir = dir.join(format!("t-{}", hex::encode(t.as_str())));
-        let current = std::fs::read_to_string(tdir.join("CURRENT")).unwrap();
-        let gen_dir = tdir.join(current.trim());
-        let halves = std::fs::read(gen_dir.join("vectors.f16")).unwrap();
-        let f32s: Vec<u8> = halves
-            .chunks_exact(2)
-            .flat_map(|b| {
-                crate::index::vector::from_f16(u16::from_le_bytes([b[0], b[1]])).to_le_bytes()
-            })
-            .collect();
-        std::fs::remove_file(gen_dir.join("vectors.f16")).unwrap();
-        std::fs::write(gen_dir.join("vectors.f32"), &f32s).unwrap();
-        let meta_path = gen_dir.join("meta.bin");
-        let mut meta = std::fs::read(&meta_path).unwrap();
-        meta.truncate(meta.len() - 4);
-        meta[4..8].copy_from_slice(&version.to_le_bytes());
-        // The vectors checksum sits after the slot list: find it by its old value.
-        let old_crc = crc32fast::hash(&halves).to_le_bytes();
-        let at = meta
-            .windows(4)
-            .rposition(|w| w == old_crc)
-            .expect("vectors checksum in meta.bin");
-        meta[at..at + 4].copy_from_slice(&crc32fast::hash(&f32s).to_le_bytes());
-        let crc = crc32fast::hash(&meta);
-        meta.extend_from_slice(&crc.to_le_bytes());
-        std::fs::write(&meta_path, &meta).unwrap();
-        if version == 1 {
-            std::fs::remove_file(gen_dir.join("graph.bin")).unwrap();
-            std::fs::write(gen_dir.join("graph.hnsw.graph"), b"old format").unwrap();
-        }
-        meta_path
+        crate::index::vector::write_old_generation(&tdir, DIMS, "m", version, false)
     }
 
     fn current_dir(dir: &std::path::Path, t: &TenantId) -> std::path::PathBuf {
@@ -814,7 +786,7 @@ mod vector {
 
     #[test]
     fn dumps_of_previous_formats_load_and_are_rewritten_once() {
-        for version in [1u32, 2] {
+        for version in [1u32, 2, 3, 4] {
             let dir = tempfile::tempdir().unwrap();
             let t = TenantId::new();
             let vs = vecs(12, 300);
@@ -854,7 +826,7 @@ mod vector {
             };
             let mut meta = std::fs::read(&meta_path).unwrap();
             meta.truncate(meta.len() - 4);
-            meta[4..8].copy_from_slice(&5u32.to_le_bytes());
+            meta[4..8].copy_from_slice(&6u32.to_le_bytes());
             let crc = crc32fast::hash(&meta);
             meta.extend_from_slice(&crc.to_le_bytes());
             std::fs::write(&meta_path, &meta).unwrap();
@@ -1082,6 +1054,388 @@ mod vector {
         assert!(idx.tenants_needing_rebuild().is_empty());
         let hits = idx.search(&t, &vs[9], None, 1).unwrap();
         assert_eq!(hits[0].chunk, it[9].0);
+    }
+
+    /// A graph from 50 vectors with short lists, so a debug build makes thousands of
+    /// nodes quickly.
+    fn lean_graph() -> HnswParams {
+        HnswParams {
+            max_conn: 8,
+            ef_construction: 40,
+            exact_max: 50,
+            ..HnswParams::default()
+        }
+    }
+
+    fn open_lean(dir: &std::path::Path, store: Option<&Arc<Halves>>) -> VectorIndex {
+        let source = store.cloned().map(|s| s as Arc<dyn VectorSource>);
+        VectorIndex::open_with_source(dir, DIMS, "m", lean_graph(), source).unwrap()
+    }
+
+    /// The current generation's base bytes and its delta files' sizes, in order.
+    fn dump_sizes(dir: &std::path::Path, t: &TenantId) -> (u64, Vec<u64>) {
+        let mut base = 0;
+        let mut deltas = Vec::new();
+        for name in current_files(dir, t) {
+            let len = std::fs::metadata(current_dir(dir, t).join(&name))
+                .unwrap()
+                .len();
+            if name.starts_with("delta-") {
+                deltas.push(len);
+            } else {
+                base += len;
+            }
+        }
+        (base, deltas)
+    }
+
+    /// Adds items to the index and, when there is one, to the store.
+    fn add(idx: &VectorIndex, store: Option<&Arc<Halves>>, t: &TenantId, it: &[Item]) {
+        if let Some(s) = store {
+            s.put(it);
+        }
+        idx.insert(t, it).unwrap();
+    }
+
+    /// Deletes a document from the index and its vectors from the store.
+    fn remove(idx: &VectorIndex, store: Option<&Arc<Halves>>, t: &TenantId, it: &[Item]) {
+        if let Some(s) = store {
+            s.0.lock()
+                .unwrap()
+                .retain(|c, _| !it.iter().any(|i| &i.0 == c));
+        }
+        idx.delete_document(t, &it[0].1).unwrap();
+    }
+
+    fn answers(idx: &VectorIndex, t: &TenantId, qs: &[Vec<f32>]) -> Vec<Vec<Hit>> {
+        qs.iter()
+            .map(|q| idx.search(t, q, None, 10).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_small_change_is_persisted_as_a_small_delta_and_loads_back() {
+        for sourced in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Halves::default());
+            let store = sourced.then_some(&store);
+            let t = TenantId::new();
+            let qs = vecs(41, 30);
+            let vs = vecs(40, 5000);
+            let idx = open_lean(dir.path(), store);
+            // The last document is small: deleting it below is a small change.
+            let parts: Vec<Vec<Item>> = vs
+                .chunks(100)
+                .enumerate()
+                .map(|(i, p)| items(&DocumentId::new(), if i == 49 { &p[..5] } else { p }))
+                .collect();
+            parts.iter().for_each(|p| add(&idx, store, &t, p));
+            idx.persist().unwrap();
+            let (base, deltas) = dump_sizes(dir.path(), &t);
+            assert!(deltas.is_empty());
+            assert_eq!(
+                idx.persisted(),
+                PersistTotals {
+                    bases: 1,
+                    deltas: 0,
+                    bytes: base
+                }
+            );
+            // Ten chunks added, five deleted.
+            remove(&idx, store, &t, &parts[49]);
+            add(&idx, store, &t, &items(&DocumentId::new(), &vecs(42, 10)));
+            idx.persist().unwrap();
+            let (base_after, deltas) = dump_sizes(dir.path(), &t);
+            assert_eq!(base_after, base, "sourced {sourced}");
+            assert_eq!(deltas.len(), 1, "sourced {sourced}");
+            // The whole tenant was written before: a change of 15 of ~4,900 chunks now
+            // writes under a twentieth of it (the graph lists those inserts rewrote).
+            assert!(
+                deltas[0] * 20 < base,
+                "sourced {sourced}: delta {} bytes, base {base}",
+                deltas[0]
+            );
+            assert_eq!(
+                idx.persisted(),
+                PersistTotals {
+                    bases: 1,
+                    deltas: 1,
+                    bytes: base + deltas[0]
+                }
+            );
+            // Nothing changed: nothing written.
+            idx.persist().unwrap();
+            assert_eq!(idx.persisted().deltas, 1);
+            let before = answers(&idx, &t, &qs);
+            drop(idx);
+            let idx = open_lean(dir.path(), store);
+            assert!(
+                idx.tenants_needing_rebuild().is_empty(),
+                "sourced {sourced}"
+            );
+            assert_eq!(answers(&idx, &t, &qs), before, "sourced {sourced}");
+            for (c, _, v) in &parts[49] {
+                let hit = &idx.search(&t, v, None, 1).unwrap()[0];
+                assert_ne!(&hit.chunk, c, "a deleted chunk came back");
+            }
+        }
+    }
+
+    #[test]
+    fn restarts_between_deltas_answer_as_before_and_compaction_starts_a_new_base() {
+        for sourced in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Halves::default());
+            let store = sourced.then_some(&store);
+            let t = TenantId::new();
+            let qs = vecs(51, 20);
+            let docs: Vec<Vec<Item>> = (0..20)
+                .map(|i| items(&DocumentId::new(), &vecs(52 + i, 100)))
+                .collect();
+            {
+                let idx = open_lean(dir.path(), store);
+                docs.iter().for_each(|d| add(&idx, store, &t, d));
+                idx.persist().unwrap();
+            }
+            let generation = current_dir(dir.path(), &t);
+            for round in 0..3u64 {
+                let idx = open_lean(dir.path(), store);
+                assert!(idx.tenants_needing_rebuild().is_empty());
+                remove(&idx, store, &t, &docs[round as usize]);
+                add(
+                    &idx,
+                    store,
+                    &t,
+                    &items(&DocumentId::new(), &vecs(60 + round, 20)),
+                );
+                // A chunk re-embedded in place (same id, new vector).
+                let (c, d, _) = &docs[10 + round as usize][0];
+                let moved = vec![(c.clone(), d.clone(), vecs(70 + round, 1).remove(0))];
+                add(&idx, store, &t, &moved);
+                idx.persist().unwrap();
+                let before = answers(&idx, &t, &qs);
+                let moved_hit = idx.search(&t, &moved[0].2, None, 1).unwrap();
+                drop(idx);
+                let idx = open_lean(dir.path(), store);
+                assert!(idx.tenants_needing_rebuild().is_empty(), "round {round}");
+                assert_eq!(answers(&idx, &t, &qs), before, "round {round}");
+                assert_eq!(idx.search(&t, &moved[0].2, None, 1).unwrap(), moved_hit);
+                assert_eq!(current_dir(dir.path(), &t), generation);
+                assert_eq!(dump_sizes(dir.path(), &t).1.len(), round as usize + 1);
+            }
+            // Deleting a fifth of the tenant compacts it (slots renumbered, a new graph):
+            // that is a new base, and the old one's deltas go with it.
+            let idx = open_lean(dir.path(), store);
+            for d in &docs[3..8] {
+                remove(&idx, store, &t, d);
+            }
+            idx.persist().unwrap();
+            assert_eq!(idx.persisted().bases, 1);
+            assert_ne!(current_dir(dir.path(), &t), generation);
+            assert!(dump_sizes(dir.path(), &t).1.is_empty());
+            let before = answers(&idx, &t, &qs);
+            drop(idx);
+            let idx = open_lean(dir.path(), store);
+            assert!(idx.tenants_needing_rebuild().is_empty());
+            assert_eq!(answers(&idx, &t, &qs), before);
+        }
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.path().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_missing_or_misplaced_delta_means_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Halves::default());
+        let (t, other) = (TenantId::new(), TenantId::new());
+        let vs = vecs(80, 600);
+        let later = items(&DocumentId::new(), &vecs(81, 10));
+        {
+            let idx = open_lean(dir.path(), Some(&store));
+            add(&idx, Some(&store), &t, &items(&DocumentId::new(), &vs));
+            add(&idx, Some(&store), &other, &items(&DocumentId::new(), &vs));
+            idx.persist().unwrap();
+            add(
+                &idx,
+                Some(&store),
+                &t,
+                &items(&DocumentId::new(), &vecs(82, 10)),
+            );
+            idx.persist().unwrap();
+            add(&idx, Some(&store), &t, &later);
+            idx.persist().unwrap();
+            assert_eq!(idx.persisted().deltas, 2);
+        }
+        let name = |k: u32| format!("delta-{k:08}.bin");
+        let gen_of = |root: &std::path::Path| current_dir(root, &t);
+        type Damage<'a> = (&'a str, &'a dyn Fn(&std::path::Path));
+        let damages: [Damage; 6] = [
+            ("a flipped byte", &|g| {
+                let p = g.join(name(1));
+                let mut b = std::fs::read(&p).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0x5a;
+                std::fs::write(&p, b).unwrap();
+            }),
+            ("a torn end", &|g| {
+                let p = g.join(name(2));
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() - 9]).unwrap();
+            }),
+            ("a gap", &|g| std::fs::remove_file(g.join(name(1))).unwrap()),
+            ("swapped", &|g| {
+                std::fs::rename(g.join(name(1)), g.join("x")).unwrap();
+                std::fs::rename(g.join(name(2)), g.join(name(1))).unwrap();
+                std::fs::rename(g.join("x"), g.join(name(2))).unwrap();
+            }),
+            ("another base's delta", &|g| {
+                // The same delta under a base it was not made after: the second delta
+                // copied over the first.
+                std::fs::copy(g.join(name(2)), g.join(name(1))).unwrap();
+            }),
+            ("an empty file", &|g| {
+                std::fs::write(g.join(name(2)), b"").unwrap()
+            }),
+        ];
+        for (what, damage) in damages {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(dir.path(), copy.path());
+            damage(&gen_of(copy.path()));
+            let idx = open_lean(copy.path(), Some(&store));
+            assert_eq!(idx.tenants_needing_rebuild(), vec![t.clone()], "{what}");
+            assert!(
+                idx.search(&t, &vs[0], None, 5).unwrap().is_empty(),
+                "{what}"
+            );
+            assert_eq!(idx.search(&other, &vs[0], None, 5).unwrap().len(), 5);
+        }
+        // A delta whose write never finished (still under its temporary name) is no delta:
+        // the files before it load.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        std::fs::write(gen_of(copy.path()).join("delta-00000003.tmp"), b"half").unwrap();
+        let idx = open_lean(copy.path(), Some(&store));
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        let hit = &idx.search(&t, &later[4].2, None, 1).unwrap()[0];
+        assert_eq!(hit.chunk, later[4].0);
+        drop(idx);
+        // The store's vector of a chunk a delta added is not the one the graph was built
+        // for.
+        store.put(&[(
+            later[4].0.clone(),
+            later[4].1.clone(),
+            vecs(83, 1).remove(0),
+        )]);
+        let idx = open_lean(dir.path(), Some(&store));
+        assert_eq!(idx.tenants_needing_rebuild(), vec![t.clone()]);
+    }
+
+    #[test]
+    fn deltas_past_half_the_base_fold_into_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Halves::default());
+        let t = TenantId::new();
+        let qs = vecs(91, 20);
+        let idx = open_lean(dir.path(), Some(&store));
+        add(
+            &idx,
+            Some(&store),
+            &t,
+            &items(&DocumentId::new(), &vecs(90, 1000)),
+        );
+        idx.persist().unwrap();
+        let first = current_dir(dir.path(), &t);
+        let (base, _) = dump_sizes(dir.path(), &t);
+        let mut last_deltas = Vec::new();
+        for i in 0..60 {
+            add(
+                &idx,
+                Some(&store),
+                &t,
+                &items(&DocumentId::new(), &vecs(100 + i, 20)),
+            );
+            idx.persist().unwrap();
+            if current_dir(dir.path(), &t) != first {
+                break;
+            }
+            last_deltas = dump_sizes(dir.path(), &t).1;
+        }
+        assert_ne!(
+            current_dir(dir.path(), &t),
+            first,
+            "no new base after 60 deltas"
+        );
+        // Up to the fold the deltas stayed within half the base; the next would not have.
+        let total: u64 = last_deltas.iter().sum();
+        assert!(
+            last_deltas.len() >= 2 && total <= base / 2,
+            "{last_deltas:?} {base}"
+        );
+        assert!(dump_sizes(dir.path(), &t).1.is_empty());
+        let totals = idx.persisted();
+        assert_eq!((totals.bases, totals.deltas), (2, last_deltas.len() as u64));
+        let before = answers(&idx, &t, &qs);
+        drop(idx);
+        let idx = open_lean(dir.path(), Some(&store));
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        assert_eq!(answers(&idx, &t, &qs), before);
+    }
+
+    #[test]
+    fn a_version_4_dump_leaving_its_vectors_to_the_store_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = TenantId::new();
+        let (keep, gone) = (
+            items(&DocumentId::new(), &vecs(120, 200)),
+            items(&DocumentId::new(), &vecs(121, 10)),
+        );
+        let qs = vecs(122, 10);
+        let before;
+        {
+            let idx = open_lean(dir.path(), None);
+            idx.insert(&t, &keep).unwrap();
+            idx.insert(&t, &gone).unwrap();
+            idx.delete_document(&t, &gone[0].1).unwrap();
+            idx.persist().unwrap();
+            before = answers(&idx, &t, &qs);
+        }
+        let tdir = dir.path().join(format!("t-{}", hex::encode(t.as_str())));
+        crate::index::vector::write_old_generation(&tdir, DIMS, "m", 4, true);
+        assert_eq!(
+            current_files(dir.path(), &t),
+            ["dead.f16", "graph.bin", "meta.bin"]
+        );
+        // Its check holds: a vector the graph was not built for means a rebuild.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let changed = Arc::new(Halves::default());
+        changed.put(&keep);
+        changed.put(&[(keep[3].0.clone(), keep[3].1.clone(), vecs(123, 1).remove(0))]);
+        let idx = open_lean(copy.path(), Some(&changed));
+        assert_eq!(idx.tenants_needing_rebuild(), vec![t.clone()]);
+        drop(idx);
+        let store = Arc::new(Halves::default());
+        store.put(&keep);
+        let idx = open_lean(dir.path(), Some(&store));
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        assert_eq!(answers(&idx, &t, &qs), before);
+        // Rewritten once in this format, which loads too.
+        idx.persist().unwrap();
+        assert_eq!(idx.persisted().bases, 1);
+        drop(idx);
+        let idx = open_lean(dir.path(), Some(&store));
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        assert_eq!(answers(&idx, &t, &qs), before);
     }
 }
 

@@ -15,6 +15,8 @@
 //! left without a way in are linked back (`repair`), so every inserted node stays
 //! reachable from the entry point.
 //! Deletion is the caller's business (tombstones filtered at search, compaction rebuilds).
+//! Every rewritten list marks its node as changed, so a dump can write only what changed
+//! since the last one (`delta.rs`).
 //! Depends on nothing but `std` and the dot product in `simd.rs`.
 
 use super::simd::{Kernel, prefetch, widen};
@@ -22,6 +24,8 @@ use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+mod delta;
 
 /// The highest layer a node may get (a level above this is clamped; with M >= 4 and 2^32
 /// nodes the expected top layer is 16).
@@ -123,6 +127,11 @@ pub(super) struct Graph {
     lost: Mutex<Vec<u32>>,
     /// `linked` when `repair` last walked the whole graph for unreachable nodes.
     swept: AtomicUsize,
+    /// One bit per node whose lists were rewritten since [`clear_changes`]: what an
+    /// incremental dump writes (`delta.rs`).
+    ///
+    /// [`clear_changes`]: Self::clear_changes
+    changed: Vec<AtomicU64>,
 }
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
@@ -152,6 +161,7 @@ impl Graph {
             in_links: Vec::new(),
             lost: Mutex::new(Vec::new()),
             swept: AtomicUsize::new(0),
+            changed: Vec::new(),
         }
     }
 
@@ -205,6 +215,8 @@ impl Graph {
             self.locks.push(Mutex::new(()));
             self.in_links.push(AtomicU32::new(0));
         }
+        self.changed
+            .resize_with(self.len().div_ceil(64), || AtomicU64::new(0));
     }
 
     fn block(&self, id: u32, layer: usize) -> &[AtomicU32] {
@@ -236,6 +248,10 @@ impl Graph {
             slot.store(x, Ordering::Relaxed);
         }
         b[0].store(n as u32, Ordering::Relaxed);
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        if self.changed[word].load(Ordering::Relaxed) & bit == 0 {
+            self.changed[word].fetch_or(bit, Ordering::Relaxed);
+        }
     }
 
     /// Replaces node `id`'s list on `layer` (`old`, as read under its lock) by `new`,
@@ -730,16 +746,24 @@ impl Graph {
         g.levels = levels;
         g.links0 = links0;
         g.upper = upper;
-        g.in_links = (0..n).map(|_| AtomicU32::new(0)).collect();
+        g.changed = (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        g.recount_in_links();
+        Ok(g)
+    }
+
+    /// Counts layer-0 in-links from the lists, after they were read from files; every node
+    /// counts as linked.
+    fn recount_in_links(&mut self) {
+        let n = self.len();
+        self.in_links = (0..n).map(|_| AtomicU32::new(0)).collect();
         for i in 0..n {
-            let b = g.block(i as u32, 0);
+            let b = self.block(i as u32, 0);
             let count = b[0].load(Ordering::Relaxed) as usize;
             for x in &b[1..=count] {
-                g.in_links[x.load(Ordering::Relaxed) as usize].fetch_add(1, Ordering::Relaxed);
+                self.in_links[x.load(Ordering::Relaxed) as usize].fetch_add(1, Ordering::Relaxed);
             }
         }
-        g.linked = AtomicUsize::new(n);
-        Ok(g)
+        self.linked = AtomicUsize::new(n);
     }
 }
 

@@ -8,8 +8,11 @@
 //! precision (768 bytes for 384 dimensions), which exact search, filtered search,
 //! compaction and the graph (links only) all read. Queries stay f32; a cosine against a
 //! stored half is within ~1e-4 of the f32 one (see `simd.rs`).
-//! Persistence (the on-disk layout, atomic generations, checksums and the UNTRUSTED list)
-//! lives in `persist.rs`; the dot product (SIMD chosen at run time) in `simd.rs`.
+//! Persistence (the on-disk layout, atomic generations, incremental deltas, checksums and
+//! the UNTRUSTED list) lives in `persist.rs`; the dot product (SIMD chosen at run time) in
+//! `simd.rs`. A tenant records what changed since its files were written (deleted slots
+//! here, rewritten graph nodes in the graph), so a persist writes a delta proportional to
+//! the change, not the whole tenant.
 //!
 //! The store keeps every chunk's vector too (as halves of what the embedder returned). An
 //! index opened with a [`VectorSource`] over those does not write them again: its dumps hold
@@ -29,11 +32,13 @@ pub use simd::{Kernel, dot, from_f16, to_f16};
 use super::{Error, Hit, MAX_K};
 use crate::types::{ChunkId, DocumentId, TenantId};
 use hnsw::Graph;
-use persist::{load_tenant, tenant_from_hex, write_atomic, write_untrusted};
+#[cfg(test)]
+pub(crate) use persist::write_old_generation;
+use persist::{Journal, load_tenant, tenant_from_hex, write_atomic, write_untrusted};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Where an index opened with [`VectorIndex::open_with_source`] reads back the vectors its
@@ -137,6 +142,9 @@ struct Tenant {
     own_vectors: bool,
     /// The current dump leaves the live vectors to the source.
     dumped_in_store: AtomicBool,
+    /// What the files hold and which slots died since: a persist writes a delta from it.
+    /// Locked by a persist (under the tenant's read lock); a writer reaches it directly.
+    journal: Mutex<Journal>,
 }
 
 impl Tenant {
@@ -154,6 +162,10 @@ impl Tenant {
         if s.alive {
             s.alive = false;
             self.dead += 1;
+            let journal = self.journal.get_mut().unwrap_or_else(|e| e.into_inner());
+            if journal.disk.is_some() {
+                journal.killed.push(slot);
+            }
             if self.by_chunk.get(&s.chunk) == Some(&slot) {
                 self.by_chunk.remove(&s.chunk);
             }
@@ -204,6 +216,16 @@ impl Tenant {
 
     fn document(&self, slot: &Slot) -> &DocumentId {
         &self.docs[slot.doc as usize]
+    }
+
+    /// Replaces the graph by one built anew: its files cannot follow on from the old
+    /// one's, so the next persist writes a new base.
+    fn set_graph(&mut self, g: Graph) {
+        self.graph = Some(g);
+        self.journal
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .disk = None;
     }
 
     /// Drops dead slots, renumbers, and rebuilds the graph if the tenant is large enough.
@@ -336,6 +358,20 @@ pub struct VectorIndex {
     ///
     /// [`keep_own_vectors`]: Self::keep_own_vectors
     kept: Mutex<HashSet<TenantId>>,
+    /// What persists wrote since open: bases, deltas, bytes.
+    written: [AtomicU64; 3],
+}
+
+/// What an index's persists wrote since it was opened ([`VectorIndex::persisted`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistTotals {
+    /// Tenants written whole (a new base: first dumps, format changes, compactions, and
+    /// when the deltas grew past half the base).
+    pub bases: u64,
+    /// Tenants written as a delta of what changed.
+    pub deltas: u64,
+    /// Bytes of both.
+    pub bytes: u64,
 }
 
 impl VectorIndex {
@@ -422,7 +458,8 @@ impl VectorIndex {
                     // A dump without a graph (older format, or a lowered threshold) gets
                     // one now; the files stay as they are until the next change.
                     if t.graph.is_none() && t.live() > params.exact_max {
-                        t.graph = Some(build_graph(&t, dims, &params));
+                        let g = build_graph(&t, dims, &params);
+                        t.set_graph(g);
                     }
                     t
                 }
@@ -463,7 +500,18 @@ impl VectorIndex {
             rebuild_all,
             source,
             kept: Mutex::new(HashSet::new()),
+            written: Default::default(),
         })
+    }
+
+    /// What this index's persists wrote since it was opened, for benchmarks and reports.
+    pub fn persisted(&self) -> PersistTotals {
+        let [bases, deltas, bytes] = &self.written;
+        PersistTotals {
+            bases: bases.load(Ordering::Relaxed),
+            deltas: deltas.load(Ordering::Relaxed),
+            bytes: bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Dimensions every vector must have.
@@ -550,7 +598,7 @@ impl VectorIndex {
                 t.maybe_compact(self.dims, &self.params);
                 if t.graph.is_none() && t.live() > self.params.exact_max {
                     let g = build_graph(&t, self.dims, &self.params);
-                    t.graph = Some(g);
+                    t.set_graph(g);
                 }
             }
         }
@@ -704,9 +752,10 @@ impl VectorIndex {
             .collect())
     }
 
-    /// Writes every changed tenant to disk (a new generation per tenant, switched
-    /// atomically). Call it periodically and on shutdown. Tenants that still need a
-    /// rebuild are skipped: their files must stay untrusted.
+    /// Writes every changed tenant to disk: what changed as a delta beside its files, or a
+    /// new generation switched atomically (see `persist.rs`). Call it periodically and on
+    /// shutdown. Tenants that still need a rebuild are skipped: their files must stay
+    /// untrusted.
     pub fn persist(&self) -> Result<(), Error> {
         for (id, cell) in self.snapshot() {
             self.persist_tenant(&id, &cell)?;
@@ -737,8 +786,10 @@ impl VectorIndex {
     }
 
     fn persist_tenant(&self, id: &TenantId, cell: &Arc<RwLock<Tenant>>) -> Result<(), Error> {
-        // Readers keep searching while a tenant is dumped; writers wait.
+        // Readers keep searching while a tenant is dumped; writers wait. The journal's lock
+        // keeps two persists of one tenant (the minute's and a model change's) apart.
         let t = read(cell);
+        let mut journal = t.journal.lock().unwrap_or_else(|e| e.into_inner());
         let outdated = t.outdated.load(Ordering::Acquire);
         if !(t.dirty.load(Ordering::Acquire) || outdated) || t.needs_rebuild {
             return Ok(());
@@ -749,13 +800,20 @@ impl VectorIndex {
             return Ok(());
         }
         let in_store = self.source.is_some() && !t.own_vectors && !self.lock_kept().contains(id);
-        persist::dump_tenant(
+        let written = persist::save_tenant(
             &self.tenant_dir(id),
             &t,
+            &mut journal,
             self.dims,
             &self.model_id,
             in_store,
+            outdated,
         )?;
+        let kind = if written.base { 0 } else { 1 };
+        if written.bytes > 0 {
+            self.written[kind].fetch_add(1, Ordering::Relaxed);
+            self.written[2].fetch_add(written.bytes, Ordering::Relaxed);
+        }
         t.dumped_in_store.store(in_store, Ordering::Release);
         t.dirty.store(false, Ordering::Release);
         t.outdated.store(false, Ordering::Release);
