@@ -485,52 +485,32 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     assert!(!text.contains("jwt_secret"), "no install keys");
 
     // Importing into the same install: the tenant exists there.
-    let r = send(
-        s.http
-            .post(format!("{}/api/tenants/import", s.base))
-            .bearer_auth(&root.token)
-            .header("x-export-passphrase", "correct horse battery")
-            .header("content-type", "application/gzip")
-            .body(archive.clone()),
-    )
-    .await;
+    let r = import_tenant(&s, &root.token, &archive, Some("correct horse battery"), "").await;
     r.expect_err(409, "import_conflict");
     // A tenant admin may not import.
-    let r = send(
-        s.http
-            .post(format!("{}/api/tenants/import", s.base))
-            .bearer_auth(&a.token)
-            .body(archive.clone()),
-    )
-    .await;
+    let r = import_tenant(&s, &a.token, &archive, None, "").await;
     r.expect_err(403, "forbidden");
 
     // Another install.
     let s2 = start().await;
     let root2 = s2.root().await;
-    let import = |pass: Option<&'static str>, body: Vec<u8>| {
-        let mut rb = s2
-            .http
-            .post(format!("{}/api/tenants/import", s2.base))
-            .bearer_auth(&root2.token)
-            .header("content-type", "application/gzip")
-            .body(body);
-        if let Some(p) = pass {
-            rb = rb.header("x-export-passphrase", p);
-        }
-        send(rb)
-    };
-    import(None, archive.clone())
+    import_tenant(&s2, &root2.token, &archive, None, "")
         .await
         .expect_err(422, "passphrase_required");
-    import(Some("wrong horse battery"), archive.clone())
+    import_tenant(&s2, &root2.token, &archive, Some("wrong horse battery"), "")
         .await
         .expect_err(422, "passphrase_required");
     let mut damaged = archive.clone();
     damaged.truncate(damaged.len() - 40);
-    import(Some("correct horse battery"), damaged)
-        .await
-        .expect_err(422, "invalid_archive");
+    import_tenant(
+        &s2,
+        &root2.token,
+        &damaged,
+        Some("correct horse battery"),
+        "",
+    )
+    .await
+    .expect_err(422, "invalid_archive");
     // An install that takes smaller stored files refuses the export, naming the setting,
     // and nothing of it is left there.
     let small = start_with(|c| {
@@ -540,14 +520,12 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     })
     .await;
     let root3 = small.root().await;
-    let r = send(
-        small
-            .http
-            .post(format!("{}/api/tenants/import", small.base))
-            .bearer_auth(&root3.token)
-            .header("x-export-passphrase", "correct horse battery")
-            .header("content-type", "application/gzip")
-            .body(archive.clone()),
+    let r = import_tenant(
+        &small,
+        &root3.token,
+        &archive,
+        Some("correct horse battery"),
+        "",
     )
     .await;
     r.expect_err(413, "payload_too_large");
@@ -564,7 +542,14 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     );
     small.stop().await;
     // A failed import leaves nothing behind: the good one goes through afterwards.
-    let r = import(Some("correct horse battery"), archive.clone()).await;
+    let r = import_tenant(
+        &s2,
+        &root2.token,
+        &archive,
+        Some("correct horse battery"),
+        "",
+    )
+    .await;
     r.expect(201);
     assert_eq!(r.body["tenantId"], a.tenant_id.as_str());
     assert!(r.body["tables"].get("sessions").is_none(), "{}", r.text);
@@ -626,9 +611,15 @@ async fn tenant_export_holds_one_tenant_and_imports_into_another_install() {
     assert_eq!((agents_n, docs_n, keys_n), (1, 2, 0));
     // The other tenant's email is free here, the moved one is taken: importing again is a
     // conflict, nothing changes.
-    import(Some("correct horse battery"), archive.clone())
-        .await
-        .expect_err(409, "import_conflict");
+    import_tenant(
+        &s2,
+        &root2.token,
+        &archive,
+        Some("correct horse battery"),
+        "",
+    )
+    .await
+    .expect_err(409, "import_conflict");
     s2.stop().await;
     s.stop().await;
 }
@@ -758,13 +749,12 @@ async fn channel_media_survive_a_restore_and_a_tenant_move() {
     // 3. Imported into another install: the messages still name their media.
     let s3 = start().await;
     let root3 = s3.root().await;
-    let r = send(
-        s3.http
-            .post(format!("{}/api/tenants/import", s3.base))
-            .bearer_auth(&root3.token)
-            .header("x-export-passphrase", "correct horse battery")
-            .header("content-type", "application/gzip")
-            .body(export.clone()),
+    let r = import_tenant(
+        &s3,
+        &root3.token,
+        &export,
+        Some("correct horse battery"),
+        "",
     )
     .await;
     r.expect(201);
@@ -803,33 +793,18 @@ async fn channel_media_survive_a_restore_and_a_tenant_move() {
     assert!(e.to_string().contains("media/../../x"), "{e}");
     assert!(e.to_string().contains("'..'"), "{e}");
     assert!(!out.path().join("x").exists() && !out.path().join("a").join("x").exists());
-    let r = send(
-        s3.http
-            .post(format!("{}/api/tenants/import", s3.base))
-            .bearer_auth(&root3.token)
-            .header("x-export-passphrase", "correct horse battery")
-            .header("content-type", "application/gzip")
-            .body(evil(&first_entry(&export))),
+    let r = import_tenant(
+        &s3,
+        &root3.token,
+        &evil(&first_entry(&export)),
+        Some("correct horse battery"),
+        "",
     )
     .await;
     r.expect_err(422, "invalid_archive");
     assert!(r.text.contains("media/../../x"), "{}", r.text);
     assert!(!s3.data_dir().parent().expect("parent").join("x").exists());
     s3.stop().await;
-}
-
-/// POSTs a tenant export to `/api/tenants/import` as the platform admin (`?asNew=true` with
-/// `as_new`).
-async fn import_archive(s: &Server, root: &Account, archive: &[u8], as_new: bool) -> Resp {
-    let q = if as_new { "?asNew=true" } else { "" };
-    send(
-        s.http
-            .post(format!("{}/api/tenants/import{q}", s.base))
-            .bearer_auth(&root.token)
-            .header("content-type", "application/gzip")
-            .body(archive.to_vec()),
-    )
-    .await
 }
 
 #[tokio::test]
@@ -875,20 +850,15 @@ async fn a_tenant_imported_again_as_new_lives_beside_the_first_and_apart_from_it
     // The new host imports it (same id), and a second time: the id exists, 409.
     let s2 = start().await;
     let root = s2.root().await;
-    let r = import_archive(&s2, &root, &archive, false).await;
+    let r = import_tenant(&s2, &root.token, &archive, None, "").await;
     r.expect(201);
     assert_eq!(r.body["tenantId"], a.tenant_id.as_str());
-    import_archive(&s2, &root, &archive, false)
+    import_tenant(&s2, &root.token, &archive, None, "")
         .await
         .expect_err(409, "import_conflict");
-    send(
-        s2.http
-            .post(format!("{}/api/tenants/import?asNew=maybe", s2.base))
-            .bearer_auth(&root.token)
-            .body(archive.clone()),
-    )
-    .await
-    .expect_err(400, "invalid_query");
+    import_tenant(&s2, &root.token, &archive, None, "?asNew=maybe")
+        .await
+        .expect_err(400, "invalid_query");
     // As a new tenant, the owner's email is still someone's here: refused, with the email
     // named, nothing written.
     let first = aigentable::types::TenantId::parse(&a.tenant_id).expect("id");
@@ -899,7 +869,7 @@ async fn a_tenant_imported_again_as_new_lives_beside_the_first_and_apart_from_it
             .expect("footprint")
     };
     let first_rows = rows(&s2, &first);
-    let r = import_archive(&s2, &root, &archive, true).await;
+    let r = import_tenant(&s2, &root.token, &archive, None, "?asNew=true").await;
     r.expect_err(409, "import_conflict");
     assert!(r.text.contains("owner@twice.test"), "{}", r.text);
     let tenants = s2.get("/api/tenants?limit=200", &root.token).await;
@@ -934,7 +904,7 @@ async fn a_tenant_imported_again_as_new_lives_beside_the_first_and_apart_from_it
     let first_rows = rows(&s2, &first).max(first_rows);
 
     // Imported as new: another tenant id, every id of it new, the first copy untouched.
-    let r = import_archive(&s2, &root, &archive, true).await;
+    let r = import_tenant(&s2, &root.token, &archive, None, "?asNew=true").await;
     r.expect(201);
     let second_id = r.body["tenantId"].as_str().expect("tenantId").to_string();
     assert_ne!(second_id, a.tenant_id);

@@ -295,6 +295,27 @@ pub async fn export_tenant(s: &Server, a: &Account, passphrase: Option<&str>) ->
     resp
 }
 
+/// `POST /api/tenants/import{query}` of an export archive as `token` (a platform admin's, for
+/// anything but a refusal), with `passphrase` when the archive is encrypted.
+pub async fn import_tenant(
+    s: &Server,
+    token: &str,
+    archive: &[u8],
+    passphrase: Option<&str>,
+    query: &str,
+) -> Resp {
+    let mut rb = s
+        .http
+        .post(format!("{}/api/tenants/import{query}", s.base))
+        .bearer_auth(token)
+        .header("content-type", "application/gzip")
+        .body(archive.to_vec());
+    if let Some(p) = passphrase {
+        rb = rb.header("x-export-passphrase", p);
+    }
+    send(rb).await
+}
+
 #[derive(Clone, Debug)]
 pub struct Account {
     pub token: String,

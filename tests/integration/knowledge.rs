@@ -1273,13 +1273,12 @@ async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
     let dir = s2.stop().await;
     let s2 = start_in(dir, onnx(&model, &ort)).await;
     let root2 = s2.root().await;
-    let r = send(
-        s2.http
-            .post(format!("{}/api/tenants/import", s2.base))
-            .bearer_auth(&root2.token)
-            .header("x-export-passphrase", "correct horse battery")
-            .header("content-type", "application/gzip")
-            .body(archive),
+    let r = import_tenant(
+        &s2,
+        &root2.token,
+        &archive,
+        Some("correct horse battery"),
+        "",
     )
     .await;
     r.expect(201);
