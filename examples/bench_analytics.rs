@@ -91,6 +91,7 @@ fn message(
         }),
         status: MessageStatus::Sent,
         error: None,
+        error_code: None,
         author_id: None,
         created_at: at,
         seq,

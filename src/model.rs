@@ -611,6 +611,22 @@ pub enum MessageRole {
     System,
 }
 
+/// Why a reply in a messaging channel failed, for clients to act on (a message's `error`
+/// says it in words for people).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageErrorCode {
+    /// The server stopped, or the provider's answer was lost, while the reply was being
+    /// sent: the customer may have it. Check the chat before resending.
+    DeliveryUnknown,
+    /// The provider refused the reply, or the outbox gave up retrying: not sent.
+    SendFailed,
+    /// Outside the provider's messaging window (WhatsApp's, Messenger's 24 hours): not sent.
+    OutsideMessagingWindow,
+    /// The provider took the reply, then reported that it could not deliver it.
+    ProviderFailed,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
@@ -660,6 +676,9 @@ pub struct Message {
     pub usage: Option<Usage>,
     pub status: MessageStatus,
     pub error: Option<String>,
+    /// What kind of failure `error` describes (set with it on a failed reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<MessageErrorCode>,
     pub author_id: Option<UserId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

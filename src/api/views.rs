@@ -11,8 +11,9 @@
 use crate::model::{
     ActiveStatus, Agent, AnswerMode, ApiKey, Channel, ChannelKind, ChannelStatus, Chunk, Citation,
     Conversation, ConversationMode, ConversationStatus, Customer, Document, DocumentStatus,
-    FieldMode, HttpTool, Invitation, Job, JobStatus, Message, MessageRole, MessageStatus, Rating,
-    RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage, User, WebSettings, WidgetPosition,
+    FieldMode, HttpTool, Invitation, Job, JobStatus, Message, MessageErrorCode, MessageRole,
+    MessageStatus, Rating, RetrievalMode, Tenant, TenantStatus, ToolSpec, Usage, User, WebSettings,
+    WidgetPosition,
 };
 use crate::types::*;
 use serde::Serialize;
@@ -472,6 +473,10 @@ pub struct MessageView {
     pub usage: Option<UsageView>,
     pub status: MessageStatus,
     pub error: Option<String>,
+    /// What kind of failure `error` describes, on a failed reply in a messaging channel:
+    /// `delivery_unknown` (the customer may have it: check the chat before resending),
+    /// `send_failed`, `outside_messaging_window` or `provider_failed`.
+    pub error_code: Option<MessageErrorCode>,
     pub author_id: Option<UserId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -497,6 +502,20 @@ pub struct AttachmentView {
     pub size: u64,
 }
 
+/// What kind of failure a message's `error` describes: its code, or for a reply failed
+/// before codes were stored, `delivery_unknown` read off the error's prefix.
+fn failure_code(m: &Message) -> Option<MessageErrorCode> {
+    if m.status != MessageStatus::Failed {
+        return None;
+    }
+    m.error_code.or_else(|| {
+        m.error
+            .as_deref()
+            .is_some_and(crate::domain::inbound::is_delivery_unknown)
+            .then_some(MessageErrorCode::DeliveryUnknown)
+    })
+}
+
 impl From<&Message> for MessageView {
     fn from(m: &Message) -> Self {
         MessageView {
@@ -509,6 +528,7 @@ impl From<&Message> for MessageView {
             usage: m.usage.as_ref().map(UsageView::from),
             status: m.status,
             error: m.error.clone(),
+            error_code: failure_code(m),
             author_id: m.author_id.clone(),
             created_at: m.created_at,
             seq: m.seq,

@@ -11,7 +11,7 @@ use crate::auth::Caller;
 use crate::domain::channels::{BOT_TOKEN, WEBHOOK_SECRET, account_id, is_meta, token_credential};
 use crate::domain::inbound::{
     DELIVERY_UNKNOWN, InboundPart, InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload,
-    delivery_unknown, inbound_pending, window_check,
+    delivery_unknown, inbound_pending, is_delivery_unknown, window_check,
 };
 use crate::domain::{self, Services};
 use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
@@ -588,7 +588,7 @@ impl Channels {
             .unwrap_or_else(|| "the message could not be sent".into());
         // An unknown outcome is not a giving up after retries: the queue's
         // "(gave up after N attempts)" would mislead the person deciding to resend.
-        if reason.starts_with("delivery_unknown:")
+        if is_delivery_unknown(&reason)
             && let Some(i) = reason.find(" (gave up after ")
         {
             reason.truncate(i);

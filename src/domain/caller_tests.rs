@@ -255,6 +255,7 @@ fn a_turns_history_skips_later_customer_messages_but_not_later_answers() {
         usage: None,
         status: MessageStatus::Sent,
         error: None,
+        error_code: None,
         author_id: None,
         created_at: now(),
         seq: 0,

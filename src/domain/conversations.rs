@@ -227,6 +227,7 @@ impl Services {
                     usage: None,
                     status: MessageStatus::Sent,
                     error: None,
+                    error_code: None,
                     author_id: None,
                     created_at: now,
                     seq: 0,
@@ -497,6 +498,7 @@ impl Services {
                 message_id,
                 status: MessageStatus::Read,
                 error: None,
+                error_code: None,
             });
         }
         Ok(outcome)
@@ -613,6 +615,7 @@ impl Services {
                 usage: None,
                 status: MessageStatus::Sent,
                 error: None,
+                error_code: None,
                 author_id: if role == MessageRole::Human {
                     caller.user().cloned()
                 } else {
@@ -820,6 +823,7 @@ impl Services {
                     usage: None,
                     status: MessageStatus::Sent,
                     error: None,
+                    error_code: None,
                     author_id: None,
                     created_at: self.clock.now(),
                     seq: 0,
@@ -949,6 +953,7 @@ impl Services {
                 usage: None,
                 status: MessageStatus::Sent,
                 error: None,
+                error_code: None,
                 author_id: caller.user().cloned(),
                 created_at: now,
                 seq: 0,

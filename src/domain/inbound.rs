@@ -129,6 +129,11 @@ pub fn delivery_unknown(what: &str) -> String {
     )
 }
 
+/// Whether an outbox reason is [`DELIVERY_UNKNOWN`] or made by [`delivery_unknown`].
+pub fn is_delivery_unknown(reason: &str) -> bool {
+    reason.starts_with("delivery_unknown:")
+}
+
 /// Why a delivery of a paused channel is not processed (a dead letter to replay).
 pub const CHANNEL_PAUSED: &str = "the channel is paused; resume it and replay this delivery";
 
@@ -595,6 +600,7 @@ impl Services {
                 }
                 msg.status = MessageStatus::Failed;
                 msg.error = Some(reason);
+                msg.error_code = Some(MessageErrorCode::OutsideMessagingWindow);
                 Self::put_message(tx, conv, msg)?;
                 return Ok(None);
             }
@@ -769,6 +775,7 @@ impl Services {
             }
             msg.status = MessageStatus::Pending;
             msg.error = None;
+            msg.error_code = None;
             let job = Self::queue_outbound(tx, &conv, &mut msg)?
                 .ok_or_else(|| not("the reply has nothing to send"))?;
             Ok((msg, job))
@@ -780,6 +787,7 @@ impl Services {
             message_id: message.clone(),
             status: msg.status,
             error: None,
+            error_code: None,
         });
         Ok(msg)
     }
@@ -792,9 +800,16 @@ impl Services {
     }
 
     /// An outgoing message could not be delivered: it becomes `failed` with the provider's
-    /// error, and `message_status` tells whoever watches.
+    /// error, and `message_status` tells whoever watches. `error` is the outbox's reason:
+    /// one that starts with `delivery_unknown:` ([`DELIVERY_UNKNOWN`], [`delivery_unknown`])
+    /// gets that code, any other `send_failed`.
     pub fn fail_outgoing(&self, caller: &Caller, p: &SendPayload, error: &str) -> Result<()> {
-        self.set_outgoing_status(caller, p, MessageStatus::Failed, Some(error))
+        let code = if is_delivery_unknown(error) {
+            MessageErrorCode::DeliveryUnknown
+        } else {
+            MessageErrorCode::SendFailed
+        };
+        self.set_outgoing_status(caller, p, MessageStatus::Failed, Some((code, error)))
     }
 
     /// Sets the outcome of a send on the stored message and publishes `message_status`.
@@ -804,14 +819,15 @@ impl Services {
         caller: &Caller,
         p: &SendPayload,
         status: MessageStatus,
-        error: Option<&str>,
+        failure: Option<(MessageErrorCode, &str)>,
     ) -> Result<()> {
         caller
             .require(Action::WorkConversations)
             .map_err(|d| Error::denied(d, "conversation"))?;
         let t = caller.tenant().clone();
         let key = format!("{}/{}", p.conversation_id, p.message_id);
-        let error = error.map(str::to_string);
+        let code = failure.map(|(c, _)| c);
+        let error = failure.map(|(_, e)| e.to_string());
         let changed = self.store.write(|tx| -> Result<bool> {
             let Some(mut m) = tx.get::<Message>(&t, &key)? else {
                 return Ok(false);
@@ -822,6 +838,7 @@ impl Services {
             m.status = status;
             if status == MessageStatus::Failed {
                 m.error = error.clone();
+                m.error_code = code;
             }
             Self::put_message_of(tx, &m)?;
             Ok(true)
@@ -833,6 +850,7 @@ impl Services {
                 message_id: p.message_id.clone(),
                 status,
                 error,
+                error_code: code,
             });
         }
         Ok(())
@@ -877,6 +895,7 @@ impl Services {
             m.status = status;
             if status == MessageStatus::Failed {
                 m.error = error.clone();
+                m.error_code = Some(MessageErrorCode::ProviderFailed);
             }
             Self::put_message_of(tx, &m)?;
             Ok(Some(m))
@@ -888,6 +907,7 @@ impl Services {
                 message_id: m.id,
                 status: m.status,
                 error: m.error,
+                error_code: m.error_code,
             });
         }
         Ok(())
@@ -939,6 +959,7 @@ impl Services {
                 message_id: m.id,
                 status: m.status,
                 error: None,
+                error_code: None,
             });
         }
         Ok(())
@@ -1021,6 +1042,7 @@ impl Services {
                 usage: None,
                 status: MessageStatus::Pending,
                 error: None,
+                error_code: None,
                 author_id: caller.user().cloned(),
                 created_at: now(),
                 seq: 0,

@@ -19,6 +19,7 @@ fn answer(conv: &Conversation, content: &str) -> Message {
         usage: Some(Usage::default()),
         status: MessageStatus::Sent,
         error: None,
+        error_code: None,
         author_id: None,
         created_at: now(),
         seq: 0,

@@ -708,6 +708,7 @@ impl Services {
                 usage: None,
                 status: MessageStatus::Sent,
                 error: None,
+                error_code: None,
                 author_id: None,
                 created_at: now,
                 seq: 0,

@@ -77,6 +77,7 @@ pub enum Event {
         message_id: MessageId,
         status: MessageStatus,
         error: Option<String>,
+        error_code: Option<crate::model::MessageErrorCode>,
     },
     /// Status, mode, assignee, agent or rating of a conversation changed (closed, reopened,
     /// handed off, assigned, rated); `changed` lists which.

@@ -1188,6 +1188,7 @@ async fn deliver(s: &SocketRef, hub: &Hub, conn: &Conn, e: &Event) -> bool {
             message_id,
             status,
             error,
+            error_code,
             ..
         } => {
             if !conn.joined.lock().await.contains_key(conversation_id) {
@@ -1200,6 +1201,9 @@ async fn deliver(s: &SocketRef, hub: &Hub, conn: &Conn, e: &Event) -> bool {
             });
             if let Some(err) = error {
                 v["error"] = json!(err);
+            }
+            if let Some(code) = error_code {
+                v["errorCode"] = json!(code);
             }
             emit(s, "message_status", &v)
         }

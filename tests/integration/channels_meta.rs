@@ -817,6 +817,7 @@ async fn replies_retry_on_5xx_fail_on_4xx_and_split_at_the_messenger_limit() {
             .is_some_and(|e| e.contains("outside of allowed window")),
         "{failed}"
     );
+    assert_eq!(failed["errorCode"], "send_failed", "{failed}");
     assert_eq!(t.graph.sends().len(), 6, "a 4xx is not retried");
 
     // Delivery and read receipts (Messenger: mids, then a watermark).
@@ -896,6 +897,23 @@ async fn the_24_hour_window_refuses_free_replies_and_templates_go_out() {
     );
     t.wait_message(&cid, |m| m["id"] == r.body["id"] && m["status"] == "sent")
         .await;
+    // WhatsApp took it, then reports that it could not deliver it: failed, with Meta's words
+    // and a code saying the provider failed it.
+    let failed = json!([{"id": "wamid.OUT3", "status": "failed", "timestamp": "1700000002",
+        "recipient_id": "15551234567", "errors": [{"code": 131026, "title": "Message undeliverable"}]}]);
+    t.webhook(&ch, &wa_payload(json!([]), json!([]), failed))
+        .await
+        .expect(200);
+    let m = t
+        .wait_message(&cid, |m| m["id"] == r.body["id"] && m["status"] == "failed")
+        .await;
+    assert_eq!(m["errorCode"], "provider_failed", "{m}");
+    assert!(
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Message undeliverable")),
+        "{m}"
+    );
     // Bad templates and templates elsewhere are refused.
     t.s.post(
         &format!("/api/conversations/{cid}/whatsapp-template"),

@@ -569,6 +569,7 @@ async fn replies_are_retried_on_5xx_failed_on_4xx_and_split_when_long() {
             .contains("bot was blocked by the user"),
         "{failed}"
     );
+    assert_eq!(failed["errorCode"], "send_failed", "{failed}");
     assert_eq!(t.tg.calls("sendMessage").len(), 5, "a 4xx is not retried");
     // The inbox hears of it on the bus (message_status on the sockets).
     loop {
@@ -578,12 +579,17 @@ async fn replies_are_retried_on_5xx_failed_on_4xx_and_split_when_long() {
                     message_id,
                     status,
                     error,
+                    error_code,
                     ..
                 } = &*e
                     && message_id.as_str() == failed["id"].as_str().expect("id")
                 {
                     assert_eq!(*status, MessageStatus::Failed);
                     assert!(error.as_deref().is_some_and(|e| e.contains("blocked")));
+                    assert_eq!(
+                        *error_code,
+                        Some(aigentable::model::MessageErrorCode::SendFailed)
+                    );
                     break;
                 }
             }
@@ -824,6 +830,7 @@ async fn a_reply_whose_send_outcome_is_unknown_is_never_sent_twice_and_a_person_
         .wait_message(&cid, |m| m["id"] == mid.as_str() && m["status"] == "failed")
         .await;
     let error = unknown["error"].as_str().expect("an error");
+    assert_eq!(unknown["errorCode"], "delivery_unknown", "{unknown}");
     assert!(error.starts_with("delivery_unknown: "), "{error}");
     assert!(error.contains("check the chat and resend"), "{error}");
     assert!(!error.contains("gave up"), "{error}");
@@ -889,6 +896,7 @@ async fn a_reply_whose_send_outcome_is_unknown_is_never_sent_twice_and_a_person_
             m["role"] == "ai" && m["content"] == "Answer two." && m["status"] == "failed"
         })
         .await;
+    assert_eq!(lost["errorCode"], "delivery_unknown", "{lost}");
     assert!(
         lost["error"]
             .as_str()

@@ -1310,6 +1310,7 @@ async fn webhooks_acknowledged_before_a_kill_are_answered_once_after_it() {
     // Every reply settles: sent, or failed as `delivery_unknown` (not sent again).
     let unknown = |m: &Value| {
         m["status"] == "failed"
+            && m["errorCode"] == "delivery_unknown"
             && m["error"]
                 .as_str()
                 .is_some_and(|e| e.starts_with("delivery_unknown: "))

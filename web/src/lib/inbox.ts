@@ -11,6 +11,8 @@ export interface Message {
   citations: Citation[];
   status: string;
   error: string | null;
+  /** What kind of failure `error` describes (a failed reply in a messaging channel). */
+  errorCode?: 'delivery_unknown' | 'send_failed' | 'outside_messaging_window' | 'provider_failed' | null;
   authorId: string | null;
   createdAt: string;
   seq?: number;
