@@ -149,13 +149,13 @@ impl Lanes for f32 {
     #[inline(always)]
     unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
         // SAFETY: the caller's contract.
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+        unsafe { x86::load(p.cast::<[f32; 8]>()) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
         // SAFETY: the caller's contract.
-        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+        unsafe { x86::load(p.cast::<[f32; 16]>()) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -175,16 +175,14 @@ impl Lanes for u16 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load8(p: *const u16) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::{_mm_loadu_si128, _mm256_cvtph_ps};
         // SAFETY: the caller's contract (8 halves are 16 bytes).
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+        unsafe { std::arch::x86_64::_mm256_cvtph_ps(x86::load(p.cast::<[u16; 8]>())) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load16(p: *const u16) -> std::arch::x86_64::__m512 {
-        use std::arch::x86_64::{_mm256_loadu_si256, _mm512_cvtph_ps};
         // SAFETY: the caller's contract (16 halves are 32 bytes).
-        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+        unsafe { std::arch::x86_64::_mm512_cvtph_ps(x86::load(p.cast::<[u16; 16]>())) }
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -279,6 +277,28 @@ mod x86 {
 
     use super::Lanes;
 
+    /// The bytes of `*p` as a SIMD register of the same size (an unaligned load). A plain
+    /// read of an array instead of the `loadu` intrinsics: those go through
+    /// `ptr::read_unaligned`, whose precondition checks are compiled in wherever debug
+    /// assertions are on (the tests, and the benchmark builds of BENCHMARKS.md, which
+    /// optimise this crate but keep them), and there cost more than the arithmetic: a
+    /// 100k graph build took 1.6x the CPU time of the same code without them.
+    ///
+    /// # Safety
+    /// `p` must be readable for `size_of::<A>()` bytes and aligned for `A`'s element;
+    /// `A` and `V` must have the same size.
+    #[inline(always)]
+    pub(super) unsafe fn load<A: Copy, V: Copy>(p: *const A) -> V {
+        union Bits<A: Copy, V: Copy> {
+            a: A,
+            v: V,
+        }
+        const { assert!(size_of::<A>() == size_of::<V>()) };
+        // SAFETY: the caller's contract; the sizes are equal (checked above) and every
+        // bit pattern is a valid SIMD register.
+        unsafe { Bits { a: p.read() }.v }
+    }
+
     /// Four 8-lane FMA accumulators (32 values per step) hide the FMA latency.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn dot_avx2<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
@@ -292,13 +312,13 @@ mod x86 {
         while i + 32 <= n {
             for (j, acc) in acc.iter_mut().enumerate() {
                 let o = i + 8 * j;
-                let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(o)), T::load8(pb.add(o))) };
+                let (x, y) = unsafe { (f32::load8(pa.add(o)), T::load8(pb.add(o))) };
                 *acc = _mm256_fmadd_ps(x, y, *acc);
             }
             i += 32;
         }
         while i + 8 <= n {
-            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), T::load8(pb.add(i))) };
+            let (x, y) = unsafe { (f32::load8(pa.add(i)), T::load8(pb.add(i))) };
             acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
             i += 8;
         }
@@ -327,13 +347,13 @@ mod x86 {
         while i + 64 <= n {
             for (j, acc) in acc.iter_mut().enumerate() {
                 let o = i + 16 * j;
-                let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(o)), T::load16(pb.add(o))) };
+                let (x, y) = unsafe { (f32::load16(pa.add(o)), T::load16(pb.add(o))) };
                 *acc = _mm512_fmadd_ps(x, y, *acc);
             }
             i += 64;
         }
         while i + 16 <= n {
-            let (x, y) = unsafe { (_mm512_loadu_ps(pa.add(i)), T::load16(pb.add(i))) };
+            let (x, y) = unsafe { (f32::load16(pa.add(i)), T::load16(pb.add(i))) };
             acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
             i += 16;
         }
@@ -354,7 +374,7 @@ mod x86 {
         // stay inside `src` and `out`.
         while i + 8 <= n {
             unsafe {
-                let x = _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(i).cast()));
+                let x = u16::load8(src.as_ptr().add(i));
                 _mm256_storeu_ps(out.as_mut_ptr().add(i), x);
             }
             i += 8;
@@ -373,7 +393,7 @@ mod x86 {
         // store stay inside `src` and `out`.
         while i + 16 <= n {
             unsafe {
-                let x = _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().add(i).cast()));
+                let x = u16::load16(src.as_ptr().add(i));
                 _mm512_storeu_ps(out.as_mut_ptr().add(i), x);
             }
             i += 16;
