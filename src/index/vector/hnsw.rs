@@ -62,6 +62,36 @@ impl Ord for Near {
     }
 }
 
+/// A [`Near`] packed into one integer that orders as `Near` does (distance, then id): the
+/// distance's bits with the sign folded (IEEE floats then compare as unsigned integers, in
+/// `f32::total_cmp`'s order) above the id. The walk's heaps compare these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key(u64);
+
+impl Key {
+    /// Orders after every real key: "no bound yet".
+    const MAX: Key = Key(u64::MAX);
+
+    fn new(dist: f32, id: u32) -> Self {
+        let b = dist.to_bits();
+        let ordered = if b >> 31 == 1 { !b } else { b | 1 << 31 };
+        Key(u64::from(ordered) << 32 | u64::from(id))
+    }
+
+    fn id(self) -> u32 {
+        self.0 as u32
+    }
+
+    fn near(self) -> Near {
+        let o = (self.0 >> 32) as u32;
+        let b = if o >> 31 == 1 { o & !(1 << 31) } else { !o };
+        Near {
+            dist: f32::from_bits(b),
+            id: self.id(),
+        }
+    }
+}
+
 /// Epoch-stamped visited marks: clearing is one increment, not a pass over every node.
 #[derive(Default)]
 struct Visited {
@@ -281,6 +311,11 @@ impl Graph {
         1.0 - self.kernel.dot_f16(q, self.vector(vectors, id))
     }
 
+    /// The distance between a stored vector and node `id`'s (both halves, nothing widened).
+    fn dist_halves(&self, vectors: &[u16], v: &[u16], id: u32) -> f32 {
+        1.0 - self.kernel.dot_halves(v, self.vector(vectors, id))
+    }
+
     fn entry(&self) -> Option<(u32, usize)> {
         let e = self.entry.load(Ordering::Acquire);
         (e != NO_ENTRY).then_some((e as u32, (e >> 32) as usize))
@@ -325,6 +360,11 @@ impl Graph {
 
     /// Best-first search of one layer from `start`, returning up to `ef` nodes that pass
     /// `filter` (every node routes; only passing ones are results), nearest first.
+    ///
+    /// Most of a large graph's build is spent here, waiting for memory, so the loop reads
+    /// each expanded node's list where it lies (no copy), keeps both heaps as packed
+    /// integers ([`Key`]: one compare instead of a float compare and a tie-break), and asks
+    /// for the next candidate's list and the next vectors while it scores this one.
     #[allow(clippy::too_many_arguments)]
     fn search_layer(
         &self,
@@ -337,22 +377,33 @@ impl Graph {
         filter: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<Near> {
         let passes = |id: u32| filter.is_none_or(|f| f(id));
-        let mut candidates: BinaryHeap<Reverse<Near>> = BinaryHeap::with_capacity(ef * 2);
-        let mut results: BinaryHeap<Near> = BinaryHeap::with_capacity(ef + 1);
+        let mut candidates: BinaryHeap<Reverse<Key>> = BinaryHeap::with_capacity(ef * 2);
+        let mut results: BinaryHeap<Key> = BinaryHeap::with_capacity(ef + 1);
         visited.first_visit(start.id);
+        let start = Key::new(start.dist, start.id);
         candidates.push(Reverse(start));
-        if passes(start.id) {
+        if passes(start.id()) {
             results.push(start);
         }
-        let mut buf = Vec::with_capacity(self.m0);
+        // The farthest result once `ef` are held: nothing farther can enter.
+        let mut bound = if results.len() >= ef { start } else { Key::MAX };
         let mut fresh = Vec::with_capacity(self.m0);
         while let Some(Reverse(c)) = candidates.pop() {
-            if results.len() >= ef && results.peek().is_some_and(|w| c.dist > w.dist) {
+            if c > bound {
                 break;
             }
-            self.links(c.id, layer, &mut buf);
+            let b = self.block(c.id(), layer);
+            if let Some(Reverse(next)) = candidates.peek() {
+                prefetch(self.block(next.id(), layer));
+            }
+            let count = (b[0].load(Ordering::Relaxed) as usize).min(b.len() - 1);
             fresh.clear();
-            fresh.extend(buf.iter().copied().filter(|&n| visited.first_visit(n)));
+            for x in &b[1..=count] {
+                let n = x.load(Ordering::Relaxed);
+                if visited.first_visit(n) {
+                    fresh.push(n);
+                }
+            }
             // Vectors of a large tenant are mostly not in cache: start loading the next
             // ones while scoring this one.
             for &n in fresh.iter().take(PREFETCH_AHEAD) {
@@ -362,21 +413,24 @@ impl Graph {
                 if let Some(&ahead) = fresh.get(j + PREFETCH_AHEAD) {
                     prefetch(self.vector(vectors, ahead));
                 }
-                let d = self.dist(vectors, q, n);
-                let full = results.len() >= ef;
-                if !full || results.peek().is_some_and(|w| d < w.dist) {
-                    let near = Near { dist: d, id: n };
+                let near = Key::new(self.dist(vectors, q, n), n);
+                if near < bound {
                     candidates.push(Reverse(near));
                     if passes(n) {
                         results.push(near);
                         if results.len() > ef {
                             results.pop();
                         }
+                        if results.len() >= ef {
+                            bound = *results.peek().expect("BUG: ef >= 1 results held");
+                        }
                     }
                 }
             }
         }
-        results.into_sorted_vec()
+        let mut out: Vec<Near> = results.into_vec().into_iter().map(Key::near).collect();
+        out.sort_unstable();
+        out
     }
 
     /// The `ef` (or fewer) nearest nodes to `q` that pass `filter`, nearest first. `q` must
@@ -415,13 +469,15 @@ impl Graph {
     /// there it doubled the build time for no further recall.
     fn select(&self, vectors: &[u16], sorted: &[Near], max: usize, fill: bool) -> Vec<Near> {
         let mut kept: Vec<Near> = Vec::with_capacity(max);
-        let mut cv = Vec::with_capacity(self.dims);
         for &c in sorted {
             if kept.len() >= max {
                 break;
             }
-            widen(self.vector(vectors, c.id), &mut cv);
-            if kept.iter().all(|k| self.dist(vectors, &cv, k.id) >= c.dist) {
+            let cv = self.vector(vectors, c.id);
+            if kept
+                .iter()
+                .all(|k| self.dist_halves(vectors, cv, k.id) >= c.dist)
+            {
                 kept.push(c);
             }
         }
@@ -467,7 +523,6 @@ impl Graph {
         let mut visited = self.take_visited();
         let mut buf = Vec::with_capacity(self.m0 + 1);
         let mut new_ids = Vec::with_capacity(self.m0 + 1);
-        let mut nv = Vec::with_capacity(self.dims);
         let mut chosen_per_layer = Vec::with_capacity(level.min(top) + 1);
         for layer in (0..=level.min(top)).rev() {
             visited.reset(self.len());
@@ -511,11 +566,11 @@ impl Graph {
                     new_ids.extend(buf.iter().copied().chain([id]));
                 } else {
                     // Full: re-choose its links among the old ones and the new node.
-                    widen(self.vector(vectors, n.id), &mut nv);
+                    let nv = self.vector(vectors, n.id);
                     let mut cands: Vec<Near> = buf
                         .iter()
                         .map(|&x| Near {
-                            dist: self.dist(vectors, &nv, x),
+                            dist: self.dist_halves(vectors, nv, x),
                             id: x,
                         })
                         .collect();
@@ -867,6 +922,26 @@ mod tests {
             total += 10;
         }
         hit as f64 / total as f64
+    }
+
+    #[test]
+    fn packed_keys_order_and_round_trip_as_near_does() {
+        // The walk's heaps compare packed keys; results come back as `Near`s: both orders
+        // must agree, ties broken by id, for distances on either side of 0 (rounding can
+        // put `1 - cosine` of a vector with itself just below 0).
+        let dists = [-0.5, -1e-7, -0.0, 0.0, 1e-7, 0.25, 1.0, 2.0, f32::INFINITY];
+        let mut nears: Vec<Near> = dists
+            .iter()
+            .flat_map(|&dist| [7u32, 0, u32::MAX].map(|id| Near { dist, id }))
+            .collect();
+        let mut keys: Vec<Key> = nears.iter().map(|n| Key::new(n.dist, n.id)).collect();
+        nears.sort_unstable();
+        keys.sort_unstable();
+        let back: Vec<Near> = keys.iter().map(|k| k.near()).collect();
+        for (b, n) in back.iter().zip(&nears) {
+            assert_eq!((b.dist.to_bits(), b.id), (n.dist.to_bits(), n.id));
+        }
+        assert!(keys.iter().all(|&k| k < Key::MAX));
     }
 
     #[test]

@@ -94,11 +94,19 @@ impl Kernel {
         self.dot_any(q, v)
     }
 
-    /// The one dot product behind [`dot`](Self::dot) and [`dot_f16`](Self::dot_f16):
-    /// the same loops for f32 and half-precision `b`, which differ only in how a run of
-    /// lanes is loaded ([`Lanes`]).
+    /// Dot product of the common prefix of two stored half-precision vectors: what a graph
+    /// insert's neighbour heuristic weighs, without first widening one of them to f32
+    /// (the same products and sums as [`dot_f16`](Self::dot_f16) of the widened vector).
     #[inline]
-    fn dot_any<T: Lanes>(self, a: &[f32], b: &[T]) -> f32 {
+    pub fn dot_halves(self, a: &[u16], b: &[u16]) -> f32 {
+        self.dot_any(a, b)
+    }
+
+    /// The one dot product behind [`dot`](Self::dot), [`dot_f16`](Self::dot_f16) and
+    /// [`dot_halves`](Self::dot_halves): the same loops for f32 and half-precision
+    /// operands, which differ only in how a run of lanes is loaded ([`Lanes`]).
+    #[inline]
+    fn dot_any<A: Lanes, T: Lanes>(self, a: &[A], b: &[T]) -> f32 {
         let n = a.len().min(b.len());
         let (a, b) = (&a[..n], &b[..n]);
         match self.0 {
@@ -114,8 +122,8 @@ impl Kernel {
     }
 }
 
-/// How a kernel reads the second operand: f32 as it is, IEEE halves (`u16` bits) widened
-/// on load. Everything else about a dot product is the same for both.
+/// How a kernel reads an operand: f32 as it is, IEEE halves (`u16` bits) widened on load.
+/// Everything else about a dot product is the same for both.
 trait Lanes: Copy {
     /// One value as f32 (the portable loop and the tails).
     fn to_f32(self) -> f32;
@@ -253,7 +261,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Eight independent accumulators let the compiler vectorise without fast-math (a single
 /// running sum forces sequential adds).
-fn dot_portable<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
+fn dot_portable<A: Lanes, T: Lanes>(a: &[A], b: &[T]) -> f32 {
     let mut acc = [0.0f32; 8];
     let ca = a.chunks_exact(8);
     let cb = b.chunks_exact(8);
@@ -261,11 +269,11 @@ fn dot_portable<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y.to_f32())
+        .map(|(x, y)| x.to_f32() * y.to_f32())
         .sum();
     for (x, y) in ca.zip(cb) {
         for ((a, x), y) in acc.iter_mut().zip(x).zip(y) {
-            *a += x * y.to_f32();
+            *a += x.to_f32() * y.to_f32();
         }
     }
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
@@ -301,7 +309,7 @@ mod x86 {
 
     /// Four 8-lane FMA accumulators (32 values per step) hide the FMA latency.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot_avx2<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
+    pub(super) fn dot_avx2<A: Lanes, T: Lanes>(a: &[A], b: &[T]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -312,13 +320,13 @@ mod x86 {
         while i + 32 <= n {
             for (j, acc) in acc.iter_mut().enumerate() {
                 let o = i + 8 * j;
-                let (x, y) = unsafe { (f32::load8(pa.add(o)), T::load8(pb.add(o))) };
+                let (x, y) = unsafe { (A::load8(pa.add(o)), T::load8(pb.add(o))) };
                 *acc = _mm256_fmadd_ps(x, y, *acc);
             }
             i += 32;
         }
         while i + 8 <= n {
-            let (x, y) = unsafe { (f32::load8(pa.add(i)), T::load8(pb.add(i))) };
+            let (x, y) = unsafe { (A::load8(pa.add(i)), T::load8(pb.add(i))) };
             acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
             i += 8;
         }
@@ -329,7 +337,7 @@ mod x86 {
         let tail: f32 = a[i..n]
             .iter()
             .zip(&b[i..n])
-            .map(|(x, y)| x * y.to_f32())
+            .map(|(x, y)| x.to_f32() * y.to_f32())
             .sum();
         _mm_cvtss_f32(s) + tail
     }
@@ -337,7 +345,7 @@ mod x86 {
     /// Four 16-lane FMA accumulators; the tail is one masked (or buffered) load, no
     /// scalar loop.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn dot_avx512<T: Lanes>(a: &[f32], b: &[T]) -> f32 {
+    pub(super) fn dot_avx512<A: Lanes, T: Lanes>(a: &[A], b: &[T]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm512_setzero_ps(); 4];
@@ -347,18 +355,18 @@ mod x86 {
         while i + 64 <= n {
             for (j, acc) in acc.iter_mut().enumerate() {
                 let o = i + 16 * j;
-                let (x, y) = unsafe { (f32::load16(pa.add(o)), T::load16(pb.add(o))) };
+                let (x, y) = unsafe { (A::load16(pa.add(o)), T::load16(pb.add(o))) };
                 *acc = _mm512_fmadd_ps(x, y, *acc);
             }
             i += 64;
         }
         while i + 16 <= n {
-            let (x, y) = unsafe { (f32::load16(pa.add(i)), T::load16(pb.add(i))) };
+            let (x, y) = unsafe { (A::load16(pa.add(i)), T::load16(pb.add(i))) };
             acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
             i += 16;
         }
         if i < n {
-            let (x, y) = unsafe { (f32::load16_tail(&a[i..n]), T::load16_tail(&b[i..n])) };
+            let (x, y) = unsafe { (A::load16_tail(&a[i..n]), T::load16_tail(&b[i..n])) };
             acc[1] = _mm512_fmadd_ps(x, y, acc[1]);
         }
         let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
@@ -499,6 +507,17 @@ mod tests {
                 assert!(
                     (got - want).abs() <= 1e-5 * (n as f64).max(1.0),
                     "{} at n={n}: {got} vs {want}",
+                    k.name()
+                );
+                // Two stored vectors: the same bits as widening one first, so the graph
+                // the heuristic builds does not depend on which of the two it does.
+                let qh: Vec<u16> = q.iter().map(|&x| to_f16(x)).collect();
+                let mut wide = Vec::new();
+                k.widen(&qh, &mut wide);
+                assert_eq!(
+                    k.dot_halves(&qh, &v).to_bits(),
+                    k.dot_f16(&wide, &v).to_bits(),
+                    "{} at n={n}",
                     k.name()
                 );
             }
