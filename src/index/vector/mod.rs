@@ -813,6 +813,7 @@ impl VectorIndex {
         if written.bytes > 0 {
             self.written[kind].fetch_add(1, Ordering::Relaxed);
             self.written[2].fetch_add(written.bytes, Ordering::Relaxed);
+            tracing::debug!(tenant = %id, base = written.base, bytes = written.bytes, "vector index of tenant persisted");
         }
         t.dumped_in_store.store(in_store, Ordering::Release);
         t.dirty.store(false, Ordering::Release);
