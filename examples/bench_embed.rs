@@ -295,6 +295,8 @@ fn bench_graph(o: &Opts, texts: &[String], graph_file: &str, label: &str) -> Res
             threads: Some(o.threads),
             // One session and no query cache: the layer as a single caller sees it.
             sessions: Some(1),
+            // Fixed: no keeper replacing the session between timed rounds.
+            session_idle: None,
             query_cache: 0,
             keep_int8: o.keep_int8,
         },
@@ -418,6 +420,8 @@ fn memory(o: &Opts, texts: &[String]) -> Result<()> {
             onnx_file: Some(graph.into()),
             threads: Some(o.threads),
             sessions: Some(1),
+            // Fixed: no keeper replacing the session between timed rounds.
+            session_idle: None,
             query_cache: 0,
             keep_int8: o.keep_int8,
         },

@@ -19,8 +19,11 @@
 //! * `--distinct N`     distinct questions they are drawn from, round robin (default = `--queries`,
 //!   so nothing repeats; fewer makes repeats for the cache)
 //! * `--ingest`         one more thread embeds passages in batches of 32 meanwhile
-//! * `--configs LIST`   `SESSIONSxTHREADS[+cache]`, comma-separated (default
-//!   `1x2,2x1,2x2,2x1+cache`); `1x2` without cache is the old behaviour on 2 cores
+//! * `--configs LIST`   `SESSIONSxTHREADS[+cache][+fixed]`, comma-separated (default
+//!   `1x2,2x1,2x2,2x1+cache`); `1x2` without cache is the old behaviour on 2 cores. The
+//!   pool opens sessions as searchers queue (warmed until all are open before timing);
+//!   `+fixed` opens them all at load and keeps them (EMBEDDINGS_SESSION_IDLE_SECS=0, the
+//!   behaviour before session 10)
 //!
 //! Reported per configuration: query p50/p95/p99/max in ms, queries/s, cache hits, and with
 //! `--ingest` the passages/s the ingestion thread managed meanwhile.
@@ -117,8 +120,12 @@ fn texts(path: &Path, n: usize) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// `SESSIONSxTHREADS[+cache]`.
-fn parse_config(c: &str) -> Result<(usize, usize, bool)> {
+/// `SESSIONSxTHREADS[+cache][+fixed]`.
+fn parse_config(c: &str) -> Result<(usize, usize, bool, bool)> {
+    let (c, fixed) = match c.strip_suffix("+fixed") {
+        Some(s) => (s, true),
+        None => (c, false),
+    };
     let (shape, cache) = match c.strip_suffix("+cache") {
         Some(s) => (s, true),
         None => (c, false),
@@ -126,7 +133,7 @@ fn parse_config(c: &str) -> Result<(usize, usize, bool)> {
     let (s, t) = shape
         .split_once('x')
         .ok_or_else(|| anyhow!("config {c}: expected SESSIONSxTHREADS[+cache]"))?;
-    Ok((s.parse()?, t.parse()?, cache))
+    Ok((s.parse()?, t.parse()?, cache, fixed))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -135,7 +142,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn run(o: &Opts, config: &str, questions: &[String], passages: &[String]) -> Result<()> {
-    let (sessions, threads, cache) = parse_config(config)?;
+    let (sessions, threads, cache, fixed) = parse_config(config)?;
     let e = Arc::new(OnnxEmbedder::load_with(
         &o.model_dir,
         &o.ort,
@@ -144,17 +151,32 @@ fn run(o: &Opts, config: &str, questions: &[String], passages: &[String]) -> Res
             onnx_file: Some(o.graph.clone().into()),
             threads: Some(threads),
             sessions: Some(sessions),
+            session_idle: if fixed {
+                None
+            } else {
+                Some(aigentable::embed::DEFAULT_SESSION_IDLE)
+            },
             query_cache: if cache { 1024 } else { 0 },
             ..OnnxOptions::default()
         },
     )?);
-    // Warm-up: every session runs once (one query per session at once).
-    std::thread::scope(|s| {
-        for i in 0..sessions {
-            let e = &e;
-            s.spawn(move || e.embed(&[format!("warm up {i}")]));
+    // Warm-up: concurrent queries until the pool has opened all its sessions (it opens
+    // them as callers queue), so the figures are those of a warmed pool.
+    for round in 0..50 {
+        std::thread::scope(|s| {
+            for i in 0..sessions.max(2) * 2 {
+                let e = &e;
+                s.spawn(move || e.embed(&[format!("warm up {round} {i}")]));
+            }
+        });
+        if e.open_sessions() >= sessions {
+            break;
         }
-    });
+    }
+    eprintln!(
+        "{config}: {} of {sessions} sessions open",
+        e.open_sessions()
+    );
 
     let distinct = o.distinct.unwrap_or(o.queries).min(questions.len());
     let next = AtomicUsize::new(0);

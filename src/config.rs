@@ -141,6 +141,9 @@ pub struct Config {
     /// ONNX Runtime sessions per local embedding model (concurrent searches); 0 = by the
     /// model's size: 2 for small models on 2+ cores, else 1.
     pub embeddings_sessions: usize,
+    /// Seconds an extra embedding session may sit idle before it is closed; 0 opens every
+    /// session at start and keeps them.
+    pub embeddings_session_idle_secs: u64,
     /// Query embeddings remembered per local model (LRU); 0 turns the cache off.
     pub embeddings_query_cache: usize,
     pub embeddings_base_url: Option<String>,
@@ -259,6 +262,7 @@ impl Default for Config {
             embeddings_onnx_file: None,
             ort_dylib_path: None,
             embeddings_sessions: 0,
+            embeddings_session_idle_secs: crate::embed::DEFAULT_SESSION_IDLE.as_secs(),
             embeddings_query_cache: crate::embed::DEFAULT_QUERY_CACHE,
             embeddings_base_url: None,
             embeddings_model: None,
@@ -343,6 +347,7 @@ const ENV_KEYS: &[&str] = &[
     "EMBEDDINGS_ONNX_FILE",
     "ORT_DYLIB_PATH",
     "EMBEDDINGS_SESSIONS",
+    "EMBEDDINGS_SESSION_IDLE_SECS",
     "EMBEDDINGS_QUERY_CACHE",
     "EMBEDDINGS_BASE_URL",
     "EMBEDDINGS_MODEL",
@@ -687,6 +692,7 @@ impl Config {
                 .map(|k| k.expose().to_string()),
             onnx_file: self.embeddings_onnx_file.clone(),
             sessions: (self.embeddings_sessions > 0).then_some(self.embeddings_sessions),
+            session_idle_secs: self.embeddings_session_idle_secs,
             query_cache: self.embeddings_query_cache,
             // 400-token chunks (+ special tokens) must not be cut by the model's input limit.
             max_length: 512,

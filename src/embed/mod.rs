@@ -11,12 +11,15 @@ mod cache;
 mod graph;
 mod onnx;
 mod openai;
+mod pool;
 mod resolve;
 mod runtime;
 
 pub use cache::QueryCache;
 pub use onnx::{DEFAULT_ONNX_FILE, INT8_ONNX_FILE, variant_of};
-pub use onnx::{DEFAULT_QUERY_CACHE, OnnxEmbedder, OnnxOptions, default_sessions};
+pub use onnx::{
+    DEFAULT_QUERY_CACHE, DEFAULT_SESSION_IDLE, OnnxEmbedder, OnnxOptions, default_sessions,
+};
 pub use openai::{OpenAiEmbedder, RetryPolicy};
 pub use resolve::{
     Found, FoundModel, Location, default_graph, default_model, exe_dir, find_by_id, find_runtime,
@@ -127,9 +130,13 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// Expected vector length of a remote model; discovered from the first response if unset.
     pub dimensions: Option<usize>,
-    /// EMBEDDINGS_SESSIONS: ONNX Runtime sessions per local model (concurrent embeddings);
-    /// default memory-aware (see [`default_sessions`]).
+    /// EMBEDDINGS_SESSIONS: most ONNX Runtime sessions per local model (concurrent
+    /// embeddings); default memory-aware (see [`default_sessions`]).
     pub sessions: Option<usize>,
+    /// EMBEDDINGS_SESSION_IDLE_SECS: seconds a session beyond the first may sit idle before it
+    /// is closed (and the kept one, after batch work, before it is replaced by a fresh one);
+    /// 0 opens every session at load and keeps them.
+    pub session_idle_secs: u64,
     /// EMBEDDINGS_QUERY_CACHE: query embeddings remembered per local model; 0 turns it off.
     pub query_cache: usize,
     /// Where `base_url` may lead: the operator's own setting is trusted, a tenant's is held
@@ -153,6 +160,7 @@ impl Default for Settings {
             threads: None,
             dimensions: None,
             sessions: None,
+            session_idle_secs: DEFAULT_SESSION_IDLE.as_secs(),
             query_cache: DEFAULT_QUERY_CACHE,
             policy: crate::net::Policy::Operator,
         }
@@ -174,6 +182,7 @@ impl std::fmt::Debug for Settings {
             .field("threads", &self.threads)
             .field("dimensions", &self.dimensions)
             .field("sessions", &self.sessions)
+            .field("session_idle_secs", &self.session_idle_secs)
             .field("query_cache", &self.query_cache)
             .field("policy", &self.policy)
             .finish()

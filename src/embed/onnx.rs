@@ -11,13 +11,15 @@
 //! - `1_Pooling/config.json` (optional) picks mean or CLS pooling; without it, mean.
 
 use super::cache::QueryCache;
+use super::pool::Pool;
 use super::{Embedder, Error, graph, runtime};
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The graph used when none is configured (fp32).
 pub const DEFAULT_ONNX_FILE: &str = "onnx/model.onnx";
@@ -39,10 +41,15 @@ pub struct OnnxOptions {
     /// ONNX Runtime intra-op threads of each session; default the cores available to this
     /// process.
     pub threads: Option<usize>,
-    /// ONNX Runtime sessions serving callers at once (EMBEDDINGS_SESSIONS). Each holds its own
-    /// copy of the weights (ONNX Runtime cannot share them between sessions created from model
-    /// bytes), so the default is memory-aware: see [`default_sessions`].
+    /// Most ONNX Runtime sessions serving callers at once (EMBEDDINGS_SESSIONS). Each holds
+    /// its own copy of the weights (ONNX Runtime cannot share them between sessions created
+    /// from model bytes), so the default is memory-aware: see [`default_sessions`].
     pub sessions: Option<usize>,
+    /// How long a session beyond the first may sit idle before it is closed, and the one
+    /// kept after batch work before it is replaced by a fresh one (EMBEDDINGS_SESSION_IDLE_SECS,
+    /// see `pool.rs`). One session is open until callers queue. `None`: every session opens
+    /// at load and stays (the behaviour before session 10).
+    pub session_idle: Option<Duration>,
     /// Query embeddings remembered per model (EMBEDDINGS_QUERY_CACHE); 0 turns the cache off.
     pub query_cache: usize,
     /// Rewrite weight-only int8 graphs (int8 weights expanded by `Cast`+`Mul`) so ONNX Runtime
@@ -54,6 +61,11 @@ pub struct OnnxOptions {
 /// Default size of the per-model query-embedding cache.
 pub const DEFAULT_QUERY_CACHE: usize = 1024;
 
+/// Default idle time after which a session beyond the first is closed (and a batch-grown one
+/// replaced): long enough that a burst of concurrent searches keeps its second session, short
+/// enough that a small machine gets the memory back soon after.
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(60);
+
 impl Default for OnnxOptions {
     fn default() -> Self {
         OnnxOptions {
@@ -62,6 +74,7 @@ impl Default for OnnxOptions {
             onnx_file: None,
             threads: None,
             sessions: None,
+            session_idle: Some(DEFAULT_SESSION_IDLE),
             query_cache: DEFAULT_QUERY_CACHE,
             keep_int8: true,
         }
@@ -126,11 +139,12 @@ pub fn default_sessions(graph_bytes: usize, cores: usize) -> usize {
 }
 
 /// A local embedding model: a small pool of ONNX Runtime sessions (fastembed's `embed` takes
-/// `&mut self`, so each caller checks one out per batch), and a cache of query embeddings.
-/// Concurrent searches run on different sessions instead of queueing behind one lock, and a
-/// repeated query costs a map lookup.
+/// `&mut self`, so each caller checks one out per batch), opened as callers queue and closed
+/// when idle (`pool.rs`), and a cache of query embeddings. Concurrent searches run on
+/// different sessions instead of queueing behind one lock, and a repeated query costs a map
+/// lookup.
 pub struct OnnxEmbedder {
-    pool: Pool,
+    pool: Arc<Pool<TextEmbedding>>,
     cache: QueryCache,
     id: String,
     name: String,
@@ -140,93 +154,12 @@ pub struct OnnxEmbedder {
     max_length: usize,
     threads: usize,
     sessions: usize,
+    session_idle: Option<Duration>,
     /// Weight tensors kept int8 by the load-time rewrite (0: the graph was used as it is).
     int8_weights: usize,
     pooling: Pooling,
     model_dir: PathBuf,
     graph: PathBuf,
-}
-
-/// Idle sessions; a caller takes one and gives it back when its batch is done. Queries go
-/// first: while one waits, batch work (ingestion) takes no session, so a search waits for at
-/// most the batch already running, not for a whole document's worth of batches.
-struct Pool<T = TextEmbedding> {
-    state: Mutex<PoolState<T>>,
-    returned: Condvar,
-}
-
-struct PoolState<T> {
-    idle: Vec<T>,
-    /// Queries waiting for a session.
-    queries_waiting: usize,
-}
-
-/// A checked-out session, put back on drop (also when the caller panics, so the pool never
-/// shrinks).
-struct Lease<'a, T = TextEmbedding> {
-    pool: &'a Pool<T>,
-    session: Option<T>,
-}
-
-impl<T> Pool<T> {
-    fn new(sessions: Vec<T>) -> Self {
-        Pool {
-            state: Mutex::new(PoolState {
-                idle: sessions,
-                queries_waiting: 0,
-            }),
-            returned: Condvar::new(),
-        }
-    }
-
-    /// A session for a query (`query`) or for batch work, waiting until one is free.
-    fn take(&self, query: bool) -> Lease<'_, T> {
-        // A panic while the lock was held left only plain data behind: nothing to distrust.
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if query {
-            st.queries_waiting += 1;
-        }
-        loop {
-            if (query || st.queries_waiting == 0)
-                && let Some(session) = st.idle.pop()
-            {
-                if query {
-                    st.queries_waiting -= 1;
-                }
-                return Lease {
-                    pool: self,
-                    session: Some(session),
-                };
-            }
-            st = self
-                .returned
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-impl<T> Lease<'_, T> {
-    fn session(&mut self) -> &mut T {
-        self.session
-            .as_mut()
-            .expect("BUG: a lease holds its session until dropped")
-    }
-}
-
-impl<T> Drop for Lease<'_, T> {
-    fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            self.pool
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .idle
-                .push(s);
-            // All: a waiting batch caller must not swallow the wake-up a query needs.
-            self.pool.returned.notify_all();
-        }
-    }
 }
 
 impl std::fmt::Debug for OnnxEmbedder {
@@ -238,6 +171,7 @@ impl std::fmt::Debug for OnnxEmbedder {
             .field("max_length", &self.max_length)
             .field("threads", &self.threads)
             .field("sessions", &self.sessions)
+            .field("session_idle", &self.session_idle)
             .field("int8_weights", &self.int8_weights)
             .field("pooling", &self.pooling)
             .field("graph", &self.graph)
@@ -298,21 +232,7 @@ impl OnnxEmbedder {
                 "sessions (EMBEDDINGS_SESSIONS) must be at least 1".into(),
             ));
         }
-        let mut graph_bytes = read(&folder.graph, "ONNX graph")?;
-        let mut int8_weights = 0;
-        if options.keep_int8 {
-            match graph::weight_only_int8_to_dequantize(&graph_bytes) {
-                Ok(Some(r)) => {
-                    int8_weights = r.weights;
-                    graph_bytes = r.bytes;
-                }
-                Ok(None) => {}
-                // Not a protobuf we can walk: ONNX Runtime gives the better message below.
-                Err(e) => {
-                    tracing::debug!(graph = %folder.graph.display(), "graph not rewritten: {e}")
-                }
-            }
-        }
+        let (mut graph_bytes, int8_weights) = graph_bytes(&folder, options.keep_int8)?;
         // Over the bytes ONNX Runtime runs: the rewritten graph computes slightly different
         // vectors (cosine >= 0.9998), so it is a different model id than the file as it is.
         let fingerprint = fingerprint(&graph_bytes);
@@ -323,10 +243,16 @@ impl OnnxEmbedder {
             .sessions
             .unwrap_or_else(|| default_sessions(graph_bytes.len(), available_cores()));
 
-        let mut pool = Vec::with_capacity(sessions);
-        for i in 0..sessions {
+        // Elastic: one session now, more when callers queue. Fixed: all of them now.
+        let at_start = if options.session_idle.is_some() {
+            1
+        } else {
+            sessions
+        };
+        let mut pool = Vec::with_capacity(at_start);
+        for i in 0..at_start {
             // The last session takes the bytes; the others a copy (freed once loaded).
-            let bytes = if i + 1 == sessions {
+            let bytes = if i + 1 == at_start {
                 std::mem::take(&mut graph_bytes)
             } else {
                 graph_bytes.clone()
@@ -341,6 +267,7 @@ impl OnnxEmbedder {
                 threads,
             )?);
         }
+        drop((tokenizer_files, external));
 
         // One probe both proves the graph runs end to end and tells us its width, which is
         // then checked on every batch.
@@ -367,9 +294,24 @@ impl OnnxEmbedder {
             "onnx:{}:{variant}:{fingerprint}{length_suffix}",
             folder.name
         );
-        tracing::info!(model_id = %id, dims, threads, sessions, int8_weights, graph = %folder.graph.display(), "loaded embedding model");
+        tracing::info!(model_id = %id, dims, threads, sessions, session_idle = ?options.session_idle, int8_weights, graph = %folder.graph.display(), "loaded embedding model");
+        let pool = match options.session_idle {
+            None => Pool::fixed(pool),
+            Some(idle) => {
+                let first = pool.pop().expect("BUG: one session opened at start");
+                let more = MoreSessions {
+                    folder: folder.clone(),
+                    keep_int8: options.keep_int8,
+                    fingerprint,
+                    environment,
+                    max_length,
+                    threads,
+                };
+                Pool::elastic(first, sessions, idle, Box::new(move || more.open()))
+            }
+        };
         Ok(OnnxEmbedder {
-            pool: Pool::new(pool),
+            pool,
             cache: QueryCache::new(options.query_cache),
             id,
             name: folder.name,
@@ -379,6 +321,7 @@ impl OnnxEmbedder {
             max_length,
             threads,
             sessions,
+            session_idle: options.session_idle,
             int8_weights,
             pooling: folder.pooling,
             model_dir: folder.dir,
@@ -389,7 +332,7 @@ impl OnnxEmbedder {
     /// One line for logs and the health endpoint.
     pub fn description(&self) -> String {
         format!(
-            "onnx {} ({} dims, {}{}, {} pooling, {} tokens, batches of up to {}, {} threads, {} session{}) from {}",
+            "onnx {} ({} dims, {}{}, {} pooling, {} tokens, batches of up to {}, {} threads, {}{} session{}) from {}",
             self.name,
             self.dims,
             self.variant,
@@ -405,6 +348,11 @@ impl OnnxEmbedder {
             self.max_length,
             self.batch_size,
             self.threads,
+            if self.session_idle.is_some() && self.sessions > 1 {
+                "up to "
+            } else {
+                ""
+            },
             self.sessions,
             if self.sessions == 1 { "" } else { "s" },
             self.model_dir.display()
@@ -421,9 +369,15 @@ impl OnnxEmbedder {
         self.threads
     }
 
-    /// ONNX Runtime sessions in the pool.
+    /// Most ONNX Runtime sessions the pool opens (EMBEDDINGS_SESSIONS).
     pub fn sessions(&self) -> usize {
         self.sessions
+    }
+
+    /// ONNX Runtime sessions open now: one while callers do not queue, up to
+    /// [`sessions`](Self::sessions) while they do.
+    pub fn open_sessions(&self) -> usize {
+        self.pool.open()
     }
 
     /// Weight tensors the load-time rewrite kept int8 (0: the graph runs as it is).
@@ -502,6 +456,57 @@ impl Embedder for OnnxEmbedder {
     }
 }
 
+/// The graph's bytes as ONNX Runtime will run them (weight-only int8 graphs rewritten to keep
+/// their weights int8 when `keep_int8`), and how many weights the rewrite kept int8.
+fn graph_bytes(folder: &ModelFolder, keep_int8: bool) -> Result<(Vec<u8>, usize), Error> {
+    let bytes = read(&folder.graph, "ONNX graph")?;
+    if keep_int8 {
+        match graph::weight_only_int8_to_dequantize(&bytes) {
+            Ok(Some(r)) => return Ok((r.bytes, r.weights)),
+            Ok(None) => {}
+            // Not a protobuf we can walk: ONNX Runtime gives the better message.
+            Err(e) => {
+                tracing::debug!(graph = %folder.graph.display(), "graph not rewritten: {e}")
+            }
+        }
+    }
+    Ok((bytes, 0))
+}
+
+/// What the pool needs to open one more session of the loaded model: the folder is read
+/// again (holding the graph's bytes between sessions would cost as much as a session), and
+/// a graph that changed on disk since the load is refused (its vectors would not match the
+/// model id).
+struct MoreSessions {
+    folder: ModelFolder,
+    keep_int8: bool,
+    fingerprint: String,
+    environment: ort::environment::Environment,
+    max_length: usize,
+    threads: usize,
+}
+
+impl MoreSessions {
+    fn open(&self) -> Result<TextEmbedding, Error> {
+        let (bytes, _) = graph_bytes(&self.folder, self.keep_int8)?;
+        if fingerprint(&bytes) != self.fingerprint {
+            return Err(Error::Config(format!(
+                "ONNX graph {} changed on disk since the model was loaded (restart the server to load it)",
+                self.folder.graph.display()
+            )));
+        }
+        new_session(
+            &self.folder,
+            bytes,
+            self.folder.tokenizer_files()?,
+            self.folder.external_data()?,
+            self.environment.clone(),
+            self.max_length,
+            self.threads,
+        )
+    }
+}
+
 /// One ONNX Runtime session over `bytes` with the model folder's tokenizer and pooling.
 fn new_session(
     folder: &ModelFolder,
@@ -540,6 +545,7 @@ fn new_session(
 }
 
 /// What was found in a model folder, before anything heavy is read.
+#[derive(Clone)]
 struct ModelFolder {
     dir: PathBuf,
     /// The folder's own name (after resolving symlinks), used in the model id.
@@ -944,6 +950,49 @@ mod tests {
         );
     }
 
+    /// The pool opens its second session only when a caller would wait, and that session
+    /// (opened again from the folder by the keeper) gives the same vectors as the first.
+    #[test]
+    fn real_model_opens_a_second_session_only_under_contention() {
+        let Some((model_dir, ort)) = crate::test_model::model_and_runtime(
+            "embed::onnx::real_model_opens_a_second_session_only_under_contention",
+        ) else {
+            return;
+        };
+        let e = OnnxEmbedder::load_with(
+            &model_dir,
+            &ort,
+            &OnnxOptions {
+                sessions: Some(2),
+                threads: Some(1),
+                query_cache: 0,
+                ..OnnxOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((e.sessions(), e.open_sessions()), (2, 1));
+        assert!(
+            e.description().contains("up to 2 sessions"),
+            "{}",
+            e.description()
+        );
+        let t = "How do I reset my password?";
+        let alone = e.embed_query(t).unwrap();
+        assert_eq!(
+            e.open_sessions(),
+            1,
+            "one caller at a time needs one session"
+        );
+
+        // The only session is busy: a query gets a second one instead of waiting.
+        let busy = e.pool.take(false);
+        let second = std::thread::scope(|s| s.spawn(|| e.embed_query(t).unwrap()).join());
+        let second = second.unwrap();
+        drop(busy);
+        assert_eq!(e.open_sessions(), 2);
+        assert!(cosine(&alone, &second) > 0.9999);
+    }
+
     #[test]
     fn real_int8_graph_is_selectable_and_close_to_fp32() {
         let Some((model_dir, ort)) = crate::test_model::model_and_runtime(
@@ -1140,41 +1189,6 @@ mod tests {
                 .to_string()
                 .contains("config.json")
         );
-    }
-
-    #[test]
-    fn a_waiting_query_gets_the_next_free_session_before_batch_work() {
-        let pool = Pool::new(vec![1u8]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::scope(|s| {
-            let held = pool.take(false);
-            let batch = {
-                let tx = tx.clone();
-                let pool = &pool;
-                s.spawn(move || {
-                    let _l = pool.take(false);
-                    tx.send("batch").unwrap();
-                })
-            };
-            let query = {
-                let tx = tx.clone();
-                let pool = &pool;
-                s.spawn(move || {
-                    let _l = pool.take(true);
-                    tx.send("query").unwrap();
-                })
-            };
-            // Hand the session back only once the query is waiting for it.
-            while pool.state.lock().unwrap().queries_waiting == 0 {
-                std::thread::yield_now();
-            }
-            drop(held);
-            batch.join().unwrap();
-            query.join().unwrap();
-        });
-        assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["query", "batch"]);
-        // Every lease came back.
-        assert_eq!(pool.state.lock().unwrap().idle.len(), 1);
     }
 
     #[test]

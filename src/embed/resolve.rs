@@ -148,6 +148,8 @@ fn onnx(settings: &Settings, model_dir: &Path, ort: &Path) -> Result<Resolved, E
             onnx_file: settings.onnx_file.clone(),
             threads: settings.threads,
             sessions: settings.sessions,
+            session_idle: (settings.session_idle_secs > 0)
+                .then(|| std::time::Duration::from_secs(settings.session_idle_secs)),
             query_cache: settings.query_cache,
             ..OnnxOptions::default()
         },
