@@ -142,6 +142,7 @@ struct Running {
     base: String,
     http: reqwest::Client,
     knowledge: std::sync::Arc<Knowledge>,
+    store: std::sync::Arc<aigentable::store::Store>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -149,6 +150,7 @@ struct Running {
 async fn start(o: &Opts, data: &Path) -> Result<Running> {
     let app = aigentable::build(config(o, data)).await?;
     let knowledge = app.state.knowledge.clone();
+    let store = app.state.svc.store.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -162,6 +164,7 @@ async fn start(o: &Opts, data: &Path) -> Result<Running> {
         base,
         http: reqwest::Client::new(),
         knowledge,
+        store,
         stop,
         task,
     })
@@ -307,7 +310,32 @@ async fn phase_reopen(o: &Opts, data: &Path) -> Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
     row("reopen", &format!("idle {} s later", o.idle_secs));
+    print_table_sizes(&r.store)?;
     stop(r).await;
+    Ok(())
+}
+
+/// What each store table holds: rows, bytes per row as stored (key + value), redb's own
+/// bookkeeping and the free space inside its pages.
+fn print_table_sizes(store: &aigentable::store::Store) -> Result<()> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "\n| table | rows | stored MiB | bytes per row | redb metadata MiB | unused in pages MiB | pages MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for t in store.table_sizes()? {
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            t.name,
+            t.rows,
+            mib(t.stored_bytes),
+            t.stored_bytes as f64 / t.rows.max(1) as f64,
+            mib(t.metadata_bytes),
+            mib(t.fragmented_bytes),
+            mib(t.pages * 4096)
+        );
+    }
+    println!();
     Ok(())
 }
 

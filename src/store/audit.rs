@@ -50,7 +50,8 @@ impl ReadTx {
                 };
                 for e in records.range::<(&str, &str)>((lo, hi))?.rev() {
                     let (k, v) = e?;
-                    let rec: AuditRecord = decode(v.value())?;
+                    let (tn, id) = k.value();
+                    let rec: AuditRecord = decode(tn, id, v.value())?;
                     if !visit(k.value().1, rec) {
                         break;
                     }
@@ -68,7 +69,7 @@ impl ReadTx {
                     let Some(bytes) = records.get((t.as_str(), id))? else {
                         continue;
                     };
-                    let rec: AuditRecord = decode(bytes.value())?;
+                    let rec: AuditRecord = decode(t.as_str(), id, bytes.value())?;
                     if !visit(k.value(), rec) {
                         break;
                     }

@@ -1,6 +1,8 @@
 //! Raw table access for backups and tenant moves: every row of every table read out of one
 //! consistent snapshot, and rows written back into a store. It knows nothing of archives (that
-//! is `crate::backup`) and nothing of record types: rows travel as the bytes the store keeps.
+//! is `crate::backup`) and nothing of record types: rows travel as the bytes the store keeps,
+//! except compact chunk records (schema 15), which travel as the JSON they stand for and are
+//! compacted again when written (`export_value`, `import_value`).
 
 use super::{Error, META, RECORD_TABLES, Result, Store};
 use crate::types::TenantId;
@@ -12,7 +14,7 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// `(tenantId, id) -> JSON bytes`
+    /// `(tenantId, id) -> JSON bytes` (as rows travel; the store keeps chunks compact)
     Record,
     /// `key -> "tenantId/id"`
     Index,
@@ -147,10 +149,19 @@ impl Snapshot {
                 for e in range {
                     let (k, v) = e.map_err(Error::from)?;
                     let (tn, id) = k.value();
-                    let (tenant, id, value) = (tn.to_string(), id.to_string(), v.value().to_vec());
+                    let (tenant, id, value) = (tn.to_string(), id.to_string(), v.value());
                     f(if kind == Kind::Bytes {
-                        Row::Bytes { tenant, id, value }
+                        Row::Bytes {
+                            tenant,
+                            id,
+                            value: value.to_vec(),
+                        }
                     } else {
+                        // Archives carry records as JSON, whatever form the store keeps.
+                        let value = match super::export_value(table, &tenant, &id, value)? {
+                            Some(json) => json,
+                            None => value.to_vec(),
+                        };
                         Row::Record { tenant, id, value }
                     })?;
                 }
@@ -211,7 +222,7 @@ impl Snapshot {
     pub fn get<R: super::Record>(&self, tenant: &TenantId, id: &str) -> Result<Option<R>> {
         let t = self.0.open_table(R::TABLE)?;
         match t.get((tenant.as_str(), id))? {
-            Some(v) => Ok(Some(super::decode(v.value())?)),
+            Some(v) => Ok(Some(super::decode(tenant.as_str(), id, v.value())?)),
             None => Ok(None),
         }
     }
@@ -251,7 +262,12 @@ fn write_rows(tx: &redb::WriteTransaction, table: &str, kind: Kind, rows: &[Row]
             let mut t = tx.open_table(def)?;
             for r in rows {
                 if let Row::Record { tenant, id, value } | Row::Bytes { tenant, id, value } = r {
-                    t.insert((tenant.as_str(), id.as_str()), value.as_slice())?;
+                    let compact = match r {
+                        Row::Record { .. } => super::import_value(table, tenant, id, value),
+                        _ => None,
+                    };
+                    let value = compact.as_deref().unwrap_or(value);
+                    t.insert((tenant.as_str(), id.as_str()), value)?;
                 }
             }
         }

@@ -13,7 +13,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 /// The schema this build writes. Bump it with a new step in `STEPS`.
-pub const SCHEMA_VERSION: u64 = 14;
+pub const SCHEMA_VERSION: u64 = 15;
 
 enum Step {
     /// Runs in the transaction that records the new version.
@@ -39,6 +39,7 @@ const STEPS: &[Step] = &[
     Step::Schema(v12_analytics_rollups),
     Step::Rewrite(v13_half_vectors),
     Step::Rewrite(v14_vectors_table),
+    Step::Rewrite(v15_compact_chunks),
 ];
 
 const CHUNKS: RecordTable = TableDefinition::new("chunks");
@@ -224,7 +225,9 @@ fn v4_compact_vectors(db: &Database) -> Result<()> {
         {
             let mut t = tx.open_table(CHUNKS)?;
             for (tenant, id, bytes) in &batch {
-                if !bytes.windows(10).any(|w| w == b"\"vector\":[") {
+                if super::codec::is_compact(bytes)
+                    || !bytes.windows(10).any(|w| w == b"\"vector\":[")
+                {
                     continue; // already compact (a re-run after a crash)
                 }
                 let old: v3::Chunk = serde_json::from_slice(bytes).map_err(corrupt("chunks"))?;
@@ -304,6 +307,9 @@ fn rewrite_rows(
         {
             let mut t = tx.open_table(table)?;
             for (tenant, id, bytes) in &batch {
+                if super::codec::is_compact(bytes) {
+                    continue; // a compact chunk (restored from a newer archive): not JSON
+                }
                 let map = serde_json::from_slice(bytes).map_err(corrupt(name))?;
                 let out = f(tenant, id, map)?;
                 t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
@@ -596,7 +602,8 @@ fn v14_vectors_table(db: &Database) -> Result<()> {
             let mut t = tx.open_table(CHUNKS)?;
             let mut vectors = tx.open_table(CHUNK_VECTORS)?;
             for (tenant, id, bytes) in &batch {
-                if !bytes.windows(9).any(|w| w == b"\"vector\":") {
+                if super::codec::is_compact(bytes) || !bytes.windows(9).any(|w| w == b"\"vector\":")
+                {
                     continue; // moved already (a re-run after a crash)
                 }
                 let mut map: serde_json::Map<String, serde_json::Value> =
@@ -608,6 +615,44 @@ fn v14_vectors_table(db: &Database) -> Result<()> {
                     vectors.insert((tenant.as_str(), id.as_str()), h.as_slice())?;
                 }
                 let out = serde_json::to_vec(&map).map_err(corrupt("chunks"))?;
+                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        let full = batch.len() == BATCH;
+        match batch.into_iter().last() {
+            Some((tenant, id, _)) if full => after = Some((tenant, id)),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Rewrites every chunk record from JSON to the compact form of `codec.rs`: the ids left to
+/// the key, the small fields as varints, the text zstd-compressed (BENCHMARKS.md, "Session
+/// 10"). A record already compact is kept (a re-run after a crash), and so is one that is
+/// not schema 14's layout field for field (readers still take JSON). 1,000 chunks per
+/// transaction.
+fn v15_compact_chunks(db: &Database) -> Result<()> {
+    const BATCH: usize = 1_000;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let tx = db.begin_write()?;
+        let batch = rows_after(&tx, CHUNKS, after.as_ref(), BATCH)?;
+        {
+            let mut t = tx.open_table(CHUNKS)?;
+            let compact: Vec<_> = batch
+                .iter()
+                .filter(|(_, _, bytes)| !super::codec::is_compact(bytes))
+                .filter_map(|(tenant, id, bytes)| {
+                    super::codec::compact_v14_json(tenant, id, bytes).map(|out| (tenant, id, out))
+                })
+                .collect();
+            // Out first, then in: redb rewrites a value in place and keeps its page as full
+            // as it was, while removals merge the emptied pages and the inserts fill new ones.
+            for (tenant, id, _) in &compact {
+                t.remove((tenant.as_str(), id.as_str()))?;
+            }
+            for (tenant, id, out) in &compact {
                 t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
             }
         }

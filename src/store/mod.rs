@@ -7,6 +7,7 @@
 //! `&str -> "tenantId/id"` index tables.
 
 mod audit;
+mod codec;
 mod disk;
 mod dump;
 mod gate;
@@ -134,6 +135,16 @@ pub trait Record: Serialize + DeserializeOwned {
     /// Whether rows of [`CHUNK_VECTORS`] under the same key belong to this record: they are
     /// deleted with it (one record type, chunks, has them).
     const VECTORS: bool = false;
+    /// The bytes the store keeps for this record: JSON, unless the type has a denser form
+    /// (chunks: `codec.rs`).
+    fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(self)
+    }
+    /// A record from its key and the bytes the store keeps.
+    fn from_stored(tenant: &str, id: &str, bytes: &[u8]) -> serde_json::Result<Self> {
+        let _ = (tenant, id);
+        serde_json::from_slice(bytes)
+    }
 }
 
 /// Chunk vectors, apart from the chunk records: `(tenantId, "documentId/chunkId")` (the
@@ -165,6 +176,21 @@ fn vector_from_bytes(b: &[u8]) -> Result<Vec<f32>> {
     Ok(b.chunks_exact(2)
         .map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32())
         .collect())
+}
+
+/// One table's share of the store file ([`Store::table_sizes`]).
+#[derive(Debug, Clone)]
+pub struct TableSize {
+    pub name: String,
+    pub rows: u64,
+    /// Keys and values as stored.
+    pub stored_bytes: u64,
+    /// redb's own per-entry and per-page bookkeeping.
+    pub metadata_bytes: u64,
+    /// Unused space inside the table's pages.
+    pub fragmented_bytes: u64,
+    /// Leaf and branch pages.
+    pub pages: u64,
 }
 
 /// Per-tenant row counts (and summed weights) of the counted tables: `(tenantId, name)` ->
@@ -245,6 +271,74 @@ impl Record for Chunk {
     fn key_id(&self) -> String {
         chunk_key(&self.document_id, &self.id)
     }
+    /// The compact form (schema 15): the ids are the key's, the text zstd-compressed.
+    fn to_stored(&self) -> serde_json::Result<Vec<u8>> {
+        Ok(codec::encode_chunk(&codec::ChunkRef {
+            ordinal: self.ordinal,
+            page: self.page,
+            token_count: self.token_count,
+            embedding_model: self.embedding_model.as_deref(),
+            headings: &self.headings,
+            text: &self.text,
+        }))
+    }
+    /// The compact form, or JSON as schema 14 and earlier wrote chunks (a restore writes
+    /// rows as the archive has them; the next migration compacts them).
+    fn from_stored(tenant: &str, id: &str, bytes: &[u8]) -> serde_json::Result<Self> {
+        if !codec::is_compact(bytes) {
+            return serde_json::from_slice(bytes);
+        }
+        fn bad(what: impl std::fmt::Display) -> serde_json::Error {
+            <serde_json::Error as serde::de::Error>::custom(what)
+        }
+        let f = codec::decode_chunk(bytes).map_err(bad)?;
+        let (document, chunk) = id
+            .split_once('/')
+            .ok_or_else(|| bad("a chunk key without its document"))?;
+        Ok(Chunk {
+            id: crate::types::ChunkId::parse(chunk).ok_or_else(|| bad("chunk id in the key"))?,
+            tenant_id: TenantId::parse(tenant).ok_or_else(|| bad("tenant id in the key"))?,
+            document_id: crate::types::DocumentId::parse(document)
+                .ok_or_else(|| bad("document id in the key"))?,
+            ordinal: f.ordinal,
+            text: f.text,
+            page: f.page,
+            headings: f.headings,
+            token_count: f.token_count,
+            embedding_model: f.embedding_model,
+        })
+    }
+}
+
+/// A record row as backups and tenant exports carry it: JSON whatever the store keeps (a
+/// compact chunk is written out as the JSON it stands for), so archives read the same across
+/// versions. `None`: the stored bytes are that JSON already.
+pub(crate) fn export_value(
+    table: &str,
+    tenant: &str,
+    id: &str,
+    bytes: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    if table != Chunk::TABLE.name() || !codec::is_compact(bytes) {
+        return Ok(None);
+    }
+    let chunk: Chunk = decode(tenant, id, bytes)?;
+    serde_json::to_vec(&chunk)
+        .map(Some)
+        .map_err(|source| Error::Corrupt {
+            table: Chunk::TABLE.name(),
+            source,
+        })
+}
+
+/// The bytes to store for a record row coming from an archive or another store (see
+/// [`export_value`]): a chunk in schema 14's JSON layout is compacted; anything else (other
+/// tables, a chunk of an older layout, which a migration step upgrades) is kept as it is.
+pub(crate) fn import_value(table: &str, tenant: &str, id: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    if table != Chunk::TABLE.name() || codec::is_compact(bytes) {
+        return None;
+    }
+    codec::compact_v14_json(tenant, id, bytes)
 }
 record!(Channel, "channels", |r| r.id.to_string(), counted);
 record!(Conversation, "conversations", |r| r.id.to_string());
@@ -436,8 +530,9 @@ fn tenant_bounds<'a>(
     }
 }
 
-fn decode<R: Record>(bytes: &[u8]) -> Result<R> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+/// A record from its key and stored bytes.
+fn decode<R: Record>(tenant: &str, id: &str, bytes: &[u8]) -> Result<R> {
+    R::from_stored(tenant, id, bytes).map_err(|source| Error::Corrupt {
         table: R::TABLE.name(),
         source,
     })
@@ -558,6 +653,34 @@ impl Store {
         Ok(meta.get("schema_version")?.map(|v| v.value()).unwrap_or(0))
     }
 
+    /// What each non-empty record table (and the vectors table) holds, for the memory and
+    /// disk benchmarks: rows, the bytes of their keys and values, and the pages redb uses.
+    pub fn table_sizes(&self) -> Result<Vec<TableSize>> {
+        let tx = self.begin_read()?;
+        let mut out = Vec::new();
+        for def in RECORD_TABLES.iter().chain([&CHUNK_VECTORS]) {
+            let t = match tx.open_table(*def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let rows = t.len()?;
+            if rows == 0 {
+                continue;
+            }
+            let st = t.stats()?;
+            out.push(TableSize {
+                name: def.name().to_string(),
+                rows,
+                stored_bytes: st.stored_bytes(),
+                metadata_bytes: st.metadata_bytes(),
+                fragmented_bytes: st.fragmented_bytes(),
+                pages: st.leaf_pages() + st.branch_pages(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Reads inside one consistent snapshot.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
         let tx = ReadTx(self.begin_read()?);
@@ -654,7 +777,7 @@ macro_rules! read_ops {
         pub fn get<R: Record>(&self, tenant: &TenantId, id: &str) -> Result<Option<R>> {
             let t = self.0.open_table(R::TABLE)?;
             match t.get((tenant.as_str(), id))? {
-                Some(v) => Ok(Some(decode(v.value())?)),
+                Some(v) => Ok(Some(decode(tenant.as_str(), id, v.value())?)),
                 None => Ok(None),
             }
         }
@@ -708,7 +831,8 @@ macro_rules! read_ops {
             >|
              -> Result<bool> {
                 let (k, v) = entry?;
-                let rec: R = decode(v.value())?;
+                let (tn, id) = k.value();
+                let rec: R = decode(tn, id, v.value())?;
                 if !keep(&rec) {
                     return Ok(true);
                 }
@@ -837,8 +961,9 @@ macro_rules! read_ops {
             let t = self.0.open_table(R::TABLE)?;
             let mut n = 0;
             for e in t.iter()? {
-                let (_, v) = e?;
-                if keep(&decode::<R>(v.value())?) {
+                let (k, v) = e?;
+                let (tn, id) = k.value();
+                if keep(&decode::<R>(tn, id, v.value())?) {
                     n += 1;
                 }
             }
@@ -854,8 +979,9 @@ macro_rules! read_ops {
                 return Ok(out);
             }
             for e in t.range::<(&str, &str)>((tenant.as_str(), from)..(tenant.as_str(), to))? {
-                let (_, v) = e?;
-                out.push(decode(v.value())?);
+                let (k, v) = e?;
+                let (tn, id) = k.value();
+                out.push(decode(tn, id, v.value())?);
             }
             Ok(out)
         }
@@ -875,12 +1001,13 @@ macro_rules! read_ops {
             let mut items = Vec::new();
             let mut more = false;
             for e in t.range::<(&str, &str)>((lo, Bound::Unbounded))? {
-                let (_, v) = e?;
+                let (k, v) = e?;
                 if items.len() == limit {
                     more = true;
                     break;
                 }
-                items.push(decode::<Tenant>(v.value())?);
+                let (tn, id) = k.value();
+                items.push(decode::<Tenant>(tn, id, v.value())?);
             }
             let next = if more {
                 items.last().map(|t: &Tenant| t.id.to_string())
@@ -978,17 +1105,17 @@ impl WriteTx {
 
     /// Inserts or replaces a record.
     pub fn put<R: Record>(&self, rec: &R) -> Result<()> {
-        let bytes = serde_json::to_vec(rec).map_err(|source| Error::Corrupt {
+        let bytes = rec.to_stored().map_err(|source| Error::Corrupt {
             table: R::TABLE.name(),
             source,
         })?;
         let mut t = self.0.open_table(R::TABLE)?;
         self.wrote();
-        let old_weight = match t.insert(
-            (rec.tenant().as_str(), rec.key_id().as_str()),
-            bytes.as_slice(),
-        )? {
-            Some(v) if R::COUNTED => Some(Some(decode::<R>(v.value())?.weight())),
+        let key = rec.key_id();
+        let old_weight = match t.insert((rec.tenant().as_str(), key.as_str()), bytes.as_slice())? {
+            Some(v) if R::COUNTED => Some(Some(
+                decode::<R>(rec.tenant().as_str(), &key, v.value())?.weight(),
+            )),
             Some(_) => Some(None),
             None => None,
         };
@@ -1045,7 +1172,7 @@ impl WriteTx {
         let mut t = self.0.open_table(R::TABLE)?;
         let weight = match t.remove((tenant.as_str(), id))? {
             None => return Ok(false),
-            Some(old) if R::COUNTED => decode::<R>(old.value())?.weight(),
+            Some(old) if R::COUNTED => decode::<R>(tenant.as_str(), id, old.value())?.weight(),
             Some(_) => 0,
         };
         self.wrote();
@@ -1071,10 +1198,10 @@ impl WriteTx {
         let mut bad = None;
         t.retain_in::<(&str, &str), _>(
             (tenant.as_str(), prefix.as_str())..(tenant.as_str(), upper.as_str()),
-            |_, v| {
+            |k, v| {
                 n += 1;
                 if R::COUNTED {
-                    match decode::<R>(v) {
+                    match decode::<R>(k.0, k.1, v) {
                         Ok(r) => w = w.saturating_add(r.weight()),
                         Err(e) => bad = Some(e),
                     }

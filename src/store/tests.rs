@@ -247,10 +247,10 @@ fn assert_moved(store: &Store, chunks: &[(Chunk, Option<Vec<f32>>)]) {
     );
     let raw = raw_chunks(store);
     assert_eq!(raw.len(), chunks.len());
+    // Step 15 leaves every record compact: ids in the key, no room for a vector.
     assert!(
-        raw.iter()
-            .all(|b| !b.windows(9).any(|w| w == b"\"vector\":")),
-        "a record still holds a vector"
+        raw.iter().all(|b| codec::is_compact(b)),
+        "a record is still JSON"
     );
     for (c, v) in chunks {
         let t = &c.tenant_id;
@@ -360,12 +360,24 @@ fn a_store_mostly_free_pages_is_compacted_at_open() {
     {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         store.write(|tx| tx.put(&t)).unwrap();
-        // ~48 MB of chunks in a few commits, then the document's chunks go.
+        // ~48 MB of chunks in a few commits, then the document's chunks go. Random text:
+        // the store compresses chunk texts, and this must take its room.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'!' + (x % 90) as u8)
+                })
+                .collect()
+        };
         for batch in 0..6u32 {
             store
                 .write(|tx| {
                     for i in 0..400 {
-                        let text = format!("{i:05} {}", "lorem ipsum ".repeat(1_700));
+                        let text = format!("{i:05} {}", noise(20_400));
                         tx.put(&chunk(&t.id, &doc, batch * 400 + i, text))?;
                     }
                     Ok::<_, Error>(())
@@ -570,4 +582,228 @@ fn concurrent_writes_are_all_durable() {
         .read(|tx| Ok(tx.scan::<ApiKey>(&t.id, None, |_| true)?.len()))
         .unwrap();
     assert_eq!(n, 160);
+}
+
+/// Realistic chunk text: varied prose of about 110 words (what the store mostly holds).
+fn prose(i: u32) -> String {
+    const WORDS: &[&str] = &[
+        "refund",
+        "order",
+        "delivery",
+        "customer",
+        "account",
+        "invoice",
+        "within",
+        "days",
+        "support",
+        "the",
+        "a",
+        "of",
+        "to",
+        "and",
+        "is",
+        "for",
+        "your",
+        "we",
+        "can",
+        "when",
+        "password",
+        "shipping",
+        "warehouse",
+        "returned",
+        "payment",
+        "card",
+        "transfer",
+        "subscription",
+        "cancel",
+        "renewal",
+        "plan",
+        "upgrade",
+        "device",
+        "battery",
+        "warranty",
+    ];
+    let mut x = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut s = String::new();
+    for w in 0..110 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
+        s.push_str(if w % 14 == 13 { ". " } else { " " });
+    }
+    format!("{i}: {s}")
+}
+
+/// Writes chunks as schema 14 kept them (records as JSON, vectors in their own table) and
+/// sets the version to 14.
+fn write_v14_chunks(dir: &Path, chunks: &[Chunk], odd: Option<(&Chunk, &str)>) {
+    let store = Store::open(dir, 1 << 20).unwrap();
+    for part in chunks.chunks(500) {
+        let tx = store.db.get().unwrap().begin_write().unwrap();
+        {
+            let mut table = tx.open_table(Chunk::TABLE).unwrap();
+            let mut vectors = tx.open_table(CHUNK_VECTORS).unwrap();
+            for c in part {
+                let key = (c.tenant_id.as_str(), c.key_id());
+                let json = serde_json::to_vec(c).unwrap();
+                table
+                    .insert((key.0, key.1.as_str()), json.as_slice())
+                    .unwrap();
+                let v = vector_bytes(&[c.ordinal as f32, 0.5, -0.25]);
+                vectors
+                    .insert((key.0, key.1.as_str()), v.as_slice())
+                    .unwrap();
+            }
+            if let Some((c, json)) = odd {
+                table
+                    .insert((c.tenant_id.as_str(), c.key_id().as_str()), json.as_bytes())
+                    .unwrap();
+            }
+        }
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", 14)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+}
+
+#[test]
+fn schema_14_chunks_become_compact_read_the_same_and_export_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, u) = (TenantId::new(), TenantId::new());
+    let docs = [DocumentId::new(), DocumentId::new()];
+    // 2,500 chunks of two tenants (more than two of the step's batches), every field in use:
+    // no page, several headings, no model, an empty text.
+    let chunks: Vec<Chunk> = (0..2_500u32)
+        .map(|i| {
+            let mut c = chunk(
+                if i % 2 == 0 { &t } else { &u },
+                &docs[(i % 3 % 2) as usize],
+                i,
+                if i == 7 { String::new() } else { prose(i) },
+            );
+            if i % 5 == 0 {
+                c.page = None;
+                c.embedding_model = None;
+                c.headings = vec!["Billing".into(), "Refunds — über".into()];
+            }
+            c
+        })
+        .collect();
+    // A record with a field schema 14 never wrote: left as JSON, still readable.
+    let mut odd = chunk(&t, &docs[0], 9_999, "odd".into());
+    odd.embedding_model = Some("other".into());
+    let mut odd_json = serde_json::to_value(&odd).unwrap();
+    odd_json["futureField"] = serde_json::json!(1);
+    let odd_json = odd_json.to_string();
+    write_v14_chunks(dir.path(), &chunks, Some((&odd, &odd_json)));
+    let json_store = std::fs::metadata(dir.path().join("aigentable.redb"))
+        .unwrap()
+        .len();
+
+    // The same store, half of it compact already: a re-run after a crash in the step.
+    let rerun = tempfile::tempdir().unwrap();
+    write_v14_chunks(rerun.path(), &chunks, None);
+    {
+        let path = rerun.path().join("aigentable.redb");
+        let db = disk::open_db(&path, 1 << 20).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut table = tx.open_table(Chunk::TABLE).unwrap();
+            for c in chunks.iter().step_by(2) {
+                let b = c.to_stored().unwrap();
+                table
+                    .insert((c.tenant_id.as_str(), c.key_id().as_str()), b.as_slice())
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    for d in [dir.path(), rerun.path()] {
+        let store = Store::open(d, 1 << 20).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 15);
+        for c in &chunks {
+            let back: Chunk = store
+                .read(|tx| tx.get(&c.tenant_id, &c.key_id()))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                serde_json::to_value(&back).unwrap(),
+                serde_json::to_value(c).unwrap()
+            );
+            // Vectors are untouched.
+            let v = store
+                .read(|tx| tx.vector(&c.tenant_id, &c.key_id()))
+                .unwrap();
+            assert_eq!(v, Some(halves(&[c.ordinal as f32, 0.5, -0.25])));
+        }
+        // Listing a document's chunks decodes each from its key.
+        let listed: Vec<Chunk> = store
+            .read(|tx| tx.scan(&t, Some(docs[0].as_str()), |_: &Chunk| true))
+            .unwrap();
+        let expected = chunks
+            .iter()
+            .filter(|c| c.tenant_id == t && c.document_id == docs[0])
+            .count()
+            + usize::from(d == dir.path());
+        assert_eq!(listed.len(), expected);
+        let raw = raw_chunks(&store);
+        let json_rows = raw.iter().filter(|b| !codec::is_compact(b)).count();
+        assert_eq!(
+            json_rows,
+            usize::from(d == dir.path()),
+            "only the odd one stays JSON"
+        );
+    }
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let odd_back: Chunk = store.read(|tx| tx.get(&t, &odd.key_id())).unwrap().unwrap();
+    assert_eq!(odd_back.embedding_model.as_deref(), Some("other"));
+
+    // Smaller on disk: the ids and field names are gone and the text is compressed.
+    let compact_store = std::fs::metadata(dir.path().join("aigentable.redb"))
+        .unwrap()
+        .len();
+    assert!(
+        compact_store * 4 < json_store * 3,
+        "{compact_store} bytes compact, {json_store} as JSON"
+    );
+
+    // Backups and exports see the JSON they always saw, and writing those rows into another
+    // store (a restore, an import) stores them compact again.
+    let snap = store.snapshot().unwrap();
+    let mut rows = Vec::new();
+    snap.for_each::<Error>(Chunk::TABLE.name(), Kind::Record, Some(&u), |r| {
+        rows.push(r);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        rows.len(),
+        chunks.iter().filter(|c| c.tenant_id == u).count()
+    );
+    for r in &rows {
+        let Row::Record { id, value, .. } = r else {
+            panic!("not a record row")
+        };
+        let c = chunks.iter().find(|c| &c.key_id() == id).unwrap();
+        assert_eq!(value, &serde_json::to_vec(c).unwrap());
+    }
+    let restored = tempfile::tempdir().unwrap();
+    let w = RawWriter::create(restored.path()).unwrap();
+    w.write(Chunk::TABLE.name(), Kind::Record, &rows).unwrap();
+    drop(w);
+    let path = restored.path().join("aigentable.redb");
+    let db = disk::open_db(&path, 1 << 20).unwrap();
+    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let table = tx.open_table(Chunk::TABLE).unwrap();
+    for r in &rows {
+        let Row::Record { tenant, id, .. } = r else {
+            unreachable!()
+        };
+        let b = table.get((tenant.as_str(), id.as_str())).unwrap().unwrap();
+        assert!(codec::is_compact(b.value()));
+    }
 }
