@@ -278,7 +278,13 @@ impl<T> State<T> {
     fn next_expiry(&self, now: Instant, idle: Duration) -> Duration {
         self.idle
             .iter()
-            .map(|s| (s.since + idle).saturating_duration_since(now))
+            // An idle time too large for the clock (EMBEDDINGS_SESSION_IDLE_SECS is the
+            // operator's) means never: wait the idle time itself.
+            .map(|s| {
+                s.since
+                    .checked_add(idle)
+                    .map_or(idle, |due| due.saturating_duration_since(now))
+            })
             .min()
             .unwrap_or(idle)
             // At least a moment: a session due right now but kept (the last one) must not
@@ -480,6 +486,8 @@ mod tests {
         st.idle.push(slot(4, true, 1000));
         st.open = 1;
         assert!(st.expire(t0, idle).is_empty());
+        // An idle time past what the clock can add is a long wait, not a panic.
+        assert_eq!(st.next_expiry(t0, Duration::MAX), Duration::MAX);
     }
 
     #[test]
