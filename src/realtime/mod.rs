@@ -674,21 +674,27 @@ async fn join_conversation(
     let Some(ack) = admit(&hub, &conn, &s, &d, ack) else {
         return;
     };
-    let answer = join(&hub, &conn, d).await.unwrap_or_else(refusal);
+    // Held across the read and the ack: the forwarder delivers under this lock too, so no
+    // live event of the conversation (a message, a status) reaches the client before the
+    // replay does (the client takes the conversation's events once the ack has named it),
+    // and none falls between the two.
+    let mut joined = conn.joined.lock().await;
+    let answer = join(&hub, &conn, &mut joined, d)
+        .await
+        .unwrap_or_else(refusal);
     let _ = ack.send(&answer);
+    drop(joined);
 }
 
 async fn join(
     hub: &Hub,
     conn: &Conn,
+    joined: &mut HashMap<ConversationId, u64>,
     d: Result<Value, impl std::fmt::Display>,
 ) -> Result<Value, ApiError> {
     let d = payload(d)?;
     let id = conversation_of(&d)?;
     let since = since_of(&d)?;
-    // Held across the read and the ack: the forwarder delivers under this lock too, so no
-    // live message overtakes the replay and none falls between the two.
-    let mut joined = conn.joined.lock().await;
     if !joined.contains_key(&id) && joined.len() >= MAX_JOINED {
         return Err(invalid(
             "conversationId",
