@@ -993,6 +993,64 @@ mod tests {
         assert!(cosine(&alone, &second) > 0.9999);
     }
 
+    /// A graph replaced on disk after the load is not opened as a second session (its vectors
+    /// would not match the model id): callers keep being served by the session open.
+    #[cfg(unix)]
+    #[test]
+    fn real_model_refuses_a_second_session_from_a_changed_graph() {
+        let Some((model_dir, ort)) = crate::test_model::model_and_runtime(
+            "embed::onnx::real_model_refuses_a_second_session_from_a_changed_graph",
+        ) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("model");
+        std::fs::create_dir_all(copy.join("onnx")).unwrap();
+        for name in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "config.json",
+            "1_Pooling",
+        ] {
+            std::os::unix::fs::symlink(model_dir.join(name), copy.join(name)).unwrap();
+        }
+        let graph = copy.join(INT8_ONNX_FILE);
+        std::os::unix::fs::symlink(model_dir.join(INT8_ONNX_FILE), &graph).unwrap();
+        let e = OnnxEmbedder::load_with(
+            &copy,
+            &ort,
+            &OnnxOptions {
+                onnx_file: Some(INT8_ONNX_FILE.into()),
+                sessions: Some(2),
+                threads: Some(1),
+                query_cache: 0,
+                ..OnnxOptions::default()
+            },
+        )
+        .unwrap();
+        let t = "Where is my parcel?";
+        let before = e.embed_query(t).unwrap();
+        // Another model's graph now sits where the loaded one was.
+        std::fs::remove_file(&graph).unwrap();
+        std::os::unix::fs::symlink(model_dir.join(DEFAULT_ONNX_FILE), &graph).unwrap();
+
+        // The only session is busy: the pool tries to open a second one, refuses the changed
+        // graph, and the waiting query gets the first session once it is back.
+        let busy = e.pool.take(false);
+        let after = std::thread::scope(|s| {
+            let q = s.spawn(|| e.embed_query(t).unwrap());
+            // Until the keeper has done either (a second session would be the bug).
+            while !e.pool.open_failed() && e.open_sessions() < 2 {
+                std::thread::yield_now();
+            }
+            drop(busy);
+            q.join().unwrap()
+        });
+        assert_eq!(e.open_sessions(), 1);
+        assert!(e.pool.open_failed());
+        assert!(cosine(&before, &after) > 0.9999);
+    }
+
     #[test]
     fn real_int8_graph_is_selectable_and_close_to_fp32() {
         let Some((model_dir, ort)) = crate::test_model::model_and_runtime(

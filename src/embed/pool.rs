@@ -125,6 +125,13 @@ impl<T: Send + 'static> Pool<T> {
         self.lock().open
     }
 
+    /// Whether the last attempt to open a session failed (and the keeper waits before the
+    /// next). For tests.
+    #[cfg(test)]
+    pub(super) fn open_failed(&self) -> bool {
+        self.lock().retry_after.is_some()
+    }
+
     /// A session for a query (`query`) or for batch work, waiting until one is free.
     pub(super) fn take(&self, query: bool) -> Lease<'_, T> {
         let mut st = self.lock();
