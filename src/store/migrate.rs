@@ -213,42 +213,54 @@ fn rows_after(
         .collect()
 }
 
-/// Rewrites every chunk so its vector is stored as base64 bytes instead of a JSON number
-/// list (about a third of the size), 1,000 chunks per transaction.
-fn v4_compact_vectors(db: &Database) -> Result<()> {
-    use base64::Engine as _;
-    const BATCH: usize = 1_000;
+/// Rows of a record table a batch at a time, in key order, one write transaction per batch
+/// of [`REWRITE_BATCH`]: `f` rewrites a batch in the transaction, which is then committed
+/// (so a crash leaves whole batches, and every step is written to be re-run over them).
+fn in_batches(
+    db: &Database,
+    table: RecordTable,
+    mut f: impl FnMut(&redb::WriteTransaction, &[(String, String, Vec<u8>)]) -> Result<()>,
+) -> Result<()> {
     let mut after: Option<(String, String)> = None;
     loop {
         let tx = db.begin_write()?;
-        let batch = rows_after(&tx, CHUNKS, after.as_ref(), BATCH)?;
-        {
-            let mut t = tx.open_table(CHUNKS)?;
-            for (tenant, id, bytes) in &batch {
-                if super::codec::is_compact(bytes)
-                    || !bytes.windows(10).any(|w| w == b"\"vector\":[")
-                {
-                    continue; // already compact (a re-run after a crash)
-                }
-                let old: v3::Chunk = serde_json::from_slice(bytes).map_err(corrupt("chunks"))?;
-                let new = v4::Chunk {
-                    vector: old.vector.map(|v| {
-                        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                        base64::engine::general_purpose::STANDARD.encode(b)
-                    }),
-                    rest: old.rest,
-                };
-                let out = serde_json::to_vec(&new).map_err(corrupt("chunks"))?;
-                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
-            }
-        }
+        let batch = rows_after(&tx, table, after.as_ref(), REWRITE_BATCH)?;
+        f(&tx, &batch)?;
         tx.commit()?;
-        let full = batch.len() == BATCH;
+        let full = batch.len() == REWRITE_BATCH;
         match batch.into_iter().last() {
             Some((tenant, id, _)) if full => after = Some((tenant, id)),
             _ => return Ok(()),
         }
     }
+}
+
+/// Records per transaction of the steps that rewrite every record of a table.
+const REWRITE_BATCH: usize = 1_000;
+
+/// Rewrites every chunk so its vector is stored as base64 bytes instead of a JSON number
+/// list (about a third of the size), 1,000 chunks per transaction.
+fn v4_compact_vectors(db: &Database) -> Result<()> {
+    use base64::Engine as _;
+    in_batches(db, CHUNKS, |tx, batch| {
+        let mut t = tx.open_table(CHUNKS)?;
+        for (tenant, id, bytes) in batch {
+            if super::codec::is_compact(bytes) || !bytes.windows(10).any(|w| w == b"\"vector\":[") {
+                continue; // already compact (a re-run after a crash)
+            }
+            let old: v3::Chunk = serde_json::from_slice(bytes).map_err(corrupt("chunks"))?;
+            let new = v4::Chunk {
+                vector: old.vector.map(|v| {
+                    let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    base64::engine::general_purpose::STANDARD.encode(b)
+                }),
+                rest: old.rest,
+            };
+            let out = serde_json::to_vec(&new).map_err(corrupt("chunks"))?;
+            t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+        }
+        Ok(())
+    })
 }
 
 /// Stores each invitation's token hash, which schema 4 dropped on write. The hash survives
@@ -299,29 +311,18 @@ fn rewrite_rows(
     name: &'static str,
     mut f: impl FnMut(&str, &str, serde_json::Map<String, serde_json::Value>) -> Result<Vec<u8>>,
 ) -> Result<()> {
-    const BATCH: usize = 1_000;
-    let mut after: Option<(String, String)> = None;
-    loop {
-        let tx = db.begin_write()?;
-        let batch = rows_after(&tx, table, after.as_ref(), BATCH)?;
-        {
-            let mut t = tx.open_table(table)?;
-            for (tenant, id, bytes) in &batch {
-                if super::codec::is_compact(bytes) {
-                    continue; // a compact chunk (restored from a newer archive): not JSON
-                }
-                let map = serde_json::from_slice(bytes).map_err(corrupt(name))?;
-                let out = f(tenant, id, map)?;
-                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+    in_batches(db, table, |tx, batch| {
+        let mut t = tx.open_table(table)?;
+        for (tenant, id, bytes) in batch {
+            if super::codec::is_compact(bytes) {
+                continue; // a compact chunk (restored from a newer archive): not JSON
             }
+            let map = serde_json::from_slice(bytes).map_err(corrupt(name))?;
+            let out = f(tenant, id, map)?;
+            t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
         }
-        tx.commit()?;
-        let full = batch.len() == BATCH;
-        match batch.into_iter().last() {
-            Some((tenant, id, _)) if full => after = Some((tenant, id)),
-            _ => return Ok(()),
-        }
-    }
+        Ok(())
+    })
 }
 
 /// Numbers every stored message in commit order within its conversation (`seq`: 1, 2, ...;
@@ -546,7 +547,6 @@ fn v13_half_vectors(db: &Database) -> Result<()> {
 fn v14_vectors_table(db: &Database) -> Result<()> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
-    const BATCH: usize = 1_000;
     let bad = |what: &str| Error::Corrupt {
         table: "chunks",
         source: <serde_json::Error as serde::de::Error>::custom(what),
@@ -594,37 +594,26 @@ fn v14_vectors_table(db: &Database) -> Result<()> {
         tx.open_table(CHUNK_VECTORS)?;
         tx.commit()?;
     }
-    let mut after: Option<(String, String)> = None;
-    loop {
-        let tx = db.begin_write()?;
-        let batch = rows_after(&tx, CHUNKS, after.as_ref(), BATCH)?;
-        {
-            let mut t = tx.open_table(CHUNKS)?;
-            let mut vectors = tx.open_table(CHUNK_VECTORS)?;
-            for (tenant, id, bytes) in &batch {
-                if super::codec::is_compact(bytes) || !bytes.windows(9).any(|w| w == b"\"vector\":")
-                {
-                    continue; // moved already (a re-run after a crash)
-                }
-                let mut map: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(bytes).map_err(corrupt("chunks"))?;
-                let Some(v) = map.remove("vector") else {
-                    continue; // the text of a chunk said `"vector":`
-                };
-                if let Some(h) = halves(&v)? {
-                    vectors.insert((tenant.as_str(), id.as_str()), h.as_slice())?;
-                }
-                let out = serde_json::to_vec(&map).map_err(corrupt("chunks"))?;
-                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+    in_batches(db, CHUNKS, |tx, batch| {
+        let mut t = tx.open_table(CHUNKS)?;
+        let mut vectors = tx.open_table(CHUNK_VECTORS)?;
+        for (tenant, id, bytes) in batch {
+            if super::codec::is_compact(bytes) || !bytes.windows(9).any(|w| w == b"\"vector\":") {
+                continue; // moved already (a re-run after a crash)
             }
+            let mut map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(bytes).map_err(corrupt("chunks"))?;
+            let Some(v) = map.remove("vector") else {
+                continue; // the text of a chunk said `"vector":`
+            };
+            if let Some(h) = halves(&v)? {
+                vectors.insert((tenant.as_str(), id.as_str()), h.as_slice())?;
+            }
+            let out = serde_json::to_vec(&map).map_err(corrupt("chunks"))?;
+            t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
         }
-        tx.commit()?;
-        let full = batch.len() == BATCH;
-        match batch.into_iter().last() {
-            Some((tenant, id, _)) if full => after = Some((tenant, id)),
-            _ => return Ok(()),
-        }
-    }
+        Ok(())
+    })
 }
 
 /// Rewrites every chunk record from JSON to the compact form of `codec.rs`: the ids left to
@@ -633,36 +622,25 @@ fn v14_vectors_table(db: &Database) -> Result<()> {
 /// not schema 14's layout field for field (readers still take JSON). 1,000 chunks per
 /// transaction.
 fn v15_compact_chunks(db: &Database) -> Result<()> {
-    const BATCH: usize = 1_000;
-    let mut after: Option<(String, String)> = None;
-    loop {
-        let tx = db.begin_write()?;
-        let batch = rows_after(&tx, CHUNKS, after.as_ref(), BATCH)?;
-        {
-            let mut t = tx.open_table(CHUNKS)?;
-            let compact: Vec<_> = batch
-                .iter()
-                .filter(|(_, _, bytes)| !super::codec::is_compact(bytes))
-                .filter_map(|(tenant, id, bytes)| {
-                    super::codec::compact_v14_json(tenant, id, bytes).map(|out| (tenant, id, out))
-                })
-                .collect();
-            // Out first, then in: redb rewrites a value in place and keeps its page as full
-            // as it was, while removals merge the emptied pages and the inserts fill new ones.
-            for (tenant, id, _) in &compact {
-                t.remove((tenant.as_str(), id.as_str()))?;
-            }
-            for (tenant, id, out) in &compact {
-                t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
-            }
+    in_batches(db, CHUNKS, |tx, batch| {
+        let mut t = tx.open_table(CHUNKS)?;
+        let compact: Vec<_> = batch
+            .iter()
+            .filter(|(_, _, bytes)| !super::codec::is_compact(bytes))
+            .filter_map(|(tenant, id, bytes)| {
+                super::codec::compact_v14_json(tenant, id, bytes).map(|out| (tenant, id, out))
+            })
+            .collect();
+        // Out first, then in: redb rewrites a value in place and keeps its page as full
+        // as it was, while removals merge the emptied pages and the inserts fill new ones.
+        for (tenant, id, _) in &compact {
+            t.remove((tenant.as_str(), id.as_str()))?;
         }
-        tx.commit()?;
-        let full = batch.len() == BATCH;
-        match batch.into_iter().last() {
-            Some((tenant, id, _)) if full => after = Some((tenant, id)),
-            _ => return Ok(()),
+        for (tenant, id, out) in &compact {
+            t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
         }
-    }
+        Ok(())
+    })
 }
 
 /// Brings the store to [`SCHEMA_VERSION`]; true when a step rewrote records (the file is
