@@ -111,7 +111,7 @@ impl Mailer {
         };
         rt.block_on(async {
             tokio::select! {
-                r = self.send(&to, &subject, &body) => r.map_err(JobError::Failed),
+                r = self.send(&to, &subject, &body) => r.map_err(|e| JobError::Failed(e.into())),
                 _ = ctx.cancelled() => Err(JobError::Interrupted),
             }
         })

@@ -777,6 +777,10 @@ pub struct Job {
     pub progress: u8,
     pub attempts: u32,
     pub error: Option<String>,
+    /// What kind of failure `error` describes, when the handler said (the outbox does: its
+    /// gave-up hook gives the failed reply this code). Absent on jobs stored before codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<MessageErrorCode>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -101,7 +101,7 @@ impl Engine {
                 tracing::info!(why, "the turn has nothing to answer");
                 return Ok(());
             }
-            Err(e) => return Err(JobError::Failed(e.to_string())),
+            Err(e) => return Err(JobError::Failed(e.to_string().into())),
         };
         rt.block_on(async {
             tokio::select! {

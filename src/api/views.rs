@@ -503,7 +503,8 @@ pub struct AttachmentView {
 }
 
 /// What kind of failure a message's `error` describes: its code, or for a reply failed
-/// before codes were stored, `delivery_unknown` read off the error's prefix.
+/// before codes were stored, `delivery_unknown` read off the error's prefix (the only code
+/// those words carried; any other such failure shows none).
 fn failure_code(m: &Message) -> Option<MessageErrorCode> {
     if m.status != MessageStatus::Failed {
         return None;
@@ -786,11 +787,16 @@ mod tests {
             progress: 0,
             attempts: 3,
             error: None,
+            error_code: Some(MessageErrorCode::SendFailed),
             created_at: now(),
             updated_at: now(),
         };
         let v = serde_json::to_value(JobView::from(&job)).unwrap();
         assert!(v.get("payload").is_none() && v.get("attempts").is_none());
+        assert!(
+            v.get("errorCode").is_none(),
+            "a record's field is not a view's"
+        );
         assert_eq!(v["kind"], "process_document");
     }
 

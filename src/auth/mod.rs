@@ -631,6 +631,7 @@ mod tests {
             progress: 0,
             attempts: 0,
             error: None,
+            error_code: None,
             created_at: now(),
             updated_at: now(),
         };
@@ -718,6 +719,7 @@ mod tests {
             progress: 0,
             attempts: 0,
             error: None,
+            error_code: None,
             created_at: now(),
             updated_at: now(),
         });

@@ -11,10 +11,10 @@ use crate::auth::Caller;
 use crate::domain::channels::{BOT_TOKEN, WEBHOOK_SECRET, account_id, is_meta, token_credential};
 use crate::domain::inbound::{
     DELIVERY_UNKNOWN, InboundPart, InboundPayload, JOB_INBOUND, JOB_SEND, SendPayload,
-    delivery_unknown, inbound_pending, is_delivery_unknown, window_check,
+    delivery_unknown, inbound_pending, window_check,
 };
 use crate::domain::{self, Services};
-use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
+use crate::jobs::{Class, Failure, JobCtx, JobError, Jobs, Policy};
 use crate::model::*;
 use crate::types::ChannelId;
 use std::sync::Arc;
@@ -232,7 +232,7 @@ impl Channels {
         let caller = Caller::for_job(ctx.job);
         let p: InboundPayload = serde_json::from_value(ctx.job.payload.clone())
             .map_err(|_| JobError::Final("the inbound job names no delivery".into()))?;
-        let fail = |e: domain::Error| JobError::Failed(e.to_string());
+        let fail = |e: domain::Error| JobError::Failed(e.to_string().into());
         let Some((ev, channel)) = self.svc.inbound_event(&caller, &p).map_err(fail)? else {
             return Ok(());
         };
@@ -248,7 +248,7 @@ impl Channels {
                 Ok(()) => Ok(()),
                 Err(Fail::Dead(e)) => Err(e),
                 // Left queued: the job is tried again (a dead letter once it gives up).
-                Err(Fail::Retry(e)) => return Err(JobError::Failed(e)),
+                Err(Fail::Retry(e)) => return Err(JobError::Failed(e.into())),
             },
         };
         self.svc.finish_inbound(&caller, &p, outcome).map_err(fail)
@@ -469,7 +469,7 @@ impl Channels {
         let caller = Caller::for_job(ctx.job);
         let p: SendPayload = serde_json::from_value(ctx.job.payload.clone())
             .map_err(|_| JobError::Final("the outbox job names no message".into()))?;
-        let fail = |e: domain::Error| JobError::Failed(e.to_string());
+        let fail = |e: domain::Error| JobError::Failed(e.to_string().into());
         let Some(out) = self.svc.outgoing(&caller, &p).map_err(fail)? else {
             return Ok(());
         };
@@ -477,7 +477,10 @@ impl Channels {
         // cut off): the provider may have taken it, and sending it again could show the
         // customer the reply twice. A person decides (the message is failed, resendable).
         if p.attempt.is_some_and(|a| a >= p.sent_parts) {
-            return Err(JobError::Final(DELIVERY_UNKNOWN.into()));
+            return Err(JobError::Final(Failure::coded(
+                MessageErrorCode::DeliveryUnknown,
+                DELIVERY_UNKNOWN,
+            )));
         }
         let kind = out.channel.kind;
         if kind == ChannelKind::Web {
@@ -494,9 +497,9 @@ impl Channels {
             BOT_TOKEN
         };
         let Some(token) = self.svc.channel_secret(&out.channel, token_name) else {
-            return Err(JobError::Final(format!(
-                "the channel's {token_name} is missing or unreadable"
-            )));
+            return Err(JobError::Final(
+                format!("the channel's {token_name} is missing or unreadable").into(),
+            ));
         };
         let account = account_id(&out.channel).unwrap_or_default();
         // The window is checked again when sending: a reply may have waited in the outbox.
@@ -509,7 +512,12 @@ impl Channels {
                 out.last_customer_at,
                 crate::types::now(),
             )
-            .map_err(JobError::Final)?
+            .map_err(|reason| {
+                JobError::Final(Failure::coded(
+                    MessageErrorCode::OutsideMessagingWindow,
+                    reason,
+                ))
+            })?
         };
         let parts = match &p.template {
             Some(_) => vec![String::new()],
@@ -553,7 +561,10 @@ impl Channels {
                 // Cut off during the call: the attempt stays recorded (outcome unknown).
                 None => return Err(JobError::Interrupted),
                 Some(Err(e)) if e.unknown_outcome => {
-                    return Err(JobError::Final(delivery_unknown(&e.message)));
+                    return Err(JobError::Final(Failure::coded(
+                        MessageErrorCode::DeliveryUnknown,
+                        delivery_unknown(&e.message),
+                    )));
                 }
                 Some(Ok(provider_id)) => self
                     .svc
@@ -576,26 +587,22 @@ impl Channels {
         self.svc.mark_outgoing_sent(&caller, &p).map_err(fail)
     }
 
-    /// The outbox gave up on a message: it is marked failed with the provider's error.
+    /// The outbox gave up on a message: it is marked failed with the provider's error and
+    /// the code the send failed with (`send_failed` when it gave none: it crashed the
+    /// server each time, or a domain error ended it).
     fn send_gave_up(&self, ctx: &JobCtx) {
         let Ok(p) = serde_json::from_value::<SendPayload>(ctx.job.payload.clone()) else {
             return;
         };
-        let mut reason = ctx
+        let reason = ctx
             .job
             .error
             .clone()
             .unwrap_or_else(|| "the message could not be sent".into());
-        // An unknown outcome is not a giving up after retries: the queue's
-        // "(gave up after N attempts)" would mislead the person deciding to resend.
-        if is_delivery_unknown(&reason)
-            && let Some(i) = reason.find(" (gave up after ")
-        {
-            reason.truncate(i);
-        }
+        let code = ctx.job.error_code.unwrap_or(MessageErrorCode::SendFailed);
         if let Err(e) = self
             .svc
-            .fail_outgoing(&Caller::for_job(ctx.job), &p, &reason)
+            .fail_outgoing(&Caller::for_job(ctx.job), &p, code, &reason)
         {
             tracing::error!(error = %e, "marking an unsent message failed did not work");
         }
@@ -605,12 +612,13 @@ impl Channels {
 /// The job's outcome for a send the provider refused or that never left: retried on
 /// 429, 5xx and network trouble, failed for good otherwise.
 fn send_error(e: telegram::CallError) -> JobError {
+    let failure = Failure::coded(MessageErrorCode::SendFailed, e.message);
     if !e.retryable {
-        return JobError::Final(e.message);
+        return JobError::Final(failure);
     }
     match e.retry_after {
-        Some(w) => JobError::RetryAfter(e.message, w),
-        None => JobError::Failed(e.message),
+        Some(w) => JobError::RetryAfter(failure, w),
+        None => JobError::Failed(failure),
     }
 }
 

@@ -77,6 +77,7 @@ fn job(tenant: &TenantId) -> Job {
         progress: 0,
         attempts: 1,
         error: None,
+        error_code: None,
         serial: None,
         created_at: now(),
         updated_at: now(),

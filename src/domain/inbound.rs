@@ -129,7 +129,8 @@ pub fn delivery_unknown(what: &str) -> String {
     )
 }
 
-/// Whether an outbox reason is [`DELIVERY_UNKNOWN`] or made by [`delivery_unknown`].
+/// Whether an error is [`DELIVERY_UNKNOWN`] or made by [`delivery_unknown`]: how a reply
+/// failed before codes were stored tells its code (the outbox gives one since).
 pub fn is_delivery_unknown(reason: &str) -> bool {
     reason.starts_with("delivery_unknown:")
 }
@@ -799,16 +800,15 @@ impl Services {
         self.set_outgoing_status(caller, p, MessageStatus::Sent, None)
     }
 
-    /// An outgoing message could not be delivered: it becomes `failed` with the provider's
-    /// error, and `message_status` tells whoever watches. `error` is the outbox's reason:
-    /// one that starts with `delivery_unknown:` ([`DELIVERY_UNKNOWN`], [`delivery_unknown`])
-    /// gets that code, any other `send_failed`.
-    pub fn fail_outgoing(&self, caller: &Caller, p: &SendPayload, error: &str) -> Result<()> {
-        let code = if is_delivery_unknown(error) {
-            MessageErrorCode::DeliveryUnknown
-        } else {
-            MessageErrorCode::SendFailed
-        };
+    /// An outgoing message could not be delivered: it becomes `failed` with the outbox's
+    /// reason (the provider's words) and code, and `message_status` tells whoever watches.
+    pub fn fail_outgoing(
+        &self,
+        caller: &Caller,
+        p: &SendPayload,
+        code: MessageErrorCode,
+        error: &str,
+    ) -> Result<()> {
         self.set_outgoing_status(caller, p, MessageStatus::Failed, Some((code, error)))
     }
 

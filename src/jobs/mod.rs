@@ -13,7 +13,7 @@
 //! Depends on store/, model/ and events/ only; handlers are registered by the application.
 
 use crate::events::{Bus, Event};
-use crate::model::{Job, JobStatus};
+use crate::model::{Job, JobStatus, MessageErrorCode};
 use crate::store::{self, Index, Store, WriteTx, make_ref, split_ref};
 use crate::types::{JobId, TenantId, now};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -124,15 +124,57 @@ impl JobCtx<'_> {
 /// How a handler ends when it does not succeed.
 #[derive(Debug)]
 pub enum JobError {
-    /// Failed, with a reason shown to users (retried first when the kind allows retries).
-    Failed(String),
+    /// Failed (retried first when the kind allows retries).
+    Failed(Failure),
     /// Failed, to be retried (while the kind allows more attempts) no sooner than after the
     /// given wait (a provider's Retry-After) instead of the usual backoff.
-    RetryAfter(String, Duration),
+    RetryAfter(Failure, Duration),
     /// Failed for good: retrying cannot help (a provider refused the request itself).
-    Final(String),
+    Final(Failure),
     /// Stopped by shutdown; stays queued and resumes after restart.
     Interrupted,
+}
+
+impl JobError {
+    /// The failure, unless the job was interrupted.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            JobError::Failed(f) | JobError::RetryAfter(f, _) | JobError::Final(f) => Some(f),
+            JobError::Interrupted => None,
+        }
+    }
+}
+
+/// Why a job failed: words for people (kept on the job as `error`) and, for kinds whose
+/// owner acts on the kind of failure, a code for programs (kept as `error_code`, read back
+/// by the kind's gave-up hook: the outbox's is what a failed reply shows as `errorCode`).
+/// The code travels beside the words, never inside them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub code: Option<MessageErrorCode>,
+}
+
+impl Failure {
+    /// A failure with a code.
+    pub fn coded(code: MessageErrorCode, reason: impl Into<String>) -> Self {
+        Failure {
+            reason: reason.into(),
+            code: Some(code),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure { reason, code: None }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
 }
 
 pub type Handler = Arc<dyn Fn(&JobCtx) -> Result<(), JobError> + Send + Sync>;
@@ -318,6 +360,7 @@ impl Jobs {
             progress: 0,
             attempts: 0,
             error: None,
+            error_code: None,
             created_at: now,
             updated_at: now,
         };
@@ -373,6 +416,7 @@ impl Jobs {
                             "gave up after {} attempts: the server stopped while running it each time",
                             job.attempts
                         ));
+                        job.error_code = None;
                         job.updated_at = now();
                         tx.put(&job)?;
                         tx.index_remove(Index::JobQueue, &key)?;
@@ -598,10 +642,9 @@ impl Jobs {
         let _g = span.enter();
         let started = Instant::now();
         let result = match registered {
-            None => Err(JobError::Failed(format!(
-                "no handler for job kind `{}`",
-                job.kind
-            ))),
+            None => Err(JobError::Failed(
+                format!("no handler for job kind `{}`", job.kind).into(),
+            )),
             Some((h, _)) => {
                 let ctx = self.ctx(&job);
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(&ctx))) {
@@ -632,40 +675,40 @@ impl Jobs {
                     j.status = JobStatus::Done;
                     j.progress = 100;
                     j.error = None;
-                    tx.index_remove(Index::JobQueue, id.as_str())?;
-                }
-                (
-                    Err(
-                        JobError::Failed(reason)
-                        | JobError::RetryAfter(reason, _)
-                        | JobError::Final(reason),
-                    ),
-                    Some(_),
-                ) => {
-                    // Stays in the queue index: a restart retries it at once.
-                    j.status = JobStatus::Queued;
-                    j.error = Some(reason.clone());
-                }
-                (
-                    Err(
-                        JobError::Failed(reason)
-                        | JobError::RetryAfter(reason, _)
-                        | JobError::Final(reason),
-                    ),
-                    None,
-                ) => {
-                    j.status = JobStatus::Failed;
-                    j.error = Some(if j.attempts > 1 {
-                        format!("{reason} (gave up after {} attempts)", j.attempts)
-                    } else {
-                        reason.clone()
-                    });
+                    j.error_code = None;
                     tx.index_remove(Index::JobQueue, id.as_str())?;
                 }
                 (Err(JobError::Interrupted), _) => {
                     // Stays in the queue index: resumed at the next start, not counted.
                     j.status = JobStatus::Queued;
                     j.attempts = j.attempts.saturating_sub(1);
+                }
+                (
+                    Err(JobError::Failed(f) | JobError::RetryAfter(f, _) | JobError::Final(f)),
+                    Some(_),
+                ) => {
+                    // Stays in the queue index: a restart retries it at once.
+                    j.status = JobStatus::Queued;
+                    j.error = Some(f.reason.clone());
+                    j.error_code = f.code;
+                }
+                (
+                    Err(
+                        e @ (JobError::Failed(f) | JobError::RetryAfter(f, _) | JobError::Final(f)),
+                    ),
+                    None,
+                ) => {
+                    j.status = JobStatus::Failed;
+                    // A final failure did not give up: retrying could not help, whatever
+                    // the attempts before it.
+                    let gave_up = !matches!(e, JobError::Final(_)) && j.attempts > 1;
+                    j.error = Some(if gave_up {
+                        format!("{} (gave up after {} attempts)", f.reason, j.attempts)
+                    } else {
+                        f.reason.clone()
+                    });
+                    j.error_code = f.code;
+                    tx.index_remove(Index::JobQueue, id.as_str())?;
                 }
             }
             j.updated_at = now();
@@ -674,23 +717,20 @@ impl Jobs {
         })?;
         let status_label = match (&result, retry_after) {
             (Ok(()), _) => "done",
-            (Err(_), Some(_)) => "retry",
             (Err(JobError::Interrupted), _) => "interrupted",
+            (Err(_), Some(_)) => "retry",
             (Err(_), None) => "failed",
         };
         metrics::counter!("jobs_finished_total", "kind" => job.kind.clone(), "status" => status_label).increment(1);
-        match (&result, retry_after) {
+        match (result.as_ref().map_err(JobError::failure), retry_after) {
             (Ok(()), _) => tracing::info!(ms = started.elapsed().as_millis() as u64, "job done"),
-            (
-                Err(JobError::Failed(r) | JobError::RetryAfter(r, _) | JobError::Final(r)),
-                Some(after),
-            ) => {
-                tracing::warn!(reason = %r, attempt = job.attempts, retry_in_s = after.as_secs(), "job failed; will retry")
+            (Err(None), _) => tracing::info!("job interrupted by shutdown"),
+            (Err(Some(f)), Some(after)) => {
+                tracing::warn!(reason = %f.reason, code = ?f.code, attempt = job.attempts, retry_in_s = after.as_secs(), "job failed; will retry")
             }
-            (Err(JobError::Failed(r) | JobError::RetryAfter(r, _) | JobError::Final(r)), None) => {
-                tracing::warn!(reason = %r, "job failed")
+            (Err(Some(f)), None) => {
+                tracing::warn!(reason = %f.reason, code = ?f.code, "job failed")
             }
-            (Err(JobError::Interrupted), _) => tracing::info!("job interrupted by shutdown"),
         }
         if let Some(j) = &finished {
             self.publish_state(j);

@@ -327,3 +327,76 @@ fn a_job_waiting_for_its_retry_is_not_overtaken_by_a_later_one_with_its_serial_k
     );
     jobs.shutdown();
 }
+
+#[test]
+fn a_failure_code_reaches_the_gave_up_hook_beside_the_words() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = store(dir.path());
+    let jobs = Jobs::new(s.clone(), Bus::default());
+    let seen = Arc::new(Mutex::new(Vec::<(String, Option<MessageErrorCode>)>::new()));
+    // Fails once to be retried (with a code), then for good with another code.
+    jobs.register_with(
+        "send",
+        Policy {
+            class: Class::Interactive,
+            max_attempts: 3,
+        },
+        Arc::new(|ctx| {
+            Err(if ctx.job.attempts == 1 {
+                JobError::RetryAfter(
+                    Failure::coded(MessageErrorCode::SendFailed, "502 Bad Gateway"),
+                    Duration::ZERO,
+                )
+            } else {
+                JobError::Final(Failure::coded(
+                    MessageErrorCode::DeliveryUnknown,
+                    "the answer was lost",
+                ))
+            })
+        }),
+    );
+    // Retried until it gives up, without a code.
+    jobs.register_with(
+        "flaky",
+        Policy {
+            class: Class::Interactive,
+            max_attempts: 2,
+        },
+        Arc::new(|_| Err(JobError::RetryAfter("timeout".into(), Duration::ZERO))),
+    );
+    for kind in ["send", "flaky"] {
+        let seen = seen.clone();
+        jobs.register(
+            &format!("{kind}#failed"),
+            Arc::new(move |ctx| {
+                let error = ctx.job.error.clone().unwrap_or_default();
+                seen.lock().expect("seen").push((error, ctx.job.error_code));
+                Ok(())
+            }),
+        );
+    }
+    jobs.start(Class::Interactive, 1);
+    let t = TenantId::new();
+    let send = enqueue(&s, &t, "send");
+    jobs.wake(&send);
+    let failed = wait_status(&s, &send, JobStatus::Failed);
+    assert_eq!(failed.attempts, 2);
+    assert_eq!(failed.error_code, Some(MessageErrorCode::DeliveryUnknown));
+    // A final failure did not give up after attempts: its words stay as they were.
+    assert_eq!(failed.error.as_deref(), Some("the answer was lost"));
+    let flaky = enqueue(&s, &t, "flaky");
+    jobs.wake(&flaky);
+    let failed = wait_status(&s, &flaky, JobStatus::Failed);
+    assert_eq!(failed.error_code, None);
+    jobs.shutdown();
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        vec![
+            (
+                "the answer was lost".to_string(),
+                Some(MessageErrorCode::DeliveryUnknown)
+            ),
+            ("timeout (gave up after 2 attempts)".to_string(), None),
+        ]
+    );
+}

@@ -37,7 +37,7 @@ pub fn text_doc(c: &Chunk, agents: &[AgentId]) -> TextDoc {
 }
 
 fn failed(e: impl std::fmt::Display) -> JobError {
-    JobError::Failed(e.to_string())
+    JobError::Failed(e.to_string().into())
 }
 
 impl Knowledge {
@@ -167,13 +167,9 @@ impl Knowledge {
         let t = ctx.job.tenant_id.clone();
         match self.process_document(ctx, &t, &id) {
             Ok(()) => Ok(()),
-            Err(
-                JobError::Failed(reason)
-                | JobError::RetryAfter(reason, _)
-                | JobError::Final(reason),
-            ) => {
-                let _ = self.set_status(&t, &id, DocumentStatus::Failed, 0, Some(reason.clone()));
-                Err(JobError::Failed(reason))
+            Err(JobError::Failed(f) | JobError::RetryAfter(f, _) | JobError::Final(f)) => {
+                let _ = self.set_status(&t, &id, DocumentStatus::Failed, 0, Some(f.reason.clone()));
+                Err(JobError::Failed(f))
             }
             Err(JobError::Interrupted) => {
                 let _ = self.set_status(&t, &id, DocumentStatus::Queued, 0, None);
@@ -204,7 +200,7 @@ impl Knowledge {
         }
         let path = self.files_dir(t).join(&doc.sha256);
         let bytes = std::fs::read(&path)
-            .map_err(|e| JobError::Failed(format!("the original file could not be read: {e}")))?;
+            .map_err(|e| failed(format!("the original file could not be read: {e}")))?;
         let kind = ingest::detect(&bytes, &doc.name, Some(&doc.mime_type)).map_err(failed)?;
         let parsed = ingest::parse(kind, &bytes, &self.limits).map_err(failed)?;
         drop(bytes);
@@ -212,14 +208,14 @@ impl Knowledge {
         let overlap = cfg.chunk_tokens * cfg.chunk_overlap_percent / 100;
         let pieces = self.chunker.chunk(&parsed, cfg.chunk_tokens, overlap);
         if pieces.is_empty() {
-            return Err(JobError::Failed(ingest::Error::Empty.to_string()));
+            return Err(failed(ingest::Error::Empty));
         }
         self.set_status(t, id, DocumentStatus::Processing, 20, None)
             .map_err(failed)?;
         // An unusable embedding model fails the document at once, with the reason (it is
         // not retried per chunk); fixing the settings and reprocessing indexes it.
         let space = self.space_for(t).map_err(|e| match e {
-            Error::Unavailable(reason) => JobError::Failed(unavailable(&reason)),
+            Error::Unavailable(reason) => failed(unavailable(&reason)),
             e => failed(e),
         })?;
         // While the tenant changes model, its searches use the old one: new documents get a
@@ -246,7 +242,7 @@ impl Knowledge {
                     .collect();
                 let vs = space.embedder.embed(&texts).map_err(|e| {
                     self.embedding_failed(t, space, &e);
-                    JobError::Failed(unavailable(&e.to_string()))
+                    failed(unavailable(&e.to_string()))
                 })?;
                 for (i, v) in vs.into_iter().enumerate() {
                     vectors[b * EMBED_BATCH + i] = Some(v);
@@ -425,7 +421,7 @@ impl Knowledge {
             match self.space_for(&t) {
                 Ok(Some(now)) if Arc::ptr_eq(&now, &space) => {}
                 Err(Error::Unavailable(reason)) => {
-                    return Err(JobError::Failed(unavailable(&reason)));
+                    return Err(failed(unavailable(&reason)));
                 }
                 // Keyword only now: nothing left to re-embed.
                 Ok(None) => {
@@ -453,7 +449,7 @@ impl Knowledge {
                 .collect();
             let vs = space.embedder.embed(&texts).map_err(|e| {
                 self.embedding_failed(&t, &space, &e);
-                JobError::Failed(format!("embedding failed: {e}"))
+                failed(format!("embedding failed: {e}"))
             })?;
             let items = self
                 .svc
@@ -508,7 +504,8 @@ impl Knowledge {
             match self.process_document(ctx, &t, id) {
                 Ok(()) => {}
                 Err(JobError::Interrupted) => return Err(JobError::Interrupted),
-                Err(JobError::Failed(r) | JobError::RetryAfter(r, _) | JobError::Final(r)) => {
+                Err(JobError::Failed(f) | JobError::RetryAfter(f, _) | JobError::Final(f)) => {
+                    let r = f.reason;
                     let _ = self.set_status(&t, id, DocumentStatus::Failed, 0, Some(r.clone()));
                     failures.push(format!("{id}: {r}"));
                 }
@@ -518,7 +515,7 @@ impl Knowledge {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(JobError::Failed(format!(
+            Err(failed(format!(
                 "{} of {} documents failed: {}",
                 failures.len(),
                 ids.len(),

@@ -963,6 +963,56 @@ async fn the_24_hour_window_refuses_free_replies_and_templates_go_out() {
     .expect_err(409, "outside_messaging_window");
 }
 
+/// A reply that waited in the outbox (the provider answered 5xx) until the customer's last
+/// message left the 24-hour window is not sent: it fails with `outside_messaging_window`,
+/// the code that tells a client to offer a template rather than a resend.
+#[tokio::test]
+async fn a_reply_that_waited_past_the_window_fails_with_the_windows_code() {
+    let t = setup("wa-late@x.test").await;
+    let ch = t.whatsapp().await;
+    t.webhook(
+        &ch,
+        &wa_payload(
+            json!([{"wa_id": "15551234567", "profile": {"name": "Ana"}}]),
+            json!([wa_message("15551234567", "wamid.L1", "hello")]),
+            json!([]),
+        ),
+    )
+    .await
+    .expect(200);
+    let cid = id(&t.wait_conversations(&ch, 1).await[0]);
+    t.graph.wait_sends(1).await;
+    t.settle().await;
+    t.graph.script_send(
+        500,
+        json!({"error": {"message": "An unexpected error has occurred.", "code": 2, "is_transient": true}}),
+    );
+    t.s.post(
+        &format!("/api/conversations/{cid}/messages"),
+        Some(&t.a.token),
+        json!({"role": "human", "content": "Your order ships tomorrow."}),
+    )
+    .await
+    .expect(201);
+    // The first try got the 5xx; before the retry, the window closes.
+    t.graph.wait_sends(2).await;
+    t.age_customer_messages(&cid, time::Duration::hours(25));
+    let failed = t
+        .wait_message(&cid, |m| {
+            m["content"] == "Your order ships tomorrow." && m["status"] == "failed"
+        })
+        .await;
+    assert_eq!(failed["errorCode"], "outside_messaging_window", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more than 24 hours old")),
+        "{failed}"
+    );
+    t.settle().await;
+    assert_eq!(t.graph.sends().len(), 2, "not sent again");
+}
+
 #[tokio::test]
 async fn instagram_and_telegram_settings_echo_and_paused_channels_keep_dead_letters() {
     let t = setup("ig-dl@x.test").await;
