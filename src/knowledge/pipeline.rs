@@ -190,7 +190,12 @@ impl Knowledge {
             .read(|tx| tx.get::<Document>(t, id.as_str()))
             .map_err(failed)?
         else {
-            return Ok(()); // deleted before we got to it
+            // Deleted before we got to it. A run of this job that the server stopped during
+            // may have indexed it after the delete's own unindex job ran.
+            if ctx.job.attempts > 1 {
+                self.unindex_deleted(t, id).map_err(failed)?;
+            }
+            return Ok(());
         };
         if !self
             .set_status(t, id, DocumentStatus::Processing, 5, None)
@@ -335,30 +340,51 @@ impl Knowledge {
                 old.index.delete_tenant(t).map_err(failed)?;
             }
         }
-        let still = store
-            .write(|tx| {
-                let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
-                    return Ok::<_, store::Error>(false);
-                };
-                d.status = DocumentStatus::Ready;
-                d.progress = 100;
-                d.error = None;
-                d.processed_at = Some(now());
-                d.updated_at = now();
-                tx.put(&d)?;
-                Ok(true)
-            })
-            .map_err(failed)?;
+        self.finish_processing(t, id).map_err(failed)
+    }
+
+    /// The last step of processing a document, after its chunks were stored and indexed: it
+    /// becomes `ready`. When it was deleted meanwhile, the entries just indexed come out
+    /// again: the delete's own `document.unindex` job may have run before they went in, so
+    /// what cannot be removed now (an index that cannot be written) is left to a new one,
+    /// queued here and retried until the index takes it.
+    pub fn finish_processing(&self, t: &TenantId, id: &DocumentId) -> Result<(), Error> {
+        let still = self.svc.store.write(|tx| {
+            let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
+                return Ok::<_, store::Error>(false);
+            };
+            d.status = DocumentStatus::Ready;
+            d.progress = 100;
+            d.error = None;
+            d.processed_at = Some(now());
+            d.updated_at = now();
+            tx.put(&d)?;
+            Ok(true)
+        })?;
         if still {
             self.publish_status(t, id, DocumentStatus::Ready, 100, None);
-        } else {
-            // Deleted while we indexed: take its entries out again.
-            let _ = self.unindex_document(t, id);
+            return Ok(());
         }
+        self.unindex_deleted(t, id)
+    }
+
+    /// Takes a deleted document's entries out of the indexes: now, or, when an index cannot
+    /// be written now (a full disk), by a queued `document.unindex` job, retried until it can.
+    fn unindex_deleted(&self, t: &TenantId, id: &DocumentId) -> Result<(), Error> {
+        let Err(e) = self.unindex_document(t, id) else {
+            return Ok(());
+        };
+        tracing::warn!(tenant = %t, document = %id, error = %e, "a document deleted while it was processing keeps index entries until a background retry removes them");
+        let job = self.svc.store.write(|tx| {
+            Jobs::enqueue_in(tx, t, JOB_UNINDEX, serde_json::json!({"documentId": id}))
+        })?;
+        self.jobs.wake(&job);
         Ok(())
     }
 
-    fn index_chunks(
+    /// Writes a document's chunks into the keyword index and, with `space`, their vectors
+    /// into its vector index, replacing what the indexes held of the document.
+    pub fn index_chunks(
         &self,
         t: &TenantId,
         id: &DocumentId,

@@ -22,6 +22,8 @@ pub struct Server {
     pub dir: Arc<tempfile::TempDir>,
     /// The running app's services (event bus, jobs, store); dropped by [`Server::stop`].
     pub svc: Arc<aigentable::domain::Services>,
+    /// The running app's knowledge base (indexes, pipeline); dropped by [`Server::stop`].
+    pub knowledge: Arc<aigentable::knowledge::Knowledge>,
     /// The server's clock: tests move it instead of sleeping past an expiry.
     pub clock: aigentable::types::Clock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -61,6 +63,7 @@ pub async fn start_in(dir: Arc<tempfile::TempDir>, f: impl FnOnce(&mut Config)) 
     f(&mut cfg);
     let app = aigentable::build(cfg).await.expect("app builds");
     let svc = app.state.svc.clone();
+    let knowledge = app.state.knowledge.clone();
     let clock = app.state.svc.clock.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -80,6 +83,7 @@ pub async fn start_in(dir: Arc<tempfile::TempDir>, f: impl FnOnce(&mut Config)) 
             .expect("client"),
         dir,
         svc,
+        knowledge,
         clock,
         stop: Some(tx),
         task: Some(task),

@@ -4,7 +4,8 @@
 //! turns read-only under the running server (`errors=remount-ro`) in the middle of a commit;
 //! writes answer 503, reads go on (from a read-only view of the store), and after a repair and
 //! a restart everything acknowledged is there. A full disk under the keyword index only: a
-//! delete the store commits answers as done and the index catches up once it can be written.
+//! delete the store commits answers as done and the index catches up once it can be written,
+//! also for a document deleted while it was processing.
 //! All need root to mount; skipped loudly otherwise, failed under AIGENTABLE_REQUIRE_MOUNT=1.
 
 use crate::common::*;
@@ -617,5 +618,120 @@ async fn a_delete_the_keyword_index_cannot_record_yet_answers_and_the_index_catc
         keyword_chunks(dir.path(), &tenant, kept) > 0,
         "the other document stays"
     );
+    drop(mount);
+}
+
+/// Every `document.unindex` job of the tenant for `doc`.
+fn unindex_jobs(
+    s: &Server,
+    tenant: &aigentable::types::TenantId,
+    doc: &str,
+) -> Vec<aigentable::model::Job> {
+    s.svc
+        .store
+        .read(|tx| {
+            tx.scan::<aigentable::model::Job>(tenant, None, |j| {
+                j.kind == aigentable::knowledge::JOB_UNINDEX
+                    && j.payload["documentId"].as_str() == Some(doc)
+            })
+        })
+        .expect("scan jobs")
+}
+
+/// A document deleted while it was processing, between the store's commit of its chunks and
+/// the index's: the delete's `document.unindex` job can run before processing writes the
+/// index, so processing, finding the document gone at its end, takes the entries out again.
+/// When the keyword index cannot be written at that moment, a new unindex job does it once
+/// it can.
+#[tokio::test]
+async fn a_document_deleted_while_processing_leaves_no_index_entries_behind() {
+    use aigentable::model::{Chunk, JobStatus};
+    use aigentable::types::DocumentId;
+    const TEST: &str = "disk::a_document_deleted_while_processing_leaves_no_index_entries_behind";
+    let dir = Arc::new(tempfile::tempdir().expect("tmp"));
+    let text_dir = dir.path().join("index").join("text");
+    std::fs::create_dir_all(&text_dir).expect("index dir");
+    let Some(mount) = mount_tmpfs(TEST, &text_dir, "16m") else {
+        return;
+    };
+    let s = start_in(dir.clone(), |_| {}).await;
+    let a = s.register("owner@race.test", "Race Co").await;
+    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
+    let gone = upload_doc(
+        &s,
+        &a.token,
+        "gone.txt",
+        "text/plain",
+        b"The quokkalite warranty covers every blue kettle for ten years.",
+        None,
+    )
+    .await;
+    let kept = upload_doc(
+        &s,
+        &a.token,
+        "kept.txt",
+        "text/plain",
+        b"The quokkalite catalogue lists our red kettles and their prices.",
+        None,
+    )
+    .await;
+    let id = DocumentId::parse(&gone).expect("doc id");
+    let chunks: Vec<Chunk> = s
+        .svc
+        .store
+        .read(|tx| tx.scan::<Chunk>(&tenant, None, |c| c.document_id == id))
+        .expect("chunks");
+    assert!(!chunks.is_empty());
+
+    // The delete commits and its unindex job runs...
+    s.delete(&format!("/api/documents/{gone}"), &a.token)
+        .await
+        .expect(204);
+    unindex_done(&s, &tenant, &gone).await;
+    let k = s.knowledge.clone();
+    let held = {
+        let (k, tenant, id) = (k.clone(), tenant.clone(), id.clone());
+        tokio::task::spawn_blocking(move || k.text.document_chunks(&tenant, &id))
+    };
+    assert_eq!(held.await.expect("join").expect("count"), 0);
+    // ... then processing, which stored the chunks before the delete, indexes them.
+    let (k2, t2, id2) = (k.clone(), tenant.clone(), id.clone());
+    tokio::task::spawn_blocking(move || {
+        let none = vec![None; chunks.len()];
+        k2.index_chunks(&t2, &id2, &chunks, none, &[], None)
+    })
+    .await
+    .expect("join")
+    .expect("indexed");
+    // Its end finds the document gone while the keyword index cannot be written.
+    let filler = fill(&text_dir);
+    let (k2, t2, id2) = (k.clone(), tenant.clone(), id.clone());
+    tokio::task::spawn_blocking(move || k2.finish_processing(&t2, &id2))
+        .await
+        .expect("join")
+        .expect("processing ends");
+
+    // Space back: every unindex job ends, and the entries are gone.
+    std::fs::remove_file(&filler).expect("free");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while unindex_jobs(&s, &tenant, &gone)
+        .iter()
+        .any(|j| j.status != JobStatus::Done)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unindex still pending: {:?}",
+            unindex_jobs(&s, &tenant, &gone)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(k);
+    let dir = s.stop().await;
+    assert_eq!(
+        keyword_chunks(dir.path(), &tenant, &gone),
+        0,
+        "the deleted document's entries stayed"
+    );
+    assert!(keyword_chunks(dir.path(), &tenant, &kept) > 0);
     drop(mount);
 }
