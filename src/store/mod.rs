@@ -551,8 +551,8 @@ const FREE_CHECKED_AT: &str = "free_pages_checked_at_bytes";
 /// or `None` when not worth counting: counting reads every page of the file, so it happens
 /// only once the file has grown by a quarter since the last count (recorded before a
 /// compaction, so a compacted file is counted again past 5/4 of its size before it).
-fn free_bytes(db: &redb::Database, path: &Path) -> Result<Option<u64>> {
-    let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+/// `file` is the file's size.
+fn free_bytes(db: &redb::Database, file: u64) -> Result<Option<u64>> {
     if file < 2 * COMPACT_FREE_MIN {
         return Ok(None);
     }
@@ -629,7 +629,7 @@ impl Store {
             compact(&mut db, &path, "a migration rewrote records")?;
         } else {
             let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if free_bytes(&db, &path)?.is_some_and(|free| worth_compacting(file, free)) {
+            if free_bytes(&db, file)?.is_some_and(|free| worth_compacting(file, free)) {
                 compact(&mut db, &path, "much of the file is free pages")?;
             }
         }
