@@ -40,10 +40,11 @@
 //! 2. `int8`: the same sample embedded with the int8 graph (rate, cosine to fp32).
 //! 3. `seed`: a fresh data directory, a served app (its once-a-minute persist of the vector
 //!    index runs, as in production), one registered tenant, and `--chunks` chunks written
-//!    document by document with the calls the ingestion pipeline makes (`process_document`
-//!    and `index_chunks` in src/knowledge/pipeline.rs): one store transaction with the
-//!    document, its chunks and their vectors, `TextIndex::delete_document` + `add`,
-//!    `VectorIndex::delete_document` + `insert`. Per-stage time, RSS and load every tenth.
+//!    document by document with the ingestion pipeline's own stages (src/knowledge/
+//!    pipeline.rs): one store transaction with the document, its chunks and their vectors
+//!    (`put_chunks`), `Knowledge::index_text` (`TextIndex::delete_document` + `add`),
+//!    `index_vectors` (`VectorIndex::delete_document` + `insert`). Per-stage time, RSS and
+//!    load every tenth.
 //! 4. `reopen`: a fresh process opens the data directory (startup = `aigentable::build`:
 //!    store, migrations, text index, vector index load, model load), then times hybrid
 //!    searches: the query embedding (`embed_query`, which fills the model's query cache),
@@ -75,8 +76,8 @@ use aigentable::auth::Caller;
 use aigentable::config::Config;
 use aigentable::domain::ClientMeta;
 use aigentable::domain::auth::RegisterInput;
-use aigentable::index::{HnswParams, TextDoc, VectorIndex};
-use aigentable::knowledge::pipeline::embed_text;
+use aigentable::index::{HnswParams, VectorIndex};
+use aigentable::knowledge::pipeline::{embed_text, index_vectors, put_chunks};
 use aigentable::knowledge::{Knowledge, SearchMode, SearchQuery};
 use aigentable::model::{Chunk, Document, DocumentStatus};
 use aigentable::types::{ChunkId, DocumentId, SessionId, TenantId};
@@ -946,7 +947,8 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
 }
 
 /// Writes one document as the pipeline does after embedding (`process_document`'s store
-/// transaction, then `index_chunks`), adding each stage's seconds to `total`.
+/// transaction, then `index_chunks`), with the pipeline's own stages, adding each stage's
+/// seconds to `total`.
 fn ingest(
     k: &Knowledge,
     index: &VectorIndex,
@@ -960,29 +962,15 @@ fn ingest(
     let t = Instant::now();
     k.svc.store.write(|tx| {
         tx.put(&doc)?;
-        for (c, v) in chunks.iter().zip(&vectors) {
-            tx.put(c)?;
-            tx.put_vector(c, v)?;
-        }
-        Ok::<_, aigentable::store::Error>(())
+        put_chunks(tx, &chunks, vectors.iter().map(|v| Some(v.as_slice())))
     })?;
     total.store += t.elapsed().as_secs_f64();
     let t = Instant::now();
-    k.text.delete_document(tenant, &doc_id)?;
-    let text_docs: Vec<TextDoc> = chunks
-        .iter()
-        .map(|c| aigentable::knowledge::pipeline::text_doc(c, &[]))
-        .collect();
-    k.text.add(&text_docs)?;
+    k.index_text(tenant, &doc_id, &chunks, &[])?;
     total.text += t.elapsed().as_secs_f64();
     let t = Instant::now();
-    index.delete_document(tenant, &doc_id)?;
-    let items: Vec<_> = chunks
-        .into_iter()
-        .zip(vectors)
-        .map(|(c, v)| (c.id, c.document_id, v))
-        .collect();
-    index.insert(tenant, &items)?;
+    let vectors = vectors.into_iter().map(Some).collect();
+    index_vectors(index, tenant, &doc_id, &chunks, vectors)?;
     total.vector += t.elapsed().as_secs_f64();
     Ok(())
 }

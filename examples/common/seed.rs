@@ -4,6 +4,7 @@
 
 use aigentable::index::TextDoc;
 use aigentable::knowledge::Knowledge;
+use aigentable::knowledge::pipeline::{index_vectors, put_chunks};
 use aigentable::model::{Chunk, Document, DocumentStatus};
 use aigentable::types::{AgentId, ChunkId, DocumentId, TenantId};
 use anyhow::{Result, anyhow};
@@ -409,8 +410,10 @@ pub struct SeedReport {
 pub const PERTURB_SIGMA: f32 = 0.03;
 
 /// Seeds `docs` x `chunks_per_doc` chunks into one tenant, the way the pipeline writes them:
-/// Document and Chunk records and the chunks' vectors in one transaction per document, then the text
-/// index (one commit per document) and the vector index (one insert per document).
+/// Document and Chunk records and the chunks' vectors in one transaction per document
+/// (`put_chunks`), then the text index (one commit per document: the pipeline's
+/// `index_text` commits a delete first, which new documents do not need) and the vector
+/// index (`index_vectors`, one insert per document).
 /// Vectors: `base_texts` distinct synthetic texts embedded with the real model, each reused
 /// for many chunks with Gaussian noise, normalised. Blocking.
 pub fn seed(
@@ -507,11 +510,7 @@ pub fn seed(
         let t = Instant::now();
         k.svc.store.write(|tx| {
             tx.put(&doc)?;
-            for (c, v) in chunks.iter().zip(&vectors) {
-                tx.put(c)?;
-                tx.put_vector(c, v)?;
-            }
-            Ok::<_, aigentable::store::Error>(())
+            put_chunks(tx, &chunks, vectors.iter().map(|v| Some(v.as_slice())))
         })?;
         rep.store += t.elapsed();
         let t = Instant::now();
@@ -529,14 +528,10 @@ pub fn seed(
         k.text.add(&docs)?;
         rep.text_index += t.elapsed();
         let t = Instant::now();
-        let items: Vec<_> = chunks
-            .into_iter()
-            .zip(vectors)
-            .map(|(c, v)| (c.id, c.document_id, v))
-            .collect();
-        space.index.insert(tenant, &items)?;
+        let vectors = vectors.into_iter().map(Some).collect();
+        index_vectors(&space.index, tenant, &doc_id, &chunks, vectors)?;
         rep.vector_index += t.elapsed();
-        rep.chunks += items.len();
+        rep.chunks += chunks.len();
         doc_ids.push(doc_id);
         if d + 1 == o.docs / 2 {
             checkpoint("after seeding half the chunks");

@@ -5,12 +5,12 @@ use super::{
 };
 use crate::auth::{Action, Caller};
 use crate::domain::plans::{Crossings, Limit};
-use crate::index::TextDoc;
+use crate::index::{TextDoc, VectorIndex};
 use crate::ingest;
 use crate::jobs::{Class, JobCtx, JobError, Jobs, Policy};
 use crate::model::*;
 use crate::store::chunk_key;
-use crate::store::{self, Index, make_ref};
+use crate::store::{self, Index, WriteTx, make_ref};
 use crate::types::*;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -34,6 +34,41 @@ pub fn text_doc(c: &Chunk, agents: &[AgentId]) -> TextDoc {
         text: c.text.clone(),
         headings: c.headings.clone(),
     }
+}
+
+/// Writes chunks and their vectors (those that have one) in the caller's transaction: what
+/// processing stores for a document besides its record (the benchmarks store theirs with it).
+pub fn put_chunks<'v>(
+    tx: &WriteTx,
+    chunks: &[Chunk],
+    vectors: impl IntoIterator<Item = Option<&'v [f32]>>,
+) -> store::Result<()> {
+    for (c, v) in chunks.iter().zip(vectors) {
+        tx.put(c)?;
+        if let Some(v) = v {
+            tx.put_vector(c, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The vector half of [`Knowledge::index_chunks`]: the chunks that have a vector replace
+/// what `index` held of the document (the benchmarks time it on its own).
+pub fn index_vectors(
+    index: &VectorIndex,
+    t: &TenantId,
+    id: &DocumentId,
+    chunks: &[Chunk],
+    vectors: Vec<Option<Vec<f32>>>,
+) -> Result<(), Error> {
+    index.delete_document(t, id)?;
+    let items: Vec<_> = chunks
+        .iter()
+        .zip(vectors)
+        .filter_map(|(c, v)| Some((c.id.clone(), c.document_id.clone(), v?)))
+        .collect();
+    index.insert(t, &items)?;
+    Ok(())
 }
 
 fn failed(e: impl std::fmt::Display) -> JobError {
@@ -295,12 +330,7 @@ impl Knowledge {
                     return Ok::<_, store::Error>(None);
                 };
                 tx.delete_under::<Chunk>(t, id.as_str())?;
-                for (c, v) in chunks.iter().zip(&vectors) {
-                    tx.put(c)?;
-                    if let Some(v) = v {
-                        tx.put_vector(c, v)?;
-                    }
-                }
+                put_chunks(tx, &chunks, vectors.iter().map(Option::as_deref))?;
                 d.pages = parsed.pages;
                 d.title = parsed.title.clone().filter(|s| !s.trim().is_empty());
                 d.author = parsed.author.clone().filter(|s| !s.trim().is_empty());
@@ -393,18 +423,25 @@ impl Knowledge {
         agents: &[AgentId],
         space: Option<&Space>,
     ) -> Result<(), Error> {
+        self.index_text(t, id, chunks, agents)?;
+        if let Some(space) = space {
+            index_vectors(&space.index, t, id, chunks, vectors)?;
+        }
+        Ok(())
+    }
+
+    /// The keyword half of [`index_chunks`](Self::index_chunks): the document's chunks
+    /// replace what the keyword index held of it (the benchmarks time it on its own).
+    pub fn index_text(
+        &self,
+        t: &TenantId,
+        id: &DocumentId,
+        chunks: &[Chunk],
+        agents: &[AgentId],
+    ) -> Result<(), Error> {
         self.text.delete_document(t, id)?;
         let docs: Vec<TextDoc> = chunks.iter().map(|c| text_doc(c, agents)).collect();
         self.text.add(&docs)?;
-        if let Some(space) = space {
-            space.index.delete_document(t, id)?;
-            let items: Vec<_> = chunks
-                .iter()
-                .zip(vectors)
-                .filter_map(|(c, v)| Some((c.id.clone(), c.document_id.clone(), v?)))
-                .collect();
-            space.index.insert(t, &items)?;
-        }
         Ok(())
     }
 
