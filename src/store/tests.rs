@@ -342,6 +342,74 @@ fn schema_12_and_13_vectors_move_to_their_own_table_and_the_file_shrinks() {
     assert_moved(&store, &chunks);
 }
 
+/// `batches` commits of `per_batch` chunks of `doc` with `len` bytes of random text each.
+/// Random: the store compresses chunk texts, and these must take their room.
+fn noisy_chunks(
+    store: &Store,
+    t: &TenantId,
+    doc: &DocumentId,
+    batches: u32,
+    per_batch: u32,
+    len: usize,
+) {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .collect()
+    };
+    for batch in 0..batches {
+        store
+            .write(|tx| {
+                for i in 0..per_batch {
+                    let text = format!("{i:05} {}", noise(len));
+                    tx.put(&chunk(t, doc, batch * per_batch + i, text))?;
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_store_that_just_grew_is_not_compacted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aigentable.redb");
+    let t = tenant("a");
+    {
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.write(|tx| tx.put(&t)).unwrap();
+        // ~75 MB of small chunks in 300 commits, as ingestion writes them: past 64 MiB redb
+        // doubles the file to 128 MiB.
+        noisy_chunks(&store, &t.id, &DocumentId::new(), 300, 200, 1_500);
+    }
+    let meta = std::fs::metadata(&path).unwrap();
+    let before = meta.len();
+    if before < on_disk(&meta) + (32 << 20) {
+        eprintln!(
+            "no hole in the file ({before} bytes long, {} on disk): nothing to show",
+            on_disk(&meta)
+        );
+        return;
+    }
+    // A fifth of the file and over 32 MiB unused, but never written: a compaction would take
+    // seconds at every such start and give no room back.
+    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+    assert!(
+        store
+            .read(|tx| tx.get::<Tenant>(&t.id, ""))
+            .unwrap()
+            .is_some()
+    );
+}
+
 #[test]
 fn a_store_mostly_free_pages_is_compacted_at_open() {
     assert!(
@@ -360,30 +428,8 @@ fn a_store_mostly_free_pages_is_compacted_at_open() {
     {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         store.write(|tx| tx.put(&t)).unwrap();
-        // ~48 MB of chunks in a few commits, then the document's chunks go. Random text:
-        // the store compresses chunk texts, and this must take its room.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = |n: usize| -> String {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(b'!' + (x % 90) as u8)
-                })
-                .collect()
-        };
-        for batch in 0..6u32 {
-            store
-                .write(|tx| {
-                    for i in 0..400 {
-                        let text = format!("{i:05} {}", noise(20_400));
-                        tx.put(&chunk(&t.id, &doc, batch * 400 + i, text))?;
-                    }
-                    Ok::<_, Error>(())
-                })
-                .unwrap();
-        }
+        // ~48 MB of chunks in a few commits, then the document's chunks go.
+        noisy_chunks(&store, &t.id, &doc, 6, 400, 20_400);
         store
             .write(|tx| tx.delete_under::<Chunk>(&t.id, doc.as_str()))
             .unwrap();
