@@ -189,6 +189,9 @@ pub async fn serve_with_listener(
             minutes += 1;
             let k = limits_state.knowledge.clone();
             let _ = tokio::task::spawn_blocking(move || k.persist()).await;
+            // Malloc keeps what ingestion freed in its heap (~50 MiB after 100k chunks, held
+            // for good without this; BENCHMARKS.md, session 11): give it back once a minute.
+            let _ = tokio::task::spawn_blocking(crate::malloc::trim).await;
             metrics::gauge!("jobs_pending").set(limits_state.jobs.pending() as f64);
         }
     });

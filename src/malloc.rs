@@ -74,6 +74,21 @@ fn set_arena_max(_n: usize) -> Tuning {
     Tuning::Unsupported
 }
 
+/// Hands the memory malloc holds free back to the operating system (`malloc_trim(0)`: every
+/// arena, free pages in the middle of the heap too). Returns whether anything was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim() -> bool {
+    // SAFETY: malloc_trim takes an integer and only releases free memory; thread-safe in
+    // glibc (it takes each arena's lock).
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Nothing to do without glibc.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim() -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
