@@ -94,12 +94,52 @@ fn parse_args() -> Result<Opts> {
 
 fn row(phase: &str, what: &str) {
     let child::Mem { rss, anon, hwm } = child::mem();
-    println!("| {phase} | {what} | {rss:.0} | {anon:.0} | {hwm:.0} |");
+    let file = status_mib("RssFile:");
+    println!("| {phase} | {what} | {rss:.0} | {anon:.0} | {file:.0} | {hwm:.0} |");
 }
 
-/// Total size of the files under `p`, in MiB.
-fn du(p: &Path) -> f64 {
-    let mut total = 0u64;
+/// One field of `/proc/self/status` in MiB (NaN when missing).
+fn status_mib(name: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Total size of the files under `p`: their lengths, and what they take on the disk (less
+/// the holes of sparse files: redb extends its file by doubling it, and the new half is a
+/// hole until pages are written there).
+#[derive(Clone, Copy, Default)]
+struct Size {
+    len: u64,
+    disk: u64,
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        write!(
+            f,
+            "{:.0} MiB ({:.0} MiB on disk)",
+            mib(self.len),
+            mib(self.disk)
+        )
+    }
+}
+
+fn size_of(m: &std::fs::Metadata) -> Size {
+    use std::os::unix::fs::MetadataExt;
+    Size {
+        len: m.len(),
+        disk: (m.blocks() * 512).min(m.len()),
+    }
+}
+
+fn du(p: &Path) -> Size {
+    let mut total = Size::default();
     let mut stack = vec![p.to_path_buf()];
     let mut seen = 0usize;
     while let Some(d) = stack.pop() {
@@ -113,12 +153,16 @@ fn du(p: &Path) -> f64 {
         for e in rd.flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
+                Ok(m) => {
+                    let s = size_of(&m);
+                    total.len += s.len;
+                    total.disk += s.disk;
+                }
                 Err(_) => {}
             }
         }
     }
-    total as f64 / (1024.0 * 1024.0)
+    total
 }
 
 fn config(o: &Opts, data: &Path) -> Config {
@@ -134,6 +178,11 @@ fn config(o: &Opts, data: &Path) -> Config {
         job_workers: 1,
         log_level: "warn".into(),
         shutdown_timeout_secs: 5,
+        // As the server reads it, to measure other cache sizes.
+        store_cache_mb: std::env::var("STORE_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Config::default().store_cache_mb),
         ..Config::default()
     }
 }
@@ -188,12 +237,15 @@ async fn post(r: &Running, token: Option<&str>, path: &str, body: Value) -> Resu
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Hybrid searches through the API; returns the mean hits per search.
-async fn searches(r: &Running, token: &str, n: usize, seed: u64) -> Result<f64> {
+/// Hybrid searches through the API, one at a time: the mean hits per search and the
+/// latency of each, milliseconds (sorted).
+async fn searches(r: &Running, token: &str, n: usize, seed: u64) -> Result<(f64, Vec<f64>)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut hits = 0usize;
+    let mut ms = Vec::with_capacity(n);
     for i in 0..n {
         let q = question(&mut rng, i);
+        let t = Instant::now();
         let v = post(
             r,
             Some(token),
@@ -201,9 +253,20 @@ async fn searches(r: &Running, token: &str, n: usize, seed: u64) -> Result<f64> 
             json!({"query": q, "mode": "hybrid", "topK": 8}),
         )
         .await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
         hits += v["data"].as_array().map(Vec::len).unwrap_or(0);
     }
-    Ok(hits as f64 / n.max(1) as f64)
+    ms.sort_by(f64::total_cmp);
+    Ok((hits as f64 / n.max(1) as f64, ms))
+}
+
+/// "p50 X ms, p99 Y ms" of sorted latencies.
+fn quantiles(ms: &[f64]) -> String {
+    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    if ms.is_empty() {
+        return "no searches".into();
+    }
+    format!("p50 {:.1} ms, p99 {:.1} ms", at(0.5), at(0.99))
 }
 
 async fn stop(r: Running) {
@@ -279,10 +342,14 @@ async fn phase_seed(o: &Opts, data: &Path) -> Result<()> {
     let k = r.knowledge.clone();
     tokio::task::spawn_blocking(move || k.persist()).await?;
     row("seed", "after persisting the vector index");
-    let hits = searches(&r, &token, o.searches, 1).await?;
+    let (hits, ms) = searches(&r, &token, o.searches, 1).await?;
     row(
         "seed",
-        &format!("after {} hybrid searches ({hits:.1} hits each)", o.searches),
+        &format!(
+            "after {} hybrid searches ({hits:.1} hits each; {})",
+            o.searches,
+            quantiles(&ms)
+        ),
     );
     tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
     row("seed", &format!("idle {} s later", o.idle_secs));
@@ -292,20 +359,29 @@ async fn phase_seed(o: &Opts, data: &Path) -> Result<()> {
 
 async fn phase_reopen(o: &Opts, data: &Path) -> Result<()> {
     row("reopen", "process start");
+    let started = Instant::now();
     let r = start(o, data).await?;
-    row("reopen", "app built on the seeded data dir (model loaded)");
-    let token = std::fs::read_to_string(data.join("bench-token"))?;
-    let hits = searches(&r, &token, 1, 2).await?;
+    let built = started.elapsed().as_secs_f64();
     row(
         "reopen",
-        &format!("after the first hybrid search ({hits:.0} hits)"),
+        &format!("app built on the seeded data dir (model loaded; {built:.1} s)"),
     );
-    let hits = searches(&r, &token, o.searches, 3).await?;
+    let token = std::fs::read_to_string(data.join("bench-token"))?;
+    let (hits, ms) = searches(&r, &token, 1, 2).await?;
     row(
         "reopen",
         &format!(
-            "after {} more hybrid searches ({hits:.1} hits each)",
-            o.searches
+            "after the first hybrid search ({hits:.0} hits, {:.0} ms)",
+            ms[0]
+        ),
+    );
+    let (hits, ms) = searches(&r, &token, o.searches, 3).await?;
+    row(
+        "reopen",
+        &format!(
+            "after {} more hybrid searches ({hits:.1} hits each; {})",
+            o.searches,
+            quantiles(&ms)
         ),
     );
     tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
@@ -386,23 +462,23 @@ fn main() -> Result<()> {
         o.seed.spec.base_texts,
         (o.seed.spec.docs * o.seed.spec.chunks_per_doc * 384 * 4) as f64 / (1024.0 * 1024.0)
     );
-    println!("| process | point | VmRSS MiB | RssAnon MiB | VmHWM (peak) MiB |");
-    println!("|---|---|---|---|---|");
+    println!("| process | point | VmRSS MiB | RssAnon MiB | RssFile MiB | VmHWM (peak) MiB |");
+    println!("|---|---|---|---|---|---|");
     run_child(&o, "seed", &data)?;
-    let mib = |p: &Path| {
+    let file = |p: &Path| {
         std::fs::metadata(p)
-            .map(|m| m.len() as f64 / (1024.0 * 1024.0))
-            .unwrap_or(f64::NAN)
+            .map(|m| size_of(&m))
+            .unwrap_or_default()
     };
     println!(
-        "\nafter seeding: store {:.0} MiB, data dir {:.0} MiB (the reopen compacts a store whose file is mostly free pages)\n",
-        mib(&data.join("aigentable.redb")),
+        "\nafter seeding: store {}, data dir {}\n",
+        file(&data.join("aigentable.redb")),
         du(&data)
     );
     run_child(&o, "reopen", &data)?;
     println!(
-        "\non disk: store {:.0} MiB, text index {:.0} MiB, vector index {:.0} MiB, data dir total {:.0} MiB",
-        mib(&data.join("aigentable.redb")),
+        "\nafter the reopen: store {}, text index {}, vector index {}, data dir total {}",
+        file(&data.join("aigentable.redb")),
         du(&data.join("index/text")),
         du(&data.join("index/vectors")),
         du(&data)
