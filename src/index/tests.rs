@@ -1392,6 +1392,75 @@ mod vector {
     }
 
     #[test]
+    fn a_tenant_filled_over_many_persists_reopens_the_same_and_deltas_grow_with_the_chunks() {
+        // As a tenant fills between the minute's persists: every insert rewrites lists all
+        // over the graph, yet a delta costs about what the chunks it adds cost in a base,
+        // and the files reopen as the index that wrote them, across restarts mid-fill.
+        for sourced in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Halves::default());
+            let store = sourced.then_some(&store);
+            let t = TenantId::new();
+            let qs = vecs(131, 30);
+            let mut idx = open_lean(dir.path(), store);
+            add(
+                &idx,
+                store,
+                &t,
+                &items(&DocumentId::new(), &vecs(130, 1000)),
+            );
+            idx.persist().unwrap();
+            let (mut base, mut base_chunks) = (dump_sizes(dir.path(), &t).0, 1000u64);
+            let mut deltas = 0;
+            for round in 0..40u64 {
+                if round == 20 {
+                    let before = answers(&idx, &t, &qs);
+                    drop(idx);
+                    idx = open_lean(dir.path(), store);
+                    assert!(idx.tenants_needing_rebuild().is_empty());
+                    assert_eq!(answers(&idx, &t, &qs), before, "sourced {sourced}");
+                }
+                let batch = items(&DocumentId::new(), &vecs(140 + round, 50));
+                add(&idx, store, &t, &batch);
+                let was = idx.persisted();
+                idx.persist().unwrap();
+                let now = idx.persisted();
+                if now.deltas > was.deltas {
+                    // Per chunk added, at most twice what a base costs per chunk (slot,
+                    // lists, vector when held): the new node's lists and the few bytes
+                    // each list it joined grew by. (Whole rewritten lists were ~6 times a
+                    // base's cost per chunk.)
+                    let bytes = now.bytes - was.bytes;
+                    assert!(
+                        bytes * base_chunks <= 2 * base * 50,
+                        "sourced {sourced}, round {round}: {bytes} bytes for 50 chunks, \
+                         base {base} bytes for {base_chunks}"
+                    );
+                    deltas += 1;
+                } else {
+                    (base, base_chunks) = (dump_sizes(dir.path(), &t).0, 1050 + 50 * round);
+                }
+            }
+            assert!(
+                deltas >= 30,
+                "sourced {sourced}: {deltas} deltas of 40 persists"
+            );
+            let before = answers(&idx, &t, &qs);
+            let own: Vec<Vec<Hit>> = (0..40)
+                .map(|round| idx.search(&t, &vecs(140 + round, 1)[0], None, 5).unwrap())
+                .collect();
+            drop(idx);
+            let idx = open_lean(dir.path(), store);
+            assert!(idx.tenants_needing_rebuild().is_empty());
+            assert_eq!(answers(&idx, &t, &qs), before, "sourced {sourced}");
+            for (round, hits) in own.iter().enumerate() {
+                let again = idx.search(&t, &vecs(140 + round as u64, 1)[0], None, 5);
+                assert_eq!(&again.unwrap(), hits);
+            }
+        }
+    }
+
+    #[test]
     fn a_version_4_dump_leaving_its_vectors_to_the_store_still_loads() {
         let dir = tempfile::tempdir().unwrap();
         let t = TenantId::new();

@@ -15,8 +15,9 @@
 //! left without a way in are linked back (`repair`), so every inserted node stays
 //! reachable from the entry point.
 //! Deletion is the caller's business (tombstones filtered at search, compaction rebuilds).
-//! Every rewritten list marks its node as changed, so a dump can write only what changed
-//! since the last one (`delta.rs`).
+//! Every rewritten list marks its node as changed (its first rewrite since the last dump
+//! saves the lists the dump holds), so a dump can write only how lists changed since the
+//! last one (`delta.rs`).
 //! Depends on nothing but `std` and the dot product in `simd.rs`.
 
 use super::simd::{Kernel, prefetch, widen};
@@ -26,6 +27,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 mod delta;
+
+pub(super) use delta::Format;
 
 /// The highest layer a node may get (a level above this is clamped; with M >= 4 and 2^32
 /// nodes the expected top layer is 16).
@@ -162,6 +165,17 @@ pub(super) struct Graph {
     ///
     /// [`clear_changes`]: Self::clear_changes
     changed: Vec<AtomicU64>,
+    /// Nodes the files held at the last [`clear_changes`] (0 before the first: a graph
+    /// never dumped is written whole).
+    ///
+    /// [`clear_changes`]: Self::clear_changes
+    kept: AtomicUsize,
+    /// The lists of each node below `kept` as the files hold them, saved by its first
+    /// rewrite since [`clear_changes`] (`node`, then per layer a count and its ids): a
+    /// dump writes how a list differs from these, not the list.
+    ///
+    /// [`clear_changes`]: Self::clear_changes
+    old_lists: Mutex<Vec<(u32, Box<[u32]>)>>,
 }
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
@@ -192,6 +206,8 @@ impl Graph {
             lost: Mutex::new(Vec::new()),
             swept: AtomicUsize::new(0),
             changed: Vec::new(),
+            kept: AtomicUsize::new(0),
+            old_lists: Mutex::new(Vec::new()),
         }
     }
 
@@ -200,12 +216,17 @@ impl Graph {
         self.levels.len()
     }
 
-    /// Bytes the graph's nodes use (links, levels, in-link counts, locks; not spare
-    /// capacity).
+    /// Bytes the graph's nodes use (links, levels, in-link counts, locks, the lists saved
+    /// for the next dump; not spare capacity).
     pub fn heap_bytes(&self) -> usize {
         let upper: usize = self.upper.iter().map(|b| b.len() * 4).sum();
+        let saved: usize = (self.old_lists.lock().unwrap_or_else(|e| e.into_inner()))
+            .iter()
+            .map(|(_, l)| l.len() * 4 + std::mem::size_of::<(u32, Box<[u32]>)>())
+            .sum();
         self.links0.len() * 4
             + upper
+            + saved
             + self.len()
                 * (std::mem::size_of::<Box<[AtomicU32]>>()
                     + 1
@@ -271,17 +292,42 @@ impl Graph {
         out.extend(b[1..=n].iter().map(|x| x.load(Ordering::Relaxed)));
     }
 
+    /// Replaces node `id`'s list on `layer`, recording the change for the next dump. The
+    /// caller holds `id`'s lock (or the graph mutably), so the first rewrite since the
+    /// last dump saves the lists the files hold before any of them changes.
     fn set_links(&self, id: u32, layer: usize, ids: impl ExactSizeIterator<Item = u32>) {
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        if self.changed[word].load(Ordering::Relaxed) & bit == 0 {
+            if (id as usize) < self.kept.load(Ordering::Relaxed) {
+                self.save_lists(id);
+            }
+            self.changed[word].fetch_or(bit, Ordering::Relaxed);
+        }
+        self.store_links(id, layer, ids);
+    }
+
+    /// [`set_links`](Self::set_links) without recording it (a load applying its files).
+    fn store_links(&self, id: u32, layer: usize, ids: impl ExactSizeIterator<Item = u32>) {
         let b = self.block(id, layer);
         let n = ids.len().min(b.len() - 1);
         for (slot, x) in b[1..].iter().zip(ids) {
             slot.store(x, Ordering::Relaxed);
         }
         b[0].store(n as u32, Ordering::Relaxed);
-        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
-        if self.changed[word].load(Ordering::Relaxed) & bit == 0 {
-            self.changed[word].fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// Saves node `id`'s lists on every layer into `old_lists`.
+    fn save_lists(&self, id: u32) {
+        let mut saved = Vec::with_capacity(self.m0 + 1);
+        for layer in 0..=self.levels[id as usize] as usize {
+            let b = self.block(id, layer);
+            let n = (b[0].load(Ordering::Relaxed) as usize).min(b.len() - 1);
+            saved.extend(b[..=n].iter().map(|x| x.load(Ordering::Relaxed)));
         }
+        self.old_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, saved.into_boxed_slice()));
     }
 
     /// Replaces node `id`'s list on `layer` (`old`, as read under its lock) by `new`,
@@ -802,6 +848,7 @@ impl Graph {
         g.links0 = links0;
         g.upper = upper;
         g.changed = (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        g.kept = AtomicUsize::new(n);
         g.recount_in_links();
         Ok(g)
     }
@@ -835,6 +882,10 @@ impl<'a> Bytes<'a> {
         Ok(head)
     }
 
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
     fn u32(&mut self) -> Result<u32, String> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -844,6 +895,23 @@ impl<'a> Bytes<'a> {
         let lo = u64::from(self.u32()?);
         let hi = u64::from(self.u32()?);
         Ok(lo | (hi << 32))
+    }
+
+    /// A LEB128 varint (`delta.rs`) of at most 64 bits.
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut x = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err("graph file has an overlong number".into());
+            }
+            x |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Ok(x);
+            }
+        }
+        Err("graph file has an overlong number".into())
     }
 
     /// One link block (a count, then `max` ids) whose ids must all be below `nodes`.

@@ -19,7 +19,8 @@
 //!
 //! Deltas: a persist writes only what changed since the last one when it can: the slots
 //! added (binary ids), the slots deleted, the vectors the files must hold for them, and
-//! the graph's added and rewritten nodes (`hnsw/delta.rs`), as one checksummed file
+//! the graph's added nodes' lists and how each rewritten list differs from the files'
+//! (`hnsw/delta.rs`: mostly an id appended, a few bytes), as one checksummed file
 //! written to a temporary name, synced and renamed. A load applies the base, then deltas
 //! 1, 2, ... in order; each names the slot, document and node counts it follows, so a
 //! delta applied to anything but the state it was made after is an error, as is a
@@ -47,6 +48,7 @@
 //! graph is rebuilt in memory from `vectors.f32`). When a source holds the same vectors as
 //! such a dump (each within rounding), it is adopted.
 
+use super::hnsw::Format as GraphFormat;
 use super::simd::{from_f16, to_f16};
 use super::{Graph, Tenant, VectorSource, stored_from_halves};
 use crate::index::Error;
@@ -65,7 +67,9 @@ const META_MAGIC: &[u8; 4] = b"AIGV";
 /// files (ignored; rebuilt).
 const META_VERSION: u32 = 5;
 const DELTA_MAGIC: &[u8; 4] = b"AIGD";
-const DELTA_VERSION: u32 = 1;
+/// 2: the graph's changes as how each list differs from the files' (`hnsw/delta.rs`). 1:
+/// every changed node's lists whole (still read).
+const DELTA_VERSION: u32 = 2;
 /// At most this many deltas follow a base: each is a file to open at start.
 pub(super) const MAX_DELTAS: u32 = 512;
 const VECTORS_FILE: &str = "vectors.f16";
@@ -955,9 +959,14 @@ fn apply_delta(
     dims: usize,
 ) -> Result<(), String> {
     let mut r = Reader(checked_body(bytes, "delta")?);
-    if r.take(4)? != DELTA_MAGIC || r.u32()? != DELTA_VERSION {
+    if r.take(4)? != DELTA_MAGIC {
         return Err("another format".into());
     }
+    let format = match r.u32()? {
+        1 => GraphFormat::WholeLists,
+        DELTA_VERSION => GraphFormat::Diffs,
+        _ => return Err("another format".into()),
+    };
     let (file_seq, s0, s1, d0, d1) = (r.u32()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
     if file_seq != seq
         || s0 != t.slots.len() as u64
@@ -1021,7 +1030,7 @@ fn apply_delta(
         return Err("its live count does not match".into());
     }
     match (r.u8()?, &mut t.graph) {
-        (1, Some(g)) => g.apply_changes(r.0)?,
+        (1, Some(g)) => g.apply_changes(r.0, format)?,
         (0, None) if r.0.is_empty() => {}
         _ => return Err("its graph does not match the files before it".into()),
     }

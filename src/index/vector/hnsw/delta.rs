@@ -2,28 +2,140 @@
 //! from that dump: what lets a persist write what changed instead of the whole graph
 //! (`../persist.rs` frames and checksums these bytes; this file owns only their layout).
 //!
-//! Layout (little-endian): nodes before, nodes after, entry point, level generator state;
-//! the levels of the nodes added; then, for every node added or rewritten since the last
-//! [`clear_changes`](Graph::clear_changes), its id and each of its layers' lists (a count,
-//! then that many ids). Lists are written whole: a node's list is at most 2M ids.
+//! Layout ([`Format::Diffs`], delta version 2; little-endian): nodes before, nodes after,
+//! entry point, level generator state (u64s); the levels of the nodes added; a count (u64) of
+//! node records; then, in id order, per node the gap since the previous record's node + 1
+//! (a varint: LEB128) and one record per layer, a tag and what it needs:
+//! - `SAME`: the list as the files hold it;
+//! - `WHOLE`: a count, then the ids (a node added since the files);
+//! - `APPEND`: the files' list, then a count and that many ids more;
+//! - `EDIT`: a count, then per place the index of an id in the files' list or, past its
+//!   length, the length plus an id.
+//!
+//! An id is written as a varint of `after - 1 - id`: the nodes added lately, which most
+//! rewrites add, take two bytes or fewer. A node's lists are compared with the ones the
+//! files hold (saved by its first rewrite since, see `set_links`), so a node rewritten back
+//! to what the files hold is not written, and one rewritten ten times is written once.
+//!
+//! Why: while a tenant fills, each insert rewrites up to 2M neighbours' lists, most of them by
+//! appending the new node. Written whole (each list up to 2M four-byte ids, as
+//! [`Format::WholeLists`] did: delta version 1, still read) a minute's delta held most of
+//! the graph (BENCHMARKS.md, "Session 10: incremental persist" and "Session 11: finer
+//! persist deltas").
 
 use super::{Bytes, Graph, MAX_LEVEL, NO_ENTRY};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// How a delta lays out the graph's changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::index::vector) enum Format {
+    /// Delta version 1: each changed node's id (u32) and its lists whole (a u32 count, then
+    /// u32 ids).
+    WholeLists,
+    /// Delta version 2: how each list differs from the files' (see the module docs).
+    Diffs,
+}
+
+const SAME: u8 = 0;
+const WHOLE: u8 = 1;
+const APPEND: u8 = 2;
+const EDIT: u8 = 3;
+
+/// Appends `x` as LEB128: seven bits a byte, low first.
+fn put_varint(b: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        b.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    b.push(x as u8);
+}
+
+/// An id in a graph of `after` nodes, as [`Format::Diffs`] writes it: recent nodes are small.
+fn put_id(b: &mut Vec<u8>, after: usize, id: u32) {
+    put_varint(b, (after - 1 - id as usize) as u64);
+}
+
 impl Graph {
     /// Appends the changes since the graph had `before` nodes and
-    /// [`clear_changes`](Self::clear_changes) last ran; returns how many nodes' lists they
-    /// hold.
+    /// [`clear_changes`](Self::clear_changes) last ran, as [`Format::Diffs`]; returns how
+    /// many nodes' lists they hold (0: the lists are the files').
     pub fn encode_changes(&self, before: usize, b: &mut Vec<u8>) -> usize {
-        let before = before.min(self.len());
-        for x in [before as u64, self.len() as u64] {
+        let (before, after) = (before.min(self.len()), self.len());
+        for x in [before as u64, after as u64] {
             b.extend_from_slice(&x.to_le_bytes());
         }
         b.extend_from_slice(&self.entry.load(Ordering::Acquire).to_le_bytes());
         b.extend_from_slice(&self.rng.to_le_bytes());
         b.extend_from_slice(&self.levels[before..]);
-        let rewritten = self
-            .changed
+        let mut saved = self.old_lists.lock().unwrap_or_else(|e| e.into_inner());
+        saved.sort_unstable_by_key(|&(id, _)| id);
+        // The saved lists are the files' only when the files were written at `before`
+        // nodes (always, from `persist.rs`); otherwise every changed list goes whole.
+        let diffable = self.kept.load(Ordering::Relaxed) == before;
+        let count_at = b.len();
+        b.extend_from_slice(&0u64.to_le_bytes());
+        let (mut written, mut next) = (0usize, 0u32);
+        let (mut rec, mut old, mut new) = (Vec::new(), Vec::new(), Vec::new());
+        for id in self.rewritten(before).chain(before as u32..after as u32) {
+            let files = saved
+                .binary_search_by_key(&id, |&(x, _)| x)
+                .ok()
+                .filter(|_| diffable && (id as usize) < before)
+                .map(|i| &*saved[i].1);
+            rec.clear();
+            let mut differs = false;
+            let mut at = 0;
+            for layer in 0..=self.levels[id as usize] as usize {
+                self.links(id, layer, &mut new);
+                let Some(files) = files else {
+                    rec.push(WHOLE);
+                    put_varint(&mut rec, new.len() as u64);
+                    new.iter().for_each(|&x| put_id(&mut rec, after, x));
+                    differs = true;
+                    continue;
+                };
+                let n = files[at] as usize;
+                old.clear();
+                old.extend_from_slice(&files[at + 1..at + 1 + n]);
+                at += 1 + n;
+                if old == new {
+                    rec.push(SAME);
+                    continue;
+                }
+                differs = true;
+                if new.starts_with(&old) {
+                    rec.push(APPEND);
+                    put_varint(&mut rec, (new.len() - old.len()) as u64);
+                    new[old.len()..]
+                        .iter()
+                        .for_each(|&x| put_id(&mut rec, after, x));
+                } else {
+                    rec.push(EDIT);
+                    put_varint(&mut rec, new.len() as u64);
+                    for &x in &new {
+                        match old.iter().position(|&y| y == x) {
+                            Some(i) => put_varint(&mut rec, i as u64),
+                            None => {
+                                put_varint(&mut rec, (old.len() + after - 1 - x as usize) as u64)
+                            }
+                        }
+                    }
+                }
+            }
+            if differs {
+                put_varint(b, u64::from(id - next));
+                b.extend_from_slice(&rec);
+                next = id + 1;
+                written += 1;
+            }
+        }
+        b[count_at..count_at + 8].copy_from_slice(&(written as u64).to_le_bytes());
+        written
+    }
+
+    /// Nodes below `before` rewritten since [`clear_changes`](Self::clear_changes), in order.
+    fn rewritten(&self, before: usize) -> impl Iterator<Item = u32> + '_ {
+        self.changed
             .iter()
             .enumerate()
             .flat_map(|(w, word)| {
@@ -32,34 +144,24 @@ impl Graph {
                     .filter(move |i| bits & (1u64 << i) != 0)
                     .map(move |i| w as u32 * 64 + i)
             })
-            .filter(|&id| (id as usize) < before);
-        let nodes: Vec<u32> = rewritten.chain(before as u32..self.len() as u32).collect();
-        b.extend_from_slice(&(nodes.len() as u64).to_le_bytes());
-        let mut buf = Vec::with_capacity(self.m0);
-        for &id in &nodes {
-            b.extend_from_slice(&id.to_le_bytes());
-            for layer in 0..=self.levels[id as usize] as usize {
-                self.links(id, layer, &mut buf);
-                b.extend_from_slice(&(buf.len() as u32).to_le_bytes());
-                buf.iter()
-                    .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
-            }
-        }
-        nodes.len()
+            .filter(move |&id| (id as usize) < before)
     }
 
-    /// Forgets which nodes changed: the files now hold every list as it is.
+    /// Forgets which nodes changed and the lists saved for them: the files now hold every
+    /// list as it is.
     pub fn clear_changes(&self) {
         self.changed
             .iter()
             .for_each(|w| w.store(0, Ordering::Relaxed));
+        *self.old_lists.lock().unwrap_or_else(|e| e.into_inner()) = Vec::new();
+        self.kept.store(self.len(), Ordering::Relaxed);
     }
 
-    /// Applies [`encode_changes`](Self::encode_changes)' bytes (all of `bytes`) to the graph
-    /// they were made after, checking every count and id so that damaged bytes are an
-    /// error, never a panic or an out-of-range node later. Call
+    /// Applies [`encode_changes`](Self::encode_changes)' bytes (all of `bytes`, laid out as
+    /// `format`) to the graph they were made after, checking every count and id so that
+    /// damaged bytes are an error, never a panic or an out-of-range node later. Call
     /// [`changes_applied`](Self::changes_applied) after the last one.
-    pub fn apply_changes(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub fn apply_changes(&mut self, bytes: &[u8], format: Format) -> Result<(), String> {
         let mut r = Bytes(bytes);
         let before = r.u64()? as usize;
         let after = r.u64()? as usize;
@@ -81,6 +183,26 @@ impl Graph {
         }
         self.rng = rng;
         let count = r.u64()?;
+        match format {
+            Format::WholeLists => self.apply_whole_lists(&mut r, count, after)?,
+            Format::Diffs => self.apply_diffs(&mut r, count, after)?,
+        }
+        if !r.0.is_empty() {
+            return Err("graph changes have trailing bytes".into());
+        }
+        if entry != NO_ENTRY {
+            let (node, level) = (entry as u32 as usize, (entry >> 32) as usize);
+            if node >= after || self.levels[node] as usize != level {
+                return Err("graph changes have a bad entry point".into());
+            }
+        } else if (0..after as u32).any(|x| self.block(x, 0)[0].load(Ordering::Relaxed) != 0) {
+            return Err("graph changes have links but no entry point".into());
+        }
+        self.entry.store(entry, Ordering::Release);
+        Ok(())
+    }
+
+    fn apply_whole_lists(&mut self, r: &mut Bytes, count: u64, after: usize) -> Result<(), String> {
         let mut ids = Vec::with_capacity(self.m0);
         for _ in 0..count {
             let id = r.u32()?;
@@ -100,21 +222,73 @@ impl Graph {
                     }
                     ids.push(x);
                 }
-                self.set_links(id, layer, ids.iter().copied());
+                self.store_links(id, layer, ids.iter().copied());
             }
         }
-        if !r.0.is_empty() {
-            return Err("graph changes have trailing bytes".into());
-        }
-        if entry != NO_ENTRY {
-            let (node, level) = (entry as u32 as usize, (entry >> 32) as usize);
-            if node >= after || self.levels[node] as usize != level {
-                return Err("graph changes have a bad entry point".into());
+        Ok(())
+    }
+
+    fn apply_diffs(&mut self, r: &mut Bytes, count: u64, after: usize) -> Result<(), String> {
+        // An id as `put_id` wrote it.
+        let id_of = |v: u64| -> Result<u32, String> {
+            if v >= after as u64 {
+                return Err("graph changes link to a missing node".into());
             }
-        } else if (0..after as u32).any(|x| self.block(x, 0)[0].load(Ordering::Relaxed) != 0) {
-            return Err("graph changes have links but no entry point".into());
+            Ok((after as u64 - 1 - v) as u32)
+        };
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        let mut next = 0u64;
+        for _ in 0..count {
+            let id = next.saturating_add(r.varint()?);
+            if id >= after as u64 {
+                return Err("graph changes name a missing node".into());
+            }
+            next = id + 1;
+            let id = id as u32;
+            for layer in 0..=self.levels[id as usize] as usize {
+                let max = self.max_links(layer) as u64;
+                new.clear();
+                match r.u8()? {
+                    SAME => continue,
+                    WHOLE => {
+                        let n = r.varint()?;
+                        if n > max {
+                            return Err("graph changes have an overfull link list".into());
+                        }
+                        for _ in 0..n {
+                            new.push(id_of(r.varint()?)?);
+                        }
+                    }
+                    APPEND => {
+                        self.links(id, layer, &mut new);
+                        let k = r.varint()?;
+                        if new.len() as u64 + k > max {
+                            return Err("graph changes have an overfull link list".into());
+                        }
+                        for _ in 0..k {
+                            new.push(id_of(r.varint()?)?);
+                        }
+                    }
+                    EDIT => {
+                        self.links(id, layer, &mut old);
+                        let n = r.varint()?;
+                        if n > max {
+                            return Err("graph changes have an overfull link list".into());
+                        }
+                        for _ in 0..n {
+                            let v = r.varint()?;
+                            new.push(if v < old.len() as u64 {
+                                old[v as usize]
+                            } else {
+                                id_of(v - old.len() as u64)?
+                            });
+                        }
+                    }
+                    _ => return Err("graph changes have an unknown list record".into()),
+                }
+                self.store_links(id, layer, new.iter().copied());
+            }
         }
-        self.entry.store(entry, Ordering::Release);
         Ok(())
     }
 
@@ -156,6 +330,48 @@ mod tests {
         (g.entry.load(Ordering::Relaxed), g.levels.clone(), lists)
     }
 
+    fn in_links(g: &Graph) -> Vec<u32> {
+        g.in_links
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn answers(g: &Graph, vs: &[u16], dims: usize) -> Vec<Vec<u32>> {
+        vectors(2, 10, dims)
+            .chunks_exact(dims)
+            .map(|q| {
+                let q: Vec<f32> = q.iter().map(|&h| from_f16(h)).collect();
+                g.search(vs, &q, 20, None).iter().map(|x| x.id).collect()
+            })
+            .collect()
+    }
+
+    /// Format 1 as session 10 wrote it: every changed node's lists whole.
+    fn encode_whole_lists(g: &Graph, before: usize, b: &mut Vec<u8>) {
+        for x in [before as u64, g.len() as u64] {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        b.extend_from_slice(&g.entry.load(Ordering::Acquire).to_le_bytes());
+        b.extend_from_slice(&g.rng.to_le_bytes());
+        b.extend_from_slice(&g.levels[before..]);
+        let nodes: Vec<u32> = g
+            .rewritten(before)
+            .chain(before as u32..g.len() as u32)
+            .collect();
+        b.extend_from_slice(&(nodes.len() as u64).to_le_bytes());
+        let mut buf = Vec::new();
+        for &id in &nodes {
+            b.extend_from_slice(&id.to_le_bytes());
+            for layer in 0..=g.levels[id as usize] as usize {
+                g.links(id, layer, &mut buf);
+                b.extend_from_slice(&(buf.len() as u32).to_le_bytes());
+                buf.iter()
+                    .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+            }
+        }
+    }
+
     #[test]
     fn a_dump_plus_its_changes_is_the_graph_and_only_changed_nodes_are_written() {
         let (dims, n) = (8, 1200);
@@ -167,8 +383,10 @@ mod tests {
         g.clear_changes();
         let mut none = Vec::new();
         assert_eq!(g.encode_changes(1000, &mut none), 0);
-        // Two batches, each dumped as changes: a few nodes added, some lists rewritten.
+        // Two batches, each dumped as changes: a few nodes added, some lists rewritten; and
+        // the same changes as format 1 (whole lists) applied to a second copy.
         let mut loaded = Graph::decode(&base, dims, 1000).unwrap();
+        let mut loaded_v1 = Graph::decode(&base, dims, 1000).unwrap();
         for range in [1000..1010u32, 1010..1200] {
             g.grow(range.end as usize);
             let before = range.start as usize;
@@ -181,33 +399,68 @@ mod tests {
                 // the graph.
                 assert!(written <= 10 + 10 * 6 * 3, "{written}");
             }
+            let mut whole = Vec::new();
+            encode_whole_lists(&g, before, &mut whole);
+            // Most rewrites append the new node to a list: a few bytes, not the list.
+            assert!(
+                changes.len() * 3 < whole.len(),
+                "{} bytes, whole lists {}",
+                changes.len(),
+                whole.len()
+            );
             g.clear_changes();
-            loaded.apply_changes(&changes).unwrap();
+            loaded.apply_changes(&changes, Format::Diffs).unwrap();
+            loaded_v1.apply_changes(&whole, Format::WholeLists).unwrap();
+        }
+        for l in [&mut loaded, &mut loaded_v1] {
+            l.changes_applied();
+            assert_eq!(shape(l), shape(&g));
+            assert_eq!(l.rng, g.rng);
+            assert_eq!(answers(l, &vs, dims), answers(&g, &vs, dims));
+            assert_eq!(in_links(l), in_links(&g));
+        }
+    }
+
+    #[test]
+    fn a_graph_grown_over_many_dumps_loads_back_the_same_and_each_delta_is_small() {
+        // As a tenant fills between the minute's persists: each round's inserts rewrite
+        // lists all over the graph (several times over for some), then a dump.
+        let (dims, n, m) = (8, 4000, 6);
+        let vs = vectors(3, n, dims);
+        let mut g = Graph::new(dims, m, 40);
+        g.grow(500);
+        g.insert_parallel(&vs, &(0..500).collect::<Vec<_>>(), 2);
+        let mut loaded = Graph::decode(&g.encode(), dims, 500).unwrap();
+        g.clear_changes();
+        for round in 0..14u32 {
+            let range = 500 + round * 250..500 + (round + 1) * 250;
+            let before = range.start as usize;
+            g.grow(range.end as usize);
+            g.insert_parallel(&vs, &range.collect::<Vec<_>>(), 2);
+            let mut changes = Vec::new();
+            g.encode_changes(before, &mut changes);
+            // An insert writes its own lists (M ids and its upper layers') and adds itself
+            // to up to 2M others: a couple of lists' worth of bytes (one list is 2M + 1
+            // u32s), where whole lists wrote a dozen.
+            let per_insert = changes.len() / 250;
+            let list = (2 * m + 1) * 4;
+            assert!(
+                per_insert <= 2 * list,
+                "round {round}: {per_insert} bytes an insert"
+            );
+            g.clear_changes();
+            loaded.apply_changes(&changes, Format::Diffs).unwrap();
         }
         loaded.changes_applied();
         assert_eq!(shape(&loaded), shape(&g));
-        assert_eq!(loaded.rng, g.rng);
-        for q in vectors(2, 10, dims).chunks_exact(dims) {
-            let q: Vec<f32> = q.iter().map(|&h| from_f16(h)).collect();
-            let a: Vec<u32> = g.search(&vs, &q, 20, None).iter().map(|x| x.id).collect();
-            let b: Vec<u32> = loaded
-                .search(&vs, &q, 20, None)
-                .iter()
-                .map(|x| x.id)
-                .collect();
-            assert_eq!(a, b);
-        }
-        let kept: Vec<u32> = loaded
-            .in_links
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let truth: Vec<u32> = g
-            .in_links
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(kept, truth);
+        assert_eq!(answers(&loaded, &vs, dims), answers(&g, &vs, dims));
+        // A list rewritten and then back to what the files hold is not written.
+        let mut buf = Vec::new();
+        g.links(7, 0, &mut buf);
+        let fewer = buf[1..].to_vec();
+        g.relink(7, 0, &buf, &fewer);
+        g.relink(7, 0, &fewer, &buf);
+        assert_eq!(g.encode_changes(g.len(), &mut Vec::new()), 0);
     }
 
     #[test]
@@ -224,28 +477,60 @@ mod tests {
         let mut changes = Vec::new();
         g.encode_changes(200, &mut changes);
         let fresh = || Graph::decode(&base, dims, 200).unwrap();
-        assert!(fresh().apply_changes(&changes).is_ok());
+        assert!(fresh().apply_changes(&changes, Format::Diffs).is_ok());
         // Truncated, or with a byte more.
-        assert!(
-            fresh()
-                .apply_changes(&changes[..changes.len() - 1])
-                .is_err()
-        );
-        let mut longer = changes.clone();
-        longer.push(0);
-        assert!(fresh().apply_changes(&longer).is_err());
+        for bad in [
+            &changes[..changes.len() - 1],
+            &[changes.clone(), vec![0]].concat(),
+        ] {
+            assert!(fresh().apply_changes(bad, Format::Diffs).is_err());
+        }
+        // Read as the other format.
+        assert!(fresh().apply_changes(&changes, Format::WholeLists).is_err());
         // Made after another graph (another node count).
         let mut g2 = fresh();
         g2.grow(201);
-        assert!(g2.apply_changes(&changes).is_err());
-        // A link to a node that does not exist: the first id of the first list.
-        let first_list = 8 * 4 + (n - 200) + 8 + 4 + 4;
-        let mut bad = changes.clone();
-        bad[first_list..first_list + 4].copy_from_slice(&(n as u32).to_le_bytes());
-        assert!(fresh().apply_changes(&bad).is_err());
-        // A count past the list's capacity.
-        let mut bad = changes;
-        bad[first_list - 4..first_list].copy_from_slice(&1000u32.to_le_bytes());
-        assert!(fresh().apply_changes(&bad).is_err());
+        assert!(g2.apply_changes(&changes, Format::Diffs).is_err());
+        // One record by hand after the real header: node `x` (on layer 0 only), then
+        // `list`. The first is sound; each other is damaged in one way.
+        let header = &changes[..32 + (n - 200)];
+        let x = (0..200u8).find(|&x| g.levels[x as usize] == 0).unwrap();
+        let record = |list: &[u8]| [header, &1u64.to_le_bytes(), &[x], list].concat();
+        let (full, over) = (2 * 4, 2 * 4 + 1);
+        assert!(
+            fresh()
+                .apply_changes(&record(&[WHOLE, 1, 0]), Format::Diffs)
+                .is_ok()
+        );
+        let missing = [0x80 | (n % 128) as u8, (n / 128) as u8];
+        let damaged: [(&str, Vec<u8>); 5] = [
+            (
+                "a link to a missing node",
+                [&[WHOLE, 1][..], &missing].concat(),
+            ),
+            ("an overfull list", [&[WHOLE, over][..], &[0; 9]].concat()),
+            (
+                "an overfull append",
+                [&[APPEND, full][..], &[0; 8]].concat(),
+            ),
+            ("an unknown record", vec![9, 1, 0]),
+            ("an overlong number", [&[WHOLE][..], &[0xff; 11]].concat()),
+        ];
+        for (what, list) in damaged {
+            assert!(
+                fresh()
+                    .apply_changes(&record(&list), Format::Diffs)
+                    .is_err(),
+                "{what}"
+            );
+        }
+        // Node ids past the graph.
+        let far = [
+            header,
+            &1u64.to_le_bytes(),
+            &[0x80 | (n % 128) as u8, (n / 128) as u8],
+        ]
+        .concat();
+        assert!(fresh().apply_changes(&far, Format::Diffs).is_err());
     }
 }
