@@ -4,8 +4,8 @@
 //!
 //! Layout ([`Format::Diffs`], delta version 2; little-endian): nodes before, nodes after,
 //! entry point, level generator state (u64s); the levels of the nodes added; a count (u64) of
-//! node records; then, in id order, per node the gap since the previous record's node + 1
-//! (a varint: LEB128) and one record per layer, a tag and what it needs:
+//! node records; then, in id order, per node how many ids it skips after the previous
+//! record's (a LEB128 varint) and one record per layer, a tag and what it needs:
 //! - `SAME`: the list as the files hold it;
 //! - `WHOLE`: a count, then the ids (a node added since the files);
 //! - `APPEND`: the files' list, then a count and that many ids more;
