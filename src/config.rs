@@ -115,7 +115,8 @@ pub struct Config {
     /// `smtp://user:pass@host:587` (STARTTLS) or `smtps://...:465`; unset writes mails to the log.
     pub smtp_url: Option<Secret>,
     pub smtp_from: String,
-    /// redb page cache.
+    /// redb page cache (read pages and a write transaction's dirty ones), MiB. 8 by default:
+    /// 32 held ~25 MiB more at steady state with no measured gain (BENCHMARKS.md, session 11).
     pub store_cache_mb: usize,
     /// Largest accepted upload (one file), bytes.
     pub upload_max_bytes: u64,
@@ -250,7 +251,7 @@ impl Default for Config {
             hsts: false,
             smtp_url: None,
             smtp_from: "aigentable <no-reply@localhost>".into(),
-            store_cache_mb: 32,
+            store_cache_mb: 8,
             upload_max_bytes: 50 * 1024 * 1024,
             ingest_max_pages: 2000,
             chunk_tokens: 400,
