@@ -55,6 +55,32 @@ fn put_id(b: &mut Vec<u8>, after: usize, id: u32) {
     put_varint(b, (after - 1 - id as usize) as u64);
 }
 
+/// Reads a count, then that many places, onto `list`, which then holds at most `max` ids
+/// (an overfull list is an error): a place below `files.len()` is that entry of the files'
+/// list (`EDIT`), any other an id as [`put_id`] wrote it in a graph of `after` nodes, plus
+/// `files.len()`. `WHOLE` and `APPEND` pass no files' list, so every place is an id.
+fn read_ids(
+    r: &mut Bytes,
+    list: &mut Vec<u32>,
+    files: &[u32],
+    max: usize,
+    after: usize,
+) -> Result<(), String> {
+    let n = r.varint()?;
+    if (list.len() as u64).saturating_add(n) > max as u64 {
+        return Err("graph changes have an overfull link list".into());
+    }
+    for _ in 0..n {
+        let v = r.varint()?;
+        list.push(match v.checked_sub(files.len() as u64) {
+            None => files[v as usize],
+            Some(v) if v < after as u64 => (after as u64 - 1 - v) as u32,
+            Some(_) => return Err("graph changes link to a missing node".into()),
+        });
+    }
+    Ok(())
+}
+
 impl Graph {
     /// Appends the changes since the graph had `before` nodes and
     /// [`clear_changes`](Self::clear_changes) last ran, as [`Format::Diffs`]; returns how
@@ -229,13 +255,6 @@ impl Graph {
     }
 
     fn apply_diffs(&mut self, r: &mut Bytes, count: u64, after: usize) -> Result<(), String> {
-        // An id as `put_id` wrote it.
-        let id_of = |v: u64| -> Result<u32, String> {
-            if v >= after as u64 {
-                return Err("graph changes link to a missing node".into());
-            }
-            Ok((after as u64 - 1 - v) as u32)
-        };
         let (mut old, mut new) = (Vec::new(), Vec::new());
         let mut next = 0u64;
         for _ in 0..count {
@@ -246,43 +265,18 @@ impl Graph {
             next = id + 1;
             let id = id as u32;
             for layer in 0..=self.levels[id as usize] as usize {
-                let max = self.max_links(layer) as u64;
+                let max = self.max_links(layer);
                 new.clear();
                 match r.u8()? {
                     SAME => continue,
-                    WHOLE => {
-                        let n = r.varint()?;
-                        if n > max {
-                            return Err("graph changes have an overfull link list".into());
-                        }
-                        for _ in 0..n {
-                            new.push(id_of(r.varint()?)?);
-                        }
-                    }
+                    WHOLE => read_ids(r, &mut new, &[], max, after)?,
                     APPEND => {
                         self.links(id, layer, &mut new);
-                        let k = r.varint()?;
-                        if new.len() as u64 + k > max {
-                            return Err("graph changes have an overfull link list".into());
-                        }
-                        for _ in 0..k {
-                            new.push(id_of(r.varint()?)?);
-                        }
+                        read_ids(r, &mut new, &[], max, after)?;
                     }
                     EDIT => {
                         self.links(id, layer, &mut old);
-                        let n = r.varint()?;
-                        if n > max {
-                            return Err("graph changes have an overfull link list".into());
-                        }
-                        for _ in 0..n {
-                            let v = r.varint()?;
-                            new.push(if v < old.len() as u64 {
-                                old[v as usize]
-                            } else {
-                                id_of(v - old.len() as u64)?
-                            });
-                        }
+                        read_ids(r, &mut new, &old, max, after)?;
                     }
                     _ => return Err("graph changes have an unknown list record".into()),
                 }
