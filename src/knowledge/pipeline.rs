@@ -150,6 +150,8 @@ impl Knowledge {
         }
     }
 
+    /// Sets a document's status, progress and error, then tells subscribers; `false` when
+    /// the tenant has no such document (deleted meanwhile).
     fn set_status(
         &self,
         t: &TenantId,
@@ -158,21 +160,39 @@ impl Knowledge {
         progress: u8,
         error: Option<String>,
     ) -> Result<bool, Error> {
-        let found = self.svc.store.write(|tx| {
+        let found = self.set_status_with(t, id, status, progress, error, |_, _| Ok(()))?;
+        Ok(found.is_some())
+    }
+
+    /// [`set_status`](Self::set_status) with `more`: what else the change writes in the
+    /// same commit (other fields of the document, its chunks, a job), run after the status
+    /// is set and before the document is put back. `None` when the tenant has no such
+    /// document; `more` then does not run.
+    fn set_status_with<R>(
+        &self,
+        t: &TenantId,
+        id: &DocumentId,
+        status: DocumentStatus,
+        progress: u8,
+        error: Option<String>,
+        more: impl FnOnce(&WriteTx, &mut Document) -> Result<R, store::Error>,
+    ) -> Result<Option<R>, Error> {
+        let out = self.svc.store.write(|tx| {
             let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
-                return Ok::<_, store::Error>(false);
+                return Ok::<_, store::Error>(None);
             };
             d.status = status;
             d.progress = progress;
             d.error = error.clone();
             d.updated_at = now();
+            let r = more(tx, &mut d)?;
             tx.put(&d)?;
-            Ok(true)
+            Ok(Some(r))
         })?;
-        if found {
+        if out.is_some() {
             self.publish_status(t, id, status, progress, error);
         }
-        Ok(found)
+        Ok(out)
     }
 
     /// Tells subscribers (the live documents list) after a status or progress commit.
@@ -324,21 +344,15 @@ impl Knowledge {
             })
             .collect();
         // Store the chunks (replacing any from an earlier run) only if the document still exists.
-        let agents = store
-            .write(|tx| {
-                let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
-                    return Ok::<_, store::Error>(None);
-                };
+        let agents = self
+            .set_status_with(t, id, DocumentStatus::Processing, 95, None, |tx, d| {
                 tx.delete_under::<Chunk>(t, id.as_str())?;
                 put_chunks(tx, &chunks, vectors.iter().map(Option::as_deref))?;
                 d.pages = parsed.pages;
                 d.title = parsed.title.clone().filter(|s| !s.trim().is_empty());
                 d.author = parsed.author.clone().filter(|s| !s.trim().is_empty());
                 d.chunk_count = chunks.len() as u32;
-                d.progress = 95;
-                d.updated_at = now();
-                tx.put(&d)?;
-                Ok(Some(d.agent_ids))
+                Ok(d.agent_ids.clone())
             })
             .map_err(failed)?;
         let Some(agents) = agents else { return Ok(()) };
@@ -379,23 +393,14 @@ impl Knowledge {
     /// what cannot be removed now (an index that cannot be written) is left to a new one,
     /// queued here and retried until the index takes it.
     pub fn finish_processing(&self, t: &TenantId, id: &DocumentId) -> Result<(), Error> {
-        let still = self.svc.store.write(|tx| {
-            let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
-                return Ok::<_, store::Error>(false);
-            };
-            d.status = DocumentStatus::Ready;
-            d.progress = 100;
-            d.error = None;
+        let still = self.set_status_with(t, id, DocumentStatus::Ready, 100, None, |_, d| {
             d.processed_at = Some(now());
-            d.updated_at = now();
-            tx.put(&d)?;
-            Ok(true)
+            Ok(())
         })?;
-        if still {
-            self.publish_status(t, id, DocumentStatus::Ready, 100, None);
-            return Ok(());
+        match still {
+            Some(()) => Ok(()),
+            None => self.unindex_deleted(t, id),
         }
-        self.unindex_deleted(t, id)
     }
 
     /// Takes a deleted document's entries out of the indexes: now, or, when an index cannot
@@ -895,18 +900,10 @@ impl Knowledge {
     ) -> Result<Option<(Document, Job)>, Error> {
         require(caller, Action::ManageDocuments)?;
         let t = caller.tenant();
-        let out = self.svc.store.write(|tx| {
-            let Some(mut d) = tx.get::<Document>(t, id.as_str())? else {
-                return Ok::<_, store::Error>(None);
-            };
-            d.status = DocumentStatus::Queued;
-            d.progress = 0;
-            d.error = None;
-            d.updated_at = now();
-            tx.put(&d)?;
+        let out = self.set_status_with(t, id, DocumentStatus::Queued, 0, None, |tx, d| {
             let job =
                 Jobs::enqueue_in(tx, t, JOB_PROCESS, serde_json::json!({"documentId": d.id}))?;
-            Ok(Some((d, job)))
+            Ok((d.clone(), job))
         })?;
         if let Some((_, job)) = &out {
             self.jobs.wake(job);
