@@ -234,6 +234,14 @@ impl FakeGraph {
             .push_back((status, body));
     }
 
+    /// The next send gets Meta's transient 5xx: the outbox retries it later.
+    fn script_transient_error(&self) {
+        self.script_send(
+            500,
+            json!({"error": {"message": "An unexpected error has occurred.", "code": 2, "is_transient": true}}),
+        );
+    }
+
     async fn wait_sends(&self, n: usize) -> Vec<Call> {
         let t0 = Instant::now();
         loop {
@@ -412,6 +420,26 @@ impl Setup {
             .read(|tx| tx.scan::<InboundEvent>(&ten, None, |_| true))
             .expect("read")
             .len()
+    }
+
+    /// A WhatsApp channel where a customer (Ana) wrote `hello` as `wamid` and the agent's
+    /// answer went out, every job ended: the channel and the conversation's id.
+    async fn whatsapp_conversation(&self, wamid: &str) -> (Chan, String) {
+        let ch = self.whatsapp().await;
+        self.webhook(
+            &ch,
+            &wa_payload(
+                json!([{"wa_id": "15551234567", "profile": {"name": "Ana"}}]),
+                json!([wa_message("15551234567", wamid, "hello")]),
+                json!([]),
+            ),
+        )
+        .await
+        .expect(200);
+        let cid = id(&self.wait_conversations(&ch, 1).await[0]);
+        self.graph.wait_sends(1).await;
+        self.settle().await;
+        (ch, cid)
     }
 
     /// Moves the customer's messages of `cid` back in time by `by` (as if they wrote then).
@@ -778,7 +806,7 @@ async fn replies_retry_on_5xx_fail_on_4xx_and_split_at_the_messenger_limit() {
              "message": {"mid": mid, "text": text}}]}]})
     };
     // 5xx, then success.
-    t.graph.script_send(500, json!({"error": {"message": "An unexpected error has occurred.", "code": 2, "is_transient": true}}));
+    t.graph.script_transient_error();
     t.fake.push(Reply::text("Hello there."));
     t.webhook(&ch, &msg("m_1", "hi")).await.expect(200);
     let sent = t.graph.wait_sends(2).await;
@@ -838,20 +866,7 @@ async fn replies_retry_on_5xx_fail_on_4xx_and_split_at_the_messenger_limit() {
 #[tokio::test]
 async fn the_24_hour_window_refuses_free_replies_and_templates_go_out() {
     let t = setup("wa-window@x.test").await;
-    let ch = t.whatsapp().await;
-    t.webhook(
-        &ch,
-        &wa_payload(
-            json!([{"wa_id": "15551234567", "profile": {"name": "Ana"}}]),
-            json!([wa_message("15551234567", "wamid.W1", "hello")]),
-            json!([]),
-        ),
-    )
-    .await
-    .expect(200);
-    let cid = id(&t.wait_conversations(&ch, 1).await[0]);
-    t.graph.wait_sends(1).await;
-    t.settle().await;
+    let (ch, cid) = t.whatsapp_conversation("wamid.W1").await;
     // Within the window a person's reply goes out.
     t.s.post(
         &format!("/api/conversations/{cid}/messages"),
@@ -969,24 +984,8 @@ async fn the_24_hour_window_refuses_free_replies_and_templates_go_out() {
 #[tokio::test]
 async fn a_reply_that_waited_past_the_window_fails_with_the_windows_code() {
     let t = setup("wa-late@x.test").await;
-    let ch = t.whatsapp().await;
-    t.webhook(
-        &ch,
-        &wa_payload(
-            json!([{"wa_id": "15551234567", "profile": {"name": "Ana"}}]),
-            json!([wa_message("15551234567", "wamid.L1", "hello")]),
-            json!([]),
-        ),
-    )
-    .await
-    .expect(200);
-    let cid = id(&t.wait_conversations(&ch, 1).await[0]);
-    t.graph.wait_sends(1).await;
-    t.settle().await;
-    t.graph.script_send(
-        500,
-        json!({"error": {"message": "An unexpected error has occurred.", "code": 2, "is_transient": true}}),
-    );
+    let (_, cid) = t.whatsapp_conversation("wamid.L1").await;
+    t.graph.script_transient_error();
     t.s.post(
         &format!("/api/conversations/{cid}/messages"),
         Some(&t.a.token),

@@ -461,15 +461,44 @@ async fn disk_full_answers_507_and_recovers() {
     s.stop().await;
 }
 
-/// The status of the tenant's `document.unindex` job for `doc` (read from the store), once
-/// there is one.
-fn unindex_job(
+/// A server whose keyword index has a 16 MiB tmpfs of its own (see [`fill`]): the store
+/// commits while the index cannot be written. `None`, skipped loudly, where no tmpfs can be
+/// mounted.
+struct SmallIndex {
+    s: Server,
+    a: Account,
+    tenant: aigentable::types::TenantId,
+    /// The keyword index's folder, the tmpfs.
+    text_dir: PathBuf,
+    /// Unmounts on drop: drop it after the server stopped.
+    mount: Tmpfs,
+}
+
+/// [`SmallIndex`] with one tenant, registered by `email` as `company`.
+async fn small_keyword_index(test: &str, email: &str, company: &str) -> Option<SmallIndex> {
+    let dir = Arc::new(tempfile::tempdir().expect("tmp"));
+    let text_dir = dir.path().join("index").join("text");
+    std::fs::create_dir_all(&text_dir).expect("index dir");
+    let mount = mount_tmpfs(test, &text_dir, "16m")?;
+    let s = start_in(dir, |_| {}).await;
+    let a = s.register(email, company).await;
+    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
+    Some(SmallIndex {
+        s,
+        a,
+        tenant,
+        text_dir,
+        mount,
+    })
+}
+
+/// Every `document.unindex` job of the tenant for `doc`.
+fn unindex_jobs(
     s: &Server,
     tenant: &aigentable::types::TenantId,
     doc: &str,
-) -> Option<aigentable::model::Job> {
-    let jobs = s
-        .svc
+) -> Vec<aigentable::model::Job> {
+    s.svc
         .store
         .read(|tx| {
             tx.scan::<aigentable::model::Job>(tenant, None, |j| {
@@ -477,8 +506,17 @@ fn unindex_job(
                     && j.payload["documentId"].as_str() == Some(doc)
             })
         })
-        .expect("scan jobs");
-    jobs.into_iter().next()
+        .expect("scan jobs")
+}
+
+/// The status of the tenant's `document.unindex` job for `doc` (read from the store), once
+/// there is one.
+fn unindex_job(
+    s: &Server,
+    tenant: &aigentable::types::TenantId,
+    doc: &str,
+) -> Option<aigentable::model::Job> {
+    unindex_jobs(s, tenant, doc).into_iter().next()
 }
 
 /// The chunks of `doc` the keyword index in `dir` holds (the server stopped).
@@ -531,16 +569,17 @@ async fn delete_while_index_full(s: &Server, a: &Account, doc: &str, kept: &str,
 async fn a_delete_the_keyword_index_cannot_record_yet_answers_and_the_index_catches_up() {
     const TEST: &str =
         "disk::a_delete_the_keyword_index_cannot_record_yet_answers_and_the_index_catches_up";
-    let dir = Arc::new(tempfile::tempdir().expect("tmp"));
     // Only the keyword index's folder is small: the store commits, the index cannot.
-    let text_dir = dir.path().join("index").join("text");
-    std::fs::create_dir_all(&text_dir).expect("index dir");
-    let Some(mount) = mount_tmpfs(TEST, &text_dir, "16m") else {
+    let Some(SmallIndex {
+        s,
+        a,
+        tenant,
+        text_dir,
+        mount,
+    }) = small_keyword_index(TEST, "owner@unindex.test", "Unindex Co").await
+    else {
         return;
     };
-    let s = start_in(dir.clone(), |_| {}).await;
-    let a = s.register("owner@unindex.test", "Unindex Co").await;
-    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
     let mut docs = Vec::new();
     for (name, text) in [
         (
@@ -621,23 +660,6 @@ async fn a_delete_the_keyword_index_cannot_record_yet_answers_and_the_index_catc
     drop(mount);
 }
 
-/// Every `document.unindex` job of the tenant for `doc`.
-fn unindex_jobs(
-    s: &Server,
-    tenant: &aigentable::types::TenantId,
-    doc: &str,
-) -> Vec<aigentable::model::Job> {
-    s.svc
-        .store
-        .read(|tx| {
-            tx.scan::<aigentable::model::Job>(tenant, None, |j| {
-                j.kind == aigentable::knowledge::JOB_UNINDEX
-                    && j.payload["documentId"].as_str() == Some(doc)
-            })
-        })
-        .expect("scan jobs")
-}
-
 /// A document deleted while it was processing, between the store's commit of its chunks and
 /// the index's: the delete's `document.unindex` job can run before processing writes the
 /// index, so processing, finding the document gone at its end, takes the entries out again.
@@ -648,15 +670,16 @@ async fn a_document_deleted_while_processing_leaves_no_index_entries_behind() {
     use aigentable::model::{Chunk, JobStatus};
     use aigentable::types::DocumentId;
     const TEST: &str = "disk::a_document_deleted_while_processing_leaves_no_index_entries_behind";
-    let dir = Arc::new(tempfile::tempdir().expect("tmp"));
-    let text_dir = dir.path().join("index").join("text");
-    std::fs::create_dir_all(&text_dir).expect("index dir");
-    let Some(mount) = mount_tmpfs(TEST, &text_dir, "16m") else {
+    let Some(SmallIndex {
+        s,
+        a,
+        tenant,
+        text_dir,
+        mount,
+    }) = small_keyword_index(TEST, "owner@race.test", "Race Co").await
+    else {
         return;
     };
-    let s = start_in(dir.clone(), |_| {}).await;
-    let a = s.register("owner@race.test", "Race Co").await;
-    let tenant = aigentable::types::TenantId::parse(&a.tenant_id).expect("tenant id");
     let gone = upload_doc(
         &s,
         &a.token,
