@@ -44,7 +44,10 @@ use tokio::net::TcpListener;
 mod child;
 #[path = "common/seed.rs"]
 mod seed;
+#[path = "common/size.rs"]
+mod size;
 use seed::{SeedArgs, question, seed};
+use size::du;
 
 /// Upper bound of a child process' run.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -107,62 +110,6 @@ fn status_mib(name: &str) -> f64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Total size of the files under `p`: their lengths, and what they take on the disk (less
-/// the holes of sparse files: redb extends its file by doubling it, and the new half is a
-/// hole until pages are written there).
-#[derive(Clone, Copy, Default)]
-struct Size {
-    len: u64,
-    disk: u64,
-}
-
-impl std::fmt::Display for Size {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        write!(
-            f,
-            "{:.0} MiB ({:.0} MiB on disk)",
-            mib(self.len),
-            mib(self.disk)
-        )
-    }
-}
-
-fn size_of(m: &std::fs::Metadata) -> Size {
-    use std::os::unix::fs::MetadataExt;
-    Size {
-        len: m.len(),
-        disk: (m.blocks() * 512).min(m.len()),
-    }
-}
-
-fn du(p: &Path) -> Size {
-    let mut total = Size::default();
-    let mut stack = vec![p.to_path_buf()];
-    let mut seen = 0usize;
-    while let Some(d) = stack.pop() {
-        seen += 1;
-        if seen > 100_000 {
-            break;
-        }
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => {
-                    let s = size_of(&m);
-                    total.len += s.len;
-                    total.disk += s.disk;
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 fn config(o: &Opts, data: &Path) -> Config {
@@ -465,20 +412,15 @@ fn main() -> Result<()> {
     println!("| process | point | VmRSS MiB | RssAnon MiB | RssFile MiB | VmHWM (peak) MiB |");
     println!("|---|---|---|---|---|---|");
     run_child(&o, "seed", &data)?;
-    let file = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| size_of(&m))
-            .unwrap_or_default()
-    };
     println!(
         "\nafter seeding: store {}, data dir {}\n",
-        file(&data.join("aigentable.redb")),
+        du(&data.join("aigentable.redb")),
         du(&data)
     );
     run_child(&o, "reopen", &data)?;
     println!(
         "\nafter the reopen: store {}, text index {}, vector index {}, data dir total {}",
-        file(&data.join("aigentable.redb")),
+        du(&data.join("aigentable.redb")),
         du(&data.join("index/text")),
         du(&data.join("index/vectors")),
         du(&data)

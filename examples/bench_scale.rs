@@ -95,9 +95,12 @@ use std::time::{Duration, Instant};
 mod beir;
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/size.rs"]
+mod size;
 #[allow(dead_code)]
 #[path = "common/tenant.rs"]
 mod tenant;
+use size::du;
 
 /// Upper bound of a child process' run.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
@@ -228,32 +231,10 @@ fn row(phase: &str, what: &str) {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Total size of the files under `p`, in MiB.
-fn du(p: &Path) -> f64 {
-    let mut total = 0u64;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            if let Ok(m) = std::fs::metadata(&d) {
-                total += m.len();
-            }
-            continue;
-        };
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total as f64 / (1024.0 * 1024.0)
-}
-
+/// The data directory's parts, each as its files' length and what they take on disk.
 fn disk(data: &Path) {
     println!(
-        "\non disk: store (redb) {:.0} MiB, text index {:.0} MiB, vector index {:.0} MiB, \
-         data dir total {:.0} MiB",
+        "\nsizes: store (redb) {}, text index {}, vector index {}, data dir total {}",
         du(&data.join("aigentable.redb")),
         du(&data.join("index/text")),
         du(&data.join("index/vectors")),
@@ -803,7 +784,7 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
         "before ingesting (the benchmark's pool and passage vectors loaded)",
     );
     println!(
-        "| chunks | wall s | chunks/s (wall, last step) | store chunks/s | text chunks/s | vector chunks/s | VmRSS MiB | peak MiB | load | persists so far: bases + deltas | MiB they wrote | vector index on disk MiB |"
+        "| chunks | wall s | chunks/s (wall, last step) | store chunks/s | text chunks/s | vector chunks/s | VmRSS MiB | peak MiB | load | persists so far: bases + deltas | MiB they wrote | vector index MiB (on disk) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     // Documents are generated on a thread of their own, a few ahead (it works while the
@@ -901,9 +882,10 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
                 let wall = started.elapsed().as_secs_f64();
                 let dc = (done - c0) as f64;
                 let child::Mem { rss, hwm, .. } = child::mem();
+                let on_disk = du(&index_dir);
                 let p = space.index.persisted();
                 println!(
-                    "| {done} | {wall:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {rss:.0} | {hwm:.0} | {} | {} + {} | {:.1} | {:.1} |",
+                    "| {done} | {wall:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {rss:.0} | {hwm:.0} | {} | {} + {} | {:.1} | {:.1} ({:.1}) |",
                     dc / (wall - w0),
                     dc / (total.store - s0.store),
                     dc / (total.text - s0.text),
@@ -912,7 +894,8 @@ fn seed(k: &Knowledge, o: &Opts) -> Result<()> {
                     p.bases,
                     p.deltas,
                     p.bytes as f64 / MIB,
-                    du(&index_dir),
+                    on_disk.len_mib(),
+                    on_disk.disk_mib(),
                 );
                 last = (done, wall, total);
             }
