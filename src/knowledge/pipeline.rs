@@ -520,25 +520,10 @@ impl Knowledge {
                 failed(format!("embedding failed: {e}"))
             })?;
             let items = self
-                .svc
-                .store
-                .write(|tx| {
-                    let mut items = Vec::with_capacity(vs.len());
-                    for (c, v) in page.items.iter().zip(vs) {
-                        // Skip chunks deleted meanwhile.
-                        if let Some(mut cur) =
-                            tx.get::<Chunk>(&t, &chunk_key(&c.document_id, &c.id))?
-                        {
-                            cur.embedding_model = Some(model.clone());
-                            tx.put(&cur)?;
-                            tx.put_vector(&cur, &v)?;
-                            items.push((cur.id, cur.document_id, v));
-                        }
-                    }
-                    Ok::<_, store::Error>(items)
-                })
+                .store_reembedded(&t, &model, &page.items, vs)
                 .map_err(failed)?;
-            space.index.insert(&t, &items).map_err(failed)?;
+            self.index_reembedded(&t, &space.index, &items)
+                .map_err(failed)?;
             progress.done = (progress.done + items.len()).min(progress.total);
             self.set_progress(&t, Some(progress));
             ctx.progress((progress.done * 100 / progress.total.max(1)) as u8);
@@ -551,6 +536,61 @@ impl Knowledge {
             self.reindex_vectors(&t, &space).map_err(failed)?;
         }
         self.end_switch(&t, &space, &started_with).map_err(failed)?;
+        Ok(())
+    }
+
+    /// The first half of a re-embedding batch: records `model` and the new vector of each of
+    /// `chunks` the store still holds (one commit), and returns those as index items.
+    /// Public, with [`index_reembedded`](Self::index_reembedded), so a test can put a delete
+    /// between the two.
+    pub fn store_reembedded(
+        &self,
+        t: &TenantId,
+        model: &str,
+        chunks: &[Chunk],
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<Vec<(ChunkId, DocumentId, Vec<f32>)>, Error> {
+        let items = self.svc.store.write(|tx| {
+            let mut items = Vec::with_capacity(vectors.len());
+            for (c, v) in chunks.iter().zip(vectors) {
+                // Skip chunks deleted meanwhile.
+                if let Some(mut cur) = tx.get::<Chunk>(t, &chunk_key(&c.document_id, &c.id))? {
+                    cur.embedding_model = Some(model.to_string());
+                    tx.put(&cur)?;
+                    tx.put_vector(&cur, &v)?;
+                    items.push((cur.id, cur.document_id, v));
+                }
+            }
+            Ok::<_, store::Error>(items)
+        })?;
+        Ok(items)
+    }
+
+    /// The second half of a re-embedding batch: [`store_reembedded`](Self::store_reembedded)'s
+    /// items go into `index`, then those whose chunk the store no longer holds come out
+    /// again. A delete (or a reprocess replacing the chunks) that committed after the first
+    /// half may have taken its document out of the index before the items went in; read
+    /// after the insert, the store names every such chunk.
+    pub fn index_reembedded(
+        &self,
+        t: &TenantId,
+        index: &VectorIndex,
+        items: &[(ChunkId, DocumentId, Vec<f32>)],
+    ) -> Result<(), Error> {
+        index.insert(t, items)?;
+        let gone = self.svc.store.read(|tx| {
+            let mut gone = Vec::new();
+            for (chunk, doc, _) in items {
+                if tx.get::<Chunk>(t, &chunk_key(doc, chunk))?.is_none() {
+                    gone.push(chunk.clone());
+                }
+            }
+            Ok::<_, store::Error>(gone)
+        })?;
+        if !gone.is_empty() {
+            tracing::info!(tenant = %t, chunks = gone.len(), "re-embedded chunks deleted meanwhile leave the vector index again");
+            index.delete_chunks(t, &gone)?;
+        }
         Ok(())
     }
 

@@ -1298,3 +1298,114 @@ async fn an_imported_tenant_is_found_by_meaning_in_the_install_it_moved_to() {
         .await;
     assert!(!r.text.contains("twenty-five"), "{}", r.text);
 }
+
+/// A document deleted while its tenant re-embeds: a batch that stored the new vectors of the
+/// document's chunks before the delete committed, and writes the index only after the
+/// delete (and its `document.unindex` job) took the document out of it, must not bring its
+/// vectors back. The two halves of the batch are called by hand, the delete between them.
+#[tokio::test]
+async fn a_document_deleted_while_re_embedding_gets_no_vectors_back() {
+    use aigentable::model::{Chunk, Job, JobStatus};
+    use aigentable::types::{DocumentId, TenantId};
+    let test = "knowledge::a_document_deleted_while_re_embedding_gets_no_vectors_back";
+    let Some((model, ort)) = crate::test_model::model_and_runtime(test) else {
+        return;
+    };
+    let s = start_with(onnx(&model, &ort)).await;
+    let a = s.register("a@x.test", "A").await;
+    let tenant = TenantId::parse(&a.tenant_id).expect("tenant id");
+    let gone = upload_doc(
+        &s,
+        &a.token,
+        "gone.md",
+        "text/markdown",
+        HANDBOOK.as_bytes(),
+        None,
+    )
+    .await;
+    let kept = upload_doc(
+        &s,
+        &a.token,
+        "kept.md",
+        "text/markdown",
+        b"# Parking\n\nVisitors park on level two, next to the lifts.\n",
+        None,
+    )
+    .await;
+    let (gone, kept) = (
+        DocumentId::parse(&gone).expect("doc id"),
+        DocumentId::parse(&kept).expect("doc id"),
+    );
+    let k = s.knowledge.clone();
+    let space = k.space_for(&tenant).expect("space").expect("a model");
+    let chunks: Vec<Chunk> = s
+        .svc
+        .store
+        .read(|tx| tx.scan::<Chunk>(&tenant, None, |c| c.document_id == gone))
+        .expect("chunks");
+    assert!(!chunks.is_empty());
+
+    // A batch read the document's chunks, embedded them and stores the vectors...
+    let dims = space.index.dims();
+    let vectors: Vec<Vec<f32>> = (0..chunks.len())
+        .map(|i| {
+            let mut v = vec![0.0; dims];
+            v[i % dims] = 1.0;
+            v
+        })
+        .collect();
+    let items = {
+        let (k, t, space) = (k.clone(), tenant.clone(), space.clone());
+        tokio::task::spawn_blocking(move || {
+            k.store_reembedded(&t, space.model_id(), &chunks, vectors)
+        })
+        .await
+        .expect("join")
+        .expect("stored")
+    };
+    assert!(!items.is_empty());
+    // ... the delete commits and takes the document out of the indexes, its job too...
+    s.delete(&format!("/api/documents/{gone}"), &a.token)
+        .await
+        .expect(204);
+    let unindexed = |s: &Server| {
+        s.svc
+            .store
+            .read(|tx| {
+                tx.scan::<Job>(&tenant, None, |j| {
+                    j.kind == aigentable::knowledge::JOB_UNINDEX
+                        && j.payload["documentId"].as_str() == Some(gone.as_str())
+                })
+            })
+            .expect("scan jobs")
+            .iter()
+            .all(|j| j.status == JobStatus::Done)
+    };
+    let t0 = Instant::now();
+    while !unindexed(&s) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "unindex still pending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and only then does the batch write the index.
+    {
+        let (k, t, space, items) = (k.clone(), tenant.clone(), space.clone(), items.clone());
+        tokio::task::spawn_blocking(move || k.index_reembedded(&t, &space.index, &items))
+            .await
+            .expect("join")
+            .expect("indexed");
+    }
+
+    for (_, _, v) in &items {
+        let hits = space.index.search(&tenant, v, None, 10).expect("search");
+        assert!(
+            hits.iter().all(|h| h.document != gone),
+            "the deleted document's vectors came back: {hits:?}"
+        );
+        assert!(hits.iter().any(|h| h.document == kept), "{hits:?}");
+    }
+    drop((k, space));
+    s.stop().await;
+}

@@ -622,6 +622,28 @@ impl VectorIndex {
         Ok(())
     }
 
+    /// Removes some chunks' vectors (tombstones; compacts past `max_dead_ratio`); chunks the
+    /// index does not hold are skipped.
+    pub fn delete_chunks(&self, tenant: &TenantId, chunks: &[ChunkId]) -> Result<(), Error> {
+        let Some(cell) = self.tenant(tenant) else {
+            return Ok(());
+        };
+        let mut t = write(&cell);
+        let slots: Vec<u32> = chunks
+            .iter()
+            .filter_map(|c| t.by_chunk.get(c).copied())
+            .collect();
+        if slots.is_empty() {
+            return Ok(());
+        }
+        self.mark_dirty(tenant, &t)?;
+        for s in slots {
+            t.kill(s);
+        }
+        t.maybe_compact(self.dims, &self.params);
+        Ok(())
+    }
+
     /// Removes a tenant from memory and disk.
     pub fn delete_tenant(&self, tenant: &TenantId) -> Result<(), Error> {
         self.lock_kept().remove(tenant);
