@@ -256,6 +256,53 @@ mod text {
         assert!(idx.search(&b, "alpha", &all(), 10).unwrap().is_empty());
     }
 
+    /// Reprocessing a document: its new chunks replace the old in one commit, and only that
+    /// document's (in that tenant) change.
+    #[test]
+    fn replacing_a_document_swaps_its_chunks_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = TextIndex::open(dir.path()).unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (d1, d2) = (DocumentId::new(), DocumentId::new());
+        idx.add(&[
+            tdoc(&a, &d1, "alpha kettle", &[]),
+            tdoc(&a, &d1, "alpha teapot", &[]),
+            tdoc(&a, &d2, "alpha other", &[]),
+            tdoc(&b, &d1, "alpha elsewhere", &[]),
+        ])
+        .unwrap();
+        let new = [
+            tdoc(&a, &d1, "gamma kettle", &[]),
+            tdoc(&a, &d1, "gamma teapot", &[]),
+            tdoc(&a, &d1, "gamma mug", &[]),
+        ];
+        let before = idx.generation();
+        idx.replace_document(&a, &d1, &new).unwrap();
+        assert_eq!(idx.generation(), before + 1, "one commit");
+        assert_eq!(idx.document_chunks(&a, &d1).unwrap(), 3);
+        let old = idx.search(&a, "alpha", &all(), 10).unwrap();
+        assert_eq!(
+            old.iter().map(|h| &h.document).collect::<Vec<_>>(),
+            [&d2],
+            "the old chunks are gone, the other document stays"
+        );
+        let mut found: Vec<_> = idx
+            .search(&a, "gamma", &all(), 10)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.chunk)
+            .collect();
+        let mut want: Vec<_> = new.iter().map(|d| d.chunk.clone()).collect();
+        found.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        want.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+        assert_eq!(found, want);
+        assert_eq!(idx.search(&b, "alpha", &all(), 10).unwrap().len(), 1);
+        // No chunks: the document is gone, in one commit too.
+        idx.replace_document(&a, &d1, &[]).unwrap();
+        assert_eq!(idx.generation(), before + 2);
+        assert_eq!(idx.document_chunks(&a, &d1).unwrap(), 0);
+    }
+
     #[test]
     fn query_text_is_never_parsed_as_syntax() {
         let dir = tempfile::tempdir().unwrap();

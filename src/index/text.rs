@@ -230,8 +230,38 @@ impl TextIndex {
         if docs.is_empty() {
             return Ok(());
         }
-        let f = self.fields;
         let mut writer = self.lock_writer();
+        self.queue_adds(&writer, docs)?;
+        self.commit(&mut writer)
+    }
+
+    /// Replaces every chunk of one document of one tenant with `docs` (that document's new
+    /// chunks; none removes it), in one commit: a search sees the old chunks or the new,
+    /// never neither, and a crash leaves one or the other. Tantivy applies a delete to the
+    /// documents added before it only, so the new chunks, added after, stay.
+    pub fn replace_document(
+        &self,
+        tenant: &TenantId,
+        doc: &DocumentId,
+        docs: &[TextDoc],
+    ) -> Result<(), Error> {
+        debug_assert!(
+            docs.iter()
+                .all(|d| d.tenant == *tenant && d.document == *doc)
+        );
+        let mut writer = self.lock_writer();
+        writer.delete_term(Term::from_field_text(
+            self.fields.doc_key,
+            &key(tenant, doc.as_str()),
+        ));
+        self.queue_adds(&writer, docs)?;
+        self.commit(&mut writer)
+    }
+
+    /// Queues `docs` on the writer, each replacing the chunk of the same id, for the caller's
+    /// commit.
+    fn queue_adds(&self, writer: &IndexWriter, docs: &[TextDoc]) -> Result<(), Error> {
+        let f = self.fields;
         for d in docs {
             let chunk_key = key(&d.tenant, d.chunk.as_str());
             writer.delete_term(Term::from_field_text(f.chunk_key, &chunk_key));
@@ -249,7 +279,13 @@ impl TextIndex {
             doc.add_text(f.headings, headings);
             writer.add_document(doc)?;
         }
-        self.commit(&mut writer)
+        Ok(())
+    }
+
+    /// The searcher generation: one more after each commit (tests count commits with it).
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.reader.searcher().generation().generation_id()
     }
 
     /// Removes every chunk of one document of one tenant, and commits.

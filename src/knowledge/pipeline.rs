@@ -436,7 +436,8 @@ impl Knowledge {
     }
 
     /// The keyword half of [`index_chunks`](Self::index_chunks): the document's chunks
-    /// replace what the keyword index held of it (the benchmarks time it on its own).
+    /// replace what the keyword index held of it, in one commit (the benchmarks time it on
+    /// its own).
     pub fn index_text(
         &self,
         t: &TenantId,
@@ -444,9 +445,8 @@ impl Knowledge {
         chunks: &[Chunk],
         agents: &[AgentId],
     ) -> Result<(), Error> {
-        self.text.delete_document(t, id)?;
         let docs: Vec<TextDoc> = chunks.iter().map(|c| text_doc(c, agents)).collect();
-        self.text.add(&docs)?;
+        self.text.replace_document(t, id, &docs)?;
         Ok(())
     }
 

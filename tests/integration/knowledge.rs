@@ -1409,3 +1409,77 @@ async fn a_document_deleted_while_re_embedding_gets_no_vectors_back() {
     drop((k, space));
     s.stop().await;
 }
+
+/// Reprocessing a document gives it new chunks: the keyword index then holds exactly those
+/// (the old ones gone, none twice), and finds them.
+#[tokio::test]
+async fn a_reprocessed_document_is_found_by_its_new_chunks_only() {
+    use aigentable::types::{DocumentId, TenantId};
+    let s = start().await;
+    let a = s.register("a@x.test", "A").await;
+    let tenant = TenantId::parse(&a.tenant_id).expect("tenant id");
+    let id = upload_doc(
+        &s,
+        &a.token,
+        "handbook.md",
+        "text/markdown",
+        HANDBOOK.as_bytes(),
+        None,
+    )
+    .await;
+    let chunk_ids = |r: &Resp| -> Vec<String> {
+        r.expect(200);
+        let mut ids: Vec<String> = r.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|c| c["id"].as_str().expect("chunk id").to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let old = chunk_ids(
+        &s.get(&format!("/api/documents/{id}/chunks"), &a.token)
+            .await,
+    );
+    s.post(
+        &format!("/api/documents/{id}/process"),
+        Some(&a.token),
+        json!({}),
+    )
+    .await
+    .expect(202);
+    assert_eq!(wait_done(&s, &a.token, &id).await["status"], "ready");
+    let new = chunk_ids(
+        &s.get(&format!("/api/documents/{id}/chunks"), &a.token)
+            .await,
+    );
+    assert_eq!(new.len(), old.len());
+    assert!(new.iter().all(|c| !old.contains(c)), "{old:?} {new:?}");
+
+    let doc = DocumentId::parse(&id).expect("doc id");
+    let k = s.knowledge.clone();
+    let (held, mut found) = tokio::task::spawn_blocking(move || {
+        let held = k.text.document_chunks(&tenant, &doc).expect("count");
+        let hits = k
+            .text
+            .search(
+                &tenant,
+                "vacation expenses meals receipts",
+                &Default::default(),
+                50,
+            )
+            .expect("search");
+        let found: Vec<String> = hits.iter().map(|h| h.chunk.as_str().to_string()).collect();
+        (held, found)
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        held,
+        new.len(),
+        "the keyword index holds the new chunks only"
+    );
+    found.sort();
+    assert_eq!(found, new);
+}
