@@ -1228,6 +1228,82 @@ mod vector {
         }
     }
 
+    /// Delta files of version 1 (each changed graph list whole, as session 10 wrote them)
+    /// load from disk: an index reopened on a base and two of them answers as the one that
+    /// wrote them, deleted chunks stay deleted, and a version 2 delta can follow them.
+    #[test]
+    fn version_1_deltas_on_disk_load_and_answer_as_before() {
+        for sourced in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Halves::default());
+            let store = sourced.then_some(&store);
+            let t = TenantId::new();
+            let qs = vecs(81, 30);
+            let docs: Vec<Vec<Item>> = (0..20)
+                .map(|i| items(&DocumentId::new(), &vecs(82 + i, 100)))
+                .collect();
+            let idx = open_lean(dir.path(), store);
+            docs.iter().for_each(|d| add(&idx, store, &t, d));
+            idx.persist().unwrap();
+            crate::index::vector::writing_v1_deltas(|| {
+                for round in 0..2u64 {
+                    remove(&idx, store, &t, &docs[round as usize]);
+                    add(
+                        &idx,
+                        store,
+                        &t,
+                        &items(&DocumentId::new(), &vecs(110 + round, 20)),
+                    );
+                    // A chunk re-embedded in place (same id, new vector).
+                    let (c, d, _) = &docs[10 + round as usize][0];
+                    let moved = vec![(c.clone(), d.clone(), vecs(120 + round, 1).remove(0))];
+                    add(&idx, store, &t, &moved);
+                    idx.persist().unwrap();
+                }
+            });
+            let gen_dir = current_dir(dir.path(), &t);
+            let versions: Vec<u32> = current_files(dir.path(), &t)
+                .iter()
+                .filter(|n| n.starts_with("delta-"))
+                .map(|n| {
+                    let b = std::fs::read(gen_dir.join(n)).unwrap();
+                    u32::from_le_bytes([b[4], b[5], b[6], b[7]])
+                })
+                .collect();
+            assert_eq!(versions, [1, 1], "sourced {sourced}");
+            let before = answers(&idx, &t, &qs);
+            drop(idx);
+
+            let idx = open_lean(dir.path(), store);
+            assert!(
+                idx.tenants_needing_rebuild().is_empty(),
+                "sourced {sourced}"
+            );
+            assert_eq!(answers(&idx, &t, &qs), before, "sourced {sourced}");
+            for (c, _, v) in docs[..2].iter().flatten() {
+                let hit = &idx.search(&t, v, None, 1).unwrap()[0];
+                assert_ne!(
+                    &hit.chunk, c,
+                    "sourced {sourced}: a deleted chunk came back"
+                );
+            }
+            // A change after them is written as version 2 and loads on top.
+            remove(&idx, store, &t, &docs[2]);
+            add(&idx, store, &t, &items(&DocumentId::new(), &vecs(130, 20)));
+            idx.persist().unwrap();
+            assert_eq!(
+                dump_sizes(dir.path(), &t).1.len(),
+                3,
+                "sourced {sourced}: a delta, not a new base"
+            );
+            let before = answers(&idx, &t, &qs);
+            drop(idx);
+            let idx = open_lean(dir.path(), store);
+            assert!(idx.tenants_needing_rebuild().is_empty());
+            assert_eq!(answers(&idx, &t, &qs), before, "sourced {sourced}");
+        }
+    }
+
     #[test]
     fn restarts_between_deltas_answer_as_before_and_compaction_starts_a_new_base() {
         for sourced in [true, false] {

@@ -32,9 +32,9 @@ pub use simd::{Kernel, dot, from_f16, to_f16};
 use super::{Error, Hit, MAX_K};
 use crate::types::{ChunkId, DocumentId, TenantId};
 use hnsw::Graph;
-#[cfg(test)]
-pub(crate) use persist::write_old_generation;
 use persist::{Journal, load_tenant, tenant_from_hex, write_atomic, write_untrusted};
+#[cfg(test)]
+pub(crate) use persist::{write_old_generation, writing_v1_deltas};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -562,7 +562,7 @@ fn encode_delta(
         .collect();
     let mut b = Vec::with_capacity(64 + (s1 - s0) * (21 + dims * 2));
     b.extend_from_slice(DELTA_MAGIC);
-    b.extend_from_slice(&DELTA_VERSION.to_le_bytes());
+    b.extend_from_slice(&delta_version().to_le_bytes());
     b.extend_from_slice(&(disk.deltas + 1).to_le_bytes());
     for x in [s0, s1, disk.docs, t.docs.len()] {
         b.extend_from_slice(&(x as u64).to_le_bytes());
@@ -608,7 +608,7 @@ fn encode_delta(
     match &t.graph {
         Some(g) => {
             b.push(1);
-            graph_nodes = g.encode_changes(disk.graph_nodes.unwrap_or(0), &mut b);
+            graph_nodes = put_graph_changes(g, disk.graph_nodes.unwrap_or(0), &mut b);
         }
         None => b.push(0),
     }
@@ -618,6 +618,47 @@ fn encode_delta(
     let crc = crc32fast::hash(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     Ok(Some((b, sum)))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by [`writing_v1_deltas`]: the deltas this thread writes are version 1.
+    static V1_DELTAS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the deltas that persists on this thread write laid out as delta version
+/// 1 was (the same frame; the graph's changed lists whole, as session 10 wrote them), for
+/// tests that files of that version still load.
+#[cfg(test)]
+pub(crate) fn writing_v1_deltas<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            V1_DELTAS.with(|v| v.set(false));
+        }
+    }
+    V1_DELTAS.with(|v| v.set(true));
+    let _reset = Reset;
+    f()
+}
+
+/// The version a delta written now has: [`DELTA_VERSION`] (tests may write 1).
+fn delta_version() -> u32 {
+    #[cfg(test)]
+    if V1_DELTAS.with(std::cell::Cell::get) {
+        return 1;
+    }
+    DELTA_VERSION
+}
+
+/// Appends the graph's changes since it had `before` nodes as [`delta_version`] lays them
+/// out; returns how many nodes' lists they hold.
+fn put_graph_changes(g: &Graph, before: usize, b: &mut Vec<u8>) -> usize {
+    #[cfg(test)]
+    if V1_DELTAS.with(std::cell::Cell::get) {
+        return g.encode_changes_whole(before, b);
+    }
+    g.encode_changes(before, b)
 }
 
 fn put_str(b: &mut Vec<u8>, s: &str) {

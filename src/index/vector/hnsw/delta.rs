@@ -159,6 +159,36 @@ impl Graph {
         written
     }
 
+    /// [`encode_changes`](Self::encode_changes) as [`Format::WholeLists`] (delta version 1)
+    /// laid it out, as session 10 wrote it: every node rewritten or added since, its lists
+    /// whole. Only tests write it, to check that the files of that version still load.
+    #[cfg(test)]
+    pub fn encode_changes_whole(&self, before: usize, b: &mut Vec<u8>) -> usize {
+        let (before, after) = (before.min(self.len()), self.len());
+        for x in [before as u64, after as u64] {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        b.extend_from_slice(&self.entry.load(Ordering::Acquire).to_le_bytes());
+        b.extend_from_slice(&self.rng.to_le_bytes());
+        b.extend_from_slice(&self.levels[before..]);
+        let nodes: Vec<u32> = self
+            .rewritten(before)
+            .chain(before as u32..after as u32)
+            .collect();
+        b.extend_from_slice(&(nodes.len() as u64).to_le_bytes());
+        let mut buf = Vec::new();
+        for &id in &nodes {
+            b.extend_from_slice(&id.to_le_bytes());
+            for layer in 0..=self.levels[id as usize] as usize {
+                self.links(id, layer, &mut buf);
+                b.extend_from_slice(&(buf.len() as u32).to_le_bytes());
+                buf.iter()
+                    .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+            }
+        }
+        nodes.len()
+    }
+
     /// Nodes below `before` rewritten since [`clear_changes`](Self::clear_changes), in order.
     fn rewritten(&self, before: usize) -> impl Iterator<Item = u32> + '_ {
         self.changed
@@ -341,31 +371,6 @@ mod tests {
             .collect()
     }
 
-    /// Format 1 as session 10 wrote it: every changed node's lists whole.
-    fn encode_whole_lists(g: &Graph, before: usize, b: &mut Vec<u8>) {
-        for x in [before as u64, g.len() as u64] {
-            b.extend_from_slice(&x.to_le_bytes());
-        }
-        b.extend_from_slice(&g.entry.load(Ordering::Acquire).to_le_bytes());
-        b.extend_from_slice(&g.rng.to_le_bytes());
-        b.extend_from_slice(&g.levels[before..]);
-        let nodes: Vec<u32> = g
-            .rewritten(before)
-            .chain(before as u32..g.len() as u32)
-            .collect();
-        b.extend_from_slice(&(nodes.len() as u64).to_le_bytes());
-        let mut buf = Vec::new();
-        for &id in &nodes {
-            b.extend_from_slice(&id.to_le_bytes());
-            for layer in 0..=g.levels[id as usize] as usize {
-                g.links(id, layer, &mut buf);
-                b.extend_from_slice(&(buf.len() as u32).to_le_bytes());
-                buf.iter()
-                    .for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
-            }
-        }
-    }
-
     #[test]
     fn a_dump_plus_its_changes_is_the_graph_and_only_changed_nodes_are_written() {
         let (dims, n) = (8, 1200);
@@ -394,7 +399,7 @@ mod tests {
                 assert!(written <= 10 + 10 * 6 * 3, "{written}");
             }
             let mut whole = Vec::new();
-            encode_whole_lists(&g, before, &mut whole);
+            g.encode_changes_whole(before, &mut whole);
             // Most rewrites append the new node to a list: a few bytes, not the list.
             assert!(
                 changes.len() * 3 < whole.len(),
