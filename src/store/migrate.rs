@@ -616,31 +616,76 @@ fn v14_vectors_table(db: &Database) -> Result<()> {
     })
 }
 
+/// Where step 15 writes the compact chunks before they take the place of [`CHUNKS`].
+const CHUNKS_V15: RecordTable = TableDefinition::new("chunks_v15");
+
 /// Rewrites every chunk record from JSON to the compact form of `codec.rs`: the ids left to
 /// the key, the small fields as varints, the text zstd-compressed (BENCHMARKS.md, "Session
-/// 10"). A record already compact is kept (a re-run after a crash), and so is one that is
-/// not schema 14's layout field for field (readers still take JSON). 1,000 chunks per
-/// transaction.
+/// 10"). A record already compact is kept, and so is one that is not schema 14's layout
+/// field for field (readers still take JSON).
+///
+/// The records go into a new table in key order, 1,000 per transaction, and one last
+/// transaction deletes the old table and gives the new one its name. Appending fills each
+/// page; rewriting the records in place (removing a batch and inserting it again) split
+/// pages in the middle of the tree and left the table a third empty, which the compaction
+/// at open cannot mend: it moves pages, it does not merge them (BENCHMARKS.md, "Session
+/// 12"). Until that last commit the old table is the data and the new one a copy of a
+/// prefix of it, so a run cut short resumes after the new table's last key (nothing writes
+/// the chunks before the store is migrated); after it, only the new table is left, and a
+/// run cut short before the version is recorded copies the compact records once more.
 fn v15_compact_chunks(db: &Database) -> Result<()> {
-    in_batches(db, CHUNKS, |tx, batch| {
-        let mut t = tx.open_table(CHUNKS)?;
-        let compact: Vec<_> = batch
-            .iter()
-            .filter(|(_, _, bytes)| !super::codec::is_compact(bytes))
-            .filter_map(|(tenant, id, bytes)| {
-                super::codec::compact_v14_json(tenant, id, bytes).map(|out| (tenant, id, out))
-            })
-            .collect();
-        // Out first, then in: redb rewrites a value in place and keeps its page as full
-        // as it was, while removals merge the emptied pages and the inserts fill new ones.
-        for (tenant, id, _) in &compact {
-            t.remove((tenant.as_str(), id.as_str()))?;
+    v15_copy_compact(db, usize::MAX)?;
+    let tx = db.begin_write()?;
+    tx.delete_table(CHUNKS)?;
+    tx.rename_table(CHUNKS_V15, CHUNKS)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Step 15's copy into [`CHUNKS_V15`], at most `batches` transactions of it (a test stops
+/// it there to play a crash).
+fn v15_copy_compact(db: &Database, batches: usize) -> Result<()> {
+    let mut after = {
+        let tx = db.begin_write()?;
+        let last = tx.open_table(CHUNKS_V15)?.last()?.map(|(k, _)| {
+            let (tenant, id) = k.value();
+            (tenant.to_string(), id.to_string())
+        });
+        tx.commit()?;
+        last
+    };
+    for _ in 0..batches {
+        let tx = db.begin_write()?;
+        let batch = rows_after(&tx, CHUNKS, after.as_ref(), REWRITE_BATCH)?;
+        {
+            let mut new = tx.open_table(CHUNKS_V15)?;
+            for (tenant, id, bytes) in &batch {
+                let compact = Some(bytes)
+                    .filter(|b| !super::codec::is_compact(b))
+                    .and_then(|b| super::codec::compact_v14_json(tenant, id, b));
+                let out = compact.as_deref().unwrap_or(bytes);
+                new.insert((tenant.as_str(), id.as_str()), out)?;
+            }
         }
-        for (tenant, id, out) in &compact {
-            t.insert((tenant.as_str(), id.as_str()), out.as_slice())?;
+        tx.commit()?;
+        let full = batch.len() == REWRITE_BATCH;
+        match batch.into_iter().last() {
+            Some((tenant, id, _)) if full => after = Some((tenant, id)),
+            _ => return Ok(()),
         }
-        Ok(())
-    })
+    }
+    Ok(())
+}
+
+/// Plays a crash in step 15 on a schema-14 store: the copy stops after `batches`
+/// transactions, and with `usize::MAX` the step runs whole but the version is not recorded.
+#[cfg(test)]
+pub(super) fn v15_cut_short(db: &Database, batches: usize) -> Result<()> {
+    if batches == usize::MAX {
+        v15_compact_chunks(db)
+    } else {
+        v15_copy_compact(db, batches)
+    }
 }
 
 /// Brings the store to [`SCHEMA_VERSION`]; true when a step rewrote records (the file is
