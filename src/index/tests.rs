@@ -371,7 +371,7 @@ mod text {
 
 mod vector {
     use super::*;
-    use crate::index::vector::PersistTotals;
+    use crate::index::vector::{FoldRule, PersistTotals};
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -1464,7 +1464,8 @@ mod vector {
     }
 
     #[test]
-    fn deltas_past_half_the_base_fold_into_a_new_one() {
+    fn deltas_that_would_pass_the_rule_s_share_of_the_base_fold_into_a_new_one() {
+        let ratio = FoldRule::default().max_delta_ratio;
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Halves::default());
         let t = TenantId::new();
@@ -1479,8 +1480,11 @@ mod vector {
         idx.persist().unwrap();
         let first = current_dir(dir.path(), &t);
         let (base, _) = dump_sizes(dir.path(), &t);
+        // Each round adds 20 chunks to a base of 1,000 (a delta ~2% of it): enough rounds
+        // for the deltas to pass the rule's share twice over.
+        let rounds = (2.0 * ratio * 1000.0 / 20.0).ceil() as u64 + 10;
         let mut last_deltas = Vec::new();
-        for i in 0..60 {
+        for i in 0..rounds {
             add(
                 &idx,
                 Some(&store),
@@ -1496,12 +1500,15 @@ mod vector {
         assert_ne!(
             current_dir(dir.path(), &t),
             first,
-            "no new base after 60 deltas"
+            "no new base after {rounds} deltas"
         );
-        // Up to the fold the deltas stayed within half the base; the next would not have.
+        // Up to the fold the deltas stayed within the share; the next would not have, so
+        // the fold came at the share, not earlier (the deltas are of similar sizes).
         let total: u64 = last_deltas.iter().sum();
+        let share = base as f64 * ratio;
+        let last = *last_deltas.last().unwrap();
         assert!(
-            last_deltas.len() >= 2 && total <= base / 2,
+            last_deltas.len() >= 2 && total as f64 <= share && (total + 3 * last) as f64 > share,
             "{last_deltas:?} {base}"
         );
         assert!(dump_sizes(dir.path(), &t).1.is_empty());
@@ -1510,6 +1517,53 @@ mod vector {
         let before = answers(&idx, &t, &qs);
         drop(idx);
         let idx = open_lean(dir.path(), Some(&store));
+        assert!(idx.tenants_needing_rebuild().is_empty());
+        assert_eq!(answers(&idx, &t, &qs), before);
+    }
+
+    #[test]
+    fn a_base_takes_at_most_the_rule_s_number_of_deltas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Halves::default());
+        let t = TenantId::new();
+        let qs = vecs(151, 20);
+        let rule = FoldRule {
+            max_deltas: 3,
+            ..FoldRule::default()
+        };
+        let idx = open_lean(dir.path(), Some(&store)).with_fold_rule(rule);
+        add(
+            &idx,
+            Some(&store),
+            &t,
+            &items(&DocumentId::new(), &vecs(150, 1000)),
+        );
+        idx.persist().unwrap();
+        // One chunk a persist: each delta is tiny next to the base, so only the count folds.
+        let mut kinds = Vec::new();
+        for i in 0..7 {
+            add(
+                &idx,
+                Some(&store),
+                &t,
+                &items(&DocumentId::new(), &vecs(160 + i, 1)),
+            );
+            let was = idx.persisted();
+            idx.persist().unwrap();
+            kinds.push(if idx.persisted().bases > was.bases {
+                "base"
+            } else {
+                "delta"
+            });
+        }
+        assert_eq!(
+            kinds,
+            ["delta", "delta", "delta", "base", "delta", "delta", "delta"]
+        );
+        assert_eq!(dump_sizes(dir.path(), &t).1.len(), 3);
+        let before = answers(&idx, &t, &qs);
+        drop(idx);
+        let idx = open_lean(dir.path(), Some(&store)).with_fold_rule(rule);
         assert!(idx.tenants_needing_rebuild().is_empty());
         assert_eq!(answers(&idx, &t, &qs), before);
     }

@@ -32,6 +32,7 @@ pub use simd::{Kernel, dot, from_f16, to_f16};
 use super::{Error, Hit, MAX_K};
 use crate::types::{ChunkId, DocumentId, TenantId};
 use hnsw::Graph;
+pub use persist::FoldRule;
 use persist::{Journal, load_tenant, tenant_from_hex, write_atomic, write_untrusted};
 #[cfg(test)]
 pub(crate) use persist::{write_old_generation, writing_v1_deltas};
@@ -360,13 +361,15 @@ pub struct VectorIndex {
     kept: Mutex<HashSet<TenantId>>,
     /// What persists wrote since open: bases, deltas, bytes.
     written: [AtomicU64; 3],
+    /// When a persist writes a new base rather than a delta.
+    fold: FoldRule,
 }
 
 /// What an index's persists wrote since it was opened ([`VectorIndex::persisted`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PersistTotals {
     /// Tenants written whole (a new base: first dumps, format changes, compactions, and
-    /// when the deltas grew past half the base).
+    /// when the deltas would pass what [`FoldRule`] allows).
     pub bases: u64,
     /// Tenants written as a delta of what changed.
     pub deltas: u64,
@@ -501,7 +504,15 @@ impl VectorIndex {
             source,
             kept: Mutex::new(HashSet::new()),
             written: Default::default(),
+            fold: FoldRule::default(),
         })
+    }
+
+    /// This index with another rule for when a persist folds a tenant's deltas into a new
+    /// base (the default is the one measured in `BENCHMARKS.md`).
+    pub fn with_fold_rule(mut self, fold: FoldRule) -> Self {
+        self.fold = fold;
+        self
     }
 
     /// What this index's persists wrote since it was opened, for benchmarks and reports.
@@ -829,7 +840,7 @@ impl VectorIndex {
             self.dims,
             &self.model_id,
             in_store,
-            outdated,
+            (!outdated).then_some(&self.fold),
         )?;
         let kind = if written.base { 0 } else { 1 };
         if written.bytes > 0 {

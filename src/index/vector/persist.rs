@@ -25,11 +25,12 @@
 //! 1, 2, ... in order; each names the slot, document and node counts it follows, so a
 //! delta applied to anything but the state it was made after is an error, as is a
 //! damaged one or a gap: the tenant is then rebuilt from the store. When the deltas
-//! together pass half the base's size (or [`MAX_DELTAS`] of them), the next persist
+//! would together pass the base's size (or 512 of them: [`FoldRule`]), the persist
 //! writes a new base instead (a new generation), so the bytes written stay within a
-//! small multiple of the bytes changed and a load reads at most ~1.5 bases. A change
-//! that renumbers slots or replaces the graph (compaction, a rebuild, a first graph)
-//! also starts a new base.
+//! small multiple of the bytes changed and a load reads at most ~2 bases (about one while
+//! a tenant fills: a delta costs what its chunks cost in a base). A change that renumbers
+//! slots or replaces the graph (compaction, a rebuild, a first graph) also starts a new
+//! base.
 //!
 //! Vectors: an index with a [`VectorSource`] (the store, which keeps every chunk's vector)
 //! writes only the vectors of dead slots (`dead.f16` and in deltas: tombstones still route
@@ -70,8 +71,39 @@ const DELTA_MAGIC: &[u8; 4] = b"AIGD";
 /// 2: the graph's changes as how each list differs from the files' (`hnsw/delta.rs`). 1:
 /// every changed node's lists whole (still read).
 const DELTA_VERSION: u32 = 2;
-/// At most this many deltas follow a base: each is a file to open at start.
-pub(super) const MAX_DELTAS: u32 = 512;
+/// When a persist writes a new base (a new generation) instead of another delta: the
+/// trade between the bytes a tenant's persists write and what a start reads and applies
+/// (BENCHMARKS.md, "when to fold deltas into a new base").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FoldRule {
+    /// A new base once the deltas would together pass this many times the base's bytes.
+    /// While a tenant grows, its bases follow each other at sizes (1 + r) apart, so the
+    /// bases written add up to about (1 + r) / r times the last (besides each chunk once
+    /// in a delta), and a start reads at most (1 + r) bases (about one while the deltas
+    /// only add chunks, which cost in a delta what they cost in a base).
+    pub max_delta_ratio: f64,
+    /// ... or once a base has this many deltas: each is a file to open at start, and small
+    /// edits (a few KiB each) would otherwise pile up for days on a large base.
+    pub max_deltas: u32,
+}
+
+impl Default for FoldRule {
+    /// Deltas up to the base's size, at most 512 of them.
+    fn default() -> Self {
+        Self {
+            max_delta_ratio: 1.0,
+            max_deltas: 512,
+        }
+    }
+}
+
+impl FoldRule {
+    /// A base with `deltas` deltas of `delta_bytes` in all may take one more of `bytes`.
+    fn room(&self, base_bytes: u64, deltas: u32, delta_bytes: u64, bytes: u64) -> bool {
+        deltas < self.max_deltas
+            && (delta_bytes + bytes) as f64 <= base_bytes as f64 * self.max_delta_ratio
+    }
+}
 const VECTORS_FILE: &str = "vectors.f16";
 const DEAD_FILE: &str = "dead.f16";
 /// A vector from the source stands for a dumped one (older format) when their cosine is at
@@ -121,11 +153,11 @@ pub(super) fn manifest(dims: usize, model_id: &str) -> String {
 }
 
 /// Writes what changed in `t` since its files were written: a delta when `journal` says
-/// what they hold and the deltas stay small next to the base, else a new base (also when
-/// `new_base`: the files are of an older format). `in_store`: the live vectors are left
-/// to the index's source. On success the journal describes the new files and nothing is
-/// recorded as changed; on failure it forgets the files (a failure can leave them anywhere
-/// between the old and the new), so the next persist writes a new base.
+/// what they hold and `fold` leaves room for it next to the base, else a new base (also
+/// when `fold` is None: the files are of an older format). `in_store`: the live vectors
+/// are left to the index's source. On success the journal describes the new files and
+/// nothing is recorded as changed; on failure it forgets the files (a failure can leave
+/// them anywhere between the old and the new), so the next persist writes a new base.
 pub(super) fn save_tenant(
     tdir: &Path,
     t: &Tenant,
@@ -133,12 +165,11 @@ pub(super) fn save_tenant(
     dims: usize,
     model_id: &str,
     in_store: bool,
-    new_base: bool,
+    fold: Option<&FoldRule>,
 ) -> Result<Written, Error> {
     let disk = journal.disk.take();
-    let follows = disk.as_ref().filter(|d| {
-        !new_base
-            && d.in_store == in_store
+    let follows = fold.zip(disk.as_ref()).filter(|(_, d)| {
+        d.in_store == in_store
             && d.slots <= t.slots.len()
             && d.docs <= t.docs.len()
             && match (&t.graph, d.graph_nodes) {
@@ -147,7 +178,7 @@ pub(super) fn save_tenant(
                 _ => false,
             }
     });
-    if let Some(disk) = follows {
+    if let Some((fold, disk)) = follows {
         match encode_delta(t, disk, &journal.killed, dims)? {
             None => {
                 journal.disk = Some(disk.clone());
@@ -158,8 +189,12 @@ pub(super) fn save_tenant(
                 });
             }
             Some((bytes, live_sum))
-                if disk.deltas < MAX_DELTAS
-                    && disk.delta_bytes + bytes.len() as u64 <= disk.base_bytes / 2 =>
+                if fold.room(
+                    disk.base_bytes,
+                    disk.deltas,
+                    disk.delta_bytes,
+                    bytes.len() as u64,
+                ) =>
             {
                 let seq = disk.deltas + 1;
                 write_atomic(&tdir.join(&disk.generation).join(delta_name(seq)), &bytes)?;
