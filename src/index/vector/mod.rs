@@ -299,10 +299,17 @@ fn stored_form(v: &[f32], dims: usize) -> Result<Vec<u16>, Error> {
 }
 
 /// [`stored_form`] of a vector given as the store's halves; `None` for a non-finite one.
+/// Every vector of a tenant goes through here when its index loads from the store (a
+/// million at 1M chunks), so the conversions run over whole slices (F16C where the CPU has
+/// it); the arithmetic is the same, in the same order, as one value at a time.
 fn stored_from_halves(h: &[u16]) -> Option<Vec<u16>> {
+    use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+    let mut f = vec![0f32; h.len()];
+    h.reinterpret_cast::<half::f16>()
+        .convert_to_f32_slice(&mut f);
     let mut sum = 0f64;
-    for &x in h {
-        let x = f64::from(from_f16(x));
+    for &x in &f {
+        let x = f64::from(x);
         if !x.is_finite() {
             return None;
         }
@@ -311,11 +318,13 @@ fn stored_from_halves(h: &[u16]) -> Option<Vec<u16>> {
     let norm = sum.sqrt();
     // A zero vector has no direction: it is kept as zeros and scores 0 against everything.
     let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-    Some(
-        h.iter()
-            .map(|&x| to_f16((f64::from(from_f16(x)) * scale) as f32))
-            .collect(),
-    )
+    for x in &mut f {
+        *x = (f64::from(*x) * scale) as f32;
+    }
+    let mut out = vec![0u16; h.len()];
+    out.reinterpret_cast_mut::<half::f16>()
+        .convert_from_f32_slice(&f);
+    Some(out)
 }
 
 /// Rejects a vector of the wrong length or with a non-finite value.
@@ -968,4 +977,64 @@ fn exact(
         scored.truncate(k);
     }
     scored
+}
+
+#[cfg(test)]
+mod stored_form_tests {
+    use super::{from_f16, stored_from_halves, to_f16};
+
+    /// The per-value form `stored_from_halves` had before it converted whole slices: data
+    /// directories hold checksums of its output, so the two must agree bit for bit.
+    fn one_at_a_time(h: &[u16]) -> Option<Vec<u16>> {
+        let mut sum = 0f64;
+        for &x in h {
+            let x = f64::from(from_f16(x));
+            if !x.is_finite() {
+                return None;
+            }
+            sum += x * x;
+        }
+        let norm = sum.sqrt();
+        let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        Some(
+            h.iter()
+                .map(|&x| to_f16((f64::from(from_f16(x)) * scale) as f32))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn slice_conversions_give_the_bits_one_value_at_a_time_gave() {
+        let mut z = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        };
+        let mut checked = 0;
+        for round in 0..3_000 {
+            let dims = [384, 768, 7, 1][round % 4];
+            let h: Vec<u16> = (0..dims)
+                .map(|_| match round % 5 {
+                    // Any finite half, subnormals and signed zeros included.
+                    0 => (next() as u16) & 0x7bff | (next() as u16 & 0x8000),
+                    // Typical embedding components, then tiny ones (subnormal after scaling).
+                    1 => to_f16((next() as i32 as f32) / 2.0e10),
+                    2 => to_f16((next() as i32 as f32) / 2.0e15),
+                    // Mostly zeros with one large component.
+                    3 if next() % 50 == 0 => to_f16(60_000.0),
+                    3 => 0,
+                    _ => to_f16((next() % 1000) as f32 / 1000.0),
+                })
+                .collect();
+            assert_eq!(stored_from_halves(&h), one_at_a_time(&h), "round {round}");
+            checked += 1;
+        }
+        assert_eq!(checked, 3_000);
+        // Non-finite halves are refused by both.
+        assert_eq!(stored_from_halves(&[0x3c00, 0x7c00]), None);
+        assert_eq!(stored_from_halves(&[0x7e00, 0]), None);
+    }
 }
