@@ -105,7 +105,9 @@ impl Default for HnswParams {
 /// 10k, 0.72 at 100k, 0.58 at 300k. The ef needed for a given recall grew about with the
 /// square root of the size there, and a walk costs about linearly in ef (100k: 0.24 ms at
 /// ef 64, 0.53 ms at 158), small next to the keyword half of a hybrid search at that size.
-const EF_GROWS_ABOVE: usize = 16_384;
+/// Growing from 16,384 gave 0.988 at 1M (ef 500) and ~0.988 at 100k (ef 158); from 10,000
+/// it gives 0.990 at both (ef 640 and 202; BENCHMARKS.md "Session 12: ef at 1M").
+const EF_GROWS_ABOVE: usize = 10_000;
 
 struct Slot {
     chunk: ChunkId,
