@@ -395,9 +395,12 @@ pub async fn fake_smtp() -> FakeSmtp {
 }
 
 impl FakeSmtp {
-    /// Waits (bounded) until a mail containing `needle` arrives.
+    /// The first mail containing `needle`, waiting up to 30 s (as for log lines): mails go
+    /// out from the job queue, which the whole suite on a loaded 2-core machine can hold
+    /// back for seconds; 5 s left little room.
     pub async fn wait_for(&self, needle: &str) -> String {
-        for _ in 0..100 {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
             if let Some(m) = self
                 .mails
                 .lock()
@@ -407,9 +410,9 @@ impl FakeSmtp {
             {
                 return m.clone();
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("no mail containing {needle:?} arrived");
+        panic!("no mail containing {needle:?} arrived in 30 s");
     }
 }
 
