@@ -636,12 +636,7 @@ impl VectorIndex {
         let Some(slots) = t.by_doc.get(doc).cloned() else {
             return Ok(());
         };
-        self.mark_dirty(tenant, &t)?;
-        for s in slots {
-            t.kill(s);
-        }
-        t.maybe_compact(self.dims, &self.params);
-        Ok(())
+        self.kill_slots(tenant, &mut t, slots)
     }
 
     /// Removes some chunks' vectors (tombstones; compacts past `max_dead_ratio`); chunks the
@@ -658,7 +653,13 @@ impl VectorIndex {
         if slots.is_empty() {
             return Ok(());
         }
-        self.mark_dirty(tenant, &t)?;
+        self.kill_slots(tenant, &mut t, slots)
+    }
+
+    /// Tombstones `slots` of the tenant `t` (recorded for the next persist first), then
+    /// compacts it past `max_dead_ratio`.
+    fn kill_slots(&self, tenant: &TenantId, t: &mut Tenant, slots: Vec<u32>) -> Result<(), Error> {
+        self.mark_dirty(tenant, t)?;
         for s in slots {
             t.kill(s);
         }
