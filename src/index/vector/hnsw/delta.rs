@@ -82,10 +82,10 @@ fn read_ids(
 }
 
 impl Graph {
-    /// Appends the changes since the graph had `before` nodes and
-    /// [`clear_changes`](Self::clear_changes) last ran, as [`Format::Diffs`]; returns how
-    /// many nodes' lists they hold (0: the lists are the files').
-    pub fn encode_changes(&self, before: usize, b: &mut Vec<u8>) -> usize {
+    /// The start of a changes record, both versions: the node counts before and after, the
+    /// entry point, the level generator's state and the new nodes' levels. Returns the
+    /// counts (`before` clamped to the graph's size).
+    fn encode_changes_header(&self, before: usize, b: &mut Vec<u8>) -> (usize, usize) {
         let (before, after) = (before.min(self.len()), self.len());
         for x in [before as u64, after as u64] {
             b.extend_from_slice(&x.to_le_bytes());
@@ -93,6 +93,14 @@ impl Graph {
         b.extend_from_slice(&self.entry.load(Ordering::Acquire).to_le_bytes());
         b.extend_from_slice(&self.rng.to_le_bytes());
         b.extend_from_slice(&self.levels[before..]);
+        (before, after)
+    }
+
+    /// Appends the changes since the graph had `before` nodes and
+    /// [`clear_changes`](Self::clear_changes) last ran, as [`Format::Diffs`]; returns how
+    /// many nodes' lists they hold (0: the lists are the files').
+    pub fn encode_changes(&self, before: usize, b: &mut Vec<u8>) -> usize {
+        let (before, after) = self.encode_changes_header(before, b);
         let mut saved = self.old_lists.lock().unwrap_or_else(|e| e.into_inner());
         saved.sort_unstable_by_key(|&(id, _)| id);
         // The saved lists are the files' only when the files were written at `before`
@@ -164,13 +172,7 @@ impl Graph {
     /// whole. Only tests write it, to check that the files of that version still load.
     #[cfg(test)]
     pub fn encode_changes_whole(&self, before: usize, b: &mut Vec<u8>) -> usize {
-        let (before, after) = (before.min(self.len()), self.len());
-        for x in [before as u64, after as u64] {
-            b.extend_from_slice(&x.to_le_bytes());
-        }
-        b.extend_from_slice(&self.entry.load(Ordering::Acquire).to_le_bytes());
-        b.extend_from_slice(&self.rng.to_le_bytes());
-        b.extend_from_slice(&self.levels[before..]);
+        let (before, after) = self.encode_changes_header(before, b);
         let nodes: Vec<u32> = self
             .rewritten(before)
             .chain(before as u32..after as u32)
