@@ -865,14 +865,21 @@ fn chunks_unused_share(store: &Store) -> f64 {
     t.fragmented_bytes as f64 / (t.pages * 4096) as f64
 }
 
-#[test]
-fn step_15_leaves_the_chunks_table_dense() {
+/// `n` chunks of one document id, alternating between two tenants (as two tenants
+/// ingesting at once write them); with the first tenant and the document.
+fn two_tenants_chunks(n: u32) -> ((TenantId, DocumentId), Vec<Chunk>) {
     let (t, u) = (TenantId::new(), TenantId::new());
     let doc = DocumentId::new();
-    // Five of the step's batches, two tenants.
-    let chunks: Vec<Chunk> = (0..5_000u32)
+    let chunks = (0..n)
         .map(|i| chunk(if i % 2 == 0 { &t } else { &u }, &doc, i, prose(i)))
         .collect();
+    ((t, doc), chunks)
+}
+
+#[test]
+fn step_15_leaves_the_chunks_table_dense() {
+    // Five of the step's batches, two tenants.
+    let (_, chunks) = two_tenants_chunks(5_000);
     let dir = tempfile::tempdir().unwrap();
     write_v14_chunks(dir.path(), &chunks, None);
     let store = Store::open(dir.path(), 1 << 20).unwrap();
@@ -889,11 +896,7 @@ fn step_15_leaves_the_chunks_table_dense() {
 
 #[test]
 fn step_15_cut_short_anywhere_finishes_at_the_next_open_and_loses_nothing() {
-    let (t, u) = (TenantId::new(), TenantId::new());
-    let doc = DocumentId::new();
-    let chunks: Vec<Chunk> = (0..2_500u32)
-        .map(|i| chunk(if i % 2 == 0 { &t } else { &u }, &doc, i, prose(i)))
-        .collect();
+    let ((t, doc), chunks) = two_tenants_chunks(2_500);
     let odd = chunk(&t, &doc, 9_999, "odd".into());
     let mut odd_json = serde_json::to_value(&odd).unwrap();
     odd_json["futureField"] = serde_json::json!(1);
